@@ -1,0 +1,44 @@
+// Lint keeps the layer arrows of DESIGN §3 pointing down and keeps time and randomness
+// out of the pure Raft core. The tidy test (test/tidy.test.ts) double-checks the core by text.
+import tseslint from 'typescript-eslint';
+
+const layer = (files, forbidden, message) => ({
+  files,
+  rules: {
+    'no-restricted-imports': ['error', {
+      patterns: forbidden.map((group) => ({ group: [group], message })),
+    }],
+  },
+});
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'data/**', 'bench/results/**'] },
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error',
+      '@typescript-eslint/switch-exhaustiveness-check': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+    },
+  },
+  { files: ['**/*.js', '**/*.mjs'], ...tseslint.configs.disableTypeChecked },
+  {
+    files: ['src/raft/core/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: ['node:*', 'fs', 'net', 'timers', 'crypto'], message: 'raft/core is pure: no I/O' },
+          { group: ['**/node/**', '**/commitlog/**', '**/server/**', '**/broker/**', '**/testing/**', '**/client/**', '**/cli/**'], message: 'raft/core imports only raft/types and util' },
+        ],
+      }],
+      'no-restricted-globals': ['error', 'Date', 'setTimeout', 'setInterval', 'setImmediate', 'performance', 'process'],
+      'no-restricted-properties': ['error', { object: 'Math', property: 'random', message: 'inject a RandomSource' }],
+    },
+  },
+  layer(['src/raft/node/**/*.ts'], '**/{commitlog,server,broker,testing,client,cli}/**', 'raft/node depends on raft/core and its own ports only'),
+  layer(['src/commitlog/**/*.ts'], '**/{raft/node,raft/core,server,broker,testing,client,cli}/**', 'commitlog depends on raft/types and util only'),
+  layer(['src/util/**/*.ts', 'src/raft/types.ts'], '**/{raft/node,raft/core,commitlog,server,broker,testing,client,cli}/**', 'util and types are leaves'),
+  layer(['src/server/**/*.ts', 'src/cli/**/*.ts', 'bench/**/*.ts'], '**/testing/**', 'src/testing is for tests only'),
+);

@@ -1,0 +1,457 @@
+import * as path from 'node:path';
+import { assert } from '../util/assert.js';
+import { TermRuns } from '../raft/term-runs.js';
+import type { Entry, LogIndex, Term } from '../raft/types.js';
+import type { FileHandle, FileSystem } from './file-system.js';
+import { CorruptLogError, LogFailedError } from './errors.js';
+import {
+  decodeRecord, decodeSegmentHeader, encodeRecord, encodeSegmentHeader, parseSegmentFileName,
+  recordBytes, recordMagic, segmentFileName, segmentHeaderBytes,
+} from './record-codec.js';
+
+export interface CommitLogOptions {
+  readonly fs: FileSystem;
+  readonly dir: string;
+  /** A segment is rolled when the next batch would push it past this size. */
+  readonly segmentBytesMax?: number;
+  /** Recently appended entries kept in memory so replication reads rarely touch the disk. */
+  readonly cacheBytesMax?: number;
+}
+
+/** What recovery found and did; a torn tail is expected after a crash and reported here. */
+export interface RecoveryReport {
+  readonly segmentCount: number;
+  readonly firstIndex: LogIndex;
+  readonly lastIndex: LogIndex;
+  readonly tornTail: { readonly file: string; readonly offset: number; readonly bytesDropped: number; readonly reason: string } | undefined;
+  readonly removedTornSegment: string | undefined;
+}
+
+export interface CommitLogStats {
+  appendCalls: number;
+  entriesAppended: number;
+  bytesWritten: number;
+  fsyncs: number;
+}
+
+interface Segment {
+  readonly fileName: string;
+  readonly handle: FileHandle;
+  readonly firstIndex: LogIndex;
+  readonly prevTerm: Term;
+  /** positions[i] is the byte offset of the record for index firstIndex + i. */
+  readonly positions: number[];
+  /** Byte offset just past the last record. */
+  endPosition: number;
+  /** Holds writes or a truncation not yet covered by datasync. */
+  dirty: boolean;
+}
+
+const segmentLastIndex = (segment: Segment): LogIndex => segment.firstIndex + segment.positions.length - 1;
+
+/**
+ * The Raft log store: segmented append-only files of checksummed records.
+ *
+ * One operation at a time (the Raft node loop serialises them). Any I/O error marks the log
+ * failed; every later call throws `LogFailedError` so the group stops instead of guessing.
+ * Reads take an explicit upper bound: Raft passes its last index, the broker its commit index,
+ * so nobody but Raft ever sees an uncommitted tail.
+ */
+export class CommitLog {
+  readonly stats: CommitLogStats = { appendCalls: 0, entriesAppended: 0, bytesWritten: 0, fsyncs: 0 };
+  private readonly segments: Segment[] = [];
+  private readonly termRuns: TermRuns;
+  private readonly segmentBytesMax: number;
+  private readonly cacheBytesMax: number;
+  /** cache[i] is the entry at cacheFirstIndex + i; always a suffix of the log. */
+  private cache: Entry[] = [];
+  private cacheFirstIndex: LogIndex;
+  private cacheBytes = 0;
+  private busy = false;
+  private failure: Error | undefined;
+
+  private constructor(private readonly fs: FileSystem, private readonly dir: string, options: CommitLogOptions, termRuns: TermRuns) {
+    this.segmentBytesMax = options.segmentBytesMax ?? 64 * 1024 * 1024;
+    this.cacheBytesMax = options.cacheBytesMax ?? 32 * 1024 * 1024;
+    assert(this.segmentBytesMax > segmentHeaderBytes, 'segmentBytesMax too small');
+    this.termRuns = termRuns;
+    this.cacheFirstIndex = termRuns.lastIndex + 1;
+  }
+
+  /** Opens (creating if needed) the log in `dir` and recovers it. */
+  static async open(options: CommitLogOptions): Promise<{ log: CommitLog; report: RecoveryReport }> {
+    await options.fs.mkdirp(options.dir);
+    const recovery = await recoverSegments(options.fs, options.dir);
+    const log = new CommitLog(options.fs, options.dir, options, recovery.termRuns);
+    log.segments.push(...recovery.segments);
+    return { log, report: recovery.report };
+  }
+
+  get firstIndex(): LogIndex { return this.termRuns.firstIndex; }
+  get lastIndex(): LogIndex { return this.termRuns.lastIndex; }
+  get lastTerm(): Term { return this.termRuns.lastTerm; }
+  /** Term at `index`, or undefined outside `[firstIndex - 1, lastIndex]`. */
+  termAt(index: LogIndex): Term | undefined { return this.termRuns.termAt(index); }
+  /** The `[startIndex, term]` runs of the log, for building the Raft core's view. */
+  runs(): Array<readonly [LogIndex, Term]> { return this.termRuns.runs(); }
+
+  /**
+   * Appends contiguous entries after `lastIndex` with one write per segment touched and,
+   * when `sync` is set, one datasync per segment touched (group commit).
+   */
+  async append(entries: readonly Entry[], options: { sync: boolean }): Promise<void> {
+    if (entries.length === 0) {
+      if (options.sync) await this.sync();
+      return;
+    }
+    let expected = this.lastIndex + 1;
+    let term = this.lastTerm;
+    for (const entry of entries) {
+      assert(entry.index === expected, `append: index ${entry.index}, expected ${expected}`);
+      assert(entry.term >= term, `append: term ${entry.term} below ${term} at ${entry.index}`);
+      expected++;
+      term = entry.term;
+    }
+    await this.exclusive(async () => {
+      this.stats.appendCalls++;
+      let next = 0;
+      while (next < entries.length) {
+        const segment = await this.segmentForAppend(entries[next] as Entry);
+        next = await this.appendToSegment(segment, entries, next);
+      }
+      if (options.sync) await this.syncDirtySegments();
+    });
+  }
+
+  /** Makes every appended entry durable. */
+  async sync(): Promise<void> {
+    await this.exclusive(() => this.syncDirtySegments());
+  }
+
+  /**
+   * Reads entries `[fromIndex, min(throughIndex, lastIndex)]`, stopping once `bytesMax`
+   * payload bytes are collected (always at least one entry when any is in range).
+   */
+  async read(range: { fromIndex: LogIndex; throughIndex: LogIndex; bytesMax: number }): Promise<Entry[]> {
+    this.throwIfFailed();
+    assert(range.fromIndex >= this.firstIndex, `read: ${range.fromIndex} is before first index ${this.firstIndex}`);
+    const through = Math.min(range.throughIndex, this.lastIndex);
+    const out: Entry[] = [];
+    let bytes = 0;
+    let index = range.fromIndex;
+    while (index <= through && (out.length === 0 || bytes < range.bytesMax)) {
+      if (index >= this.cacheFirstIndex) {
+        const entry = this.cache[index - this.cacheFirstIndex] as Entry;
+        out.push(entry);
+        bytes += entry.payload.length;
+        index++;
+        continue;
+      }
+      const fromDisk = await this.guard(() => this.readFromSegment(index, Math.min(through, this.cacheFirstIndex - 1), range.bytesMax - bytes));
+      for (const entry of fromDisk) {
+        out.push(entry);
+        bytes += entry.payload.length;
+      }
+      index += fromDisk.length;
+    }
+    return out;
+  }
+
+  /** Removes every entry `>= fromIndex` (a Raft conflict); durable when this returns. */
+  async truncateSuffix(fromIndex: LogIndex): Promise<void> {
+    assert(fromIndex >= this.firstIndex, `truncate: ${fromIndex} is before first index ${this.firstIndex}`);
+    if (fromIndex > this.lastIndex) return;
+    await this.exclusive(async () => {
+      let removedFiles = false;
+      while (this.segments.length > 1 && (this.segments[this.segments.length - 1] as Segment).firstIndex >= fromIndex) {
+        const doomed = this.segments.pop() as Segment;
+        await doomed.handle.close();
+        await this.fs.remove(path.join(this.dir, doomed.fileName));
+        removedFiles = true;
+      }
+      const segment = this.segments[this.segments.length - 1] as Segment;
+      const keep = Math.max(0, fromIndex - segment.firstIndex);
+      const cut = keep < segment.positions.length ? (segment.positions[keep] as number) : segment.endPosition;
+      segment.positions.length = keep;
+      segment.endPosition = cut;
+      await segment.handle.truncate(cut);
+      // Made durable at once: a truncation that could come undone would let stale records
+      // reappear behind newer ones and look like corruption on recovery.
+      await segment.handle.datasync();
+      this.stats.fsyncs++;
+      segment.dirty = false;
+      if (removedFiles) await this.fs.syncDir(this.dir);
+      this.termRuns.truncateFrom(fromIndex);
+      this.trimCacheFrom(fromIndex);
+      assert(this.lastIndex === fromIndex - 1, 'truncate: last index after truncation');
+    });
+  }
+
+  /**
+   * Retention: deletes whole segments whose entries are all `<= throughIndex`, never the
+   * last segment. Returns the new first index.
+   */
+  async deletePrefix(throughIndex: LogIndex): Promise<LogIndex> {
+    await this.exclusive(async () => {
+      let removed = false;
+      while (this.segments.length > 1 && segmentLastIndex(this.segments[0] as Segment) <= throughIndex) {
+        const doomed = this.segments.shift() as Segment;
+        await doomed.handle.close();
+        await this.fs.remove(path.join(this.dir, doomed.fileName));
+        removed = true;
+      }
+      if (!removed) return;
+      await this.fs.syncDir(this.dir);
+      const newFirst = (this.segments[0] as Segment).firstIndex;
+      this.termRuns.compactThrough(newFirst - 1);
+      if (this.cacheFirstIndex < newFirst) this.dropCacheBefore(newFirst);
+    });
+    return this.firstIndex;
+  }
+
+  async close(): Promise<void> {
+    const segments = this.segments.splice(0);
+    for (const segment of segments) await segment.handle.close();
+  }
+
+  private async segmentForAppend(entry: Entry): Promise<Segment> {
+    const last = this.segments[this.segments.length - 1];
+    const needed = recordBytes(entry.payload.length);
+    if (last !== undefined && (last.positions.length === 0 || last.endPosition + needed <= this.segmentBytesMax)) {
+      return last;
+    }
+    if (last !== undefined && last.dirty) {
+      // Older segments are always fully durable, so damage in one is corruption, not a torn tail.
+      await last.handle.datasync();
+      this.stats.fsyncs++;
+      last.dirty = false;
+    }
+    const fileName = segmentFileName(entry.index);
+    const handle = await this.fs.open(path.join(this.dir, fileName), { create: true });
+    await handle.truncate(0);
+    await handle.write(encodeSegmentHeader({ firstIndex: entry.index, prevTerm: this.lastTerm }), 0);
+    await handle.datasync();
+    await this.fs.syncDir(this.dir);
+    this.stats.fsyncs += 2;
+    const segment: Segment = { fileName, handle, firstIndex: entry.index, prevTerm: this.lastTerm, positions: [], endPosition: segmentHeaderBytes, dirty: false };
+    this.segments.push(segment);
+    return segment;
+  }
+
+  /** Writes as many entries from `entries[start]` as fit `segment`; returns the next start. */
+  private async appendToSegment(segment: Segment, entries: readonly Entry[], start: number): Promise<number> {
+    let end = start;
+    let bytes = 0;
+    while (end < entries.length) {
+      const size = recordBytes((entries[end] as Entry).payload.length);
+      const fits = segment.endPosition + bytes + size <= this.segmentBytesMax;
+      if (!fits && (end > start || segment.positions.length > 0)) break;
+      bytes += size;
+      end++;
+    }
+    const batch = new Uint8Array(bytes);
+    let offset = 0;
+    const positions: number[] = [];
+    for (let i = start; i < end; i++) {
+      positions.push(segment.endPosition + offset);
+      offset = encodeRecord(entries[i] as Entry, batch, offset);
+    }
+    assert(offset === bytes, 'append: batch size mismatch');
+    await segment.handle.write(batch, segment.endPosition);
+    segment.endPosition += bytes;
+    segment.dirty = true;
+    for (const position of positions) segment.positions.push(position);
+    for (let i = start; i < end; i++) {
+      const entry = entries[i] as Entry;
+      this.termRuns.append(entry.index, entry.term);
+      this.addToCache(entry);
+    }
+    this.stats.entriesAppended += end - start;
+    this.stats.bytesWritten += bytes;
+    return end;
+  }
+
+  private async readFromSegment(fromIndex: LogIndex, throughIndex: LogIndex, bytesBudget: number): Promise<Entry[]> {
+    const segment = this.segmentContaining(fromIndex);
+    const lastHere = Math.min(throughIndex, segmentLastIndex(segment));
+    const startSlot = fromIndex - segment.firstIndex;
+    let endSlot = startSlot + 1;
+    const startPosition = segment.positions[startSlot] as number;
+    const positionOf = (slot: number): number => (slot < segment.positions.length ? (segment.positions[slot] as number) : segment.endPosition);
+    while (endSlot <= lastHere - segment.firstIndex && positionOf(endSlot) - startPosition < bytesBudget) endSlot++;
+    const buffer = new Uint8Array(positionOf(endSlot) - startPosition);
+    const bytesRead = await segment.handle.read(buffer, startPosition);
+    const out: Entry[] = [];
+    let offset = 0;
+    for (let slot = startSlot; slot < endSlot; slot++) {
+      const decoded = bytesRead === buffer.length ? decodeRecord(buffer, offset, { copyPayload: false }) : { kind: 'short' as const };
+      const expectedIndex = segment.firstIndex + slot;
+      if (decoded.kind !== 'ok' || decoded.entry.index !== expectedIndex) {
+        const reason = decoded.kind === 'ok' ? `holds index ${decoded.entry.index}, expected ${expectedIndex}` : decoded.kind === 'bad' ? decoded.reason : 'short read';
+        throw new CorruptLogError(segment.fileName, startPosition + offset, reason);
+      }
+      out.push(decoded.entry);
+      offset += decoded.bytes;
+    }
+    return out;
+  }
+
+  private segmentContaining(index: LogIndex): Segment {
+    let low = 0;
+    let high = this.segments.length - 1;
+    while (low < high) {
+      const mid = (low + high + 1) >> 1;
+      if ((this.segments[mid] as Segment).firstIndex <= index) low = mid;
+      else high = mid - 1;
+    }
+    const segment = this.segments[low] as Segment;
+    assert(index >= segment.firstIndex && index <= segmentLastIndex(segment), `no segment holds index ${index}`);
+    return segment;
+  }
+
+  private async syncDirtySegments(): Promise<void> {
+    for (const segment of this.segments) {
+      if (!segment.dirty) continue;
+      await segment.handle.datasync();
+      this.stats.fsyncs++;
+      segment.dirty = false;
+    }
+  }
+
+  private addToCache(entry: Entry): void {
+    assert(entry.index === this.cacheFirstIndex + this.cache.length, 'cache must stay a suffix of the log');
+    this.cache.push(entry);
+    this.cacheBytes += entry.payload.length;
+    if (this.cacheBytes > this.cacheBytesMax) {
+      let drop = 0;
+      while (this.cacheBytes > this.cacheBytesMax / 2 && drop < this.cache.length - 1) {
+        this.cacheBytes -= (this.cache[drop] as Entry).payload.length;
+        drop++;
+      }
+      this.cache = this.cache.slice(drop);
+      this.cacheFirstIndex += drop;
+    }
+  }
+
+  private trimCacheFrom(fromIndex: LogIndex): void {
+    if (fromIndex < this.cacheFirstIndex) {
+      this.cache = [];
+      this.cacheBytes = 0;
+      this.cacheFirstIndex = fromIndex;
+      return;
+    }
+    for (const entry of this.cache.splice(fromIndex - this.cacheFirstIndex)) this.cacheBytes -= entry.payload.length;
+  }
+
+  private dropCacheBefore(index: LogIndex): void {
+    const drop = Math.min(index - this.cacheFirstIndex, this.cache.length);
+    for (const entry of this.cache.splice(0, drop)) this.cacheBytes -= entry.payload.length;
+    this.cacheFirstIndex = index;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw new LogFailedError({ cause: this.failure });
+  }
+
+  private async guard<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      if (!(error instanceof CorruptLogError) && this.failure === undefined) this.failure = error as Error;
+      throw error;
+    }
+  }
+
+  private async exclusive(operation: () => Promise<void>): Promise<void> {
+    this.throwIfFailed();
+    assert(!this.busy, 'commitlog: concurrent mutation (the node loop must serialise them)');
+    this.busy = true;
+    try {
+      await this.guard(operation);
+    } finally {
+      this.busy = false;
+    }
+  }
+}
+
+interface Recovered {
+  readonly segments: Segment[];
+  readonly termRuns: TermRuns;
+  readonly report: RecoveryReport;
+}
+
+/**
+ * Scans every segment. A bad or short record is a torn tail only in the last segment and
+ * only when no valid record follows it; anywhere else it is corruption of durable data.
+ */
+async function recoverSegments(fs: FileSystem, dir: string): Promise<Recovered> {
+  const names = (await fs.list(dir))
+    .map((name) => ({ name, firstIndex: parseSegmentFileName(name) }))
+    .filter((file): file is { name: string; firstIndex: number } => file.firstIndex !== undefined)
+    .sort((a, b) => a.firstIndex - b.firstIndex);
+  const segments: Segment[] = [];
+  let termRuns = new TermRuns();
+  let tornTail: RecoveryReport['tornTail'];
+  let removedTornSegment: string | undefined;
+  for (const [position, file] of names.entries()) {
+    const isLast = position === names.length - 1;
+    const handle = await fs.open(path.join(dir, file.name), { create: false });
+    const size = await handle.size();
+    const bytes = new Uint8Array(size);
+    await handle.read(bytes, 0);
+    const header = decodeSegmentHeader(bytes);
+    if (header === undefined) {
+      if (isLast && size <= segmentHeaderBytes) {
+        // Crashed while creating the segment: nothing in it was ever acknowledged.
+        await handle.close();
+        await fs.remove(path.join(dir, file.name));
+        await fs.syncDir(dir);
+        removedTornSegment = file.name;
+        break;
+      }
+      await handle.close();
+      throw new CorruptLogError(file.name, 0, 'bad segment header');
+    }
+    if (header.firstIndex !== file.firstIndex) throw new CorruptLogError(file.name, 0, `header says first index ${header.firstIndex}`);
+    if (segments.length === 0) {
+      termRuns = new TermRuns(header.firstIndex, header.prevTerm);
+    } else if (header.firstIndex !== termRuns.lastIndex + 1 || header.prevTerm !== termRuns.lastTerm) {
+      throw new CorruptLogError(file.name, 0, `does not continue the log ending at ${termRuns.lastIndex}/t${termRuns.lastTerm}`);
+    }
+    const segment: Segment = { fileName: file.name, handle, firstIndex: header.firstIndex, prevTerm: header.prevTerm, positions: [], endPosition: segmentHeaderBytes, dirty: false };
+    let offset = segmentHeaderBytes;
+    while (offset < size) {
+      const decoded = decodeRecord(bytes, offset, { copyPayload: false });
+      let problem: string | undefined;
+      if (decoded.kind === 'bad') problem = decoded.reason;
+      else if (decoded.kind === 'short') problem = 'incomplete record';
+      else if (decoded.entry.index !== termRuns.lastIndex + 1) problem = `index ${decoded.entry.index} breaks the sequence after ${termRuns.lastIndex}`;
+      else if (decoded.entry.term < termRuns.lastTerm) problem = `term ${decoded.entry.term} below ${termRuns.lastTerm}`;
+      if (problem !== undefined || decoded.kind !== 'ok') {
+        if (!isLast || hasValidRecordAfter(bytes, offset + 1)) throw new CorruptLogError(file.name, offset, problem ?? 'bad record');
+        await handle.truncate(offset);
+        await handle.datasync();
+        tornTail = { file: file.name, offset, bytesDropped: size - offset, reason: problem ?? 'bad record' };
+        break;
+      }
+      segment.positions.push(offset);
+      termRuns.append(decoded.entry.index, decoded.entry.term);
+      offset += decoded.bytes;
+    }
+    segment.endPosition = offset;
+    segments.push(segment);
+  }
+  const report: RecoveryReport = { segmentCount: segments.length, firstIndex: termRuns.firstIndex, lastIndex: termRuns.lastIndex, tornTail, removedTornSegment };
+  return { segments, termRuns, report };
+}
+
+/** True if any whole, checksum-valid record starts at or after `from`. */
+function hasValidRecordAfter(bytes: Uint8Array, from: number): boolean {
+  const magic = new Uint8Array(4);
+  new DataView(magic.buffer).setUint32(0, recordMagic, true);
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  for (let at = buffer.indexOf(magic, from); at !== -1; at = buffer.indexOf(magic, at + 1)) {
+    if (decodeRecord(bytes, at, { copyPayload: false }).kind === 'ok') return true;
+  }
+  return false;
+}
