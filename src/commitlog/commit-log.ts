@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { assert } from '../util/assert.js';
 import { TermRuns } from '../raft/term-runs.js';
-import type { Entry, LogIndex, Term } from '../raft/types.js';
+import { EntryKind, type Entry, type LogIndex, type Term } from '../raft/types.js';
 import type { FileHandle, FileSystem } from './file-system.js';
 import { CorruptLogError, LogFailedError } from './errors.js';
 import {
@@ -67,6 +67,8 @@ export class CommitLog {
   private cache: Entry[] = [];
   private cacheFirstIndex: LogIndex;
   private cacheBytes = 0;
+  /** Indexes of membership (config) entries, ascending: the node rebuilds its config from them. */
+  private configIndexList: LogIndex[] = [];
   private busy = false;
   private failure: Error | undefined;
 
@@ -84,6 +86,7 @@ export class CommitLog {
     const recovery = await recoverSegments(options.fs, options.dir);
     const log = new CommitLog(options.fs, options.dir, options, recovery.termRuns);
     log.segments.push(...recovery.segments);
+    log.configIndexList = recovery.configIndexes;
     return { log, report: recovery.report };
   }
 
@@ -92,6 +95,18 @@ export class CommitLog {
   get lastTerm(): Term { return this.termRuns.lastTerm; }
   /** Term at `index`, or undefined outside `[firstIndex - 1, lastIndex]`. */
   termAt(index: LogIndex): Term | undefined { return this.termRuns.termAt(index); }
+  /** Indexes of config entries in the log, ascending. */
+  configIndexes(): readonly LogIndex[] { return this.configIndexList; }
+
+  /** Payload size of the entry at `index`, from memory (no disk access). */
+  payloadBytesAt(index: LogIndex): number {
+    if (index >= this.cacheFirstIndex && index <= this.lastIndex) return (this.cache[index - this.cacheFirstIndex] as Entry).payload.length;
+    const segment = this.segmentContaining(index);
+    const slot = index - segment.firstIndex;
+    const end = slot + 1 < segment.positions.length ? (segment.positions[slot + 1] as number) : segment.endPosition;
+    return end - (segment.positions[slot] as number) - recordBytes(0);
+  }
+
   /** The `[startIndex, term]` runs of the log, for building the Raft core's view. */
   runs(): Array<readonly [LogIndex, Term]> { return this.termRuns.runs(); }
 
@@ -182,6 +197,7 @@ export class CommitLog {
       segment.dirty = false;
       if (removedFiles) await this.fs.syncDir(this.dir);
       this.termRuns.truncateFrom(fromIndex);
+      this.configIndexList = this.configIndexList.filter((index) => index < fromIndex);
       this.trimCacheFrom(fromIndex);
       assert(this.lastIndex === fromIndex - 1, 'truncate: last index after truncation');
     });
@@ -204,6 +220,8 @@ export class CommitLog {
       await this.fs.syncDir(this.dir);
       const newFirst = (this.segments[0] as Segment).firstIndex;
       this.termRuns.compactThrough(newFirst - 1);
+      // Retention of config entries needs snapshot metadata (F16, with InstallSnapshot).
+      this.configIndexList = this.configIndexList.filter((index) => index >= newFirst);
       if (this.cacheFirstIndex < newFirst) this.dropCacheBefore(newFirst);
     });
     return this.firstIndex;
@@ -264,6 +282,7 @@ export class CommitLog {
     for (let i = start; i < end; i++) {
       const entry = entries[i] as Entry;
       this.termRuns.append(entry.index, entry.term);
+      if (entry.kind === EntryKind.config) this.configIndexList.push(entry.index);
       this.addToCache(entry);
     }
     this.stats.entriesAppended += end - start;
@@ -376,6 +395,7 @@ export class CommitLog {
 
 interface Recovered {
   readonly segments: Segment[];
+  readonly configIndexes: LogIndex[];
   readonly termRuns: TermRuns;
   readonly report: RecoveryReport;
 }
@@ -390,6 +410,7 @@ async function recoverSegments(fs: FileSystem, dir: string): Promise<Recovered> 
     .filter((file): file is { name: string; firstIndex: number } => file.firstIndex !== undefined)
     .sort((a, b) => a.firstIndex - b.firstIndex);
   const segments: Segment[] = [];
+  const configIndexes: LogIndex[] = [];
   let termRuns = new TermRuns();
   let tornTail: RecoveryReport['tornTail'];
   let removedTornSegment: string | undefined;
@@ -436,13 +457,14 @@ async function recoverSegments(fs: FileSystem, dir: string): Promise<Recovered> 
       }
       segment.positions.push(offset);
       termRuns.append(decoded.entry.index, decoded.entry.term);
+      if (decoded.entry.kind === EntryKind.config) configIndexes.push(decoded.entry.index);
       offset += decoded.bytes;
     }
     segment.endPosition = offset;
     segments.push(segment);
   }
   const report: RecoveryReport = { segmentCount: segments.length, firstIndex: termRuns.firstIndex, lastIndex: termRuns.lastIndex, tornTail, removedTornSegment };
-  return { segments, termRuns, report };
+  return { segments, configIndexes, termRuns, report };
 }
 
 /** True if any whole, checksum-valid record starts at or after `from`. */

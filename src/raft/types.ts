@@ -106,6 +106,8 @@ export interface AppendResponse {
   readonly conflictTerm: Term;
   /** The follower's last index, so the leader can skip probing. */
   readonly lastIndex: LogIndex;
+  /** On rejection: the prevIndex of the refused request, so stale refusals can be ignored. */
+  readonly rejectedPrevIndex: LogIndex;
 }
 
 /** Leadership transfer: the target starts an election at once, skipping pre-vote. */

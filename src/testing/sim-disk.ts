@@ -44,19 +44,76 @@ export class SimDisk implements FileSystem {
 
   constructor(private readonly random: Prng, private readonly delay: () => Promise<void> = () => Promise.resolve()) {}
 
+  /**
+   * A view of this disk for one incarnation of a node: after `crash()` every call through it
+   * fails, even one that was already waiting on simulated latency, so a crashed node's
+   * leftover promises can never touch its successor's files.
+   */
+  mount(): FileSystem {
+    const generation = this.generation;
+    const check = (): void => { if (this.generation !== generation) throw new SimDiskError('the disk crashed under this mount'); };
+    const guarded = async <T>(operation: () => Promise<T>): Promise<T> => {
+      check();
+      await this.delay();
+      check();
+      return operation();
+    };
+    return {
+      mkdirp: (dir) => guarded(() => this.mkdirpNow(dir)),
+      list: (dir) => guarded(() => this.listNow(dir)),
+      open: (filePath, options) => guarded(() => this.openNow(filePath, options)),
+      remove: (filePath) => guarded(() => this.removeNow(filePath)),
+      syncDir: (dir) => guarded(() => this.syncDirNow(dir)),
+      readFile: (filePath) => guarded(() => this.readFileNow(filePath)),
+      writeFileAtomic: (filePath, data) => guarded(() => this.writeFileAtomicNow(filePath, data)),
+    };
+  }
+
   async mkdirp(dir: string): Promise<void> {
     await this.delay();
-    this.dirs.add(path.normalize(dir));
+    return this.mkdirpNow(dir);
   }
 
   async list(dir: string): Promise<string[]> {
     await this.delay();
-    const normal = path.normalize(dir);
-    return [...this.files.keys()].filter((file) => path.dirname(file) === normal).map((file) => path.basename(file)).sort();
+    return this.listNow(dir);
   }
 
   async open(filePath: string, options: { create: boolean }): Promise<FileHandle> {
     await this.delay();
+    return this.openNow(filePath, options);
+  }
+
+  async remove(filePath: string): Promise<void> {
+    await this.delay();
+    return this.removeNow(filePath);
+  }
+
+  async syncDir(dir: string): Promise<void> {
+    await this.delay();
+    return this.syncDirNow(dir);
+  }
+
+  async readFile(filePath: string): Promise<Uint8Array | undefined> {
+    await this.delay();
+    return this.readFileNow(filePath);
+  }
+
+  async writeFileAtomic(filePath: string, data: Uint8Array): Promise<void> {
+    await this.delay();
+    return this.writeFileAtomicNow(filePath, data);
+  }
+
+  private async mkdirpNow(dir: string): Promise<void> {
+    this.dirs.add(path.normalize(dir));
+  }
+
+  private async listNow(dir: string): Promise<string[]> {
+    const normal = path.normalize(dir);
+    return [...this.files.keys()].filter((file) => path.dirname(file) === normal).map((file) => path.basename(file)).sort();
+  }
+
+  private async openNow(filePath: string, options: { create: boolean }): Promise<FileHandle> {
     const normal = path.normalize(filePath);
     if (!this.files.has(normal)) {
       if (!options.create) throw Object.assign(new Error(`ENOENT: ${normal}`), { code: 'ENOENT' });
@@ -65,25 +122,21 @@ export class SimDisk implements FileSystem {
     return new SimFileHandle(this, normal, this.generation);
   }
 
-  async remove(filePath: string): Promise<void> {
-    await this.delay();
+  private async removeNow(filePath: string): Promise<void> {
     this.files.delete(path.normalize(filePath));
   }
 
-  async syncDir(dir: string): Promise<void> {
-    await this.delay();
+  private async syncDirNow(dir: string): Promise<void> {
     const normal = path.normalize(dir);
     for (const name of [...this.durableNames]) if (path.dirname(name) === normal && !this.files.has(name)) this.durableNames.delete(name);
     for (const name of this.files.keys()) if (path.dirname(name) === normal) this.durableNames.add(name);
   }
 
-  async readFile(filePath: string): Promise<Uint8Array | undefined> {
-    await this.delay();
+  private async readFileNow(filePath: string): Promise<Uint8Array | undefined> {
     return this.files.get(path.normalize(filePath))?.current.slice();
   }
 
-  async writeFileAtomic(filePath: string, data: Uint8Array): Promise<void> {
-    await this.delay();
+  private async writeFileAtomicNow(filePath: string, data: Uint8Array): Promise<void> {
     const normal = path.normalize(filePath);
     this.files.set(normal, { durable: data.slice(), current: data.slice(), pending: [] });
     this.durableNames.add(normal);

@@ -1,0 +1,27 @@
+import type { LogIndex } from '../types.js';
+
+/**
+ * The leader's view of one follower.
+ *
+ * probe: one append at a time until the follower's match point is found;
+ * replicate: optimistic pipelining, `next` advances as messages are sent, at most
+ * `inflightAppendsMax` unacknowledged messages. Invariant: match < next.
+ */
+export interface Progress {
+  match: LogIndex;
+  next: LogIndex;
+  state: 'probe' | 'replicate';
+  /** Last index of each unacknowledged append message, oldest first. */
+  inflight: LogIndex[];
+  probeSent: boolean;
+  /** Heard from during the current election timeout (check-quorum). */
+  recentActive: boolean;
+  /** Any successful answer since the previous heartbeat (stalled-pipeline detection). */
+  ackedSinceHeartbeat: boolean;
+  /** The follower needs entries that were deleted by retention. */
+  needsSnapshot: boolean;
+}
+
+export function newProgress(next: LogIndex): Progress {
+  return { match: 0, next, state: 'probe', inflight: [], probeSent: false, recentActive: true, ackedSinceHeartbeat: false, needsSnapshot: false };
+}

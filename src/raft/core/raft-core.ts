@@ -1,0 +1,736 @@
+import { assert } from '../../util/assert.js';
+import { decodeMembership, encodeMembership, type ConfigAt } from '../membership.js';
+import { TermRuns } from '../term-runs.js';
+import {
+  EntryKind, type AppendRequest, type AppendResponse, type Entry, type HardState, type LogIndex,
+  type Member, type NodeId, type RaftMessage, type Term, type TimeoutNow, type VoteRequest,
+  type VoteResponse,
+} from '../types.js';
+import { newProgress, type Progress } from './progress.js';
+
+/**
+ * The Raft protocol as a pure, synchronous state machine (etcd's RawNode shape): no I/O, no
+ * clock, no randomness of its own. Time arrives as `tick()`, messages through `step()`,
+ * proposals through `propose()`; the work to do comes out of `ready()` and is acknowledged
+ * with `advance()`.
+ *
+ * Roles and transitions:
+ *   follower --election timeout--> pre-candidate --quorum of pre-votes--> candidate
+ *   candidate --quorum of votes--> leader;  any role --higher term--> follower
+ *   leader --check-quorum fails / removed from config--> follower
+ *   follower --TimeoutNow--> candidate (leadership transfer, skipping pre-vote)
+ *
+ * Contract with the driver: between `ready()` and `advance()` nothing else is called. The
+ * driver must make `entries` (after `truncateFrom`) and `hardState` durable before sending
+ * any of `messages`, and may apply entries up to `commitIndex` only after that.
+ */
+
+export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader';
+
+export interface RandomSource {
+  /** Uniform integer in [0, maxExclusive). */
+  nextInt(maxExclusive: number): number;
+}
+
+/** Switches that make the protocol unsafe on purpose, to prove the checkers catch it. */
+export interface UnsafeSwitches {
+  /** Count older-term entries toward commit (the Raft paper's Figure 8). */
+  readonly commitOlderTerms?: boolean;
+  /** Grant votes without checking that the candidate's log is up to date. */
+  readonly voteWithoutLogCheck?: boolean;
+}
+
+export interface RaftCoreConfig {
+  readonly id: NodeId;
+  /** Base election timeout; each wait is drawn from [base, 2 × base). */
+  readonly electionTimeoutTicks: number;
+  readonly heartbeatIntervalTicks: number;
+  readonly preVote: boolean;
+  readonly checkQuorum: boolean;
+  readonly appendEntriesMax: number;
+  readonly appendBytesMax: number;
+  /** Append messages in flight per follower in the replicate state (pipelining). */
+  readonly inflightAppendsMax: number;
+  /** Proposals are refused once the leader holds this many uncommitted entries. */
+  readonly uncommittedEntriesMax: number;
+  readonly unsafe?: UnsafeSwitches;
+}
+
+export interface CoreInitialState {
+  readonly hardState: HardState;
+  /** The durable log's shape: first index, term before it, and term runs. */
+  readonly log: { readonly firstIndex: LogIndex; readonly prevTerm: Term; readonly lastIndex: LogIndex; readonly runs: ReadonlyArray<readonly [LogIndex, Term]> };
+  /** Configurations in the log (and the bootstrap one at index 0), oldest first. */
+  readonly configs: readonly ConfigAt[];
+  /** What the state machine has applied already; entries up to here are committed. */
+  readonly appliedIndex: LogIndex;
+}
+
+export type ProposeOutcome =
+  | { readonly kind: 'appended'; readonly firstIndex: LogIndex; readonly lastIndex: LogIndex; readonly term: Term }
+  | { readonly kind: 'not-leader'; readonly leaderHint: NodeId | undefined }
+  | { readonly kind: 'dropped'; readonly reason: 'leadership-transfer' | 'uncommitted-entries-max' | 'config-change-pending' | 'leader-not-ready' | 'not-a-member' | 'already-a-member' };
+
+export interface SoftState {
+  readonly role: Role;
+  readonly term: Term;
+  readonly leaderId: NodeId | undefined;
+}
+
+export interface Ready {
+  readonly hardState: HardState | undefined;
+  /** Remove every durable entry `>= truncateFrom` before appending `entries`. */
+  readonly truncateFrom: LogIndex | undefined;
+  readonly entries: readonly Entry[];
+  readonly messages: readonly RaftMessage[];
+  /** Apply committed entries up to here (after persisting this ready). */
+  readonly commitIndex: LogIndex;
+  /** Set when the role, term or leader changed since the last ready. */
+  readonly softState: SoftState | undefined;
+  /** Sync is needed when anything durable changed that an outbound answer depends on. */
+  readonly mustSync: boolean;
+}
+
+/** Sizes of durable entries, answered synchronously from the log store's in-memory index. */
+export type PayloadBytesOf = (index: LogIndex) => number;
+
+export class RaftCore {
+  readonly id: NodeId;
+  private termValue: Term;
+  private votedFor: NodeId | undefined;
+  private roleValue: Role = 'follower';
+  private leader: NodeId | undefined;
+  private commit: LogIndex;
+  private applied: LogIndex;
+  private readonly log: TermRuns;
+  /** Last index handed to the driver for persistence and acknowledged by advance(). */
+  private stableLastIndex: LogIndex;
+  /** unstable[i] has index unstableFrom + i; not yet handed to the driver. */
+  private unstable: Entry[] = [];
+  private unstableFrom: LogIndex;
+  private pendingTruncateFrom: LogIndex | undefined;
+  private configs: ConfigAt[];
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  private readonly votes = new Map<NodeId, boolean>();
+  private readonly progress = new Map<NodeId, Progress>();
+  private transferTarget: NodeId | undefined;
+  private pendingConfigIndex: LogIndex = 0;
+  private leaderFirstIndex: LogIndex = 0;
+  private outbox: RaftMessage[] = [];
+  private hardStateDirty = false;
+  private softStateDirty = true;
+  private readyOutstanding = false;
+
+  constructor(
+    private readonly config: RaftCoreConfig,
+    initial: CoreInitialState,
+    private readonly random: RandomSource,
+    private readonly payloadBytesOf: PayloadBytesOf,
+  ) {
+    assert(config.electionTimeoutTicks > config.heartbeatIntervalTicks, 'election timeout must exceed the heartbeat interval');
+    assert(config.heartbeatIntervalTicks >= 1 && config.inflightAppendsMax >= 1 && config.appendEntriesMax >= 1, 'bad raft config');
+    this.id = config.id;
+    this.termValue = initial.hardState.term;
+    this.votedFor = initial.hardState.votedFor;
+    this.log = new TermRuns(initial.log.firstIndex, initial.log.prevTerm);
+    for (const [i, [start, term]] of initial.log.runs.entries()) {
+      const next = initial.log.runs[i + 1];
+      const end = next === undefined ? initial.log.lastIndex : next[0] - 1;
+      for (let index = start; index <= end; index++) this.log.append(index, term);
+    }
+    assert(this.log.lastIndex === initial.log.lastIndex, 'initial log runs do not reach the last index');
+    assert(initial.configs.length > 0, 'a core needs a bootstrap configuration');
+    this.configs = [...initial.configs];
+    assert(initial.appliedIndex <= this.log.lastIndex, `applied index ${initial.appliedIndex} beyond the log end ${this.log.lastIndex}`);
+    this.commit = Math.max(initial.appliedIndex, this.log.firstIndex - 1);
+    this.applied = this.commit;
+    this.stableLastIndex = this.log.lastIndex;
+    this.unstableFrom = this.log.lastIndex + 1;
+    this.resetRandomizedElectionTimeout();
+  }
+
+  get term(): Term { return this.termValue; }
+  get role(): Role { return this.roleValue; }
+  get leaderId(): NodeId | undefined { return this.leader; }
+  get commitIndex(): LogIndex { return this.commit; }
+  get lastIndex(): LogIndex { return this.log.lastIndex; }
+  get lastTerm(): Term { return this.log.lastTerm; }
+  get firstIndex(): LogIndex { return this.log.firstIndex; }
+  termAt(index: LogIndex): Term | undefined { return this.log.termAt(index); }
+  termRuns(): Array<readonly [LogIndex, Term]> { return this.log.runs(); }
+  get members(): readonly Member[] { return (this.configs[this.configs.length - 1] as ConfigAt).members; }
+  isMember(id: NodeId): boolean { return this.members.some((m) => m.id === id); }
+  /** Per-follower replication state, for status pages and tests. */
+  followerMatch(id: NodeId): LogIndex | undefined { return this.progress.get(id)?.match; }
+
+  /** Advances logical time by one tick. */
+  tick(): void {
+    this.assertNoReadyOutstanding();
+    if (this.roleValue === 'leader') this.tickLeader();
+    else this.tickElection();
+  }
+
+  /** Starts an election now (the node's own choice, e.g. a single-node bootstrap). */
+  campaign(): void {
+    this.assertNoReadyOutstanding();
+    if (this.roleValue !== 'leader' && this.isMember(this.id)) this.hup(false);
+  }
+
+  /** Appends normal entries if this node leads; otherwise says why not. */
+  propose(payloads: readonly Uint8Array[]): ProposeOutcome {
+    this.assertNoReadyOutstanding();
+    assert(payloads.length > 0, 'propose needs at least one payload');
+    const refusal = this.proposalRefusal(payloads.length);
+    if (refusal !== undefined) return refusal;
+    const firstIndex = this.log.lastIndex + 1;
+    for (const payload of payloads) this.appendAsLeader(EntryKind.normal, payload);
+    this.broadcastAppend();
+    return { kind: 'appended', firstIndex, lastIndex: this.log.lastIndex, term: this.termValue };
+  }
+
+  /** Single-server membership change: add or remove one member. */
+  proposeMembershipChange(change: { readonly add: Member } | { readonly remove: NodeId }): ProposeOutcome {
+    this.assertNoReadyOutstanding();
+    const refusal = this.proposalRefusal(1);
+    if (refusal !== undefined) return refusal;
+    // One change at a time, and only after this leader committed an entry of its own term
+    // (the fix to the single-server change bug in Ongaro's thesis errata).
+    if (this.pendingConfigIndex > this.commit) return { kind: 'dropped', reason: 'config-change-pending' };
+    if (this.commit < this.leaderFirstIndex) return { kind: 'dropped', reason: 'leader-not-ready' };
+    let members: Member[];
+    if ('add' in change) {
+      if (this.isMember(change.add.id)) return { kind: 'dropped', reason: 'already-a-member' };
+      members = [...this.members, change.add];
+    } else {
+      if (!this.isMember(change.remove)) return { kind: 'dropped', reason: 'not-a-member' };
+      members = this.members.filter((m) => m.id !== change.remove);
+      if (members.length === 0) return { kind: 'dropped', reason: 'not-a-member' };
+    }
+    const index = this.appendAsLeader(EntryKind.config, encodeMembership({ members }));
+    this.pendingConfigIndex = index;
+    this.broadcastAppend();
+    return { kind: 'appended', firstIndex: index, lastIndex: index, term: this.termValue };
+  }
+
+  /** Hands leadership to `target` once its log is caught up (TimeoutNow). */
+  transferLeadership(target: NodeId): ProposeOutcome {
+    this.assertNoReadyOutstanding();
+    if (this.roleValue !== 'leader') return { kind: 'not-leader', leaderHint: this.leader };
+    if (!this.isMember(target) || target === this.id) return { kind: 'dropped', reason: 'not-a-member' };
+    this.transferTarget = target;
+    this.electionElapsed = 0;
+    const progress = this.progress.get(target) as Progress;
+    if (progress.match === this.log.lastIndex) this.send({ type: 'timeout-now', from: this.id, to: target, term: this.termValue });
+    else this.sendAppend(target, false);
+    return { kind: 'appended', firstIndex: this.log.lastIndex, lastIndex: this.log.lastIndex, term: this.termValue };
+  }
+
+  /** Feeds one inbound message. Stale-term messages are answered or dropped, never errors. */
+  step(message: RaftMessage): void {
+    this.assertNoReadyOutstanding();
+    assert(message.to === this.id, `message for ${message.to} delivered to ${this.id}`);
+    if (message.term > this.termValue) {
+      if (!this.acceptHigherTerm(message)) return;
+    } else if (message.term < this.termValue) {
+      this.answerStaleTerm(message);
+      return;
+    }
+    switch (message.type) {
+      case 'vote-request': this.handleVoteRequest(message); break;
+      case 'vote-response': this.handleVoteResponse(message); break;
+      case 'append-request': this.handleAppendRequest(message); break;
+      case 'append-response': this.handleAppendResponse(message); break;
+      case 'timeout-now': this.handleTimeoutNow(message); break;
+    }
+  }
+
+  hasReady(): boolean {
+    return this.hardStateDirty || this.softStateDirty || this.unstable.length > 0 || this.pendingTruncateFrom !== undefined
+      || this.outbox.length > 0 || this.commit > this.applied;
+  }
+
+  ready(): Ready {
+    this.assertNoReadyOutstanding();
+    this.readyOutstanding = true;
+    const entries = this.unstable;
+    const ready: Ready = {
+      hardState: this.hardStateDirty ? { term: this.termValue, votedFor: this.votedFor } : undefined,
+      truncateFrom: this.pendingTruncateFrom,
+      entries,
+      messages: this.outbox,
+      commitIndex: this.commit,
+      softState: this.softStateDirty ? { role: this.roleValue, term: this.termValue, leaderId: this.leader } : undefined,
+      mustSync: this.hardStateDirty || entries.length > 0 || this.pendingTruncateFrom !== undefined,
+    };
+    this.outbox = [];
+    return ready;
+  }
+
+  /** The driver persisted, sent and applied `ready`. */
+  advance(ready: Ready): void {
+    assert(this.readyOutstanding, 'advance without ready');
+    this.readyOutstanding = false;
+    if (ready.hardState !== undefined) this.hardStateDirty = false;
+    if (ready.softState !== undefined) this.softStateDirty = false;
+    this.pendingTruncateFrom = undefined;
+    const last = ready.entries[ready.entries.length - 1];
+    if (last !== undefined) this.stableLastIndex = last.index;
+    else if (ready.truncateFrom !== undefined) this.stableLastIndex = Math.min(this.stableLastIndex, ready.truncateFrom - 1);
+    this.unstable = [];
+    this.unstableFrom = this.stableLastIndex + 1;
+    assert(this.stableLastIndex === this.log.lastIndex, 'after advance every entry is durable');
+    assert(ready.commitIndex >= this.applied, 'applied index went backwards');
+    this.applied = ready.commitIndex;
+    if (this.roleValue === 'leader') {
+      // The leader's own copy counts toward a quorum only once it is durable.
+      if (this.maybeCommit()) this.afterCommitAdvanced();
+    }
+  }
+
+  // ---- elections ----------------------------------------------------------------------
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.randomizedElectionTimeout && this.isMember(this.id)) {
+      this.hup(false);
+    }
+  }
+
+  private hup(transfer: boolean): void {
+    if (this.config.preVote && !transfer) this.becomePreCandidate();
+    else this.becomeCandidate(transfer);
+  }
+
+  private becomePreCandidate(): void {
+    this.roleValue = 'pre-candidate';
+    this.leader = undefined;
+    this.softStateDirty = true;
+    this.resetElectionState();
+    this.startVoting(true, false);
+  }
+
+  private becomeCandidate(transfer: boolean): void {
+    this.termValue++;
+    this.votedFor = this.id;
+    this.hardStateDirty = true;
+    this.roleValue = 'candidate';
+    this.leader = undefined;
+    this.softStateDirty = true;
+    this.resetElectionState();
+    this.startVoting(false, transfer);
+  }
+
+  private startVoting(preVote: boolean, transfer: boolean): void {
+    this.votes.set(this.id, true);
+    if (this.tallyWon()) {
+      if (preVote) this.becomeCandidate(false);
+      else this.becomeLeader();
+      return;
+    }
+    const term = preVote ? this.termValue + 1 : this.termValue;
+    for (const member of this.members) {
+      if (member.id === this.id) continue;
+      this.send({ type: 'vote-request', from: this.id, to: member.id, term, preVote, transfer, lastIndex: this.log.lastIndex, lastTerm: this.log.lastTerm });
+    }
+  }
+
+  private becomeFollower(term: Term, leader: NodeId | undefined): void {
+    assert(term >= this.termValue, 'terms never decrease');
+    if (term > this.termValue) {
+      this.termValue = term;
+      this.votedFor = undefined;
+      this.hardStateDirty = true;
+    }
+    if (this.roleValue !== 'follower' || this.leader !== leader) this.softStateDirty = true;
+    if (this.roleValue === 'leader') {
+      // Appends emitted as leader name ranges of a log that may now be truncated: drop them.
+      this.outbox = this.outbox.filter((m) => m.type !== 'append-request');
+      this.progress.clear();
+    }
+    this.roleValue = 'follower';
+    this.leader = leader;
+    this.resetElectionState();
+  }
+
+  private becomeLeader(): void {
+    assert(this.roleValue === 'candidate', 'only a candidate becomes leader');
+    assert(this.votedFor === this.id, 'a leader voted for itself');
+    this.roleValue = 'leader';
+    this.leader = this.id;
+    this.softStateDirty = true;
+    this.resetElectionState();
+    this.progress.clear();
+    for (const member of this.members) {
+      if (member.id !== this.id) this.progress.set(member.id, newProgress(this.log.lastIndex + 1));
+    }
+    // Any config entry not yet known committed might be pending: be conservative.
+    this.pendingConfigIndex = this.log.lastIndex;
+    this.leaderFirstIndex = this.appendAsLeader(EntryKind.noop, new Uint8Array(0));
+    this.broadcastAppend();
+  }
+
+  private resetElectionState(): void {
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.votes.clear();
+    this.transferTarget = undefined;
+    this.resetRandomizedElectionTimeout();
+  }
+
+  private resetRandomizedElectionTimeout(): void {
+    const base = this.config.electionTimeoutTicks;
+    this.randomizedElectionTimeout = base + this.random.nextInt(base);
+  }
+
+  /** Returns true if the message should be processed after adopting its term. */
+  private acceptHigherTerm(message: RaftMessage): boolean {
+    if (message.type === 'vote-request') {
+      const leaseHeld = this.config.checkQuorum && this.leader !== undefined && this.electionElapsed < this.config.electionTimeoutTicks;
+      if (leaseHeld && !message.transfer) {
+        // We heard from a live leader within the election timeout: a disruptive candidate
+        // (e.g. one that was partitioned away) must not depose it.
+        this.send({ type: 'vote-response', from: this.id, to: message.from, term: this.termValue, preVote: message.preVote, granted: false, reason: 'leader-alive' });
+        return false;
+      }
+      if (message.preVote) return true;
+      this.becomeFollower(message.term, undefined);
+      return true;
+    }
+    if (message.type === 'vote-response' && message.preVote && message.granted) return true;
+    const leader = message.type === 'append-request' || message.type === 'timeout-now' ? message.from : undefined;
+    this.becomeFollower(message.term, leader);
+    return true;
+  }
+
+  private answerStaleTerm(message: RaftMessage): void {
+    if (message.type === 'append-request') {
+      // Tell a deposed leader about the newer term so it steps down.
+      this.send(this.appendRejection(message, 'stale-term', 0, 0));
+    } else if (message.type === 'vote-request') {
+      this.send({ type: 'vote-response', from: this.id, to: message.from, term: this.termValue, preVote: message.preVote, granted: false, reason: 'stale-term' });
+    }
+  }
+
+  private handleVoteRequest(request: VoteRequest): void {
+    const canVote = this.votedFor === request.from
+      || (this.votedFor === undefined && this.leader === undefined)
+      || (request.preVote && request.term > this.termValue);
+    const upToDate = this.config.unsafe?.voteWithoutLogCheck === true
+      || request.lastTerm > this.log.lastTerm
+      || (request.lastTerm === this.log.lastTerm && request.lastIndex >= this.log.lastIndex);
+    const granted = canVote && upToDate;
+    const reason = granted ? undefined : !canVote ? 'already-voted' : 'log-behind';
+    if (granted && !request.preVote) {
+      this.votedFor = request.from;
+      this.hardStateDirty = true;
+      this.electionElapsed = 0;
+    }
+    // A granted pre-vote carries the requested term so the candidate does not step down.
+    const term = granted && request.preVote ? request.term : this.termValue;
+    this.send({ type: 'vote-response', from: this.id, to: request.from, term, preVote: request.preVote, granted, reason });
+  }
+
+  private handleVoteResponse(response: VoteResponse): void {
+    const expected = response.preVote ? 'pre-candidate' : 'candidate';
+    if (this.roleValue !== expected) return;
+    if (!this.isMember(response.from)) return;
+    this.votes.set(response.from, response.granted);
+    if (this.tallyWon()) {
+      if (response.preVote) this.becomeCandidate(false);
+      else this.becomeLeader();
+    } else if (this.tallyLost()) {
+      this.becomeFollower(this.termValue, undefined);
+    }
+  }
+
+  private tallyWon(): boolean {
+    let granted = 0;
+    for (const member of this.members) if (this.votes.get(member.id) === true) granted++;
+    return granted >= this.quorum();
+  }
+
+  private tallyLost(): boolean {
+    let rejected = 0;
+    for (const member of this.members) if (this.votes.get(member.id) === false) rejected++;
+    return rejected > this.members.length - this.quorum();
+  }
+
+  private quorum(): number {
+    return Math.floor(this.members.length / 2) + 1;
+  }
+
+  private handleTimeoutNow(message: TimeoutNow): void {
+    if (this.roleValue === 'leader' || !this.isMember(this.id)) return;
+    assert(message.term === this.termValue, 'timeout-now term');
+    this.hup(true);
+  }
+
+  // ---- replication: follower side ----------------------------------------------------
+
+  private handleAppendRequest(request: AppendRequest): void {
+    if (this.roleValue !== 'follower' || this.leader !== request.from) this.becomeFollower(request.term, request.from);
+    this.electionElapsed = 0;
+    assert(request.entries.length === request.entryCount, 'append request entries were not filled');
+    let prevIndex = request.prevIndex;
+    let prevTerm = request.prevTerm;
+    let entries = request.entries;
+    if (prevIndex < this.commit) {
+      // Everything up to our commit index matches any leader's log; skip that part (old or
+      // duplicated messages land here).
+      const skip = Math.min(this.commit - prevIndex, entries.length);
+      entries = entries.slice(skip);
+      prevIndex += skip;
+      prevTerm = skip > 0 ? (request.entries[skip - 1] as Entry).term : prevTerm;
+      if (prevIndex < this.commit) {
+        this.send(this.appendSuccess(request, this.commit));
+        return;
+      }
+    }
+    const localPrevTerm = this.log.termAt(prevIndex);
+    if (localPrevTerm === undefined) {
+      const reason = prevIndex < this.log.firstIndex ? 'compacted' : 'log-missing';
+      this.send(this.appendRejection(request, reason, this.log.lastIndex + 1, 0));
+      return;
+    }
+    if (localPrevTerm !== prevTerm) {
+      this.send(this.appendRejection(request, 'log-mismatch', this.log.firstIndexOfTermAt(prevIndex), localPrevTerm));
+      return;
+    }
+    for (const entry of entries) {
+      const existing = this.log.termAt(entry.index);
+      if (existing === entry.term) continue;
+      if (existing !== undefined) this.truncateFrom(entry.index);
+      this.appendEntry(entry);
+    }
+    const matchIndex = prevIndex + entries.length;
+    const newCommit = Math.min(request.commitIndex, matchIndex);
+    if (newCommit > this.commit) this.commit = newCommit;
+    this.send(this.appendSuccess(request, matchIndex));
+  }
+
+  private appendSuccess(request: AppendRequest, matchIndex: LogIndex): AppendResponse {
+    return { type: 'append-response', from: this.id, to: request.from, term: this.termValue, success: true, matchIndex, reason: undefined, conflictIndex: 0, conflictTerm: 0, lastIndex: this.log.lastIndex, rejectedPrevIndex: 0 };
+  }
+
+  private appendRejection(request: AppendRequest, reason: AppendResponse['reason'], conflictIndex: LogIndex, conflictTerm: Term): AppendResponse {
+    return { type: 'append-response', from: this.id, to: request.from, term: this.termValue, success: false, matchIndex: 0, reason, conflictIndex, conflictTerm, lastIndex: this.log.lastIndex, rejectedPrevIndex: request.prevIndex };
+  }
+
+  private truncateFrom(index: LogIndex): void {
+    // Committed entries are never removed: that would break state machine safety.
+    assert(index > this.commit, `truncating committed index ${index} (commit ${this.commit}): was the log lost or corrupted?`);
+    this.log.truncateFrom(index);
+    if (index >= this.unstableFrom) {
+      this.unstable.length = index - this.unstableFrom;
+    } else {
+      this.unstable = [];
+      this.unstableFrom = index;
+      this.pendingTruncateFrom = Math.min(this.pendingTruncateFrom ?? index, index);
+    }
+    while ((this.configs[this.configs.length - 1] as ConfigAt).index >= index) this.configs.pop();
+    assert(this.configs.length > 0, 'the bootstrap configuration is never truncated');
+  }
+
+  private appendEntry(entry: Entry): void {
+    assert(entry.index === this.log.lastIndex + 1, 'entries are appended in order');
+    if (this.unstable.length === 0) this.unstableFrom = entry.index;
+    this.log.append(entry.index, entry.term);
+    this.unstable.push(entry);
+    if (entry.kind === EntryKind.config) this.applyConfigEntry(entry);
+  }
+
+  /** A configuration takes effect as soon as it is in the log (Raft thesis §4.1). */
+  private applyConfigEntry(entry: Entry): void {
+    const membership = decodeMembership(entry.payload);
+    this.configs.push({ index: entry.index, members: membership.members });
+    if (this.roleValue !== 'leader') return;
+    for (const member of membership.members) {
+      if (member.id !== this.id && !this.progress.has(member.id)) this.progress.set(member.id, newProgress(this.log.lastIndex + 1));
+    }
+    for (const id of [...this.progress.keys()]) if (!this.isMember(id)) this.progress.delete(id);
+  }
+
+  // ---- replication: leader side ------------------------------------------------------
+
+  private proposalRefusal(count: number): ProposeOutcome | undefined {
+    if (this.roleValue !== 'leader') return { kind: 'not-leader', leaderHint: this.leader };
+    if (this.transferTarget !== undefined) return { kind: 'dropped', reason: 'leadership-transfer' };
+    if (this.log.lastIndex - this.commit + count > this.config.uncommittedEntriesMax) return { kind: 'dropped', reason: 'uncommitted-entries-max' };
+    return undefined;
+  }
+
+  private appendAsLeader(kind: EntryKind, payload: Uint8Array): LogIndex {
+    const entry: Entry = { index: this.log.lastIndex + 1, term: this.termValue, kind, payload };
+    this.appendEntry(entry);
+    return entry.index;
+  }
+
+  private handleAppendResponse(response: AppendResponse): void {
+    if (this.roleValue !== 'leader') return;
+    const progress = this.progress.get(response.from);
+    if (progress === undefined) return;
+    progress.recentActive = true;
+    if (response.success) {
+      progress.ackedSinceHeartbeat = true;
+      if (response.matchIndex > progress.match) {
+        progress.match = response.matchIndex;
+        while (progress.inflight.length > 0 && (progress.inflight[0] as number) <= progress.match) progress.inflight.shift();
+      }
+      if (progress.next <= progress.match) progress.next = progress.match + 1;
+      if (progress.state === 'probe') {
+        progress.state = 'replicate';
+        progress.probeSent = false;
+        progress.inflight = [];
+        progress.next = progress.match + 1;
+      }
+      if (this.maybeCommit()) this.afterCommitAdvanced();
+      if (this.transferTarget === response.from && progress.match === this.log.lastIndex) {
+        this.send({ type: 'timeout-now', from: this.id, to: response.from, term: this.termValue });
+      }
+    } else {
+      if (response.rejectedPrevIndex <= progress.match) {
+        if (response.lastIndex >= progress.match) return; // stale: a later answer matched more
+        // The follower lost entries it had acknowledged (power loss under ASYNC_FLUSH):
+        // lower match so replication resumes from what it really holds.
+        progress.match = response.lastIndex;
+      }
+      progress.next = Math.max(progress.match + 1, Math.min(this.backOffIndex(response), response.rejectedPrevIndex));
+      progress.state = 'probe';
+      progress.probeSent = false;
+      progress.inflight = [];
+    }
+    if (this.roleValue === 'leader') this.sendAppend(response.from, false);
+  }
+
+  /** Fast conflict back-off: skip a whole conflicting term per round trip. */
+  private backOffIndex(response: AppendResponse): LogIndex {
+    if (response.conflictTerm === 0) return response.conflictIndex;
+    const leaderLast = this.log.lastIndexOfTerm(response.conflictTerm);
+    return leaderLast === undefined ? response.conflictIndex : leaderLast + 1;
+  }
+
+  /** Commit only by counting entries of the current term (Raft §5.4.2). */
+  private maybeCommit(): boolean {
+    const matches: LogIndex[] = [];
+    for (const member of this.members) {
+      if (member.id === this.id) matches.push(this.stableLastIndex);
+      else matches.push(this.progress.get(member.id)?.match ?? 0);
+    }
+    matches.sort((a, b) => b - a);
+    const quorumIndex = matches[this.quorum() - 1] as LogIndex;
+    if (quorumIndex <= this.commit) return false;
+    const countsTowardCommit = this.log.termAt(quorumIndex) === this.termValue || this.config.unsafe?.commitOlderTerms === true;
+    if (!countsTowardCommit) return false;
+    this.commit = quorumIndex;
+    return true;
+  }
+
+  private afterCommitAdvanced(): void {
+    // A leader removed by a committed configuration steps down (thesis §4.2.2).
+    const latest = this.configs[this.configs.length - 1] as ConfigAt;
+    if (latest.index <= this.commit && !this.isMember(this.id)) this.becomeFollower(this.termValue, undefined);
+  }
+
+  private broadcastAppend(): void {
+    for (const id of this.progress.keys()) this.sendAppend(id, false);
+  }
+
+  /** Sends what `peer` is missing, within the pipeline bounds; `heartbeat` forces a message. */
+  private sendAppend(peer: NodeId, heartbeat: boolean): void {
+    const progress = this.progress.get(peer);
+    if (progress === undefined) return;
+    if (progress.next < this.log.firstIndex) {
+      // Needs entries that retention deleted: only a snapshot could help (not yet built).
+      progress.needsSnapshot = true;
+      return;
+    }
+    if (progress.state === 'probe') {
+      if (progress.probeSent && !heartbeat) return;
+      this.sendAppendRange(peer, progress.next);
+      progress.probeSent = true;
+      return;
+    }
+    let sent = false;
+    while (progress.inflight.length < this.config.inflightAppendsMax && progress.next <= this.log.lastIndex) {
+      const last = this.sendAppendRange(peer, progress.next);
+      progress.inflight.push(last);
+      progress.next = last + 1;
+      sent = true;
+    }
+    if (!sent && heartbeat) {
+      // prevIndex = match is known to be on the follower, so reordering cannot make a
+      // heartbeat look like a gap.
+      this.send({ type: 'append-request', from: this.id, to: peer, term: this.termValue, prevIndex: progress.match, prevTerm: this.log.termAt(progress.match) ?? 0, entryCount: 0, commitIndex: Math.min(this.commit, progress.match), entries: [] });
+    }
+  }
+
+  /** Emits one append starting at `from`; returns its last index (from - 1 if empty). */
+  private sendAppendRange(peer: NodeId, from: LogIndex): LogIndex {
+    const prevIndex = from - 1;
+    const prevTerm = this.log.termAt(prevIndex);
+    assert(prevTerm !== undefined, `no term for prevIndex ${prevIndex}`);
+    let count = 0;
+    let bytes = 0;
+    while (from + count <= this.log.lastIndex && count < this.config.appendEntriesMax) {
+      const size = this.entryBytes(from + count);
+      if (count > 0 && bytes + size > this.config.appendBytesMax) break;
+      bytes += size;
+      count++;
+    }
+    this.send({ type: 'append-request', from: this.id, to: peer, term: this.termValue, prevIndex, prevTerm, entryCount: count, commitIndex: this.commit, entries: [] });
+    return prevIndex + count;
+  }
+
+  private entryBytes(index: LogIndex): number {
+    if (index >= this.unstableFrom) return (this.unstable[index - this.unstableFrom] as Entry).payload.length;
+    return this.payloadBytesOf(index);
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.config.electionTimeoutTicks) {
+      this.electionElapsed = 0;
+      if (this.transferTarget !== undefined) this.transferTarget = undefined; // transfer timed out
+      if (this.config.checkQuorum && !this.quorumActive()) {
+        this.becomeFollower(this.termValue, undefined);
+        return;
+      }
+    }
+    if (this.heartbeatElapsed >= this.config.heartbeatIntervalTicks) {
+      this.heartbeatElapsed = 0;
+      for (const [peer, progress] of this.progress) {
+        if (progress.state === 'replicate' && progress.inflight.length > 0 && !progress.ackedSinceHeartbeat) {
+          // Messages were lost (a broken stream): resume by probing from the known match.
+          progress.state = 'probe';
+          progress.inflight = [];
+          progress.next = progress.match + 1;
+        }
+        progress.ackedSinceHeartbeat = false;
+        progress.probeSent = false;
+        this.sendAppend(peer, true);
+      }
+    }
+  }
+
+  /** Check-quorum: did a majority talk to us during the last election timeout? */
+  private quorumActive(): boolean {
+    let active = 0;
+    for (const member of this.members) {
+      if (member.id === this.id) active++;
+      else if (this.progress.get(member.id)?.recentActive === true) active++;
+    }
+    for (const progress of this.progress.values()) progress.recentActive = false;
+    return active >= this.quorum();
+  }
+
+  private send(message: RaftMessage): void {
+    this.outbox.push(message);
+  }
+
+  private assertNoReadyOutstanding(): void {
+    assert(!this.readyOutstanding, 'the core was called between ready() and advance()');
+  }
+}

@@ -1,0 +1,382 @@
+import { assert, coerceError } from '../../util/assert.js';
+import { decodeMembership, validateMembers, type ConfigAt } from '../membership.js';
+import { RaftCore, type ProposeOutcome, type RaftCoreConfig, type RandomSource, type Ready, type Role, type SoftState } from '../core/raft-core.js';
+import type { Entry, LogIndex, Member, NodeId, RaftMessage, Term } from '../types.js';
+import {
+  NodeFailedError, NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalOverwrittenError,
+} from './errors.js';
+import type { Clock, Disposable, LogStore, Logger, StableStore, StateMachine, Transport } from './ports.js';
+
+export type FlushMode = 'sync' | 'async';
+
+export interface RaftNodeOptions {
+  readonly groupId: string;
+  readonly core: RaftCoreConfig;
+  /** The configuration the group was created with; the log's config entries override it. */
+  readonly bootstrapMembers: readonly Member[];
+  readonly log: LogStore;
+  readonly stable: StableStore;
+  readonly transport: Transport;
+  readonly stateMachine: StateMachine;
+  readonly clock: Clock;
+  readonly random: RandomSource;
+  readonly logger: Logger;
+  readonly tickIntervalMs: number;
+  /**
+   * sync: fdatasync before an append is acknowledged (group commit);
+   * async: appends are acknowledged once written and flushed every `flushIntervalMs`.
+   */
+  readonly flushMode: FlushMode;
+  readonly flushIntervalMs: number;
+  readonly inboxMessagesMax?: number;
+  readonly queuedProposalsMax?: number;
+  /** Test-only: answer appends before they are durable (negative control). */
+  readonly unsafeAckBeforeFsync?: boolean;
+  readonly onSoftState?: (state: SoftState) => void;
+  readonly onFailed?: (error: Error) => void;
+}
+
+export interface ProposalResult {
+  readonly index: LogIndex;
+  readonly term: Term;
+}
+
+export interface RaftNodeStatus {
+  readonly groupId: string;
+  readonly id: NodeId;
+  readonly role: Role;
+  readonly term: Term;
+  readonly leaderId: NodeId | undefined;
+  readonly commitIndex: LogIndex;
+  readonly appliedIndex: LogIndex;
+  readonly lastIndex: LogIndex;
+  readonly members: readonly Member[];
+  readonly followerMatch: Readonly<Record<NodeId, LogIndex>>;
+  readonly failed: string | undefined;
+  readonly stats: RaftNodeStats;
+}
+
+export interface RaftNodeStats {
+  readyCycles: number;
+  appendMessagesSent: number;
+  entriesSent: number;
+  entriesProposed: number;
+  messagesDropped: number;
+  elections: number;
+}
+
+interface PendingProposal {
+  readonly term: Term;
+  readonly resolve: (result: ProposalResult) => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface QueuedProposal {
+  readonly payload: Uint8Array;
+  readonly resolve: (result: ProposalResult) => void;
+  readonly reject: (error: Error) => void;
+}
+
+type Command =
+  | { readonly kind: 'transfer'; readonly target: NodeId; readonly done: (outcome: ProposeOutcome) => void }
+  | { readonly kind: 'membership'; readonly change: { readonly add: Member } | { readonly remove: NodeId }; readonly done: (outcome: ProposeOutcome) => void }
+  | { readonly kind: 'campaign' };
+
+const applyChunkBytes = 8 * 1024 * 1024;
+
+/**
+ * Drives one RaftCore: the only place where awaits happen around it. Inbound messages,
+ * ticks and proposals are queued and handled by one loop, which gives natural batching: all
+ * proposals that arrive during one fsync go into the next batch (group commit).
+ *
+ * Order per ready, enforced here and nowhere else: persist hard state → truncate and append
+ * entries (fsync in sync mode) → send messages → apply committed entries → advance. Any
+ * storage failure stops the node (fail-stop); it is never logged and ignored.
+ */
+export class RaftNode {
+  readonly stats: RaftNodeStats = { readyCycles: 0, appendMessagesSent: 0, entriesSent: 0, entriesProposed: 0, messagesDropped: 0, elections: 0 };
+  private readonly core: RaftCore;
+  private readonly inbox: RaftMessage[] = [];
+  private proposals: QueuedProposal[] = [];
+  private readonly commands: Command[] = [];
+  private readonly pending = new Map<LogIndex, PendingProposal>();
+  private pendingTicks = 0;
+  private flushDue = false;
+  private wakeup: (() => void) | undefined;
+  private readonly timers: Disposable[] = [];
+  private state: 'running' | 'stopping' | 'stopped' | 'failed' = 'running';
+  private failure: Error | undefined;
+  private loopDone: Promise<void> = Promise.resolve();
+  private closing: Promise<void> | undefined;
+  private appliedIndexValue: LogIndex;
+  private lastSoft: SoftState | undefined;
+
+  private constructor(private readonly options: RaftNodeOptions, hardState: { term: Term; votedFor: NodeId | undefined }, configs: ConfigAt[]) {
+    const log = options.log;
+    this.appliedIndexValue = options.stateMachine.appliedIndex();
+    this.core = new RaftCore(options.core, {
+      hardState,
+      log: { firstIndex: log.firstIndex, prevTerm: log.termAt(log.firstIndex - 1) ?? 0, lastIndex: log.lastIndex, runs: log.runs() },
+      configs,
+      appliedIndex: this.appliedIndexValue,
+    }, options.random, (index) => log.payloadBytesAt(index));
+  }
+
+  /** Loads durable state, checks the configuration and starts the loop and timers. */
+  static async start(options: RaftNodeOptions): Promise<RaftNode> {
+    validateMembers(options.bootstrapMembers);
+    const configs: ConfigAt[] = [{ index: 0, members: options.bootstrapMembers }];
+    for (const index of options.log.configIndexes()) {
+      const [entry] = await options.log.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
+      assert(entry !== undefined && entry.index === index, `config entry ${index} missing from the log`);
+      configs.push({ index, members: decodeMembership(entry.payload).members });
+    }
+    const latest = configs[configs.length - 1] as ConfigAt;
+    if (!latest.members.some((m) => m.id === options.core.id) && configs.length === 1) {
+      throw new Error(`node id ${options.core.id} is not in the member list of group ${options.groupId} (${latest.members.map((m) => m.id).join(', ')})`);
+    }
+    const hardState = (await options.stable.load()) ?? { term: 0, votedFor: undefined };
+    assert(hardState.term >= options.log.termAt(options.log.lastIndex)!, 'stored term is below the log\'s last term: stable store and log disagree');
+    const node = new RaftNode(options, hardState, configs);
+    node.timers.push(options.clock.every(options.tickIntervalMs, () => node.enqueueTick()));
+    if (options.flushMode === 'async') node.timers.push(options.clock.every(options.flushIntervalMs, () => { node.flushDue = true; node.wake(); }));
+    node.loopDone = node.runLoop();
+    if (configs.length === 1 && options.bootstrapMembers.length === 1) node.commands.push({ kind: 'campaign' });
+    node.wake();
+    return node;
+  }
+
+  get id(): NodeId { return this.core.id; }
+  get role(): Role { return this.core.role; }
+  get term(): Term { return this.core.term; }
+  get leaderId(): NodeId | undefined { return this.core.leaderId; }
+  get commitIndex(): LogIndex { return this.core.commitIndex; }
+  get appliedIndex(): LogIndex { return this.appliedIndexValue; }
+  get members(): readonly Member[] { return this.core.members; }
+  get failed(): Error | undefined { return this.failure; }
+  /** The core's view of the log's terms, for checkers. */
+  termAt(index: LogIndex): Term | undefined { return this.core.termAt(index); }
+  get lastIndex(): LogIndex { return this.core.lastIndex; }
+
+  status(): RaftNodeStatus {
+    const followerMatch: Record<NodeId, LogIndex> = {};
+    for (const member of this.core.members) {
+      const match = this.core.followerMatch(member.id);
+      if (match !== undefined) followerMatch[member.id] = match;
+    }
+    return {
+      groupId: this.options.groupId, id: this.id, role: this.role, term: this.term, leaderId: this.leaderId,
+      commitIndex: this.commitIndex, appliedIndex: this.appliedIndexValue, lastIndex: this.core.lastIndex,
+      members: this.core.members, followerMatch, failed: this.failure?.message, stats: { ...this.stats },
+    };
+  }
+
+  /**
+   * Proposes one entry. Resolves once it is committed and applied here; rejects with a
+   * `ProposalError` whose `definite` flag says whether it may still have been committed.
+   */
+  propose(payload: Uint8Array): Promise<ProposalResult> {
+    if (this.state !== 'running') return Promise.reject(this.stoppedError());
+    if (this.core.role !== 'leader') return Promise.reject(new NotLeaderError(this.core.leaderId));
+    if (this.proposals.length >= (this.options.queuedProposalsMax ?? 65_536)) return Promise.reject(new ProposalDroppedError('proposal queue full'));
+    return new Promise((resolve, reject) => {
+      this.proposals.push({ payload, resolve, reject });
+      this.wake();
+    });
+  }
+
+  transferLeadership(target: NodeId): Promise<ProposeOutcome> {
+    return this.command((done) => ({ kind: 'transfer', target, done }));
+  }
+
+  changeMembership(change: { readonly add: Member } | { readonly remove: NodeId }): Promise<ProposeOutcome> {
+    return this.command((done) => ({ kind: 'membership', change, done }));
+  }
+
+  /** Called by the transport for every inbound message; never blocks. */
+  receive(message: RaftMessage): void {
+    if (this.state !== 'running') return;
+    if (this.inbox.length >= (this.options.inboxMessagesMax ?? 16_384)) {
+      this.stats.messagesDropped++;
+      return;
+    }
+    this.inbox.push(message);
+    this.wake();
+  }
+
+  /** Stops the loop and timers; pending proposals end with an unknown outcome. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.state === 'running') this.state = 'stopping';
+      for (const timer of this.timers.splice(0)) timer.dispose();
+      this.wake();
+      await this.loopDone;
+      if (this.state === 'stopping') this.state = 'stopped';
+      this.rejectAllPending(new OutcomeUnknownError('node-stopped'));
+    })();
+    return this.closing;
+  }
+
+  private command(make: (done: (outcome: ProposeOutcome) => void) => Command): Promise<ProposeOutcome> {
+    if (this.state !== 'running') return Promise.reject(this.stoppedError());
+    return new Promise((resolve) => {
+      this.commands.push(make(resolve));
+      this.wake();
+    });
+  }
+
+  private enqueueTick(): void {
+    this.pendingTicks++;
+    this.wake();
+  }
+
+  private wake(): void {
+    const wakeup = this.wakeup;
+    this.wakeup = undefined;
+    wakeup?.();
+  }
+
+  private hasWork(): boolean {
+    return this.inbox.length > 0 || this.proposals.length > 0 || this.commands.length > 0 || this.pendingTicks > 0 || this.flushDue || this.core.hasReady();
+  }
+
+  private async runLoop(): Promise<void> {
+    try {
+      while (this.state === 'running') {
+        if (!this.hasWork()) {
+          await new Promise<void>((resolve) => { this.wakeup = resolve; });
+          continue;
+        }
+        this.drainInbox();
+        if (this.flushDue) {
+          this.flushDue = false;
+          await this.options.log.sync();
+        }
+        while (this.core.hasReady() && this.state === 'running') await this.handleReady(this.core.ready());
+      }
+    } catch (thrown) {
+      this.fail(coerceError(thrown));
+    }
+  }
+
+  private drainInbox(): void {
+    for (; this.pendingTicks > 0; this.pendingTicks--) this.core.tick();
+    for (const message of this.inbox.splice(0)) this.core.step(message);
+    for (const command of this.commands.splice(0)) this.runCommand(command);
+    if (this.proposals.length > 0) this.submitProposals(this.proposals.splice(0));
+  }
+
+  private runCommand(command: Command): void {
+    switch (command.kind) {
+      case 'transfer': command.done(this.core.transferLeadership(command.target)); break;
+      case 'membership': command.done(this.core.proposeMembershipChange(command.change)); break;
+      case 'campaign': this.core.campaign(); break;
+    }
+  }
+
+  private submitProposals(batch: QueuedProposal[]): void {
+    const outcome = this.core.propose(batch.map((p) => p.payload));
+    if (outcome.kind === 'appended') {
+      assert(outcome.lastIndex - outcome.firstIndex + 1 === batch.length, 'one entry per proposal');
+      this.stats.entriesProposed += batch.length;
+      batch.forEach((proposal, i) => this.pending.set(outcome.firstIndex + i, { term: outcome.term, resolve: proposal.resolve, reject: proposal.reject }));
+      return;
+    }
+    const error = outcome.kind === 'not-leader' ? new NotLeaderError(outcome.leaderHint) : new ProposalDroppedError(outcome.reason);
+    for (const proposal of batch) proposal.reject(error);
+  }
+
+  private async handleReady(ready: Ready): Promise<void> {
+    this.stats.readyCycles++;
+    const log = this.options.log;
+    // The negative control writes but skips the fsync before answering (NATS 2.12's bug).
+    const sync = this.options.flushMode === 'sync' && ready.mustSync && this.options.unsafeAckBeforeFsync !== true;
+    if (ready.hardState !== undefined) await this.options.stable.save(ready.hardState);
+    if (ready.truncateFrom !== undefined) {
+      await log.truncateSuffix(ready.truncateFrom);
+      this.rejectTruncatedProposals(ready.truncateFrom);
+    }
+    if (ready.entries.length > 0) await log.append(ready.entries, { sync });
+    await this.sendMessages(ready.messages);
+    await this.applyCommitted(ready.commitIndex);
+    if (ready.softState !== undefined) this.noteSoftState(ready.softState);
+    this.core.advance(ready);
+  }
+
+  /** Fills each append with its entries from the log (already durable) and sends it. */
+  private async sendMessages(messages: readonly RaftMessage[]): Promise<void> {
+    for (const message of messages) {
+      if (message.type === 'append-request' && message.entryCount > 0) {
+        const fromIndex = message.prevIndex + 1;
+        const throughIndex = message.prevIndex + message.entryCount;
+        message.entries = await this.options.log.read({ fromIndex, throughIndex, bytesMax: Infinity });
+        assert(message.entries.length === message.entryCount, `append ${fromIndex}..${throughIndex}: read ${message.entries.length} entries`);
+        this.stats.appendMessagesSent++;
+        this.stats.entriesSent += message.entryCount;
+      }
+      this.options.transport.send(message);
+    }
+  }
+
+  private async applyCommitted(commitIndex: LogIndex): Promise<void> {
+    while (this.appliedIndexValue < commitIndex) {
+      const entries = await this.options.log.read({ fromIndex: this.appliedIndexValue + 1, throughIndex: commitIndex, bytesMax: applyChunkBytes });
+      assert(entries.length > 0 && (entries[0] as Entry).index === this.appliedIndexValue + 1, 'apply: committed entries missing from the log');
+      await this.options.stateMachine.apply(entries);
+      for (const entry of entries) this.settleProposal(entry);
+      this.appliedIndexValue = (entries[entries.length - 1] as Entry).index;
+    }
+  }
+
+  /**
+   * A truncated entry was not committed yet, but another node may still hold it, win an
+   * election and commit it: the outcome is unknown, not failed.
+   */
+  private rejectTruncatedProposals(fromIndex: LogIndex): void {
+    for (const [index, proposal] of this.pending) {
+      if (index < fromIndex) continue;
+      this.pending.delete(index);
+      proposal.reject(new OutcomeUnknownError('entry-truncated'));
+    }
+  }
+
+  private settleProposal(entry: Entry): void {
+    const proposal = this.pending.get(entry.index);
+    if (proposal === undefined) return;
+    this.pending.delete(entry.index);
+    if (proposal.term === entry.term) proposal.resolve({ index: entry.index, term: entry.term });
+    else proposal.reject(new ProposalOverwrittenError(entry.index));
+  }
+
+  private noteSoftState(soft: SoftState): void {
+    const previous = this.lastSoft;
+    this.lastSoft = soft;
+    if (soft.role === 'candidate') this.stats.elections++;
+    if (previous?.role !== soft.role || previous.leaderId !== soft.leaderId || previous.term !== soft.term) {
+      this.options.logger.info({ groupId: this.options.groupId, nodeId: this.id, role: soft.role, term: soft.term, leaderId: soft.leaderId, commitIndex: this.core.commitIndex }, `became ${soft.role} at term ${soft.term}`);
+    }
+    // Proposals pending here stay pending as a follower: applying the log later tells us
+    // whether each one was committed (resolve) or overwritten (definite rejection).
+    this.options.onSoftState?.(soft);
+  }
+
+  private fail(error: Error): void {
+    if (this.state === 'failed') return;
+    this.state = 'failed';
+    this.failure = error;
+    for (const timer of this.timers.splice(0)) timer.dispose();
+    this.options.logger.error({ groupId: this.options.groupId, nodeId: this.id, err: error }, 'raft node stopped after a failure');
+    this.rejectAllPending(new OutcomeUnknownError('node-failed', { cause: error }));
+    this.options.onFailed?.(new NodeFailedError({ cause: error }));
+  }
+
+  private rejectAllPending(error: Error): void {
+    for (const proposal of this.pending.values()) proposal.reject(error);
+    this.pending.clear();
+    for (const proposal of this.proposals.splice(0)) proposal.reject(error);
+  }
+
+  private stoppedError(): Error {
+    return this.failure !== undefined ? new NodeFailedError({ cause: this.failure }) : new OutcomeUnknownError('node-stopped');
+  }
+}

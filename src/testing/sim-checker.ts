@@ -1,0 +1,110 @@
+import type { Entry, LogIndex, NodeId, Term } from '../raft/types.js';
+
+/** What the checker needs to see of a live node. */
+export interface CheckedNode {
+  readonly id: NodeId;
+  readonly firstIndex: LogIndex;
+  readonly lastIndex: LogIndex;
+  readonly commitIndex: LogIndex;
+  termAt(index: LogIndex): Term | undefined;
+}
+
+interface CommittedEntry {
+  readonly term: Term;
+  readonly key: string;
+}
+
+const entryKey = (entry: Entry): string => `${entry.kind}:${Buffer.from(entry.payload).toString('base64')}`;
+
+/**
+ * Raft's safety properties, checked as events happen:
+ *  - election safety: at most one leader per term;
+ *  - state machine safety: every node applies the same entry at each index;
+ *  - leader completeness: a new leader holds every entry known committed;
+ *  - log matching: two logs that agree on (index, term) agree on every earlier index;
+ *  - commit index never decreases within one incarnation of a node;
+ * and at the end, every acknowledged proposal is present in the committed log.
+ */
+export class SafetyChecker {
+  readonly violations: string[] = [];
+  private readonly leaderByTerm = new Map<Term, NodeId>();
+  private readonly committed = new Map<LogIndex, CommittedEntry>();
+  private readonly appliedThrough = new Map<string, LogIndex>();
+  private readonly commitSeen = new Map<string, LogIndex>();
+  maxCommittedIndex = 0;
+
+  constructor(private readonly trace: (line: string) => void) {}
+
+  private violate(message: string): void {
+    if (this.violations.length < 20) this.violations.push(message);
+    this.trace(`VIOLATION ${message}`);
+  }
+
+  onLeader(node: CheckedNode, term: Term): void {
+    const existing = this.leaderByTerm.get(term);
+    if (existing !== undefined && existing !== node.id) this.violate(`election safety: ${existing} and ${node.id} both led term ${term}`);
+    this.leaderByTerm.set(term, node.id);
+    for (let index = Math.max(1, node.firstIndex); index <= this.maxCommittedIndex; index++) {
+      const committed = this.committed.get(index);
+      if (committed === undefined) continue;
+      if (node.termAt(index) !== committed.term) {
+        this.violate(`leader completeness: ${node.id} leads term ${term} but holds t${node.termAt(index)} at committed index ${index} (t${committed.term})`);
+        return;
+      }
+    }
+  }
+
+  /** `incarnation` distinguishes restarts: an in-memory state machine re-applies from 1. */
+  onApply(nodeId: NodeId, incarnation: number, entries: readonly Entry[]): void {
+    const slot = `${nodeId}#${incarnation}`;
+    let last = this.appliedThrough.get(slot) ?? 0;
+    for (const entry of entries) {
+      if (entry.index !== last + 1) this.violate(`${nodeId} applied index ${entry.index} after ${last}`);
+      last = entry.index;
+      const key = entryKey(entry);
+      const committed = this.committed.get(entry.index);
+      if (committed === undefined) {
+        this.committed.set(entry.index, { term: entry.term, key });
+        if (entry.index > this.maxCommittedIndex) this.maxCommittedIndex = entry.index;
+      } else if (committed.term !== entry.term || committed.key !== key) {
+        this.violate(`state machine safety: ${nodeId} applied t${entry.term} at index ${entry.index}, another node applied t${committed.term}`);
+      }
+    }
+    this.appliedThrough.set(slot, last);
+  }
+
+  onCommitIndex(nodeId: NodeId, incarnation: number, commitIndex: LogIndex): void {
+    const slot = `${nodeId}#${incarnation}`;
+    const previous = this.commitSeen.get(slot) ?? 0;
+    if (commitIndex < previous) this.violate(`${nodeId} commit index went from ${previous} to ${commitIndex}`);
+    this.commitSeen.set(slot, commitIndex);
+  }
+
+  checkLogMatching(nodes: readonly CheckedNode[]): void {
+    for (let i = 0; i < nodes.length; i++) {
+      for (let j = i + 1; j < nodes.length; j++) this.checkPair(nodes[i] as CheckedNode, nodes[j] as CheckedNode);
+    }
+  }
+
+  private checkPair(a: CheckedNode, b: CheckedNode): void {
+    const low = Math.max(a.firstIndex, b.firstIndex, 1);
+    let high = Math.min(a.lastIndex, b.lastIndex);
+    while (high >= low && a.termAt(high) !== b.termAt(high)) high--;
+    for (let index = high - 1; index >= low; index--) {
+      if (a.termAt(index) !== b.termAt(index)) {
+        this.violate(`log matching: ${a.id} and ${b.id} agree at ${high} but differ at ${index}`);
+        return;
+      }
+    }
+  }
+
+  /** An acknowledged proposal must be in the committed log at its index, unchanged. */
+  checkAcknowledged(acked: ReadonlyMap<number, { readonly index: LogIndex; readonly term: Term; readonly payload: Uint8Array }>): void {
+    for (const [op, ack] of acked) {
+      const committed = this.committed.get(ack.index);
+      const key = entryKey({ index: ack.index, term: ack.term, kind: 1, payload: ack.payload });
+      if (committed === undefined) this.violate(`acknowledged op ${op} at index ${ack.index} was never applied after healing`);
+      else if (committed.term !== ack.term || committed.key !== key) this.violate(`acknowledged op ${op} at index ${ack.index} was lost: index holds t${committed.term}`);
+    }
+  }
+}

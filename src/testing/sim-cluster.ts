@@ -1,0 +1,434 @@
+import { CommitLog } from '../commitlog/commit-log.js';
+import type { ProposalError } from '../raft/node/errors.js';
+import type { Clock, Disposable, StableStore } from '../raft/node/ports.js';
+import { RaftNode, type RaftNodeOptions } from '../raft/node/raft-node.js';
+import type { UnsafeSwitches } from '../raft/core/raft-core.js';
+import type { HardState, LogIndex, Member, NodeId, Term } from '../raft/types.js';
+import { Prng } from './prng.js';
+import { SafetyChecker } from './sim-checker.js';
+import { SimDisk } from './sim-disk.js';
+import { SimNetwork, calmNetwork } from './sim-network.js';
+import { SimScheduler } from './sim-scheduler.js';
+
+/** Fault mix for one seed; drawn from the seed (swarm testing) unless overridden. */
+export interface FaultProfile {
+  dropProbability: number;
+  duplicateProbability: number;
+  delayMaxMs: number;
+  nemesisIntervalMs: number;
+  partitionWeight: number;
+  crashWeight: number;
+  pauseWeight: number;
+  /** A crash keeps a random prefix of unsynced writes (otherwise loses them all). */
+  keepSomeUnsynced: boolean;
+  tornWrites: boolean;
+  restartDelayMaxMs: number;
+  diskLatencyMaxMs: number;
+  segmentBytesMax: number;
+  appendEntriesMax: number;
+}
+
+export interface SimOptions {
+  readonly seed: number;
+  readonly nodeCount: number;
+  readonly faultDurationMs?: number;
+  readonly livenessBoundMs?: number;
+  readonly opsMax?: number;
+  readonly profile?: Partial<FaultProfile>;
+  readonly unsafe?: UnsafeSwitches & { readonly ackBeforeFsync?: boolean };
+  /** Keep the whole trace (for replay output); otherwise only the tail. */
+  readonly keepTrace?: boolean;
+}
+
+export interface SimResult {
+  readonly seed: number;
+  readonly nodeCount: number;
+  readonly ok: boolean;
+  readonly violations: readonly string[];
+  readonly traceHash: string;
+  readonly traceTail: readonly string[];
+  readonly stats: {
+    readonly events: number;
+    readonly simulatedMs: number;
+    readonly acked: number;
+    readonly failedDefinite: number;
+    readonly unknown: number;
+    readonly committedIndex: number;
+    readonly crashes: number;
+    readonly partitions: number;
+    readonly pauses: number;
+    readonly leaderChanges: number;
+    readonly bytesDiscarded: number;
+  };
+  readonly profile: FaultProfile;
+}
+
+export function drawProfile(random: Prng): FaultProfile {
+  return {
+    dropProbability: random.chance(0.5) ? 0 : random.float() * 0.1,
+    duplicateProbability: random.chance(0.5) ? 0 : random.float() * 0.05,
+    delayMaxMs: random.int(2, 40),
+    nemesisIntervalMs: random.int(200, 2000),
+    partitionWeight: random.int(0, 3),
+    crashWeight: random.int(1, 3),
+    pauseWeight: random.int(0, 2),
+    keepSomeUnsynced: random.chance(0.5),
+    tornWrites: random.chance(0.7),
+    restartDelayMaxMs: random.int(0, 2000),
+    diskLatencyMaxMs: random.pick([0.05, 0.5, 2]),
+    segmentBytesMax: random.pick([2048, 16384, 1 << 20]),
+    appendEntriesMax: random.pick([1, 4, 64]),
+  };
+}
+
+interface Slot {
+  readonly id: NodeId;
+  readonly disk: SimDisk;
+  durableHardState: HardState | undefined;
+  incarnation: number;
+  node: RaftNode | undefined;
+  timers: Disposable[];
+  alive: boolean;
+}
+
+const tickIntervalMs = 10;
+
+/**
+ * One seeded simulation: a group of real RaftNodes (real core, node loop and commitlog) over
+ * SimDisk, a simulated stable store, SimNetwork and simulated time. A fault phase with a
+ * client workload is followed by a liveness phase (faults stop, everything restarts and
+ * heals) that must elect a leader and commit within a bound; then every acknowledged
+ * proposal must be present.
+ */
+export class SimCluster {
+  private readonly scheduler = new SimScheduler();
+  private readonly random: Prng;
+  private readonly nemesisRandom: Prng;
+  private readonly clientRandom: Prng;
+  private readonly network: SimNetwork;
+  private readonly checker: SafetyChecker;
+  private readonly slots: Slot[] = [];
+  private readonly members: Member[];
+  readonly profile: FaultProfile;
+  private traceHash = 0x811c9dc5;
+  private readonly traceTail: string[] = [];
+  private readonly acked = new Map<number, { index: LogIndex; term: Term; payload: Uint8Array }>();
+  private failedDefinite = 0;
+  private unknown = 0;
+  private opsStarted = 0;
+  private opsInFlight = 0;
+  private leaderGuess: NodeId | undefined;
+  private counts = { crashes: 0, partitions: 0, pauses: 0, leaderChanges: 0 };
+  private faultsActive = true;
+
+  constructor(private readonly options: SimOptions) {
+    this.random = new Prng(options.seed);
+    this.nemesisRandom = this.random.fork('nemesis');
+    this.clientRandom = this.random.fork('client');
+    this.profile = { ...drawProfile(this.random.fork('profile')), ...options.profile };
+    const trace = (line: string): void => this.addTrace(line);
+    this.network = new SimNetwork(this.scheduler, this.random.fork('network'), trace);
+    this.network.faults = { dropProbability: this.profile.dropProbability, duplicateProbability: this.profile.duplicateProbability, delayMinMs: 1, delayMaxMs: this.profile.delayMaxMs };
+    this.checker = new SafetyChecker(trace);
+    this.members = Array.from({ length: options.nodeCount }, (_, i) => ({ id: `n${i + 1}`, address: `sim://n${i + 1}` }));
+    const diskRandom = this.random.fork('disk');
+    for (const member of this.members) {
+      const latencyMax = this.profile.diskLatencyMaxMs;
+      const disk = new SimDisk(diskRandom.fork(member.id), () => this.scheduler.sleep(diskRandom.float() * latencyMax));
+      this.slots.push({ id: member.id, disk, durableHardState: undefined, incarnation: 0, node: undefined, timers: [], alive: false });
+    }
+  }
+
+  async run(): Promise<SimResult> {
+    const faultDurationMs = this.options.faultDurationMs ?? 15_000;
+    const livenessBoundMs = this.options.livenessBoundMs ?? 10_000;
+    for (const slot of this.slots) this.startNode(slot);
+    this.scheduleClient();
+    this.scheduleNemesis(faultDurationMs);
+    let events = 0;
+    await this.scheduler.runUntil(faultDurationMs, () => {
+      if (++events % 64 === 0) this.checkContinuous();
+      return this.checker.violations.length > 0;
+    });
+    if (this.checker.violations.length === 0) await this.livenessPhase(faultDurationMs, livenessBoundMs);
+    for (const slot of this.slots) if (slot.alive) this.crash(slot, 'shutdown', false);
+    return this.result();
+  }
+
+  private async livenessPhase(startMs: number, boundMs: number): Promise<void> {
+    this.faultsActive = false;
+    this.addTrace(`@${startMs} liveness phase: heal, resume, restart`);
+    this.network.heal();
+    this.network.faults = { ...calmNetwork };
+    for (const slot of this.slots) {
+      if (this.network.isPaused(slot.id)) this.network.resume(slot.id);
+      if (!slot.alive) this.startNode(slot);
+    }
+    // Progress: after faults stop, a leader must commit a fresh proposal and every node
+    // must apply everything committed, within the bound.
+    let probeCommitted = false;
+    const deadline = startMs + boundMs;
+    const probe = async (): Promise<void> => {
+      while (!probeCommitted && this.scheduler.nowMs < deadline) {
+        const leader = this.slots.find((s) => s.alive && s.node?.role === 'leader')?.node;
+        if (leader !== undefined) {
+          try {
+            await leader.propose(new TextEncoder().encode('liveness-probe'));
+            probeCommitted = true;
+            return;
+          } catch {
+            // try again after a moment
+          }
+        }
+        await this.scheduler.sleep(50);
+      }
+    };
+    void probe();
+    const converged = (): boolean => {
+      if (!probeCommitted || this.opsInFlight > 0) return false;
+      const nodes = this.slots.map((s) => s.node);
+      const leader = nodes.find((n) => n?.role === 'leader');
+      return leader !== undefined && nodes.every((n) => n !== undefined && n.appliedIndex === leader.commitIndex && n.lastIndex === leader.lastIndex);
+    };
+    let events = 0;
+    await this.scheduler.runUntil(deadline, () => {
+      if (++events % 64 === 0) this.checkContinuous();
+      return converged() || this.checker.violations.length > 0;
+    });
+    this.checkContinuous();
+    if (this.checker.violations.length > 0) return;
+    if (!converged()) {
+      const states = this.slots.map((s) => `${s.id}:${s.node?.role ?? 'down'}/t${s.node?.term}/c${s.node?.commitIndex}/a${s.node?.appliedIndex}/l${s.node?.lastIndex}${s.node?.failed ? '/failed:' + s.node.failed.message : ''}`).join(' ');
+      this.checker.violations.push(`liveness: no convergence within ${boundMs} ms after faults stopped (probe committed: ${probeCommitted}, ops in flight: ${this.opsInFlight}; ${states})`);
+      return;
+    }
+    this.checker.checkAcknowledged(this.acked);
+  }
+
+  private checkContinuous(): void {
+    const live = this.slots.filter((s) => s.alive && s.node !== undefined).map((s) => s.node as RaftNode);
+    for (const slot of this.slots) {
+      if (slot.alive && slot.node !== undefined) this.checker.onCommitIndex(slot.id, slot.incarnation, slot.node.commitIndex);
+    }
+    this.checker.checkLogMatching(live.map((node) => ({ id: node.id, firstIndex: 1, lastIndex: node.lastIndex, commitIndex: node.commitIndex, termAt: (i: LogIndex) => node.termAt(i) })));
+  }
+
+  private startNode(slot: Slot): void {
+    slot.incarnation++;
+    slot.alive = true;
+    const incarnation = slot.incarnation;
+    const isCurrent = (): boolean => slot.alive && slot.incarnation === incarnation;
+    const fs = slot.disk.mount();
+    const stable: StableStore = {
+      load: async () => {
+        await this.scheduler.sleep(0.01);
+        return slot.durableHardState;
+      },
+      save: async (state) => {
+        await this.scheduler.sleep(this.nemesisRandom.float() * this.profile.diskLatencyMaxMs);
+        if (!isCurrent()) throw new Error('stable store: node crashed');
+        slot.durableHardState = state;
+      },
+    };
+    const clock: Clock = {
+      nowMs: () => this.scheduler.nowMs,
+      every: (intervalMs, callback) => {
+        let handle = { cancel: () => {} };
+        const schedule = (): void => {
+          handle = this.scheduler.after(intervalMs, () => {
+            if (!isCurrent()) return;
+            if (!this.network.isPaused(slot.id)) callback();
+            schedule();
+          });
+        };
+        schedule();
+        const disposable = { dispose: () => handle.cancel() };
+        slot.timers.push(disposable);
+        return disposable;
+      },
+    };
+    const coreRandom = this.random.fork(`${slot.id}#${incarnation}`);
+    const start = async (): Promise<void> => {
+      const { log, report } = await CommitLog.open({ fs, dir: '/data/log', segmentBytesMax: this.profile.segmentBytesMax });
+      if (report.tornTail !== undefined) this.addTrace(`${slot.id} recovery cut torn tail: ${report.tornTail.bytesDropped} bytes`);
+      const options: RaftNodeOptions = {
+        groupId: 'sim',
+        core: {
+          id: slot.id, electionTimeoutTicks: 15, heartbeatIntervalTicks: 3, preVote: true, checkQuorum: true,
+          appendEntriesMax: this.profile.appendEntriesMax, appendBytesMax: 64 * 1024, inflightAppendsMax: 8, uncommittedEntriesMax: 4096,
+          ...(this.options.unsafe === undefined ? {} : { unsafe: this.options.unsafe }),
+        },
+        bootstrapMembers: this.members,
+        log, stable,
+        transport: { send: (message) => { if (isCurrent()) this.network.send(message); } },
+        stateMachine: {
+          appliedIndex: () => 0,
+          apply: async (entries) => { if (isCurrent()) this.checker.onApply(slot.id, incarnation, entries); },
+        },
+        clock,
+        random: { nextInt: (max) => coreRandom.int(0, max - 1) },
+        logger: { debug() {}, info() {}, warn() {}, error() {} },
+        tickIntervalMs, flushMode: 'sync', flushIntervalMs: 50,
+        unsafeAckBeforeFsync: this.options.unsafe?.ackBeforeFsync === true,
+        onSoftState: (soft) => {
+          if (!isCurrent()) return;
+          this.addTrace(`${slot.id} ${soft.role} t${soft.term} leader=${soft.leaderId ?? '-'}`);
+          if (soft.role === 'leader' && slot.node !== undefined) {
+            this.counts.leaderChanges++;
+            this.checker.onLeader({ id: slot.id, firstIndex: 1, lastIndex: slot.node.lastIndex, commitIndex: slot.node.commitIndex, termAt: (i) => slot.node?.termAt(i) }, soft.term);
+          }
+        },
+      };
+      const node = await RaftNode.start(options);
+      if (!isCurrent()) {
+        await node.close();
+        return;
+      }
+      slot.node = node;
+      this.network.attach(slot.id, (message) => node.receive(message));
+    };
+    start().catch((error: unknown) => {
+      if (isCurrent()) this.checker.violations.push(`${slot.id} failed to start: ${String(error)}`);
+    });
+  }
+
+  private crash(slot: Slot, why: string, loseUnsynced = true): void {
+    this.addTrace(`@${this.scheduler.nowMs} crash ${slot.id} (${why})`);
+    slot.alive = false;
+    slot.incarnation++;
+    this.network.attach(slot.id, undefined);
+    for (const timer of slot.timers.splice(0)) timer.dispose();
+    const node = slot.node;
+    slot.node = undefined;
+    if (loseUnsynced) slot.disk.crash({ keepSomeUnsynced: this.profile.keepSomeUnsynced, tear: this.profile.tornWrites });
+    // The old node object is a zombie now: its disk mount and stable store refuse every call.
+    if (node !== undefined) void node.close();
+  }
+
+  private scheduleNemesis(untilMs: number): void {
+    const step = (): void => {
+      if (!this.faultsActive || this.scheduler.nowMs >= untilMs) return;
+      this.nemesisStep();
+      this.scheduler.after(this.nemesisRandom.int(this.profile.nemesisIntervalMs / 2, this.profile.nemesisIntervalMs), step);
+    };
+    this.scheduler.after(this.profile.nemesisIntervalMs, step);
+  }
+
+  private nemesisStep(): void {
+    const random = this.nemesisRandom;
+    const ids = this.slots.map((s) => s.id);
+    const weights = [this.profile.partitionWeight, this.profile.crashWeight, this.profile.pauseWeight, 2];
+    let pick = random.int(0, weights.reduce((a, b) => a + b, 0) - 1);
+    let kind = 0;
+    while (pick >= (weights[kind] as number)) pick -= weights[kind++] as number;
+    const leader = this.slots.find((s) => s.alive && s.node?.role === 'leader');
+    if (kind === 0) {
+      this.counts.partitions++;
+      this.network.heal();
+      const shape = random.int(0, 2);
+      if (shape === 0 && leader !== undefined) {
+        this.network.partition([[leader.id], ids.filter((id) => id !== leader.id)]);
+      } else if (shape === 1) {
+        const shuffled = random.shuffle(ids);
+        const cut = random.int(1, ids.length - 1);
+        this.network.partition([shuffled.slice(0, cut), shuffled.slice(cut)]);
+      } else {
+        const [a, b] = random.shuffle(ids);
+        this.network.cut(a as NodeId, b as NodeId);
+      }
+      this.addTrace(`@${this.scheduler.nowMs} partition ${this.network.describePartitions()}`);
+    } else if (kind === 1) {
+      const target = leader !== undefined && random.chance(0.4) ? leader : random.pick(this.slots.filter((s) => s.alive));
+      if (target === undefined) return;
+      this.counts.crashes++;
+      this.crash(target, 'nemesis');
+      this.scheduler.after(random.int(0, this.profile.restartDelayMaxMs), () => {
+        if (!target.alive && this.faultsActive) this.startNode(target);
+      });
+    } else if (kind === 2) {
+      const target = random.pick(this.slots.filter((s) => s.alive && !this.network.isPaused(s.id)));
+      if (target === undefined) return;
+      this.counts.pauses++;
+      this.network.pause(target.id);
+      this.addTrace(`@${this.scheduler.nowMs} pause ${target.id}`);
+      this.scheduler.after(random.int(50, 3000), () => {
+        this.addTrace(`@${this.scheduler.nowMs} resume ${target.id}`);
+        this.network.resume(target.id);
+      });
+    } else {
+      this.network.heal();
+      this.addTrace(`@${this.scheduler.nowMs} heal`);
+    }
+  }
+
+  private scheduleClient(): void {
+    const opsMax = this.options.opsMax ?? 400;
+    const step = (): void => {
+      if (this.opsStarted < opsMax && this.opsInFlight < 8 && this.faultsActive) this.startOp();
+      if (this.faultsActive) this.scheduler.after(this.clientRandom.int(2, 25), step);
+    };
+    this.scheduler.after(50, step);
+  }
+
+  private startOp(): void {
+    const candidates = this.slots.filter((s) => s.alive && s.node !== undefined && !this.network.isPaused(s.id));
+    if (candidates.length === 0) return;
+    const target = candidates.find((s) => s.id === this.leaderGuess) ?? this.clientRandom.pick(candidates);
+    const op = ++this.opsStarted;
+    const payload = new Uint8Array(4 + this.clientRandom.int(0, 120));
+    new DataView(payload.buffer).setUint32(0, op);
+    for (let i = 4; i < payload.length; i++) payload[i] = this.clientRandom.int(0, 255);
+    this.opsInFlight++;
+    (target.node as RaftNode).propose(payload).then(
+      (result) => {
+        this.opsInFlight--;
+        this.acked.set(op, { index: result.index, term: result.term, payload });
+        this.leaderGuess = target.id;
+        this.addTrace(`op ${op} ok ${result.index}/t${result.term}`);
+      },
+      (error: ProposalError) => {
+        this.opsInFlight--;
+        if (error.definite) this.failedDefinite++;
+        else this.unknown++;
+        if (error.code === 'NOT_LEADER') this.leaderGuess = (error as ProposalError & { leaderHint?: NodeId }).leaderHint;
+        this.addTrace(`op ${op} ${error.definite ? 'fail' : 'info'} ${error.code}`);
+      },
+    );
+  }
+
+  private addTrace(line: string): void {
+    for (let i = 0; i < line.length; i++) this.traceHash = Math.imul(this.traceHash ^ line.charCodeAt(i), 0x01000193) >>> 0;
+    this.traceTail.push(line);
+    if (this.options.keepTrace !== true && this.traceTail.length > 400) this.traceTail.splice(0, 200);
+  }
+
+  private result(): SimResult {
+    const violations = this.checker.violations;
+    return {
+      seed: this.options.seed,
+      nodeCount: this.options.nodeCount,
+      ok: violations.length === 0,
+      violations,
+      traceHash: this.traceHash.toString(16).padStart(8, '0'),
+      traceTail: this.traceTail.slice(-120),
+      stats: {
+        events: this.scheduler.eventsRun,
+        simulatedMs: this.scheduler.nowMs,
+        acked: this.acked.size,
+        failedDefinite: this.failedDefinite,
+        unknown: this.unknown,
+        committedIndex: this.checker.maxCommittedIndex,
+        crashes: this.counts.crashes,
+        partitions: this.counts.partitions,
+        pauses: this.counts.pauses,
+        leaderChanges: this.counts.leaderChanges,
+        bytesDiscarded: this.slots.reduce((sum, s) => sum + s.disk.stats.bytesDiscarded, 0),
+      },
+      profile: this.profile,
+    };
+  }
+}
+
+export function runSimulation(options: SimOptions): Promise<SimResult> {
+  return new SimCluster(options).run();
+}
