@@ -3,9 +3,11 @@
  *   SIM_SEED=<n> npm run sim                 replay one seed, print its trace tail and stats
  *   npm run sim -- --seeds 500 [--from 1]    run many seeds (3- and 5-node alternately)
  *   npm run sim -- --unsafe commit-older-terms|vote-without-log-check|ack-before-fsync
+ *   npm run sim -- --scenario figure-8 --seeds 20     a directed scenario over many seeds
  */
 import { Command } from 'commander';
 import { runSimulation, type SimOptions, type SimResult } from './sim-cluster.js';
+import { scenarios } from './scenarios.js';
 
 type UnsafeName = 'ack-before-fsync' | 'commit-older-terms' | 'vote-without-log-check';
 
@@ -34,16 +36,26 @@ async function main(): Promise<void> {
     .option('--from <n>', 'first seed', (v) => Number.parseInt(v, 10), 1)
     .option('--nodes <n>', '3 or 5 (default: alternate by seed)', (v) => Number.parseInt(v, 10))
     .option('--unsafe <switch>', 'run with a negative-control switch')
+    .option('--scenario <name>', `a directed scenario: ${Object.keys(scenarios).join(', ')}`)
     .option('--fault-ms <ms>', 'length of the fault phase in simulated ms', (v) => Number.parseInt(v, 10), 15_000)
     .parse();
-  const options = program.opts<{ seeds: number; from: number; nodes?: number; unsafe?: UnsafeName; faultMs: number }>();
+  const options = program.opts<{ seeds: number; from: number; nodes?: number; unsafe?: UnsafeName; faultMs: number; scenario?: string }>();
   const unsafe = unsafeSwitch(options.unsafe);
+  const scenario = options.scenario === undefined ? undefined : scenarios[options.scenario];
+  if (options.scenario !== undefined && scenario === undefined) throw new Error(`unknown scenario ${options.scenario}; known: ${Object.keys(scenarios).join(', ')}`);
+  const base = (seed: number): SimOptions => ({
+    seed,
+    nodeCount: scenario?.nodeCount ?? nodesForSeed(seed, options.nodes),
+    faultDurationMs: options.faultMs,
+    ...(unsafe === undefined ? {} : { unsafe }),
+    ...(scenario === undefined ? {} : { script: scenario.script, profile: scenario.profile }),
+  });
   const replay = process.env.SIM_SEED;
   if (replay !== undefined) {
     const seed = Number.parseInt(replay, 10);
-    const result = await runSimulation({ seed, nodeCount: nodesForSeed(seed, options.nodes), faultDurationMs: options.faultMs, keepTrace: true, ...(unsafe === undefined ? {} : { unsafe }) });
+    const result = await runSimulation({ ...base(seed), keepTrace: true });
     console.log(result.traceTail.join('\n'));
-    console.log(JSON.stringify({ seed, ok: result.ok, traceHash: result.traceHash, stats: result.stats, profile: result.profile }, null, 2));
+    console.log(JSON.stringify({ seed, ok: result.ok, traceHash: result.traceHash, scenarioStuck: result.scenarioStuck, violations: result.violations, stats: result.stats, profile: result.profile }, null, 2));
     if (!result.ok) printFailure(result);
     process.exitCode = result.ok ? 0 : 1;
     return;
@@ -53,7 +65,8 @@ async function main(): Promise<void> {
   let acked = 0;
   let events = 0;
   for (let seed = options.from; seed < options.from + options.seeds; seed++) {
-    const result = await runSimulation({ seed, nodeCount: nodesForSeed(seed, options.nodes), faultDurationMs: options.faultMs, ...(unsafe === undefined ? {} : { unsafe }) });
+    const result = await runSimulation(base(seed));
+    if (result.scenarioStuck !== undefined) console.log(`seed ${seed}: scenario did not set up: ${result.scenarioStuck}`);
     acked += result.stats.acked;
     events += result.stats.events;
     if (!result.ok) {

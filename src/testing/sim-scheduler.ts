@@ -18,6 +18,8 @@ export class SimScheduler {
   private seq = 0;
   private now = 0;
   eventsRun = 0;
+  /** Called after each event settles; returns true if it woke a waiter (scripted scenarios). */
+  afterEvent: (() => boolean) | undefined;
 
   get nowMs(): number { return this.now; }
 
@@ -46,6 +48,7 @@ export class SimScheduler {
       this.eventsRun++;
       event.run();
       await nextMacrotask();
+      if (this.afterEvent?.() === true) await nextMacrotask(); // let woken scripts act now
       if (stop()) return;
     }
     this.now = Math.max(this.now, untilMs);
