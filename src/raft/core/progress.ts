@@ -16,12 +16,15 @@ export interface Progress {
   probeSent: boolean;
   /** Heard from during the current election timeout (check-quorum). */
   recentActive: boolean;
-  /** Any successful answer since the previous heartbeat (stalled-pipeline detection). */
-  ackedSinceHeartbeat: boolean;
+  /**
+   * `match` at the previous heartbeat: appends in flight with no advance of `match` over a
+   * whole heartbeat interval mean a message was lost (heartbeat answers do not count).
+   */
+  matchAtLastHeartbeat: LogIndex;
   /** The follower needs entries that were deleted by retention. */
   needsSnapshot: boolean;
 }
 
 export function newProgress(next: LogIndex): Progress {
-  return { match: 0, next, state: 'probe', inflight: [], probeSent: false, recentActive: true, ackedSinceHeartbeat: false, needsSnapshot: false };
+  return { match: 0, next, state: 'probe', inflight: [], probeSent: false, recentActive: true, matchAtLastHeartbeat: 0, needsSnapshot: false };
 }

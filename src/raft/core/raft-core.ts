@@ -573,7 +573,6 @@ export class RaftCore {
     if (progress === undefined) return;
     progress.recentActive = true;
     if (response.success) {
-      progress.ackedSinceHeartbeat = true;
       if (response.matchIndex > progress.match) {
         progress.match = response.matchIndex;
         while (progress.inflight.length > 0 && (progress.inflight[0] as number) <= progress.match) progress.inflight.shift();
@@ -702,13 +701,13 @@ export class RaftCore {
     if (this.heartbeatElapsed >= this.config.heartbeatIntervalTicks) {
       this.heartbeatElapsed = 0;
       for (const [peer, progress] of this.progress) {
-        if (progress.state === 'replicate' && progress.inflight.length > 0 && !progress.ackedSinceHeartbeat) {
-          // Messages were lost (a broken stream): resume by probing from the known match.
+        if (progress.state === 'replicate' && progress.inflight.length > 0 && progress.match === progress.matchAtLastHeartbeat) {
+          // Appends were lost (a broken stream): resume by probing from the known match.
           progress.state = 'probe';
           progress.inflight = [];
           progress.next = progress.match + 1;
         }
-        progress.ackedSinceHeartbeat = false;
+        progress.matchAtLastHeartbeat = progress.match;
         progress.probeSent = false;
         this.sendAppend(peer, true);
       }

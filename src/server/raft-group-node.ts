@@ -1,0 +1,254 @@
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import pino from 'pino';
+import { CommitLog } from '../commitlog/commit-log.js';
+import { NodeFileSystem } from '../commitlog/file-system.js';
+import { validateMembers } from '../raft/membership.js';
+import type { ProposalError } from '../raft/node/errors.js';
+import type { Clock, Logger } from '../raft/node/ports.js';
+import { RaftNode, type FlushMode } from '../raft/node/raft-node.js';
+import type { Member, NodeId } from '../raft/types.js';
+import { protoLoaderOptions, protoPath } from '../util/proto-files.js';
+import { claimDataDir } from './data-dir.js';
+import { GrpcRaftTransport, checkedNumber, peerChannelOptions, raftPeerService } from './grpc-raft-transport.js';
+import { HashChainStateMachine } from './hash-chain-state-machine.js';
+import { LevelStableStore } from './level-stable-store.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
+
+const adminDefinition = protoLoader.loadSync(protoPath('raftnode.proto'), protoLoaderOptions);
+const adminService: grpc.ServiceDefinition = (grpc.loadPackageDefinition(adminDefinition) as any).raftmq.raftnode.v1.RaftNodeAdmin.service;
+
+export interface RaftGroupNodeConfig {
+  readonly groupId: string;
+  readonly nodeId: NodeId;
+  readonly members: readonly Member[];
+  readonly dataDir: string;
+  readonly flushMode: FlushMode;
+  readonly flushIntervalMs: number;
+  readonly tickIntervalMs: number;
+  readonly electionTimeoutTicks: number;
+  readonly heartbeatIntervalTicks: number;
+  readonly segmentBytesMax: number;
+  readonly appendEntriesMax: number;
+  readonly appendBytesMax: number;
+  readonly inflightAppendsMax: number;
+  readonly uncommittedEntriesMax: number;
+  readonly logLevel: string;
+  /** Test-only negative control: acknowledge appends before fsync. */
+  readonly unsafeAckBeforeFsync: boolean;
+}
+
+export const defaultRaftGroupNodeConfig = {
+  flushMode: 'sync',
+  flushIntervalMs: 200,
+  tickIntervalMs: 20,
+  electionTimeoutTicks: 15,
+  heartbeatIntervalTicks: 3,
+  segmentBytesMax: 64 * 1024 * 1024,
+  appendEntriesMax: 1024,
+  appendBytesMax: 1024 * 1024,
+  inflightAppendsMax: 16,
+  uncommittedEntriesMax: 65_536,
+  logLevel: 'info',
+  unsafeAckBeforeFsync: false,
+} as const satisfies Partial<RaftGroupNodeConfig>;
+
+/** Checks a configuration before anything touches the disk or the network. */
+export function validateConfig(config: RaftGroupNodeConfig): void {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(config.groupId)) throw new Error(`invalid group id ${JSON.stringify(config.groupId)}`);
+  validateMembers(config.members);
+  if (!config.members.some((m) => m.id === config.nodeId)) {
+    throw new Error(`node id ${config.nodeId} is not in the member list (${config.members.map((m) => m.id).join(', ')})`);
+  }
+  for (const member of config.members) {
+    if (!/^[^:\s]+:\d{1,5}$/.test(member.address)) throw new Error(`member ${member.id}: address ${JSON.stringify(member.address)} is not host:port`);
+  }
+  if (config.electionTimeoutTicks <= config.heartbeatIntervalTicks) throw new Error('electionTimeoutTicks must exceed heartbeatIntervalTicks');
+  if (config.flushMode !== 'sync' && config.flushMode !== 'async') throw new Error(`flush mode must be sync or async, not ${String(config.flushMode)}`);
+}
+
+const realClock: Clock = {
+  nowMs: () => performance.now(),
+  every: (intervalMs, callback) => {
+    const timer = setInterval(callback, intervalMs);
+    timer.unref();
+    return { dispose: () => clearInterval(timer) };
+  },
+};
+
+/**
+ * One member of a bare Raft group as a running service: commitlog on the real disk, term and
+ * vote in LevelDB, Raft over gRPC, and the RaftNodeAdmin service, all on the member's address.
+ */
+export class RaftGroupNode {
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: RaftGroupNodeConfig,
+    readonly node: RaftNode,
+    private readonly log: CommitLog,
+    private readonly stable: LevelStableStore,
+    private readonly transport: GrpcRaftTransport,
+    private readonly server: grpc.Server,
+    private readonly stateMachine: HashChainStateMachine,
+    readonly logger: pino.Logger,
+  ) {}
+
+  static async start(config: RaftGroupNodeConfig, onFatal: (error: Error) => void): Promise<RaftGroupNode> {
+    validateConfig(config);
+    const logger = pino({ level: config.logLevel, base: { groupId: config.groupId, nodeId: config.nodeId, pid: process.pid } });
+    const fs = new NodeFileSystem();
+    await claimDataDir(fs, config.dataDir, config.groupId, config.nodeId);
+    const { log, report } = await CommitLog.open({ fs, dir: path.join(config.dataDir, 'log'), segmentBytesMax: config.segmentBytesMax });
+    if (report.tornTail !== undefined) logger.warn({ tornTail: report.tornTail }, 'recovery cut a torn tail');
+    logger.info({ firstIndex: report.firstIndex, lastIndex: report.lastIndex, segments: report.segmentCount }, 'commitlog recovered');
+    const stable = await LevelStableStore.open(path.join(config.dataDir, 'meta'));
+    const self = config.members.find((m) => m.id === config.nodeId) as Member;
+    let node: RaftNode | undefined;
+    const transport = new GrpcRaftTransport({ groupId: config.groupId, selfId: config.nodeId, members: () => node?.members ?? config.members, logger: adaptLogger(logger) });
+    const stateMachine = new HashChainStateMachine();
+    node = await RaftNode.start({
+      groupId: config.groupId,
+      core: {
+        id: config.nodeId, electionTimeoutTicks: config.electionTimeoutTicks, heartbeatIntervalTicks: config.heartbeatIntervalTicks,
+        preVote: true, checkQuorum: true, appendEntriesMax: config.appendEntriesMax, appendBytesMax: config.appendBytesMax,
+        inflightAppendsMax: config.inflightAppendsMax, uncommittedEntriesMax: config.uncommittedEntriesMax,
+      },
+      bootstrapMembers: config.members,
+      log, stable, transport, stateMachine, clock: realClock,
+      random: { nextInt: (max) => Math.floor(Math.random() * max) },
+      logger: adaptLogger(logger),
+      tickIntervalMs: config.tickIntervalMs,
+      flushMode: config.flushMode,
+      flushIntervalMs: config.flushIntervalMs,
+      unsafeAckBeforeFsync: config.unsafeAckBeforeFsync,
+      onFailed: onFatal,
+    });
+    const started = node;
+    transport.setReceiver((message) => started.receive(message));
+    const server = new grpc.Server(peerChannelOptions);
+    server.addService(raftPeerService, transport.serviceImplementation());
+    const instance = new RaftGroupNode(config, started, log, stable, transport, server, stateMachine, logger);
+    server.addService(adminService, instance.adminImplementation());
+    await new Promise<void>((resolve, reject) => {
+      server.bindAsync(self.address, grpc.ServerCredentials.createInsecure(), (error) => (error === null ? resolve() : reject(new Error(`cannot listen on ${self.address}: ${error.message}`))));
+    });
+    logger.info({ address: self.address, flushMode: config.flushMode, members: config.members }, 'raft node listening');
+    return instance;
+  }
+
+  status(): object {
+    const status = this.node.status();
+    const self = this.config.members.find((m) => m.id === this.config.nodeId);
+    return {
+      groupId: status.groupId, nodeId: status.id, address: self?.address ?? '', role: status.role, term: status.term,
+      leaderId: status.leaderId ?? '', commitIndex: status.commitIndex, appliedIndex: status.appliedIndex,
+      lastIndex: status.lastIndex, firstIndex: this.log.firstIndex, pid: process.pid, members: status.members,
+      followerMatch: status.followerMatch, flushMode: this.config.flushMode, failed: status.failed ?? '',
+      fsyncs: this.log.stats.fsyncs, entriesAppended: this.log.stats.entriesAppended, logAppendCalls: this.log.stats.appendCalls,
+      appendMessagesSent: status.stats.appendMessagesSent, entriesSent: status.stats.entriesSent, elections: status.stats.elections,
+      stateHash: this.stateMachine.stateHash,
+    };
+  }
+
+  /** Stops intake, then the node, the server and storage, reporting every failure together. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const errors: unknown[] = [];
+      const attempt = async (step: () => Promise<void> | void): Promise<void> => {
+        try {
+          await step();
+        } catch (error) {
+          errors.push(error);
+        }
+      };
+      await attempt(() => new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())));
+      await attempt(() => this.node.close());
+      await attempt(() => this.transport.close());
+      await attempt(() => this.log.close());
+      await attempt(() => this.stable.close());
+      if (errors.length > 0) throw new AggregateError(errors, 'errors while closing the raft node');
+    })();
+    return this.closing;
+  }
+
+  private adminImplementation(): grpc.UntypedServiceImplementation {
+    return {
+      Propose: (call: grpc.ServerDuplexStream<any, any>) => {
+        let open = true;
+        call.on('data', (request: any) => {
+          const id = request.id as number;
+          this.node.propose(request.payload as Uint8Array).then(
+            (result) => { if (open) call.write({ id, ok: true, index: result.index, term: result.term }); },
+            (error: ProposalError) => {
+              if (!open) return;
+              const leaderId = (error as { leaderHint?: NodeId }).leaderHint ?? '';
+              const leaderAddress = this.node.members.find((m) => m.id === leaderId)?.address ?? '';
+              call.write({ id, ok: false, errorCode: error.code ?? 'ERROR', error: error.message, definite: error.definite === true, leaderId, leaderAddress });
+            },
+          );
+        });
+        call.on('end', () => { open = false; call.end(); });
+        call.on('error', () => { open = false; });
+        call.on('cancelled', () => { open = false; });
+      },
+      Status: (_call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => callback(null, this.status()),
+      ReadCommitted: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
+        let fromIndex: number;
+        try {
+          fromIndex = Math.max(checkedNumber(call.request.fromIndex), 1);
+        } catch (error) {
+          callback({ code: grpc.status.INVALID_ARGUMENT, details: (error as Error).message });
+          return;
+        }
+        const maxEntries = Math.min(Math.max(Number(call.request.maxEntries) || 1000, 1), 10_000);
+        const commitIndex = this.node.commitIndex;
+        if (fromIndex < this.log.firstIndex) {
+          callback({ code: grpc.status.OUT_OF_RANGE, details: `index ${fromIndex} was deleted by retention; the first index is ${this.log.firstIndex}` });
+          return;
+        }
+        this.log.read({ fromIndex, throughIndex: Math.min(commitIndex, fromIndex + maxEntries - 1), bytesMax: 4 * 1024 * 1024 }).then(
+          (entries) => callback(null, { entries, commitIndex }),
+          (error: Error) => callback({ code: grpc.status.INTERNAL, details: error.message }),
+        );
+      },
+      TransferLeadership: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
+        this.node.transferLeadership(call.request.targetId as string).then(
+          (outcome) => callback(null, outcome.kind === 'appended' ? { ok: true } : { ok: false, error: outcome.kind === 'dropped' ? outcome.reason : 'not the leader', leaderId: outcome.kind === 'not-leader' ? (outcome.leaderHint ?? '') : '' }),
+          (error: Error) => callback(null, { ok: false, error: error.message }),
+        );
+      },
+      ChangeMembership: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
+        const request = call.request as { add?: Member; removeId?: string; change?: string };
+        const change = request.change === 'add' && request.add !== undefined ? { add: { id: request.add.id, address: request.add.address } } : request.change === 'removeId' && request.removeId !== undefined ? { remove: request.removeId } : undefined;
+        if (change === undefined) {
+          callback({ code: grpc.status.INVALID_ARGUMENT, details: 'name a member to add or a node id to remove' });
+          return;
+        }
+        if ('add' in change) {
+          try {
+            validateMembers([...this.node.members, change.add]);
+          } catch (error) {
+            callback({ code: grpc.status.INVALID_ARGUMENT, details: (error as Error).message });
+            return;
+          }
+        }
+        this.node.changeMembership(change).then(
+          (outcome) => callback(null, outcome.kind === 'appended' ? { ok: true } : { ok: false, error: outcome.kind === 'dropped' ? outcome.reason : 'not the leader', leaderId: outcome.kind === 'not-leader' ? (outcome.leaderHint ?? '') : '' }),
+          (error: Error) => callback(null, { ok: false, error: error.message }),
+        );
+      },
+    };
+  }
+}
+
+function adaptLogger(logger: pino.Logger): Logger {
+  return {
+    debug: (fields, message) => logger.debug(fields, message),
+    info: (fields, message) => logger.info(fields, message),
+    warn: (fields, message) => logger.warn(fields, message),
+    error: (fields, message) => logger.error(fields, message),
+  };
+}
