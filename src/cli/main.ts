@@ -1,0 +1,229 @@
+#!/usr/bin/env node
+/**
+ * `raftmq` — run and operate RaftMQ nodes.
+ *
+ *   raftmq dev                      a local 3-node group on 127.0.0.1, data under ./data
+ *   raftmq node --group g --id n1 --members n1=127.0.0.1:7001,n2=...,n3=... --data ./data/n1
+ *   raftmq status [--nodes a,b,c] [--json]
+ *   raftmq propose --count 1000 --size 1024 --inflight 64
+ *   raftmq transfer-leader --to n2
+ *   raftmq members add n4=127.0.0.1:7004 | raftmq members remove n4
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import Table from 'cli-table3';
+import { fileURLToPath } from 'node:url';
+import { RaftClientError, RaftNodeClient } from '../client/raft-node-client.js';
+import type { Member } from '../raft/types.js';
+import { RaftGroupNode, defaultRaftGroupNodeConfig, type RaftGroupNodeConfig } from '../server/raft-group-node.js';
+import { runDevCluster } from './dev-cluster.js';
+
+const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
+
+function integer(name: string, min: number): (value: string) => number {
+  return (value) => {
+    const parsed = Number(value);
+    if (!Number.isSafeInteger(parsed) || parsed < min) throw new InvalidArgumentError(`${name} must be a whole number ≥ ${min}`);
+    return parsed;
+  };
+}
+
+export function parseMembers(value: string): Member[] {
+  const members = value.split(',').filter((part) => part.trim() !== '').map((part) => {
+    const [id, address, ...rest] = part.trim().split('=');
+    if (id === undefined || address === undefined || rest.length > 0 || id === '' || address === '') {
+      throw new InvalidArgumentError(`member ${JSON.stringify(part)} must look like n1=127.0.0.1:7001`);
+    }
+    return { id, address };
+  });
+  if (members.length === 0) throw new InvalidArgumentError('name at least one member');
+  return members;
+}
+
+const addresses = (value: string): string[] => value.split(',').map((a) => a.trim()).filter((a) => a !== '');
+
+function nodeCommand(): Command {
+  return new Command('node')
+    .description('run one member of a Raft group (a broker node without the broker layer yet)')
+    .requiredOption('--group <id>', 'group id (the same on every member)')
+    .requiredOption('--id <nodeId>', 'this node\'s id; must be in --members')
+    .requiredOption('--members <list>', 'every member as id=host:port, comma separated', parseMembers)
+    .requiredOption('--data <dir>', 'data directory of this node')
+    .addOption(new Option('--flush <mode>', 'SYNC_FLUSH (fsync before ack) or ASYNC_FLUSH (flush on an interval)').choices(['sync', 'async']).default('sync'))
+    .option('--flush-interval-ms <ms>', 'ASYNC_FLUSH interval', integer('--flush-interval-ms', 1), defaultRaftGroupNodeConfig.flushIntervalMs)
+    .option('--tick-ms <ms>', 'Raft tick length', integer('--tick-ms', 1), defaultRaftGroupNodeConfig.tickIntervalMs)
+    .option('--election-ticks <n>', 'base election timeout in ticks (randomised up to twice that)', integer('--election-ticks', 2), defaultRaftGroupNodeConfig.electionTimeoutTicks)
+    .option('--heartbeat-ticks <n>', 'heartbeat interval in ticks', integer('--heartbeat-ticks', 1), defaultRaftGroupNodeConfig.heartbeatIntervalTicks)
+    .option('--segment-bytes <n>', 'commitlog segment size', integer('--segment-bytes', 4096), defaultRaftGroupNodeConfig.segmentBytesMax)
+    .option('--log-level <level>', 'pino log level', defaultRaftGroupNodeConfig.logLevel)
+    .action(async (options: { group: string; id: string; members: Member[]; data: string; flush: 'sync' | 'async'; flushIntervalMs: number; tickMs: number; electionTicks: number; heartbeatTicks: number; segmentBytes: number; logLevel: string }) => {
+      const config: RaftGroupNodeConfig = {
+        ...defaultRaftGroupNodeConfig,
+        groupId: options.group, nodeId: options.id, members: options.members, dataDir: options.data,
+        flushMode: options.flush, flushIntervalMs: options.flushIntervalMs, tickIntervalMs: options.tickMs,
+        electionTimeoutTicks: options.electionTicks, heartbeatIntervalTicks: options.heartbeatTicks,
+        segmentBytesMax: options.segmentBytes, logLevel: options.logLevel,
+        // Test-only negative control; never set it in production.
+        unsafeAckBeforeFsync: process.env.RAFTMQ_UNSAFE_ACK_BEFORE_FSYNC === '1',
+      };
+      const node = await RaftGroupNode.start(config, (error) => {
+        // Fail-stop: a storage failure ends the process; a restart recovers from disk.
+        console.error(`raftmq node ${config.nodeId}: fatal: ${error.message}${error.cause instanceof Error ? `: ${error.cause.message}` : ''}`);
+        process.exit(2);
+      });
+      const stop = (): void => {
+        node.close().then(() => process.exit(0), (error: unknown) => {
+          console.error(`raftmq node ${config.nodeId}: error while stopping: ${String(error)}`);
+          process.exit(1);
+        });
+      };
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+    });
+}
+
+function statusCommand(): Command {
+  return new Command('status')
+    .description('every node\'s group, id, address, role, term, commit and applied index, lag and pid')
+    .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
+    .option('--json', 'one JSON document for machines')
+    .action(async (options: { nodes: string; json?: boolean }) => {
+      const client = new RaftNodeClient(addresses(options.nodes));
+      try {
+        const statuses = await client.statusAll();
+        const leaderCommit = Math.max(0, ...statuses.map((s) => (s.status?.role === 'leader' ? s.status.commitIndex : 0)));
+        const rows = statuses.map(({ address, status, error }) => status === undefined
+          ? { address, error }
+          : { group: status.groupId, id: status.nodeId, address, role: status.role, term: status.term, leader: status.leaderId, commitIndex: status.commitIndex, appliedIndex: status.appliedIndex, lastIndex: status.lastIndex, lag: Math.max(0, leaderCommit - status.appliedIndex), pid: status.pid, flush: status.flushMode, failed: status.failed });
+        if (options.json === true) {
+          console.log(JSON.stringify({ nodes: rows }, null, 2));
+          return;
+        }
+        const table = new Table({ head: ['group', 'id', 'address', 'role', 'term', 'leader', 'commit', 'applied', 'last', 'lag', 'pid', 'flush'] });
+        for (const row of rows) {
+          if ('error' in row) table.push([{ colSpan: 12, content: `${row.address}: unreachable (${row.error})` }]);
+          else table.push([row.group, row.id, row.address, row.role, row.term, row.leader, row.commitIndex, row.appliedIndex, row.lastIndex, row.lag, row.pid, row.flush]);
+        }
+        console.log(table.toString());
+      } finally {
+        client.close();
+      }
+    });
+}
+
+function proposeCommand(): Command {
+  return new Command('propose')
+    .description('propose entries to the group (a smoke test and load generator)')
+    .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
+    .option('--count <n>', 'how many entries', integer('--count', 1), 1000)
+    .option('--size <bytes>', 'payload size', integer('--size', 0), 1024)
+    .option('--inflight <n>', 'proposals in flight', integer('--inflight', 1), 64)
+    .action(async (options: { nodes: string; count: number; size: number; inflight: number }) => {
+      const client = new RaftNodeClient(addresses(options.nodes));
+      const payload = new Uint8Array(options.size).fill(0x61);
+      let next = 0;
+      let acked = 0;
+      let failed = 0;
+      let unknown = 0;
+      const started = performance.now();
+      const worker = async (): Promise<void> => {
+        while (next < options.count) {
+          next++;
+          try {
+            await client.propose(payload);
+            acked++;
+          } catch (error) {
+            if (error instanceof RaftClientError && !error.definite) unknown++;
+            else failed++;
+          }
+          if ((acked + failed + unknown) % 1000 === 0 && process.stderr.isTTY) process.stderr.write(`\r${acked + failed + unknown}/${options.count}`);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(options.inflight, options.count) }, worker));
+      const seconds = (performance.now() - started) / 1000;
+      if (process.stderr.isTTY) process.stderr.write('\r');
+      console.log(`${acked} acknowledged, ${failed} failed, ${unknown} outcome unknown in ${seconds.toFixed(2)} s (${Math.round(acked / seconds)} entries/s)`);
+      client.close();
+      if (acked !== options.count) process.exitCode = 1;
+    });
+}
+
+function transferCommand(): Command {
+  return new Command('transfer-leader')
+    .description('hand leadership to another member (graceful, before maintenance)')
+    .requiredOption('--to <nodeId>', 'the member that should lead')
+    .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
+    .action(async (options: { to: string; nodes: string }) => {
+      const client = new RaftNodeClient(addresses(options.nodes));
+      try {
+        await client.transferLeadership(options.to);
+        const deadline = Date.now() + 5_000;
+        while (Date.now() < deadline) {
+          const leader = await client.findLeader();
+          const status = await client.status(leader);
+          if (status.nodeId === options.to) {
+            console.log(`${options.to} leads term ${status.term}`);
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        throw new Error(`${options.to} did not take over within 5 s`);
+      } finally {
+        client.close();
+      }
+    });
+}
+
+function membersCommand(): Command {
+  const members = new Command('members').description('single-server membership changes');
+  members.command('add <member>').description('add a member, given as id=host:port (start the new node with the new member list first)')
+    .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
+    .action(async (member: string, options: { nodes: string }) => {
+      const [parsed] = parseMembers(member);
+      const client = new RaftNodeClient(addresses(options.nodes));
+      try {
+        await client.changeMembership({ add: parsed as Member });
+        console.log(`added ${(parsed as Member).id}`);
+      } finally {
+        client.close();
+      }
+    });
+  members.command('remove <nodeId>').description('remove a member')
+    .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
+    .action(async (nodeId: string, options: { nodes: string }) => {
+      const client = new RaftNodeClient(addresses(options.nodes));
+      try {
+        await client.changeMembership({ removeId: nodeId });
+        console.log(`removed ${nodeId}`);
+      } finally {
+        client.close();
+      }
+    });
+  return members;
+}
+
+function devCommand(): Command {
+  return new Command('dev')
+    .description('start a local 3-node group on 127.0.0.1 with data on disk; Ctrl-C stops it')
+    .option('--data <dir>', 'data directory (one sub-directory per node)', './data')
+    .option('--base-port <port>', 'first Raft/admin port (three consecutive ports)', integer('--base-port', 1), 7001)
+    .addOption(new Option('--flush <mode>', 'sync or async').choices(['sync', 'async']).default('sync'))
+    .action(async (options: { data: string; basePort: number; flush: 'sync' | 'async' }) => {
+      await runDevCluster({ dataDir: options.data, basePort: options.basePort, flushMode: options.flush, cliPath: fileURLToPath(import.meta.url) });
+    });
+}
+
+export function buildProgram(): Command {
+  return new Command('raftmq')
+    .description('RaftMQ: a RocketMQ-style broker whose broker groups are Raft clusters')
+    .addCommand(devCommand())
+    .addCommand(nodeCommand())
+    .addCommand(statusCommand())
+    .addCommand(proposeCommand())
+    .addCommand(transferCommand())
+    .addCommand(membersCommand());
+}
+
+buildProgram().parseAsync(process.argv).catch((error: unknown) => {
+  console.error(`raftmq: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});
