@@ -106,10 +106,10 @@ export class RaftGroupNode {
     logger.info({ firstIndex: report.firstIndex, lastIndex: report.lastIndex, segments: report.segmentCount }, 'commitlog recovered');
     const stable = await LevelStableStore.open(path.join(config.dataDir, 'meta'));
     const self = config.members.find((m) => m.id === config.nodeId) as Member;
-    let node: RaftNode | undefined;
-    const transport = new GrpcRaftTransport({ groupId: config.groupId, selfId: config.nodeId, members: () => node?.members ?? config.members, logger: adaptLogger(logger) });
+    const nodeRef: { node?: RaftNode } = {};
+    const transport = new GrpcRaftTransport({ groupId: config.groupId, selfId: config.nodeId, members: () => nodeRef.node?.members ?? config.members, logger: adaptLogger(logger) });
     const stateMachine = new HashChainStateMachine();
-    node = await RaftNode.start({
+    const started = await RaftNode.start({
       groupId: config.groupId,
       core: {
         id: config.nodeId, electionTimeoutTicks: config.electionTimeoutTicks, heartbeatIntervalTicks: config.heartbeatIntervalTicks,
@@ -126,7 +126,7 @@ export class RaftGroupNode {
       unsafeAckBeforeFsync: config.unsafeAckBeforeFsync,
       onFailed: onFatal,
     });
-    const started = node;
+    nodeRef.node = started;
     transport.setReceiver((message) => started.receive(message));
     const server = new grpc.Server(peerChannelOptions);
     server.addService(raftPeerService, transport.serviceImplementation());

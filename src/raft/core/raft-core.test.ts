@@ -1,0 +1,230 @@
+/**
+ * RaftCore driven directly (etcd's paper-test style): cores exchange messages through a tiny
+ * synchronous router that can drop traffic between chosen nodes. Each test is named after
+ * the property it checks.
+ */
+import { describe, expect, it } from 'vitest';
+import { RaftCore, type RaftCoreConfig } from './raft-core.js';
+import { EntryKind, type Entry, type Member, type RaftMessage, type VoteResponse } from '../types.js';
+
+const members = (n: number): Member[] => Array.from({ length: n }, (_, i) => ({ id: `n${i + 1}`, address: `n${i + 1}:1` }));
+
+function config(id: string, overrides: Partial<RaftCoreConfig> = {}): RaftCoreConfig {
+  return { id, electionTimeoutTicks: 10, heartbeatIntervalTicks: 2, preVote: true, checkQuorum: true, appendEntriesMax: 64, appendBytesMax: 1 << 20, inflightAppendsMax: 4, uncommittedEntriesMax: 1000, ...overrides };
+}
+
+/** In-memory group: each node's durable log is an array, and ready/advance is honoured. */
+class Group {
+  readonly cores = new Map<string, RaftCore>();
+  readonly logs = new Map<string, Entry[]>();
+  readonly cut = new Set<string>();
+  readonly sent: RaftMessage[] = [];
+
+  constructor(size: number, overrides: Partial<RaftCoreConfig> = {}, seed = 1) {
+    let state = seed;
+    for (const member of members(size)) {
+      const log: Entry[] = [];
+      this.logs.set(member.id, log);
+      const random = { nextInt: (max: number) => { state = (state * 1103515245 + 12345) % 2147483648; return state % max; } };
+      this.cores.set(member.id, new RaftCore(config(member.id, overrides), {
+        hardState: { term: 0, votedFor: undefined },
+        log: { firstIndex: 1, prevTerm: 0, lastIndex: 0, runs: [] },
+        configs: [{ index: 0, members: members(size) }],
+        appliedIndex: 0,
+      }, random, (index) => (log[index - 1] as Entry).payload.length));
+    }
+  }
+
+  core(id: string): RaftCore { return this.cores.get(id) as RaftCore; }
+  isolate(id: string): void { for (const other of this.cores.keys()) if (other !== id) { this.cut.add(`${id}>${other}`); this.cut.add(`${other}>${id}`); } }
+  heal(): void { this.cut.clear(); }
+
+  /** Processes ready states and delivers messages until quiet. */
+  stabilize(): void {
+    for (let round = 0; round < 200; round++) {
+      const inFlight: RaftMessage[] = [];
+      for (const [id, core] of this.cores) {
+        while (core.hasReady()) {
+          const ready = core.ready();
+          const log = this.logs.get(id) as Entry[];
+          if (ready.truncateFrom !== undefined) log.length = ready.truncateFrom - 1;
+          for (const entry of ready.entries) {
+            log.length = entry.index - 1;
+            log.push(entry);
+          }
+          for (const message of ready.messages) {
+            if (message.type === 'append-request') message.entries = log.slice(message.prevIndex, message.prevIndex + message.entryCount);
+            inFlight.push(message);
+          }
+          core.advance(ready);
+        }
+      }
+      if (inFlight.length === 0) return;
+      for (const message of inFlight) {
+        this.sent.push(message);
+        if (!this.cut.has(`${message.from}>${message.to}`)) this.core(message.to).step(message);
+      }
+    }
+    throw new Error('did not stabilize');
+  }
+
+  tick(id: string, times: number): void {
+    for (let i = 0; i < times; i++) {
+      this.core(id).tick();
+      this.stabilize();
+    }
+  }
+
+  tickAll(times: number): void {
+    for (let i = 0; i < times; i++) {
+      for (const core of this.cores.values()) core.tick();
+      this.stabilize();
+    }
+  }
+
+  leaders(): RaftCore[] { return [...this.cores.values()].filter((c) => c.role === 'leader'); }
+}
+
+const payload = (text: string): Uint8Array => new TextEncoder().encode(text);
+
+describe('RaftCore', () => {
+  it('elects exactly one leader, which commits a no-op of its own term', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    expect(group.leaders().map((c) => c.id)).toEqual(['n1']);
+    const leader = group.core('n1');
+    expect(leader.commitIndex).toBe(1);
+    expect(group.logs.get('n1')?.[0]?.kind).toBe(EntryKind.noop);
+    expect(group.logs.get('n2')?.[0]?.term).toBe(leader.term);
+  });
+
+  it('replicates proposals in batches and commits them on a quorum', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    const outcome = group.core('n1').propose([payload('a'), payload('b'), payload('c')]);
+    expect(outcome).toMatchObject({ kind: 'appended', firstIndex: 2, lastIndex: 4 });
+    group.stabilize();
+    expect(group.core('n1').commitIndex).toBe(4);
+    const batched = group.sent.filter((m) => m.type === 'append-request' && m.entryCount === 3);
+    expect(batched.length).toBe(2); // one message per follower for the whole batch
+  });
+
+  it('refuses proposals on a follower and names the leader', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    expect(group.core('n2').propose([payload('x')])).toEqual({ kind: 'not-leader', leaderHint: 'n1' });
+  });
+
+  it('pre-vote keeps a rejoining partitioned node from disrupting a healthy leader', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    const term = group.core('n1').term;
+    group.isolate('n3');
+    group.tick('n3', 100); // n3 times out many times but cannot win pre-votes
+    expect(group.core('n3').term).toBe(term);
+    group.heal();
+    group.tickAll(5);
+    expect(group.core('n1').role).toBe('leader');
+    expect(group.core('n1').term).toBe(term);
+  });
+
+  it('check-quorum: a leader that cannot hear a majority steps down', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.isolate('n1');
+    group.tick('n1', 25);
+    expect(group.core('n1').role).not.toBe('leader');
+  });
+
+  it('rejects a vote for a candidate whose log is behind, with a named reason', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.core('n1').propose([payload('a')]);
+    group.stabilize();
+    const n3 = group.core('n3');
+    n3.step({ type: 'vote-request', from: 'n2', to: 'n3', term: n3.term + 1, preVote: false, transfer: true, lastIndex: 1, lastTerm: 1 });
+    const ready = n3.ready();
+    n3.advance(ready);
+    const answer = ready.messages.find((m): m is VoteResponse => m.type === 'vote-response');
+    expect(answer).toMatchObject({ granted: false, reason: 'log-behind' });
+  });
+
+  it('transfers leadership to a caught-up follower with TimeoutNow', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    expect(group.core('n1').transferLeadership('n2')).toMatchObject({ kind: 'appended' });
+    group.stabilize();
+    expect(group.leaders().map((c) => c.id)).toEqual(['n2']);
+    expect(group.core('n1').role).toBe('follower');
+  });
+
+  it('refuses proposals while a transfer is in progress', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.isolate('n2');
+    group.core('n1').propose([payload('a')]);
+    group.stabilize();
+    group.core('n1').transferLeadership('n2');
+    expect(group.core('n1').propose([payload('b')])).toEqual({ kind: 'dropped', reason: 'leadership-transfer' });
+  });
+
+  it('adds and removes a member one at a time, refusing a second change while one is pending', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    const leader = group.core('n1');
+    expect(leader.proposeMembershipChange({ remove: 'n3' })).toMatchObject({ kind: 'appended' });
+    expect(leader.proposeMembershipChange({ remove: 'n2' })).toEqual({ kind: 'dropped', reason: 'config-change-pending' });
+    group.stabilize();
+    expect(leader.members.map((m) => m.id)).toEqual(['n1', 'n2']);
+    expect(group.core('n2').members.map((m) => m.id)).toEqual(['n1', 'n2']);
+    expect(leader.proposeMembershipChange({ add: { id: 'n3', address: 'n3:1' } })).toMatchObject({ kind: 'appended' });
+    group.stabilize();
+    expect(leader.members.map((m) => m.id)).toEqual(['n1', 'n2', 'n3']);
+  });
+
+  it('a leader removed from the configuration steps down once the change commits', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.core('n1').proposeMembershipChange({ remove: 'n1' });
+    group.stabilize();
+    expect(group.core('n1').role).toBe('follower');
+    group.tickAll(40);
+    const leaders = group.leaders().map((c) => c.id);
+    expect(leaders.length).toBe(1);
+    expect(leaders[0]).not.toBe('n1');
+  });
+
+  it('backs off over a whole conflicting term at once and truncates the uncommitted suffix', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.isolate('n1');
+    group.core('n1').propose(Array.from({ length: 20 }, (_, i) => payload(`stale-${i}`)));
+    group.stabilize();
+    group.tickAll(40); // n2 or n3 wins; n1 steps down
+    const leader = group.leaders().find((c) => c.id !== 'n1') as RaftCore;
+    expect(leader).toBeDefined();
+    leader.propose([payload('fresh')]);
+    group.stabilize();
+    group.heal();
+    const before = group.sent.length;
+    group.tickAll(5);
+    const rejections = group.sent.slice(before).filter((m) => m.type === 'append-response' && m.from === 'n1' && !m.success);
+    expect(rejections.length).toBeLessThanOrEqual(2);
+    expect(group.logs.get('n1')?.map((e) => e.term)).toEqual(group.logs.get(leader.id)?.map((e) => e.term));
+    expect(group.logs.get('n1')?.some((e) => new TextDecoder().decode(e.payload).startsWith('stale'))).toBe(false);
+  });
+
+  it('never rewrites entries at or below its commit index, whatever an append says', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.core('n1').propose([payload('a')]);
+    group.stabilize();
+    group.tick('n1', 2); // a heartbeat carries the commit index to followers
+    const follower = group.core('n2');
+    expect(follower.commitIndex).toBe(2);
+    const committedTerms = [follower.termAt(1), follower.termAt(2)];
+    const forgedTerm = follower.term + 1;
+    follower.step({ type: 'append-request', from: 'n3', to: 'n2', term: forgedTerm, prevIndex: 0, prevTerm: 0, entryCount: 2, commitIndex: 0, entries: [1, 2].map((index) => ({ index, term: forgedTerm, kind: EntryKind.normal, payload: payload('forged') })) });
+    expect([follower.termAt(1), follower.termAt(2)]).toEqual(committedTerms);
+  });
+});
