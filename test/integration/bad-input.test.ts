@@ -79,7 +79,7 @@ describe('a running group', () => {
     client.close();
     const definition = protoLoader.loadSync(protoPath('raft.proto'), protoLoaderOptions);
     const Peer = (grpc.loadPackageDefinition(definition) as unknown as { raftmq: { raft: { v1: { RaftPeer: grpc.ServiceClientConstructor } } } }).raftmq.raft.v1.RaftPeer;
-    const peer = new Peer(cluster.address('n1'), grpc.credentials.createInsecure()) as grpc.Client & { Vote: (request: object, callback: (error: grpc.ServiceError | null) => void) => void };
+    const peer = new Peer(cluster.address("n1"), grpc.credentials.createInsecure()) as unknown as grpc.Client & { Vote: (request: object, callback: (error: grpc.ServiceError | null) => void) => void };
     const vote = (request: object): Promise<grpc.ServiceError | null> => new Promise((resolve) => peer.Vote(request, resolve));
     const fromStranger = await vote({ groupId: 'it', from: 'n9', to: 'n1', term: 999, lastIndex: 999, lastTerm: 999 });
     expect(fromStranger?.code).toBe(grpc.status.PERMISSION_DENIED);
