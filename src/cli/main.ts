@@ -11,7 +11,6 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import Table from 'cli-table3';
-import { fileURLToPath } from 'node:url';
 import { RaftClientError, RaftNodeClient } from '../client/raft-node-client.js';
 import type { Member } from '../raft/types.js';
 import { RaftGroupNode, defaultRaftGroupNodeConfig, type RaftGroupNodeConfig } from '../server/raft-group-node.js';
@@ -208,7 +207,7 @@ function devCommand(): Command {
     .option('--base-port <port>', 'first Raft/admin port (three consecutive ports)', integer('--base-port', 1), 7001)
     .addOption(new Option('--flush <mode>', 'sync or async').choices(['sync', 'async']).default('sync'))
     .action(async (options: { data: string; basePort: number; flush: 'sync' | 'async' }) => {
-      await runDevCluster({ dataDir: options.data, basePort: options.basePort, flushMode: options.flush, cliPath: fileURLToPath(import.meta.url) });
+      await runDevCluster({ dataDir: options.data, basePort: options.basePort, flushMode: options.flush });
     });
 }
 

@@ -12,6 +12,8 @@ export interface CheckedNode {
 interface CommittedEntry {
   readonly term: Term;
   readonly key: string;
+  /** The lowest leader term seen applying it: it was committed in that term or earlier. */
+  commitTerm: Term | undefined;
 }
 
 const entryKey = (entry: Entry): string => `${entry.kind}:${Buffer.from(entry.payload).toString('base64')}`;
@@ -20,7 +22,9 @@ const entryKey = (entry: Entry): string => `${entry.kind}:${Buffer.from(entry.pa
  * Raft's safety properties, checked as events happen:
  *  - election safety: at most one leader per term;
  *  - state machine safety: every node applies the same entry at each index;
- *  - leader completeness: a new leader holds every entry known committed;
+ *  - leader completeness: a leader of term T holds every entry committed in a term < T
+ *    (an entry committed in a later term is not required: a stale leader may still win
+ *    an old term with votes delivered late);
  *  - log matching: two logs that agree on (index, term) agree on every earlier index;
  *  - commit index never decreases within one incarnation of a node;
  * and at the end, every acknowledged proposal is present in the committed log.
@@ -46,7 +50,7 @@ export class SafetyChecker {
     this.leaderByTerm.set(term, node.id);
     for (let index = Math.max(1, node.firstIndex); index <= this.maxCommittedIndex; index++) {
       const committed = this.committed.get(index);
-      if (committed === undefined) continue;
+      if (committed === undefined || committed.commitTerm === undefined || committed.commitTerm >= term) continue;
       if (node.termAt(index) !== committed.term) {
         this.violate(`leader completeness: ${node.id} leads term ${term} but holds t${node.termAt(index)} at committed index ${index} (t${committed.term})`);
         return;
@@ -54,8 +58,12 @@ export class SafetyChecker {
     }
   }
 
-  /** `incarnation` distinguishes restarts: an in-memory state machine re-applies from 1. */
-  onApply(nodeId: NodeId, incarnation: number, entries: readonly Entry[]): void {
+  /**
+   * `incarnation` distinguishes restarts: an in-memory state machine re-applies from 1.
+   * `leaderTerm` is the node's term if it applies as leader (it committed these in that
+   * term, or learned they were committed earlier).
+   */
+  onApply(nodeId: NodeId, incarnation: number, entries: readonly Entry[], leaderTerm: Term | undefined): void {
     const slot = `${nodeId}#${incarnation}`;
     let last = this.appliedThrough.get(slot) ?? 0;
     for (const entry of entries) {
@@ -64,10 +72,12 @@ export class SafetyChecker {
       const key = entryKey(entry);
       const committed = this.committed.get(entry.index);
       if (committed === undefined) {
-        this.committed.set(entry.index, { term: entry.term, key });
+        this.committed.set(entry.index, { term: entry.term, key, commitTerm: leaderTerm });
         if (entry.index > this.maxCommittedIndex) this.maxCommittedIndex = entry.index;
       } else if (committed.term !== entry.term || committed.key !== key) {
         this.violate(`state machine safety: ${nodeId} applied t${entry.term} at index ${entry.index}, another node applied t${committed.term}`);
+      } else if (leaderTerm !== undefined && (committed.commitTerm === undefined || leaderTerm < committed.commitTerm)) {
+        committed.commitTerm = leaderTerm;
       }
     }
     this.appliedThrough.set(slot, last);

@@ -372,7 +372,7 @@ export class SimCluster {
         transport: { send: (message) => { if (isCurrent()) this.network.send(message); } },
         stateMachine: {
           appliedIndex: () => 0,
-          apply: async (entries) => { if (isCurrent()) this.checker.onApply(slot.id, incarnation, entries); },
+          apply: async (entries) => { if (isCurrent()) this.checker.onApply(slot.id, incarnation, entries, slot.node?.role === 'leader' ? slot.node.term : undefined); },
         },
         clock,
         random: { nextInt: (max) => coreRandom.int(0, max - 1) },

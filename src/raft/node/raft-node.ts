@@ -291,6 +291,24 @@ export class RaftNode {
     const log = this.options.log;
     // The negative control writes but skips the fsync before answering (NATS 2.12's bug).
     const sync = this.options.flushMode === 'sync' && ready.mustSync && this.options.unsafeAckBeforeFsync !== true;
+    if (this.core.role === 'leader' && ready.hardState === undefined && ready.truncateFrom === undefined && ready.entries.length > 0) {
+      // Raft thesis §10.2.1: the leader may send its new entries before they are durable on
+      // its own disk; the core counts the leader's copy toward commit only after advance(),
+      // i.e. after the sync below. Followers still persist before they answer.
+      await log.append(ready.entries, { sync: false });
+      await this.sendMessages(ready.messages);
+      if (sync) await log.sync();
+    } else {
+      await this.persistThenSend(ready, sync);
+    }
+    await this.applyCommitted(ready.commitIndex);
+    if (ready.softState !== undefined) this.noteSoftState(ready.softState);
+    this.core.advance(ready);
+  }
+
+  /** Persist before send: every answer depends on state that is durable when it leaves. */
+  private async persistThenSend(ready: Ready, sync: boolean): Promise<void> {
+    const log = this.options.log;
     if (ready.hardState !== undefined) await this.options.stable.save(ready.hardState);
     if (ready.truncateFrom !== undefined) {
       await log.truncateSuffix(ready.truncateFrom);
@@ -298,9 +316,6 @@ export class RaftNode {
     }
     if (ready.entries.length > 0) await log.append(ready.entries, { sync });
     await this.sendMessages(ready.messages);
-    await this.applyCommitted(ready.commitIndex);
-    if (ready.softState !== undefined) this.noteSoftState(ready.softState);
-    this.core.advance(ready);
   }
 
   /** Fills each append with its entries from the log (already durable) and sends it. */

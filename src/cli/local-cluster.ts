@@ -1,0 +1,105 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The compiled CLI entry point that `raftmq node` processes run. */
+export const cliPath = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
+
+/** Ports the OS says are free right now (bound to port 0, then released). */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(Array.from({ length: count }, () => new Promise<net.Server>((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve(server));
+  })));
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
+}
+
+export interface LocalClusterOptions {
+  readonly groupId: string;
+  readonly dataRoot: string;
+  /** One port per node; their count is the group size. */
+  readonly ports: readonly number[];
+  readonly flush: 'sync' | 'async';
+  readonly logLevel?: string;
+  readonly extraArgs?: readonly string[];
+  readonly env?: Readonly<Record<string, string>>;
+  /** 'inherit' shows node output on this terminal; 'capture' keeps the last lines per node. */
+  readonly output: 'inherit' | 'capture';
+}
+
+/**
+ * A group of `raftmq node` processes on 127.0.0.1, each its own OS process so it can be
+ * killed (SIGKILL), paused (SIGSTOP) or restarted alone. Used by `raftmq dev`, the
+ * benchmarks and the integration tests; `stop()` ends every process it started.
+ */
+export class LocalCluster {
+  readonly members: ReadonlyArray<{ readonly id: string; readonly address: string }>;
+  readonly processes = new Map<string, ChildProcess>();
+  readonly output = new Map<string, string[]>();
+
+  constructor(readonly options: LocalClusterOptions) {
+    this.members = options.ports.map((port, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${port}` }));
+  }
+
+  startAll(): void {
+    for (const member of this.members) this.startNode(member.id);
+  }
+
+  startNode(id: string): ChildProcess {
+    const memberList = this.members.map((m) => `${m.id}=${m.address}`).join(',');
+    const child = spawn(process.execPath, [cliPath, 'node', '--group', this.options.groupId, '--id', id, '--members', memberList,
+      '--data', path.join(this.options.dataRoot, id), '--flush', this.options.flush, '--log-level', this.options.logLevel ?? 'warn', ...(this.options.extraArgs ?? [])],
+    { stdio: ['ignore', this.options.output === 'inherit' ? 'inherit' : 'pipe', this.options.output === 'inherit' ? 'inherit' : 'pipe'], env: { ...process.env, ...this.options.env } });
+    const lines: string[] = [];
+    this.output.set(id, lines);
+    const keep = (chunk: Buffer): void => {
+      lines.push(chunk.toString());
+      if (lines.length > 200) lines.splice(0, 100);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    this.processes.set(id, child);
+    return child;
+  }
+
+  address(id: string): string {
+    const member = this.members.find((m) => m.id === id);
+    if (member === undefined) throw new Error(`no member ${id}`);
+    return member.address;
+  }
+
+  idOf(address: string): string {
+    const member = this.members.find((m) => m.address === address);
+    if (member === undefined) throw new Error(`no member at ${address}`);
+    return member.id;
+  }
+
+  isRunning(id: string): boolean {
+    const child = this.processes.get(id);
+    return child !== undefined && child.exitCode === null && child.signalCode === null;
+  }
+
+  /** Sends a signal; for SIGKILL and SIGTERM waits until the process is gone. */
+  async signal(id: string, signal: NodeJS.Signals): Promise<void> {
+    const child = this.processes.get(id);
+    if (child === undefined || !this.isRunning(id)) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill(signal);
+    if (signal === 'SIGKILL' || signal === 'SIGTERM') await exited;
+  }
+
+  /** Ends every process (SIGTERM, or SIGKILL when `kill`), optionally deleting the data. */
+  async stop(options: { kill: boolean; removeData: boolean }): Promise<void> {
+    for (const id of this.processes.keys()) {
+      const child = this.processes.get(id);
+      if (child !== undefined && this.isRunning(id)) child.kill('SIGCONT'); // a paused process cannot exit
+    }
+    await Promise.all([...this.processes.keys()].map((id) => this.signal(id, options.kill ? 'SIGKILL' : 'SIGTERM')));
+    if (options.removeData) await fs.rm(this.options.dataRoot, { recursive: true, force: true });
+  }
+}
