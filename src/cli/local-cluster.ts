@@ -30,6 +30,8 @@ export interface LocalClusterOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** 'inherit' shows node output on this terminal; 'capture' keeps the last lines per node. */
   readonly output: 'inherit' | 'capture';
+  /** The compiled CLI to run; defaults to the one beside this module (dist/src/cli/main.js). */
+  readonly cliPath?: string;
 }
 
 /**
@@ -52,7 +54,7 @@ export class LocalCluster {
 
   startNode(id: string): ChildProcess {
     const memberList = this.members.map((m) => `${m.id}=${m.address}`).join(',');
-    const child = spawn(process.execPath, [cliPath, 'node', '--group', this.options.groupId, '--id', id, '--members', memberList,
+    const child = spawn(process.execPath, [this.options.cliPath ?? cliPath, 'node', '--group', this.options.groupId, '--id', id, '--members', memberList,
       '--data', path.join(this.options.dataRoot, id), '--flush', this.options.flush, '--log-level', this.options.logLevel ?? 'warn', ...(this.options.extraArgs ?? [])],
     { stdio: ['ignore', this.options.output === 'inherit' ? 'inherit' : 'pipe', this.options.output === 'inherit' ? 'inherit' : 'pipe'], env: { ...process.env, ...this.options.env } });
     const lines: string[] = [];

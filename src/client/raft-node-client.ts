@@ -5,6 +5,9 @@ import { protoLoaderOptions, protoPath } from '../util/proto-files.js';
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
 const definition = protoLoader.loadSync(protoPath('raftnode.proto'), protoLoaderOptions);
+/** Upper bound on the payload bytes of one ProposeBatch message. */
+const batchBytesMax = 4 * 1024 * 1024;
+
 const AdminClient = (grpc.loadPackageDefinition(definition) as any).raftmq.raftnode.v1.RaftNodeAdmin as grpc.ServiceClientConstructor;
 
 /**
@@ -76,6 +79,7 @@ export class RaftNodeClient {
   private readonly pending = new Map<number, PendingProposal>();
   private leaderAddress: string | undefined;
   private stream: grpc.ClientDuplexStream<any, any> | undefined;
+  private readonly batches = new Map<grpc.ClientDuplexStream<any, any>, { requests: Array<{ id: number; payload: Uint8Array }>; bytes: number }>();
   private nextId = 1;
   private closed = false;
 
@@ -187,14 +191,39 @@ export class RaftNodeClient {
     }
     const stream = this.proposeStream(this.leaderAddress);
     proposal.stream = stream;
-    stream.write({ id, payload: proposal.payload });
+    this.enqueue(stream, { id, payload: proposal.payload });
+  }
+
+  /**
+   * Coalesces every proposal issued in one macrotask into one ProposeBatch message (bounded
+   * by `batchBytesMax`), so a burst costs one gRPC message, not one per entry.
+   */
+  private enqueue(stream: grpc.ClientDuplexStream<any, any>, request: { id: number; payload: Uint8Array }): void {
+    let batch = this.batches.get(stream);
+    if (batch === undefined) {
+      batch = { requests: [], bytes: 0 };
+      this.batches.set(stream, batch);
+      setImmediate(() => this.flushBatch(stream));
+    }
+    batch.requests.push(request);
+    batch.bytes += request.payload.length;
+    if (batch.bytes >= batchBytesMax) this.flushBatch(stream);
+  }
+
+  private flushBatch(stream: grpc.ClientDuplexStream<any, any>): void {
+    const batch = this.batches.get(stream);
+    if (batch === undefined) return;
+    this.batches.delete(stream);
+    stream.write({ requests: batch.requests });
   }
 
   private proposeStream(address: string): grpc.ClientDuplexStream<any, any> {
     if (this.stream !== undefined) return this.stream;
     const stream = (this.client(address) as any).Propose() as grpc.ClientDuplexStream<any, any>;
     this.stream = stream;
-    stream.on('data', (response: any) => this.onProposeResponse(stream, response));
+    stream.on('data', (message: any) => {
+      for (const response of message.results as any[]) this.onProposeResponse(stream, response);
+    });
     const lost = (error?: Error): void => {
       if (this.stream === stream) {
         this.stream = undefined;
@@ -245,7 +274,7 @@ export class RaftNodeClient {
   }
 
   private endIfIdle(stream: grpc.ClientDuplexStream<any, any>): void {
-    if (stream === this.stream) return;
+    if (stream === this.stream || this.batches.has(stream)) return;
     for (const proposal of this.pending.values()) if (proposal.stream === stream) return;
     stream.end();
   }

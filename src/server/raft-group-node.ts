@@ -177,20 +177,33 @@ export class RaftGroupNode {
   private adminImplementation(): grpc.UntypedServiceImplementation {
     return {
       Propose: (call: grpc.ServerDuplexStream<any, any>) => {
+        // Results are written in batches: everything that settles in one macrotask goes out
+        // as one ProposeResults message.
         let open = true;
-        call.on('data', (request: any) => {
-          const id = request.id as number;
-          this.node.propose(request.payload as Uint8Array).then(
-            (result) => { if (open) call.write({ id, ok: true, index: result.index, term: result.term }); },
-            (error: ProposalError) => {
-              if (!open) return;
-              const leaderId = (error as { leaderHint?: NodeId }).leaderHint ?? '';
-              const leaderAddress = this.node.members.find((m) => m.id === leaderId)?.address ?? '';
-              call.write({ id, ok: false, errorCode: error.code ?? 'ERROR', error: error.message, definite: error.definite === true, leaderId, leaderAddress });
-            },
-          );
+        let outgoing: object[] = [];
+        const flush = (): void => {
+          const results = outgoing;
+          outgoing = [];
+          if (open && results.length > 0) call.write({ results });
+        };
+        const answer = (result: object): void => {
+          if (outgoing.length === 0) setImmediate(flush);
+          outgoing.push(result);
+        };
+        call.on('data', (batch: any) => {
+          for (const request of batch.requests as any[]) {
+            const id = request.id as number;
+            this.node.propose(request.payload as Uint8Array).then(
+              (result) => answer({ id, ok: true, index: result.index, term: result.term }),
+              (error: ProposalError) => {
+                const leaderId = (error as { leaderHint?: NodeId }).leaderHint ?? '';
+                const leaderAddress = this.node.members.find((m) => m.id === leaderId)?.address ?? '';
+                answer({ id, ok: false, errorCode: error.code ?? 'ERROR', error: error.message, definite: error.definite === true, leaderId, leaderAddress });
+              },
+            );
+          }
         });
-        call.on('end', () => { open = false; call.end(); });
+        call.on('end', () => { flush(); open = false; call.end(); });
         call.on('error', () => { open = false; });
         call.on('cancelled', () => { open = false; });
       },

@@ -36,7 +36,7 @@ export class ProcessCluster {
     this.dataRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-it-'));
     this.cluster = new LocalCluster({
       groupId: 'it', dataRoot: this.dataRoot, ports: await freePorts(this.options.nodeCount), flush: this.options.flush ?? 'sync',
-      output: 'capture', ...(this.options.env === undefined ? {} : { env: this.options.env }), ...(this.options.extraArgs === undefined ? {} : { extraArgs: this.options.extraArgs }),
+      output: 'capture', cliPath, ...(this.options.env === undefined ? {} : { env: this.options.env }), ...(this.options.extraArgs === undefined ? {} : { extraArgs: this.options.extraArgs }),
     });
     this.cluster.startAll();
   }
