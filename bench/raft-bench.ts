@@ -94,6 +94,34 @@ async function runCase(client: RaftNodeClient, leader: string, options: { inflig
   };
 }
 
+/**
+ * Same-run baseline: this disk's raw rate of 1 KiB appends each followed by fdatasync, from
+ * Node, in the directory the nodes use. A SYNC_FLUSH commit needs at least one such fsync on
+ * the leader and one on a follower; group commit is what lets entries/s exceed this rate.
+ */
+async function diskBaseline(seconds: number, size: number): Promise<{ fsyncs_s: number; p50_ms: number }> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-bench-disk-'));
+  const handle = await fs.open(path.join(dir, 'baseline'), 'w');
+  const block = new Uint8Array(size).fill(7);
+  const latencies: number[] = [];
+  const started = performance.now();
+  let position = 0;
+  try {
+    while (performance.now() - started < seconds * 1000 && latencies.length < 200_000) {
+      const t0 = performance.now();
+      await handle.write(block, 0, block.length, position);
+      await handle.datasync();
+      latencies.push(performance.now() - t0);
+      position += block.length;
+    }
+  } finally {
+    await handle.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+  latencies.sort((a, b) => a - b);
+  return { fsyncs_s: Math.round(latencies.length / ((performance.now() - started) / 1000)), p50_ms: Number((latencies[Math.floor(latencies.length / 2)] ?? 0).toFixed(3)) };
+}
+
 async function benchFlushMode(flush: 'sync' | 'async', options: { inflights: number[]; size: number; seconds: number; json: boolean }): Promise<CaseResult[]> {
   const dataRoot = await fs.mkdtemp(path.join(os.tmpdir(), `raftmq-bench-${flush}-`));
   const cluster = new LocalCluster({ groupId: 'bench', dataRoot, ports: await freePorts(3), flush, output: 'capture' });
@@ -126,6 +154,8 @@ async function main(): Promise<void> {
     .parse()
     .opts<{ seconds: number; size: number; inflight: string; flush: string; json?: boolean }>();
   const inflights = options.inflight.split(',').map(Number);
+  const baseline = await diskBaseline(2, options.size);
+  if (options.json === true) console.log(JSON.stringify({ case: 'baseline-disk-append-fdatasync', size_bytes: options.size, ...baseline }));
   const results: CaseResult[] = [];
   for (const flush of options.flush.split(',') as Array<'sync' | 'async'>) {
     results.push(...await benchFlushMode(flush, { inflights, size: options.size, seconds: options.seconds, json: options.json === true }));
@@ -135,6 +165,10 @@ async function main(): Promise<void> {
   for (const r of results) table.push([r.case, r.msgs_s, r.p50_ms, r.p99_ms, r.fsyncs_s, r.entries_per_fsync, r.entries_per_append_msg, r.server_cpu_us_per_msg]);
   console.log(`3 nodes on 127.0.0.1, ${options.size}-byte entries, ${options.seconds} s per case (closed loop)`);
   console.log(table.toString());
+  console.log(`same-run baseline: ${options.size}-byte append + fdatasync from Node on this disk: ${baseline.fsyncs_s}/s, p50 ${baseline.p50_ms} ms`);
+  for (const r of results.filter((x) => x.flush === 'sync')) {
+    console.log(`  ${r.case}: ${(r.msgs_s / baseline.fsyncs_s).toFixed(2)}× the raw fsync rate (${r.entries_per_fsync} entries per leader fsync)`);
+  }
 }
 
 main().catch((error: unknown) => {
