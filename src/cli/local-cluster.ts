@@ -40,12 +40,20 @@ export interface LocalClusterOptions {
  * benchmarks and the integration tests; `stop()` ends every process it started.
  */
 export class LocalCluster {
-  readonly members: ReadonlyArray<{ readonly id: string; readonly address: string }>;
+  /** Grows with `addMember`; a node starts with the list as it is when it starts. */
+  readonly members: Array<{ readonly id: string; readonly address: string }>;
   readonly processes = new Map<string, ChildProcess>();
   readonly output = new Map<string, string[]>();
 
   constructor(readonly options: LocalClusterOptions) {
     this.members = options.ports.map((port, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${port}` }));
+  }
+
+  /** Adds a member on `port` (n<count+1>) for a membership change; returns its id. */
+  addMember(port: number): string {
+    const id = `n${this.members.length + 1}`;
+    this.members.push({ id, address: `127.0.0.1:${port}` });
+    return id;
   }
 
   startAll(): void {

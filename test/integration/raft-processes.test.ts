@@ -107,3 +107,31 @@ it('keeps every acknowledged entry when the leader is SIGKILLed mid-stream, and 
     client.close();
   }
 }, 120_000);
+
+it('ASYNC_FLUSH keeps every acknowledged entry when all nodes are SIGKILLed at once (the page cache survives a process crash)', async () => {
+  cluster = new ProcessCluster({ nodeCount: 3, flush: 'async' });
+  await cluster.start();
+  const client = cluster.client();
+  try {
+    await client.findLeader(10_000);
+    const acked = new Map<number, number>();
+    await Promise.all(Array.from({ length: 32 }, async (_, worker) => {
+      for (let i = 0; i < 60; i++) {
+        const value = worker * 1000 + i;
+        acked.set(value, (await client.propose(payloadFor(value))).index);
+      }
+    }));
+    await Promise.all(cluster.members.map((m) => cluster!.signal(m.id, 'SIGKILL')));
+    for (const member of cluster.members) cluster.startNode(member.id);
+    const leader = await client.findLeader(10_000);
+    const lastAcked = Math.max(...acked.values());
+    await waitFor('the restarted group to commit past the last acknowledged entry', async () => (await client.status(leader)).commitIndex > lastAcked, 10_000);
+    const entries = new Map((await client.readAllCommitted(leader)).map((e) => [e.index, e]));
+    for (const [value, index] of acked) {
+      const entry = entries.get(index);
+      expect(entry === undefined ? undefined : new DataView(entry.payload.buffer, entry.payload.byteOffset).getUint32(0)).toBe(value);
+    }
+  } finally {
+    client.close();
+  }
+}, 60_000);

@@ -42,6 +42,7 @@ export class ProcessCluster {
   }
 
   startNode(id: string): void { this.local.startNode(id); }
+  addMember(port: number): string { return this.local.addMember(port); }
   address(id: string): string { return this.local.address(id); }
   idOf(address: string): string { return this.local.idOf(address); }
   signal(id: string, signal: NodeJS.Signals): Promise<void> { return this.local.signal(id, signal); }
@@ -63,4 +64,21 @@ export async function waitFor(what: string, condition: () => Promise<boolean> | 
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** `count` consecutive ports that can all be bound right now (for `raftmq dev --base-port`). */
+export async function freeConsecutivePorts(count: number): Promise<number> {
+  const net = await import('node:net');
+  const canBind = (port: number): Promise<boolean> => new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    let ok = true;
+    for (let i = 0; i < count && ok; i++) ok = await canBind(base + i);
+    if (ok) return base;
+  }
+  throw new Error(`no ${count} consecutive free ports found`);
 }
