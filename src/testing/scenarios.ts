@@ -60,6 +60,74 @@ async function figure8(c: SimControl): Promise<void> {
   c.heal();
 }
 
+/** The highest term any live node has reached. */
+const maxTerm = (c: SimControl): number => Math.max(0, ...c.ids.map((id) => c.node(id)?.term ?? 0));
+
+async function stableLeader(c: SimControl): Promise<NodeId> {
+  await c.waitFor('a leader with a committed no-op', () => {
+    const leader = c.leader();
+    const node = leader === undefined ? undefined : c.node(leader);
+    return node !== undefined && node.commitIndex === node.lastIndex;
+  });
+  return must(c.leader(), 'leader');
+}
+
+/** A leader must commit past `index` within 3 s; a timeout here is a liveness failure. */
+async function commitsPast(c: SimControl, index: number, what: string): Promise<void> {
+  try {
+    await c.waitFor(`a leader for ${what}`, () => c.leader() !== undefined, 3_000);
+    c.propose(must(c.leader(), 'leader'));
+    await c.waitFor(what, () => {
+      const current = c.leader();
+      return current !== undefined && (c.node(current)?.commitIndex ?? 0) > index;
+    }, 3_000);
+  } catch (error) {
+    throw new Error(`liveness: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * DLedger #25: the leader and one follower cannot talk to each other, but both see the third
+ * node. Without pre-vote and a leader lease this caused endless re-election. Here the cut-off
+ * follower cannot win pre-votes while the leader is alive, so the term must stay put and the
+ * group keep committing.
+ */
+async function asymmetricCut(c: SimControl): Promise<void> {
+  const leader = await stableLeader(c);
+  const follower = must(c.ids.find((id) => id !== leader), 'follower');
+  c.partition([[leader], [follower]]);
+  // partition() cut both ways between the two named sides only; the third node sees both.
+  await c.sleep(500);
+  const termBefore = maxTerm(c);
+  const commitBefore = c.node(c.leader() ?? leader)?.commitIndex ?? 0;
+  await c.sleep(5_000);
+  await commitsPast(c, commitBefore, 'a commit during the asymmetric cut');
+  if (maxTerm(c) > termBefore + 1) throw new Error(`re-election storm: term went from ${termBefore} to ${maxTerm(c)} during an asymmetric cut`);
+  c.heal();
+}
+
+/**
+ * DLedger #37: a follower cut off for a while rejoins after the partition heals. Without
+ * pre-vote it would have raised its term while alone and depose the healthy leader on return
+ * (a needless re-election); with pre-vote the term and the leader must not change.
+ */
+async function reElectionAfterHeal(c: SimControl): Promise<void> {
+  const leader = await stableLeader(c);
+  const follower = must(c.ids.find((id) => id !== leader), 'follower');
+  const termBefore = maxTerm(c);
+  c.partition([[follower], c.ids.filter((id) => id !== follower)]);
+  await c.sleep(3_000);
+  c.heal();
+  await c.sleep(3_000);
+  const commitBefore = c.node(leader)?.commitIndex ?? 0;
+  await commitsPast(c, commitBefore, 'a commit after healing');
+  if (maxTerm(c) !== termBefore || c.leader() !== leader) {
+    throw new Error(`re-election after heal: term ${termBefore} -> ${maxTerm(c)}, leader ${leader} -> ${c.leader()}`);
+  }
+}
+
 export const scenarios: Readonly<Record<string, Scenario>> = {
+  'asymmetric-cut': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10 }, script: asymmetricCut },
+  're-election-after-heal': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10 }, script: reElectionAfterHeal },
   'figure-8': { nodeCount: 5, profile: { appendEntriesMax: 1, dropProbability: 0, duplicateProbability: 0, delayMaxMs: 5 }, script: figure8 },
 };

@@ -37,6 +37,8 @@ export interface SimOptions {
   readonly opsMax?: number;
   readonly profile?: Partial<FaultProfile>;
   readonly unsafe?: UnsafeSwitches & { readonly ackBeforeFsync?: boolean };
+  /** Turns off protocol features, to show a liveness scenario bites without them. */
+  readonly withoutPreVoteAndCheckQuorum?: boolean;
   /** Keep the whole trace (for replay output); otherwise only the tail. */
   readonly keepTrace?: boolean;
   /** A scripted fault schedule instead of the random nemesis and client (directed scenarios). */
@@ -363,7 +365,8 @@ export class SimCluster {
       const options: RaftNodeOptions = {
         groupId: 'sim',
         core: {
-          id: slot.id, electionTimeoutTicks: 15, heartbeatIntervalTicks: 3, preVote: true, checkQuorum: true,
+          id: slot.id, electionTimeoutTicks: 15, heartbeatIntervalTicks: 3,
+          preVote: this.options.withoutPreVoteAndCheckQuorum !== true, checkQuorum: this.options.withoutPreVoteAndCheckQuorum !== true,
           appendEntriesMax: this.profile.appendEntriesMax, appendBytesMax: 64 * 1024, inflightAppendsMax: 8, uncommittedEntriesMax: 4096,
           ...(this.options.unsafe === undefined ? {} : { unsafe: this.options.unsafe }),
         },

@@ -64,3 +64,24 @@ describe('directed scenario: figure-8', () => {
     expect(setUp).toBeGreaterThanOrEqual(8);
   });
 });
+
+describe('directed liveness scenarios (DLedger #25 and #37)', () => {
+  it.each(['asymmetric-cut', 're-election-after-heal'])('%s: the term stays put and the group keeps committing', async (name) => {
+    const scenario = scenarios[name]!;
+    for (let seed = 1; seed <= 10; seed++) {
+      const result = await runSimulation({ seed, nodeCount: scenario.nodeCount, profile: scenario.profile, script: scenario.script });
+      expect(result.violations).toEqual([]);
+      expect(result.scenarioStuck).toBeUndefined();
+    }
+  });
+
+  it.each(['asymmetric-cut', 're-election-after-heal'])('%s bites: without pre-vote and check-quorum it fails', async (name) => {
+    const scenario = scenarios[name]!;
+    let failed = 0;
+    for (let seed = 1; seed <= 10; seed++) {
+      const result = await runSimulation({ seed, nodeCount: scenario.nodeCount, profile: scenario.profile, script: scenario.script, withoutPreVoteAndCheckQuorum: true });
+      if (!result.ok) failed++;
+    }
+    expect(failed).toBeGreaterThanOrEqual(5);
+  });
+});
