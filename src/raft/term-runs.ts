@@ -22,6 +22,23 @@ export class TermRuns {
     assert(first >= 1 && last === first - 1, 'TermRuns starts empty');
   }
 
+  /** Rebuilds from `runs()` output without walking every index (start-up of a long log). */
+  static fromRuns(first: LogIndex, prevTerm: Term, last: LogIndex, runs: ReadonlyArray<readonly [LogIndex, Term]>): TermRuns {
+    const termRuns = new TermRuns(first, prevTerm);
+    let previousTerm = prevTerm;
+    for (const [i, [start, term]] of runs.entries()) {
+      assert(start >= first && start <= last, `run start ${start} outside [${first}, ${last}]`);
+      assert(i === 0 ? start === first : start > (runs[i - 1] as readonly [LogIndex, Term])[0], 'runs must be ascending and start at the first index');
+      assert(term >= previousTerm, 'run terms must not decrease');
+      termRuns.starts.push(start);
+      termRuns.terms.push(term);
+      previousTerm = term;
+    }
+    assert(runs.length > 0 || last === first - 1, 'a non-empty log needs runs');
+    termRuns.last = last;
+    return termRuns;
+  }
+
   get firstIndex(): LogIndex { return this.first; }
   get lastIndex(): LogIndex { return this.last; }
   get prevTerm(): Term { return this.prev; }

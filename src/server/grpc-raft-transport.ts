@@ -132,8 +132,7 @@ export class GrpcRaftTransport implements Transport {
           const refusal = this.refusal(pb);
           if (refusal !== undefined) {
             this.stats.rejectedInbound++;
-            call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: refusal });
-            call.end();
+            call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: refusal }); // ends the call with this status
             return;
           }
           if (peer !== pb.from) {

@@ -164,7 +164,14 @@ export class RaftGroupNode {
           errors.push(error);
         }
       };
-      await attempt(() => new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())));
+      await attempt(() => new Promise<void>((resolve) => {
+        // Peers' append streams never end on their own: give calls a moment, then force.
+        const force = setTimeout(() => this.server.forceShutdown(), 1_000);
+        this.server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      }));
       await attempt(() => this.node.close());
       await attempt(() => this.transport.close());
       await attempt(() => this.log.close());

@@ -103,6 +103,15 @@ it('keeps every acknowledged entry when the leader is SIGKILLed mid-stream, and 
     }, 5_000);
     const statuses = await Promise.all(cluster.members.map((m) => client.status(m.address)));
     expect(new Set(statuses.map((st) => st.stateHash)).size).toBe(1);
+
+    // A graceful stop of one node while its peers keep streaming to it ends promptly.
+    const follower = statuses.find((st) => st.role !== 'leader')!.nodeId;
+    const child = cluster.processes.get(follower)!;
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const stopStarted = performance.now();
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(performance.now() - stopStarted).toBeLessThan(3_000);
   } finally {
     client.close();
   }

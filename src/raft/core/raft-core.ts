@@ -134,13 +134,7 @@ export class RaftCore {
     this.id = config.id;
     this.termValue = initial.hardState.term;
     this.votedFor = initial.hardState.votedFor;
-    this.log = new TermRuns(initial.log.firstIndex, initial.log.prevTerm);
-    for (const [i, [start, term]] of initial.log.runs.entries()) {
-      const next = initial.log.runs[i + 1];
-      const end = next === undefined ? initial.log.lastIndex : next[0] - 1;
-      for (let index = start; index <= end; index++) this.log.append(index, term);
-    }
-    assert(this.log.lastIndex === initial.log.lastIndex, 'initial log runs do not reach the last index');
+    this.log = TermRuns.fromRuns(initial.log.firstIndex, initial.log.prevTerm, initial.log.lastIndex, initial.log.runs);
     assert(initial.configs.length > 0, 'a core needs a bootstrap configuration');
     this.configs = [...initial.configs];
     assert(initial.appliedIndex <= this.log.lastIndex, `applied index ${initial.appliedIndex} beyond the log end ${this.log.lastIndex}`);
