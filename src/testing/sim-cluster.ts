@@ -27,6 +27,8 @@ export interface FaultProfile {
   diskLatencyMaxMs: number;
   segmentBytesMax: number;
   appendEntriesMax: number;
+  /** Probability that a datasync fails with EIO; the node must stop (fail-stop). */
+  fsyncFailureProbability: number;
 }
 
 export interface SimOptions {
@@ -90,6 +92,7 @@ export interface SimResult {
     readonly pauses: number;
     readonly leaderChanges: number;
     readonly bytesDiscarded: number;
+    readonly failStops: number;
   };
   readonly profile: FaultProfile;
   /** Set when a scripted scenario could not set itself up. */
@@ -111,6 +114,7 @@ export function drawProfile(random: Prng): FaultProfile {
     diskLatencyMaxMs: random.pick([0.05, 0.5, 2]),
     segmentBytesMax: random.pick([2048, 16384, 1 << 20]),
     appendEntriesMax: random.pick([1, 4, 64]),
+    fsyncFailureProbability: random.chance(0.2) ? 0.002 : 0,
   };
 }
 
@@ -151,7 +155,7 @@ export class SimCluster {
   private opsStarted = 0;
   private opsInFlight = 0;
   private leaderGuess: NodeId | undefined;
-  private counts = { crashes: 0, partitions: 0, pauses: 0, leaderChanges: 0 };
+  private counts = { crashes: 0, partitions: 0, pauses: 0, leaderChanges: 0, failStops: 0 };
   private faultsActive = true;
   private waiters: Array<{ predicate: () => boolean; resolve: () => void }> = [];
   private roleHooks: Array<{ id: NodeId; action: () => void }> = [];
@@ -171,6 +175,7 @@ export class SimCluster {
     for (const member of this.members) {
       const latencyMax = this.profile.diskLatencyMaxMs;
       const disk = new SimDisk(diskRandom.fork(member.id), () => this.scheduler.sleep(diskRandom.float() * latencyMax));
+      disk.syncFailureProbability = this.profile.fsyncFailureProbability;
       this.slots.push({ id: member.id, disk, durableHardState: undefined, incarnation: 0, node: undefined, timers: [], alive: false });
     }
   }
@@ -210,6 +215,7 @@ export class SimCluster {
     this.addTrace(`@${startMs} liveness phase: heal, resume, restart`);
     this.network.heal();
     this.network.faults = { ...calmNetwork };
+    for (const slot of this.slots) slot.disk.syncFailureProbability = 0;
     for (const slot of this.slots) {
       if (this.network.isPaused(slot.id)) this.network.resume(slot.id);
       if (!slot.alive) this.startNode(slot);
@@ -383,8 +389,18 @@ export class SimCluster {
         tickIntervalMs, flushMode: 'sync', flushIntervalMs: 50,
         unsafeAckBeforeFsync: this.options.unsafe?.ackBeforeFsync === true,
         onFailed: (error) => {
-          // Storage faults are injected elsewhere; an assertion inside a node is a found bug.
-          if (isCurrent() && error.cause instanceof InvariantViolation) this.checker.violations.push(`${slot.id} stopped on an invariant: ${error.cause.message}`);
+          if (!isCurrent()) return;
+          // An assertion inside a node is a found bug.
+          if (error.cause instanceof InvariantViolation) {
+            this.checker.violations.push(`${slot.id} stopped on an invariant: ${error.cause.message}`);
+            return;
+          }
+          // An injected disk fault: the node stopped itself (fail-stop). Like a supervisor,
+          // restart it after a while; its unsynced writes are lost with the process.
+          this.counts.failStops++;
+          this.addTrace(`@${this.scheduler.nowMs} ${slot.id} fail-stop: ${String(error.cause)}`);
+          this.crash(slot, 'fail-stop');
+          this.scheduler.after(this.nemesisRandom.int(10, 500), () => { if (!slot.alive) this.startNode(slot); });
         },
         onSoftState: (soft) => {
           if (!isCurrent()) return;
@@ -548,6 +564,7 @@ export class SimCluster {
         pauses: this.counts.pauses,
         leaderChanges: this.counts.leaderChanges,
         bytesDiscarded: this.slots.reduce((sum, s) => sum + s.disk.stats.bytesDiscarded, 0),
+        failStops: this.counts.failStops,
       },
       profile: this.profile,
       scenarioStuck: this.scenarioStuck,

@@ -4,9 +4,10 @@
  *   npm run sim -- --seeds 500 [--from 1]    run many seeds (3- and 5-node alternately)
  *   npm run sim -- --unsafe commit-older-terms|vote-without-log-check|ack-before-fsync
  *   npm run sim -- --scenario figure-8 --seeds 20     a directed scenario over many seeds
+ *   SIM_SEED=<n> SIM_PROFILE='<json>' npm run sim    replay with a fault profile (as fast-check prints)
  */
 import { Command } from 'commander';
-import { runSimulation, type SimOptions, type SimResult } from './sim-cluster.js';
+import { runSimulation, type FaultProfile, type SimOptions, type SimResult } from './sim-cluster.js';
 import { scenarios } from './scenarios.js';
 
 type UnsafeName = 'ack-before-fsync' | 'commit-older-terms' | 'vote-without-log-check';
@@ -43,12 +44,14 @@ async function main(): Promise<void> {
   const unsafe = unsafeSwitch(options.unsafe);
   const scenario = options.scenario === undefined ? undefined : scenarios[options.scenario];
   if (options.scenario !== undefined && scenario === undefined) throw new Error(`unknown scenario ${options.scenario}; known: ${Object.keys(scenarios).join(', ')}`);
+  const profileOverride = process.env.SIM_PROFILE === undefined ? undefined : (JSON.parse(process.env.SIM_PROFILE) as Partial<FaultProfile>);
   const base = (seed: number): SimOptions => ({
     seed,
     nodeCount: scenario?.nodeCount ?? nodesForSeed(seed, options.nodes),
     faultDurationMs: options.faultMs,
     ...(unsafe === undefined ? {} : { unsafe }),
-    ...(scenario === undefined ? {} : { script: scenario.script, profile: scenario.profile }),
+    ...(scenario === undefined ? {} : { script: scenario.script }),
+    ...(scenario === undefined && profileOverride === undefined ? {} : { profile: { ...scenario?.profile, ...profileOverride } }),
   });
   const replay = process.env.SIM_SEED;
   if (replay !== undefined) {
