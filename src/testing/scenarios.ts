@@ -126,8 +126,34 @@ async function reElectionAfterHeal(c: SimControl): Promise<void> {
   }
 }
 
+/**
+ * A leader cut off with an uncommitted tail: proposals it accepted can never commit once the
+ * majority elects another leader. After healing, every one must settle (unknown when its
+ * entry is truncated) instead of hanging. Regression for seeds 59/147/175/177, where such
+ * proposals never settled.
+ */
+async function isolatedLeaderUncommittedTail(c: SimControl): Promise<void> {
+  const leader = await stableLeader(c);
+  const others = c.ids.filter((id) => id !== leader);
+  c.partition([[leader], others]);
+  for (let i = 0; i < 5; i++) c.propose(leader);
+  await c.waitFor('a new leader on the majority side', () => {
+    const current = c.leader();
+    return current !== undefined && current !== leader;
+  }, 5_000);
+  const majorityLeader = must(c.leader(), 'leader');
+  await commitsPast(c, c.node(majorityLeader)?.commitIndex ?? 0, 'a commit on the majority side');
+  c.heal();
+  try {
+    await c.waitFor('every proposal to settle after healing', () => c.inFlight() === 0, 3_000);
+  } catch {
+    throw new Error(`liveness: ${c.inFlight()} proposals of the isolated leader never settled`);
+  }
+}
+
 export const scenarios: Readonly<Record<string, Scenario>> = {
-  'asymmetric-cut': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10 }, script: asymmetricCut },
-  're-election-after-heal': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10 }, script: reElectionAfterHeal },
-  'figure-8': { nodeCount: 5, profile: { appendEntriesMax: 1, dropProbability: 0, duplicateProbability: 0, delayMaxMs: 5 }, script: figure8 },
+  'isolated-leader-uncommitted-tail': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: isolatedLeaderUncommittedTail },
+  'asymmetric-cut': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: asymmetricCut },
+  're-election-after-heal': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: reElectionAfterHeal },
+  'figure-8': { nodeCount: 5, profile: { appendEntriesMax: 1, dropProbability: 0, duplicateProbability: 0, delayMaxMs: 5, fsyncFailureProbability: 0, membershipWeight: 0 }, script: figure8 },
 };

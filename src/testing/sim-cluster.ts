@@ -29,6 +29,8 @@ export interface FaultProfile {
   appendEntriesMax: number;
   /** Probability that a datasync fails with EIO; the node must stop (fail-stop). */
   fsyncFailureProbability: number;
+  /** Weight of single-server membership changes (remove a member, later add it back). */
+  membershipWeight: number;
 }
 
 export interface SimOptions {
@@ -64,6 +66,8 @@ export interface SimControl {
   restart(id: NodeId): void;
   /** Proposes on `id`; an acknowledgement is recorded and checked like any client op. */
   propose(id: NodeId): void;
+  /** Client proposals started and not yet settled (acknowledged, failed or unknown). */
+  inFlight(): number;
   /** Runs `action` synchronously inside the event where `id` first reports `role`. */
   onRole(id: NodeId, role: 'leader', action: () => void): void;
 }
@@ -93,6 +97,7 @@ export interface SimResult {
     readonly leaderChanges: number;
     readonly bytesDiscarded: number;
     readonly failStops: number;
+    readonly membershipChanges: number;
   };
   readonly profile: FaultProfile;
   /** Set when a scripted scenario could not set itself up. */
@@ -115,6 +120,7 @@ export function drawProfile(random: Prng): FaultProfile {
     segmentBytesMax: random.pick([2048, 16384, 1 << 20]),
     appendEntriesMax: random.pick([1, 4, 64]),
     fsyncFailureProbability: random.chance(0.2) ? 0.002 : 0,
+    membershipWeight: random.chance(0.5) ? 0 : random.int(1, 2),
   };
 }
 
@@ -155,7 +161,7 @@ export class SimCluster {
   private opsStarted = 0;
   private opsInFlight = 0;
   private leaderGuess: NodeId | undefined;
-  private counts = { crashes: 0, partitions: 0, pauses: 0, leaderChanges: 0, failStops: 0 };
+  private counts = { crashes: 0, partitions: 0, pauses: 0, leaderChanges: 0, failStops: 0, membershipChanges: 0 };
   private faultsActive = true;
   private waiters: Array<{ predicate: () => boolean; resolve: () => void }> = [];
   private roleHooks: Array<{ id: NodeId; action: () => void }> = [];
@@ -227,7 +233,10 @@ export class SimCluster {
     const probe = async (): Promise<void> => {
       while (!probeCommitted && this.scheduler.nowMs < deadline) {
         const leader = this.slots.find((s) => s.alive && s.node?.role === 'leader')?.node;
-        if (leader !== undefined) {
+        const missing = leader === undefined ? undefined : this.members.find((m) => !leader.members.some((x) => x.id === m.id));
+        if (leader !== undefined && missing !== undefined) {
+          await leader.changeMembership({ add: missing }).catch(() => undefined);
+        } else if (leader !== undefined) {
           try {
             await leader.propose(new TextEncoder().encode('liveness-probe'));
             probeCommitted = true;
@@ -244,7 +253,8 @@ export class SimCluster {
       if (!probeCommitted || this.opsInFlight > 0) return false;
       const nodes = this.slots.map((s) => s.node);
       const leader = nodes.find((n) => n?.role === 'leader');
-      return leader !== undefined && nodes.every((n) => n !== undefined && n.appliedIndex === leader.commitIndex && n.lastIndex === leader.lastIndex);
+      return leader !== undefined && leader.members.length === this.members.length
+        && nodes.every((n) => n !== undefined && n.appliedIndex === leader.commitIndex && n.lastIndex === leader.lastIndex);
     };
     let events = 0;
     await this.scheduler.runUntil(deadline, () => {
@@ -318,6 +328,7 @@ export class SimCluster {
         const target = slot(id);
         if (target.node !== undefined) this.proposeOn(target);
       },
+      inFlight: () => this.opsInFlight,
       onRole: (id, _role, action) => { this.roleHooks.push({ id, action }); },
     };
   }
@@ -455,7 +466,7 @@ export class SimCluster {
   private nemesisStep(): void {
     const random = this.nemesisRandom;
     const ids = this.slots.map((s) => s.id);
-    const weights = [this.profile.partitionWeight, this.profile.crashWeight, this.profile.pauseWeight, 2];
+    const weights = [this.profile.partitionWeight, this.profile.crashWeight, this.profile.pauseWeight, 2, this.profile.membershipWeight ?? 0];
     let pick = random.int(0, weights.reduce((a, b) => a + b, 0) - 1);
     let kind = 0;
     while (pick >= (weights[kind] as number)) pick -= weights[kind++] as number;
@@ -493,10 +504,25 @@ export class SimCluster {
         this.addTrace(`@${this.scheduler.nowMs} resume ${target.id}`);
         this.network.resume(target.id);
       });
-    } else {
+    } else if (kind === 3) {
       this.network.heal();
       this.addTrace(`@${this.scheduler.nowMs} heal`);
+    } else {
+      this.changeMembership(leader?.node);
     }
+  }
+
+  /** Removes a random member (possibly the leader) or adds the missing one back. */
+  private changeMembership(leader: RaftNode | undefined): void {
+    if (leader === undefined || this.members.length < 2) return;
+    const missing = this.members.find((m) => !leader.members.some((x) => x.id === m.id));
+    const change = missing !== undefined ? { add: missing } : { remove: this.nemesisRandom.pick(leader.members).id };
+    this.counts.membershipChanges++;
+    this.addTrace(`@${this.scheduler.nowMs} membership ${'add' in change ? `add ${change.add.id}` : `remove ${change.remove}`} via ${leader.id}`);
+    leader.changeMembership(change).then(
+      (outcome) => this.addTrace(`membership change ${outcome.kind}${outcome.kind === 'dropped' ? ` (${outcome.reason})` : ''}`),
+      () => { /* the leader stopped; nothing to do */ },
+    );
   }
 
   private scheduleClient(): void {
@@ -565,6 +591,7 @@ export class SimCluster {
         leaderChanges: this.counts.leaderChanges,
         bytesDiscarded: this.slots.reduce((sum, s) => sum + s.disk.stats.bytesDiscarded, 0),
         failStops: this.counts.failStops,
+        membershipChanges: this.counts.membershipChanges,
       },
       profile: this.profile,
       scenarioStuck: this.scenarioStuck,

@@ -17,14 +17,17 @@ it('transfers leadership, adds a member that catches up, and survives the leader
   cluster = new ProcessCluster({ nodeCount: 3 });
   await cluster.start();
   const client = cluster.client();
+  let step = 'start';
   try {
     const leader = cluster.idOf(await client.findLeader(10_000));
     for (let i = 0; i < 200; i++) await client.propose(new Uint8Array(100).fill(i));
 
+    step = 'transfer';
     const target = cluster.members.find((m) => m.id !== leader)!.id;
     await client.transferLeadership(target);
     await waitFor(`${target} to lead`, async () => (await client.status(cluster!.address(target))).role === 'leader', 5_000);
 
+    step = 'add';
     const [port] = await freePorts(1);
     const joiner = cluster.addMember(port!);
     cluster.startNode(joiner);
@@ -34,6 +37,7 @@ it('transfers leadership, adds a member that catches up, and survives the leader
     expect(leaderStatus.members.map((m) => m.id).sort()).toEqual(['n1', 'n2', 'n3', 'n4']);
     await waitFor(`${joiner} to catch up`, async () => (await client.status(cluster!.address(joiner))).appliedIndex >= leaderStatus.commitIndex, 10_000);
 
+    step = 'remove';
     await client.changeMembership({ removeId: target });
     await waitFor('a new leader among the remaining members', async () => {
       const statuses = await client.statusAll();
@@ -43,6 +47,8 @@ it('transfers leadership, adds a member that catches up, and survives the leader
     expect(after.index).toBeGreaterThan(leaderStatus.commitIndex);
     const removed = await client.status(cluster.address(target));
     expect(removed.role).not.toBe('leader');
+  } catch (error) {
+    throw new Error(`failed at step ${step}: ${(error as Error).message}\n${[...cluster.output].map(([id, lines]) => `${id}: ${lines.join('').slice(-2000)}`).join('\n')}`, { cause: error });
   } finally {
     client.close();
   }

@@ -25,6 +25,7 @@ const profile: fc.Arbitrary<FaultProfile> = fc.record({
   segmentBytesMax: fc.constantFrom(1024, 8192, 1 << 20),
   appendEntriesMax: fc.constantFrom(1, 3, 64),
   fsyncFailureProbability: fc.constantFrom(0, 0, 0.003),
+  membershipWeight: fc.integer({ min: 0, max: 3 }),
 });
 
 it('every drawn fault profile keeps Raft safety, liveness after healing, and acknowledged proposals', async () => {

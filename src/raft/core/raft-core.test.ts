@@ -19,6 +19,8 @@ class Group {
   readonly logs = new Map<string, Entry[]>();
   readonly cut = new Set<string>();
   readonly sent: RaftMessage[] = [];
+  /** Drops the first message it returns true for (then clears itself). */
+  dropOnce: ((message: RaftMessage) => boolean) | undefined;
 
   constructor(size: number, overrides: Partial<RaftCoreConfig> = {}, seed = 1) {
     let state = seed;
@@ -62,6 +64,10 @@ class Group {
       if (inFlight.length === 0) return;
       for (const message of inFlight) {
         this.sent.push(message);
+        if (this.dropOnce?.(message) === true) {
+          this.dropOnce = undefined;
+          continue;
+        }
         if (!this.cut.has(`${message.from}>${message.to}`)) this.core(message.to).step(message);
       }
     }
@@ -212,6 +218,21 @@ describe('RaftCore', () => {
     expect(rejections.length).toBeLessThanOrEqual(2);
     expect(group.logs.get('n1')?.map((e) => e.term)).toEqual(group.logs.get(leader.id)?.map((e) => e.term));
     expect(group.logs.get('n1')?.some((e) => new TextDecoder().decode(e.payload).startsWith('stale'))).toBe(false);
+  });
+
+  // Regression (found by the simulator, seeds 1052/1115/1308/1326/1506): a lost append in the
+  // pipeline was never re-sent because heartbeat answers counted as progress.
+  it('re-sends an append lost from the pipeline within a couple of heartbeats', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.core('n1').propose([payload('a')]);
+    group.stabilize();
+    group.dropOnce = (m) => m.type === 'append-request' && m.to === 'n2' && m.entryCount > 0;
+    group.core('n1').propose([payload('b')]);
+    group.stabilize();
+    expect(group.logs.get('n2')?.length).toBe(2); // 'b' was lost on the way to n2
+    group.tick('n1', 6); // two heartbeat intervals
+    expect(group.logs.get('n2')?.length).toBe(3);
   });
 
   it('never rewrites entries at or below its commit index, whatever an append says', () => {

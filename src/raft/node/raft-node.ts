@@ -371,7 +371,9 @@ export class RaftNode {
       this.options.logger.info({ groupId: this.options.groupId, nodeId: this.id, role: soft.role, term: soft.term, leaderId: soft.leaderId, commitIndex: this.core.commitIndex }, `became ${soft.role} at term ${soft.term}`);
     }
     // Proposals pending here stay pending as a follower: applying the log later tells us
-    // whether each one was committed (resolve) or overwritten (definite rejection).
+    // whether each one was committed (resolve) or overwritten (definite rejection). A node
+    // removed from the group hears nothing more, so it can never learn: unknown, now.
+    if (!this.core.isMember(this.id)) this.rejectAllPending(new OutcomeUnknownError('removed-from-group'));
     this.options.onSoftState?.(soft);
   }
 
