@@ -151,7 +151,28 @@ async function isolatedLeaderUncommittedTail(c: SimControl): Promise<void> {
   }
 }
 
+/**
+ * The leader removes itself and keeps accepting proposals until that change commits; then
+ * it is a non-member nobody replicates to, so it can never learn their fate. Every one must
+ * settle (unknown) instead of hanging. Regression for a hang seen in the process test.
+ */
+async function leaderRemovesItself(c: SimControl): Promise<void> {
+  const leader = await stableLeader(c);
+  c.changeMembership(leader, { remove: leader });
+  for (let i = 0; i < 5; i++) c.propose(leader);
+  await c.waitFor('a leader of the smaller group', () => {
+    const current = c.leader();
+    return current !== undefined && current !== leader && c.node(current)?.members.length === c.ids.length - 1;
+  }, 5_000);
+  try {
+    await c.waitFor('every proposal to settle', () => c.inFlight() === 0, 3_000);
+  } catch {
+    throw new Error(`liveness: ${c.inFlight()} proposals of the removed leader never settled`);
+  }
+}
+
 export const scenarios: Readonly<Record<string, Scenario>> = {
+  'leader-removes-itself': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: leaderRemovesItself },
   'isolated-leader-uncommitted-tail': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: isolatedLeaderUncommittedTail },
   'asymmetric-cut': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: asymmetricCut },
   're-election-after-heal': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: reElectionAfterHeal },

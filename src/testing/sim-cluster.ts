@@ -68,6 +68,8 @@ export interface SimControl {
   propose(id: NodeId): void;
   /** Client proposals started and not yet settled (acknowledged, failed or unknown). */
   inFlight(): number;
+  /** Asks `id` (the leader) for a single-server membership change. */
+  changeMembership(id: NodeId, change: { readonly add: Member } | { readonly remove: NodeId }): void;
   /** Runs `action` synchronously inside the event where `id` first reports `role`. */
   onRole(id: NodeId, role: 'leader', action: () => void): void;
 }
@@ -329,6 +331,11 @@ export class SimCluster {
         if (target.node !== undefined) this.proposeOn(target);
       },
       inFlight: () => this.opsInFlight,
+      changeMembership: (id, change) => {
+        const node = slot(id).node;
+        this.counts.membershipChanges++;
+        node?.changeMembership(change).then((outcome) => this.addTrace(`membership change ${outcome.kind}`), () => undefined);
+      },
       onRole: (id, _role, action) => { this.roleHooks.push({ id, action }); },
     };
   }

@@ -68,6 +68,17 @@ describe('directed scenario: figure-8', () => {
   });
 });
 
+describe('directed scenario: leader removes itself', () => {
+  it('every proposal the removed leader accepted settles', async () => {
+    const scenario = scenarios['leader-removes-itself']!;
+    for (let seed = 1; seed <= 10; seed++) {
+      const result = await runSimulation({ seed, nodeCount: scenario.nodeCount, profile: scenario.profile, script: scenario.script });
+      expect(result.violations).toEqual([]);
+      expect(result.scenarioStuck).toBeUndefined();
+    }
+  });
+});
+
 describe('directed scenario: isolated leader with an uncommitted tail', () => {
   it('every proposal of the cut-off leader settles after healing', async () => {
     const scenario = scenarios['isolated-leader-uncommitted-tail']!;
