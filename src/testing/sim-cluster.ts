@@ -7,7 +7,7 @@ import type { UnsafeSwitches } from '../raft/core/raft-core.js';
 import type { HardState, LogIndex, Member, NodeId, Term } from '../raft/types.js';
 import { Prng } from './prng.js';
 import { SafetyChecker } from './sim-checker.js';
-import { SimDisk } from './sim-disk.js';
+import { SimDisk, SimDiskError } from './sim-disk.js';
 import { SimNetwork, calmNetwork } from './sim-network.js';
 import { SimScheduler } from './sim-scheduler.js';
 
@@ -444,7 +444,16 @@ export class SimCluster {
       this.network.attach(slot.id, (message) => node.receive(message));
     };
     start().catch((error: unknown) => {
-      if (isCurrent()) this.checker.violations.push(`${slot.id} failed to start: ${String(error)}`);
+      if (!isCurrent()) return;
+      if (error instanceof SimDiskError) {
+        // An injected disk fault during recovery: fail-stop, and the supervisor retries.
+        this.counts.failStops++;
+        this.addTrace(`@${this.scheduler.nowMs} ${slot.id} failed to start: ${error.message}`);
+        this.crash(slot, 'fail-stop at start');
+        this.scheduler.after(this.nemesisRandom.int(10, 500), () => { if (!slot.alive) this.startNode(slot); });
+        return;
+      }
+      this.checker.violations.push(`${slot.id} failed to start: ${String(error)}`);
     });
   }
 

@@ -54,6 +54,16 @@ describe('checker regressions', () => {
   });
 });
 
+describe('harness regressions', () => {
+  // An injected fsync failure during start-up recovery was reported as a violation; like any
+  // fail-stop it must lead to a restart (as a supervisor would do), not a verdict.
+  it('seed 100770 (5 nodes): a disk fault during start-up is a fail-stop', async () => {
+    const result = await runSimulation({ seed: 100770, nodeCount: 5 });
+    expect(result.violations).toEqual([]);
+    expect(result.stats.failStops).toBeGreaterThan(0);
+  });
+});
+
 describe('directed scenario: figure-8', () => {
   it('the safe build passes the Figure 8 schedule on every seed', async () => {
     const scenario = scenarios['figure-8']!;
