@@ -38,6 +38,9 @@ export function parseMembers(value: string): Member[] {
   return members;
 }
 
+/** No colour codes when the output goes to a file or another program. */
+export const plainWhenPiped = (): { style?: { head: string[]; border: string[] } } => (process.stdout.isTTY ? {} : { style: { head: [], border: [] } });
+
 const addresses = (value: string): string[] => value.split(',').map((a) => a.trim()).filter((a) => a !== '');
 
 function nodeCommand(): Command {
@@ -97,7 +100,7 @@ function statusCommand(): Command {
           console.log(JSON.stringify({ nodes: rows }, null, 2));
           return;
         }
-        const table = new Table({ head: ['group', 'id', 'address', 'role', 'term', 'leader', 'commit', 'applied', 'last', 'lag', 'pid', 'flush'] });
+        const table = new Table({ head: ['group', 'id', 'address', 'role', 'term', 'leader', 'commit', 'applied', 'last', 'lag', 'pid', 'flush'], ...plainWhenPiped() });
         for (const row of rows) {
           if ('error' in row) table.push([{ colSpan: 12, content: `${row.address}: unreachable (${row.error})` }]);
           else table.push([row.group, row.id, row.address, row.role, row.term, row.leader, row.commitIndex, row.appliedIndex, row.lastIndex, row.lag, row.pid, row.flush]);
