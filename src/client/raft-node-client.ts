@@ -78,6 +78,7 @@ export class RaftNodeClient {
   private readonly clients = new Map<string, grpc.Client>();
   private readonly pending = new Map<number, PendingProposal>();
   private leaderAddress: string | undefined;
+  private leaderSearch: Promise<string> | undefined;
   private stream: grpc.ClientDuplexStream<any, any> | undefined;
   private readonly batches = new Map<grpc.ClientDuplexStream<any, any>, { requests: Array<{ id: number; payload: Uint8Array }>; bytes: number }>();
   private nextId = 1;
@@ -143,10 +144,23 @@ export class RaftNodeClient {
     if (!response.ok) throw new RaftClientError('TRANSFER_REFUSED', `leadership transfer refused: ${response.error}`, true);
   }
 
-  async changeMembership(change: { add: { id: string; address: string } } | { removeId: string }): Promise<void> {
-    const leader = await this.findLeader();
-    const response = await this.unary(leader, 'ChangeMembership', change, 5_000) as { ok: boolean; error: string };
-    if (!response.ok) throw new RaftClientError('MEMBERSHIP_REFUSED', `membership change refused: ${response.error}`, true);
+  /**
+   * Single-server membership change. Refusals that clear by themselves — a new leader that has
+   * not committed in its term yet, another change still pending, a leader change — are
+   * retried for up to `timeoutMs`; every refusal is definite (nothing was changed).
+   */
+  async changeMembership(change: { add: { id: string; address: string } } | { removeId: string }, timeoutMs = 10_000): Promise<void> {
+    const transient = new Set(['leader-not-ready', 'config-change-pending', 'not the leader']);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const leader = await this.findLeader(Math.max(deadline - Date.now(), 1));
+      const response = await this.unary(leader, 'ChangeMembership', change, 5_000) as { ok: boolean; error: string };
+      if (response.ok) return;
+      if (!transient.has(response.error) || Date.now() >= deadline) {
+        throw new RaftClientError('MEMBERSHIP_REFUSED', `membership change refused: ${response.error}`, true);
+      }
+      await sleep(50);
+    }
   }
 
   /** Proposes one entry; resolves with its index once committed. */
@@ -158,7 +172,8 @@ export class RaftNodeClient {
         const proposal = this.pending.get(id);
         if (proposal === undefined) return;
         this.pending.delete(id);
-        reject(new RaftClientError('TIMEOUT', `no answer within ${this.options.proposeTimeoutMs ?? 5_000} ms; the entry may have been committed`, proposal.stream === undefined));
+        const sent = proposal.stream !== undefined;
+        reject(new RaftClientError('TIMEOUT', `no answer within ${this.options.proposeTimeoutMs ?? 5_000} ms; ${sent ? 'the entry may have been committed' : 'it was never sent (no leader found)'}`, !sent));
       }, this.options.proposeTimeoutMs ?? 5_000);
       this.pending.set(id, { payload, resolve, reject, timer, attempts: 0, stream: undefined });
       this.dispatch(id);
@@ -183,7 +198,9 @@ export class RaftNodeClient {
     if (proposal === undefined || this.closed) return;
     if (this.leaderAddress === undefined) {
       proposal.stream = undefined;
-      this.findLeader(this.options.proposeTimeoutMs ?? 5_000).then(
+      // One leader search at a time, shared by every proposal waiting for it.
+      this.leaderSearch ??= this.findLeader(this.options.proposeTimeoutMs ?? 5_000).finally(() => { this.leaderSearch = undefined; });
+      this.leaderSearch.then(
         (address) => { this.leaderAddress ??= address; this.dispatch(id); },
         () => { /* the proposal's own timer reports it */ },
       );
