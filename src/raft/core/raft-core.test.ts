@@ -188,6 +188,21 @@ describe('RaftCore', () => {
     expect(leader.members.map((m) => m.id)).toEqual(['n1', 'n2', 'n3']);
   });
 
+  it('a new leader refuses a membership change until it has committed an entry of its term', () => {
+    const group = new Group(3);
+    const n1 = group.core('n1');
+    for (let i = 0; i < 30 && n1.role === 'follower'; i++) n1.tick();
+    expect(n1.role).toBe('pre-candidate');
+    n1.advance(n1.ready());
+    n1.step({ type: 'vote-response', from: 'n2', to: 'n1', term: n1.term + 1, preVote: true, granted: true, reason: undefined });
+    expect(n1.role).toBe('candidate');
+    n1.advance(n1.ready());
+    n1.step({ type: 'vote-response', from: 'n2', to: 'n1', term: n1.term, preVote: false, granted: true, reason: undefined });
+    expect(n1.role).toBe('leader');
+    // Its no-op is not committed yet (Ongaro's single-server change errata).
+    expect(n1.proposeMembershipChange({ remove: 'n3' })).toEqual({ kind: 'dropped', reason: 'leader-not-ready' });
+  });
+
   it('a leader removed from the configuration steps down once the change commits', () => {
     const group = new Group(3);
     group.tick('n1', 25);
