@@ -6,6 +6,16 @@ import { describe, expect, it } from 'vitest';
 import { runSimulation } from '../../src/testing/sim-cluster.js';
 import { scenarios } from '../../src/testing/scenarios.js';
 
+/** Runs a directed scenario on seeds 1..count; it must set itself up and pass on every one. */
+async function expectScenarioPasses(name: string, count: number): Promise<void> {
+  const scenario = scenarios[name]!;
+  for (let seed = 1; seed <= count; seed++) {
+    const result = await runSimulation({ seed, nodeCount: scenario.nodeCount, profile: scenario.profile, script: scenario.script });
+    expect(result.violations, `${name} seed ${seed}`).toEqual([]);
+    expect(result.scenarioStuck, `${name} seed ${seed}`).toBeUndefined();
+  }
+}
+
 describe('simulator determinism', () => {
   it('gives the same trace hash for the same seed', async () => {
     for (const [seed, nodeCount] of [[17, 3], [18, 5]] as const) {
@@ -80,12 +90,7 @@ describe('directed scenario: figure-8', () => {
 
 describe('directed scenario: leader removes itself', () => {
   it('every proposal the removed leader accepted settles', async () => {
-    const scenario = scenarios['leader-removes-itself']!;
-    for (let seed = 1; seed <= 10; seed++) {
-      const result = await runSimulation({ seed, nodeCount: scenario.nodeCount, profile: scenario.profile, script: scenario.script });
-      expect(result.violations).toEqual([]);
-      expect(result.scenarioStuck).toBeUndefined();
-    }
+    await expectScenarioPasses('leader-removes-itself', 10);
   });
 });
 
@@ -103,12 +108,7 @@ describe('directed scenario: isolated leader with an uncommitted tail', () => {
 
 describe('directed liveness scenarios (DLedger #25 and #37)', () => {
   it.each(['asymmetric-cut', 're-election-after-heal'])('%s: the term stays put and the group keeps committing', async (name) => {
-    const scenario = scenarios[name]!;
-    for (let seed = 1; seed <= 10; seed++) {
-      const result = await runSimulation({ seed, nodeCount: scenario.nodeCount, profile: scenario.profile, script: scenario.script });
-      expect(result.violations).toEqual([]);
-      expect(result.scenarioStuck).toBeUndefined();
-    }
+    await expectScenarioPasses(name, 10);
   });
 
   it.each(['asymmetric-cut', 're-election-after-heal'])('%s bites: without pre-vote and check-quorum it fails', async (name) => {
