@@ -21,10 +21,24 @@ export interface Progress {
    * whole heartbeat interval mean a message was lost (heartbeat answers do not count).
    */
   matchAtLastHeartbeat: LogIndex;
-  /** The follower needs entries that were deleted by retention. */
-  needsSnapshot: boolean;
 }
 
 export function newProgress(next: LogIndex): Progress {
-  return { match: 0, next, state: 'probe', inflight: [], probeSent: false, recentActive: true, matchAtLastHeartbeat: 0, needsSnapshot: false };
+  return { match: 0, next, state: 'probe', inflight: [], probeSent: false, recentActive: true, matchAtLastHeartbeat: 0 };
+}
+
+/** Back to one append at a time from `next` (after a refusal or lost appends). */
+export function becomeProbe(progress: Progress, next: LogIndex): void {
+  progress.state = 'probe';
+  progress.next = next;
+  progress.inflight = [];
+  progress.probeSent = false;
+}
+
+/** The follower's match point is known: pipeline from just after it. */
+export function becomeReplicate(progress: Progress): void {
+  progress.state = 'replicate';
+  progress.next = progress.match + 1;
+  progress.inflight = [];
+  progress.probeSent = false;
 }

@@ -6,7 +6,7 @@ import {
   type Member, type NodeId, type RaftMessage, type Term, type TimeoutNow, type VoteRequest,
   type VoteResponse,
 } from '../types.js';
-import { newProgress, type Progress } from './progress.js';
+import { becomeProbe, becomeReplicate, newProgress, type Progress } from './progress.js';
 
 /**
  * The Raft protocol as a pure, synchronous state machine (etcd's RawNode shape): no I/O, no
@@ -87,8 +87,6 @@ export interface Ready {
   readonly commitIndex: LogIndex;
   /** Set when the role, term or leader changed since the last ready. */
   readonly softState: SoftState | undefined;
-  /** Sync is needed when anything durable changed that an outbound answer depends on. */
-  readonly mustSync: boolean;
 }
 
 /** Sizes of durable entries, answered synchronously from the log store's in-memory index. */
@@ -120,7 +118,8 @@ export class RaftCore {
   private leaderFirstIndex: LogIndex = 0;
   private outbox: RaftMessage[] = [];
   private hardStateDirty = false;
-  private softStateDirty = true;
+  /** The soft state last handed out in a ready; a change from it is reported once. */
+  private reportedSoftState: SoftState | undefined;
   private readyOutstanding = false;
 
   constructor(
@@ -150,10 +149,7 @@ export class RaftCore {
   get leaderId(): NodeId | undefined { return this.leader; }
   get commitIndex(): LogIndex { return this.commit; }
   get lastIndex(): LogIndex { return this.log.lastIndex; }
-  get lastTerm(): Term { return this.log.lastTerm; }
-  get firstIndex(): LogIndex { return this.log.firstIndex; }
   termAt(index: LogIndex): Term | undefined { return this.log.termAt(index); }
-  termRuns(): Array<readonly [LogIndex, Term]> { return this.log.runs(); }
   get members(): readonly Member[] { return (this.configs[this.configs.length - 1] as ConfigAt).members; }
   isMember(id: NodeId): boolean { return this.members.some((m) => m.id === id); }
   /** Per-follower replication state, for status pages and tests. */
@@ -164,12 +160,6 @@ export class RaftCore {
     this.assertNoReadyOutstanding();
     if (this.roleValue === 'leader') this.tickLeader();
     else this.tickElection();
-  }
-
-  /** Starts an election now (the node's own choice, e.g. a single-node bootstrap). */
-  campaign(): void {
-    this.assertNoReadyOutstanding();
-    if (this.roleValue !== 'leader' && this.isMember(this.id)) this.hup(false);
   }
 
   /** Appends normal entries if this node leads; otherwise says why not. */
@@ -241,7 +231,7 @@ export class RaftCore {
   }
 
   hasReady(): boolean {
-    return this.hardStateDirty || this.softStateDirty || this.unstable.length > 0 || this.pendingTruncateFrom !== undefined
+    return this.hardStateDirty || this.softStateChanged() || this.unstable.length > 0 || this.pendingTruncateFrom !== undefined
       || this.outbox.length > 0 || this.commit > this.applied;
   }
 
@@ -255,11 +245,15 @@ export class RaftCore {
       entries,
       messages: this.outbox,
       commitIndex: this.commit,
-      softState: this.softStateDirty ? { role: this.roleValue, term: this.termValue, leaderId: this.leader } : undefined,
-      mustSync: this.hardStateDirty || entries.length > 0 || this.pendingTruncateFrom !== undefined,
+      softState: this.softStateChanged() ? { role: this.roleValue, term: this.termValue, leaderId: this.leader } : undefined,
     };
     this.outbox = [];
     return ready;
+  }
+
+  private softStateChanged(): boolean {
+    const last = this.reportedSoftState;
+    return last === undefined || last.role !== this.roleValue || last.term !== this.termValue || last.leaderId !== this.leader;
   }
 
   /** The driver persisted, sent and applied `ready`. */
@@ -267,7 +261,7 @@ export class RaftCore {
     assert(this.readyOutstanding, 'advance without ready');
     this.readyOutstanding = false;
     if (ready.hardState !== undefined) this.hardStateDirty = false;
-    if (ready.softState !== undefined) this.softStateDirty = false;
+    if (ready.softState !== undefined) this.reportedSoftState = ready.softState;
     this.pendingTruncateFrom = undefined;
     const last = ready.entries[ready.entries.length - 1];
     if (last !== undefined) this.stableLastIndex = last.index;
@@ -279,7 +273,7 @@ export class RaftCore {
     this.applied = ready.commitIndex;
     if (this.roleValue === 'leader') {
       // The leader's own copy counts toward a quorum only once it is durable.
-      if (this.maybeCommit()) this.afterCommitAdvanced();
+      this.maybeCommit();
     }
   }
 
@@ -300,7 +294,6 @@ export class RaftCore {
   private becomePreCandidate(): void {
     this.roleValue = 'pre-candidate';
     this.leader = undefined;
-    this.softStateDirty = true;
     this.resetElectionState();
     this.startVoting(true, false);
   }
@@ -311,7 +304,6 @@ export class RaftCore {
     this.hardStateDirty = true;
     this.roleValue = 'candidate';
     this.leader = undefined;
-    this.softStateDirty = true;
     this.resetElectionState();
     this.startVoting(false, transfer);
   }
@@ -337,7 +329,6 @@ export class RaftCore {
       this.votedFor = undefined;
       this.hardStateDirty = true;
     }
-    if (this.roleValue !== 'follower' || this.leader !== leader) this.softStateDirty = true;
     if (this.roleValue === 'leader') {
       // Appends emitted as leader name ranges of a log that may now be truncated: drop them.
       this.outbox = this.outbox.filter((m) => m.type !== 'append-request');
@@ -353,7 +344,6 @@ export class RaftCore {
     assert(this.votedFor === this.id, 'a leader voted for itself');
     this.roleValue = 'leader';
     this.leader = this.id;
-    this.softStateDirty = true;
     this.resetElectionState();
     this.progress.clear();
     for (const member of this.members) {
@@ -571,14 +561,9 @@ export class RaftCore {
         progress.match = response.matchIndex;
         while (progress.inflight.length > 0 && (progress.inflight[0] as number) <= progress.match) progress.inflight.shift();
       }
-      if (progress.next <= progress.match) progress.next = progress.match + 1;
-      if (progress.state === 'probe') {
-        progress.state = 'replicate';
-        progress.probeSent = false;
-        progress.inflight = [];
-        progress.next = progress.match + 1;
-      }
-      if (this.maybeCommit()) this.afterCommitAdvanced();
+      if (progress.state === 'probe') becomeReplicate(progress);
+      else if (progress.next <= progress.match) progress.next = progress.match + 1;
+      this.maybeCommit();
       if (this.transferTarget === response.from && progress.match === this.log.lastIndex) {
         this.send({ type: 'timeout-now', from: this.id, to: response.from, term: this.termValue });
       }
@@ -589,10 +574,7 @@ export class RaftCore {
         // lower match so replication resumes from what it really holds.
         progress.match = response.lastIndex;
       }
-      progress.next = Math.max(progress.match + 1, Math.min(this.backOffIndex(response), response.rejectedPrevIndex));
-      progress.state = 'probe';
-      progress.probeSent = false;
-      progress.inflight = [];
+      becomeProbe(progress, Math.max(progress.match + 1, Math.min(this.backOffIndex(response), response.rejectedPrevIndex)));
     }
     if (this.roleValue === 'leader') this.sendAppend(response.from, false);
   }
@@ -604,8 +586,11 @@ export class RaftCore {
     return leaderLast === undefined ? response.conflictIndex : leaderLast + 1;
   }
 
-  /** Commit only by counting entries of the current term (Raft §5.4.2). */
-  private maybeCommit(): boolean {
+  /**
+   * Commit only by counting entries of the current term (Raft §5.4.2). A leader removed by a
+   * configuration that is now committed steps down (thesis §4.2.2).
+   */
+  private maybeCommit(): void {
     const matches: LogIndex[] = [];
     for (const member of this.members) {
       if (member.id === this.id) matches.push(this.stableLastIndex);
@@ -613,15 +598,10 @@ export class RaftCore {
     }
     matches.sort((a, b) => b - a);
     const quorumIndex = matches[this.quorum() - 1] as LogIndex;
-    if (quorumIndex <= this.commit) return false;
+    if (quorumIndex <= this.commit) return;
     const countsTowardCommit = this.log.termAt(quorumIndex) === this.termValue || this.config.unsafe?.commitOlderTerms === true;
-    if (!countsTowardCommit) return false;
+    if (!countsTowardCommit) return;
     this.commit = quorumIndex;
-    return true;
-  }
-
-  private afterCommitAdvanced(): void {
-    // A leader removed by a committed configuration steps down (thesis §4.2.2).
     const latest = this.configs[this.configs.length - 1] as ConfigAt;
     if (latest.index <= this.commit && !this.isMember(this.id)) this.becomeFollower(this.termValue, undefined);
   }
@@ -634,11 +614,9 @@ export class RaftCore {
   private sendAppend(peer: NodeId, heartbeat: boolean): void {
     const progress = this.progress.get(peer);
     if (progress === undefined) return;
-    if (progress.next < this.log.firstIndex) {
-      // Needs entries that retention deleted: only a snapshot could help (not yet built).
-      progress.needsSnapshot = true;
-      return;
-    }
+    // Entries that retention deleted could only be sent as a snapshot (not built yet; the
+    // node never deletes a prefix, so this does not happen today).
+    if (progress.next < this.log.firstIndex) return;
     if (progress.state === 'probe') {
       if (progress.probeSent && !heartbeat) return;
       this.sendAppendRange(peer, progress.next);
@@ -697,9 +675,7 @@ export class RaftCore {
       for (const [peer, progress] of this.progress) {
         if (progress.state === 'replicate' && progress.inflight.length > 0 && progress.match === progress.matchAtLastHeartbeat) {
           // Appends were lost (a broken stream): resume by probing from the known match.
-          progress.state = 'probe';
-          progress.inflight = [];
-          progress.next = progress.match + 1;
+          becomeProbe(progress, progress.match + 1);
         }
         progress.matchAtLastHeartbeat = progress.match;
         progress.probeSent = false;

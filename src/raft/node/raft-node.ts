@@ -57,10 +57,8 @@ export interface RaftNodeStatus {
 }
 
 export interface RaftNodeStats {
-  readyCycles: number;
   appendMessagesSent: number;
   entriesSent: number;
-  entriesProposed: number;
   messagesDropped: number;
   elections: number;
 }
@@ -79,8 +77,7 @@ interface QueuedProposal {
 
 type Command =
   | { readonly kind: 'transfer'; readonly target: NodeId; readonly done: (outcome: ProposeOutcome) => void }
-  | { readonly kind: 'membership'; readonly change: { readonly add: Member } | { readonly remove: NodeId }; readonly done: (outcome: ProposeOutcome) => void }
-  | { readonly kind: 'campaign' };
+  | { readonly kind: 'membership'; readonly change: { readonly add: Member } | { readonly remove: NodeId }; readonly done: (outcome: ProposeOutcome) => void };
 
 const applyChunkBytes = 8 * 1024 * 1024;
 
@@ -94,7 +91,7 @@ const applyChunkBytes = 8 * 1024 * 1024;
  * storage failure stops the node (fail-stop); it is never logged and ignored.
  */
 export class RaftNode {
-  readonly stats: RaftNodeStats = { readyCycles: 0, appendMessagesSent: 0, entriesSent: 0, entriesProposed: 0, messagesDropped: 0, elections: 0 };
+  readonly stats: RaftNodeStats = { appendMessagesSent: 0, entriesSent: 0, messagesDropped: 0, elections: 0 };
   private readonly core: RaftCore;
   private readonly inbox: RaftMessage[] = [];
   private proposals: QueuedProposal[] = [];
@@ -109,7 +106,6 @@ export class RaftNode {
   private loopDone: Promise<void> = Promise.resolve();
   private closing: Promise<void> | undefined;
   private appliedIndexValue: LogIndex;
-  private lastSoft: SoftState | undefined;
 
   private constructor(private readonly options: RaftNodeOptions, hardState: { term: Term; votedFor: NodeId | undefined }, configs: ConfigAt[]) {
     const log = options.log;
@@ -141,7 +137,6 @@ export class RaftNode {
     node.timers.push(options.clock.every(options.tickIntervalMs, () => node.enqueueTick()));
     if (options.flushMode === 'async') node.timers.push(options.clock.every(options.flushIntervalMs, () => { node.flushDue = true; node.wake(); }));
     node.loopDone = node.runLoop();
-    if (configs.length === 1 && options.bootstrapMembers.length === 1) node.commands.push({ kind: 'campaign' });
     node.wake();
     return node;
   }
@@ -270,7 +265,6 @@ export class RaftNode {
     switch (command.kind) {
       case 'transfer': command.done(this.core.transferLeadership(command.target)); break;
       case 'membership': command.done(this.core.proposeMembershipChange(command.change)); break;
-      case 'campaign': this.core.campaign(); break;
     }
   }
 
@@ -278,7 +272,6 @@ export class RaftNode {
     const outcome = this.core.propose(batch.map((p) => p.payload));
     if (outcome.kind === 'appended') {
       assert(outcome.lastIndex - outcome.firstIndex + 1 === batch.length, 'one entry per proposal');
-      this.stats.entriesProposed += batch.length;
       batch.forEach((proposal, i) => this.pending.set(outcome.firstIndex + i, { term: outcome.term, resolve: proposal.resolve, reject: proposal.reject }));
       return;
     }
@@ -287,10 +280,9 @@ export class RaftNode {
   }
 
   private async handleReady(ready: Ready): Promise<void> {
-    this.stats.readyCycles++;
     const log = this.options.log;
     // The negative control writes but skips the fsync before answering (NATS 2.12's bug).
-    const sync = this.options.flushMode === 'sync' && ready.mustSync && this.options.unsafeAckBeforeFsync !== true;
+    const sync = this.options.flushMode === 'sync' && this.options.unsafeAckBeforeFsync !== true;
     if (this.core.role === 'leader' && ready.hardState === undefined && ready.truncateFrom === undefined && ready.entries.length > 0) {
       // Raft thesis §10.2.1: the leader may send its new entries before they are durable on
       // its own disk; the core counts the leader's copy toward commit only after advance(),
@@ -363,13 +355,10 @@ export class RaftNode {
     else proposal.reject(new ProposalOverwrittenError(entry.index));
   }
 
+  /** The core reports each change of role, term or leader exactly once. */
   private noteSoftState(soft: SoftState): void {
-    const previous = this.lastSoft;
-    this.lastSoft = soft;
     if (soft.role === 'candidate') this.stats.elections++;
-    if (previous?.role !== soft.role || previous.leaderId !== soft.leaderId || previous.term !== soft.term) {
-      this.options.logger.info({ groupId: this.options.groupId, nodeId: this.id, role: soft.role, term: soft.term, leaderId: soft.leaderId, commitIndex: this.core.commitIndex }, `became ${soft.role} at term ${soft.term}`);
-    }
+    this.options.logger.info({ groupId: this.options.groupId, nodeId: this.id, role: soft.role, term: soft.term, leaderId: soft.leaderId, commitIndex: this.core.commitIndex }, `became ${soft.role} at term ${soft.term}`);
     // Proposals pending here stay pending as a follower: applying the log later tells us
     // whether each one was committed (resolve) or overwritten (definite rejection). A node
     // removed from the group hears nothing more, so it can never learn: unknown, now.
