@@ -13,6 +13,7 @@ import Table from 'cli-table3';
 import { Command } from 'commander';
 import { RaftNodeClient, type NodeStatus } from '../src/client/raft-node-client.js';
 import { LocalCluster, freePorts } from '../src/cli/local-cluster.js';
+import { plainWhenPiped } from '../src/cli/tables.js';
 
 interface CaseResult {
   case: string;
@@ -161,7 +162,7 @@ async function main(): Promise<void> {
     results.push(...await benchFlushMode(flush, { inflights, size: options.size, seconds: options.seconds, json: options.json === true }));
   }
   if (options.json === true) return;
-  const table = new Table({ head: ['case', 'entries/s', 'p50 ms', 'p99 ms', 'fsyncs/s', 'entries/fsync', 'entries/append msg', 'server CPU µs/entry'], ...(process.stdout.isTTY ? {} : { style: { head: [], border: [] } }) });
+  const table = new Table({ head: ['case', 'entries/s', 'p50 ms', 'p99 ms', 'fsyncs/s', 'entries/fsync', 'entries/append msg', 'server CPU µs/entry'], ...plainWhenPiped() });
   for (const r of results) table.push([r.case, r.msgs_s, r.p50_ms, r.p99_ms, r.fsyncs_s, r.entries_per_fsync, r.entries_per_append_msg, r.server_cpu_us_per_msg]);
   console.log(`3 nodes on 127.0.0.1, ${options.size}-byte entries, ${options.seconds} s per case (closed loop)`);
   console.log(table.toString());

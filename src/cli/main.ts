@@ -15,6 +15,7 @@ import { RaftClientError, RaftNodeClient } from '../client/raft-node-client.js';
 import type { Member } from '../raft/types.js';
 import { RaftGroupNode, defaultRaftGroupNodeConfig, type RaftGroupNodeConfig } from '../server/raft-group-node.js';
 import { runDevCluster } from './dev-cluster.js';
+import { plainWhenPiped } from './tables.js';
 
 const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
 
@@ -26,7 +27,7 @@ function integer(name: string, min: number): (value: string) => number {
   };
 }
 
-export function parseMembers(value: string): Member[] {
+function parseMembers(value: string): Member[] {
   const members = value.split(',').filter((part) => part.trim() !== '').map((part) => {
     const [id, address, ...rest] = part.trim().split('=');
     if (id === undefined || address === undefined || rest.length > 0 || id === '' || address === '') {
@@ -38,10 +39,17 @@ export function parseMembers(value: string): Member[] {
   return members;
 }
 
-/** No colour codes when the output goes to a file or another program. */
-export const plainWhenPiped = (): { style?: { head: string[]; border: string[] } } => (process.stdout.isTTY ? {} : { style: { head: [], border: [] } });
-
 const addresses = (value: string): string[] => value.split(',').map((a) => a.trim()).filter((a) => a !== '');
+
+/** Runs `action` with a client for the `--nodes` list and always closes it. */
+async function withClient(nodes: string, action: (client: RaftNodeClient) => Promise<void>): Promise<void> {
+  const client = new RaftNodeClient(addresses(nodes));
+  try {
+    await action(client);
+  } finally {
+    client.close();
+  }
+}
 
 function nodeCommand(): Command {
   return new Command('node')
@@ -89,8 +97,7 @@ function statusCommand(): Command {
     .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
     .option('--json', 'one JSON document for machines')
     .action(async (options: { nodes: string; json?: boolean }) => {
-      const client = new RaftNodeClient(addresses(options.nodes));
-      try {
+      await withClient(options.nodes, async (client) => {
         const statuses = await client.statusAll();
         const leaderCommit = Math.max(0, ...statuses.map((s) => (s.status?.role === 'leader' ? s.status.commitIndex : 0)));
         const rows = statuses.map(({ address, status, error }) => status === undefined
@@ -106,9 +113,7 @@ function statusCommand(): Command {
           else table.push([row.group, row.id, row.address, row.role, row.term, row.leader, row.commitIndex, row.appliedIndex, row.lastIndex, row.lag, row.pid, row.flush]);
         }
         console.log(table.toString());
-      } finally {
-        client.close();
-      }
+      });
     });
 }
 
@@ -120,7 +125,7 @@ function proposeCommand(): Command {
     .option('--size <bytes>', 'payload size', integer('--size', 0), 1024)
     .option('--inflight <n>', 'proposals in flight', integer('--inflight', 1), 64)
     .action(async (options: { nodes: string; count: number; size: number; inflight: number }) => {
-      const client = new RaftNodeClient(addresses(options.nodes));
+      const client = new RaftNodeClient(addresses(options.nodes)); // closed below, after the summary
       const payload = new Uint8Array(options.size).fill(0x61);
       let next = 0;
       let acked = 0;
@@ -155,8 +160,7 @@ function transferCommand(): Command {
     .requiredOption('--to <nodeId>', 'the member that should lead')
     .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
     .action(async (options: { to: string; nodes: string }) => {
-      const client = new RaftNodeClient(addresses(options.nodes));
-      try {
+      await withClient(options.nodes, async (client) => {
         await client.transferLeadership(options.to);
         const deadline = Date.now() + 5_000;
         while (Date.now() < deadline) {
@@ -169,9 +173,7 @@ function transferCommand(): Command {
           await new Promise((resolve) => setTimeout(resolve, 50));
         }
         throw new Error(`${options.to} did not take over within 5 s`);
-      } finally {
-        client.close();
-      }
+      });
     });
 }
 
@@ -181,24 +183,18 @@ function membersCommand(): Command {
     .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
     .action(async (member: string, options: { nodes: string }) => {
       const [parsed] = parseMembers(member);
-      const client = new RaftNodeClient(addresses(options.nodes));
-      try {
+      await withClient(options.nodes, async (client) => {
         await client.changeMembership({ add: parsed as Member });
         console.log(`added ${(parsed as Member).id}`);
-      } finally {
-        client.close();
-      }
+      });
     });
   members.command('remove <nodeId>').description('remove a member')
     .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
     .action(async (nodeId: string, options: { nodes: string }) => {
-      const client = new RaftNodeClient(addresses(options.nodes));
-      try {
+      await withClient(options.nodes, async (client) => {
         await client.changeMembership({ removeId: nodeId });
         console.log(`removed ${nodeId}`);
-      } finally {
-        client.close();
-      }
+      });
     });
   return members;
 }
@@ -214,7 +210,7 @@ function devCommand(): Command {
     });
 }
 
-export function buildProgram(): Command {
+function buildProgram(): Command {
   return new Command('raftmq')
     .description('RaftMQ: a RocketMQ-style broker whose broker groups are Raft clusters')
     .addCommand(devCommand())

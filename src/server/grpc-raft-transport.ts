@@ -240,7 +240,7 @@ export class GrpcRaftTransport implements Transport {
     return {
       groupId: this.options.groupId, from: message.from, to: message.to, term: message.term, prevIndex: message.prevIndex,
       prevTerm: message.prevTerm, commitIndex: message.commitIndex,
-      entries: message.entries.map((e) => ({ index: e.index, term: e.term, kind: e.kind, payload: e.payload })),
+      entries: message.entries, // an Entry already has exactly the wire fields: no per-entry copy
     };
   }
 

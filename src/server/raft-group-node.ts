@@ -6,8 +6,8 @@ import { CommitLog } from '../commitlog/commit-log.js';
 import { NodeFileSystem } from '../commitlog/file-system.js';
 import { validateMembers } from '../raft/membership.js';
 import type { ProposalError } from '../raft/node/errors.js';
-import type { Clock, Logger } from '../raft/node/ports.js';
-import { RaftNode, type FlushMode } from '../raft/node/raft-node.js';
+import type { Clock } from '../raft/node/ports.js';
+import { RaftNode, type FlushMode, type ProposeOutcome } from '../raft/node/raft-node.js';
 import type { Member, NodeId } from '../raft/types.js';
 import { protoLoaderOptions, protoPath } from '../util/proto-files.js';
 import { claimDataDir } from './data-dir.js';
@@ -107,7 +107,7 @@ export class RaftGroupNode {
     const stable = await LevelStableStore.open(path.join(config.dataDir, 'meta'));
     const self = config.members.find((m) => m.id === config.nodeId) as Member;
     const nodeRef: { node?: RaftNode } = {};
-    const transport = new GrpcRaftTransport({ groupId: config.groupId, selfId: config.nodeId, members: () => nodeRef.node?.members ?? config.members, logger: adaptLogger(logger) });
+    const transport = new GrpcRaftTransport({ groupId: config.groupId, selfId: config.nodeId, members: () => nodeRef.node?.members ?? config.members, logger });
     const stateMachine = new HashChainStateMachine();
     const started = await RaftNode.start({
       groupId: config.groupId,
@@ -119,7 +119,7 @@ export class RaftGroupNode {
       bootstrapMembers: config.members,
       log, stable, transport, stateMachine, clock: realClock,
       random: { nextInt: (max) => Math.floor(Math.random() * max) },
-      logger: adaptLogger(logger),
+      logger,
       tickIntervalMs: config.tickIntervalMs,
       flushMode: config.flushMode,
       flushIntervalMs: config.flushIntervalMs,
@@ -236,7 +236,7 @@ export class RaftGroupNode {
       },
       TransferLeadership: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
         this.node.transferLeadership(call.request.targetId as string).then(
-          (outcome) => callback(null, outcome.kind === 'appended' ? { ok: true } : { ok: false, error: outcome.kind === 'dropped' ? outcome.reason : 'not the leader', leaderId: outcome.kind === 'not-leader' ? (outcome.leaderHint ?? '') : '' }),
+          (outcome) => callback(null, operationResponse(outcome)),
           (error: Error) => callback(null, { ok: false, error: error.message }),
         );
       },
@@ -256,7 +256,7 @@ export class RaftGroupNode {
           }
         }
         this.node.changeMembership(change).then(
-          (outcome) => callback(null, outcome.kind === 'appended' ? { ok: true } : { ok: false, error: outcome.kind === 'dropped' ? outcome.reason : 'not the leader', leaderId: outcome.kind === 'not-leader' ? (outcome.leaderHint ?? '') : '' }),
+          (outcome) => callback(null, operationResponse(outcome)),
           (error: Error) => callback(null, { ok: false, error: error.message }),
         );
       },
@@ -264,11 +264,9 @@ export class RaftGroupNode {
   }
 }
 
-function adaptLogger(logger: pino.Logger): Logger {
-  return {
-    debug: (fields, message) => logger.debug(fields, message),
-    info: (fields, message) => logger.info(fields, message),
-    warn: (fields, message) => logger.warn(fields, message),
-    error: (fields, message) => logger.error(fields, message),
-  };
+/** An operator command's outcome as an OperationResponse (refusals are definite). */
+function operationResponse(outcome: ProposeOutcome): object {
+  if (outcome.kind === 'appended') return { ok: true };
+  if (outcome.kind === 'dropped') return { ok: false, error: outcome.reason, leaderId: '' };
+  return { ok: false, error: 'not the leader', leaderId: outcome.leaderHint ?? '' };
 }

@@ -8,6 +8,8 @@ import {
 import type { Clock, Disposable, LogStore, Logger, StableStore, StateMachine, Transport } from './ports.js';
 
 export type FlushMode = 'sync' | 'async';
+/** The outcome of an operator command (transfer, membership), as the core decides it. */
+export type { ProposeOutcome };
 
 export interface RaftNodeOptions {
   readonly groupId: string;
