@@ -8,6 +8,7 @@ import type { NodeId } from '../raft/types.js';
  */
 export interface Scenario {
   readonly nodeCount: number;
+  /** Only what differs from a scripted run's defaults (random faults off, 1–10 ms delay). */
   readonly profile: Partial<FaultProfile>;
   readonly script: (control: SimControl) => Promise<void>;
 }
@@ -26,12 +27,8 @@ const must = <T>(value: T | undefined, what: string): T => {
  * X only through its own no-op, which then stops M from winning.
  */
 async function figure8(c: SimControl): Promise<void> {
-  await c.waitFor('a first leader with a committed no-op', () => {
-    const leader = c.leader();
-    const node = leader === undefined ? undefined : c.node(leader);
-    return node !== undefined && node.commitIndex === node.lastIndex && c.ids.every((id) => c.node(id)?.lastIndex === node.lastIndex);
-  });
-  const s1 = must(c.leader(), 'leader');
+  const s1 = await stableLeader(c);
+  await c.waitFor('every log to hold the no-op', () => c.ids.every((id) => c.node(id)?.lastIndex === c.node(s1)?.lastIndex));
   const [s2, ...majority] = c.ids.filter((id) => id !== s1) as [NodeId, ...NodeId[]];
   const xIndex = must(c.node(s1), 's1').lastIndex + 1;
   c.partition([[s1, s2], majority]);
@@ -40,7 +37,7 @@ async function figure8(c: SimControl): Promise<void> {
   c.crash(s1);
   let m: NodeId | undefined;
   for (const id of majority) {
-    c.onRole(id, 'leader', () => {
+    c.onLeader(id, () => {
       if (m !== undefined) return;
       m = id;
       c.isolate(id); // its no-op at X's index must stay on M alone
@@ -61,7 +58,9 @@ async function figure8(c: SimControl): Promise<void> {
 }
 
 /** The highest term any live node has reached. */
-const maxTerm = (c: SimControl): number => Math.max(0, ...c.ids.map((id) => c.node(id)?.term ?? 0));
+function maxTerm(c: SimControl): number {
+  return Math.max(0, ...c.ids.map((id) => c.node(id)?.term ?? 0));
+}
 
 async function stableLeader(c: SimControl): Promise<NodeId> {
   await c.waitFor('a leader with a committed no-op', () => {
@@ -172,9 +171,9 @@ async function leaderRemovesItself(c: SimControl): Promise<void> {
 }
 
 export const scenarios: Readonly<Record<string, Scenario>> = {
-  'leader-removes-itself': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: leaderRemovesItself },
-  'isolated-leader-uncommitted-tail': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: isolatedLeaderUncommittedTail },
-  'asymmetric-cut': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: asymmetricCut },
-  're-election-after-heal': { nodeCount: 3, profile: { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 }, script: reElectionAfterHeal },
-  'figure-8': { nodeCount: 5, profile: { appendEntriesMax: 1, dropProbability: 0, duplicateProbability: 0, delayMaxMs: 5, fsyncFailureProbability: 0, membershipWeight: 0 }, script: figure8 },
+  'leader-removes-itself': { nodeCount: 3, profile: {}, script: leaderRemovesItself },
+  'isolated-leader-uncommitted-tail': { nodeCount: 3, profile: {}, script: isolatedLeaderUncommittedTail },
+  'asymmetric-cut': { nodeCount: 3, profile: {}, script: asymmetricCut },
+  're-election-after-heal': { nodeCount: 3, profile: {}, script: reElectionAfterHeal },
+  'figure-8': { nodeCount: 5, profile: { appendEntriesMax: 1, delayMaxMs: 5 }, script: figure8 },
 };

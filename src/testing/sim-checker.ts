@@ -1,11 +1,12 @@
 import type { Entry, LogIndex, NodeId, Term } from '../raft/types.js';
 
-/** What the checker needs to see of a live node. */
+/**
+ * What the checker needs to see of a live node (a RaftNode is one). The simulator never
+ * deletes a log prefix, so every log starts at index 1.
+ */
 export interface CheckedNode {
   readonly id: NodeId;
-  readonly firstIndex: LogIndex;
   readonly lastIndex: LogIndex;
-  readonly commitIndex: LogIndex;
   termAt(index: LogIndex): Term | undefined;
 }
 
@@ -48,7 +49,7 @@ export class SafetyChecker {
     const existing = this.leaderByTerm.get(term);
     if (existing !== undefined && existing !== node.id) this.violate(`election safety: ${existing} and ${node.id} both led term ${term}`);
     this.leaderByTerm.set(term, node.id);
-    for (let index = Math.max(1, node.firstIndex); index <= this.maxCommittedIndex; index++) {
+    for (let index = 1; index <= this.maxCommittedIndex; index++) {
       const committed = this.committed.get(index);
       if (committed === undefined || committed.commitTerm === undefined || committed.commitTerm >= term) continue;
       if (node.termAt(index) !== committed.term) {
@@ -97,7 +98,7 @@ export class SafetyChecker {
   }
 
   private checkPair(a: CheckedNode, b: CheckedNode): void {
-    const low = Math.max(a.firstIndex, b.firstIndex, 1);
+    const low = 1;
     let high = Math.min(a.lastIndex, b.lastIndex);
     while (high >= low && a.termAt(high) !== b.termAt(high)) high--;
     for (let index = high - 1; index >= low; index--) {

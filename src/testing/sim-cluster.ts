@@ -1,7 +1,7 @@
 import { CommitLog } from '../commitlog/commit-log.js';
 import { InvariantViolation } from '../util/assert.js';
 import type { ProposalError } from '../raft/node/errors.js';
-import type { Clock, Disposable, StableStore } from '../raft/node/ports.js';
+import { silentLogger, type Clock, type Disposable, type StableStore } from '../raft/node/ports.js';
 import { RaftNode, type RaftNodeOptions } from '../raft/node/raft-node.js';
 import type { UnsafeSwitches } from '../raft/core/raft-core.js';
 import type { HardState, LogIndex, Member, NodeId, Term } from '../raft/types.js';
@@ -70,8 +70,8 @@ export interface SimControl {
   inFlight(): number;
   /** Asks `id` (the leader) for a single-server membership change. */
   changeMembership(id: NodeId, change: { readonly add: Member } | { readonly remove: NodeId }): void;
-  /** Runs `action` synchronously inside the event where `id` first reports `role`. */
-  onRole(id: NodeId, role: 'leader', action: () => void): void;
+  /** Runs `action` synchronously inside the event where `id` first becomes leader. */
+  onLeader(id: NodeId, action: () => void): void;
 }
 
 /** A scripted scenario whose setup did not happen (a wait timed out); not a safety verdict. */
@@ -105,6 +105,9 @@ export interface SimResult {
   /** Set when a scripted scenario could not set itself up. */
   readonly scenarioStuck: string | undefined;
 }
+
+/** Faults a scripted scenario does not get unless it asks: it schedules its own. */
+const scriptedRunFaultsOff: Partial<FaultProfile> = { dropProbability: 0, duplicateProbability: 0, delayMaxMs: 10, fsyncFailureProbability: 0, membershipWeight: 0 };
 
 export function drawProfile(random: Prng): FaultProfile {
   return {
@@ -166,14 +169,15 @@ export class SimCluster {
   private counts = { crashes: 0, partitions: 0, pauses: 0, leaderChanges: 0, failStops: 0, membershipChanges: 0 };
   private faultsActive = true;
   private waiters: Array<{ predicate: () => boolean; resolve: () => void }> = [];
-  private roleHooks: Array<{ id: NodeId; action: () => void }> = [];
+  private leaderHooks: Array<{ id: NodeId; action: () => void }> = [];
   private scenarioStuck: string | undefined;
 
   constructor(private readonly options: SimOptions) {
     this.random = new Prng(options.seed);
     this.nemesisRandom = this.random.fork('nemesis');
     this.clientRandom = this.random.fork('client');
-    this.profile = { ...drawProfile(this.random.fork('profile')), ...options.profile };
+    // A scripted run brings its own faults: the random ones start switched off.
+    this.profile = { ...drawProfile(this.random.fork('profile')), ...(options.script === undefined ? {} : scriptedRunFaultsOff), ...options.profile };
     const trace = (line: string): void => this.addTrace(line);
     this.network = new SimNetwork(this.scheduler, this.random.fork('network'), trace);
     this.network.faults = { dropProbability: this.profile.dropProbability, duplicateProbability: this.profile.duplicateProbability, delayMinMs: 1, delayMaxMs: this.profile.delayMaxMs };
@@ -207,11 +211,7 @@ export class SimCluster {
         },
       );
     }
-    let events = 0;
-    await this.scheduler.runUntil(faultDurationMs, () => {
-      if (++events % 64 === 0) this.checkContinuous();
-      return this.checker.violations.length > 0 || scriptDone;
-    });
+    await this.runChecked(faultDurationMs, () => scriptDone);
     this.waiters = [];
     if (this.checker.violations.length === 0) await this.livenessPhase(Math.max(this.scheduler.nowMs, 1), livenessBoundMs);
     for (const slot of this.slots) if (slot.alive) this.crash(slot, 'shutdown', false);
@@ -234,7 +234,7 @@ export class SimCluster {
     const deadline = startMs + boundMs;
     const probe = async (): Promise<void> => {
       while (!probeCommitted && this.scheduler.nowMs < deadline) {
-        const leader = this.slots.find((s) => s.alive && s.node?.role === 'leader')?.node;
+        const leader = this.currentLeader();
         const missing = leader === undefined ? undefined : this.members.find((m) => !leader.members.some((x) => x.id === m.id));
         if (leader !== undefined && missing !== undefined) {
           await leader.changeMembership({ add: missing }).catch(() => undefined);
@@ -258,11 +258,7 @@ export class SimCluster {
       return leader !== undefined && leader.members.length === this.members.length
         && nodes.every((n) => n !== undefined && n.appliedIndex === leader.commitIndex && n.lastIndex === leader.lastIndex);
     };
-    let events = 0;
-    await this.scheduler.runUntil(deadline, () => {
-      if (++events % 64 === 0) this.checkContinuous();
-      return converged() || this.checker.violations.length > 0;
-    });
+    await this.runChecked(deadline, converged);
     this.checkContinuous();
     if (this.checker.violations.length > 0) return;
     if (!converged()) {
@@ -293,11 +289,7 @@ export class SimCluster {
     return {
       ids: this.slots.map((s) => s.id),
       node: (id) => slot(id).node,
-      leader: () => {
-        const leaders = this.slots.filter((s) => s.alive && s.node?.role === 'leader').map((s) => s.node as RaftNode);
-        leaders.sort((a, b) => b.term - a.term);
-        return leaders[0]?.id;
-      },
+      leader: () => this.currentLeader()?.id,
       waitFor: (what, predicate, timeoutMs = 5_000) => new Promise<void>((resolve, reject) => {
         if (predicate()) {
           resolve();
@@ -313,11 +305,7 @@ export class SimCluster {
         this.addTrace(`@${this.scheduler.nowMs} partition ${this.network.describePartitions()}`);
       },
       isolate: (id) => {
-        for (const other of this.slots) {
-          if (other.id === id) continue;
-          this.network.cut(id, other.id);
-          this.network.cut(other.id, id);
-        }
+        this.network.partition([[id], this.slots.map((s) => s.id).filter((other) => other !== id)]);
         this.addTrace(`@${this.scheduler.nowMs} isolate ${id}`);
       },
       heal: () => {
@@ -333,19 +321,43 @@ export class SimCluster {
       inFlight: () => this.opsInFlight,
       changeMembership: (id, change) => {
         const node = slot(id).node;
-        this.counts.membershipChanges++;
-        node?.changeMembership(change).then((outcome) => this.addTrace(`membership change ${outcome.kind}`), () => undefined);
+        if (node !== undefined) this.requestMembershipChange(node, change);
       },
-      onRole: (id, _role, action) => { this.roleHooks.push({ id, action }); },
+      onLeader: (id, action) => { this.leaderHooks.push({ id, action }); },
     };
   }
 
   private checkContinuous(): void {
-    const live = this.slots.filter((s) => s.alive && s.node !== undefined).map((s) => s.node as RaftNode);
+    const live = this.slots.filter((s) => s.alive && s.node !== undefined);
+    for (const slot of live) this.checker.onCommitIndex(slot.id, slot.incarnation, (slot.node as RaftNode).commitIndex);
+    this.checker.checkLogMatching(live.map((slot) => slot.node as RaftNode));
+  }
+
+  /** Runs events until `untilMs` or `stop()`, checking the continuous invariants as it goes. */
+  private async runChecked(untilMs: number, stop: () => boolean): Promise<void> {
+    let events = 0;
+    await this.scheduler.runUntil(untilMs, () => {
+      if (++events % 64 === 0) this.checkContinuous();
+      return this.checker.violations.length > 0 || stop();
+    });
+  }
+
+  /** The live node that leads the highest term, if any. */
+  private currentLeader(): RaftNode | undefined {
+    let leader: RaftNode | undefined;
     for (const slot of this.slots) {
-      if (slot.alive && slot.node !== undefined) this.checker.onCommitIndex(slot.id, slot.incarnation, slot.node.commitIndex);
+      const node = slot.node;
+      if (slot.alive && node?.role === 'leader' && (leader === undefined || node.term > leader.term)) leader = node;
     }
-    this.checker.checkLogMatching(live.map((node) => ({ id: node.id, firstIndex: 1, lastIndex: node.lastIndex, commitIndex: node.commitIndex, termAt: (i: LogIndex) => node.termAt(i) })));
+    return leader;
+  }
+
+  /** A node stopped itself on an injected disk fault: like a supervisor, restart it later. */
+  private failStop(slot: Slot, what: string): void {
+    this.counts.failStops++;
+    this.addTrace(`@${this.scheduler.nowMs} ${slot.id} fail-stop: ${what}`);
+    this.crash(slot, 'fail-stop');
+    this.scheduler.after(this.nemesisRandom.int(10, 500), () => { if (!slot.alive) this.startNode(slot); });
   }
 
   private startNode(slot: Slot): void {
@@ -403,7 +415,7 @@ export class SimCluster {
         },
         clock,
         random: { nextInt: (max) => coreRandom.int(0, max - 1) },
-        logger: { debug() {}, info() {}, warn() {}, error() {} },
+        logger: silentLogger,
         tickIntervalMs, flushMode: 'sync', flushIntervalMs: 50,
         unsafeAckBeforeFsync: this.options.unsafe?.ackBeforeFsync === true,
         onFailed: (error) => {
@@ -413,25 +425,19 @@ export class SimCluster {
             this.checker.violations.push(`${slot.id} stopped on an invariant: ${error.cause.message}`);
             return;
           }
-          // An injected disk fault: the node stopped itself (fail-stop). Like a supervisor,
-          // restart it after a while; its unsynced writes are lost with the process.
-          this.counts.failStops++;
-          this.addTrace(`@${this.scheduler.nowMs} ${slot.id} fail-stop: ${String(error.cause)}`);
-          this.crash(slot, 'fail-stop');
-          this.scheduler.after(this.nemesisRandom.int(10, 500), () => { if (!slot.alive) this.startNode(slot); });
+          this.failStop(slot, String(error.cause));
         },
         onSoftState: (soft) => {
           if (!isCurrent()) return;
           this.addTrace(`${slot.id} ${soft.role} t${soft.term} leader=${soft.leaderId ?? '-'}`);
-          if (soft.role === 'leader') {
-            for (const hook of this.roleHooks.filter((h) => h.id === slot.id)) {
-              this.roleHooks.splice(this.roleHooks.indexOf(hook), 1);
-              hook.action();
-            }
+          if (soft.role !== 'leader') return;
+          for (const hook of this.leaderHooks.filter((h) => h.id === slot.id)) {
+            this.leaderHooks.splice(this.leaderHooks.indexOf(hook), 1);
+            hook.action();
           }
-          if (soft.role === 'leader' && slot.node !== undefined) {
+          if (slot.node !== undefined) {
             this.counts.leaderChanges++;
-            this.checker.onLeader({ id: slot.id, firstIndex: 1, lastIndex: slot.node.lastIndex, commitIndex: slot.node.commitIndex, termAt: (i) => slot.node?.termAt(i) }, soft.term);
+            this.checker.onLeader(slot.node, soft.term);
           }
         },
       };
@@ -446,11 +452,7 @@ export class SimCluster {
     start().catch((error: unknown) => {
       if (!isCurrent()) return;
       if (error instanceof SimDiskError) {
-        // An injected disk fault during recovery: fail-stop, and the supervisor retries.
-        this.counts.failStops++;
-        this.addTrace(`@${this.scheduler.nowMs} ${slot.id} failed to start: ${error.message}`);
-        this.crash(slot, 'fail-stop at start');
-        this.scheduler.after(this.nemesisRandom.int(10, 500), () => { if (!slot.alive) this.startNode(slot); });
+        this.failStop(slot, `during start-up: ${error.message}`); // an injected fault in recovery
         return;
       }
       this.checker.violations.push(`${slot.id} failed to start: ${String(error)}`);
@@ -486,7 +488,7 @@ export class SimCluster {
     let pick = random.int(0, weights.reduce((a, b) => a + b, 0) - 1);
     let kind = 0;
     while (pick >= (weights[kind] as number)) pick -= weights[kind++] as number;
-    const leader = this.slots.find((s) => s.alive && s.node?.role === 'leader');
+    const leader = this.currentLeader();
     if (kind === 0) {
       this.counts.partitions++;
       this.network.heal();
@@ -503,7 +505,8 @@ export class SimCluster {
       }
       this.addTrace(`@${this.scheduler.nowMs} partition ${this.network.describePartitions()}`);
     } else if (kind === 1) {
-      const target = leader !== undefined && random.chance(0.4) ? leader : random.pick(this.slots.filter((s) => s.alive));
+      const leaderSlot = this.slots.find((s) => s.node === leader);
+    const target = leaderSlot !== undefined && random.chance(0.4) ? leaderSlot : random.pick(this.slots.filter((s) => s.alive));
       if (target === undefined) return;
       this.counts.crashes++;
       this.crash(target, 'nemesis');
@@ -524,7 +527,7 @@ export class SimCluster {
       this.network.heal();
       this.addTrace(`@${this.scheduler.nowMs} heal`);
     } else {
-      this.changeMembership(leader?.node);
+      this.changeMembership(leader);
     }
   }
 
@@ -532,7 +535,10 @@ export class SimCluster {
   private changeMembership(leader: RaftNode | undefined): void {
     if (leader === undefined || this.members.length < 2) return;
     const missing = this.members.find((m) => !leader.members.some((x) => x.id === m.id));
-    const change = missing !== undefined ? { add: missing } : { remove: this.nemesisRandom.pick(leader.members).id };
+    this.requestMembershipChange(leader, missing !== undefined ? { add: missing } : { remove: this.nemesisRandom.pick(leader.members).id });
+  }
+
+  private requestMembershipChange(leader: RaftNode, change: { readonly add: Member } | { readonly remove: NodeId }): void {
     this.counts.membershipChanges++;
     this.addTrace(`@${this.scheduler.nowMs} membership ${'add' in change ? `add ${change.add.id}` : `remove ${change.remove}`} via ${leader.id}`);
     leader.changeMembership(change).then(

@@ -50,96 +50,58 @@ export class SimDisk implements FileSystem {
    * leftover promises can never touch its successor's files.
    */
   mount(): FileSystem {
-    const generation = this.generation;
-    const check = (): void => { if (this.generation !== generation) throw new SimDiskError('the disk crashed under this mount'); };
-    const guarded = async <T>(operation: () => Promise<T>): Promise<T> => {
-      check();
+    return this.view(this.generation);
+  }
+
+  /** The disk itself follows every generation (for tests that crash and reopen by hand). */
+  private readonly unbound = this.view(undefined);
+  mkdirp(dir: string): Promise<void> { return this.unbound.mkdirp(dir); }
+  list(dir: string): Promise<string[]> { return this.unbound.list(dir); }
+  open(filePath: string, options: { create: boolean }): Promise<FileHandle> { return this.unbound.open(filePath, options); }
+  remove(filePath: string): Promise<void> { return this.unbound.remove(filePath); }
+  syncDir(dir: string): Promise<void> { return this.unbound.syncDir(dir); }
+  readFile(filePath: string): Promise<Uint8Array | undefined> { return this.unbound.readFile(filePath); }
+  writeFileAtomic(filePath: string, data: Uint8Array): Promise<void> { return this.unbound.writeFileAtomic(filePath, data); }
+
+  /** Every operation waits for the simulated latency; a bound view also checks its generation. */
+  private view(generation: number | undefined): FileSystem {
+    const run = async <T>(operation: () => T): Promise<T> => {
+      this.checkGeneration(generation);
       await this.delay();
-      check();
+      this.checkGeneration(generation);
       return operation();
     };
     return {
-      mkdirp: (dir) => guarded(() => this.mkdirpNow(dir)),
-      list: (dir) => guarded(() => this.listNow(dir)),
-      open: (filePath, options) => guarded(() => this.openNow(filePath, options)),
-      remove: (filePath) => guarded(() => this.removeNow(filePath)),
-      syncDir: (dir) => guarded(() => this.syncDirNow(dir)),
-      readFile: (filePath) => guarded(() => this.readFileNow(filePath)),
-      writeFileAtomic: (filePath, data) => guarded(() => this.writeFileAtomicNow(filePath, data)),
+      mkdirp: (dir) => run(() => { this.dirs.add(path.normalize(dir)); }),
+      list: (dir) => run(() => {
+        const normal = path.normalize(dir);
+        return [...this.files.keys()].filter((file) => path.dirname(file) === normal).map((file) => path.basename(file)).sort();
+      }),
+      open: (filePath, options) => run(() => {
+        const normal = path.normalize(filePath);
+        if (!this.files.has(normal)) {
+          if (!options.create) throw Object.assign(new Error(`ENOENT: ${normal}`), { code: 'ENOENT' });
+          this.files.set(normal, { durable: new Uint8Array(0), current: new Uint8Array(0), pending: [] });
+        }
+        return new SimFileHandle(this, normal, this.generation);
+      }),
+      remove: (filePath) => run(() => { this.files.delete(path.normalize(filePath)); }),
+      syncDir: (dir) => run(() => {
+        const normal = path.normalize(dir);
+        for (const name of [...this.durableNames]) if (path.dirname(name) === normal && !this.files.has(name)) this.durableNames.delete(name);
+        for (const name of this.files.keys()) if (path.dirname(name) === normal) this.durableNames.add(name);
+      }),
+      readFile: (filePath) => run(() => this.files.get(path.normalize(filePath))?.current.slice()),
+      writeFileAtomic: (filePath, data) => run(() => {
+        const normal = path.normalize(filePath);
+        this.files.set(normal, { durable: data.slice(), current: data.slice(), pending: [] });
+        this.durableNames.add(normal);
+      }),
     };
   }
 
-  async mkdirp(dir: string): Promise<void> {
-    await this.delay();
-    return this.mkdirpNow(dir);
-  }
-
-  async list(dir: string): Promise<string[]> {
-    await this.delay();
-    return this.listNow(dir);
-  }
-
-  async open(filePath: string, options: { create: boolean }): Promise<FileHandle> {
-    await this.delay();
-    return this.openNow(filePath, options);
-  }
-
-  async remove(filePath: string): Promise<void> {
-    await this.delay();
-    return this.removeNow(filePath);
-  }
-
-  async syncDir(dir: string): Promise<void> {
-    await this.delay();
-    return this.syncDirNow(dir);
-  }
-
-  async readFile(filePath: string): Promise<Uint8Array | undefined> {
-    await this.delay();
-    return this.readFileNow(filePath);
-  }
-
-  async writeFileAtomic(filePath: string, data: Uint8Array): Promise<void> {
-    await this.delay();
-    return this.writeFileAtomicNow(filePath, data);
-  }
-
-  private async mkdirpNow(dir: string): Promise<void> {
-    this.dirs.add(path.normalize(dir));
-  }
-
-  private async listNow(dir: string): Promise<string[]> {
-    const normal = path.normalize(dir);
-    return [...this.files.keys()].filter((file) => path.dirname(file) === normal).map((file) => path.basename(file)).sort();
-  }
-
-  private async openNow(filePath: string, options: { create: boolean }): Promise<FileHandle> {
-    const normal = path.normalize(filePath);
-    if (!this.files.has(normal)) {
-      if (!options.create) throw Object.assign(new Error(`ENOENT: ${normal}`), { code: 'ENOENT' });
-      this.files.set(normal, { durable: new Uint8Array(0), current: new Uint8Array(0), pending: [] });
-    }
-    return new SimFileHandle(this, normal, this.generation);
-  }
-
-  private async removeNow(filePath: string): Promise<void> {
-    this.files.delete(path.normalize(filePath));
-  }
-
-  private async syncDirNow(dir: string): Promise<void> {
-    const normal = path.normalize(dir);
-    for (const name of [...this.durableNames]) if (path.dirname(name) === normal && !this.files.has(name)) this.durableNames.delete(name);
-    for (const name of this.files.keys()) if (path.dirname(name) === normal) this.durableNames.add(name);
-  }
-
-  private async readFileNow(filePath: string): Promise<Uint8Array | undefined> {
-    return this.files.get(path.normalize(filePath))?.current.slice();
-  }
-
-  private async writeFileAtomicNow(filePath: string, data: Uint8Array): Promise<void> {
-    const normal = path.normalize(filePath);
-    this.files.set(normal, { durable: data.slice(), current: data.slice(), pending: [] });
-    this.durableNames.add(normal);
+  private checkGeneration(generation: number | undefined): void {
+    if (generation !== undefined && generation !== this.generation) throw new SimDiskError('the disk crashed under this mount');
   }
 
   /**

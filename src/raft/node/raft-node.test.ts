@@ -9,7 +9,7 @@
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
 import { RaftNode } from './raft-node.js';
-import type { LogStore, StableStore } from './ports.js';
+import { silentLogger, type LogStore, type StableStore } from './ports.js';
 import { EntryKind, type Entry, type HardState, type LogIndex, type RaftMessage, type Term } from '../types.js';
 import { TermRuns } from '../term-runs.js';
 
@@ -104,7 +104,7 @@ it('never sends an answer before the state it depends on is durable', async () =
       stateMachine: { appliedIndex: () => 0, apply: async () => {} },
       clock: { nowMs: () => 0, every: () => ({ dispose() {} }) },
       random: { nextInt: () => 0 },
-      logger: { debug() {}, info() {}, warn() {}, error() {} },
+      logger: silentLogger,
       tickIntervalMs: 10, flushMode: 'sync', flushIntervalMs: 100,
     });
     for (const value of inputs) void s.schedule(Promise.resolve(), 'deliver').then(() => node.receive(toMessage(value)));
