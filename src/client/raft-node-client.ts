@@ -1,10 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { protoLoaderOptions, protoPath } from '../util/proto-files.js';
+import { loadProtoFile } from '../util/proto-files.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
-const definition = protoLoader.loadSync(protoPath('raftnode.proto'), protoLoaderOptions);
+const definition = loadProtoFile('raftnode.proto');
 /** Upper bound on the payload bytes of one ProposeBatch message. */
 const batchBytesMax = 4 * 1024 * 1024;
 

@@ -1,15 +1,14 @@
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import type { Logger, Transport } from '../raft/node/ports.js';
 import {
   isEntryKind, type AppendRejectReason, type AppendRequest, type AppendResponse, type Entry, type Member,
   type NodeId, type RaftMessage, type VoteRejectReason, type VoteRequest, type VoteResponse,
 } from '../raft/types.js';
-import { protoLoaderOptions, protoPath } from '../util/proto-files.js';
+import { loadProtoFile } from '../util/proto-files.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
-const definition = protoLoader.loadSync(protoPath('raft.proto'), protoLoaderOptions);
+const definition = loadProtoFile('raft.proto');
 const raftPackage = (grpc.loadPackageDefinition(definition) as any).raftmq.raft.v1;
 export const raftPeerService: grpc.ServiceDefinition = raftPackage.RaftPeer.service;
 const RaftPeerClient = raftPackage.RaftPeer as grpc.ServiceClientConstructor;

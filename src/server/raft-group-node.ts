@@ -1,6 +1,5 @@
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import pino from 'pino';
 import { CommitLog } from '../commitlog/commit-log.js';
 import { NodeFileSystem } from '../commitlog/file-system.js';
@@ -9,7 +8,7 @@ import type { ProposalError } from '../raft/node/errors.js';
 import type { Clock } from '../raft/node/ports.js';
 import { RaftNode, type FlushMode, type ProposeOutcome } from '../raft/node/raft-node.js';
 import type { Member, NodeId } from '../raft/types.js';
-import { protoLoaderOptions, protoPath } from '../util/proto-files.js';
+import { loadProtoFile } from '../util/proto-files.js';
 import { claimDataDir } from './data-dir.js';
 import { GrpcRaftTransport, checkedNumber, peerChannelOptions, raftPeerService } from './grpc-raft-transport.js';
 import { HashChainStateMachine } from './hash-chain-state-machine.js';
@@ -17,7 +16,7 @@ import { LevelStableStore } from './level-stable-store.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
-const adminDefinition = protoLoader.loadSync(protoPath('raftnode.proto'), protoLoaderOptions);
+const adminDefinition = loadProtoFile('raftnode.proto');
 const adminService: grpc.ServiceDefinition = (grpc.loadPackageDefinition(adminDefinition) as any).raftmq.raftnode.v1.RaftNodeAdmin.service;
 
 export interface RaftGroupNodeConfig {

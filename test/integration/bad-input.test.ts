@@ -8,12 +8,11 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NodeFileSystem } from '../../src/commitlog/file-system.js';
 import { claimDataDir } from '../../src/server/data-dir.js';
 import { defaultRaftGroupNodeConfig, validateConfig, type RaftGroupNodeConfig } from '../../src/server/raft-group-node.js';
-import { protoLoaderOptions, protoPath } from '../../src/util/proto-files.js';
+import { loadProtoFile } from '../../src/util/proto-files.js';
 import { ProcessCluster, cliPath, waitFor } from '../support/process-cluster.js';
 
 const config = (overrides: Partial<RaftGroupNodeConfig>): RaftGroupNodeConfig => ({
@@ -77,7 +76,7 @@ describe('a running group', () => {
     const client = cluster.client();
     await client.findLeader(10_000);
     client.close();
-    const definition = protoLoader.loadSync(protoPath('raft.proto'), protoLoaderOptions);
+    const definition = loadProtoFile('raft.proto');
     const Peer = (grpc.loadPackageDefinition(definition) as unknown as { raftmq: { raft: { v1: { RaftPeer: grpc.ServiceClientConstructor } } } }).raftmq.raft.v1.RaftPeer;
     const peer = new Peer(cluster.address("n1"), grpc.credentials.createInsecure()) as unknown as grpc.Client & { Vote: (request: object, callback: (error: grpc.ServiceError | null) => void) => void };
     const vote = (request: object): Promise<grpc.ServiceError | null> => new Promise((resolve) => peer.Vote(request, resolve));
