@@ -314,11 +314,19 @@ export class RaftNode {
 
   /** Fills each append with its entries from the log (already durable) and sends it. */
   private async sendMessages(messages: readonly RaftMessage[]): Promise<void> {
+    // In steady state every follower gets the same range: read each range once per ready.
+    const ranges = new Map<string, Entry[]>();
     for (const message of messages) {
       if (message.type === 'append-request' && message.entryCount > 0) {
         const fromIndex = message.prevIndex + 1;
         const throughIndex = message.prevIndex + message.entryCount;
-        message.entries = await this.options.log.read({ fromIndex, throughIndex, bytesMax: Infinity });
+        const key = `${fromIndex}-${throughIndex}`;
+        let entries = ranges.get(key);
+        if (entries === undefined) {
+          entries = await this.options.log.read({ fromIndex, throughIndex, bytesMax: Infinity });
+          ranges.set(key, entries);
+        }
+        message.entries = entries;
         assert(message.entries.length === message.entryCount, `append ${fromIndex}..${throughIndex}: read ${message.entries.length} entries`);
         this.stats.appendMessagesSent++;
         this.stats.entriesSent += message.entryCount;
