@@ -39,6 +39,21 @@ export default tseslint.config(
       'no-restricted-properties': ['error', { object: 'Math', property: 'random', message: 'inject a RandomSource' }],
     },
   },
+  {
+    // The broker's apply code: deterministic on every node, so no clock, timers or randomness.
+    files: ['src/broker/core/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [
+        { group: ['node:*', 'fs', 'net', 'timers', 'crypto'], message: 'broker/core is pure: no I/O' },
+        { group: ['**/node/**', '**/commitlog/**', '**/server/**', '**/testing/**', '**/client/**', '**/cli/**'], message: 'broker/core imports only its own modules and util' },
+      ] }],
+      'no-restricted-globals': ['error', 'Date', 'setTimeout', 'setInterval', 'setImmediate', 'performance', 'process'],
+      'no-restricted-properties': ['error', { object: 'Math', property: 'random', message: 'apply must be deterministic' }],
+    },
+  },
+  layer(['src/broker/*.ts'], ['commitlog', 'server', 'testing', 'client', 'cli'], 'broker depends on raft ports and its core only'),
+  layer(['src/namesrv/**/*.ts'], ['raft', 'commitlog', 'server', 'broker', 'testing', 'client', 'cli'], 'namesrv is a pure registry'),
   layer(['src/raft/node/**/*.ts'], ['commitlog', 'server', 'broker', 'testing', 'client', 'cli'], 'raft/node depends on raft/core and its own ports only'),
   layer(['src/commitlog/**/*.ts'], ['node', 'core', 'server', 'broker', 'testing', 'client', 'cli'], 'commitlog depends on raft/types and util only'),
   layer(['src/util/**/*.ts', 'src/raft/*.ts'], ['node', 'core', 'commitlog', 'server', 'broker', 'testing', 'client', 'cli'], 'util and raft types are leaves'),

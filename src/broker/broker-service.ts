@@ -1,0 +1,534 @@
+/**
+ * What a broker node does for clients, in protocol-neutral terms: sends (coalesced into one
+ * Raft entry per event-loop turn), receive/ack/invisibility through log entries, queue-offset
+ * pulls from committed state, offsets, topics and groups, and the leader-only services
+ * (auto-renewal of push deliveries, release of deliveries held by clients that went away).
+ * Every change goes through the log; reads are served only by a leader that has applied an
+ * entry of its own term, so they include everything any earlier leader acknowledged.
+ */
+import type { ProposalError } from '../raft/node/errors.js';
+import { BrokerError } from './errors.js';
+import type { ApplyResult, BrokerStateMachine } from './broker-state-machine.js';
+import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } from './core/broker-state.js';
+import { encodeCommand, encodeMessages, readMessageAt, type MessageInput, type StoredMessage } from './core/entry-codec.js';
+import { filterMatches, filterToJson, type TagFilter } from './core/filter.js';
+import {
+  defaultGroupConfig, defaultTopicConfig, groupConfigProblem, permRead, topicConfigProblem, type GroupConfig, type MessageKind, type TopicConfig,
+} from './core/names.js';
+import { formatReceiptHandle, type ReceiptHandle } from './core/receipt-handle.js';
+
+/** The Raft node as the broker service sees it. */
+export interface RaftPort {
+  propose(payload: Uint8Array): Promise<{ index: number; term: number }>;
+  readonly role: string;
+  readonly term: number;
+  /** The current leader's client address, when known. */
+  leaderAddress(): string | undefined;
+}
+
+export interface LogReader {
+  /** The payload of a committed entry. */
+  payloadAt(index: number): Promise<Uint8Array>;
+}
+
+export interface BrokerServiceOptions {
+  readonly brokerGroup: string;
+  readonly autoCreateTopics: boolean;
+  readonly autoCreateGroups: boolean;
+  readonly maxBodyBytes: number;
+  /** Messages and bytes per Raft entry when coalescing sends. */
+  readonly batchMessagesMax: number;
+  readonly batchBytesMax: number;
+  /** Invisible time of auto-renewed (push) deliveries, renewed while the client lives. */
+  readonly autoRenewInvisibleMs: number;
+  /** A client not heard from (heartbeat, telemetry, any call) for this long is gone. */
+  readonly clientExpiryMs: number;
+  /** How long a new leader may take to apply its first entry before reads fail. */
+  readonly readReadyWaitMs: number;
+}
+
+export const defaultBrokerServiceOptions: Omit<BrokerServiceOptions, 'brokerGroup'> = {
+  autoCreateTopics: false,
+  autoCreateGroups: true,
+  maxBodyBytes: 4 * 1024 * 1024,
+  batchMessagesMax: 1024,
+  batchBytesMax: 4 * 1024 * 1024,
+  autoRenewInvisibleMs: 60_000,
+  clientExpiryMs: 30_000,
+  readReadyWaitMs: 2_500,
+};
+
+export interface DeliveredMessage {
+  readonly message: StoredMessage;
+  readonly topic: string;
+  readonly queueId: number;
+  readonly offset: number;
+  readonly storeTimeMs: number;
+  readonly attempt: number;
+  readonly receiptHandle: string;
+  readonly invisibleUntilMs: number;
+}
+
+export interface PulledMessage {
+  readonly message: StoredMessage;
+  readonly topic: string;
+  readonly queueId: number;
+  readonly offset: number;
+  readonly storeTimeMs: number;
+}
+
+export interface SendResult {
+  readonly messageId: string;
+  readonly queueId: number;
+  readonly offset: number;
+}
+
+interface QueuedSend {
+  readonly message: MessageInput;
+  readonly bytes: number;
+  readonly resolve: (result: SendResult) => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface ClientRecord {
+  lastSeenMs: number;
+  readonly groups: Set<string>;
+  kind: string;
+}
+
+const payloadCacheBytesMax = 64 * 1024 * 1024;
+
+export class BrokerService {
+  private queued: QueuedSend[] = [];
+  private flushScheduled = false;
+  private readonly clients = new Map<string, ClientRecord>();
+  private readonly topicCreations = new Map<string, Promise<void>>();
+  private readonly payloadCache = new Map<number, Uint8Array>();
+  private payloadCacheBytes = 0;
+  private readonly changeWaiters = new Map<() => void, string>();
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    readonly options: BrokerServiceOptions,
+    private readonly raft: RaftPort,
+    private readonly machine: BrokerStateMachine,
+    private readonly log: LogReader,
+  ) {
+    machine.onApplied((topics) => {
+      for (const [wake, topic] of [...this.changeWaiters]) if (topics.has(topic) || topics.has('*') || topic === '*') wake();
+    });
+  }
+
+  get state(): BrokerStateMachine['state'] {
+    return this.machine.state;
+  }
+
+  /** Starts the leader-only services. */
+  start(intervalMs = 2_000): void {
+    this.timer = setInterval(() => { this.runLeaderServices().catch(() => undefined); }, intervalMs);
+    this.timer.unref();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    for (const wake of [...this.changeWaiters.keys()]) wake();
+    for (const send of this.queued.splice(0)) send.reject(new BrokerError('HA_NOT_AVAILABLE', 'broker is shutting down'));
+  }
+
+  // ---- clients -------------------------------------------------------------------------
+
+  /** Any sign of life from a client (heartbeat, telemetry, a call). */
+  touchClient(clientId: string, kind: string, group?: string): void {
+    if (clientId === '') return;
+    let record = this.clients.get(clientId);
+    if (record === undefined) {
+      record = { lastSeenMs: Date.now(), groups: new Set(), kind };
+      this.clients.set(clientId, record);
+    }
+    record.lastSeenMs = Date.now();
+    if (kind !== '') record.kind = kind;
+    if (group !== undefined && group !== '') record.groups.add(group);
+  }
+
+  isClientAlive(clientId: string): boolean {
+    const record = this.clients.get(clientId);
+    return record !== undefined && Date.now() - record.lastSeenMs < this.options.clientExpiryMs;
+  }
+
+  /** The client said goodbye: forget it and make its auto-renewed deliveries visible again. */
+  async clientTerminated(clientId: string): Promise<void> {
+    this.clients.delete(clientId);
+    if (this.raft.role === 'leader' && this.machine.state.autoRenewClients().has(clientId)) await this.command({ op: 'release', clientId });
+  }
+
+  /** Live members of a consumer group, sorted (the input of rebalancing). */
+  groupMembers(group: string): string[] {
+    const now = Date.now();
+    return [...this.clients].filter(([, r]) => r.groups.has(group) && now - r.lastSeenMs < this.options.clientExpiryMs).map(([id]) => id).sort();
+  }
+
+  /** RocketMQ's AllocateMessageQueueAveragely: a contiguous share of the queues per member. */
+  allocateQueues(group: string, topic: string, clientId: string): number[] {
+    const config = this.requireTopic(topic);
+    const members = this.groupMembers(group);
+    if (!members.includes(clientId)) {
+      members.push(clientId);
+      members.sort();
+    }
+    const queues = Math.min(config.readQueues, this.state.maxOffsets(topic).length);
+    const index = members.indexOf(clientId);
+    const base = Math.floor(queues / members.length);
+    const extra = queues % members.length;
+    const count = base + (index < extra ? 1 : 0);
+    const start = index * base + Math.min(index, extra);
+    return Array.from({ length: count }, (_, i) => start + i);
+  }
+
+  // ---- topics and groups -------------------------------------------------------------------
+
+  requireTopic(name: string): TopicConfig {
+    const config = this.state.topic(name);
+    if (config === undefined) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${name} does not exist in broker group ${this.options.brokerGroup}`);
+    return config;
+  }
+
+  async putTopic(config: TopicConfig): Promise<void> {
+    const problem = topicConfigProblem(config);
+    if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
+    const existing = this.state.topic(config.name);
+    if (existing !== undefined && Math.max(config.readQueues, config.writeQueues) < Math.max(existing.readQueues, existing.writeQueues)) {
+      // Queue files are never dropped; fewer readable/writable queues are set via the counts.
+      if (config.readQueues < 1 || config.writeQueues < 1) throw new BrokerError('BAD_REQUEST', 'queue counts must stay at least 1');
+    }
+    await this.command({ op: 'topic.put', config });
+  }
+
+  async deleteTopic(name: string): Promise<void> {
+    this.requireTopic(name);
+    await this.command({ op: 'topic.delete', name });
+  }
+
+  async putGroup(config: GroupConfig): Promise<void> {
+    const problem = groupConfigProblem(config);
+    if (problem !== undefined) throw new BrokerError('ILLEGAL_CONSUMER_GROUP', problem);
+    await this.command({ op: 'group.put', config });
+  }
+
+  /** The group's configuration; unknown groups are created on first use when allowed. */
+  async requireGroup(name: string): Promise<GroupConfig> {
+    const problem = groupConfigProblem(defaultGroupConfig(name));
+    if (problem !== undefined) throw new BrokerError('ILLEGAL_CONSUMER_GROUP', problem);
+    const config = this.state.group(name);
+    if (config !== undefined) return config;
+    if (!this.options.autoCreateGroups) throw new BrokerError('CONSUMER_GROUP_NOT_FOUND', `consumer group ${name} does not exist and auto-creation is off`);
+    return defaultGroupConfig(name);
+  }
+
+  // ---- sending ---------------------------------------------------------------------------
+
+  /**
+   * Stores messages; resolves once a quorum holds them and they are applied. Concurrent calls
+   * share Raft entries. A retried message id within the de-duplication window returns the
+   * original queue and offset instead of storing it twice.
+   */
+  async send(messages: readonly MessageInput[], kind: MessageKind): Promise<SendResult[]> {
+    for (const message of messages) {
+      if (message.body.byteLength > this.options.maxBodyBytes) {
+        throw new BrokerError('MESSAGE_BODY_TOO_LARGE', `message body of ${message.body.byteLength} bytes exceeds the limit of ${this.options.maxBodyBytes}`);
+      }
+      const topic = await this.ensureTopic(message.topic, kind);
+      if (topic.messageType !== kind) {
+        throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', `topic ${topic.name} accepts ${topic.messageType} messages, not ${kind}`);
+      }
+      if (message.queueId >= Math.min(topic.writeQueues, this.state.maxOffsets(topic.name).length)) {
+        throw new BrokerError('BAD_REQUEST', `topic ${topic.name} has ${topic.writeQueues} write queues; queue ${message.queueId} does not exist`);
+      }
+    }
+    this.requireLeader();
+    return Promise.all(messages.map((message) => new Promise<SendResult>((resolve, reject) => {
+      this.queued.push({ message, bytes: message.body.byteLength + 256, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flushSends());
+      }
+    })));
+  }
+
+  private async ensureTopic(name: string, kind: MessageKind): Promise<TopicConfig> {
+    const existing = this.state.topic(name);
+    if (existing !== undefined) return existing;
+    if (!this.options.autoCreateTopics) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${name} does not exist and auto-creation is off; create it with \`raftmq topic create ${name}\``);
+    const problem = topicConfigProblem(defaultTopicConfig(name, kind));
+    if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
+    let creating = this.topicCreations.get(name);
+    if (creating === undefined) {
+      creating = this.command({ op: 'topic.put', config: defaultTopicConfig(name, kind) }).then(() => undefined).finally(() => this.topicCreations.delete(name));
+      this.topicCreations.set(name, creating);
+    }
+    await creating;
+    return this.requireTopic(name);
+  }
+
+  private flushSends(): void {
+    this.flushScheduled = false;
+    while (this.queued.length > 0) {
+      let bytes = 0;
+      let count = 0;
+      while (count < this.queued.length && count < this.options.batchMessagesMax && (count === 0 || bytes + (this.queued[count] as QueuedSend).bytes <= this.options.batchBytesMax)) {
+        bytes += (this.queued[count] as QueuedSend).bytes;
+        count++;
+      }
+      const batch = this.queued.splice(0, count);
+      this.proposeBatch(batch);
+    }
+  }
+
+  private proposeBatch(batch: QueuedSend[]): void {
+    const expected = this.machine.expect();
+    const payload = encodeMessages({ nonce: this.machine.nonce, sequence: expected.sequence, timeMs: Date.now() }, batch.map((s) => s.message));
+    this.raft.propose(payload).then(
+      () => expected.result,
+      (error: ProposalError) => {
+        expected.cancel();
+        throw this.proposalFailure(error);
+      },
+    ).then(
+      (result) => {
+        if (result.kind !== 'messages') {
+          const failure = new BrokerError('INTERNAL_SERVER_ERROR', result.kind === 'malformed' ? result.message : 'unexpected apply result');
+          for (const send of batch) send.reject(failure);
+          return;
+        }
+        batch.forEach((send, i) => {
+          const outcome = result.outcomes[i] as SendOutcome;
+          if (outcome.code === 'ok') send.resolve({ messageId: send.message.messageId, queueId: outcome.queueId, offset: outcome.offset });
+          else send.reject(sendFailure(outcome, send.message));
+        });
+      },
+      (error: Error) => { for (const send of batch) send.reject(error); },
+    );
+  }
+
+  // ---- pop-style consumption (receive / ack / change invisibility) ---------------------------
+
+  async receive(request: {
+    group: string; topic: string; queueId: number; filter: TagFilter; batch: number; invisibleMs: number;
+    autoRenew: boolean; clientId: string; pollMs: number;
+  }): Promise<DeliveredMessage[]> {
+    await this.requireGroup(request.group);
+    const topic = this.requireTopic(request.topic);
+    if ((topic.perm & permRead) === 0) throw new BrokerError('FORBIDDEN', `topic ${topic.name} is not readable`);
+    const invisibleMs = request.autoRenew ? this.options.autoRenewInvisibleMs : request.invisibleMs;
+    const pollUntil = Date.now() + request.pollMs;
+    for (;;) {
+      await this.awaitReadReady();
+      if (this.state.mayDeliver(request.group, request.topic, request.queueId, Date.now())) {
+        const outcome = await this.command({
+          op: 'receive', group: request.group, topic: request.topic, queueId: request.queueId, tags: filterToJson(request.filter),
+          batch: request.batch, invisibleMs, autoRenew: request.autoRenew, clientId: request.clientId,
+        });
+        if (outcome.kind === 'received' && outcome.deliveries.length > 0) return this.readDeliveries(request.group, outcome.deliveries);
+      }
+      const remaining = pollUntil - Date.now();
+      if (remaining <= 0 || this.closed) return [];
+      const nextDeadline = this.state.nextDeadline(request.group, request.topic);
+      const wait = Math.min(remaining, 1_000, nextDeadline === undefined ? Infinity : Math.max(nextDeadline - Date.now() + 5, 5));
+      await this.waitForChange(request.topic, wait);
+    }
+  }
+
+  async ack(group: string, handle: ReceiptHandle): Promise<void> {
+    await this.handleCommand({ op: 'ack', ...this.handleRef(group, handle) });
+  }
+
+  /** Returns the new receipt handle. */
+  async changeInvisibleDuration(group: string, handle: ReceiptHandle, invisibleMs: number): Promise<string> {
+    const outcome = await this.handleCommand({ op: 'invisible', invisibleMs, ...this.handleRef(group, handle) });
+    const seq = outcome.kind === 'handle' ? outcome.seq : handle.seq;
+    return formatReceiptHandle({ ...handle, seq });
+  }
+
+  async forwardToDeadLetterQueue(group: string, handle: ReceiptHandle): Promise<void> {
+    await this.handleCommand({ op: 'dlq', ...this.handleRef(group, handle) });
+  }
+
+  private handleRef(group: string, handle: ReceiptHandle): HandleRef {
+    if (handle.brokerGroup !== this.options.brokerGroup) {
+      throw new BrokerError('INVALID_RECEIPT_HANDLE', `the receipt handle belongs to broker group ${handle.brokerGroup}, not ${this.options.brokerGroup}`);
+    }
+    return { group, topic: handle.topic, queueId: handle.queueId, offset: handle.offset, seq: handle.seq };
+  }
+
+  private async handleCommand(command: BrokerCommand): Promise<CommandOutcome> {
+    const outcome = await this.command(command);
+    if (outcome.kind === 'error') throw new BrokerError(outcome.code === 'invalid-handle' ? 'INVALID_RECEIPT_HANDLE' : outcome.code === 'topic-not-found' ? 'TOPIC_NOT_FOUND' : 'BAD_REQUEST', outcome.message);
+    return outcome;
+  }
+
+  private async readDeliveries(group: string, deliveries: readonly Delivery[]): Promise<DeliveredMessage[]> {
+    const out: DeliveredMessage[] = [];
+    for (const delivery of deliveries) {
+      const message = await this.messageAt(delivery.logIndex, delivery.position);
+      out.push({
+        message, topic: delivery.topic, queueId: delivery.queueId, offset: delivery.offset, attempt: delivery.attempt,
+        storeTimeMs: this.state.queue(delivery.topic, delivery.queueId)?.storeTimeAt(delivery.offset) ?? 0,
+        receiptHandle: formatReceiptHandle({ brokerGroup: this.options.brokerGroup, topic: delivery.topic, queueId: delivery.queueId, offset: delivery.offset, seq: delivery.seq }),
+        invisibleUntilMs: delivery.deadlineMs,
+      });
+    }
+    void group;
+    return out;
+  }
+
+  // ---- queue-offset consumption (pull) -------------------------------------------------------
+
+  /** Messages of one queue from `offset` (read-only; no log entry), long-polling when none. */
+  async pull(request: { topic: string; queueId: number; offset: number; batch: number; filter: TagFilter; pollMs: number }): Promise<{ messages: PulledMessage[]; nextOffset: number }> {
+    const topic = this.requireTopic(request.topic);
+    if ((topic.perm & permRead) === 0) throw new BrokerError('FORBIDDEN', `topic ${topic.name} is not readable`);
+    const queue = this.state.queue(request.topic, request.queueId);
+    if (queue === undefined || request.queueId >= topic.readQueues) throw new BrokerError('BAD_REQUEST', `topic ${topic.name} has no readable queue ${request.queueId}`);
+    if (!Number.isSafeInteger(request.offset) || request.offset < 0) throw new BrokerError('ILLEGAL_OFFSET', `offset ${request.offset} is not a non-negative integer`);
+    const pollUntil = Date.now() + request.pollMs;
+    for (;;) {
+      await this.awaitReadReady();
+      const messages: PulledMessage[] = [];
+      let offset = Math.min(request.offset, queue.maxOffset);
+      while (offset < queue.maxOffset && messages.length < request.batch) {
+        if (filterMatches(request.filter, this.state.tagName(queue.tagIdAt(offset)))) {
+          const message = await this.messageAt(queue.logIndexAt(offset), queue.positionAt(offset));
+          messages.push({ message, topic: request.topic, queueId: request.queueId, offset, storeTimeMs: queue.storeTimeAt(offset) });
+        }
+        offset++;
+      }
+      const remaining = pollUntil - Date.now();
+      if (messages.length > 0 || offset > request.offset || remaining <= 0 || this.closed) return { messages, nextOffset: offset };
+      await this.waitForChange(request.topic, Math.min(remaining, 1_000));
+    }
+  }
+
+  async updateOffset(group: string, topic: string, queueId: number, offset: number): Promise<void> {
+    await this.requireGroup(group);
+    this.requireTopic(topic);
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new BrokerError('ILLEGAL_OFFSET', `offset ${offset} is not a non-negative integer`);
+    await this.handleCommand({ op: 'offset.update', group, topic, queueId, offset });
+  }
+
+  async getOffset(group: string, topic: string, queueId: number): Promise<number | undefined> {
+    this.requireTopic(topic);
+    await this.awaitReadReady();
+    return this.state.committedOffset(group, topic, queueId);
+  }
+
+  async queryOffset(topic: string, queueId: number, policy: 'BEGINNING' | 'END' | 'TIMESTAMP', timeMs: number): Promise<number> {
+    this.requireTopic(topic);
+    await this.awaitReadReady();
+    const queue = this.state.queue(topic, queueId);
+    if (queue === undefined) throw new BrokerError('BAD_REQUEST', `topic ${topic} has no queue ${queueId}`);
+    if (policy === 'BEGINNING') return 0;
+    if (policy === 'END') return queue.maxOffset;
+    return queue.offsetAtTime(timeMs);
+  }
+
+  /** Moves the group's offsets (pull and pop) on every queue of the topic to the first message at or after `timeMs`. */
+  async resetOffset(group: string, topic: string, timeMs: number): Promise<void> {
+    await this.requireGroup(group);
+    this.requireTopic(topic);
+    await this.handleCommand({ op: 'offset.reset', group, topic, timeMs });
+  }
+
+  // ---- internals -----------------------------------------------------------------------------
+
+  private async command(command: BrokerCommand): Promise<CommandOutcome> {
+    this.requireLeader();
+    const expected = this.machine.expect();
+    try {
+      await this.raft.propose(encodeCommand({ nonce: this.machine.nonce, sequence: expected.sequence, timeMs: Date.now() }, command));
+    } catch (error) {
+      expected.cancel();
+      throw this.proposalFailure(error as ProposalError);
+    }
+    const result: ApplyResult = await expected.result;
+    if (result.kind === 'malformed') throw new BrokerError('BAD_REQUEST', result.message);
+    if (result.kind !== 'command') throw new BrokerError('INTERNAL_SERVER_ERROR', 'unexpected apply result');
+    return result.outcome;
+  }
+
+  private requireLeader(): void {
+    if (this.closed) throw new BrokerError('HA_NOT_AVAILABLE', 'broker is shutting down');
+    if (this.raft.role !== 'leader') {
+      const leader = this.raft.leaderAddress();
+      throw new BrokerError('HA_NOT_AVAILABLE', `this node is not the leader of broker group ${this.options.brokerGroup}${leader === undefined ? '; an election is in progress' : `; the leader is ${leader}`}`, true, leader);
+    }
+  }
+
+  /** A leader serves reads once it has applied an entry of its own term (its no-op). */
+  private async awaitReadReady(): Promise<void> {
+    const until = Date.now() + this.options.readReadyWaitMs;
+    for (;;) {
+      this.requireLeader();
+      if (this.machine.lastAppliedTerm === this.raft.term) return;
+      if (Date.now() >= until) throw new BrokerError('HA_NOT_AVAILABLE', 'the new leader has not applied its first entry yet');
+      await this.waitForChange('*', 20);
+    }
+  }
+
+  /** Resolves when messages arrive on `topic` ('*': anything is applied), or after `ms`. */
+  private waitForChange(topic: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.changeWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.changeWaiters.set(done, topic);
+    });
+  }
+
+  private proposalFailure(error: ProposalError): BrokerError {
+    if (error instanceof BrokerError) return error;
+    if (error.code === 'NOT_LEADER') return new BrokerError('HA_NOT_AVAILABLE', error.message, true, this.raft.leaderAddress());
+    if (error.definite === true) return new BrokerError('HA_NOT_AVAILABLE', error.message, true);
+    return new BrokerError('INTERNAL_SERVER_ERROR', error.message ?? String(error), false);
+  }
+
+  async messageAt(logIndex: number, position: number): Promise<StoredMessage> {
+    let payload = this.payloadCache.get(logIndex);
+    if (payload === undefined) {
+      payload = await this.log.payloadAt(logIndex);
+      this.payloadCache.set(logIndex, payload);
+      this.payloadCacheBytes += payload.byteLength;
+      for (const [index, cached] of this.payloadCache) {
+        if (this.payloadCacheBytes <= payloadCacheBytesMax) break;
+        this.payloadCache.delete(index);
+        this.payloadCacheBytes -= cached.byteLength;
+      }
+    }
+    return readMessageAt(payload, position);
+  }
+
+  private async runLeaderServices(): Promise<void> {
+    if (this.closed || this.raft.role !== 'leader' || this.machine.lastAppliedTerm !== this.raft.term) return;
+    const now = Date.now();
+    for (const [id, record] of this.clients) if (now - record.lastSeenMs > 4 * this.options.clientExpiryMs) this.clients.delete(id);
+    const due = this.state.renewalsDue(now + this.options.autoRenewInvisibleMs / 3, (id) => this.isClientAlive(id));
+    for (let i = 0; i < due.length; i += 1000) {
+      await this.command({ op: 'renew', items: due.slice(i, i + 1000), invisibleMs: this.options.autoRenewInvisibleMs });
+    }
+    for (const clientId of this.state.autoRenewClients()) {
+      if (!this.isClientAlive(clientId)) await this.command({ op: 'release', clientId });
+    }
+  }
+}
+
+function sendFailure(outcome: SendOutcome, message: MessageInput): BrokerError {
+  switch (outcome.code) {
+    case 'topic-not-found': return new BrokerError('TOPIC_NOT_FOUND', `topic ${message.topic} was deleted`);
+    case 'not-writable': return new BrokerError('FORBIDDEN', `topic ${message.topic} is not writable`);
+    case 'bad-queue': return new BrokerError('BAD_REQUEST', `topic ${message.topic} has no queue ${message.queueId}`);
+    case 'ok': return new BrokerError('INTERNAL_SERVER_ERROR', 'not a failure');
+  }
+}

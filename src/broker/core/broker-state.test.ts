@@ -1,0 +1,147 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { BrokerState, type BrokerCommand, type CommandOutcome, type Delivery } from './broker-state.js';
+import { encodeMessages, readMessageAt, readRouting, type MessageInput } from './entry-codec.js';
+import { defaultTopicConfig, dlqTopicOf } from './names.js';
+
+const message = (topic: string, messageId: string, extra: Partial<MessageInput> = {}): MessageInput => ({
+  topic, messageId, tag: '', keys: [], messageGroup: '', queueId: -1, bornTimestamp: 1, bornHost: 'h', properties: {}, body: Buffer.from(messageId), ...extra,
+});
+
+/** A tiny log: every apply gets the next index, like committed entries would. */
+class Harness {
+  readonly state = new BrokerState();
+  index = 0;
+  constructor(public timeMs = 1_000) {}
+  send(...messages: MessageInput[]) {
+    const payload = encodeMessages({ nonce: 1, sequence: 1, timeMs: this.timeMs }, messages);
+    return this.state.applyMessages(++this.index, this.state.advanceClock(this.timeMs), readRouting(payload));
+  }
+  run(command: BrokerCommand): CommandOutcome {
+    return this.state.applyCommand(++this.index, this.state.advanceClock(this.timeMs), command);
+  }
+  receive(group: string, topic: string, batch = 32, invisibleMs = 10_000, tags: string[] | null = null): Delivery[] {
+    const outcome = this.run({ op: 'receive', group, topic, queueId: -1, tags, batch, invisibleMs, autoRenew: false, clientId: 'c1' });
+    if (outcome.kind !== 'received') throw new Error(JSON.stringify(outcome));
+    return [...outcome.deliveries];
+  }
+  ack(group: string, d: Delivery): CommandOutcome {
+    return this.run({ op: 'ack', group, topic: d.topic, queueId: d.queueId, offset: d.offset, seq: d.seq });
+  }
+}
+
+describe('message codec', () => {
+  it('round-trips every field of every message in a batch', () => {
+    fc.assert(fc.property(fc.array(fc.record({
+      topic: fc.stringMatching(/^[A-Za-z0-9_-]{1,20}$/), messageId: fc.string({ maxLength: 40 }), tag: fc.string({ maxLength: 10 }),
+      keys: fc.array(fc.string({ maxLength: 8 }), { maxLength: 3 }), messageGroup: fc.string({ maxLength: 8 }), queueId: fc.integer({ min: -1, max: 100 }),
+      bornTimestamp: fc.integer({ min: 0, max: 2 ** 45 }), bornHost: fc.string({ maxLength: 12 }),
+      properties: fc.dictionary(fc.string({ minLength: 1, maxLength: 6 }), fc.string({ maxLength: 30 }), { maxKeys: 4 }),
+      body: fc.uint8Array({ maxLength: 300 }),
+    }), { minLength: 1, maxLength: 8 }), (messages) => {
+      const payload = encodeMessages({ nonce: 7, sequence: 9, timeMs: 123 }, messages);
+      messages.forEach((m, i) => {
+        const read = readMessageAt(payload, i);
+        expect({ ...read, properties: Object.fromEntries(read.properties), body: [...read.body] }).toEqual({ ...m, properties: Object.fromEntries(Object.entries(m.properties)), body: [...m.body] });
+      });
+      expect(readRouting(payload).map((r) => r.bodyBytes)).toEqual(messages.map((m) => m.body.byteLength));
+    }));
+  });
+});
+
+describe('broker state', () => {
+  it('spreads messages round-robin over write queues and pins a message group to one queue', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), writeQueues: 4, readQueues: 4 } });
+    const outcomes = h.send(...Array.from({ length: 8 }, (_, i) => message('t', `m${i}`)));
+    expect(outcomes.map((o) => o.queueId)).toEqual([0, 1, 2, 3, 0, 1, 2, 3]);
+    const grouped = h.send(...Array.from({ length: 5 }, (_, i) => message('t', `g${i}`, { messageGroup: 'order-42' })));
+    expect(new Set(grouped.map((o) => o.queueId)).size).toBe(1);
+  });
+
+  it('stores a retried message id once and answers with the original queue and offset', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: defaultTopicConfig('t') });
+    const [first] = h.send(message('t', 'same'));
+    const [again] = h.send(message('t', 'same'));
+    expect(again).toEqual({ ...first, duplicate: true });
+    expect(h.state.maxOffsets('t').reduce((a, b) => a + b)).toBe(1);
+  });
+
+  it('rejects messages for unknown topics without storing them', () => {
+    const h = new Harness();
+    expect(h.send(message('nope', 'a'))[0]?.code).toBe('topic-not-found');
+  });
+
+  it('hides received messages until acknowledged or their invisible time passes, then redelivers with attempt + 1', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 } });
+    h.send(message('t', 'a'), message('t', 'b'));
+    const first = h.receive('g', 't', 1);
+    expect(first.map((d) => [d.offset, d.attempt])).toEqual([[0, 1]]);
+    expect(h.receive('g', 't').map((d) => d.offset)).toEqual([1]);
+    expect(h.receive('g', 't')).toEqual([]);
+    h.timeMs += 10_001;
+    const again = h.receive('g', 't');
+    expect(again.map((d) => [d.offset, d.attempt])).toEqual([[0, 2], [1, 2]]);
+    // The first handle was superseded by the redelivery.
+    expect(h.ack('g', first[0] as Delivery)).toMatchObject({ kind: 'error', code: 'invalid-handle' });
+    expect(h.ack('g', again[0] as Delivery)).toEqual({ kind: 'done' });
+    expect(h.ack('g', again[0] as Delivery)).toEqual({ kind: 'done' }); // a retried ack is harmless
+    expect(h.state.groupProgress('g')[0]).toMatchObject({ offset: 1, inFlight: 1 });
+  });
+
+  it('dead-letters a message after the group\'s max delivery attempts, keeping its body reference', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 } });
+    h.run({ op: 'group.put', config: { name: 'g', maxDeliveryAttempts: 2, fifo: false } });
+    h.send(message('t', 'poison'));
+    expect(h.receive('g', 't')).toHaveLength(1);
+    h.timeMs += 20_000;
+    expect(h.receive('g', 't')[0]?.attempt).toBe(2);
+    h.timeMs += 20_000;
+    expect(h.receive('g', 't')).toEqual([]);
+    const dlq = h.state.queue(dlqTopicOf('g'), 0);
+    expect(dlq?.maxOffset).toBe(1);
+    expect(dlq?.logIndexAt(0)).toBe(h.state.queue('t', 0)?.logIndexAt(0));
+  });
+
+  it('never hands out a later message of a FIFO group\'s queue while an earlier one is in flight', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t', 'FIFO'), readQueues: 1, writeQueues: 1 } });
+    h.run({ op: 'group.put', config: { name: 'g', maxDeliveryAttempts: 5, fifo: true } });
+    h.send(message('t', 'a', { messageGroup: 'x' }));
+    const first = h.receive('g', 't', 1);
+    h.send(message('t', 'b', { messageGroup: 'x' }));
+    expect(h.receive('g', 't')).toEqual([]);
+    h.ack('g', first[0] as Delivery);
+    expect(h.receive('g', 't').map((d) => d.offset)).toEqual([1]);
+  });
+
+  it('filters by tag on the broker and skips what the subscription does not want', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 } });
+    h.send(message('t', 'a', { tag: 'A' }), message('t', 'b', { tag: 'B' }), message('t', 'c', { tag: 'A' }));
+    expect(h.receive('g', 't', 32, 10_000, ['A']).map((d) => d.offset)).toEqual([0, 2]);
+  });
+
+  it('resets pull and pop offsets of a group to the first message stored at or after a time', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 } });
+    h.send(message('t', 'old'));
+    h.timeMs = 5_000;
+    h.send(message('t', 'new'));
+    h.run({ op: 'offset.update', group: 'g', topic: 't', queueId: 0, offset: 2 });
+    h.run({ op: 'offset.reset', group: 'g', topic: 't', timeMs: 4_000 });
+    expect(h.state.committedOffset('g', 't', 0)).toBe(1);
+    expect(h.receive('g', 't').map((d) => d.offset)).toEqual([1]);
+  });
+
+  it('keeps time monotone when a new leader\'s clock is behind', () => {
+    const h = new Harness(10_000);
+    h.run({ op: 'topic.put', config: defaultTopicConfig('t') });
+    h.timeMs = 5_000;
+    h.run({ op: 'topic.put', config: defaultTopicConfig('u') });
+    expect(h.state.nowMs).toBe(10_000);
+  });
+});

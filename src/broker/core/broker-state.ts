@@ -1,0 +1,518 @@
+/**
+ * The broker's replicated state: topics, groups, consume queues, send de-duplication,
+ * consumer offsets and the receive/ack/invisibility state of pop-style consumption. Pure and
+ * deterministic: every node applies the same committed entries in the same order and reaches
+ * the same state; time is the leader's timestamp in each entry, made monotone here.
+ */
+import { assert } from '../../util/assert.js';
+import { ConsumeQueue } from './consume-queue.js';
+import { filterFromJson, filterMatches, type TagFilter } from './filter.js';
+import type { MessageRouting } from './entry-codec.js';
+import {
+  defaultGroupConfig, dlqTopicOf, permRead, permReadWrite, permWrite, type GroupConfig, type TopicConfig,
+} from './names.js';
+
+export type BrokerCommand =
+  | { readonly op: 'topic.put'; readonly config: TopicConfig }
+  | { readonly op: 'topic.delete'; readonly name: string }
+  | { readonly op: 'group.put'; readonly config: GroupConfig }
+  | {
+    readonly op: 'receive'; readonly group: string; readonly topic: string; readonly queueId: number; readonly tags: string[] | null;
+    readonly batch: number; readonly invisibleMs: number; readonly autoRenew: boolean; readonly clientId: string;
+  }
+  | ({ readonly op: 'ack' } & HandleRef)
+  | ({ readonly op: 'invisible'; readonly invisibleMs: number } & HandleRef)
+  | ({ readonly op: 'dlq' } & HandleRef)
+  | { readonly op: 'renew'; readonly items: readonly HandleRef[]; readonly invisibleMs: number }
+  | { readonly op: 'release'; readonly clientId: string }
+  | { readonly op: 'offset.update'; readonly group: string; readonly topic: string; readonly queueId: number; readonly offset: number }
+  | { readonly op: 'offset.reset'; readonly group: string; readonly topic: string; readonly timeMs: number };
+
+/** What a receipt handle names: one delivery of one message to one group. */
+export interface HandleRef {
+  readonly group: string;
+  readonly topic: string;
+  readonly queueId: number;
+  readonly offset: number;
+  /** The log index of the entry that issued the handle: unique per delivery. */
+  readonly seq: number;
+}
+
+export interface SendOutcome {
+  readonly code: 'ok' | 'topic-not-found' | 'not-writable' | 'bad-queue';
+  readonly queueId: number;
+  readonly offset: number;
+  readonly duplicate: boolean;
+}
+
+export interface Delivery {
+  readonly topic: string;
+  readonly queueId: number;
+  readonly offset: number;
+  readonly logIndex: number;
+  readonly position: number;
+  readonly attempt: number;
+  readonly seq: number;
+  readonly deadlineMs: number;
+}
+
+export type CommandOutcome =
+  | { readonly kind: 'done' }
+  | { readonly kind: 'error'; readonly code: 'topic-not-found' | 'invalid-handle' | 'bad-request'; readonly message: string }
+  | { readonly kind: 'received'; readonly deliveries: readonly Delivery[]; readonly deadLettered: number }
+  | { readonly kind: 'handle'; readonly seq: number };
+
+interface InFlight {
+  attempt: number;
+  deadlineMs: number;
+  seq: number;
+  autoRenew: boolean;
+  clientId: string;
+}
+
+/** Pop-style progress of one group on one queue: every offset below `next` is in flight or done. */
+class PopQueue {
+  /** Everything below is acknowledged (or filtered out, or dead-lettered). */
+  ackOffset = 0;
+  /** The next offset never handed out. */
+  next = 0;
+  readonly inFlight = new Map<number, InFlight>();
+  readonly done = new Set<number>();
+
+  settle(offset: number): void {
+    this.inFlight.delete(offset);
+    if (offset < this.ackOffset) return;
+    this.done.add(offset);
+    while (this.done.delete(this.ackOffset)) this.ackOffset++;
+  }
+
+  isSettled(offset: number): boolean {
+    return offset < this.ackOffset || this.done.has(offset);
+  }
+
+  resetTo(offset: number): void {
+    this.ackOffset = offset;
+    this.next = offset;
+    this.inFlight.clear();
+    this.done.clear();
+  }
+}
+
+interface TopicState {
+  config: TopicConfig;
+  readonly queues: ConsumeQueue[];
+  roundRobin: number;
+}
+
+interface DedupRecord {
+  readonly queueId: number;
+  readonly offset: number;
+  readonly timeMs: number;
+}
+
+export interface BrokerStateLimits {
+  readonly dedupWindowMs: number;
+  readonly dedupEntriesMax: number;
+}
+
+export const defaultBrokerStateLimits: BrokerStateLimits = { dedupWindowMs: 10 * 60_000, dedupEntriesMax: 1_000_000 };
+
+const key = (...parts: (string | number)[]): string => parts.join('\u0000');
+
+/** FNV-1a: a stable hash so that every node maps a message group to the same queue. */
+export function stableHash(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
+export class BrokerState {
+  private readonly topics = new Map<string, TopicState>();
+  private readonly groups = new Map<string, GroupConfig>();
+  private readonly popQueues = new Map<string, PopQueue>();
+  private readonly receiveCursor = new Map<string, number>();
+  /** Committed consume offsets of queue-offset (pull) consumers: group → topic\0queue → offset. */
+  private readonly offsets = new Map<string, Map<string, number>>();
+  private readonly dedup = new Map<string, DedupRecord>();
+  private readonly tagIds = new Map<string, number>([['', 0]]);
+  private readonly tagNames: string[] = [''];
+  private clockMs = 0;
+
+  constructor(private readonly limits: BrokerStateLimits = defaultBrokerStateLimits) {}
+
+  /** The monotone time of the last applied entry. */
+  get nowMs(): number {
+    return this.clockMs;
+  }
+
+  /** Apply's only clock: the leader's stamp, never moving backwards across leader changes. */
+  advanceClock(timeMs: number): number {
+    if (timeMs > this.clockMs) this.clockMs = timeMs;
+    return this.clockMs;
+  }
+
+  // ---- reads -------------------------------------------------------------------------
+
+  topic(name: string): TopicConfig | undefined {
+    return this.topics.get(name)?.config;
+  }
+
+  topicList(): TopicConfig[] {
+    return [...this.topics.values()].map((t) => t.config).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  group(name: string): GroupConfig | undefined {
+    return this.groups.get(name);
+  }
+
+  groupList(): GroupConfig[] {
+    return [...this.groups.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  queue(topic: string, queueId: number): ConsumeQueue | undefined {
+    return this.topics.get(topic)?.queues[queueId];
+  }
+
+  tagName(tagId: number): string {
+    return this.tagNames[tagId] ?? '';
+  }
+
+  maxOffsets(topic: string): number[] {
+    return this.topics.get(topic)?.queues.map((q) => q.maxOffset) ?? [];
+  }
+
+  committedOffset(group: string, topic: string, queueId: number): number | undefined {
+    return this.offsets.get(group)?.get(key(topic, queueId));
+  }
+
+  /** Per queue of every topic the group touched: its committed (or acknowledged) offset and lag. */
+  groupProgress(group: string): { topic: string; queueId: number; offset: number; maxOffset: number; inFlight: number }[] {
+    const rows = new Map<string, { topic: string; queueId: number; offset: number; maxOffset: number; inFlight: number }>();
+    for (const [k, offset] of this.offsets.get(group) ?? []) {
+      const [topic, queueId] = k.split('\u0000') as [string, string];
+      rows.set(k, { topic, queueId: Number(queueId), offset, maxOffset: this.queue(topic, Number(queueId))?.maxOffset ?? 0, inFlight: 0 });
+    }
+    for (const [k, pop] of this.popQueues) {
+      const [g, topic, queueId] = k.split('\u0000') as [string, string, string];
+      if (g !== group) continue;
+      const rowKey = key(topic, queueId);
+      const previous = rows.get(rowKey);
+      rows.set(rowKey, {
+        topic, queueId: Number(queueId), offset: Math.max(previous?.offset ?? 0, pop.ackOffset),
+        maxOffset: this.queue(topic, Number(queueId))?.maxOffset ?? 0, inFlight: pop.inFlight.size,
+      });
+    }
+    return [...rows.values()].sort((a, b) => a.topic.localeCompare(b.topic) || a.queueId - b.queueId);
+  }
+
+  /**
+   * Whether a receive could hand out something now (new messages or expired deliveries); a
+   * cheap over-estimate used to decide between proposing a receive and long-polling.
+   */
+  mayDeliver(group: string, topic: string, queueId: number, nowMs: number): boolean {
+    const state = this.topics.get(topic);
+    if (state === undefined) return false;
+    const fifo = this.groups.get(group)?.fifo === true;
+    for (const id of this.readQueueIds(state, queueId)) {
+      const pop = this.popQueues.get(key(group, topic, id));
+      const queue = state.queues[id] as ConsumeQueue;
+      if (pop === undefined) {
+        if (queue.maxOffset > 0) return true;
+        continue;
+      }
+      let blocked = false;
+      for (const flight of pop.inFlight.values()) {
+        if (flight.deadlineMs <= nowMs) return true;
+        blocked = true;
+      }
+      if (fifo && blocked) continue;
+      if (pop.next < queue.maxOffset) return true;
+    }
+    return false;
+  }
+
+  /** The earliest visibility deadline of the group's deliveries on a topic (for long-poll wake-ups). */
+  nextDeadline(group: string, topic: string): number | undefined {
+    let earliest: number | undefined;
+    const state = this.topics.get(topic);
+    if (state === undefined) return undefined;
+    for (let id = 0; id < state.queues.length; id++) {
+      for (const flight of this.popQueues.get(key(group, topic, id))?.inFlight.values() ?? []) {
+        if (earliest === undefined || flight.deadlineMs < earliest) earliest = flight.deadlineMs;
+      }
+    }
+    return earliest;
+  }
+
+  /** In-flight deliveries of auto-renewing clients whose deadline falls before `beforeMs`. */
+  renewalsDue(beforeMs: number, isAlive: (clientId: string) => boolean): HandleRef[] {
+    const due: HandleRef[] = [];
+    for (const [k, pop] of this.popQueues) {
+      const [group, topic, queueId] = k.split('\u0000') as [string, string, string];
+      for (const [offset, flight] of pop.inFlight) {
+        if (flight.autoRenew && flight.deadlineMs < beforeMs && flight.deadlineMs > this.clockMs && isAlive(flight.clientId)) {
+          due.push({ group, topic, queueId: Number(queueId), offset, seq: flight.seq });
+        }
+      }
+    }
+    return due;
+  }
+
+  /** Client ids holding auto-renewed deliveries (to release those of clients that went away). */
+  autoRenewClients(): Set<string> {
+    const clients = new Set<string>();
+    for (const pop of this.popQueues.values()) {
+      for (const flight of pop.inFlight.values()) if (flight.autoRenew && flight.deadlineMs > this.clockMs) clients.add(flight.clientId);
+    }
+    return clients;
+  }
+
+  // ---- apply -------------------------------------------------------------------------
+
+  /** Stores a batch of messages; `logIndex` is the entry's index, `timeMs` its (monotone) time. */
+  applyMessages(logIndex: number, timeMs: number, messages: readonly MessageRouting[]): SendOutcome[] {
+    this.expireDedup(timeMs);
+    return messages.map((message, position) => {
+      const topic = this.topics.get(message.topic);
+      if (topic === undefined) return { code: 'topic-not-found', queueId: -1, offset: -1, duplicate: false };
+      if ((topic.config.perm & permWrite) === 0) return { code: 'not-writable', queueId: -1, offset: -1, duplicate: false };
+      const dedupKey = key(message.topic, message.messageId);
+      const previous = this.dedup.get(dedupKey);
+      if (previous !== undefined && topic.queues[previous.queueId] !== undefined) {
+        return { code: 'ok', queueId: previous.queueId, offset: previous.offset, duplicate: true };
+      }
+      let queueId = message.queueId;
+      if (queueId < 0) {
+        const writable = Math.min(topic.config.writeQueues, topic.queues.length);
+        queueId = message.messageGroup !== '' ? stableHash(message.messageGroup) % writable : topic.roundRobin++ % writable;
+      } else if (queueId >= topic.queues.length) {
+        return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
+      }
+      const offset = (topic.queues[queueId] as ConsumeQueue).append(logIndex, position, this.tagId(message.tag), timeMs);
+      this.dedup.set(dedupKey, { queueId, offset, timeMs });
+      return { code: 'ok', queueId, offset, duplicate: false };
+    });
+  }
+
+  applyCommand(logIndex: number, timeMs: number, command: BrokerCommand): CommandOutcome {
+    switch (command.op) {
+      case 'topic.put': return this.putTopic(command.config);
+      case 'topic.delete':
+        this.topics.delete(command.name);
+        for (const k of [...this.popQueues.keys()]) if (k.split('\u0000')[1] === command.name) this.popQueues.delete(k);
+        return { kind: 'done' };
+      case 'group.put':
+        this.groups.set(command.config.name, command.config);
+        return { kind: 'done' };
+      case 'receive': return this.receive(logIndex, timeMs, command);
+      case 'ack': return this.withFlight(command, (pop) => { pop.settle(command.offset); return { kind: 'done' }; }, true);
+      case 'invisible': return this.withFlight(command, (pop, flight) => {
+        flight.deadlineMs = timeMs + this.nackDelay(command.invisibleMs, flight);
+        flight.seq = logIndex;
+        void pop;
+        return { kind: 'handle', seq: logIndex };
+      }, false);
+      case 'dlq': return this.withFlight(command, (pop) => {
+        this.deadLetter(command.group, command.topic, command.queueId, command.offset, timeMs);
+        pop.settle(command.offset);
+        return { kind: 'done' };
+      }, true);
+      case 'renew':
+        for (const item of command.items) {
+          const flight = this.popQueues.get(key(item.group, item.topic, item.queueId))?.inFlight.get(item.offset);
+          if (flight !== undefined && flight.seq === item.seq && flight.deadlineMs > timeMs) flight.deadlineMs = timeMs + command.invisibleMs;
+        }
+        return { kind: 'done' };
+      case 'release':
+        for (const pop of this.popQueues.values()) {
+          for (const flight of pop.inFlight.values()) {
+            if (flight.clientId === command.clientId && flight.autoRenew && flight.deadlineMs > timeMs) flight.deadlineMs = timeMs;
+          }
+        }
+        return { kind: 'done' };
+      case 'offset.update': {
+        const queue = this.queue(command.topic, command.queueId);
+        if (queue === undefined) return { kind: 'error', code: 'topic-not-found', message: `topic ${command.topic} has no queue ${command.queueId}` };
+        this.ensureGroup(command.group);
+        this.offsetsOf(command.group).set(key(command.topic, command.queueId), Math.min(Math.max(command.offset, 0), queue.maxOffset));
+        return { kind: 'done' };
+      }
+      case 'offset.reset': {
+        const topic = this.topics.get(command.topic);
+        if (topic === undefined) return { kind: 'error', code: 'topic-not-found', message: `topic ${command.topic} does not exist` };
+        this.ensureGroup(command.group);
+        topic.queues.forEach((queue, queueId) => {
+          const offset = queue.offsetAtTime(command.timeMs);
+          this.offsetsOf(command.group).set(key(command.topic, queueId), offset);
+          this.popQueue(command.group, command.topic, queueId).resetTo(offset);
+        });
+        return { kind: 'done' };
+      }
+    }
+  }
+
+  // ---- internals -----------------------------------------------------------------------
+
+  private putTopic(config: TopicConfig): CommandOutcome {
+    const existing = this.topics.get(config.name);
+    const queueCount = Math.max(config.readQueues, config.writeQueues);
+    if (existing === undefined) {
+      this.topics.set(config.name, { config, queues: Array.from({ length: queueCount }, () => new ConsumeQueue()), roundRobin: 0 });
+    } else {
+      existing.config = config;
+      // Queues are never removed while they may hold messages; more can be added.
+      while (existing.queues.length < queueCount) existing.queues.push(new ConsumeQueue());
+    }
+    return { kind: 'done' };
+  }
+
+  private ensureGroup(name: string): GroupConfig {
+    let group = this.groups.get(name);
+    if (group === undefined) {
+      group = defaultGroupConfig(name);
+      this.groups.set(name, group);
+    }
+    return group;
+  }
+
+  private offsetsOf(group: string): Map<string, number> {
+    let offsets = this.offsets.get(group);
+    if (offsets === undefined) {
+      offsets = new Map();
+      this.offsets.set(group, offsets);
+    }
+    return offsets;
+  }
+
+  private popQueue(group: string, topic: string, queueId: number): PopQueue {
+    const k = key(group, topic, queueId);
+    let pop = this.popQueues.get(k);
+    if (pop === undefined) {
+      pop = new PopQueue();
+      this.popQueues.set(k, pop);
+    }
+    return pop;
+  }
+
+  private tagId(tag: string): number {
+    let id = this.tagIds.get(tag);
+    if (id === undefined) {
+      id = this.tagNames.length;
+      this.tagNames.push(tag);
+      this.tagIds.set(tag, id);
+    }
+    return id;
+  }
+
+  private readQueueIds(state: TopicState, queueId: number): number[] {
+    if ((state.config.perm & permRead) === 0) return [];
+    const readable = Math.min(state.config.readQueues, state.queues.length);
+    if (queueId >= 0) return queueId < readable ? [queueId] : [];
+    return Array.from({ length: readable }, (_, i) => i);
+  }
+
+  private receive(logIndex: number, timeMs: number, command: Extract<BrokerCommand, { op: 'receive' }>): CommandOutcome {
+    const state = this.topics.get(command.topic);
+    if (state === undefined) return { kind: 'error', code: 'topic-not-found', message: `topic ${command.topic} does not exist` };
+    const group = this.ensureGroup(command.group);
+    const filter = filterFromJson(command.tags);
+    const ids = this.readQueueIds(state, command.queueId);
+    const deliveries: Delivery[] = [];
+    let deadLettered = 0;
+    // Start where the last receive of this group left off, so queues share the batches.
+    const cursorKey = key(command.group, command.topic);
+    const start = this.receiveCursor.get(cursorKey) ?? 0;
+    for (let n = 0; n < ids.length && deliveries.length < command.batch; n++) {
+      const queueId = ids[(start + n) % ids.length] as number;
+      const before = deliveries.length;
+      deadLettered += this.receiveFromQueue(logIndex, timeMs, group, state, queueId, filter, command, deliveries);
+      if (group.fifo && deliveries.length > before) {
+        this.receiveCursor.set(cursorKey, start + n + 1);
+        break;
+      }
+      this.receiveCursor.set(cursorKey, start + n + 1);
+    }
+    return { kind: 'received', deliveries, deadLettered };
+  }
+
+  /** Expired deliveries first (oldest offset first), then new messages; returns how many were dead-lettered. */
+  private receiveFromQueue(
+    logIndex: number, timeMs: number, group: GroupConfig, state: TopicState, queueId: number, filter: TagFilter,
+    command: Extract<BrokerCommand, { op: 'receive' }>, out: Delivery[],
+  ): number {
+    const pop = this.popQueue(group.name, state.config.name, queueId);
+    const queue = state.queues[queueId] as ConsumeQueue;
+    let deadLettered = 0;
+    const expired: number[] = [];
+    for (const [offset, flight] of pop.inFlight) {
+      if (flight.deadlineMs > timeMs) {
+        if (group.fifo) return 0; // an earlier message of this queue is still being consumed
+        continue;
+      }
+      expired.push(offset);
+    }
+    expired.sort((a, b) => a - b);
+    const deliver = (offset: number, attempt: number): void => {
+      const deadlineMs = timeMs + command.invisibleMs;
+      pop.inFlight.set(offset, { attempt, deadlineMs, seq: logIndex, autoRenew: command.autoRenew, clientId: command.clientId });
+      out.push({ topic: state.config.name, queueId, offset, logIndex: queue.logIndexAt(offset), position: queue.positionAt(offset), attempt, seq: logIndex, deadlineMs });
+    };
+    for (const offset of expired) {
+      if (out.length >= command.batch) return deadLettered;
+      const flight = pop.inFlight.get(offset) as InFlight;
+      if (flight.attempt >= group.maxDeliveryAttempts) {
+        this.deadLetter(group.name, state.config.name, queueId, offset, timeMs);
+        pop.settle(offset);
+        deadLettered++;
+        continue;
+      }
+      if (!filterMatches(filter, this.tagName(queue.tagIdAt(offset)))) continue;
+      deliver(offset, flight.attempt + 1);
+    }
+    while (out.length < command.batch && pop.next < queue.maxOffset) {
+      const offset = pop.next++;
+      if (!filterMatches(filter, this.tagName(queue.tagIdAt(offset)))) {
+        pop.settle(offset); // not for this subscription: consumed by skipping, as RocketMQ does
+        continue;
+      }
+      deliver(offset, 1);
+    }
+    return deadLettered;
+  }
+
+  /** The group's DLQ gets a reference to the same stored message (no copy of the body). */
+  private deadLetter(group: string, topic: string, queueId: number, offset: number, timeMs: number): void {
+    const source = this.queue(topic, queueId);
+    assert(source !== undefined, 'dead-lettering from a missing queue');
+    const dlqName = dlqTopicOf(group);
+    if (!this.topics.has(dlqName)) this.putTopic({ name: dlqName, readQueues: 1, writeQueues: 1, perm: permReadWrite, messageType: 'NORMAL' });
+    const dlq = this.topics.get(dlqName) as TopicState;
+    (dlq.queues[0] as ConsumeQueue).append(source.logIndexAt(offset), source.positionAt(offset), source.tagIdAt(offset), timeMs);
+  }
+
+  /** A push consumer's nack asks for ~0-10 ms (a client unit bug): back off by attempt instead. */
+  private nackDelay(requestedMs: number, flight: InFlight): number {
+    if (!flight.autoRenew) return Math.max(0, requestedMs);
+    return Math.max(requestedMs, Math.min(1_000 * 2 ** (flight.attempt - 1), 60_000));
+  }
+
+  private withFlight(ref: HandleRef, act: (pop: PopQueue, flight: InFlight) => CommandOutcome, settledIsDone: boolean): CommandOutcome {
+    const pop = this.popQueues.get(key(ref.group, ref.topic, ref.queueId));
+    if (pop !== undefined && settledIsDone && pop.isSettled(ref.offset)) return { kind: 'done' };
+    const flight = pop?.inFlight.get(ref.offset);
+    if (pop === undefined || flight === undefined || flight.seq !== ref.seq) {
+      return { kind: 'error', code: 'invalid-handle', message: 'the receipt handle is stale: the message was acknowledged, redelivered or its handle replaced' };
+    }
+    return act(pop, flight);
+  }
+
+  private expireDedup(timeMs: number): void {
+    for (const [k, record] of this.dedup) {
+      if (this.dedup.size <= this.limits.dedupEntriesMax && record.timeMs >= timeMs - this.limits.dedupWindowMs) break;
+      this.dedup.delete(k);
+    }
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * The broker's Raft entry payloads. Every payload starts with a fixed header:
+ *
+ *   u8 kind | u32 proposer nonce | u32 proposer sequence | f64 leader time (ms since epoch)
+ *
+ * The proposer fields let the proposing process match an apply result to its request without
+ * anything but the log; the time is the only clock apply ever sees.
+ *
+ * Message batches (the hot path) are binary; each message record starts with its length and
+ * its body's length, so apply reads the routing fields and skips the rest. Control commands (topic/group admin, receive,
+ * ack, offsets) are JSON: small, and far rarer than messages per byte.
+ */
+import { assert } from '../../util/assert.js';
+
+export enum PayloadKind {
+  Messages = 1,
+  Command = 2,
+}
+
+export const payloadHeaderBytes = 17;
+
+export interface PayloadHeader {
+  readonly kind: PayloadKind;
+  readonly nonce: number;
+  readonly sequence: number;
+  readonly timeMs: number;
+}
+
+export interface MessageInput {
+  readonly topic: string;
+  readonly messageId: string;
+  readonly tag: string;
+  readonly keys: readonly string[];
+  readonly messageGroup: string;
+  /** -1: the broker chooses (round robin, or by message group for FIFO). */
+  readonly queueId: number;
+  readonly bornTimestamp: number;
+  readonly bornHost: string;
+  readonly properties: ReadonlyMap<string, string> | Readonly<Record<string, string>>;
+  readonly body: Uint8Array;
+}
+
+/** What apply needs of a message: everything but keys, properties and body. */
+export interface MessageRouting {
+  readonly topic: string;
+  readonly messageId: string;
+  readonly tag: string;
+  readonly messageGroup: string;
+  readonly queueId: number;
+  readonly bodyBytes: number;
+}
+
+export interface StoredMessage extends MessageInput {
+  readonly properties: ReadonlyMap<string, string>;
+}
+
+const utf8 = new TextEncoder();
+const shortStringMax = 0xffff;
+
+function entriesOf(properties: MessageInput['properties']): [string, string][] {
+  return properties instanceof Map ? [...properties.entries()] : Object.entries(properties);
+}
+
+function messageBytes(message: MessageInput, props: [string, string][]): number {
+  let bytes = 4 + 2 * 5 + 4 + 8 + 2 + 2 + 4 + message.body.byteLength;
+  bytes += Buffer.byteLength(message.topic) + Buffer.byteLength(message.messageId) + Buffer.byteLength(message.tag)
+    + Buffer.byteLength(message.messageGroup) + Buffer.byteLength(message.bornHost);
+  for (const key of message.keys) bytes += 2 + Buffer.byteLength(key);
+  for (const [key, value] of props) bytes += 2 + Buffer.byteLength(key) + 4 + Buffer.byteLength(value);
+  return bytes;
+}
+
+function writeHeader(buffer: Buffer, header: Omit<PayloadHeader, 'kind'>, kind: PayloadKind): void {
+  buffer.writeUInt8(kind, 0);
+  buffer.writeUInt32BE(header.nonce >>> 0, 1);
+  buffer.writeUInt32BE(header.sequence >>> 0, 5);
+  buffer.writeDoubleBE(header.timeMs, 9);
+}
+
+export function readHeader(payload: Uint8Array): PayloadHeader {
+  if (payload.byteLength < payloadHeaderBytes) throw new Error(`broker payload of ${payload.byteLength} bytes is shorter than its header`);
+  const view = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  return { kind: view.readUInt8(0) as PayloadKind, nonce: view.readUInt32BE(1), sequence: view.readUInt32BE(5), timeMs: view.readDoubleBE(9) };
+}
+
+/** One allocation per batch: sizes first, then one pass of writes. */
+export function encodeMessages(header: Omit<PayloadHeader, 'kind'>, messages: readonly MessageInput[]): Uint8Array {
+  const props = messages.map((m) => entriesOf(m.properties));
+  let total = payloadHeaderBytes + 4;
+  const sizes = messages.map((m, i) => messageBytes(m, props[i] as [string, string][]));
+  for (const size of sizes) total += size;
+  const buffer = Buffer.allocUnsafe(total);
+  writeHeader(buffer, header, PayloadKind.Messages);
+  let at = payloadHeaderBytes;
+  at = buffer.writeUInt32BE(messages.length, at);
+  const short = (text: string): void => {
+    const length = buffer.write(text, at + 2);
+    assert(length <= shortStringMax, 'string too long for the message codec');
+    buffer.writeUInt16BE(length, at);
+    at += 2 + length;
+  };
+  messages.forEach((message, i) => {
+    at = buffer.writeUInt32BE((sizes[i] as number) - 4, at);
+    at = buffer.writeUInt32BE(message.body.byteLength, at);
+    short(message.topic);
+    short(message.messageId);
+    short(message.tag);
+    short(message.messageGroup);
+    at = buffer.writeInt32BE(message.queueId, at);
+    at = buffer.writeDoubleBE(message.bornTimestamp, at);
+    short(message.bornHost);
+    at = buffer.writeUInt16BE(message.keys.length, at);
+    for (const key of message.keys) short(key);
+    const entries = props[i] as [string, string][];
+    at = buffer.writeUInt16BE(entries.length, at);
+    for (const [key, value] of entries) {
+      short(key);
+      const length = buffer.write(value, at + 4);
+      buffer.writeUInt32BE(length, at);
+      at += 4 + length;
+    }
+    buffer.set(message.body, at);
+    at += message.body.byteLength;
+  });
+  assert(at === total, `message batch encoded ${at} of ${total} bytes`);
+  return buffer;
+}
+
+class Reader {
+  at: number;
+  constructor(readonly buffer: Buffer, at: number) {
+    this.at = at;
+  }
+  u16(): number { const v = this.buffer.readUInt16BE(this.at); this.at += 2; return v; }
+  u32(): number { const v = this.buffer.readUInt32BE(this.at); this.at += 4; return v; }
+  i32(): number { const v = this.buffer.readInt32BE(this.at); this.at += 4; return v; }
+  f64(): number { const v = this.buffer.readDoubleBE(this.at); this.at += 8; return v; }
+  short(): string { const n = this.u16(); const v = this.buffer.toString('utf8', this.at, this.at + n); this.at += n; return v; }
+  long(): string { const n = this.u32(); const v = this.buffer.toString('utf8', this.at, this.at + n); this.at += n; return v; }
+}
+
+function asBuffer(payload: Uint8Array): Buffer {
+  return Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+}
+
+/** The routing fields of every message of a batch, in order, without touching bodies. */
+export function readRouting(payload: Uint8Array): MessageRouting[] {
+  const reader = new Reader(asBuffer(payload), payloadHeaderBytes);
+  const count = reader.u32();
+  const out: MessageRouting[] = [];
+  for (let i = 0; i < count; i++) {
+    const length = reader.u32();
+    const end = reader.at + length;
+    const bodyBytes = reader.u32();
+    const topic = reader.short();
+    const messageId = reader.short();
+    const tag = reader.short();
+    const messageGroup = reader.short();
+    const queueId = reader.i32();
+    out.push({ topic, messageId, tag, messageGroup, queueId, bodyBytes });
+    reader.at = end;
+  }
+  return out;
+}
+
+/** The full message at `position` in a batch (for delivery). */
+export function readMessageAt(payload: Uint8Array, position: number): StoredMessage {
+  const reader = new Reader(asBuffer(payload), payloadHeaderBytes);
+  const count = reader.u32();
+  if (position < 0 || position >= count) throw new Error(`message ${position} is outside a batch of ${count}`);
+  for (let i = 0; i < position; i++) {
+    const length = reader.u32(); // read first: `at += u32()` would add to the old `at`
+    reader.at += length;
+  }
+  reader.u32();
+  const bodyLength = reader.u32();
+  const topic = reader.short();
+  const messageId = reader.short();
+  const tag = reader.short();
+  const messageGroup = reader.short();
+  const queueId = reader.i32();
+  const bornTimestamp = reader.f64();
+  const bornHost = reader.short();
+  const keys: string[] = [];
+  for (let n = reader.u16(); n > 0; n--) keys.push(reader.short());
+  const properties = new Map<string, string>();
+  for (let n = reader.u16(); n > 0; n--) {
+    const key = reader.short();
+    properties.set(key, reader.long());
+  }
+  const body = reader.buffer.subarray(reader.at, reader.at + bodyLength);
+  return { topic, messageId, tag, keys, messageGroup, queueId, bornTimestamp, bornHost, properties, body };
+}
+
+export function encodeCommand(header: Omit<PayloadHeader, 'kind'>, command: object): Uint8Array {
+  const json = utf8.encode(JSON.stringify(command));
+  const buffer = Buffer.allocUnsafe(payloadHeaderBytes + json.byteLength);
+  writeHeader(buffer, header, PayloadKind.Command);
+  buffer.set(json, payloadHeaderBytes);
+  return buffer;
+}
+
+export function readCommand(payload: Uint8Array): unknown {
+  return JSON.parse(asBuffer(payload).toString('utf8', payloadHeaderBytes));
+}

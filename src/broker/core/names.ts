@@ -1,0 +1,80 @@
+/** Names, limits and defaults shared by the broker's apply code and its services. */
+
+export const dlqTopicPrefix = '%DLQ%';
+export const dlqTopicOf = (group: string): string => `${dlqTopicPrefix}${group}`;
+
+/** RocketMQ's topic charset; `%` only as the system prefix of DLQ topics. */
+const topicPattern = /^[A-Za-z0-9_-]{1,127}$/;
+const groupPattern = /^[A-Za-z0-9_-]{1,120}$/;
+
+export function topicNameProblem(name: string): string | undefined {
+  if (name.startsWith(dlqTopicPrefix) && groupPattern.test(name.slice(dlqTopicPrefix.length))) return undefined;
+  if (!topicPattern.test(name)) return `topic name ${JSON.stringify(name)} is invalid: use 1-127 of A-Z a-z 0-9 _ -`;
+  return undefined;
+}
+
+export function groupNameProblem(name: string): string | undefined {
+  if (!groupPattern.test(name)) return `consumer group name ${JSON.stringify(name)} is invalid: use 1-120 of A-Z a-z 0-9 _ -`;
+  return undefined;
+}
+
+export type MessageKind = 'NORMAL' | 'FIFO';
+export const messageKinds: readonly MessageKind[] = ['NORMAL', 'FIFO'];
+
+/** Queue permissions as in RocketMQ's PermName: 4 = read, 2 = write. */
+export const permRead = 4;
+export const permWrite = 2;
+export const permReadWrite = permRead | permWrite;
+
+export interface TopicConfig {
+  readonly name: string;
+  readonly readQueues: number;
+  readonly writeQueues: number;
+  readonly perm: number;
+  /** NORMAL accepts normal messages; FIFO accepts messages with a message group. */
+  readonly messageType: MessageKind;
+}
+
+export interface GroupConfig {
+  readonly name: string;
+  /** Deliveries of one message before it moves to %DLQ%<group> (RocketMQ: 16 retries + 1). */
+  readonly maxDeliveryAttempts: number;
+  /** FIFO groups never hand out a later message of a queue while an earlier one is in flight. */
+  readonly fifo: boolean;
+}
+
+export const defaultQueueCount = 8;
+export const defaultMaxDeliveryAttempts = 17;
+export const queueCountMax = 1024;
+
+export function topicConfigProblem(config: TopicConfig): string | undefined {
+  const nameProblem = topicNameProblem(config.name);
+  if (nameProblem !== undefined) return nameProblem;
+  for (const [field, value] of [['readQueues', config.readQueues], ['writeQueues', config.writeQueues]] as const) {
+    if (!Number.isInteger(value) || value < 1 || value > queueCountMax) return `${field} must be an integer in 1..${queueCountMax}, not ${value}`;
+  }
+  if (![0, permRead, permWrite, permReadWrite].includes(config.perm)) return `perm must be 0, 2 (write), 4 (read) or 6 (read+write), not ${config.perm}`;
+  if (!messageKinds.includes(config.messageType)) return `message type must be one of ${messageKinds.join(', ')}, not ${String(config.messageType)}`;
+  return undefined;
+}
+
+export function groupConfigProblem(config: GroupConfig): string | undefined {
+  const nameProblem = groupNameProblem(config.name);
+  if (nameProblem !== undefined) return nameProblem;
+  if (!Number.isInteger(config.maxDeliveryAttempts) || config.maxDeliveryAttempts < 1 || config.maxDeliveryAttempts > 1000) {
+    return `maxDeliveryAttempts must be an integer in 1..1000, not ${config.maxDeliveryAttempts}`;
+  }
+  return undefined;
+}
+
+export const defaultTopicConfig = (name: string, messageType: MessageKind = 'NORMAL'): TopicConfig => ({
+  name, readQueues: defaultQueueCount, writeQueues: defaultQueueCount, perm: permReadWrite, messageType,
+});
+
+export const defaultGroupConfig = (name: string): GroupConfig => ({ name, maxDeliveryAttempts: defaultMaxDeliveryAttempts, fifo: false });
+
+/** Tag checks as Apache's proxy does them: not blank, no `|`, no control characters. */
+export function tagProblem(tag: string): string | undefined {
+  if (tag.trim() === '' || tag.includes('|') || /[\x00-\x1f\x7f]/.test(tag)) return `tag ${JSON.stringify(tag)} is invalid: not blank, no '|', no control characters`;
+  return undefined;
+}
