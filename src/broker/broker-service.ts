@@ -13,7 +13,7 @@ import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } 
 import { encodeCommand, encodeMessages, readMessageAt, type MessageInput, type StoredMessage } from './core/entry-codec.js';
 import { filterMatches, filterToJson, type TagFilter } from './core/filter.js';
 import {
-  defaultGroupConfig, defaultTopicConfig, groupConfigProblem, permRead, topicConfigProblem, type GroupConfig, type MessageKind, type TopicConfig,
+  defaultGroupConfig, defaultTopicConfig, dlqTopicPrefix, groupConfigProblem, permRead, topicConfigProblem, type GroupConfig, type MessageKind, type TopicConfig,
 } from './core/names.js';
 import { formatReceiptHandle, type ReceiptHandle } from './core/receipt-handle.js';
 
@@ -259,7 +259,7 @@ export class BrokerService {
   private async ensureTopic(name: string, kind: MessageKind): Promise<TopicConfig> {
     const existing = this.state.topic(name);
     if (existing !== undefined) return existing;
-    if (!this.options.autoCreateTopics) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${name} does not exist and auto-creation is off; create it with \`raftmq topic create ${name}\``);
+    if (!this.options.autoCreateTopics && !name.startsWith(dlqTopicPrefix)) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${name} does not exist and auto-creation is off; create it with \`raftmq topic create ${name}\``);
     const problem = topicConfigProblem(defaultTopicConfig(name, kind));
     if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
     let creating = this.topicCreations.get(name);

@@ -1,28 +1,33 @@
 import * as path from 'node:path';
-import { RaftNodeClient } from '../client/raft-node-client.js';
+import { Admin } from '../client/admin.js';
 import { LocalCluster } from './local-cluster.js';
 
 export interface DevClusterOptions {
   readonly dataDir: string;
   readonly basePort: number;
   readonly flushMode: 'sync' | 'async';
+  readonly namesrv: string;
+  readonly accessPoint: string;
+  readonly autoCreateTopics: boolean;
 }
 
 /**
- * `raftmq dev`: three `raftmq node` processes on 127.0.0.1 (each its own process, so a node
- * can be killed on its own), data under `<dataDir>/n1..n3`. Prints the endpoints once a
- * leader is elected; Ctrl-C stops every node and waits for them.
+ * `raftmq dev` (what `npm start` runs): a NameServer with the access point and three
+ * `raftmq broker` processes forming broker group "dev" on 127.0.0.1 (each its own process,
+ * so one can be killed alone), data under `<dataDir>/n1..n3`. Prints the endpoints once the
+ * group has a leader; Ctrl-C stops every process and waits for them.
  */
 export async function runDevCluster(options: DevClusterOptions): Promise<void> {
   const cluster = new LocalCluster({
-    groupId: 'dev', dataRoot: options.dataDir, ports: [0, 1, 2].map((i) => options.basePort + i),
-    flush: options.flushMode, output: 'inherit',
+    groupId: 'dev', dataRoot: options.dataDir, ports: [0, 1, 2].map((i) => options.basePort + i), flush: options.flushMode, output: 'inherit',
+    role: 'broker', namesrv: [options.namesrv], extraArgs: options.autoCreateTopics ? ['--auto-create-topics'] : [],
   });
   let stopping = false;
+  cluster.startNameServer(options.namesrv, options.accessPoint);
   cluster.startAll();
   for (const [id, child] of cluster.processes) {
     child.on('exit', (code, signal) => {
-      if (!stopping) console.error(`raftmq dev: node ${id} exited (${signal ?? `code ${code}`}); the other two keep the group available`);
+      if (!stopping) console.error(`raftmq dev: ${id} exited (${signal ?? `code ${code}`})${id === 'namesrv' ? '' : '; the other two keep the group available'}`);
     });
   }
   const stop = (): void => {
@@ -33,17 +38,25 @@ export async function runDevCluster(options: DevClusterOptions): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-  const client = new RaftNodeClient(cluster.members.map((m) => m.address));
+  const admin = new Admin({ nameServers: [options.namesrv] });
   try {
-    const leader = await client.findLeader(15_000);
-    const status = await client.status(leader);
-    console.log(`raftmq dev: 3-node Raft group "dev" up (${options.flushMode === 'sync' ? 'SYNC_FLUSH' : 'ASYNC_FLUSH'}), data in ${path.resolve(options.dataDir)}`);
-    for (const member of cluster.members) console.log(`  ${member.id}  ${member.address}${member.id === status.nodeId ? `  leader (term ${status.term})` : ''}`);
-    console.log('try:  npx raftmq status   |   npx raftmq propose --count 10000   |   Ctrl-C to stop');
+    const until = Date.now() + 20_000;
+    let leader;
+    while (leader === undefined) {
+      leader = (await admin.cluster().catch(() => [])).find((n) => n.isLeader);
+      if (leader === undefined && Date.now() > until) throw new Error('no leader was elected within 20 s');
+      if (leader === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    console.log(`raftmq dev: broker group "dev" (3 nodes, ${options.flushMode === 'sync' ? 'SYNC_FLUSH' : 'ASYNC_FLUSH'}) up, data in ${path.resolve(options.dataDir)}`);
+    console.log(`  NameServer    ${options.namesrv}`);
+    console.log(`  access point  ${options.accessPoint}   (RocketMQ 5 clients: endpoints '${options.accessPoint}')`);
+    for (const member of cluster.members) console.log(`  ${member.id}            ${member.address}${member.id === leader.nodeId ? `  leader (term ${leader.term})` : ''}`);
+    console.log(`topics are ${options.autoCreateTopics ? 'created on first use' : 'not auto-created'}; try:`);
+    console.log('  npx raftmq produce --topic demo --count 10000   |   npx raftmq consume --topic demo --group g1   |   npx raftmq cluster');
   } catch (error) {
     console.error(`raftmq dev: ${(error as Error).message}`);
     stop();
   } finally {
-    client.close();
+    admin.close();
   }
 }

@@ -32,6 +32,10 @@ export interface LocalClusterOptions {
   readonly output: 'inherit' | 'capture';
   /** The compiled CLI to run; defaults to the one beside this module (dist/src/cli/main.js). */
   readonly cliPath?: string;
+  /** 'node': bare Raft members; 'broker': broker nodes registering with `namesrv`. */
+  readonly role?: 'node' | 'broker';
+  /** NameServer addresses for broker nodes. */
+  readonly namesrv?: readonly string[];
 }
 
 /**
@@ -62,8 +66,19 @@ export class LocalCluster {
 
   startNode(id: string): ChildProcess {
     const memberList = this.members.map((m) => `${m.id}=${m.address}`).join(',');
-    const child = spawn(process.execPath, [this.options.cliPath ?? cliPath, 'node', '--group', this.options.groupId, '--id', id, '--members', memberList,
-      '--data', path.join(this.options.dataRoot, id), '--flush', this.options.flush, '--log-level', this.options.logLevel ?? 'warn', ...(this.options.extraArgs ?? [])],
+    const role = this.options.role ?? 'node';
+    const brokerArgs = role === 'broker' ? ['--namesrv', (this.options.namesrv ?? []).join(',')] : [];
+    return this.spawnProcess(id, [role, '--group', this.options.groupId, '--id', id, '--members', memberList,
+      '--data', path.join(this.options.dataRoot, id), '--flush', this.options.flush, '--log-level', this.options.logLevel ?? 'warn', ...brokerArgs, ...(this.options.extraArgs ?? [])]);
+  }
+
+  /** Starts a NameServer (with an access point unless `accessPoint` is empty) as process `namesrv`. */
+  startNameServer(address: string, accessPoint: string, extraArgs: readonly string[] = []): ChildProcess {
+    return this.spawnProcess('namesrv', ['namesrv', '--listen', address, '--access-point', accessPoint === '' ? 'none' : accessPoint, '--log-level', this.options.logLevel ?? 'warn', ...extraArgs]);
+  }
+
+  private spawnProcess(id: string, args: readonly string[]): ChildProcess {
+    const child = spawn(process.execPath, [this.options.cliPath ?? cliPath, ...args],
     { stdio: ['ignore', this.options.output === 'inherit' ? 'inherit' : 'pipe', this.options.output === 'inherit' ? 'inherit' : 'pipe'], env: { ...process.env, ...this.options.env } });
     const lines: string[] = [];
     this.output.set(id, lines);

@@ -2,18 +2,22 @@
 /**
  * `raftmq` — run and operate RaftMQ nodes.
  *
- *   raftmq dev                      a local 3-node group on 127.0.0.1, data under ./data
- *   raftmq node --group g --id n1 --members n1=127.0.0.1:7001,n2=...,n3=... --data ./data/n1
- *   raftmq status [--nodes a,b,c] [--json]
- *   raftmq propose --count 1000 --size 1024 --inflight 64
- *   raftmq transfer-leader --to n2
- *   raftmq members add n4=127.0.0.1:7004 | raftmq members remove n4
+ *   raftmq dev                      NameServer + access point + one 3-node broker group, data under ./data
+ *   raftmq namesrv | raftmq broker --group g --id n1 --members n1=...,n2=...,n3=... --data ./data/n1
+ *   raftmq topic create|update|delete|list   raftmq group list|create|reset-offset
+ *   raftmq produce --topic T --count 1000    raftmq consume --topic T --group G
+ *   raftmq cluster [--json]                  raftmq transfer-leader --to n2
+ *   raftmq node | status | propose | members   the same on a bare Raft group
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import Table from 'cli-table3';
 import { RaftClientError, RaftNodeClient } from '../client/raft-node-client.js';
 import type { Member } from '../raft/types.js';
 import { RaftGroupNode, defaultRaftGroupNodeConfig, type RaftGroupNodeConfig } from '../server/raft-group-node.js';
+import {
+  brokerCommand, clusterCommand, consumeCommand, defaultNamesrv, groupCommand, namesrvCommand, produceCommand, topicCommand,
+} from './broker-commands.js';
+import { Admin } from '../client/admin.js';
 import { runDevCluster } from './dev-cluster.js';
 import { plainWhenPiped } from './tables.js';
 
@@ -158,8 +162,20 @@ function transferCommand(): Command {
   return new Command('transfer-leader')
     .description('hand leadership to another member (graceful, before maintenance)')
     .requiredOption('--to <nodeId>', 'the member that should lead')
-    .option('--nodes <list>', 'node addresses, comma separated', defaultNodes)
-    .action(async (options: { to: string; nodes: string }) => {
+    .option('--broker-group <name>', 'broker group (found through the NameServer)', 'dev')
+    .option('--namesrv <list>', 'NameServer addresses', defaultNamesrv)
+    .option('--nodes <list>', 'talk to these node addresses directly instead of asking the NameServer')
+    .action(async (options: { to: string; nodes?: string; brokerGroup: string; namesrv: string }) => {
+      if (options.nodes === undefined) {
+        const admin = new Admin({ nameServers: addresses(options.namesrv) });
+        try {
+          const { term } = await admin.transferLeader(options.brokerGroup, options.to);
+          console.log(`${options.to} leads ${options.brokerGroup} in term ${term}`);
+        } finally {
+          admin.close();
+        }
+        return;
+      }
       await withClient(options.nodes, async (client) => {
         await client.transferLeadership(options.to);
         const deadline = Date.now() + 5_000;
@@ -201,12 +217,15 @@ function membersCommand(): Command {
 
 function devCommand(): Command {
   return new Command('dev')
-    .description('start a local 3-node group on 127.0.0.1 with data on disk; Ctrl-C stops it')
+    .description('start a NameServer with the access point and one 3-node broker group on 127.0.0.1, data on disk; Ctrl-C stops it')
     .option('--data <dir>', 'data directory (one sub-directory per node)', './data')
-    .option('--base-port <port>', 'first Raft/admin port (three consecutive ports)', integer('--base-port', 1), 7001)
+    .option('--base-port <port>', 'first broker port (three consecutive ports)', integer('--base-port', 1), 10911)
+    .option('--namesrv <host:port>', 'NameServer address', defaultNamesrv)
+    .option('--access-point <host:port>', 'access point address (RocketMQ 5 clients connect here)', '127.0.0.1:8081')
     .addOption(new Option('--flush <mode>', 'sync or async').choices(['sync', 'async']).default('sync'))
-    .action(async (options: { data: string; basePort: number; flush: 'sync' | 'async' }) => {
-      await runDevCluster({ dataDir: options.data, basePort: options.basePort, flushMode: options.flush });
+    .option('--no-auto-create', 'do not create topics on first use')
+    .action(async (options: { data: string; basePort: number; namesrv: string; accessPoint: string; flush: 'sync' | 'async'; autoCreate: boolean }) => {
+      await runDevCluster({ dataDir: options.data, basePort: options.basePort, flushMode: options.flush, namesrv: options.namesrv, accessPoint: options.accessPoint, autoCreateTopics: options.autoCreate });
     });
 }
 
@@ -214,6 +233,13 @@ function buildProgram(): Command {
   return new Command('raftmq')
     .description('RaftMQ: a RocketMQ-style broker whose broker groups are Raft clusters')
     .addCommand(devCommand())
+    .addCommand(namesrvCommand())
+    .addCommand(brokerCommand(parseMembers))
+    .addCommand(topicCommand())
+    .addCommand(groupCommand())
+    .addCommand(produceCommand())
+    .addCommand(consumeCommand())
+    .addCommand(clusterCommand())
     .addCommand(nodeCommand())
     .addCommand(statusCommand())
     .addCommand(proposeCommand())

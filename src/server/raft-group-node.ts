@@ -5,7 +5,7 @@ import { CommitLog } from '../commitlog/commit-log.js';
 import { NodeFileSystem } from '../commitlog/file-system.js';
 import { validateMembers } from '../raft/membership.js';
 import type { ProposalError } from '../raft/node/errors.js';
-import type { Clock } from '../raft/node/ports.js';
+import type { Clock, StateMachine } from '../raft/node/ports.js';
 import { RaftNode, type FlushMode, type ProposeOutcome } from '../raft/node/raft-node.js';
 import type { Member, NodeId } from '../raft/types.js';
 import { loadProtoFile } from '../util/proto-files.js';
@@ -68,7 +68,16 @@ export function validateConfig(config: RaftGroupNodeConfig): void {
   if (config.flushMode !== 'sync' && config.flushMode !== 'async') throw new Error(`flush mode must be sync or async, not ${String(config.flushMode)}`);
 }
 
-const realClock: Clock = {
+/** What a layer above a bare Raft group plugs in: its state machine, its services, role news. */
+export interface RaftGroupNodeHooks {
+  readonly stateMachine: StateMachine;
+  /** Extra gRPC services served on the member's address (added before it listens). */
+  readonly services?: (node: RaftNode, log: CommitLog, logger: pino.Logger) => [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][];
+  /** Called after every change of role, term or leader. */
+  readonly onSoftState?: () => void;
+}
+
+export const realClock: Clock = {
   nowMs: () => performance.now(),
   every: (intervalMs, callback) => {
     const timer = setInterval(callback, intervalMs);
@@ -91,11 +100,11 @@ export class RaftGroupNode {
     private readonly stable: LevelStableStore,
     private readonly transport: GrpcRaftTransport,
     private readonly server: grpc.Server,
-    private readonly stateMachine: HashChainStateMachine,
+    private readonly stateMachine: StateMachine,
     readonly logger: pino.Logger,
   ) {}
 
-  static async start(config: RaftGroupNodeConfig, onFatal: (error: Error) => void): Promise<RaftGroupNode> {
+  static async start(config: RaftGroupNodeConfig, onFatal: (error: Error) => void, hooks?: RaftGroupNodeHooks): Promise<RaftGroupNode> {
     validateConfig(config);
     const logger = pino({ level: config.logLevel, base: { groupId: config.groupId, nodeId: config.nodeId, pid: process.pid } });
     const fs = new NodeFileSystem();
@@ -107,7 +116,7 @@ export class RaftGroupNode {
     const self = config.members.find((m) => m.id === config.nodeId) as Member;
     const nodeRef: { node?: RaftNode } = {};
     const transport = new GrpcRaftTransport({ groupId: config.groupId, selfId: config.nodeId, members: () => nodeRef.node?.members ?? config.members, logger });
-    const stateMachine = new HashChainStateMachine();
+    const stateMachine = hooks?.stateMachine ?? new HashChainStateMachine();
     const started = await RaftNode.start({
       groupId: config.groupId,
       core: {
@@ -124,6 +133,7 @@ export class RaftGroupNode {
       flushIntervalMs: config.flushIntervalMs,
       unsafeAckBeforeFsync: config.unsafeAckBeforeFsync,
       onFailed: onFatal,
+      ...(hooks?.onSoftState === undefined ? {} : { onSoftState: hooks.onSoftState }),
     });
     nodeRef.node = started;
     transport.setReceiver((message) => started.receive(message));
@@ -131,6 +141,7 @@ export class RaftGroupNode {
     server.addService(raftPeerService, transport.serviceImplementation());
     const instance = new RaftGroupNode(config, started, log, stable, transport, server, stateMachine, logger);
     server.addService(adminService, instance.adminImplementation());
+    for (const [definition, implementation] of hooks?.services?.(started, log, logger) ?? []) server.addService(definition, implementation);
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(self.address, grpc.ServerCredentials.createInsecure(), (error) => (error === null ? resolve() : reject(new Error(`cannot listen on ${self.address}: ${error.message}`))));
     });
@@ -148,7 +159,7 @@ export class RaftGroupNode {
       followerMatch: status.followerMatch, flushMode: this.config.flushMode, failed: status.failed ?? '',
       fsyncs: this.log.stats.fsyncs, entriesAppended: this.log.stats.entriesAppended, logAppendCalls: this.log.stats.appendCalls,
       appendMessagesSent: status.stats.appendMessagesSent, entriesSent: status.stats.entriesSent, elections: status.stats.elections,
-      stateHash: this.stateMachine.stateHash,
+      stateHash: this.stateMachine instanceof HashChainStateMachine ? this.stateMachine.stateHash : '',
     };
   }
 

@@ -1,0 +1,306 @@
+/**
+ * The broker-level commands of `raftmq`: namesrv, broker, topic, group, produce, consume,
+ * cluster. (`node`, `status`, `propose`, `members` work on a bare Raft group.)
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import Table from 'cli-table3';
+import cliProgress from 'cli-progress';
+import { Admin } from '../client/admin.js';
+import { MQClientError } from '../client/mq-connection.js';
+import { Producer } from '../client/producer.js';
+import { PullConsumer } from '../client/pull-consumer.js';
+import type { Member } from '../raft/types.js';
+import { BrokerNode, defaultBrokerNodeSettings, type BrokerNodeConfig } from '../server/broker-node.js';
+import { NameServerProcess, defaultNameServerSettings } from '../server/namesrv-server.js';
+import { defaultRaftGroupNodeConfig } from '../server/raft-group-node.js';
+import { plainWhenPiped } from './tables.js';
+
+export const defaultNamesrv = '127.0.0.1:9876';
+export const defaultAccessPoint = '127.0.0.1:8081';
+
+export function integer(name: string, min: number): (value: string) => number {
+  return (value) => {
+    const parsed = Number(value);
+    if (!Number.isSafeInteger(parsed) || parsed < min) throw new InvalidArgumentError(`${name} must be a whole number ≥ ${min}`);
+    return parsed;
+  };
+}
+
+export const addressList = (value: string): string[] => value.split(',').map((a) => a.trim()).filter((a) => a !== '');
+
+/** Keeps the process alive until SIGINT/SIGTERM, then runs `close` and exits. */
+export function stopOnSignals(name: string, close: () => Promise<void>): void {
+  const stop = (): void => {
+    close().then(() => process.exit(0), (error: unknown) => {
+      console.error(`${name}: error while stopping: ${String(error)}`);
+      process.exit(1);
+    });
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+export function namesrvCommand(): Command {
+  return new Command('namesrv')
+    .description('run a NameServer (route registry) with the access point (client protocol proxy)')
+    .option('--listen <host:port>', 'NameServer address', defaultNamesrv)
+    .option('--access-point <host:port|none>', 'access point address for RocketMQ 5 clients', defaultAccessPoint)
+    .option('--expiry-ms <ms>', 'drop a broker node not heard from for this long', integer('--expiry-ms', 100), defaultNameServerSettings.expiryMs)
+    .option('--hold-ms <ms>', 'how long the access point holds a call while a group elects', integer('--hold-ms', 0), defaultNameServerSettings.holdMs)
+    .option('--log-level <level>', 'pino log level', 'info')
+    .action(async (options: { listen: string; accessPoint: string; expiryMs: number; holdMs: number; logLevel: string }) => {
+      const server = await NameServerProcess.start({
+        address: options.listen, accessPointAddress: options.accessPoint === 'none' ? '' : options.accessPoint,
+        expiryMs: options.expiryMs, holdMs: options.holdMs, logLevel: options.logLevel,
+      });
+      stopOnSignals('raftmq namesrv', () => server.close());
+    });
+}
+
+export function brokerCommand(parseMembers: (value: string) => Member[]): Command {
+  return new Command('broker')
+    .description('run one broker node: a member of a Raft broker group serving the RocketMQ 5 client protocol')
+    .requiredOption('--group <name>', 'broker group name (the same on every member)')
+    .requiredOption('--id <nodeId>', 'this node\'s id; must be in --members')
+    .requiredOption('--members <list>', 'every member as id=host:port, comma separated', parseMembers)
+    .requiredOption('--data <dir>', 'data directory of this node')
+    .option('--namesrv <list>', 'NameServer addresses, comma separated', defaultNamesrv)
+    .addOption(new Option('--flush <mode>', 'SYNC_FLUSH (fsync before ack) or ASYNC_FLUSH (flush on an interval)').choices(['sync', 'async']).default('sync'))
+    .option('--flush-interval-ms <ms>', 'ASYNC_FLUSH interval', integer('--flush-interval-ms', 1), defaultRaftGroupNodeConfig.flushIntervalMs)
+    .option('--tick-ms <ms>', 'Raft tick length', integer('--tick-ms', 1), defaultRaftGroupNodeConfig.tickIntervalMs)
+    .option('--election-ticks <n>', 'base election timeout in ticks', integer('--election-ticks', 2), defaultRaftGroupNodeConfig.electionTimeoutTicks)
+    .option('--heartbeat-ticks <n>', 'heartbeat interval in ticks', integer('--heartbeat-ticks', 1), defaultRaftGroupNodeConfig.heartbeatIntervalTicks)
+    .option('--segment-bytes <n>', 'commitlog segment size', integer('--segment-bytes', 4096), defaultRaftGroupNodeConfig.segmentBytesMax)
+    .option('--auto-create-topics', 'create unknown topics on first use (8 queues)', false)
+    .option('--no-auto-create-groups', 'refuse consumer groups that were not created first')
+    .option('--max-body-bytes <n>', 'largest message body accepted', integer('--max-body-bytes', 1), defaultBrokerNodeSettings.maxBodyBytes)
+    .option('--register-interval-ms <ms>', 'NameServer re-registration period', integer('--register-interval-ms', 100), defaultBrokerNodeSettings.registerIntervalMs)
+    .option('--log-level <level>', 'pino log level', defaultRaftGroupNodeConfig.logLevel)
+    .action(async (options: {
+      group: string; id: string; members: Member[]; data: string; namesrv: string; flush: 'sync' | 'async'; flushIntervalMs: number; tickMs: number;
+      electionTicks: number; heartbeatTicks: number; segmentBytes: number; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number;
+      registerIntervalMs: number; logLevel: string;
+    }) => {
+      const config: BrokerNodeConfig = {
+        ...defaultRaftGroupNodeConfig, ...defaultBrokerNodeSettings,
+        groupId: options.group, nodeId: options.id, members: options.members, dataDir: options.data,
+        flushMode: options.flush, flushIntervalMs: options.flushIntervalMs, tickIntervalMs: options.tickMs,
+        electionTimeoutTicks: options.electionTicks, heartbeatIntervalTicks: options.heartbeatTicks, segmentBytesMax: options.segmentBytes, logLevel: options.logLevel,
+        unsafeAckBeforeFsync: process.env.RAFTMQ_UNSAFE_ACK_BEFORE_FSYNC === '1',
+        namesrvAddresses: addressList(options.namesrv), autoCreateTopics: options.autoCreateTopics, autoCreateGroups: options.autoCreateGroups,
+        maxBodyBytes: options.maxBodyBytes, registerIntervalMs: options.registerIntervalMs,
+      };
+      const node = await BrokerNode.start(config, (error) => {
+        console.error(`raftmq broker ${config.nodeId}: fatal: ${error.message}${error.cause instanceof Error ? `: ${error.cause.message}` : ''}`);
+        process.exit(2);
+      });
+      stopOnSignals(`raftmq broker ${config.nodeId}`, () => node.close());
+    });
+}
+
+async function withAdmin(namesrv: string, action: (admin: Admin) => Promise<void>): Promise<void> {
+  const admin = new Admin({ nameServers: addressList(namesrv) });
+  try {
+    await action(admin);
+  } finally {
+    admin.close();
+  }
+}
+
+const namesrvOption = (): Option => new Option('--namesrv <list>', 'NameServer addresses, comma separated').default(defaultNamesrv);
+
+export function topicCommand(): Command {
+  const topic = new Command('topic').description('create, update, delete and list topics');
+  const settings = (command: Command): Command => command
+    .option('--read-queues <n>', 'readable queues per broker group', integer('--read-queues', 1))
+    .option('--write-queues <n>', 'writable queues per broker group', integer('--write-queues', 1))
+    .option('--queues <n>', 'read and write queues per broker group', integer('--queues', 1))
+    .addOption(new Option('--perm <perm>', 'permissions').choices(['rw', 'r', 'w', 'none']))
+    .addOption(new Option('--type <type>', 'message type').choices(['NORMAL', 'FIFO']))
+    .option('--broker-group <name>', 'only this broker group')
+    .addOption(namesrvOption());
+  type SettingsOptions = { readQueues?: number; writeQueues?: number; queues?: number; perm?: string; type?: 'NORMAL' | 'FIFO'; brokerGroup?: string; namesrv: string };
+  const toSettings = (o: SettingsOptions) => ({
+    ...(o.readQueues ?? o.queues) === undefined ? {} : { readQueues: (o.readQueues ?? o.queues) as number },
+    ...(o.writeQueues ?? o.queues) === undefined ? {} : { writeQueues: (o.writeQueues ?? o.queues) as number },
+    ...(o.perm === undefined ? {} : { perm: ({ rw: 6, r: 4, w: 2, none: 0 } as Record<string, number>)[o.perm] as number }),
+    ...(o.type === undefined ? {} : { messageType: o.type }),
+  });
+  settings(topic.command('create <name>').description('create a topic on every broker group (8 queues by default)'))
+    .action(async (name: string, o: SettingsOptions) => withAdmin(o.namesrv, async (admin) => {
+      await admin.createTopic(name, toSettings(o), o.brokerGroup);
+      console.log(`created topic ${name}`);
+    }));
+  settings(topic.command('update <name>').description('change queue counts, permissions or type'))
+    .action(async (name: string, o: SettingsOptions) => withAdmin(o.namesrv, async (admin) => {
+      await admin.updateTopic(name, toSettings(o), o.brokerGroup);
+      console.log(`updated topic ${name}`);
+    }));
+  topic.command('delete <name>').description('delete a topic').option('--broker-group <name>', 'only this broker group').addOption(namesrvOption())
+    .action(async (name: string, o: { brokerGroup?: string; namesrv: string }) => withAdmin(o.namesrv, async (admin) => {
+      await admin.deleteTopic(name, o.brokerGroup);
+      console.log(`deleted topic ${name}`);
+    }));
+  topic.command('list').description('every topic of every broker group').option('--json', 'JSON for machines').addOption(namesrvOption())
+    .action(async (o: { json?: boolean; namesrv: string }) => withAdmin(o.namesrv, async (admin) => {
+      const topics = await admin.listTopics();
+      if (o.json === true) {
+        console.log(JSON.stringify({ topics }, null, 2));
+        return;
+      }
+      const table = new Table({ head: ['broker group', 'topic', 'type', 'read', 'write', 'perm', 'messages'], ...plainWhenPiped() });
+      for (const t of topics) table.push([t.brokerGroup, t.name, t.messageType, t.readQueues, t.writeQueues, t.perm, t.maxOffsets.reduce((a, b) => a + b, 0)]);
+      console.log(table.toString());
+    }));
+  return topic;
+}
+
+export function groupCommand(): Command {
+  const group = new Command('group').description('consumer groups');
+  group.command('list').description('every consumer group with its progress and lag per queue').option('--json', 'JSON for machines').addOption(namesrvOption())
+    .action(async (o: { json?: boolean; namesrv: string }) => withAdmin(o.namesrv, async (admin) => {
+      const groups = await admin.listGroups();
+      if (o.json === true) {
+        console.log(JSON.stringify({ groups }, null, 2));
+        return;
+      }
+      const table = new Table({ head: ['broker group', 'group', 'fifo', 'max attempts', 'members', 'topic', 'queue', 'offset', 'max offset', 'lag', 'in flight'], ...plainWhenPiped() });
+      for (const g of groups) {
+        if (g.queues.length === 0) table.push([g.brokerGroup, g.name, g.fifo, g.maxDeliveryAttempts, g.members.length, '', '', '', '', '', '']);
+        for (const q of g.queues) table.push([g.brokerGroup, g.name, g.fifo, g.maxDeliveryAttempts, g.members.length, q.topic, q.queueId, q.offset, q.maxOffset, q.maxOffset - q.offset, q.inFlight]);
+      }
+      console.log(table.toString());
+    }));
+  group.command('create <name>').description('create or update a consumer group')
+    .option('--max-delivery-attempts <n>', 'deliveries before a message moves to %DLQ%<group>', integer('--max-delivery-attempts', 1), 17)
+    .option('--fifo', 'deliver each queue in order, one message (or batch) at a time', false)
+    .addOption(namesrvOption())
+    .action(async (name: string, o: { maxDeliveryAttempts: number; fifo: boolean; namesrv: string }) => withAdmin(o.namesrv, async (admin) => {
+      await admin.createGroup(name, { maxDeliveryAttempts: o.maxDeliveryAttempts, fifo: o.fifo });
+      console.log(`group ${name} saved`);
+    }));
+  group.command('reset-offset <name>').description('move the group\'s offsets on a topic back (or forward) to a time')
+    .requiredOption('--topic <topic>', 'topic')
+    .requiredOption('--time <time>', 'ISO date-time or milliseconds since the epoch')
+    .addOption(namesrvOption())
+    .action(async (name: string, o: { topic: string; time: string; namesrv: string }) => withAdmin(o.namesrv, async (admin) => {
+      const timeMs = /^\d+$/.test(o.time) ? Number(o.time) : Date.parse(o.time);
+      if (!Number.isFinite(timeMs)) throw new InvalidArgumentError(`--time ${o.time} is neither a date-time nor milliseconds`);
+      await admin.resetOffset(name, o.topic, timeMs);
+      console.log(`group ${name} on ${o.topic} reset to ${new Date(timeMs).toISOString()}`);
+    }));
+  return group;
+}
+
+export function clusterCommand(): Command {
+  return new Command('cluster')
+    .description('every broker node: group, id, address, role, term, commit and applied index, lag and pid')
+    .option('--json', 'JSON for machines')
+    .addOption(namesrvOption())
+    .action(async (o: { json?: boolean; namesrv: string }) => withAdmin(o.namesrv, async (admin) => {
+      const nodes = await admin.cluster();
+      if (o.json === true) {
+        console.log(JSON.stringify({ nodes }, null, 2));
+        return;
+      }
+      const table = new Table({ head: ['group', 'id', 'address', 'role', 'term', 'commit', 'applied', 'lag', 'pid', 'flush', 'seen'], ...plainWhenPiped() });
+      for (const n of nodes) table.push([n.group, n.nodeId, n.address, n.isLeader ? 'leader' : n.role, n.term, n.commitIndex, n.appliedIndex, n.lag, n.pid, n.flushMode, `${(n.lastSeenMsAgo / 1000).toFixed(1)} s ago`]);
+      console.log(table.toString());
+    }));
+}
+
+function progressBar(total: number, label: string): cliProgress.SingleBar | undefined {
+  if (!process.stderr.isTTY || total < 1000) return undefined;
+  const bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} {percentage}% | {rate}/s | eta {eta}s`, stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+  bar.start(total, 0, { rate: 0 });
+  return bar;
+}
+
+export function produceCommand(): Command {
+  return new Command('produce')
+    .description('send messages with our Producer (a smoke test and load generator)')
+    .requiredOption('--topic <topic>', 'topic')
+    .option('--count <n>', 'how many messages', integer('--count', 1), 1)
+    .option('--size <bytes>', 'body size when --body is not given', integer('--size', 1), 1024)
+    .option('--body <text>', 'message body')
+    .option('--tag <tag>', 'message tag')
+    .option('--key <key>', 'sharding key: same key, same queue, in order (FIFO topics)')
+    .option('--inflight <n>', 'sends in flight', integer('--inflight', 1), 64)
+    .addOption(namesrvOption())
+    .action(async (o: { topic: string; count: number; size: number; body?: string; tag?: string; key?: string; inflight: number; namesrv: string }) => {
+      const producer = new Producer({ nameServers: addressList(o.namesrv) });
+      const body = o.body !== undefined ? Buffer.from(o.body) : Buffer.alloc(o.size, 0x61);
+      let next = 0;
+      let acked = 0;
+      let failed = 0;
+      let unknown = 0;
+      let lastError = '';
+      const bar = progressBar(o.count, 'produce');
+      const started = performance.now();
+      try {
+        await producer.start([o.topic]);
+        const worker = async (): Promise<void> => {
+          while (next < o.count) {
+            next++;
+            try {
+              const receipt = await producer.send({ topic: o.topic, body, ...(o.tag === undefined ? {} : { tag: o.tag }), ...(o.key === undefined ? {} : { shardingKey: o.key }) });
+              acked++;
+              if (o.count === 1) console.log(`sent ${receipt.messageId} to ${receipt.brokerGroup} queue ${receipt.queueId} offset ${receipt.offset}`);
+            } catch (error) {
+              lastError = (error as Error).message;
+              if (error instanceof MQClientError && !error.definite) unknown++;
+              else failed++;
+            }
+            const done = acked + failed + unknown;
+            bar?.update(done, { rate: Math.round(done / ((performance.now() - started) / 1000)) });
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(o.inflight, o.count) }, worker));
+      } finally {
+        bar?.stop();
+        producer.shutdown();
+      }
+      const seconds = (performance.now() - started) / 1000;
+      if (o.count > 1 || acked === 0) console.log(`${acked} acknowledged, ${failed} failed, ${unknown} outcome unknown in ${seconds.toFixed(2)} s (${Math.round(acked / seconds)} msg/s)${lastError === '' ? '' : `; last error: ${lastError}`}`);
+      if (acked !== o.count) process.exitCode = 1;
+    });
+}
+
+export function consumeCommand(): Command {
+  return new Command('consume')
+    .description('read messages with a consumer group (our PullConsumer); prints bodies unless --count is large')
+    .requiredOption('--topic <topic>', 'topic')
+    .requiredOption('--group <group>', 'consumer group')
+    .option('--count <n>', 'stop after this many messages', integer('--count', 1))
+    .option('--idle-ms <ms>', 'stop after this long without a message', integer('--idle-ms', 1), 5_000)
+    .option('--tags <expression>', "tag filter: '*' or 'TagA || TagB'", '*')
+    .option('--broadcast', 'broadcasting mode: read every queue, keep offsets locally', false)
+    .option('--print', 'print every message (default when --count ≤ 100)')
+    .addOption(namesrvOption())
+    .action(async (o: { topic: string; group: string; count?: number; idleMs: number; tags: string; broadcast: boolean; print?: boolean; namesrv: string }) => {
+      const consumer = new PullConsumer({ nameServers: addressList(o.namesrv), group: o.group, mode: o.broadcast ? 'broadcasting' : 'clustering' });
+      consumer.subscribe(o.topic, o.tags);
+      const print = o.print ?? (o.count !== undefined && o.count <= 100);
+      const bar = o.count === undefined ? undefined : progressBar(o.count, 'consume');
+      let received = 0;
+      let lastMessageAt = Date.now();
+      const started = performance.now();
+      try {
+        await consumer.start();
+        while ((o.count === undefined || received < o.count) && Date.now() - lastMessageAt < o.idleMs) {
+          const messages = await consumer.poll(Math.min(500, o.idleMs), o.count === undefined ? 256 : Math.min(256, o.count - received));
+          if (messages.length > 0) lastMessageAt = Date.now();
+          for (const m of messages) {
+            received++;
+            if (print) console.log(`${m.brokerGroup}/${m.queueId}@${m.offset} ${m.messageId}${m.tag === '' ? '' : ` [${m.tag}]`}: ${m.body.toString('utf8').slice(0, 200)}`);
+          }
+          bar?.update(received, { rate: Math.round(received / ((performance.now() - started) / 1000)) });
+        }
+      } finally {
+        bar?.stop();
+        await consumer.shutdown();
+      }
+      console.log(`${received} messages in ${((performance.now() - started) / 1000).toFixed(2)} s`);
+      if (o.count !== undefined && received < o.count) process.exitCode = 1;
+    });
+}

@@ -1,0 +1,211 @@
+/**
+ * Admin (F20): topics and consumer groups on every broker group, offsets, the cluster view
+ * from the NameServer, and leadership transfer. Operator calls go to each group's leader.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { loadProtoFile } from '../util/proto-files.js';
+import { MQClientError, MQConnection, sleepMs, type ConnectionOptions } from './mq-connection.js';
+import { RaftNodeClient } from './raft-node-client.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
+
+const BrokerAdminClient = (grpc.loadPackageDefinition(loadProtoFile('admin.proto')) as any).raftmq.admin.v1.BrokerAdmin as grpc.ServiceClientConstructor;
+
+export interface TopicSettings {
+  readonly readQueues?: number;
+  readonly writeQueues?: number;
+  /** 6 read+write, 4 read only, 2 write only, 0 none. */
+  readonly perm?: number;
+  readonly messageType?: 'NORMAL' | 'FIFO';
+}
+
+export interface TopicInfo {
+  readonly brokerGroup: string;
+  readonly name: string;
+  readonly readQueues: number;
+  readonly writeQueues: number;
+  readonly perm: number;
+  readonly messageType: string;
+  readonly maxOffsets: readonly number[];
+}
+
+export interface GroupInfo {
+  readonly brokerGroup: string;
+  readonly name: string;
+  readonly maxDeliveryAttempts: number;
+  readonly fifo: boolean;
+  readonly members: readonly string[];
+  readonly queues: ReadonlyArray<{ topic: string; queueId: number; offset: number; maxOffset: number; inFlight: number }>;
+}
+
+export interface ClusterNodeInfo {
+  readonly group: string;
+  readonly nodeId: string;
+  readonly address: string;
+  readonly role: string;
+  readonly isLeader: boolean;
+  readonly term: number;
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+  readonly lastIndex: number;
+  readonly lag: number;
+  readonly pid: number;
+  readonly flushMode: string;
+  readonly lastSeenMsAgo: number;
+}
+
+export class Admin {
+  readonly connection: MQConnection;
+  private readonly adminClients = new Map<string, any>();
+
+  constructor(readonly options: ConnectionOptions) {
+    this.connection = new MQConnection(options);
+  }
+
+  close(): void {
+    for (const client of this.adminClients.values()) client.close();
+    this.connection.close();
+  }
+
+  async cluster(): Promise<ClusterNodeInfo[]> {
+    const view = await this.connection.nameServerCall('GetCluster', {});
+    const nodes: any[] = view.nodes ?? [];
+    const leaderCommit = new Map<string, number>();
+    for (const n of nodes) if (n.isLeader) leaderCommit.set(n.registration.group, Number(n.registration.commitIndex));
+    return nodes.map((n) => {
+      const r = n.registration;
+      return {
+        group: r.group, nodeId: r.nodeId, address: r.address, role: r.role, isLeader: n.isLeader === true, term: Number(r.term),
+        commitIndex: Number(r.commitIndex), appliedIndex: Number(r.appliedIndex), lastIndex: Number(r.lastIndex),
+        lag: Math.max(0, (leaderCommit.get(r.group) ?? Number(r.commitIndex)) - Number(r.appliedIndex)), pid: r.pid, flushMode: r.flushMode,
+        lastSeenMsAgo: Number(n.lastSeenMsAgo),
+      };
+    });
+  }
+
+  /** Broker groups known to the NameServer (all of them, or the named one). */
+  private async brokerGroups(only?: string): Promise<string[]> {
+    const until = Date.now() + 5_000;
+    for (;;) {
+      const groups = (await this.connection.routes('', true)).map((g) => g.group);
+      const chosen = only === undefined ? groups : groups.filter((g) => g === only);
+      if (chosen.length > 0) return chosen;
+      if (Date.now() >= until) {
+        throw new MQClientError('NOT_FOUND', only === undefined ? 'no broker group is registered with the NameServer' : `broker group ${only} is not registered with the NameServer`, true);
+      }
+      await sleepMs(200);
+    }
+  }
+
+  /** Calls `method` on the leader of `group`, following not-leader answers for a few seconds. */
+  private async call(group: string, method: string, request: object): Promise<any> {
+    const until = Date.now() + 5_000;
+    let hint: string | undefined;
+    for (;;) {
+      const address = hint ?? (await this.connection.routes('', true)).find((g) => g.group === group)?.leaderAddress;
+      hint = undefined;
+      if (address !== undefined && address !== '') {
+        const response = await new Promise<any>((resolve, reject) => {
+          this.admin(address)[method](request, { deadline: Date.now() + 5_000 }, (error: grpc.ServiceError | null, value: any) => (error === null ? resolve(value) : reject(error)));
+        }).catch((error: grpc.ServiceError) => ({ ok: false, code: 'UNAVAILABLE', error: error.message, leaderAddress: '' }));
+        const result = response.result ?? response;
+        if (result.ok === true) return response;
+        if (result.code !== 'NOT_LEADER' && result.code !== 'UNAVAILABLE') throw new MQClientError(result.code, `${group}: ${result.error}`, true);
+        if (result.leaderAddress !== '') hint = result.leaderAddress;
+      }
+      if (Date.now() >= until) throw new MQClientError('NO_LEADER', `broker group ${group} has no reachable leader`, true);
+      await sleepMs(100);
+    }
+  }
+
+  private admin(address: string): any {
+    let client = this.adminClients.get(address);
+    if (client === undefined) {
+      client = new BrokerAdminClient(address, grpc.credentials.createInsecure());
+      this.adminClients.set(address, client);
+    }
+    return client;
+  }
+
+  async createTopic(name: string, settings: TopicSettings = {}, brokerGroup?: string): Promise<void> {
+    const config = { name, readQueues: settings.readQueues ?? 8, writeQueues: settings.writeQueues ?? 8, perm: settings.perm ?? 6, messageType: settings.messageType ?? 'NORMAL' };
+    for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'PutTopic', { config, createOnly: true });
+  }
+
+  async updateTopic(name: string, settings: TopicSettings, brokerGroup?: string): Promise<void> {
+    const topics = await this.listTopics();
+    const current = topics.filter((t) => t.name === name && (brokerGroup === undefined || t.brokerGroup === brokerGroup));
+    if (current.length === 0) throw new MQClientError('TOPIC_NOT_FOUND', `topic ${name} does not exist`, true);
+    for (const topic of current) {
+      const config = {
+        name, readQueues: settings.readQueues ?? topic.readQueues, writeQueues: settings.writeQueues ?? topic.writeQueues,
+        perm: settings.perm ?? topic.perm, messageType: settings.messageType ?? topic.messageType,
+      };
+      await this.call(topic.brokerGroup, 'PutTopic', { config, createOnly: false });
+    }
+  }
+
+  async deleteTopic(name: string, brokerGroup?: string): Promise<void> {
+    const hosting = (await this.listTopics()).filter((t) => t.name === name && (brokerGroup === undefined || t.brokerGroup === brokerGroup));
+    if (hosting.length === 0) throw new MQClientError('TOPIC_NOT_FOUND', `topic ${name} does not exist`, true);
+    for (const topic of hosting) await this.call(topic.brokerGroup, 'DeleteTopic', { name });
+  }
+
+  async listTopics(): Promise<TopicInfo[]> {
+    const out: TopicInfo[] = [];
+    for (const group of await this.brokerGroups()) {
+      const response = await this.call(group, 'ListTopics', {});
+      for (const t of response.topics ?? []) {
+        out.push({ brokerGroup: group, ...t.config, maxOffsets: (t.maxOffsets ?? []).map(Number) });
+      }
+    }
+    return out;
+  }
+
+  async createGroup(name: string, settings: { maxDeliveryAttempts?: number; fifo?: boolean } = {}, brokerGroup?: string): Promise<void> {
+    const config = { name, maxDeliveryAttempts: settings.maxDeliveryAttempts ?? 17, fifo: settings.fifo ?? false };
+    for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'PutGroup', { config });
+  }
+
+  async listGroups(): Promise<GroupInfo[]> {
+    const out: GroupInfo[] = [];
+    for (const group of await this.brokerGroups()) {
+      const response = await this.call(group, 'ListGroups', {});
+      for (const g of response.groups ?? []) {
+        out.push({
+          brokerGroup: group, name: g.config.name, maxDeliveryAttempts: g.config.maxDeliveryAttempts, fifo: g.config.fifo, members: g.members ?? [],
+          queues: (g.queues ?? []).map((q: any) => ({ topic: q.topic, queueId: q.queueId, offset: Number(q.offset), maxOffset: Number(q.maxOffset), inFlight: Number(q.inFlight) })),
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Moves a group's offsets on a topic to the first message stored at or after `timeMs` (backtracking). */
+  async resetOffset(group: string, topic: string, timeMs: number): Promise<void> {
+    const hosting = (await this.listTopics()).filter((t) => t.name === topic);
+    if (hosting.length === 0) throw new MQClientError('TOPIC_NOT_FOUND', `topic ${topic} does not exist`, true);
+    for (const t of hosting) await this.call(t.brokerGroup, 'ResetOffset', { group, topic, timestampMs: timeMs });
+  }
+
+  /** Hands leadership of `brokerGroup` to node `to`; resolves once it leads. */
+  async transferLeader(brokerGroup: string, to: string): Promise<{ term: number }> {
+    const members = (await this.cluster()).filter((n) => n.group === brokerGroup);
+    if (members.length === 0) throw new MQClientError('NOT_FOUND', `broker group ${brokerGroup} is not registered`, true);
+    if (!members.some((m) => m.nodeId === to)) throw new MQClientError('NOT_FOUND', `broker group ${brokerGroup} has no node ${to} (${members.map((m) => m.nodeId).join(', ')})`, true);
+    const raft = new RaftNodeClient(members.map((m) => m.address));
+    try {
+      await raft.transferLeadership(to);
+      const until = Date.now() + 5_000;
+      while (Date.now() < until) {
+        const leader = await raft.findLeader();
+        const status = await raft.status(leader);
+        if (status.nodeId === to) return { term: status.term };
+        await sleepMs(50);
+      }
+      throw new MQClientError('TIMEOUT', `${to} did not take over within 5 s`, true);
+    } finally {
+      raft.close();
+    }
+  }
+}

@@ -1,0 +1,231 @@
+/**
+ * Our Producer (F3): sync (`send`), async (the same promise, or a callback with
+ * `sendAsync`), one-way (`sendOneway`), batches, round-robin queues or a sharding key /
+ * selector for ordered messages, a send timeout and retries with fault avoidance. Concurrent
+ * sends to one broker group are coalesced into one SendMessage request.
+ *
+ * Retries keep the message id, and the broker de-duplicates on (topic, message id), so a
+ * retry after a lost answer does not store a message twice. An error is `definite` only when
+ * no attempt can have stored the message.
+ */
+import { MQClientError, MQConnection, sleepMs, statusError, type ConnectionOptions, type GroupRoute, type TopicRoute } from './mq-connection.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
+
+export interface Message {
+  readonly topic: string;
+  readonly body: Uint8Array | string;
+  readonly tag?: string;
+  readonly keys?: readonly string[];
+  readonly properties?: Readonly<Record<string, string>>;
+  /** Messages with the same key go to the same queue, in order (FIFO topics need one). */
+  readonly shardingKey?: string;
+}
+
+export interface SendReceipt {
+  readonly messageId: string;
+  readonly topic: string;
+  readonly brokerGroup: string;
+  readonly queueId: number;
+  readonly offset: number;
+}
+
+/** Picks a queue among `queueCount` write queues (of all groups, in route order). */
+export type QueueSelector = (queueCount: number, message: Message) => number;
+
+export interface ProducerOptions extends ConnectionOptions {
+  /** Budget for one send including retries (default 3 s). */
+  readonly sendTimeoutMs?: number;
+  /** Further attempts after a failure (default 2). */
+  readonly retries?: number;
+  /** How long a failed group is skipped when another can take the message (default 30 s). */
+  readonly faultAvoidanceMs?: number;
+  /** Messages per SendMessage request when coalescing (default 256). */
+  readonly coalesceMax?: number;
+}
+
+interface Target {
+  readonly group: string;
+  readonly queueId: number;
+}
+
+interface Pending {
+  readonly message: any;
+  readonly resolve: (result: { offset: number }) => void;
+  readonly reject: (error: MQClientError) => void;
+}
+
+let sequence = 0;
+const epoch2021 = Date.UTC(2021, 0, 1) / 1000;
+
+/** RocketMQ's V1 message id layout: version, MAC (zeros), pid, seconds since 2021, sequence. */
+export function newMessageId(): string {
+  const buffer = Buffer.alloc(17);
+  buffer.writeUInt8(1, 0);
+  buffer.writeUInt16BE(process.pid % 65535, 7);
+  buffer.writeUInt32BE((Math.floor(Date.now() / 1000) - epoch2021) >>> 0, 9);
+  buffer.writeUInt32BE(sequence++ >>> 0, 13);
+  return buffer.toString('hex').toUpperCase();
+}
+
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return hash >>> 0;
+}
+
+export class Producer {
+  readonly connection: MQConnection;
+  private readonly sendTimeoutMs: number;
+  private readonly retries: number;
+  private readonly faultAvoidanceMs: number;
+  private readonly coalesceMax: number;
+  private readonly avoidUntil = new Map<string, number>();
+  private readonly roundRobin = new Map<string, number>();
+  private readonly outgoing = new Map<string, Pending[]>();
+
+  constructor(options: ProducerOptions) {
+    this.connection = new MQConnection(options);
+    this.sendTimeoutMs = options.sendTimeoutMs ?? 3_000;
+    this.retries = options.retries ?? 2;
+    this.faultAvoidanceMs = options.faultAvoidanceMs ?? 30_000;
+    this.coalesceMax = options.coalesceMax ?? 256;
+  }
+
+  /** Fetches routes for `topics` now so the first send does not pay for it. */
+  async start(topics: readonly string[] = []): Promise<void> {
+    for (const topic of topics) await this.connection.requireRoutes(topic);
+  }
+
+  shutdown(): void {
+    this.connection.close();
+  }
+
+  async send(message: Message, options: { selector?: QueueSelector; messageId?: string } = {}): Promise<SendReceipt> {
+    const messageId = options.messageId ?? newMessageId();
+    const deadline = Date.now() + this.sendTimeoutMs;
+    let unknownCause: MQClientError | undefined;
+    let lastError: MQClientError | undefined;
+    let previous: Target | undefined;
+    for (let attempt = 0; attempt <= this.retries && Date.now() < deadline; attempt++) {
+      // After an unknown outcome stay on the same queue: only that group can de-duplicate.
+      const target = unknownCause !== undefined && previous !== undefined ? previous : await this.pick(message, options.selector, attempt > 0 ? previous : undefined);
+      previous = target;
+      try {
+        const { offset } = await this.enqueue(target.group, toV2(message, messageId, target.queueId), deadline - Date.now());
+        this.avoidUntil.delete(target.group);
+        return { messageId, topic: message.topic, brokerGroup: target.group, queueId: target.queueId, offset };
+      } catch (error) {
+        const failure = error instanceof MQClientError ? error : new MQClientError('UNKNOWN', String(error), false);
+        lastError = failure;
+        if (!failure.definite) unknownCause ??= failure;
+        if (!retryable(failure.code)) break;
+        this.avoidUntil.set(target.group, Date.now() + this.faultAvoidanceMs);
+        if (failure.code === 'TOO_MANY_REQUESTS') await sleepMs(50 * (attempt + 1));
+      }
+    }
+    const final = lastError ?? new MQClientError('TIMEOUT', `send timed out after ${this.sendTimeoutMs} ms`, unknownCause === undefined);
+    if (unknownCause !== undefined && final.definite) {
+      throw new MQClientError(final.code, `${final.message} (an earlier attempt's outcome is unknown: ${unknownCause.message})`, false, { cause: final });
+    }
+    throw final;
+  }
+
+  /** Callback style; the promise form is `send`. */
+  sendAsync(message: Message, callback: (error: MQClientError | undefined, receipt?: SendReceipt) => void): void {
+    this.send(message).then((receipt) => callback(undefined, receipt), (error: MQClientError) => callback(error));
+  }
+
+  /** Fire and forget: no answer, no retry, errors are dropped. */
+  sendOneway(message: Message): void {
+    this.send(message).catch(() => undefined);
+  }
+
+  /** Many messages of one topic in one request, stored in one Raft entry; all go to one queue. */
+  async sendBatch(messages: readonly Message[]): Promise<SendReceipt[]> {
+    const first = messages[0];
+    if (first === undefined) return [];
+    if (messages.some((m) => m.topic !== first.topic)) throw new MQClientError('BAD_REQUEST', 'a batch holds messages of one topic', true);
+    const target = await this.pick(first, undefined, undefined);
+    const ids = messages.map(() => newMessageId());
+    const response = await this.connection.unary(target.group, 'SendMessage', { messages: messages.map((m, i) => toV2(m, ids[i] as string, target.queueId)) }, { timeoutMs: this.sendTimeoutMs });
+    const entries: any[] = response.entries ?? [];
+    const failed = entries.find((e) => e.status?.code !== 'OK');
+    if (failed !== undefined || response.status?.code !== 'OK') throw statusError('batch send', failed?.status ?? response.status);
+    return entries.map((e, i) => ({ messageId: ids[i] as string, topic: first.topic, brokerGroup: target.group, queueId: target.queueId, offset: Number(e.offset) }));
+  }
+
+  private async pick(message: Message, selector: QueueSelector | undefined, avoid: Target | undefined): Promise<Target> {
+    const groups = await this.connection.requireRoutes(message.topic);
+    const queues = writableQueues(groups, message.topic);
+    if (queues.length === 0) throw new MQClientError('FORBIDDEN', `topic ${message.topic} has no writable queue`, true);
+    if (selector !== undefined || message.shardingKey !== undefined) {
+      const index = selector !== undefined ? selector(queues.length, message) : fnv1a(message.shardingKey as string) % queues.length;
+      const target = queues[((index % queues.length) + queues.length) % queues.length];
+      if (target === undefined) throw new MQClientError('BAD_REQUEST', `the selector chose queue ${index} of ${queues.length}`, true);
+      return target;
+    }
+    const now = Date.now();
+    const healthy = queues.filter((q) => (this.avoidUntil.get(q.group) ?? 0) <= now && q.group !== avoid?.group);
+    const candidates = healthy.length > 0 ? healthy : queues;
+    const next = this.roundRobin.get(message.topic) ?? 0;
+    this.roundRobin.set(message.topic, next + 1);
+    return candidates[next % candidates.length] as Target;
+  }
+
+  /** Queues the message for its group's next SendMessage request (one per event-loop turn). */
+  private enqueue(group: string, message: any, timeoutMs: number): Promise<{ offset: number }> {
+    return new Promise((resolve, reject) => {
+      let queue = this.outgoing.get(group);
+      if (queue === undefined) {
+        queue = [];
+        this.outgoing.set(group, queue);
+        setImmediate(() => this.flush(group, Math.max(timeoutMs, 100)));
+      }
+      queue.push({ message, resolve, reject });
+    });
+  }
+
+  private flush(group: string, timeoutMs: number): void {
+    const queue = this.outgoing.get(group) ?? [];
+    this.outgoing.delete(group);
+    for (let i = 0; i < queue.length; i += this.coalesceMax) {
+      const batch = queue.slice(i, i + this.coalesceMax);
+      this.connection.unary(group, 'SendMessage', { messages: batch.map((p) => p.message) }, { timeoutMs }).then((response) => {
+        const entries: any[] = response.entries ?? [];
+        batch.forEach((pending, j) => {
+          const entry = entries[j];
+          if (entry === undefined) pending.reject(statusError('send', response.status ?? { code: 'INTERNAL_SERVER_ERROR', message: 'no result entry' }));
+          else if (entry.status?.code === 'OK') pending.resolve({ offset: Number(entry.offset) });
+          else pending.reject(statusError('send', entry.status));
+        });
+      }, (error: MQClientError) => { for (const pending of batch) pending.reject(error); });
+    }
+  }
+}
+
+/** Codes worth another attempt (maybe on another group); validation errors are final. */
+function retryable(code: string): boolean {
+  return ['INTERNAL_SERVER_ERROR', 'HA_NOT_AVAILABLE', 'NO_LEADER', 'UNAVAILABLE', 'DEADLINE_EXCEEDED', 'TOO_MANY_REQUESTS', 'PROXY_TIMEOUT', 'UNKNOWN', 'TIMEOUT'].includes(code);
+}
+
+function writableQueues(groups: readonly GroupRoute[], topic: string): Target[] {
+  return groups.flatMap((g) => {
+    const route: TopicRoute | undefined = g.topics.find((t) => t.name === topic);
+    if (route === undefined || (route.perm & 2) === 0) return [];
+    return Array.from({ length: route.writeQueues }, (_, queueId) => ({ group: g.group, queueId }));
+  });
+}
+
+function toV2(message: Message, messageId: string, queueId: number): any {
+  const system: Record<string, unknown> = {
+    keys: message.keys ?? [], messageId, bodyEncoding: 'IDENTITY', messageType: message.shardingKey !== undefined ? 'FIFO' : 'NORMAL',
+    bornTimestamp: { seconds: Math.floor(Date.now() / 1000), nanos: (Date.now() % 1000) * 1e6 }, bornHost: process.env.HOSTNAME ?? '', queueId,
+  };
+  if (message.tag !== undefined) system.tag = message.tag;
+  if (message.shardingKey !== undefined) system.messageGroup = message.shardingKey;
+  return {
+    topic: { name: message.topic, resourceNamespace: '' }, userProperties: message.properties ?? {}, systemProperties: system,
+    body: typeof message.body === 'string' ? Buffer.from(message.body) : message.body,
+  };
+}

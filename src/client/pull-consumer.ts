@@ -1,0 +1,292 @@
+/**
+ * Queue-offset consumption (F4): clustering (the group's members share the queues; the
+ * leader of each broker group allocates them, and members rebalance as they come and go) or
+ * broadcasting (every member reads every queue and keeps its offsets locally). Messages are
+ * fetched ahead per queue by long polls; offsets are committed to the broker (a Raft entry,
+ * so they survive failover) by `commit()` and every `autoCommitIntervalMs`.
+ *
+ * `poll()` hands messages to the application and counts them consumed (at-least-once: what
+ * was polled but not processed before a crash is read again by the next owner).
+ */
+import { fromV2, type ReceivedMessage } from './messages.js';
+import { MQClientError, MQConnection, sleepMs, statusError, type ConnectionOptions } from './mq-connection.js';
+import * as grpc from '@grpc/grpc-js';
+import { rebalanceHeader } from '../util/rocketmq-v2.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
+
+export interface PullConsumerOptions extends ConnectionOptions {
+  readonly group: string;
+  readonly mode?: 'clustering' | 'broadcasting';
+  /** Where a queue without a committed offset starts (default: its first message). */
+  readonly consumeFrom?: 'first' | 'last';
+  readonly pullBatchSize?: number;
+  readonly rebalanceIntervalMs?: number;
+  /** 0 turns auto-commit off. */
+  readonly autoCommitIntervalMs?: number;
+  readonly bufferedPerQueueMax?: number;
+  readonly longPollMs?: number;
+}
+
+export interface QueueRef {
+  readonly brokerGroup: string;
+  readonly topic: string;
+  readonly queueId: number;
+}
+
+export class ProcessQueue {
+  readonly buffer: ReceivedMessage[] = [];
+  /** Offsets handed to the application and not finished yet (push consumers). */
+  readonly inProgress = new Set<number>();
+  nextPullOffset = 0;
+  /** The offset after the last message handed out. */
+  handedUpTo = 0;
+  committed = -1;
+  generation = 0;
+  dropped = false;
+
+  constructor(readonly ref: QueueRef, readonly filter: string) {}
+
+  /** Everything below is finished: the offset to commit. */
+  get committable(): number {
+    let min = this.handedUpTo;
+    for (const offset of this.inProgress) if (offset < min) min = offset;
+    return min;
+  }
+
+  resetTo(offset: number): void {
+    this.generation++;
+    this.buffer.length = 0;
+    this.inProgress.clear();
+    this.nextPullOffset = offset;
+    this.handedUpTo = offset;
+  }
+}
+
+const queueKey = (ref: QueueRef): string => `${ref.brokerGroup}\u0000${ref.topic}\u0000${ref.queueId}`;
+
+export class PullConsumer {
+  readonly connection: MQConnection;
+  protected readonly queues = new Map<string, ProcessQueue>();
+  private readonly subscriptions = new Map<string, string>();
+  private readonly mode: 'clustering' | 'broadcasting';
+  private running = false;
+  private timers: NodeJS.Timeout[] = [];
+  private rebalancing: Promise<void> | undefined;
+  private readonly arrivals = new Set<() => void>();
+  private pollCursor = 0;
+
+  constructor(readonly options: PullConsumerOptions) {
+    if (!/^[A-Za-z0-9_-]{1,120}$/.test(options.group)) throw new MQClientError('ILLEGAL_CONSUMER_GROUP', `consumer group name ${JSON.stringify(options.group)} is invalid`, true);
+    this.connection = new MQConnection(options);
+    this.mode = options.mode ?? 'clustering';
+  }
+
+  subscribe(topic: string, tagExpression = '*'): this {
+    this.subscriptions.set(topic, tagExpression);
+    return this;
+  }
+
+  /** Joins the group and takes its first share of the queues before resolving. */
+  async start(): Promise<void> {
+    if (this.subscriptions.size === 0) throw new MQClientError('BAD_REQUEST', 'subscribe to at least one topic before start()', true);
+    this.running = true;
+    await this.rebalance();
+    this.timers.push(setInterval(() => { this.rebalance().catch(() => undefined); }, this.options.rebalanceIntervalMs ?? 2_000));
+    const autoCommit = this.options.autoCommitIntervalMs ?? 1_000;
+    if (autoCommit > 0) this.timers.push(setInterval(() => { this.commit().catch(() => undefined); }, autoCommit));
+  }
+
+  /** Commits, leaves the group (so the others rebalance at once) and closes connections. */
+  async shutdown(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    for (const timer of this.timers.splice(0)) clearInterval(timer);
+    await this.rebalancing;
+    await this.commit().catch(() => undefined);
+    for (const q of this.queues.values()) q.dropped = true;
+    const groups = new Set([...this.queues.values()].map((q) => q.ref.brokerGroup));
+    await Promise.all([...groups].map((g) => this.connection.unary(g, 'NotifyClientTermination', { group: { name: this.options.group, resourceNamespace: '' } }).catch(() => undefined)));
+    for (const wake of this.arrivals) wake();
+    this.connection.close();
+  }
+
+  assignment(): QueueRef[] {
+    return [...this.queues.values()].map((q) => q.ref);
+  }
+
+  /** Up to `max` buffered messages, waiting up to `timeoutMs` for the first. */
+  async poll(timeoutMs = 1_000, max = 32): Promise<ReceivedMessage[]> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const out = this.take(max, true);
+      if (out.length > 0 || Date.now() >= until || !this.running) return out;
+      await new Promise<void>((resolve) => {
+        const done = (): void => { clearTimeout(timer); this.arrivals.delete(done); resolve(); };
+        const timer = setTimeout(done, Math.max(1, until - Date.now()));
+        this.arrivals.add(done);
+      });
+    }
+  }
+
+  /** Commits every queue's consumed offset that moved since the last commit. */
+  async commit(): Promise<void> {
+    if (this.mode === 'broadcasting') return; // broadcasting offsets stay with this member
+    await Promise.all([...this.queues.values()].map(async (q) => {
+      const offset = q.committable;
+      if (offset <= q.committed) return;
+      const response = await this.connection.unary(q.ref.brokerGroup, 'UpdateOffset', { group: this.groupResource(), messageQueue: this.mq(q.ref), offset });
+      if (response.status?.code !== 'OK') throw statusError('commit offset', response.status);
+      q.committed = offset;
+    }));
+  }
+
+  /** Moves one assigned queue to `offset`. */
+  seek(ref: QueueRef, offset: number): void {
+    const q = this.queues.get(queueKey(ref));
+    if (q === undefined) throw new MQClientError('BAD_REQUEST', `queue ${ref.topic}/${ref.queueId} of ${ref.brokerGroup} is not assigned to this consumer`, true);
+    q.resetTo(offset);
+    q.committed = -1;
+  }
+
+  /** Moves every assigned queue of `topic` to the first message stored at or after `timeMs`, and commits. */
+  async seekToTime(topic: string, timeMs: number): Promise<void> {
+    for (const q of this.queues.values()) {
+      if (q.ref.topic !== topic) continue;
+      const response = await this.connection.unary(q.ref.brokerGroup, 'QueryOffset', { messageQueue: this.mq(q.ref), queryOffsetPolicy: 'TIMESTAMP', timestamp: { seconds: Math.floor(timeMs / 1000), nanos: (timeMs % 1000) * 1e6 } });
+      if (response.status?.code !== 'OK') throw statusError('query offset', response.status);
+      q.resetTo(Number(response.offset));
+      q.committed = -1;
+    }
+    await this.commit();
+  }
+
+  // ---- internals shared with PushConsumer ----------------------------------------------------
+
+  /** Takes buffered messages round-robin over queues; `finished` counts them consumed at once. */
+  protected take(max: number, finished: boolean, perQueue?: (q: ProcessQueue) => boolean): ReceivedMessage[] {
+    const out: ReceivedMessage[] = [];
+    const all = [...this.queues.values()];
+    for (let n = 0; n < all.length && out.length < max; n++) {
+      const q = all[(this.pollCursor + n) % all.length] as ProcessQueue;
+      if (perQueue !== undefined && !perQueue(q)) continue;
+      while (q.buffer.length > 0 && out.length < max) {
+        const message = q.buffer.shift() as ReceivedMessage;
+        q.handedUpTo = message.offset + 1;
+        if (!finished) q.inProgress.add(message.offset);
+        out.push(message);
+      }
+    }
+    this.pollCursor++;
+    return out;
+  }
+
+  protected queueOf(message: ReceivedMessage): ProcessQueue | undefined {
+    return this.queues.get(queueKey(message));
+  }
+
+  protected onArrival(): void {
+    for (const wake of [...this.arrivals]) wake();
+  }
+
+  private groupResource(): object {
+    return { name: this.options.group, resourceNamespace: '' };
+  }
+
+  private mq(ref: QueueRef): object {
+    return { topic: { name: ref.topic, resourceNamespace: '' }, id: ref.queueId, broker: { name: ref.brokerGroup, id: 0 } };
+  }
+
+  private rebalance(): Promise<void> {
+    this.rebalancing ??= this.rebalanceOnce().finally(() => { this.rebalancing = undefined; });
+    return this.rebalancing;
+  }
+
+  private async rebalanceOnce(): Promise<void> {
+    const wanted = new Map<string, { ref: QueueRef; filter: string }>();
+    for (const [topic, filter] of this.subscriptions) {
+      const groups = await this.connection.routes(topic, true);
+      for (const group of groups) {
+        const route = group.topics.find((t) => t.name === topic);
+        if (route === undefined) continue;
+        let ids: number[];
+        if (this.mode === 'broadcasting') {
+          ids = Array.from({ length: route.readQueues }, (_, i) => i);
+        } else {
+          const extra = new grpc.Metadata();
+          extra.set(rebalanceHeader, '1');
+          const response = await this.connection.unary(group.group, 'QueryAssignment', { topic: { name: topic, resourceNamespace: '' }, group: this.groupResource(), endpoints: null }, { extra });
+          if (response.status?.code !== 'OK') throw statusError('query assignment', response.status);
+          ids = (response.assignments ?? []).map((a: any) => Number(a.messageQueue.id));
+        }
+        for (const queueId of ids) {
+          const ref = { brokerGroup: group.group, topic, queueId };
+          wanted.set(queueKey(ref), { ref, filter });
+        }
+      }
+    }
+    if (!this.running) return;
+    for (const [key, q] of this.queues) {
+      if (wanted.has(key)) continue;
+      // Hand the queue over with its offset committed, so the next owner starts where we stopped.
+      q.dropped = true;
+      this.queues.delete(key);
+      await this.commitOne(q).catch(() => undefined);
+    }
+    for (const [key, { ref, filter }] of wanted) {
+      if (this.queues.has(key)) continue;
+      const q = new ProcessQueue(ref, filter);
+      q.resetTo(await this.initialOffset(ref));
+      q.committed = q.nextPullOffset;
+      this.queues.set(key, q);
+      void this.fetchLoop(q);
+    }
+  }
+
+  private async commitOne(q: ProcessQueue): Promise<void> {
+    if (this.mode === 'broadcasting' || q.committable <= q.committed) return;
+    const response = await this.connection.unary(q.ref.brokerGroup, 'UpdateOffset', { group: this.groupResource(), messageQueue: this.mq(q.ref), offset: q.committable });
+    if (response.status?.code === 'OK') q.committed = q.committable;
+  }
+
+  private async initialOffset(ref: QueueRef): Promise<number> {
+    if (this.mode === 'clustering') {
+      const response = await this.connection.unary(ref.brokerGroup, 'GetOffset', { group: this.groupResource(), messageQueue: this.mq(ref) });
+      if (response.status?.code === 'OK') return Number(response.offset);
+      if (response.status?.code !== 'OFFSET_NOT_FOUND') throw statusError('get offset', response.status);
+    }
+    if ((this.options.consumeFrom ?? 'first') === 'first') return 0;
+    const response = await this.connection.unary(ref.brokerGroup, 'QueryOffset', { messageQueue: this.mq(ref), queryOffsetPolicy: 'END' });
+    if (response.status?.code !== 'OK') throw statusError('query offset', response.status);
+    return Number(response.offset);
+  }
+
+  private async fetchLoop(q: ProcessQueue): Promise<void> {
+    const bufferMax = this.options.bufferedPerQueueMax ?? 512;
+    const longPollMs = this.options.longPollMs ?? 5_000;
+    while (this.running && !q.dropped) {
+      if (q.buffer.length >= bufferMax) {
+        await sleepMs(20);
+        continue;
+      }
+      const generation = q.generation;
+      try {
+        const frames = await this.connection.stream(q.ref.brokerGroup, 'PullMessage', {
+          group: this.groupResource(), messageQueue: this.mq(q.ref), offset: q.nextPullOffset, batchSize: this.options.pullBatchSize ?? 32,
+          filterExpression: { type: 'TAG', expression: q.filter }, longPollingTimeout: { seconds: Math.floor(longPollMs / 1000), nanos: 0 },
+        }, longPollMs + this.connection.requestTimeoutMs);
+        if (generation !== q.generation || q.dropped) continue;
+        const status = frames.find((f) => f.content === 'status')?.status;
+        if (status !== undefined && status.code !== 'OK' && status.code !== 'MESSAGE_NOT_FOUND') throw statusError('pull', status);
+        const messages = frames.filter((f) => f.content === 'message').map((f) => fromV2(f.message, q.ref.brokerGroup));
+        const next = frames.find((f) => f.content === 'nextOffset');
+        q.buffer.push(...messages);
+        if (next !== undefined) q.nextPullOffset = Number(next.nextOffset);
+        else if (messages.length > 0) q.nextPullOffset = (messages[messages.length - 1] as ReceivedMessage).offset + 1;
+        if (messages.length > 0) this.onArrival();
+      } catch {
+        await sleepMs(200);
+      }
+    }
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * One broker node: a Raft group member whose state machine is the broker, serving the client
+ * protocol (apache.rocketmq.v2.MessagingService), the broker admin service, Raft and the Raft
+ * admin service on one address, and registering itself with every NameServer.
+ */
+import { randomInt } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions } from '../broker/broker-service.js';
+import { BrokerStateMachine } from '../broker/broker-state-machine.js';
+import { BrokerError } from '../broker/errors.js';
+import { messageKinds, type GroupConfig, type MessageKind, type TopicConfig } from '../broker/core/names.js';
+import { loadProtoFile } from '../util/proto-files.js';
+import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
+import { Forwarder } from './forwarder.js';
+import { brokerMessagingHandlers } from './messaging-service.js';
+import { NameServerRegistrar } from './namesrv-registrar.js';
+import { RaftGroupNode, type RaftGroupNodeConfig } from './raft-group-node.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
+
+const adminDefinition = (grpc.loadPackageDefinition(loadProtoFile('admin.proto')) as any).raftmq.admin.v1.BrokerAdmin.service as grpc.ServiceDefinition;
+
+export interface BrokerNodeConfig extends RaftGroupNodeConfig {
+  readonly namesrvAddresses: readonly string[];
+  readonly autoCreateTopics: boolean;
+  readonly autoCreateGroups: boolean;
+  readonly maxBodyBytes: number;
+  readonly registerIntervalMs: number;
+  /** How long a follower (or the access point) holds a call while the group elects a leader. */
+  readonly holdMs: number;
+}
+
+export const defaultBrokerNodeSettings = {
+  autoCreateTopics: false,
+  autoCreateGroups: true,
+  maxBodyBytes: defaultBrokerServiceOptions.maxBodyBytes,
+  registerIntervalMs: 2_000,
+  holdMs: 2_500,
+} as const;
+
+export class BrokerNode {
+  private constructor(
+    readonly raft: RaftGroupNode,
+    readonly service: BrokerService,
+    private readonly registrar: NameServerRegistrar,
+    private readonly forwarder: Forwarder,
+  ) {}
+
+  static async start(config: BrokerNodeConfig, onFatal: (error: Error) => void): Promise<BrokerNode> {
+    if (!Number.isInteger(config.maxBodyBytes) || config.maxBodyBytes < 1 || config.maxBodyBytes > 64 * 1024 * 1024) {
+      throw new Error(`maxBodyBytes must be an integer in 1..67108864, not ${config.maxBodyBytes}`);
+    }
+    const machine = new BrokerStateMachine(randomInt(2 ** 32));
+    const forwarder = new Forwarder(config.holdMs);
+    const ref: { service?: BrokerService; registrar?: NameServerRegistrar } = {};
+    const raft = await RaftGroupNode.start(config, onFatal, {
+      stateMachine: machine,
+      onSoftState: () => ref.registrar?.registerSoon(),
+      services: (node, log, logger) => {
+        const leaderAddress = (): string | undefined => {
+          const leaderId = node.leaderId;
+          return leaderId === undefined ? undefined : node.members.find((m) => m.id === leaderId)?.address;
+        };
+        const options: BrokerServiceOptions = {
+          ...defaultBrokerServiceOptions, brokerGroup: config.groupId, autoCreateTopics: config.autoCreateTopics,
+          autoCreateGroups: config.autoCreateGroups, maxBodyBytes: config.maxBodyBytes, readReadyWaitMs: config.holdMs,
+        };
+        const service = new BrokerService(options, {
+          propose: (payload) => node.propose(payload),
+          get role() { return node.role; },
+          get term() { return node.term; },
+          leaderAddress,
+        }, machine, {
+          payloadAt: async (index) => {
+            const [entry] = await log.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
+            if (entry === undefined) throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is missing (deleted by retention?)`);
+            return entry.payload;
+          },
+        });
+        ref.service = service;
+        const selfAddress = config.members.find((m) => m.id === config.nodeId)?.address ?? '';
+        const messaging = brokerMessagingHandlers({
+          brokerGroup: config.groupId, selfAddress, service, forwarder, logger,
+          isLeader: () => node.role === 'leader', leaderAddress,
+        });
+        return [[messagingServiceDefinition, messaging], [adminDefinition, adminHandlers(service, () => node.role === 'leader', leaderAddress)]];
+      },
+    });
+    const service = ref.service as BrokerService;
+    service.start();
+    const registrar = new NameServerRegistrar(config.namesrvAddresses, config.registerIntervalMs, () => {
+      const status = raft.node.status();
+      const leader = status.leaderId === undefined ? undefined : status.members.find((m) => m.id === status.leaderId);
+      return {
+        group: config.groupId, nodeId: config.nodeId, address: config.members.find((m) => m.id === config.nodeId)?.address ?? '',
+        role: status.role, term: status.term, leaderId: status.leaderId ?? '', leaderAddress: leader?.address ?? '',
+        commitIndex: status.commitIndex, appliedIndex: status.appliedIndex, lastIndex: status.lastIndex, pid: process.pid,
+        topics: service.state.topicList().map((t) => ({ name: t.name, readQueues: t.readQueues, writeQueues: t.writeQueues, perm: t.perm, messageType: t.messageType })),
+        flushMode: config.flushMode, failed: status.failed ?? '', consumerGroups: service.state.groupList().map((g) => g.name),
+      };
+    }, raft.logger);
+    ref.registrar = registrar;
+    registrar.start();
+    return new BrokerNode(raft, service, registrar, forwarder);
+  }
+
+  async close(): Promise<void> {
+    this.registrar.close();
+    this.service.close();
+    this.forwarder.close();
+    await this.raft.close();
+  }
+}
+
+function adminHandlers(service: BrokerService, isLeader: () => boolean, leaderAddress: () => string | undefined): grpc.UntypedServiceImplementation {
+  const failure = (error: unknown): any => {
+    if (error instanceof BrokerError) {
+      const code = error.code === 'HA_NOT_AVAILABLE' ? 'NOT_LEADER' : error.code;
+      return { ok: false, code, error: error.message, leaderAddress: error.leaderAddress ?? leaderAddress() ?? '' };
+    }
+    return { ok: false, code: 'INTERNAL_SERVER_ERROR', error: (error as Error).message, leaderAddress: '' };
+  };
+  const guard = (): void => {
+    if (!isLeader()) {
+      const leader = leaderAddress();
+      throw new BrokerError('HA_NOT_AVAILABLE', `not the leader${leader === undefined ? '; election in progress' : `; leader is ${leader}`}`, true, leader);
+    }
+  };
+  const unary = (run: (request: any) => Promise<any>, wrap: (result: any) => any = (result) => result) =>
+    (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
+      Promise.resolve().then(() => { guard(); return run(call.request); }).then(
+        (response) => callback(null, response),
+        (error: unknown) => callback(null, wrap(failure(error))),
+      );
+    };
+  const ok = { ok: true, code: 'OK', error: '', leaderAddress: '' };
+  return {
+    PutTopic: unary(async (request) => {
+      const config = topicFromProto(request.config);
+      if (request.createOnly === true && service.state.topic(config.name) !== undefined) throw new BrokerError('BAD_REQUEST', `topic ${config.name} already exists`);
+      if (request.createOnly !== true && service.state.topic(config.name) === undefined) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${config.name} does not exist`);
+      await service.putTopic(config);
+      return ok;
+    }),
+    DeleteTopic: unary(async (request) => {
+      await service.deleteTopic(String(request.name));
+      return ok;
+    }),
+    ListTopics: unary(async () => ({
+      result: ok,
+      topics: service.state.topicList().map((config) => ({ config, maxOffsets: service.state.maxOffsets(config.name) })),
+    }), (result) => ({ result, topics: [] })),
+    PutGroup: unary(async (request) => {
+      const config: GroupConfig = { name: String(request.config?.name ?? ''), maxDeliveryAttempts: Number(request.config?.maxDeliveryAttempts ?? 0), fifo: request.config?.fifo === true };
+      await service.putGroup(config);
+      return ok;
+    }),
+    ListGroups: unary(async () => ({
+      result: ok,
+      groups: service.state.groupList().map((config) => ({ config, queues: service.state.groupProgress(config.name), members: service.groupMembers(config.name) })),
+    }), (result) => ({ result, groups: [] })),
+    ResetOffset: unary(async (request) => {
+      await service.resetOffset(String(request.group), String(request.topic), Number(request.timestampMs));
+      return ok;
+    }),
+  };
+}
+
+function topicFromProto(config: any): TopicConfig {
+  const messageType = String(config?.messageType || 'NORMAL') as MessageKind;
+  if (!messageKinds.includes(messageType)) throw new BrokerError('BAD_REQUEST', `message type must be one of ${messageKinds.join(', ')}`);
+  return {
+    name: String(config?.name ?? ''), readQueues: Number(config?.readQueues ?? 0), writeQueues: Number(config?.writeQueues ?? 0),
+    perm: Number(config?.perm ?? 6), messageType,
+  };
+}

@@ -1,0 +1,146 @@
+/**
+ * Forwards client-protocol calls to the leader of a broker group and *holds* them through an
+ * election: a call that meets "not the leader" or an unreachable node is retried against the
+ * freshly resolved leader until the hold budget runs out (official clients give each attempt
+ * ~3 s and retry at once, so failing fast would burn their attempts). Used by followers and by
+ * the access point.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { clientChannelOptions, forwardedHeader, MessagingClient } from '../util/rocketmq-v2.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
+
+export interface ForwardOptions {
+  /** Where to send the call now; undefined while no leader is known. */
+  readonly target: () => string | undefined;
+  readonly metadata: grpc.Metadata;
+  /** The caller's own deadline (ms since epoch, Infinity when none). */
+  readonly deadlineMs: number;
+}
+
+export class HoldExpiredError extends Error {
+  override readonly name = 'HoldExpiredError';
+}
+
+const retryPauseMs = 50;
+
+/** True when the response or error means "try the (new) leader", with no effect having happened. */
+function isNotLeaderAnswer(response: any): boolean {
+  return response?.status?.code === 'HA_NOT_AVAILABLE';
+}
+
+export class Forwarder {
+  private readonly clients = new Map<string, grpc.Client>();
+
+  constructor(private readonly holdMs: number) {}
+
+  private client(address: string): any {
+    let client = this.clients.get(address);
+    if (client === undefined) {
+      client = new MessagingClient(address, grpc.credentials.createInsecure(), clientChannelOptions);
+      this.clients.set(address, client);
+    }
+    return client;
+  }
+
+  /**
+   * Forwards a unary call. Resolves with the leader's response, or with the last not-leader
+   * answer when the hold budget ran out; rejects with the last transport error otherwise.
+   */
+  async unary(method: string, request: unknown, options: ForwardOptions): Promise<{ response: any; trailer: grpc.Metadata | undefined }> {
+    const holdUntil = Math.min(Date.now() + this.holdMs, options.deadlineMs - 100);
+    const metadata = options.metadata.clone();
+    metadata.set(forwardedHeader, '1');
+    let last: { response: any; trailer: grpc.Metadata | undefined } | undefined;
+    let lastError: grpc.ServiceError | undefined;
+    for (;;) {
+      const address = options.target();
+      if (address !== undefined) {
+        try {
+          const result = await this.callOnce(address, method, request, metadata, options.deadlineMs);
+          if (!isNotLeaderAnswer(result.response)) return result;
+          last = result;
+        } catch (error) {
+          const serviceError = error as grpc.ServiceError;
+          // UNAVAILABLE: the node is down or the connection broke. A write may have happened;
+          // retrying is safe only because writes are idempotent (message ids, receipt handles).
+          if (serviceError.code !== grpc.status.UNAVAILABLE) throw serviceError;
+          lastError = serviceError;
+        }
+      }
+      if (Date.now() + retryPauseMs >= holdUntil) {
+        if (last !== undefined) return last;
+        throw lastError ?? new HoldExpiredError('no leader was known for the whole hold period');
+      }
+      await new Promise((resolve) => setTimeout(resolve, retryPauseMs));
+    }
+  }
+
+  /** Forwards a server-streaming call; frames are collected and handed over only on success. */
+  async serverStream(method: string, request: unknown, options: ForwardOptions): Promise<any[]> {
+    const holdUntil = Math.min(Date.now() + this.holdMs, options.deadlineMs - 100);
+    const metadata = options.metadata.clone();
+    metadata.set(forwardedHeader, '1');
+    let lastFrames: any[] | undefined;
+    let lastError: grpc.ServiceError | undefined;
+    for (;;) {
+      const address = options.target();
+      if (address !== undefined) {
+        try {
+          const frames = await this.streamOnce(address, method, request, metadata, options.deadlineMs);
+          if (!frames.some(isNotLeaderAnswer)) return frames;
+          lastFrames = frames;
+        } catch (error) {
+          const serviceError = error as grpc.ServiceError;
+          if (serviceError.code !== grpc.status.UNAVAILABLE) throw serviceError;
+          lastError = serviceError;
+        }
+      }
+      if (Date.now() + retryPauseMs >= holdUntil) {
+        if (lastFrames !== undefined) return lastFrames;
+        throw lastError ?? new HoldExpiredError('no leader was known for the whole hold period');
+      }
+      await new Promise((resolve) => setTimeout(resolve, retryPauseMs));
+    }
+  }
+
+  /** A bidirectional Telemetry stream to `address`. */
+  telemetry(address: string, metadata: grpc.Metadata): grpc.ClientDuplexStream<any, any> {
+    const forwarded = metadata.clone();
+    forwarded.set(forwardedHeader, '1');
+    return this.client(address).Telemetry(forwarded);
+  }
+
+  close(): void {
+    for (const client of this.clients.values()) client.close();
+    this.clients.clear();
+  }
+
+  private callOnce(address: string, method: string, request: unknown, metadata: grpc.Metadata, deadlineMs: number): Promise<{ response: any; trailer: grpc.Metadata | undefined }> {
+    return new Promise((resolve, reject) => {
+      let trailer: grpc.Metadata | undefined;
+      const call = this.client(address)[method](request, metadata, { deadline: deadlineMs === Infinity ? Date.now() + 30_000 : deadlineMs }, (error: grpc.ServiceError | null, response: any) => {
+        if (error !== null) reject(error);
+        else resolve({ response, trailer });
+      });
+      call.on('status', (status: grpc.StatusObject) => { trailer = status.metadata; });
+    });
+  }
+
+  private streamOnce(address: string, method: string, request: unknown, metadata: grpc.Metadata, deadlineMs: number): Promise<any[]> {
+    return new Promise((resolve, reject) => {
+      const frames: any[] = [];
+      const call = this.client(address)[method](request, metadata, { deadline: deadlineMs === Infinity ? Date.now() + 60_000 : deadlineMs });
+      call.on('data', (frame: any) => frames.push(frame));
+      call.on('error', (error: grpc.ServiceError) => reject(error));
+      call.on('end', () => resolve(frames));
+    });
+  }
+}
+
+/** The deadline of an incoming call in ms since epoch (Infinity when the caller set none). */
+export function callDeadlineMs(call: { getDeadline(): grpc.Deadline }): number {
+  const deadline = call.getDeadline();
+  if (deadline instanceof Date) return deadline.getTime();
+  return Number.isFinite(deadline) ? Number(deadline) : Infinity;
+}

@@ -1,0 +1,340 @@
+/**
+ * `apache.rocketmq.v2.MessagingService` on a broker node. The leader serves every call from
+ * its BrokerService; a follower forwards to its leader (holding the call through an election)
+ * unless the caller asked for a direct "not the leader" answer (our client does, so it can go
+ * straight to the leader next time). Telemetry is answered locally on every node.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { BrokerService } from '../broker/broker-service.js';
+import { BrokerError } from '../broker/errors.js';
+import { FilterError, parseTagFilter } from '../broker/core/filter.js';
+import { defaultGroupConfig, defaultTopicConfig, groupNameProblem, permRead, permWrite, type TopicConfig } from '../broker/core/names.js';
+import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
+import {
+  durationToMs, forwardedHeader, leaderHeader, msToDuration, msToTimestamp, noForwardHeader, okStatus, outcomeHeader, queueSelectedHeader,
+  rebalanceHeader, timestampToMs, type V2Code, type V2Status,
+} from '../util/rocketmq-v2.js';
+import { callDeadlineMs, Forwarder } from './forwarder.js';
+import { messageFromV2, messageToV2 } from './v2-messages.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
+
+export interface BrokerEndpointContext {
+  readonly brokerGroup: string;
+  /** This node's client address: what QueryRoute advertises when a client asks this node. */
+  readonly selfAddress: string;
+  readonly service: BrokerService;
+  isLeader(): boolean;
+  leaderAddress(): string | undefined;
+  readonly forwarder: Forwarder;
+  readonly logger: Logger;
+}
+
+const receiveBatchMax = 32;
+const invisibleMsMin = 1_000;
+const invisibleMsMax = 12 * 3600_000;
+const defaultPollMs = 20_000;
+
+export function statusOf(error: unknown): { status: V2Status; definite: boolean; leader: string | undefined } {
+  if (error instanceof BrokerError) return { status: { code: error.code, message: error.message }, definite: error.definite, leader: error.leaderAddress };
+  if (error instanceof FilterError) return { status: { code: error.unsupported ? 'UNSUPPORTED' : 'ILLEGAL_FILTER_EXPRESSION', message: error.message }, definite: true, leader: undefined };
+  return { status: { code: 'INTERNAL_SERVER_ERROR', message: (error as Error)?.message ?? String(error) }, definite: false, leader: undefined };
+}
+
+function trailerFor(definite: boolean, leader: string | undefined): grpc.Metadata {
+  const trailer = new grpc.Metadata();
+  if (!definite) trailer.set(outcomeHeader, 'unknown');
+  if (leader !== undefined) trailer.set(leaderHeader, leader);
+  return trailer;
+}
+
+const header = (call: { metadata: grpc.Metadata }, key: string): string => String(call.metadata.get(key)[0] ?? '');
+export const clientIdOf = (call: { metadata: grpc.Metadata }): string => header(call, 'x-mq-client-id');
+
+/** The queues of a topic as the protocol lists them, all on one endpoint. */
+export function routeQueues(topic: TopicConfig, brokerGroup: string, address: string): any[] {
+  const [host, port] = splitAddress(address);
+  const broker = { name: brokerGroup, id: 0, endpoints: { scheme: /^\d+\.\d+\.\d+\.\d+$/.test(host) ? 'IPv4' : 'DOMAIN_NAME', addresses: [{ host, port }] } };
+  const count = Math.max(topic.readQueues, topic.writeQueues);
+  return Array.from({ length: count }, (_, id) => {
+    const read = id < topic.readQueues && (topic.perm & permRead) !== 0;
+    const write = id < topic.writeQueues && (topic.perm & permWrite) !== 0;
+    return {
+      topic: { name: topic.name, resourceNamespace: '' }, id, broker,
+      permission: read && write ? 'READ_WRITE' : read ? 'READ' : write ? 'WRITE' : 'NONE',
+      acceptMessageTypes: [topic.messageType],
+    };
+  });
+}
+
+export function splitAddress(address: string): [string, number] {
+  const at = address.lastIndexOf(':');
+  return [address.slice(0, at), Number(address.slice(at + 1))];
+}
+
+/** The Settings a client gets back on Telemetry: its own, completed with the server's values. */
+export function settingsReply(settings: any, group: { maxDeliveryAttempts: number; fifo: boolean } | undefined, maxBodyBytes: number): any {
+  const reply: any = {
+    clientType: settings.clientType, accessPoint: settings.accessPoint, requestTimeout: settings.requestTimeout, userAgent: settings.userAgent,
+  };
+  if (settings.publishing !== null && settings.publishing !== undefined) {
+    reply.backoffPolicy = { maxAttempts: 3, exponentialBackoff: { initial: msToDuration(10), max: msToDuration(1_000), multiplier: 2 } };
+    reply.publishing = { topics: settings.publishing.topics ?? [], maxBodySize: maxBodyBytes, validateMessageType: true };
+  } else if (settings.subscription !== null && settings.subscription !== undefined) {
+    reply.backoffPolicy = { maxAttempts: group?.maxDeliveryAttempts ?? 17, exponentialBackoff: { initial: msToDuration(1_000), max: msToDuration(60_000), multiplier: 2 } };
+    reply.subscription = {
+      group: settings.subscription.group, subscriptions: settings.subscription.subscriptions ?? [], fifo: group?.fifo ?? false,
+      receiveBatchSize: receiveBatchMax, longPollingTimeout: msToDuration(defaultPollMs),
+    };
+  }
+  return reply;
+}
+
+function pollMsFor(request: any, call: { getDeadline(): grpc.Deadline }): number {
+  const requested = durationToMs(request.longPollingTimeout) ?? defaultPollMs;
+  const deadline = callDeadlineMs(call);
+  const room = deadline === Infinity ? 30_000 : deadline - Date.now() - 500;
+  return Math.max(0, Math.min(requested, room, 30_000));
+}
+
+export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.UntypedServiceImplementation {
+  const { service } = ctx;
+  const mustForward = (call: { metadata: grpc.Metadata }): 'serve' | 'forward' | 'refuse' => {
+    if (ctx.isLeader()) return 'serve';
+    return header(call, noForwardHeader) === '1' || header(call, forwardedHeader) === '1' ? 'refuse' : 'forward';
+  };
+  const notLeader = (): { status: V2Status; leader: string | undefined } => {
+    const leader = ctx.leaderAddress();
+    return { status: { code: 'HA_NOT_AVAILABLE', message: `not the leader of broker group ${ctx.brokerGroup}${leader === undefined ? '; election in progress' : `; leader is ${leader}`}` }, leader };
+  };
+
+  const unary = (method: string, serve: (request: any, call: grpc.ServerUnaryCall<any, any>) => Promise<any>, errorShape: (status: V2Status) => any = (status) => ({ status })) =>
+    (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
+      const route = mustForward(call);
+      if (route === 'forward') {
+        ctx.forwarder.unary(method, call.request, { target: () => ctx.leaderAddress(), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
+          ({ response, trailer }) => callback(null, response, trailer),
+          (error: grpc.ServiceError) => callback(null, errorShape({ code: 'HA_NOT_AVAILABLE', message: `leader of broker group ${ctx.brokerGroup} unreachable: ${error.message}` }), trailerFor(false, undefined)),
+        );
+        return;
+      }
+      if (route === 'refuse') {
+        const { status, leader } = notLeader();
+        callback(null, errorShape(status), trailerFor(true, leader));
+        return;
+      }
+      serve(call.request, call).then(
+        (response) => callback(null, response),
+        (error: unknown) => {
+          const { status, definite, leader } = statusOf(error);
+          if (status.code === 'INTERNAL_SERVER_ERROR') ctx.logger.warn({ err: error, method }, 'call failed');
+          callback(null, errorShape(status), trailerFor(definite, leader));
+        },
+      );
+    };
+
+  const serverStream = (method: string, serve: (request: any, call: grpc.ServerWritableStream<any, any>) => Promise<any[]>) =>
+    (call: grpc.ServerWritableStream<any, any>): void => {
+      const route = mustForward(call);
+      const finish = (frames: any[], trailer?: grpc.Metadata): void => {
+        for (const frame of frames) call.write(frame);
+        call.end(trailer);
+      };
+      if (route === 'forward') {
+        ctx.forwarder.serverStream(method, call.request, { target: () => ctx.leaderAddress(), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
+          (frames) => finish(frames),
+          (error: grpc.ServiceError) => finish([{ status: { code: 'HA_NOT_AVAILABLE', message: `leader unreachable: ${error.message}` } }]),
+        );
+        return;
+      }
+      if (route === 'refuse') {
+        const { status, leader } = notLeader();
+        finish([{ status }], trailerFor(true, leader));
+        return;
+      }
+      serve(call.request, call).then(
+        (frames) => finish(frames),
+        (error: unknown) => {
+          const { status, definite, leader } = statusOf(error);
+          finish([{ status }], trailerFor(definite, leader));
+        },
+      );
+    };
+
+  const groupOf = (request: any): string => {
+    const name = String(request.group?.name ?? '');
+    const problem = groupNameProblem(name);
+    if (problem !== undefined) throw new BrokerError('ILLEGAL_CONSUMER_GROUP', problem);
+    return name;
+  };
+  const handleOf = (text: string) => {
+    const handle = parseReceiptHandle(String(text ?? ''));
+    if (handle === undefined) throw new BrokerError('INVALID_RECEIPT_HANDLE', `malformed receipt handle ${JSON.stringify(String(text ?? '').slice(0, 80))}`);
+    return handle;
+  };
+
+  return {
+    QueryRoute: unary('QueryRoute', async (request) => {
+      const name = String(request.topic?.name ?? '');
+      let topic = service.state.topic(name);
+      if (topic === undefined && service.options.autoCreateTopics) {
+        await service.putTopic(defaultTopicConfig(name));
+        topic = service.state.topic(name);
+      }
+      if (topic === undefined) return { status: { code: 'TOPIC_NOT_FOUND', message: `topic ${name} does not exist` }, messageQueues: [] };
+      return { status: okStatus, messageQueues: routeQueues(topic, ctx.brokerGroup, ctx.selfAddress) };
+    }),
+
+    Heartbeat: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
+      service.touchClient(clientIdOf(call), String(call.request.clientType ?? ''), call.request.group?.name ?? undefined);
+      if (!ctx.isLeader() && header(call, forwardedHeader) !== '1') {
+        const leader = ctx.leaderAddress();
+        if (leader !== undefined) ctx.forwarder.unary('Heartbeat', call.request, { target: () => leader, metadata: call.metadata, deadlineMs: Date.now() + 2_000 }).catch(() => undefined);
+      }
+      callback(null, { status: okStatus });
+    },
+
+    Telemetry: (call: grpc.ServerDuplexStream<any, any>) => {
+      const clientId = clientIdOf(call);
+      call.on('data', (command: any) => {
+        const settings = command?.settings;
+        if (settings === null || settings === undefined) return;
+        const groupName = settings.subscription?.group?.name;
+        service.touchClient(clientId, String(settings.clientType ?? ''), groupName ?? undefined);
+        const group = groupName === undefined ? undefined : service.state.group(groupName) ?? defaultGroupConfig(groupName);
+        call.write({ status: okStatus, settings: settingsReply(settings, group, service.options.maxBodyBytes) });
+      });
+      call.on('end', () => call.end());
+      call.on('error', () => undefined);
+    },
+
+    NotifyClientTermination: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
+      const clientId = clientIdOf(call);
+      if (ctx.isLeader()) {
+        service.clientTerminated(clientId).catch(() => undefined);
+      } else if (header(call, forwardedHeader) !== '1') {
+        const leader = ctx.leaderAddress();
+        if (leader !== undefined) ctx.forwarder.unary('NotifyClientTermination', call.request, { target: () => leader, metadata: call.metadata, deadlineMs: Date.now() + 2_000 }).catch(() => undefined);
+      }
+      callback(null, { status: okStatus });
+    },
+
+    SendMessage: unary('SendMessage', async (request, call) => {
+      const honourQueueId = header(call, queueSelectedHeader) === '1';
+      const messages: any[] = request.messages ?? [];
+      if (messages.length === 0) return { status: { code: 'BAD_REQUEST', message: 'no messages to send' }, entries: [] };
+      const entries = await Promise.all(messages.map(async (message) => {
+        const messageId = String(message?.systemProperties?.messageId ?? '');
+        try {
+          const { input, kind } = messageFromV2(message, service.options.maxBodyBytes, honourQueueId);
+          const [result] = await service.send([input], kind);
+          return { status: okStatus, messageId, transactionId: messageId, offset: result?.offset ?? 0, recallHandle: '' };
+        } catch (error) {
+          return { status: statusOf(error).status, messageId, transactionId: '', offset: 0, recallHandle: '' };
+        }
+      }));
+      // An entry's INTERNAL_SERVER_ERROR means its outcome is unknown; every other code is definite.
+      const failed = entries.find((entry) => entry.status.code !== 'OK');
+      return { status: failed?.status ?? okStatus, entries };
+    }, (status) => ({ status, entries: [] })),
+
+    ReceiveMessage: serverStream('ReceiveMessage', async (request, call) => {
+      const group = groupOf(request);
+      const topic = String(request.messageQueue?.topic?.name ?? '');
+      const filter = parseTagFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
+      const autoRenew = request.autoRenew === true;
+      const groupConfig = await service.requireGroup(group);
+      const honourQueue = header(call, queueSelectedHeader) === '1' || (autoRenew && groupConfig.fifo);
+      const queueId = honourQueue ? Number(request.messageQueue?.id ?? -1) : -1;
+      const batch = Math.min(Math.max(Number(request.batchSize) || receiveBatchMax, 1), receiveBatchMax);
+      const invisibleMs = durationToMs(request.invisibleDuration) ?? 30_000;
+      if (!autoRenew && (invisibleMs < invisibleMsMin || invisibleMs > invisibleMsMax)) {
+        throw new BrokerError('ILLEGAL_INVISIBLE_TIME', `invisible duration must be between ${invisibleMsMin} ms and 12 h, not ${invisibleMs} ms`);
+      }
+      const clientId = clientIdOf(call);
+      service.touchClient(clientId, autoRenew ? 'PUSH_CONSUMER' : 'SIMPLE_CONSUMER', group);
+      const delivered = await service.receive({ group, topic, queueId, filter, batch, invisibleMs, autoRenew, clientId, pollMs: pollMsFor(request, call) });
+      if (delivered.length === 0) return [{ status: { code: 'MESSAGE_NOT_FOUND', message: 'no new message' } }];
+      return [{ status: okStatus }, ...delivered.map((d) => ({ message: messageToV2(d, ctx.selfAddress) })), { deliveryTimestamp: msToTimestamp(Date.now()) }];
+    }),
+
+    AckMessage: unary('AckMessage', async (request) => {
+      const group = groupOf(request);
+      const entries = await Promise.all((request.entries ?? []).map(async (entry: any) => {
+        try {
+          await service.ack(group, handleOf(entry.receiptHandle));
+          return { messageId: entry.messageId, receiptHandle: entry.receiptHandle, status: okStatus };
+        } catch (error) {
+          return { messageId: entry.messageId, receiptHandle: entry.receiptHandle, status: statusOf(error).status };
+        }
+      }));
+      const failed = entries.find((entry: { status: V2Status }) => entry.status.code !== 'OK');
+      return { status: failed?.status ?? (entries.length > 1 ? { code: 'OK', message: 'OK' } : okStatus), entries };
+    }),
+
+    ChangeInvisibleDuration: unary('ChangeInvisibleDuration', async (request) => {
+      const group = groupOf(request);
+      const invisibleMs = durationToMs(request.invisibleDuration) ?? 0;
+      if (invisibleMs < 0 || invisibleMs > invisibleMsMax) throw new BrokerError('ILLEGAL_INVISIBLE_TIME', `invisible duration must be between 0 and 12 h, not ${invisibleMs} ms`);
+      const receiptHandle = await service.changeInvisibleDuration(group, handleOf(request.receiptHandle), invisibleMs);
+      return { status: okStatus, receiptHandle };
+    }, (status) => ({ status, receiptHandle: '' })),
+
+    ForwardMessageToDeadLetterQueue: unary('ForwardMessageToDeadLetterQueue', async (request) => {
+      await service.forwardToDeadLetterQueue(groupOf(request), handleOf(request.receiptHandle));
+      return { status: okStatus };
+    }),
+
+    QueryAssignment: unary('QueryAssignment', async (request, call) => {
+      const group = groupOf(request);
+      const topic = service.requireTopic(String(request.topic?.name ?? ''));
+      const groupConfig = await service.requireGroup(group);
+      const queues = routeQueues(topic, ctx.brokerGroup, ctx.selfAddress).filter((q) => q.permission === 'READ' || q.permission === 'READ_WRITE');
+      if (queues.length === 0) return { status: { code: 'FORBIDDEN', message: `topic ${topic.name} has no readable queue` }, assignments: [] };
+      if (header(call, rebalanceHeader) === '1') {
+        const clientId = clientIdOf(call);
+        service.touchClient(clientId, 'PUSH_CONSUMER', group);
+        const mine = new Set(service.allocateQueues(group, topic.name, clientId));
+        return { status: okStatus, assignments: queues.filter((q) => mine.has(q.id)).map((messageQueue) => ({ messageQueue })) };
+      }
+      // Pop-style consumers share every queue; FIFO groups get one assignment per queue so
+      // the official push consumer runs one ordered receive loop per queue.
+      if (groupConfig.fifo) return { status: okStatus, assignments: queues.map((messageQueue) => ({ messageQueue })) };
+      return { status: okStatus, assignments: [{ messageQueue: { ...queues[0], id: -1 } }] };
+    }, (status) => ({ status, assignments: [] })),
+
+    PullMessage: serverStream('PullMessage', async (request, call) => {
+      const topic = String(request.messageQueue?.topic?.name ?? '');
+      const filter = parseTagFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
+      const batch = Math.min(Math.max(Number(request.batchSize) || 32, 1), 1024);
+      const { messages, nextOffset } = await service.pull({
+        topic, queueId: Number(request.messageQueue?.id ?? 0), offset: Number(request.offset ?? 0), batch, filter, pollMs: pollMsFor(request, call),
+      });
+      return [
+        { status: messages.length > 0 ? okStatus : { code: 'MESSAGE_NOT_FOUND', message: 'no new message' } },
+        ...messages.map((m) => ({ message: messageToV2(m, ctx.selfAddress) })),
+        { nextOffset },
+      ];
+    }),
+
+    UpdateOffset: unary('UpdateOffset', async (request) => {
+      await service.updateOffset(groupOf(request), String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0), Number(request.offset));
+      return { status: okStatus };
+    }),
+
+    GetOffset: unary('GetOffset', async (request) => {
+      const offset = await service.getOffset(groupOf(request), String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0));
+      if (offset === undefined) return { status: { code: 'OFFSET_NOT_FOUND', message: 'the group has committed no offset for this queue' }, offset: 0 };
+      return { status: okStatus, offset };
+    }, (status) => ({ status, offset: 0 })),
+
+    QueryOffset: unary('QueryOffset', async (request) => {
+      const policy = String(request.queryOffsetPolicy ?? 'BEGINNING') as 'BEGINNING' | 'END' | 'TIMESTAMP';
+      const offset = await service.queryOffset(String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0), policy, timestampToMs(request.timestamp) ?? 0);
+      return { status: okStatus, offset };
+    }, (status) => ({ status, offset: 0 })),
+
+    EndTransaction: unary('EndTransaction', () => Promise.resolve({ status: { code: 'UNSUPPORTED' satisfies V2Code, message: 'transactional messages are not supported yet' } })),
+  };
+}

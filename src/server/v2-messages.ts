@@ -1,0 +1,99 @@
+/**
+ * Conversions between the client protocol's messages and the broker's: validation of what a
+ * producer sends (Apache's proxy codes) and the full `Message` a consumer receives.
+ */
+import { createHash } from 'node:crypto';
+import type { DeliveredMessage, PulledMessage } from '../broker/broker-service.js';
+import { BrokerError } from '../broker/errors.js';
+import type { MessageInput } from '../broker/core/entry-codec.js';
+import { tagProblem, topicNameProblem, type MessageKind } from '../broker/core/names.js';
+import { msToDuration, msToTimestamp, timestampToMs } from '../util/rocketmq-v2.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
+
+const userPropertiesMax = 128;
+const propertyBytesMax = 16 * 1024;
+const messageGroupBytesMax = 64;
+
+/** Checks one message of a SendMessage request; throws a BrokerError with the protocol's code. */
+export function messageFromV2(message: any, maxBodyBytes: number, honourQueueId: boolean): { input: MessageInput; kind: MessageKind } {
+  const topic = String(message?.topic?.name ?? '');
+  const namespace = String(message?.topic?.resourceNamespace ?? '');
+  if (namespace !== '') throw new BrokerError('BAD_REQUEST', `namespaces are not supported (got ${JSON.stringify(namespace)})`);
+  const topicProblem = topicNameProblem(topic);
+  if (topicProblem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', topicProblem);
+  const system = message.systemProperties ?? {};
+  const messageId = String(system.messageId ?? '');
+  if (messageId.trim() === '' || messageId.length > 128) throw new BrokerError('ILLEGAL_MESSAGE_ID', 'every message needs a message id of 1-128 characters');
+  const body: Buffer = message.body ?? Buffer.alloc(0);
+  if (body.byteLength === 0) throw new BrokerError('MESSAGE_BODY_EMPTY', 'message body is empty');
+  if (body.byteLength > maxBodyBytes) throw new BrokerError('MESSAGE_BODY_TOO_LARGE', `message body of ${body.byteLength} bytes exceeds the limit of ${maxBodyBytes}`);
+  const tag = system.tag === undefined || system.tag === null ? '' : String(system.tag);
+  if (system.tag !== undefined && system.tag !== null) {
+    const problem = tagProblem(tag);
+    if (problem !== undefined) throw new BrokerError('ILLEGAL_MESSAGE_TAG', problem);
+  }
+  const keys: string[] = (system.keys ?? []).map(String);
+  if (keys.some((key) => key.trim() === '' || /[\x00-\x1f\x7f]/.test(key))) throw new BrokerError('ILLEGAL_MESSAGE_KEY', 'message keys must not be blank or contain control characters');
+  const messageGroup = system.messageGroup === undefined || system.messageGroup === null ? '' : String(system.messageGroup);
+  if (system.messageGroup !== undefined && system.messageGroup !== null
+    && (messageGroup.trim() === '' || Buffer.byteLength(messageGroup) >= messageGroupBytesMax || /[\x00-\x1f\x7f]/.test(messageGroup))) {
+    throw new BrokerError('ILLEGAL_MESSAGE_GROUP', `message group must be 1-63 bytes without control characters`);
+  }
+  const type = String(system.messageType ?? 'NORMAL');
+  if (type === 'DELAY' || type === 'TRANSACTION' || type === 'LITE' || type === 'PRIORITY') {
+    throw new BrokerError('UNSUPPORTED', `${type} messages are not supported yet`);
+  }
+  if (type === 'FIFO' && messageGroup === '') throw new BrokerError('ILLEGAL_MESSAGE_GROUP', 'a FIFO message needs a message group');
+  const properties: Record<string, string> = message.userProperties ?? {};
+  const propertyEntries = Object.entries(properties);
+  let propertyBytes = Buffer.byteLength(tag) + keys.reduce((sum, key) => sum + Buffer.byteLength(key), 0);
+  for (const [key, value] of propertyEntries) {
+    if (key === '' || /[\x00-\x1f\x7f]/.test(key)) throw new BrokerError('ILLEGAL_MESSAGE_PROPERTY_KEY', `property key ${JSON.stringify(key)} is invalid`);
+    propertyBytes += Buffer.byteLength(key) + Buffer.byteLength(value);
+  }
+  if (propertyEntries.length > userPropertiesMax || propertyBytes > propertyBytesMax) {
+    throw new BrokerError('MESSAGE_PROPERTIES_TOO_LARGE', `at most ${userPropertiesMax} user properties and ${propertyBytesMax} bytes of properties, tag and keys`);
+  }
+  const queueId = honourQueueId ? Number(system.queueId ?? 0) : -1;
+  return {
+    kind: messageGroup !== '' ? 'FIFO' : 'NORMAL',
+    input: {
+      topic, messageId, tag, keys, messageGroup, queueId,
+      bornTimestamp: timestampToMs(system.bornTimestamp) ?? 0, bornHost: String(system.bornHost ?? ''), properties, body,
+    },
+  };
+}
+
+/** Upper-case hex MD5: the only digest both the Node and the Java client read the same way. */
+export function bodyDigest(body: Uint8Array): { type: 'MD5'; checksum: string } {
+  return { type: 'MD5', checksum: createHash('md5').update(body).digest('hex').toUpperCase() };
+}
+
+export function messageToV2(delivered: DeliveredMessage | PulledMessage, storeHost: string): any {
+  const { message } = delivered;
+  const userProperties: Record<string, string> = Object.fromEntries(message.properties);
+  if (message.messageGroup !== '') userProperties.__SHARDINGKEY = message.messageGroup;
+  if (delivered.topic !== message.topic) userProperties.__ORIGIN_TOPIC = message.topic;
+  const system: Record<string, unknown> = {
+    keys: message.keys,
+    messageId: message.messageId,
+    bodyDigest: bodyDigest(message.body),
+    bodyEncoding: 'IDENTITY',
+    messageType: message.messageGroup !== '' ? 'FIFO' : 'NORMAL',
+    bornTimestamp: msToTimestamp(message.bornTimestamp),
+    bornHost: message.bornHost,
+    storeTimestamp: msToTimestamp(delivered.storeTimeMs),
+    storeHost,
+    queueId: delivered.queueId,
+    queueOffset: delivered.offset,
+  };
+  if (message.tag !== '') system.tag = message.tag;
+  if (message.messageGroup !== '') system.messageGroup = message.messageGroup;
+  if ('receiptHandle' in delivered) {
+    system.receiptHandle = delivered.receiptHandle;
+    system.deliveryAttempt = delivered.attempt;
+    system.invisibleDuration = msToDuration(Math.max(0, delivered.invisibleUntilMs - Date.now()));
+  }
+  return { topic: { name: delivered.topic, resourceNamespace: '' }, userProperties, systemProperties: system, body: message.body };
+}
