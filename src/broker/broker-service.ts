@@ -13,7 +13,7 @@ import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } 
 import { encodeCommand, encodeMessages, readMessageAt, type MessageInput, type StoredMessage } from './core/entry-codec.js';
 import { filterMatches, filterToJson, type TagFilter } from './core/filter.js';
 import {
-  defaultGroupConfig, defaultTopicConfig, dlqTopicPrefix, groupConfigProblem, permRead, topicConfigProblem, type GroupConfig, type MessageKind, type TopicConfig,
+  defaultGroupConfig, defaultTopicConfig, dlqTopicPrefix, groupConfigProblem, permRead, topicAccepts, topicConfigProblem, type GroupConfig, type MessageKind, type TopicConfig,
 } from './core/names.js';
 import { formatReceiptHandle, type ReceiptHandle } from './core/receipt-handle.js';
 
@@ -238,8 +238,8 @@ export class BrokerService {
       if (message.body.byteLength > this.options.maxBodyBytes) {
         throw new BrokerError('MESSAGE_BODY_TOO_LARGE', `message body of ${message.body.byteLength} bytes exceeds the limit of ${this.options.maxBodyBytes}`);
       }
-      const topic = await this.ensureTopic(message.topic, kind);
-      if (topic.messageType !== kind) {
+      const topic = await this.ensureTopic(message.topic);
+      if (!topicAccepts(topic.messageType, kind)) {
         throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', `topic ${topic.name} accepts ${topic.messageType} messages, not ${kind}`);
       }
       if (message.queueId >= Math.min(topic.writeQueues, this.state.maxOffsets(topic.name).length)) {
@@ -256,15 +256,15 @@ export class BrokerService {
     })));
   }
 
-  private async ensureTopic(name: string, kind: MessageKind): Promise<TopicConfig> {
+  private async ensureTopic(name: string): Promise<TopicConfig> {
     const existing = this.state.topic(name);
     if (existing !== undefined) return existing;
     if (!this.options.autoCreateTopics && !name.startsWith(dlqTopicPrefix)) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${name} does not exist and auto-creation is off; create it with \`raftmq topic create ${name}\``);
-    const problem = topicConfigProblem(defaultTopicConfig(name, kind));
+    const problem = topicConfigProblem(defaultTopicConfig(name, 'MIXED'));
     if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
     let creating = this.topicCreations.get(name);
     if (creating === undefined) {
-      creating = this.command({ op: 'topic.put', config: defaultTopicConfig(name, kind) }).then(() => undefined).finally(() => this.topicCreations.delete(name));
+      creating = this.command({ op: 'topic.put', config: defaultTopicConfig(name, 'MIXED') }).then(() => undefined).finally(() => this.topicCreations.delete(name));
       this.topicCreations.set(name, creating);
     }
     await creating;

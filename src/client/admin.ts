@@ -16,7 +16,7 @@ export interface TopicSettings {
   readonly writeQueues?: number;
   /** 6 read+write, 4 read only, 2 write only, 0 none. */
   readonly perm?: number;
-  readonly messageType?: 'NORMAL' | 'FIFO';
+  readonly messageType?: 'NORMAL' | 'FIFO' | 'MIXED';
 }
 
 export interface TopicInfo {

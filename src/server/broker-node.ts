@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions } from '../broker/broker-service.js';
 import { BrokerStateMachine } from '../broker/broker-state-machine.js';
 import { BrokerError } from '../broker/errors.js';
-import { messageKinds, type GroupConfig, type MessageKind, type TopicConfig } from '../broker/core/names.js';
+import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '../broker/core/names.js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import { Forwarder } from './forwarder.js';
@@ -167,8 +167,8 @@ function adminHandlers(service: BrokerService, isLeader: () => boolean, leaderAd
 }
 
 function topicFromProto(config: any): TopicConfig {
-  const messageType = String(config?.messageType || 'NORMAL') as MessageKind;
-  if (!messageKinds.includes(messageType)) throw new BrokerError('BAD_REQUEST', `message type must be one of ${messageKinds.join(', ')}`);
+  const messageType = String(config?.messageType || 'NORMAL') as TopicType;
+  if (!topicTypes.includes(messageType)) throw new BrokerError('BAD_REQUEST', `message type must be one of ${topicTypes.join(', ')}`);
   return {
     name: String(config?.name ?? ''), readQueues: Number(config?.readQueues ?? 0), writeQueues: Number(config?.writeQueues ?? 0),
     perm: Number(config?.perm ?? 6), messageType,

@@ -63,7 +63,7 @@ export function routeQueues(topic: TopicConfig, brokerGroup: string, address: st
     return {
       topic: { name: topic.name, resourceNamespace: '' }, id, broker,
       permission: read && write ? 'READ_WRITE' : read ? 'READ' : write ? 'WRITE' : 'NONE',
-      acceptMessageTypes: [topic.messageType],
+      acceptMessageTypes: topic.messageType === 'MIXED' ? ['NORMAL', 'FIFO'] : [topic.messageType],
     };
   });
 }
@@ -179,7 +179,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       const name = String(request.topic?.name ?? '');
       let topic = service.state.topic(name);
       if (topic === undefined && service.options.autoCreateTopics) {
-        await service.putTopic(defaultTopicConfig(name));
+        await service.putTopic(defaultTopicConfig(name, 'MIXED'));
         topic = service.state.topic(name);
       }
       if (topic === undefined) return { status: { code: 'TOPIC_NOT_FOUND', message: `topic ${name} does not exist` }, messageQueues: [] };

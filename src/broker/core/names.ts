@@ -18,8 +18,15 @@ export function groupNameProblem(name: string): string | undefined {
   return undefined;
 }
 
+/** The kind of one message: FIFO messages carry a message group (sharding key). */
 export type MessageKind = 'NORMAL' | 'FIFO';
-export const messageKinds: readonly MessageKind[] = ['NORMAL', 'FIFO'];
+/** What a topic accepts; MIXED (topics created on first use) takes both kinds. */
+export type TopicType = MessageKind | 'MIXED';
+export const topicTypes: readonly TopicType[] = ['NORMAL', 'FIFO', 'MIXED'];
+
+export function topicAccepts(type: TopicType, kind: MessageKind): boolean {
+  return type === 'MIXED' || type === kind;
+}
 
 /** Queue permissions as in RocketMQ's PermName: 4 = read, 2 = write. */
 export const permRead = 4;
@@ -31,8 +38,8 @@ export interface TopicConfig {
   readonly readQueues: number;
   readonly writeQueues: number;
   readonly perm: number;
-  /** NORMAL accepts normal messages; FIFO accepts messages with a message group. */
-  readonly messageType: MessageKind;
+  /** NORMAL accepts normal messages; FIFO messages with a message group; MIXED both. */
+  readonly messageType: TopicType;
 }
 
 export interface GroupConfig {
@@ -54,7 +61,7 @@ export function topicConfigProblem(config: TopicConfig): string | undefined {
     if (!Number.isInteger(value) || value < 1 || value > queueCountMax) return `${field} must be an integer in 1..${queueCountMax}, not ${value}`;
   }
   if (![0, permRead, permWrite, permReadWrite].includes(config.perm)) return `perm must be 0, 2 (write), 4 (read) or 6 (read+write), not ${config.perm}`;
-  if (!messageKinds.includes(config.messageType)) return `message type must be one of ${messageKinds.join(', ')}, not ${String(config.messageType)}`;
+  if (!topicTypes.includes(config.messageType)) return `message type must be one of ${topicTypes.join(', ')}, not ${String(config.messageType)}`;
   return undefined;
 }
 
@@ -67,7 +74,7 @@ export function groupConfigProblem(config: GroupConfig): string | undefined {
   return undefined;
 }
 
-export const defaultTopicConfig = (name: string, messageType: MessageKind = 'NORMAL'): TopicConfig => ({
+export const defaultTopicConfig = (name: string, messageType: TopicType = 'NORMAL'): TopicConfig => ({
   name, readQueues: defaultQueueCount, writeQueues: defaultQueueCount, perm: permReadWrite, messageType,
 });
 
