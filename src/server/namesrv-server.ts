@@ -199,42 +199,60 @@ export class NameServerProcess {
 
   /**
    * Telemetry is a long-lived bidi stream: pipe it to a leader (its answers need the group's
-   * settings). When the leader goes away the stream ends with UNAVAILABLE and the client
-   * reopens it a second later, re-sending its settings.
+   * settings). When that leader goes away, reconnect to the next one and re-send the client's
+   * last settings, so the client never sees its stream break (official clients treat a broken
+   * stream badly). The client's own end or cancel ends everything.
    */
   private proxyTelemetry(call: grpc.ServerDuplexStream<any, any>): void {
-    const pending: any[] = [];
     let upstream: grpc.ClientDuplexStream<any, any> | undefined;
+    let lastSettings: any;
+    const pending: any[] = [];
     let ended = false;
-    const end = (status?: grpc.StatusObject): void => {
+    let connecting = false;
+    const finish = (): void => {
       if (ended) return;
       ended = true;
-      if (status !== undefined && status.code !== grpc.status.OK) call.destroy(Object.assign(new Error(status.details), { code: status.code }));
-      else call.end();
       upstream?.cancel();
     };
-    const holdUntil = Date.now() + this.config.holdMs;
     const connect = (): void => {
-      if (ended) return;
-      const group = this.registry.groups(Date.now()).find((g) => g.leader !== undefined);
-      if (group?.leader === undefined) {
-        if (Date.now() < holdUntil) setTimeout(connect, 100);
-        else end({ code: grpc.status.UNAVAILABLE, details: 'no broker group has a leader yet', metadata: new grpc.Metadata() });
-        return;
-      }
-      upstream = this.forwarder.telemetry(group.leader.address, call.metadata);
-      upstream.on('data', (command: any) => { if (!ended) call.write(command); });
-      upstream.on('error', (error: grpc.ServiceError) => end({ code: grpc.status.UNAVAILABLE, details: `broker telemetry stream failed: ${error.message}`, metadata: new grpc.Metadata() }));
-      upstream.on('end', () => end());
-      for (const command of pending.splice(0)) upstream.write(command);
+      if (ended || connecting) return;
+      connecting = true;
+      const attempt = (): void => {
+        if (ended) return;
+        const group = this.registry.groups(Date.now()).find((g) => g.leader !== undefined);
+        if (group?.leader === undefined) {
+          setTimeout(attempt, 100);
+          return;
+        }
+        const stream = this.forwarder.telemetry(group.leader.address, call.metadata);
+        upstream = stream;
+        connecting = false;
+        const reconnect = (): void => {
+          if (upstream !== stream || ended) return;
+          upstream = undefined;
+          stream.cancel();
+          setTimeout(connect, 100);
+        };
+        stream.on('data', (command: any) => { if (!ended && upstream === stream) call.write(command); });
+        stream.on('error', reconnect);
+        stream.on('end', reconnect);
+        if (lastSettings !== undefined && pending.length === 0) stream.write(lastSettings);
+        for (const command of pending.splice(0)) stream.write(command);
+      };
+      attempt();
     };
     call.on('data', (command: any) => {
+      if (command?.settings !== undefined && command?.settings !== null) lastSettings = command;
       if (upstream === undefined) pending.push(command);
       else upstream.write(command);
     });
-    call.on('end', () => { upstream?.end(); if (!ended) { ended = true; call.end(); } });
-    call.on('error', () => { ended = true; upstream?.cancel(); });
-    call.on('cancelled', () => { ended = true; upstream?.cancel(); });
+    call.on('end', () => {
+      upstream?.end();
+      finish();
+      call.end();
+    });
+    call.on('error', finish);
+    call.on('cancelled', finish);
     connect();
   }
 }

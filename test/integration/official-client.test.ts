@@ -1,0 +1,127 @@
+/**
+ * F23: the official RocketMQ 5 Node client (`rocketmq-client-nodejs`), unchanged, against a
+ * real cluster through the access point: Producer, SimpleConsumer and PushConsumer, normal
+ * and FIFO, with the leader SIGKILLed in the middle of each send run. The application must
+ * see no send error and every acknowledged message must be consumed.
+ */
+import { PushConsumer, Producer, SimpleConsumer } from 'rocketmq-client-nodejs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BrokerCluster } from '../support/broker-cluster.js';
+import { waitFor } from '../support/process-cluster.js';
+
+async function sendAll(count: number, concurrency: number, send: (i: number) => Promise<string>, onProgress: (done: number) => void): Promise<{ ids: Map<number, string>; errors: string[] }> {
+  const ids = new Map<number, string>();
+  const errors: string[] = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < count) {
+      const i = next++;
+      try {
+        ids.set(i, await send(i));
+      } catch (error) {
+        errors.push(`${i}: ${(error as Error).message}`);
+      }
+      onProgress(ids.size);
+    }
+  }));
+  return { ids, errors };
+}
+
+describe('official rocketmq-client-nodejs through the access point', () => {
+  const cluster = new BrokerCluster({ autoCreateTopics: false });
+  const closers: (() => Promise<unknown>)[] = [];
+  // The client (1.0.8) removes its stream listeners on shutdown, so a connection reset that
+  // arrives afterwards is thrown as an uncaught exception. Such errors are collected; the test
+  // demands none before shutdown began.
+  const uncaught: { error: Error; afterShutdown: boolean }[] = [];
+  let shuttingDown = false;
+  const onUncaught = (error: Error): void => { uncaught.push({ error, afterShutdown: shuttingDown }); };
+  process.on('uncaughtException', onUncaught);
+  afterAll(async () => {
+    shuttingDown = true;
+    // The official PushConsumer's shutdown waits out its long polls (≤ 23 s); never let it hang the suite.
+    for (const close of closers.reverse()) await Promise.race([close().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 30_000))]);
+    await cluster.stop();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    process.off('uncaughtException', onUncaught);
+    expect(uncaught.filter((u) => !u.afterShutdown || (u.error as { code?: number }).code !== 14).map((u) => u.error.message)).toEqual([]);
+  });
+
+  it('sends normal and FIFO messages across leader kills without an application error, and the consumers get every one', async () => {
+    await cluster.start();
+    await cluster.admin.createTopic('plain', { readQueues: 4, writeQueues: 4 });
+    await cluster.admin.createTopic('ordered', { readQueues: 4, writeQueues: 4, messageType: 'FIFO' });
+    await cluster.admin.createGroup('fifo-readers', { fifo: true });
+    const endpoints = cluster.accessPoint;
+
+    const producer = new Producer({ endpoints, topics: ['plain', 'ordered'], requestTimeout: 3000 } as never);
+    await producer.startup();
+    closers.push(() => producer.shutdown());
+
+    // Normal messages, leader killed after 150 acknowledgements.
+    let killed: string | undefined;
+    const normal = await sendAll(600, 8, async (i) => (await producer.send({ topic: 'plain', tag: i % 2 === 0 ? 'even' : 'odd', body: Buffer.from(`plain-${i}`) })).messageId, (done) => {
+      if (done >= 150 && killed === undefined) {
+        killed = 'pending';
+        void cluster.killLeader().then((id) => { killed = id; });
+      }
+    });
+    await waitFor('the kill to finish', () => killed !== 'pending' && killed !== undefined, 10_000);
+    expect(normal.errors).toEqual([]);
+    cluster.restart(killed as string);
+
+    // FIFO messages: 4 message groups, each sent in order; the leader is killed mid-run again.
+    let killedAgain: string | undefined;
+    const perGroup = 75;
+    const fifo = await sendAll(4, 4, async (g) => {
+      for (let n = 0; n < perGroup; n++) {
+        await producer.send({ topic: 'ordered', messageGroup: `group-${g}`, body: Buffer.from(`${g}:${n}`) });
+        if (g === 0 && n === 30 && killedAgain === undefined) {
+          killedAgain = 'pending';
+          await waitFor('the restarted node to rejoin', async () => (await cluster.admin.cluster()).filter((node) => node.lag === 0).length === 3, 20_000).catch(() => undefined);
+          killedAgain = await cluster.killLeader();
+        }
+      }
+      return `group-${g}`;
+    }, () => undefined);
+    expect(fifo.errors).toEqual([]);
+    expect(killedAgain).toMatch(/^n\d$/);
+
+    // SimpleConsumer reads every acknowledged normal message, filtered by tag.
+    const simple = new SimpleConsumer({ endpoints, consumerGroup: 'simple-readers', subscriptions: new Map([['plain', 'even || odd']]), awaitDuration: 2000, requestTimeout: 3000 } as never);
+    await simple.startup();
+    closers.push(() => simple.shutdown());
+    const seen = new Set<string>();
+    const expected = new Set(normal.ids.values());
+    const until = Date.now() + 60_000;
+    while ([...expected].some((id) => !seen.has(id)) && Date.now() < until) {
+      for (const message of await simple.receive(32, 20_000)) {
+        seen.add(message.messageId);
+        await simple.ack(message);
+      }
+    }
+    expect([...expected].filter((id) => !seen.has(id))).toEqual([]);
+
+    // PushConsumer (FIFO group): every message, and each message group in order.
+    const received = new Map<string, number[]>();
+    const push = new PushConsumer({
+      endpoints, consumerGroup: 'fifo-readers', subscriptions: new Map([['ordered', '*']]), requestTimeout: 3000,
+      messageListener: {
+        consume: async (message: { body: Buffer }) => {
+          const [group, n] = message.body.toString().split(':') as [string, string];
+          received.set(group, [...(received.get(group) ?? []), Number(n)]);
+          return 'SUCCESS';
+        },
+      },
+    } as never);
+    await push.startup();
+    closers.push(() => push.shutdown());
+    await waitFor('every FIFO message pushed', () => [...received.values()].reduce((sum, list) => sum + new Set(list).size, 0) >= 4 * perGroup, 60_000);
+    for (let g = 0; g < 4; g++) {
+      const list = received.get(String(g)) ?? [];
+      const firstSeen = list.filter((n, i) => list.indexOf(n) === i);
+      expect(firstSeen).toEqual(Array.from({ length: perGroup }, (_, n) => n));
+    }
+    expect(uncaught).toEqual([]);
+  }, 180_000);
+});
