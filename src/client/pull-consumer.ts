@@ -205,7 +205,9 @@ export class PullConsumer {
   private async rebalanceOnce(): Promise<void> {
     const wanted = new Map<string, { ref: QueueRef; filter: string }>();
     for (const [topic, filter] of this.subscriptions) {
-      const groups = await this.connection.routes(topic, true);
+      let groups = await this.connection.routes(topic, true);
+      // A topic created a moment ago may not be registered yet: ask the brokers themselves.
+      if (groups.length === 0) groups = await this.connection.requireRoutes(topic).catch(() => []);
       for (const group of groups) {
         const route = group.topics.find((t) => t.name === topic);
         if (route === undefined) continue;

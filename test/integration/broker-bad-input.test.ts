@@ -1,0 +1,64 @@
+/**
+ * Bad input gets a clear, definite error and changes nothing: unknown topics (auto-create
+ * off), invalid topic and group names, oversize bodies (limit configurable), malformed,
+ * stale and foreign receipt handles.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MQClientError } from '../../src/client/mq-connection.js';
+import { Producer } from '../../src/client/producer.js';
+import { SimpleConsumer } from '../../src/client/simple-consumer.js';
+import { BrokerCluster } from '../support/broker-cluster.js';
+
+describe('broker bad input', () => {
+  const cluster = new BrokerCluster({ autoCreateTopics: false, groupId: 'east', extraArgs: ['--max-body-bytes', '1024'] });
+  let producer: Producer;
+  beforeAll(async () => {
+    await cluster.start();
+    await cluster.admin.createTopic('known', { readQueues: 1, writeQueues: 1 });
+    producer = new Producer({ nameServers: [cluster.namesrv], retries: 0 });
+  }, 60_000);
+  afterAll(async () => {
+    producer?.shutdown();
+    await cluster.stop();
+  });
+
+  const sendError = async (message: Parameters<Producer['send']>[0]): Promise<MQClientError> => {
+    const error = await producer.send(message).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(MQClientError);
+    return error as MQClientError;
+  };
+
+  it('refuses a send to an unknown topic when auto-creation is off', async () => {
+    const error = await sendError({ topic: 'nowhere', body: 'x' });
+    expect(error.code).toBe('TOPIC_NOT_FOUND');
+    expect(error.definite).toBe(true);
+    expect((await cluster.admin.listTopics()).map((t) => t.name)).toEqual(['known']);
+  });
+
+  it('refuses invalid topic names and consumer group names', async () => {
+    await expect(cluster.admin.createTopic('bad topic!')).rejects.toThrow(/invalid/);
+    await expect(cluster.admin.createGroup('no/slashes')).rejects.toThrow(/invalid/);
+    expect(() => new SimpleConsumer({ nameServers: [cluster.namesrv], group: 'bad group' })).toThrow(/invalid/);
+  });
+
+  it('refuses a body over the configured limit and stores nothing', async () => {
+    const error = await sendError({ topic: 'known', body: Buffer.alloc(1025, 1) });
+    expect(error.code).toBe('MESSAGE_BODY_TOO_LARGE');
+    expect(error.definite).toBe(true);
+    await producer.send({ topic: 'known', body: Buffer.alloc(1024, 1) });
+    expect((await cluster.admin.listTopics()).find((t) => t.name === 'known')?.maxOffsets).toEqual([1]);
+  });
+
+  it('answers malformed, stale and foreign receipt handles with INVALID_RECEIPT_HANDLE', async () => {
+    const consumer = new SimpleConsumer({ nameServers: [cluster.namesrv], group: 'handles', awaitMs: 1_000 }).subscribe('known');
+    const [message] = await consumer.receive(1, 10_000);
+    expect(message).toBeDefined();
+    const m = message as NonNullable<typeof message>;
+    await expect(consumer.ack({ ...m, receiptHandle: 'garbage' })).rejects.toMatchObject({ code: 'INVALID_RECEIPT_HANDLE', definite: true });
+    await expect(consumer.ack({ ...m, receiptHandle: m.receiptHandle.replace('~east~', '~west~') })).rejects.toMatchObject({ code: 'INVALID_RECEIPT_HANDLE' });
+    const renewed = await consumer.changeInvisibleDuration(m, 10_000);
+    await expect(consumer.ack(m)).rejects.toMatchObject({ code: 'INVALID_RECEIPT_HANDLE' }); // superseded
+    await consumer.ack(renewed);
+    consumer.shutdown();
+  });
+});
