@@ -1,31 +1,40 @@
 /**
- * The README's promise: `raftmq dev` (what `npm start` runs) brings up a 3-node group with data
- * on disk, prints the endpoints and the leader, answers `raftmq status`, and stops every node
- * cleanly on Ctrl-C (SIGINT).
+ * The README's promise: `raftmq dev` (what `npm start` runs) brings up a NameServer with the
+ * access point and a 3-node broker group with data on disk, prints the endpoints and the
+ * leader; the CLI then produces, consumes and shows the cluster (with pids); Ctrl-C (SIGINT)
+ * stops every process cleanly.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { expect, it } from 'vitest';
+import { freePorts } from '../../src/cli/local-cluster.js';
 import { cliPath, freeConsecutivePorts, waitFor } from '../support/process-cluster.js';
 
-it('raftmq dev starts a 3-node group with data on disk and stops cleanly on SIGINT', async () => {
+it('raftmq dev starts NameServer, access point and a 3-node broker group; produce, consume and cluster work; SIGINT stops it', async () => {
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-dev-'));
   const basePort = await freeConsecutivePorts(3);
-  const dev = spawn(process.execPath, [cliPath, 'dev', '--data', dataDir, '--base-port', String(basePort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [namesrvPort, accessPort] = await freePorts(2);
+  const namesrv = `127.0.0.1:${namesrvPort}`;
+  const dev = spawn(process.execPath, [cliPath, 'dev', '--data', dataDir, '--base-port', String(basePort), '--namesrv', namesrv, '--access-point', `127.0.0.1:${accessPort}`], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   dev.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
   dev.stderr.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  const cli = (...args: string[]) => spawnSync(process.execPath, [cliPath, ...args, '--namesrv', namesrv], { encoding: 'utf8' });
   try {
-    await waitFor('the dev group to report its leader', () => /leader \(term \d+\)/.test(output), 20_000);
-    expect(output).toMatch(/3-node Raft group "dev" up \(SYNC_FLUSH\)/);
-    const nodes = [0, 1, 2].map((i) => `127.0.0.1:${basePort + i}`).join(',');
-    const status = spawnSync(process.execPath, [cliPath, 'status', '--nodes', nodes, '--json'], { encoding: 'utf8' });
-    expect(status.status).toBe(0);
-    const report = JSON.parse(status.stdout) as { nodes: Array<{ role: string; pid: number }> };
-    expect(report.nodes.filter((n) => n.role === 'leader').length).toBe(1);
-    expect(report.nodes.every((n) => n.pid > 0)).toBe(true);
+    await waitFor('the dev group to report its leader', () => /leader \(term \d+\)/.test(output), 30_000);
+    expect(output).toMatch(/broker group "dev" \(3 nodes, SYNC_FLUSH\) up/);
+    expect(output).toContain(`access point  127.0.0.1:${accessPort}`);
+    const produced = cli('produce', '--topic', 'smoke', '--count', '500', '--inflight', '32');
+    expect(produced.stdout).toMatch(/^500 acknowledged, 0 failed, 0 outcome unknown/m);
+    const consumed = cli('consume', '--topic', 'smoke', '--group', 'cli', '--count', '500', '--idle-ms', '5000');
+    expect(consumed.stdout).toMatch(/^500 messages in/m);
+    const cluster = cli('cluster', '--json');
+    expect(cluster.status).toBe(0);
+    const report = JSON.parse(cluster.stdout) as { nodes: Array<{ isLeader: boolean; pid: number; group: string }> };
+    expect(report.nodes.filter((n) => n.isLeader).length).toBe(1);
+    expect(report.nodes.every((n) => n.pid > 0 && n.group === 'dev')).toBe(true);
     expect((await fs.readdir(dataDir)).sort()).toEqual(['n1', 'n2', 'n3']);
     const exited = new Promise<number | null>((resolve) => dev.once('exit', resolve));
     dev.kill('SIGINT');
@@ -35,4 +44,4 @@ it('raftmq dev starts a 3-node group with data on disk and stops cleanly on SIGI
     if (dev.exitCode === null) dev.kill('SIGKILL');
     await fs.rm(dataDir, { recursive: true, force: true });
   }
-}, 60_000);
+}, 90_000);
