@@ -1,7 +1,7 @@
 /**
  * `npm run bench:failover` — N trials (default 20) of SIGKILL of the leader under load on one
  * 3-node broker group (SYNC_FLUSH). Per trial: time from the kill to the first send
- * acknowledged after it, and a full read-back of the topic checking that every acknowledged
+ * issued and acknowledged after it, and a full read-back of the topic checking that every acknowledged
  * message of the run is there (lost must be 0). Prints p50/p99; `--json` for machines.
  *
  *   npm run bench:failover [-- --trials 20 --inflight 32 --json]
@@ -56,10 +56,12 @@ async function main(): Promise<void> {
       const workers = Array.from({ length: options.inflight }, async () => {
         while (running) {
           const body = `t${trial}-${counter++}`;
+          const startedAt = performance.now();
           try {
             await producer.send({ topic: 'failover', body });
             acked.add(body);
-            if (killedAt > 0 && firstAckAfterKill === 0) firstAckAfterKill = performance.now();
+            // Only a send issued after the kill proves the group took writes again.
+            if (killedAt > 0 && startedAt > killedAt && firstAckAfterKill === 0) firstAckAfterKill = performance.now();
           } catch (error) {
             if (error instanceof MQClientError && error.definite) failed++;
             else unknown.add(body);
