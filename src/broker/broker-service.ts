@@ -329,7 +329,7 @@ export class BrokerService {
           op: 'receive', group: request.group, topic: request.topic, queueId: request.queueId, tags: filterToJson(request.filter),
           batch: request.batch, invisibleMs, autoRenew: request.autoRenew, clientId: request.clientId,
         });
-        if (outcome.kind === 'received' && outcome.deliveries.length > 0) return this.readDeliveries(request.group, outcome.deliveries);
+        if (outcome.kind === 'received' && outcome.deliveries.length > 0) return this.readDeliveries(outcome.deliveries);
       }
       const remaining = pollUntil - Date.now();
       if (remaining <= 0 || this.closed) return [];
@@ -367,7 +367,7 @@ export class BrokerService {
     return outcome;
   }
 
-  private async readDeliveries(group: string, deliveries: readonly Delivery[]): Promise<DeliveredMessage[]> {
+  private async readDeliveries(deliveries: readonly Delivery[]): Promise<DeliveredMessage[]> {
     const out: DeliveredMessage[] = [];
     for (const delivery of deliveries) {
       const message = await this.messageAt(delivery.logIndex, delivery.position);
@@ -378,7 +378,6 @@ export class BrokerService {
         invisibleUntilMs: delivery.deadlineMs,
       });
     }
-    void group;
     return out;
   }
 

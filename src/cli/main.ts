@@ -15,21 +15,13 @@ import { RaftClientError, RaftNodeClient } from '../client/raft-node-client.js';
 import type { Member } from '../raft/types.js';
 import { RaftGroupNode, defaultRaftGroupNodeConfig, type RaftGroupNodeConfig } from '../server/raft-group-node.js';
 import {
-  brokerCommand, clusterCommand, consumeCommand, defaultNamesrv, groupCommand, namesrvCommand, produceCommand, topicCommand,
+  brokerCommand, clusterCommand, consumeCommand, defaultNamesrv, groupCommand, integer, namesrvCommand, produceCommand, topicCommand,
 } from './broker-commands.js';
 import { Admin } from '../client/admin.js';
 import { runDevCluster } from './dev-cluster.js';
 import { plainWhenPiped } from './tables.js';
 
 const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
-
-function integer(name: string, min: number): (value: string) => number {
-  return (value) => {
-    const parsed = Number(value);
-    if (!Number.isSafeInteger(parsed) || parsed < min) throw new InvalidArgumentError(`${name} must be a whole number ≥ ${min}`);
-    return parsed;
-  };
-}
 
 function parseMembers(value: string): Member[] {
   const members = value.split(',').filter((part) => part.trim() !== '').map((part) => {

@@ -184,9 +184,7 @@ export class MQConnection {
         const { response, trailer, error } = await this.callOnce(address, method, request, options);
         if (error === undefined && response?.status?.code !== 'HA_NOT_AVAILABLE') return response;
         // A refused call (not the leader) or a node we could not reach before sending.
-        const hinted = trailer?.get(leaderHeader)[0];
-        if (hinted !== undefined && String(hinted) !== address) this.leaders.set(group, String(hinted));
-        else this.leaders.delete(group);
+        this.followLeaderHint(group, address, trailer);
         if (error !== undefined && error.code !== grpc.status.UNAVAILABLE) {
           throw new MQClientError(grpc.status[error.code] ?? 'UNKNOWN', `${method} to ${address}: ${error.message}`, false, { cause: error });
         }
@@ -212,9 +210,7 @@ export class MQConnection {
           const { frames, trailer } = await this.streamOnce(address, method, request, timeoutMs);
           const notLeader = frames.find((f) => f.status?.code === 'HA_NOT_AVAILABLE');
           if (notLeader === undefined) return frames;
-          const hinted = trailer?.get(leaderHeader)[0];
-          if (hinted !== undefined && String(hinted) !== address) this.leaders.set(group, String(hinted));
-          else this.leaders.delete(group);
+          this.followLeaderHint(group, address, trailer);
         } catch (error) {
           const serviceError = error as grpc.ServiceError;
           this.leaders.delete(group);
@@ -225,6 +221,13 @@ export class MQConnection {
       if (Date.now() >= until) throw new MQClientError('NO_LEADER', `broker group ${group} has no reachable leader after ${attempts} attempts`, true);
       await sleep(Math.min(20 * attempts, 200));
     }
+  }
+
+  /** After a not-leader answer: go where the node pointed, or ask the NameServer again. */
+  private followLeaderHint(group: string, address: string, trailer: grpc.Metadata | undefined): void {
+    const hinted = trailer?.get(leaderHeader)[0];
+    if (hinted !== undefined && String(hinted) !== address) this.leaders.set(group, String(hinted));
+    else this.leaders.delete(group);
   }
 
   private callOnce(address: string, method: string, request: object, options: { timeoutMs?: number; extra?: grpc.Metadata }): Promise<{ response?: any; trailer?: grpc.Metadata; error?: grpc.ServiceError }> {

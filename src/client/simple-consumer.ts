@@ -8,8 +8,6 @@
 import { fromV2, type ReceivedMessage } from './messages.js';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
 
-/* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
-
 export interface SimpleConsumerOptions extends ConnectionOptions {
   readonly group: string;
   /** How long `receive` waits on an empty topic (default 5 s). */

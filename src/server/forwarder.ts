@@ -47,18 +47,28 @@ export class Forwarder {
    * Forwards a unary call. Resolves with the leader's response, or with the last not-leader
    * answer when the hold budget ran out; rejects with the last transport error otherwise.
    */
-  async unary(method: string, request: unknown, options: ForwardOptions): Promise<{ response: any; trailer: grpc.Metadata | undefined }> {
+  unary(method: string, request: unknown, options: ForwardOptions): Promise<{ response: any; trailer: grpc.Metadata | undefined }> {
+    return this.hold(options, (address, metadata) => this.callOnce(address, method, request, metadata, options.deadlineMs), (result) => isNotLeaderAnswer(result.response));
+  }
+
+  /** Forwards a server-streaming call; frames are collected and handed over only on success. */
+  serverStream(method: string, request: unknown, options: ForwardOptions): Promise<any[]> {
+    return this.hold(options, (address, metadata) => this.streamOnce(address, method, request, metadata, options.deadlineMs), (frames) => frames.some(isNotLeaderAnswer));
+  }
+
+  /** Tries the current target until it answers as leader or the hold budget runs out. */
+  private async hold<T>(options: ForwardOptions, once: (address: string, metadata: grpc.Metadata) => Promise<T>, notLeader: (result: T) => boolean): Promise<T> {
     const holdUntil = Math.min(Date.now() + this.holdMs, options.deadlineMs - 100);
     const metadata = options.metadata.clone();
     metadata.set(forwardedHeader, '1');
-    let last: { response: any; trailer: grpc.Metadata | undefined } | undefined;
+    let last: T | undefined;
     let lastError: grpc.ServiceError | undefined;
     for (;;) {
       const address = options.target();
       if (address !== undefined) {
         try {
-          const result = await this.callOnce(address, method, request, metadata, options.deadlineMs);
-          if (!isNotLeaderAnswer(result.response)) return result;
+          const result = await once(address, metadata);
+          if (!notLeader(result)) return result;
           last = result;
         } catch (error) {
           const serviceError = error as grpc.ServiceError;
@@ -70,34 +80,6 @@ export class Forwarder {
       }
       if (Date.now() + retryPauseMs >= holdUntil) {
         if (last !== undefined) return last;
-        throw lastError ?? new HoldExpiredError('no leader was known for the whole hold period');
-      }
-      await new Promise((resolve) => setTimeout(resolve, retryPauseMs));
-    }
-  }
-
-  /** Forwards a server-streaming call; frames are collected and handed over only on success. */
-  async serverStream(method: string, request: unknown, options: ForwardOptions): Promise<any[]> {
-    const holdUntil = Math.min(Date.now() + this.holdMs, options.deadlineMs - 100);
-    const metadata = options.metadata.clone();
-    metadata.set(forwardedHeader, '1');
-    let lastFrames: any[] | undefined;
-    let lastError: grpc.ServiceError | undefined;
-    for (;;) {
-      const address = options.target();
-      if (address !== undefined) {
-        try {
-          const frames = await this.streamOnce(address, method, request, metadata, options.deadlineMs);
-          if (!frames.some(isNotLeaderAnswer)) return frames;
-          lastFrames = frames;
-        } catch (error) {
-          const serviceError = error as grpc.ServiceError;
-          if (serviceError.code !== grpc.status.UNAVAILABLE) throw serviceError;
-          lastError = serviceError;
-        }
-      }
-      if (Date.now() + retryPauseMs >= holdUntil) {
-        if (lastFrames !== undefined) return lastFrames;
         throw lastError ?? new HoldExpiredError('no leader was known for the whole hold period');
       }
       await new Promise((resolve) => setTimeout(resolve, retryPauseMs));
