@@ -168,6 +168,11 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     if (problem !== undefined) throw new BrokerError('ILLEGAL_CONSUMER_GROUP', problem);
     return name;
   };
+  /** A queue named for another broker group was sent to the wrong node: refuse, do not guess. */
+  const checkQueueGroup = (request: any): void => {
+    const named = String(request.messageQueue?.broker?.name ?? '');
+    if (named !== '' && named !== ctx.brokerGroup) throw new BrokerError('BAD_REQUEST', `this node belongs to broker group ${ctx.brokerGroup}, not ${named}`);
+  };
   const handleOf = (text: string) => {
     const handle = parseReceiptHandle(String(text ?? ''));
     if (handle === undefined) throw new BrokerError('INVALID_RECEIPT_HANDLE', `malformed receipt handle ${JSON.stringify(String(text ?? '').slice(0, 80))}`);
@@ -240,6 +245,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     }, (status) => ({ status, entries: [] })),
 
     ReceiveMessage: serverStream('ReceiveMessage', async (request, call) => {
+      checkQueueGroup(request);
       const group = groupOf(request);
       const topic = String(request.messageQueue?.topic?.name ?? '');
       const filter = parseTagFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
@@ -305,6 +311,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     }, (status) => ({ status, assignments: [] })),
 
     PullMessage: serverStream('PullMessage', async (request, call) => {
+      checkQueueGroup(request);
       const topic = String(request.messageQueue?.topic?.name ?? '');
       const filter = parseTagFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
       const batch = Math.min(Math.max(Number(request.batchSize) || 32, 1), 1024);
@@ -319,17 +326,20 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     }),
 
     UpdateOffset: unary('UpdateOffset', async (request) => {
+      checkQueueGroup(request);
       await service.updateOffset(groupOf(request), String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0), Number(request.offset));
       return { status: okStatus };
     }),
 
     GetOffset: unary('GetOffset', async (request) => {
+      checkQueueGroup(request);
       const offset = await service.getOffset(groupOf(request), String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0));
       if (offset === undefined) return { status: { code: 'OFFSET_NOT_FOUND', message: 'the group has committed no offset for this queue' }, offset: 0 };
       return { status: okStatus, offset };
     }, (status) => ({ status, offset: 0 })),
 
     QueryOffset: unary('QueryOffset', async (request) => {
+      checkQueueGroup(request);
       const policy = String(request.queryOffsetPolicy ?? 'BEGINNING') as 'BEGINNING' | 'END' | 'TIMESTAMP';
       const offset = await service.queryOffset(String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0), policy, timestampToMs(request.timestamp) ?? 0);
       return { status: okStatus, offset };

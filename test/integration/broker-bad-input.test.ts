@@ -61,4 +61,11 @@ describe('broker bad input', () => {
     await consumer.ack(renewed);
     consumer.shutdown();
   });
+
+  it('refuses a queue of another broker group sent to this group\'s nodes', async () => {
+    const consumer = new SimpleConsumer({ nameServers: [cluster.namesrv], group: 'strays' });
+    const response = await consumer.connection.unary('east', 'GetOffset', { group: { name: 'strays' }, messageQueue: { topic: { name: 'known' }, id: 0, broker: { name: 'west' } } });
+    consumer.shutdown();
+    expect(response.status).toMatchObject({ code: 'BAD_REQUEST', message: 'this node belongs to broker group east, not west' });
+  });
 });
