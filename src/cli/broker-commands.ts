@@ -9,36 +9,13 @@ import { Admin } from '../client/admin.js';
 import { MQClientError } from '../client/mq-connection.js';
 import { Producer } from '../client/producer.js';
 import { PullConsumer } from '../client/pull-consumer.js';
-import type { Member } from '../raft/types.js';
 import { BrokerNode, defaultBrokerNodeSettings, type BrokerNodeConfig } from '../server/broker-node.js';
 import { NameServerProcess, defaultNameServerSettings } from '../server/namesrv-server.js';
-import { defaultRaftGroupNodeConfig } from '../server/raft-group-node.js';
+import { addressList, exitOnFatal, integer, powerFailOnSignal, raftNodeConfig, stopOnSignals, withRaftNodeOptions, type RaftNodeOptions } from './node-options.js';
 import { plainWhenPiped } from './tables.js';
 
 export const defaultNamesrv = '127.0.0.1:9876';
 export const defaultAccessPoint = '127.0.0.1:8081';
-
-export function integer(name: string, min: number): (value: string) => number {
-  return (value) => {
-    const parsed = Number(value);
-    if (!Number.isSafeInteger(parsed) || parsed < min) throw new InvalidArgumentError(`${name} must be a whole number ≥ ${min}`);
-    return parsed;
-  };
-}
-
-export const addressList = (value: string): string[] => value.split(',').map((a) => a.trim()).filter((a) => a !== '');
-
-/** Keeps the process alive until SIGINT/SIGTERM, then runs `close` and exits. */
-export function stopOnSignals(name: string, close: () => Promise<void>): void {
-  const stop = (): void => {
-    close().then(() => process.exit(0), (error: unknown) => {
-      console.error(`${name}: error while stopping: ${String(error)}`);
-      process.exit(1);
-    });
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-}
 
 export function namesrvCommand(): Command {
   return new Command('namesrv')
@@ -57,43 +34,22 @@ export function namesrvCommand(): Command {
     });
 }
 
-export function brokerCommand(parseMembers: (value: string) => Member[]): Command {
-  return new Command('broker')
-    .description('run one broker node: a member of a Raft broker group serving the RocketMQ 5 client protocol')
-    .requiredOption('--group <name>', 'broker group name (the same on every member)')
-    .requiredOption('--id <nodeId>', 'this node\'s id; must be in --members')
-    .requiredOption('--members <list>', 'every member as id=host:port, comma separated', parseMembers)
-    .requiredOption('--data <dir>', 'data directory of this node')
+export function brokerCommand(): Command {
+  return withRaftNodeOptions(new Command('broker')
+    .description('run one broker node: a member of a Raft broker group serving the RocketMQ 5 client protocol'))
     .option('--namesrv <list>', 'NameServer addresses, comma separated', defaultNamesrv)
-    .addOption(new Option('--flush <mode>', 'SYNC_FLUSH (fsync before ack) or ASYNC_FLUSH (flush on an interval)').choices(['sync', 'async']).default('sync'))
-    .option('--flush-interval-ms <ms>', 'ASYNC_FLUSH interval', integer('--flush-interval-ms', 1), defaultRaftGroupNodeConfig.flushIntervalMs)
-    .option('--tick-ms <ms>', 'Raft tick length', integer('--tick-ms', 1), defaultRaftGroupNodeConfig.tickIntervalMs)
-    .option('--election-ticks <n>', 'base election timeout in ticks', integer('--election-ticks', 2), defaultRaftGroupNodeConfig.electionTimeoutTicks)
-    .option('--heartbeat-ticks <n>', 'heartbeat interval in ticks', integer('--heartbeat-ticks', 1), defaultRaftGroupNodeConfig.heartbeatIntervalTicks)
-    .option('--segment-bytes <n>', 'commitlog segment size', integer('--segment-bytes', 4096), defaultRaftGroupNodeConfig.segmentBytesMax)
     .option('--auto-create-topics', 'create unknown topics on first use (8 queues)', false)
     .option('--no-auto-create-groups', 'refuse consumer groups that were not created first')
     .option('--max-body-bytes <n>', 'largest message body accepted', integer('--max-body-bytes', 1), defaultBrokerNodeSettings.maxBodyBytes)
     .option('--register-interval-ms <ms>', 'NameServer re-registration period', integer('--register-interval-ms', 100), defaultBrokerNodeSettings.registerIntervalMs)
-    .option('--log-level <level>', 'pino log level', defaultRaftGroupNodeConfig.logLevel)
-    .action(async (options: {
-      group: string; id: string; members: Member[]; data: string; namesrv: string; flush: 'sync' | 'async'; flushIntervalMs: number; tickMs: number;
-      electionTicks: number; heartbeatTicks: number; segmentBytes: number; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number;
-      registerIntervalMs: number; logLevel: string;
-    }) => {
+    .action(async (options: RaftNodeOptions & { namesrv: string; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number; registerIntervalMs: number }) => {
       const config: BrokerNodeConfig = {
-        ...defaultRaftGroupNodeConfig, ...defaultBrokerNodeSettings,
-        groupId: options.group, nodeId: options.id, members: options.members, dataDir: options.data,
-        flushMode: options.flush, flushIntervalMs: options.flushIntervalMs, tickIntervalMs: options.tickMs,
-        electionTimeoutTicks: options.electionTicks, heartbeatIntervalTicks: options.heartbeatTicks, segmentBytesMax: options.segmentBytes, logLevel: options.logLevel,
-        unsafeAckBeforeFsync: process.env.RAFTMQ_UNSAFE_ACK_BEFORE_FSYNC === '1',
+        ...defaultBrokerNodeSettings, ...raftNodeConfig(options),
         namesrvAddresses: addressList(options.namesrv), autoCreateTopics: options.autoCreateTopics, autoCreateGroups: options.autoCreateGroups,
         maxBodyBytes: options.maxBodyBytes, registerIntervalMs: options.registerIntervalMs,
       };
-      const node = await BrokerNode.start(config, (error) => {
-        console.error(`raftmq broker ${config.nodeId}: fatal: ${error.message}${error.cause instanceof Error ? `: ${error.cause.message}` : ''}`);
-        process.exit(2);
-      });
+      const node = await BrokerNode.start(config, exitOnFatal(`raftmq broker ${config.nodeId}`));
+      powerFailOnSignal(config, node.raft);
       stopOnSignals(`raftmq broker ${config.nodeId}`, () => node.close());
     });
 }

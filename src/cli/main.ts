@@ -9,37 +9,24 @@
  *   raftmq cluster [--json]                  raftmq transfer-leader --to n2
  *   raftmq node | status | propose | members   the same on a bare Raft group
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import Table from 'cli-table3';
 import { RaftClientError, RaftNodeClient } from '../client/raft-node-client.js';
 import type { Member } from '../raft/types.js';
-import { RaftGroupNode, defaultRaftGroupNodeConfig, type RaftGroupNodeConfig } from '../server/raft-group-node.js';
+import { RaftGroupNode } from '../server/raft-group-node.js';
 import {
-  brokerCommand, clusterCommand, consumeCommand, defaultNamesrv, groupCommand, integer, namesrvCommand, produceCommand, topicCommand,
+  brokerCommand, clusterCommand, consumeCommand, defaultNamesrv, groupCommand, namesrvCommand, produceCommand, topicCommand,
 } from './broker-commands.js';
+import { addressList, exitOnFatal, integer, parseMembers, powerFailOnSignal, raftNodeConfig, stopOnSignals, withRaftNodeOptions, type RaftNodeOptions } from './node-options.js';
 import { Admin } from '../client/admin.js';
 import { runDevCluster } from './dev-cluster.js';
 import { plainWhenPiped } from './tables.js';
 
 const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
 
-function parseMembers(value: string): Member[] {
-  const members = value.split(',').filter((part) => part.trim() !== '').map((part) => {
-    const [id, address, ...rest] = part.trim().split('=');
-    if (id === undefined || address === undefined || rest.length > 0 || id === '' || address === '') {
-      throw new InvalidArgumentError(`member ${JSON.stringify(part)} must look like n1=127.0.0.1:7001`);
-    }
-    return { id, address };
-  });
-  if (members.length === 0) throw new InvalidArgumentError('name at least one member');
-  return members;
-}
-
-const addresses = (value: string): string[] => value.split(',').map((a) => a.trim()).filter((a) => a !== '');
-
 /** Runs `action` with a client for the `--nodes` list and always closes it. */
 async function withClient(nodes: string, action: (client: RaftNodeClient) => Promise<void>): Promise<void> {
-  const client = new RaftNodeClient(addresses(nodes));
+  const client = new RaftNodeClient(addressList(nodes));
   try {
     await action(client);
   } finally {
@@ -48,42 +35,13 @@ async function withClient(nodes: string, action: (client: RaftNodeClient) => Pro
 }
 
 function nodeCommand(): Command {
-  return new Command('node')
-    .description('run one member of a Raft group (a broker node without the broker layer yet)')
-    .requiredOption('--group <id>', 'group id (the same on every member)')
-    .requiredOption('--id <nodeId>', 'this node\'s id; must be in --members')
-    .requiredOption('--members <list>', 'every member as id=host:port, comma separated', parseMembers)
-    .requiredOption('--data <dir>', 'data directory of this node')
-    .addOption(new Option('--flush <mode>', 'SYNC_FLUSH (fsync before ack) or ASYNC_FLUSH (flush on an interval)').choices(['sync', 'async']).default('sync'))
-    .option('--flush-interval-ms <ms>', 'ASYNC_FLUSH interval', integer('--flush-interval-ms', 1), defaultRaftGroupNodeConfig.flushIntervalMs)
-    .option('--tick-ms <ms>', 'Raft tick length', integer('--tick-ms', 1), defaultRaftGroupNodeConfig.tickIntervalMs)
-    .option('--election-ticks <n>', 'base election timeout in ticks (randomised up to twice that)', integer('--election-ticks', 2), defaultRaftGroupNodeConfig.electionTimeoutTicks)
-    .option('--heartbeat-ticks <n>', 'heartbeat interval in ticks', integer('--heartbeat-ticks', 1), defaultRaftGroupNodeConfig.heartbeatIntervalTicks)
-    .option('--segment-bytes <n>', 'commitlog segment size', integer('--segment-bytes', 4096), defaultRaftGroupNodeConfig.segmentBytesMax)
-    .option('--log-level <level>', 'pino log level', defaultRaftGroupNodeConfig.logLevel)
-    .action(async (options: { group: string; id: string; members: Member[]; data: string; flush: 'sync' | 'async'; flushIntervalMs: number; tickMs: number; electionTicks: number; heartbeatTicks: number; segmentBytes: number; logLevel: string }) => {
-      const config: RaftGroupNodeConfig = {
-        ...defaultRaftGroupNodeConfig,
-        groupId: options.group, nodeId: options.id, members: options.members, dataDir: options.data,
-        flushMode: options.flush, flushIntervalMs: options.flushIntervalMs, tickIntervalMs: options.tickMs,
-        electionTimeoutTicks: options.electionTicks, heartbeatIntervalTicks: options.heartbeatTicks,
-        segmentBytesMax: options.segmentBytes, logLevel: options.logLevel,
-        // Test-only negative control; never set it in production.
-        unsafeAckBeforeFsync: process.env.RAFTMQ_UNSAFE_ACK_BEFORE_FSYNC === '1',
-      };
-      const node = await RaftGroupNode.start(config, (error) => {
-        // Fail-stop: a storage failure ends the process; a restart recovers from disk.
-        console.error(`raftmq node ${config.nodeId}: fatal: ${error.message}${error.cause instanceof Error ? `: ${error.cause.message}` : ''}`);
-        process.exit(2);
-      });
-      const stop = (): void => {
-        node.close().then(() => process.exit(0), (error: unknown) => {
-          console.error(`raftmq node ${config.nodeId}: error while stopping: ${String(error)}`);
-          process.exit(1);
-        });
-      };
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
+  return withRaftNodeOptions(new Command('node')
+    .description('run one member of a bare Raft group (no broker layer)'))
+    .action(async (options: RaftNodeOptions) => {
+      const config = raftNodeConfig(options);
+      const node = await RaftGroupNode.start(config, exitOnFatal(`raftmq node ${config.nodeId}`));
+      powerFailOnSignal(config, node);
+      stopOnSignals(`raftmq node ${config.nodeId}`, () => node.close());
     });
 }
 
@@ -121,7 +79,7 @@ function proposeCommand(): Command {
     .option('--size <bytes>', 'payload size', integer('--size', 0), 1024)
     .option('--inflight <n>', 'proposals in flight', integer('--inflight', 1), 64)
     .action(async (options: { nodes: string; count: number; size: number; inflight: number }) => {
-      const client = new RaftNodeClient(addresses(options.nodes)); // closed below, after the summary
+      const client = new RaftNodeClient(addressList(options.nodes)); // closed below, after the summary
       const payload = new Uint8Array(options.size).fill(0x61);
       let next = 0;
       let acked = 0;
@@ -159,7 +117,7 @@ function transferCommand(): Command {
     .option('--nodes <list>', 'talk to these node addresses directly instead of asking the NameServer')
     .action(async (options: { to: string; nodes?: string; brokerGroup: string; namesrv: string }) => {
       if (options.nodes === undefined) {
-        const admin = new Admin({ nameServers: addresses(options.namesrv) });
+        const admin = new Admin({ nameServers: addressList(options.namesrv) });
         try {
           const { term } = await admin.transferLeader(options.brokerGroup, options.to);
           console.log(`${options.to} leads ${options.brokerGroup} in term ${term}`);
@@ -226,7 +184,7 @@ function buildProgram(): Command {
     .description('RaftMQ: a RocketMQ-style broker whose broker groups are Raft clusters')
     .addCommand(devCommand())
     .addCommand(namesrvCommand())
-    .addCommand(brokerCommand(parseMembers))
+    .addCommand(brokerCommand())
     .addCommand(topicCommand())
     .addCommand(groupCommand())
     .addCommand(produceCommand())

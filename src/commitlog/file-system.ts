@@ -37,6 +37,9 @@ export interface FileSystem {
 class NodeFileHandle implements FileHandle {
   constructor(readonly path: string, private readonly handle: fs.FileHandle) {}
 
+  /** For the power-loss test mode, which must write synchronously while the process dies. */
+  get fd(): number { return this.handle.fd; }
+
   async size(): Promise<number> {
     return (await this.handle.stat()).size;
   }
@@ -79,7 +82,7 @@ export class NodeFileSystem implements FileSystem {
     }
   }
 
-  async open(filePath: string, options: { create: boolean }): Promise<FileHandle> {
+  async open(filePath: string, options: { create: boolean }): Promise<FileHandle & { readonly fd: number }> {
     // 'r+' never creates; 'a+' would force appends, so create first with 'wx' semantics.
     if (options.create) {
       const created = await fs.open(filePath, 'a');

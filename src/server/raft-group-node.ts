@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { CommitLog } from '../commitlog/commit-log.js';
 import { NodeFileSystem } from '../commitlog/file-system.js';
+import { LazyFileSystem, type PowerFailReport } from '../commitlog/lazy-file-system.js';
 import { validateMembers } from '../raft/membership.js';
 import type { ProposalError } from '../raft/node/errors.js';
 import type { Clock, StateMachine } from '../raft/node/ports.js';
@@ -37,6 +38,10 @@ export interface RaftGroupNodeConfig {
   readonly logLevel: string;
   /** Test-only negative control: acknowledge appends before fsync. */
   readonly unsafeAckBeforeFsync: boolean;
+  /** Test-only negative control: the leader commits what it alone holds (ack before quorum). */
+  readonly unsafeAckBeforeQuorum: boolean;
+  /** Test-only: keep unsynced commitlog writes in memory so a kill loses them (power loss). */
+  readonly powerLossTestMode: boolean;
 }
 
 export const defaultRaftGroupNodeConfig = {
@@ -52,6 +57,8 @@ export const defaultRaftGroupNodeConfig = {
   uncommittedEntriesMax: 65_536,
   logLevel: 'info',
   unsafeAckBeforeFsync: false,
+  unsafeAckBeforeQuorum: false,
+  powerLossTestMode: false,
 } as const satisfies Partial<RaftGroupNodeConfig>;
 
 /** Checks a configuration before anything touches the disk or the network. */
@@ -102,12 +109,15 @@ export class RaftGroupNode {
     private readonly server: grpc.Server,
     private readonly stateMachine: StateMachine,
     readonly logger: pino.Logger,
+    private readonly lazyFs: LazyFileSystem | undefined,
   ) {}
 
   static async start(config: RaftGroupNodeConfig, onFatal: (error: Error) => void, hooks?: RaftGroupNodeHooks): Promise<RaftGroupNode> {
     validateConfig(config);
     const logger = pino({ level: config.logLevel, base: { groupId: config.groupId, nodeId: config.nodeId, pid: process.pid } });
-    const fs = new NodeFileSystem();
+    const lazyFs = config.powerLossTestMode ? new LazyFileSystem() : undefined;
+    const fs = lazyFs ?? new NodeFileSystem();
+    if (lazyFs !== undefined) logger.warn('power-loss test mode: unsynced writes live in memory and die with the process');
     await claimDataDir(fs, config.dataDir, config.groupId, config.nodeId);
     const { log, report } = await CommitLog.open({ fs, dir: path.join(config.dataDir, 'log'), segmentBytesMax: config.segmentBytesMax });
     if (report.tornTail !== undefined) logger.warn({ tornTail: report.tornTail }, 'recovery cut a torn tail');
@@ -123,6 +133,7 @@ export class RaftGroupNode {
         id: config.nodeId, electionTimeoutTicks: config.electionTimeoutTicks, heartbeatIntervalTicks: config.heartbeatIntervalTicks,
         preVote: true, checkQuorum: true, appendEntriesMax: config.appendEntriesMax, appendBytesMax: config.appendBytesMax,
         inflightAppendsMax: config.inflightAppendsMax, uncommittedEntriesMax: config.uncommittedEntriesMax,
+        ...(config.unsafeAckBeforeQuorum ? { unsafe: { commitWithoutQuorum: true } } : {}),
       },
       bootstrapMembers: config.members,
       log, stable, transport, stateMachine, clock: realClock,
@@ -139,7 +150,7 @@ export class RaftGroupNode {
     transport.setReceiver((message) => started.receive(message));
     const server = new grpc.Server(peerChannelOptions);
     server.addService(raftPeerService, transport.serviceImplementation());
-    const instance = new RaftGroupNode(config, started, log, stable, transport, server, stateMachine, logger);
+    const instance = new RaftGroupNode(config, started, log, stable, transport, server, stateMachine, logger, lazyFs);
     server.addService(adminService, instance.adminImplementation());
     for (const [definition, implementation] of hooks?.services?.(started, log, logger) ?? []) server.addService(definition, implementation);
     await new Promise<void>((resolve, reject) => {
@@ -147,6 +158,15 @@ export class RaftGroupNode {
     });
     logger.info({ address: self.address, flushMode: config.flushMode, members: config.members }, 'raft node listening');
     return instance;
+  }
+
+  /**
+   * Power-loss test mode only: applies what a power cut would leave of the unsynced writes
+   * (synchronously) and reports it. The caller must end the process at once.
+   */
+  powerFail(randomInt: (maxExclusive: number) => number): PowerFailReport {
+    if (this.lazyFs === undefined) throw new Error('powerFail needs the power-loss test mode');
+    return this.lazyFs.powerFail(randomInt);
   }
 
   status(): object {

@@ -2,7 +2,7 @@
  * `npm run sim` — runs seeded cluster simulations.
  *   SIM_SEED=<n> npm run sim                 replay one seed, print its trace tail and stats
  *   npm run sim -- --seeds 500 [--from 1]    run many seeds (3- and 5-node alternately)
- *   npm run sim -- --unsafe commit-older-terms|vote-without-log-check|ack-before-fsync
+ *   npm run sim -- --unsafe commit-older-terms|vote-without-log-check|ack-before-fsync|ack-before-quorum
  *   npm run sim -- --scenario figure-8 --seeds 20     a directed scenario over many seeds
  *   SIM_SEED=<n> SIM_PROFILE='<json>' npm run sim    replay with a fault profile (as fast-check prints)
  */
@@ -10,12 +10,13 @@ import { Command } from 'commander';
 import { runSimulation, type FaultProfile, type SimOptions, type SimResult } from './sim-cluster.js';
 import { scenarios } from './scenarios.js';
 
-type UnsafeName = 'ack-before-fsync' | 'commit-older-terms' | 'vote-without-log-check';
+type UnsafeName = 'ack-before-fsync' | 'ack-before-quorum' | 'commit-older-terms' | 'vote-without-log-check';
 
 export function unsafeSwitch(name: UnsafeName | undefined): SimOptions['unsafe'] {
   switch (name) {
     case undefined: return undefined;
     case 'ack-before-fsync': return { ackBeforeFsync: true };
+    case 'ack-before-quorum': return { commitWithoutQuorum: true };
     case 'commit-older-terms': return { commitOlderTerms: true };
     case 'vote-without-log-check': return { voteWithoutLogCheck: true };
   }

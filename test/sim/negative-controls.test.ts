@@ -32,6 +32,12 @@ describe('negative controls', () => {
     expect(caught).toBeDefined();
   });
 
+  it('catches acknowledging before a quorum holds the entry within 30 seeds', async () => {
+    const caught = await firstCatch(30, (seed) => ({ seed, nodeCount: nodesForSeed(seed, undefined), unsafe: { commitWithoutQuorum: true } }));
+    console.log('ack-before-quorum caught:', caught);
+    expect(caught).toBeDefined();
+  });
+
   it('catches committing by counting older-term entries (Figure 8) within 5 seeds', async () => {
     const scenario = scenarios['figure-8']!;
     const caught = await firstCatch(5, (seed) => ({ seed, nodeCount: scenario.nodeCount, profile: scenario.profile, script: scenario.script, unsafe: { commitOlderTerms: true } }));

@@ -38,6 +38,8 @@ export interface UnsafeSwitches {
   readonly commitOlderTerms?: boolean;
   /** Grant votes without checking that the candidate's log is up to date. */
   readonly voteWithoutLogCheck?: boolean;
+  /** Commit (and so acknowledge) what the leader alone holds: ack before quorum. */
+  readonly commitWithoutQuorum?: boolean;
 }
 
 export interface RaftCoreConfig {
@@ -597,7 +599,7 @@ export class RaftCore {
       else matches.push(this.progress.get(member.id)?.match ?? 0);
     }
     matches.sort((a, b) => b - a);
-    const quorumIndex = matches[this.quorum() - 1] as LogIndex;
+    const quorumIndex = this.config.unsafe?.commitWithoutQuorum === true ? this.stableLastIndex : matches[this.quorum() - 1] as LogIndex;
     if (quorumIndex <= this.commit) return;
     const countsTowardCommit = this.log.termAt(quorumIndex) === this.termValue || this.config.unsafe?.commitOlderTerms === true;
     if (!countsTowardCommit) return;
