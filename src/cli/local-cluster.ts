@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -36,6 +37,12 @@ export interface LocalClusterOptions {
   readonly role?: 'node' | 'broker';
   /** NameServer addresses for broker nodes. */
   readonly namesrv?: readonly string[];
+  /** One host per node (default 127.0.0.1 for all), e.g. addresses in test network namespaces. */
+  readonly hosts?: readonly string[];
+  /** A command prefix per process id, e.g. `ip netns exec <ns>` (which execs, keeping the pid). */
+  readonly launcher?: (id: string) => readonly string[];
+  /** Also append every process's output to <logDir>/<id>.log. */
+  readonly logDir?: string;
 }
 
 /**
@@ -50,7 +57,7 @@ export class LocalCluster {
   readonly output = new Map<string, string[]>();
 
   constructor(readonly options: LocalClusterOptions) {
-    this.members = options.ports.map((port, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${port}` }));
+    this.members = options.ports.map((port, i) => ({ id: `n${i + 1}`, address: `${options.hosts?.[i] ?? '127.0.0.1'}:${port}` }));
   }
 
   /** Adds a member on `port` (n<count+1>) for a membership change; returns its id. */
@@ -78,11 +85,16 @@ export class LocalCluster {
   }
 
   private spawnProcess(id: string, args: readonly string[]): ChildProcess {
-    const child = spawn(process.execPath, [this.options.cliPath ?? cliPath, ...args],
+    const command = [...(this.options.launcher?.(id) ?? []), process.execPath, this.options.cliPath ?? cliPath, ...args];
+    const child = spawn(command[0] as string, command.slice(1),
     { stdio: ['ignore', this.options.output === 'inherit' ? 'inherit' : 'pipe', this.options.output === 'inherit' ? 'inherit' : 'pipe'], env: { ...process.env, ...this.options.env } });
     const lines: string[] = [];
     this.output.set(id, lines);
+    const logFile = this.options.logDir === undefined ? undefined : createWriteStream(path.join(this.options.logDir, `${id}.log`), { flags: 'a' });
+    logFile?.write(`--- ${new Date().toISOString()} pid ${child.pid ?? '?'}: ${command.join(' ')}\n`);
+    child.once('close', () => logFile?.end());
     const keep = (chunk: Buffer): void => {
+      logFile?.write(chunk);
       lines.push(chunk.toString());
       if (lines.length > 200) lines.splice(0, 100);
     };

@@ -1,0 +1,314 @@
+/**
+ * The queue checker (FAULTS §5.7): a pure function of the history. Values are unique
+ * `<process>-<counter>` strings, so each producer has a high-water mark and a lost value can be
+ * placed before, between or after what was read of its producer.
+ */
+import { faultWindows, type Op, type Read } from './history.js';
+
+export interface LeaderObservation {
+  readonly timeNs: number;
+  readonly nodeId: string;
+  readonly term: number;
+}
+
+export interface FaultEffects {
+  /** Faults whose target included the leader and that lasted long enough to force an election. */
+  readonly leaderFaults: number;
+  readonly leaderFaultsWithoutLeaderChange: number;
+  readonly partitions: number;
+  readonly partitionsThatDroppedNothing: number;
+  readonly packetsDropped: number;
+  readonly powerFailures: number;
+  readonly bytesDiscardedByPowerLoss: number;
+  readonly corruptions: number;
+  readonly corruptionDetected: number;
+  readonly leaderChanges: number;
+  readonly faultEvents: number;
+}
+
+export interface Recovery {
+  readonly fault: string;
+  readonly healAtS: number;
+  /** From the end of the fault to the first acknowledged enqueue invoked after it; null if none. */
+  readonly recoveryMs: number | null;
+}
+
+export interface CheckResult {
+  readonly verdict: 'pass' | 'fail' | 'unknown' | 'invalid';
+  readonly reasons: string[];
+  readonly attempted: number;
+  readonly acked: number;
+  readonly failed: number;
+  readonly indeterminate: number;
+  readonly read: number;
+  readonly lost: number;
+  readonly lostPrefix: number;
+  readonly lostMiddle: number;
+  readonly lostPostfix: number;
+  readonly lostExamples: string[];
+  readonly lostWrite: number;
+  readonly unexpected: number;
+  readonly abortedRead: number;
+  readonly recovered: number;
+  readonly inconsistentOffsets: Array<{ queue: number; offset: number; values: string[] }>;
+  readonly duplicated: Array<{ value: string; positions: string[] }>;
+  readonly redelivered: number;
+  readonly redeliveryRate: number;
+  readonly nonmonotonicSend: string[];
+  readonly nonmonotonicPoll: string[];
+  readonly pollSkip: string[];
+  readonly electionSafety: string[];
+  readonly divergence: number;
+  readonly drainComplete: boolean;
+  readonly producersBehind: string[];
+  readonly recoveries: Recovery[];
+  readonly maxRecoveryMs: number | null;
+  readonly effects: FaultEffects;
+}
+
+export interface CheckInput {
+  readonly ops: readonly Op[];
+  readonly leaders: readonly LeaderObservation[];
+  /** Replica divergences found by the post-run audit. */
+  readonly divergence: number;
+  /** Faults aimed at the leader must outlast this to be expected to move leadership. */
+  readonly leaderFaultMinMs: number;
+  /** Require this many fault events for the run to count (nightly: 20). */
+  readonly faultEventsMin: number;
+}
+
+const producerOf = (value: string): { producer: string; counter: number } => {
+  const dash = value.lastIndexOf('-');
+  return { producer: value.slice(0, dash), counter: Number(value.slice(dash + 1)) };
+};
+
+const readOps = new Set(['dequeue', 'read', 'drain']);
+const limit = <T>(list: T[], max = 20): T[] => list.slice(0, max);
+
+export function check(input: CheckInput): CheckResult {
+  const { ops } = input;
+  const attempted = new Set<string>();
+  const acked = new Map<string, { queue: number; offset: number }>();
+  const failed = new Set<string>();
+  const indeterminate = new Set<string>();
+  const readValues = new Set<string>();
+  const positionsByValue = new Map<string, Set<string>>();
+  const valuesAt = new Map<string, Set<string>>();
+  const note = (queue: number, offset: number, value: string): void => {
+    const key = `${queue}:${offset}`;
+    (valuesAt.get(key) ?? valuesAt.set(key, new Set()).get(key) as Set<string>).add(value);
+    (positionsByValue.get(value) ?? positionsByValue.set(value, new Set()).get(value) as Set<string>).add(key);
+  };
+  const nonmonotonicSend: string[] = [];
+  const nonmonotonicPoll: string[] = [];
+  const pollSkip: string[] = [];
+  const lastSendOffset = new Map<string, number>();
+  const lastReadOffset = new Map<string, number>();
+  const maxReadOffset = new Map<number, number>();
+  let dequeueReads = 0;
+  const dequeuedPositions = new Set<string>();
+
+  for (const op of ops) {
+    if (op.process === 'nemesis') continue;
+    if (op.f === 'enqueue') {
+      const value = String(op.value);
+      if (op.type === 'invoke') attempted.add(value);
+      else if (op.type === 'fail') failed.add(value);
+      else if (op.type === 'info') indeterminate.add(value);
+      else if (op.queue !== undefined && op.offset !== undefined) {
+        acked.set(value, { queue: op.queue, offset: op.offset });
+        note(op.queue, op.offset, value);
+        const key = `${op.process}/${op.queue}`;
+        const previous = lastSendOffset.get(key);
+        if (previous !== undefined && op.offset <= previous) nonmonotonicSend.push(`process ${op.process} queue ${op.queue}: offset ${op.offset} after ${previous} (${value})`);
+        lastSendOffset.set(key, op.offset);
+      }
+    } else if (readOps.has(op.f) && op.type === 'ok' && op.reads !== undefined) {
+      for (const [queue, offset, value] of op.reads as Read[]) {
+        readValues.add(value);
+        note(queue, offset, value);
+        maxReadOffset.set(queue, Math.max(maxReadOffset.get(queue) ?? -1, offset));
+        if (op.f === 'dequeue') {
+          dequeueReads++;
+          dequeuedPositions.add(`${queue}:${offset}`);
+        }
+        // Group consumers may rewind or jump when queues move between members; readers that
+        // own every queue (the log reader and the drain) must read each queue gap-free, in order.
+        if (op.f === 'dequeue') continue;
+        const key = `${op.process}/${queue}`;
+        const previous = lastReadOffset.get(key);
+        if (previous !== undefined && offset <= previous) nonmonotonicPoll.push(`${op.f} ${op.process} queue ${queue}: offset ${offset} after ${previous}`);
+        if (previous === undefined ? offset > 0 : offset > previous + 1) pollSkip.push(`${op.f} ${op.process} queue ${queue}: ${previous ?? 'start'} → ${offset}`);
+        lastReadOffset.set(key, offset);
+      }
+    }
+  }
+
+  // Lost, split per producer into before / between / after what was read of it.
+  const readCounters = new Map<string, { min: number; max: number }>();
+  for (const value of readValues) {
+    const { producer, counter } = producerOf(value);
+    const range = readCounters.get(producer);
+    if (range === undefined) readCounters.set(producer, { min: counter, max: counter });
+    else readCounters.set(producer, { min: Math.min(range.min, counter), max: Math.max(range.max, counter) });
+  }
+  const lost: string[] = [];
+  let lostPrefix = 0;
+  let lostMiddle = 0;
+  let lostPostfix = 0;
+  for (const value of acked.keys()) {
+    if (readValues.has(value)) continue;
+    lost.push(value);
+    const { producer, counter } = producerOf(value);
+    const range = readCounters.get(producer);
+    if (range === undefined || counter > range.max) lostPostfix++;
+    else if (counter < range.min) lostPrefix++;
+    else lostMiddle++;
+  }
+  let lostWrite = 0;
+  for (const [value, { queue, offset }] of acked) {
+    if (!readValues.has(value) && offset < (maxReadOffset.get(queue) ?? -1)) lostWrite++;
+  }
+
+  // Drain completeness: every producer's highest acknowledged value was read.
+  const highWater = new Map<string, number>();
+  for (const value of acked.keys()) {
+    const { producer, counter } = producerOf(value);
+    highWater.set(producer, Math.max(highWater.get(producer) ?? -1, counter));
+  }
+  const producersBehind: string[] = [];
+  for (const [producer, counter] of highWater) {
+    if (!readValues.has(`${producer}-${counter}`)) producersBehind.push(`${producer} (highest acked ${counter}, highest read ${readCounters.get(producer)?.max ?? 'none'})`);
+  }
+
+  const unexpected = [...readValues].filter((v) => !attempted.has(v)).length;
+  const abortedRead = [...readValues].filter((v) => failed.has(v)).length;
+  const recovered = [...readValues].filter((v) => indeterminate.has(v)).length;
+  const inconsistentOffsets = [...valuesAt].filter(([, values]) => values.size > 1).map(([key, values]) => {
+    const [queue, offset] = key.split(':').map(Number) as [number, number];
+    return { queue, offset, values: [...values] };
+  });
+  const duplicated = [...positionsByValue].filter(([, positions]) => positions.size > 1).map(([value, positions]) => ({ value, positions: [...positions] }));
+  const redelivered = dequeueReads - dequeuedPositions.size;
+
+  const electionSafety: string[] = [];
+  const leaderOfTerm = new Map<number, string>();
+  for (const observation of input.leaders) {
+    const known = leaderOfTerm.get(observation.term);
+    if (known === undefined) leaderOfTerm.set(observation.term, observation.nodeId);
+    else if (known !== observation.nodeId) electionSafety.push(`term ${observation.term} has two leaders: ${known} and ${observation.nodeId}`);
+  }
+
+  const endNs = ops.length === 0 ? 0 : (ops[ops.length - 1] as Op).time;
+  const windows = faultWindows(ops, endNs);
+  const recoveries = windows.map((window): Recovery => {
+    const first = ops.find((op) => op.f === 'enqueue' && op.type === 'ok' && invokeTime(ops, op) >= window.stopNs);
+    return { fault: window.kind, healAtS: window.stopNs / 1e9, recoveryMs: first === undefined ? null : (first.time - window.stopNs) / 1e6 };
+  });
+  const measured = recoveries.map((r) => r.recoveryMs).filter((ms): ms is number => ms !== null);
+  const effects = faultEffects(windows, input);
+
+  const reasons: string[] = [];
+  const must = (count: number, what: string): void => { if (count > 0) reasons.push(`${count} ${what}`); };
+  must(lost.length, 'lost');
+  must(lostWrite, 'lost-write');
+  must(unexpected, 'unexpected');
+  must(abortedRead, 'aborted reads');
+  must(inconsistentOffsets.length, 'inconsistent offsets');
+  must(duplicated.length, 'duplicated (the broker de-duplicates sends)');
+  must(nonmonotonicSend.length, 'nonmonotonic sends');
+  must(nonmonotonicPoll.length, 'nonmonotonic polls');
+  must(pollSkip.length, 'poll skips');
+  must(electionSafety.length, 'election safety violations');
+  must(input.divergence, 'replica divergences');
+  let verdict: CheckResult['verdict'] = reasons.length > 0 ? 'fail' : 'pass';
+  if (verdict === 'pass' && producersBehind.length > 0) {
+    verdict = 'unknown';
+    reasons.push(`drain incomplete: ${producersBehind.length} producers' highest acknowledged values were never read`);
+  }
+  if (verdict === 'pass') {
+    const invalid = invalidReasons(effects, input.faultEventsMin);
+    if (invalid.length > 0) {
+      verdict = 'invalid';
+      reasons.push(...invalid);
+    }
+  }
+  return {
+    verdict, reasons,
+    attempted: attempted.size, acked: acked.size, failed: failed.size, indeterminate: indeterminate.size, read: readValues.size,
+    lost: lost.length, lostPrefix, lostMiddle, lostPostfix, lostExamples: limit(lost), lostWrite, unexpected, abortedRead, recovered,
+    inconsistentOffsets: limit(inconsistentOffsets), duplicated: limit(duplicated), redelivered, redeliveryRate: dequeueReads === 0 ? 0 : redelivered / dequeueReads,
+    nonmonotonicSend: limit(nonmonotonicSend), nonmonotonicPoll: limit(nonmonotonicPoll), pollSkip: limit(pollSkip), electionSafety: limit(electionSafety),
+    divergence: input.divergence, drainComplete: producersBehind.length === 0, producersBehind: limit(producersBehind), recoveries,
+    maxRecoveryMs: measured.length === 0 ? null : Math.max(...measured), effects,
+  };
+}
+
+/** The invoke of a completion: the latest earlier op of the same process. */
+function invokeTime(ops: readonly Op[], completion: Op): number {
+  for (let i = completion.index - 1; i >= 0; i--) {
+    const op = ops[i] as Op;
+    if (op.process === completion.process && op.type === 'invoke') return op.time;
+  }
+  return completion.time;
+}
+
+interface EffectValue {
+  targetsLeader?: boolean;
+  packetsDropped?: number;
+  discardedBytes?: number;
+  powerFailures?: number;
+  corruptionDetected?: boolean;
+  partition?: boolean;
+  corruption?: boolean;
+}
+
+function faultEffects(windows: ReturnType<typeof faultWindows>, input: CheckInput): FaultEffects {
+  const changes: number[] = [];
+  let previous: LeaderObservation | undefined;
+  for (const observation of input.leaders) {
+    if (previous !== undefined && (observation.nodeId !== previous.nodeId || observation.term !== previous.term)) changes.push(observation.timeNs);
+    previous = observation;
+  }
+  let leaderFaults = 0;
+  let leaderFaultsWithoutLeaderChange = 0;
+  let partitions = 0;
+  let partitionsThatDroppedNothing = 0;
+  let packetsDropped = 0;
+  let powerFailures = 0;
+  let bytesDiscarded = 0;
+  let corruptions = 0;
+  let corruptionDetected = 0;
+  for (const window of windows) {
+    const start = (window.value ?? {}) as EffectValue;
+    const stop = (window.stopValue ?? {}) as EffectValue;
+    if (start.targetsLeader === true && (window.stopNs - window.startNs) / 1e6 >= input.leaderFaultMinMs) {
+      leaderFaults++;
+      // The change may show up in the first polls after the heal (a paused leader learns late).
+      if (!changes.some((t) => t >= window.startNs && t <= window.stopNs + 3e9)) leaderFaultsWithoutLeaderChange++;
+    }
+    if (start.partition === true) {
+      partitions++;
+      packetsDropped += stop.packetsDropped ?? 0;
+      if ((stop.packetsDropped ?? 0) === 0) partitionsThatDroppedNothing++;
+    }
+    powerFailures += (start.powerFailures ?? 0) + (stop.powerFailures ?? 0);
+    bytesDiscarded += (start.discardedBytes ?? 0) + (stop.discardedBytes ?? 0);
+    if (start.corruption === true) corruptions++;
+    if (stop.corruptionDetected === true || start.corruptionDetected === true) corruptionDetected++;
+  }
+  return {
+    leaderFaults, leaderFaultsWithoutLeaderChange, partitions, partitionsThatDroppedNothing, packetsDropped, powerFailures,
+    bytesDiscardedByPowerLoss: bytesDiscarded, corruptions, corruptionDetected, leaderChanges: changes.length, faultEvents: windows.length,
+  };
+}
+
+/** A run whose faults visibly did nothing proves nothing. */
+function invalidReasons(effects: FaultEffects, faultEventsMin: number): string[] {
+  const reasons: string[] = [];
+  if (effects.faultEvents < faultEventsMin) reasons.push(`only ${effects.faultEvents} fault events (at least ${faultEventsMin} required)`);
+  if (effects.leaderFaultsWithoutLeaderChange > 0) reasons.push(`${effects.leaderFaultsWithoutLeaderChange} of ${effects.leaderFaults} faults aimed at the leader changed no leader`);
+  if (effects.partitionsThatDroppedNothing > 0) reasons.push(`${effects.partitionsThatDroppedNothing} of ${effects.partitions} partitions dropped no packets`);
+  if (effects.powerFailures > 0 && effects.bytesDiscardedByPowerLoss === 0) reasons.push(`${effects.powerFailures} power failures discarded no bytes`);
+  return reasons;
+}

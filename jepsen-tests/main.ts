@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+/**
+ * `npm run jepsen -- --nemesis partition-leader,power-loss --time 60 --nodes 3`   one test
+ * `npm run jepsen:smoke`     tier T2: 4 configurations × 60 s, then the negative controls
+ * `npm run jepsen:nightly`   tier T3: the full matrix, 300 s each, with a summary table
+ * Output goes to jepsen-tests/results/<run>/ (history.jsonl, results.json, report.html, logs).
+ * Exits non-zero unless every safe run passes and every negative control is caught.
+ */
+import * as path from 'node:path';
+import { writeFile, mkdir } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { faultKinds, type NemesisName } from './nemesis.js';
+import { runTest, type RunConfig, type RunResult } from './run.js';
+import type { UnsafeSwitch } from './cluster.js';
+
+const defaultOut = path.resolve('jepsen-tests/results');
+
+function nemesisList(value: string): NemesisName[] {
+  const names = value.split(',').map((n) => n.trim()).filter((n) => n !== '');
+  const known: readonly string[] = [...faultKinds, 'mixed'];
+  for (const name of names) if (!known.includes(name)) throw new InvalidArgumentError(`unknown nemesis ${JSON.stringify(name)}; choose from ${known.join(', ')}`);
+  if (names.length === 0) throw new InvalidArgumentError('name at least one nemesis');
+  return names as NemesisName[];
+}
+
+function positive(name: string): (value: string) => number {
+  return (value) => {
+    const parsed = Number(value);
+    if (!Number.isSafeInteger(parsed) || parsed < 1) throw new InvalidArgumentError(`${name} must be a whole number ≥ 1`);
+    return parsed;
+  };
+}
+
+/** Tier T2 (FAULTS §6.4): short calm, faults every few seconds. */
+function smokeConfig(name: string, nemesis: NemesisName[], overrides: Partial<RunConfig> = {}): RunConfig {
+  return {
+    name, nodes: 3, nemesis, timeS: 60, calmStartS: 5, calmMs: [1_000, 3_000], faultMs: [2_000, 6_000], recoveryS: 5, drainS: 60,
+    producers: 6, ratePerProducer: 40, seed: Date.now() % 1_000_000, outDir: defaultOut, faultEventsMin: 5, ...overrides,
+  };
+}
+
+/** Tier T3: 300 s of faults, nemesis interval 2–15 s, ≥ 20 fault events. */
+function nightlyConfig(name: string, nemesis: NemesisName[], nodes = 3): RunConfig {
+  return smokeConfig(name, nemesis, { nodes, timeS: 300, calmStartS: 10, calmMs: [2_000, 8_000], faultMs: [2_000, 15_000], recoveryS: 10, drainS: 120, faultEventsMin: 20, producers: 2 * nodes, ratePerProducer: nodes === 5 ? 30 : 45 });
+}
+
+export const smokeMatrix = (): RunConfig[] => [
+  smokeConfig('leader-isolation+kill', ['partition-leader', 'kill', 'power-loss']),
+  smokeConfig('pause', ['pause']),
+  smokeConfig('halves+power-loss', ['partition-halves', 'power-loss']),
+  smokeConfig('pause-kill+part-kill', ['pause-kill', 'part-kill']),
+];
+
+export const nightlyMatrix = (): RunConfig[] => [
+  nightlyConfig('partition-leader', ['partition-leader']),
+  nightlyConfig('partition-halves', ['partition-halves']),
+  nightlyConfig('partition-one-way', ['partition-one-way']),
+  nightlyConfig('flapping', ['flapping']),
+  nightlyConfig('kill', ['kill']),
+  nightlyConfig('power-loss', ['power-loss']),
+  nightlyConfig('pause', ['pause']),
+  nightlyConfig('corrupt', ['corrupt']),
+  nightlyConfig('pause-kill+part-kill', ['pause-kill', 'part-kill']),
+  nightlyConfig('mixed', ['mixed']),
+  nightlyConfig('5n-ring+bridge', ['partition-ring', 'partition-bridge'], 5),
+  nightlyConfig('5n-one-way+halves', ['partition-one-way', 'partition-halves'], 5),
+  nightlyConfig('5n-mixed', ['mixed'], 5),
+];
+
+/** A negative control must make the harness report lost messages within `runsMax` runs. */
+async function negativeControl(unsafe: UnsafeSwitch, runsMax: number, seed: number): Promise<{ unsafe: UnsafeSwitch; caughtInRun: number | undefined; results: RunResult[] }> {
+  const results: RunResult[] = [];
+  for (let run = 1; run <= runsMax; run++) {
+    const result = await runTest(smokeConfig(`control-${unsafe}-${run}`, unsafe === 'ack-before-fsync' ? ['power-loss'] : ['partition-leader'], {
+      unsafe, timeS: 40, seed: seed + run, faultEventsMin: 1, calmMs: [500, 1_500], faultMs: [2_000, 4_000],
+    }));
+    results.push(result);
+    if (result.check.lost > 0 || result.check.lostWrite > 0 || result.check.divergence > 0) return { unsafe, caughtInRun: run, results };
+  }
+  return { unsafe, caughtInRun: undefined, results };
+}
+
+function summaryTable(results: readonly RunResult[]): string {
+  const header = '| config | verdict | acked | unknown | faults | leader changes | lost | duplicated | divergence | max recovery (ms) |\n|---|---|---|---|---|---|---|---|---|---|';
+  const rows = results.map((r) => `| ${r.name}${r.config.nodes === 5 ? '' : ''} | ${r.check.verdict} | ${r.check.acked} | ${r.check.indeterminate} | ${r.check.effects.faultEvents} | ${r.check.effects.leaderChanges} | ${r.check.lost} | ${r.check.duplicated.length} | ${r.check.divergence} | ${r.check.maxRecoveryMs === null ? '—' : r.check.maxRecoveryMs.toFixed(0)} |`);
+  return [header, ...rows].join('\n');
+}
+
+async function runMatrix(label: string, configs: readonly RunConfig[], controls: boolean): Promise<number> {
+  const results: RunResult[] = [];
+  for (const config of configs) results.push(await runTest(config));
+  const table = summaryTable(results);
+  let failures = results.filter((r) => r.check.verdict !== 'pass').map((r) => `${r.name}: ${r.check.verdict} (${r.check.reasons.join('; ')})`);
+  let controlText = '';
+  if (controls) {
+    const seed = Date.now() % 1_000_000;
+    for (const unsafe of ['ack-before-quorum', 'ack-before-fsync'] as const) {
+      const control = await negativeControl(unsafe, 3, seed);
+      const last = control.results[control.results.length - 1];
+      controlText += `- negative control ${unsafe}: ${control.caughtInRun === undefined ? 'NOT caught in 3 runs' : `caught in run ${control.caughtInRun} (lost ${last?.check.lost}, lost-write ${last?.check.lostWrite}, divergence ${last?.check.divergence})`}\n`;
+      if (control.caughtInRun === undefined) failures = [...failures, `negative control ${unsafe} was not caught within 3 runs: the harness is broken`];
+    }
+  }
+  const summary = `# jepsen ${label}\n\n${table}\n\n${controlText}`;
+  await mkdir(defaultOut, { recursive: true });
+  await writeFile(path.join(defaultOut, `${label}-summary.md`), summary);
+  console.log(`\n${summary}`);
+  if (failures.length > 0) {
+    console.log(`jepsen ${label}: FAILED\n  ${failures.join('\n  ')}`);
+    return 1;
+  }
+  console.log(`jepsen ${label}: every run passed${controls ? ' and every negative control was caught' : ''}`);
+  return 0;
+}
+
+async function main(): Promise<void> {
+  const program = new Command().name('jepsen').description('fault-injection tests of a real RaftMQ cluster');
+  program.command('run').description('one test')
+    .option('--nemesis <list>', `faults, comma separated: ${[...faultKinds, 'mixed'].join(', ')}`, nemesisList, ['mixed'] as NemesisName[])
+    .option('--time <s>', 'seconds of faults', positive('--time'), 60)
+    .addOption(new Option('--nodes <n>', 'broker group size').choices(['3', '5']).default('3'))
+    .option('--rate <n>', 'sends per second per producer', positive('--rate'), 40)
+    .option('--seed <n>', 'nemesis seed', positive('--seed'))
+    .addOption(new Option('--unsafe <switch>', 'negative control: run an unsafe build on purpose').choices(['ack-before-fsync', 'ack-before-quorum']))
+    .option('--out <dir>', 'results directory', defaultOut)
+    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string }) => {
+      const nodes = Number(options.nodes);
+      const result = await runTest(smokeConfig(options.nemesis.join('+'), options.nemesis, {
+        nodes, timeS: options.time, producers: 2 * nodes, ratePerProducer: options.rate, outDir: path.resolve(options.out), unsafe: options.unsafe,
+        faultEventsMin: Math.max(1, Math.floor(options.time / 15)), ...(options.seed === undefined ? {} : { seed: options.seed }),
+      }));
+      process.exitCode = result.check.verdict === 'pass' || (options.unsafe !== undefined && result.check.lost > 0) ? 0 : 1;
+    });
+  program.command('smoke').description('tier T2: 4 configurations × 60 s and the negative controls (CI)')
+    .action(async () => { process.exitCode = await runMatrix('smoke', smokeMatrix(), true); });
+  program.command('nightly').description('tier T3: the full matrix, 300 s each')
+    .option('--only <names>', 'run only these configurations (comma separated)')
+    .action(async (options: { only?: string }) => {
+      const only = options.only?.split(',');
+      process.exitCode = await runMatrix('nightly', nightlyMatrix().filter((c) => only === undefined || only.includes(c.name)), true);
+    });
+  await program.parseAsync(process.argv);
+}
+
+main().catch((error: unknown) => {
+  console.error(`jepsen: ${(error as Error).stack ?? String(error)}`);
+  process.exit(2);
+});

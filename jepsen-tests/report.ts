@@ -1,0 +1,174 @@
+/**
+ * `report.html`: one self-contained page per run (inline SVG, no scripts, no network):
+ * verdict and anomaly counts, latency over time (log scale, ok / fail / info) and throughput
+ * with every fault window shaded by kind, the leader/term timeline per node, recovery times,
+ * the fault list with what each did, and the replica audit.
+ */
+import { faultWindows, type FaultWindow, type Op } from './history.js';
+import type { RunResult } from './run.js';
+
+export interface NodeSample {
+  readonly timeNs: number;
+  readonly nodeId: string;
+  readonly up: boolean;
+  readonly role: string;
+  readonly term: number;
+  readonly commitIndex: number;
+}
+
+const width = 1100;
+const left = 70;
+const right = 20;
+const plotWidth = width - left - right;
+const palette = ['#e45756', '#4c78a8', '#f58518', '#54a24b', '#b279a2', '#9d755d', '#eeca3b', '#72b7b2', '#ff9da6', '#bab0ac', '#79706e', '#d67195'];
+
+const escape = (text: string): string => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+function kindColours(windows: readonly FaultWindow[]): Map<string, string> {
+  const colours = new Map<string, string>();
+  for (const w of windows) if (!colours.has(w.kind)) colours.set(w.kind, palette[colours.size % palette.length] as string);
+  return colours;
+}
+
+interface Axis { readonly x: (ns: number) => number; readonly endS: number }
+
+function faultBands(windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis, top: number, height: number): string {
+  return windows.map((w) => {
+    const x0 = axis.x(w.startNs);
+    const x1 = Math.max(x0 + 1, axis.x(w.stopNs));
+    const colour = colours.get(w.kind) ?? '#999';
+    return `<rect x="${x0.toFixed(1)}" y="${top}" width="${(x1 - x0).toFixed(1)}" height="${height}" fill="${colour}" fill-opacity="0.15"><title>${escape(w.kind)} ${(w.startNs / 1e9).toFixed(1)}–${(w.stopNs / 1e9).toFixed(1)} s</title></rect>`
+      + `<line x1="${x0.toFixed(1)}" x2="${x0.toFixed(1)}" y1="${top}" y2="${top + height}" stroke="${colour}" stroke-width="1"/>`;
+  }).join('');
+}
+
+function timeAxis(axis: Axis, top: number, height: number): string {
+  const step = axis.endS > 400 ? 60 : axis.endS > 120 ? 20 : 10;
+  let out = '';
+  for (let s = 0; s <= axis.endS; s += step) {
+    const x = axis.x(s * 1e9);
+    out += `<line x1="${x}" x2="${x}" y1="${top}" y2="${top + height}" stroke="#eee"/><text x="${x}" y="${top + height + 14}" font-size="10" text-anchor="middle">${s}s</text>`;
+  }
+  return out;
+}
+
+function latencyChart(ops: readonly Op[], windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
+  const height = 260;
+  const top = 10;
+  const invokes = new Map<string, Op>();
+  const points: string[] = [];
+  const minMs = 0.5;
+  const maxMs = 20_000;
+  const y = (ms: number): number => top + height - (Math.log10(Math.min(Math.max(ms, minMs), maxMs) / minMs) / Math.log10(maxMs / minMs)) * height;
+  for (const op of ops) {
+    if (op.f !== 'enqueue') continue;
+    const key = String(op.process);
+    if (op.type === 'invoke') {
+      invokes.set(key, op);
+      continue;
+    }
+    const invoke = invokes.get(key);
+    if (invoke === undefined) continue;
+    invokes.delete(key);
+    const colour = op.type === 'ok' ? '#4c78a8' : op.type === 'fail' ? '#e45756' : '#f58518';
+    points.push(`<circle cx="${axis.x(invoke.time).toFixed(1)}" cy="${y((op.time - invoke.time) / 1e6).toFixed(1)}" r="${op.type === 'ok' ? 1.2 : 2.5}" fill="${colour}" fill-opacity="${op.type === 'ok' ? 0.5 : 0.9}"/>`);
+  }
+  let grid = '';
+  for (const ms of [1, 10, 100, 1_000, 10_000]) grid += `<line x1="${left}" x2="${width - right}" y1="${y(ms)}" y2="${y(ms)}" stroke="#ddd"/><text x="${left - 6}" y="${y(ms) + 3}" font-size="10" text-anchor="end">${ms >= 1000 ? `${ms / 1000}s` : `${ms}ms`}</text>`;
+  return `<svg width="${width}" height="${height + 30}" xmlns="http://www.w3.org/2000/svg">${timeAxis(axis, top, height)}${grid}${faultBands(windows, colours, axis, top, height)}${points.join('')}</svg>`;
+}
+
+function throughputChart(ops: readonly Op[], windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
+  const height = 160;
+  const top = 10;
+  const seconds = Math.ceil(axis.endS) + 1;
+  const series = { ok: new Array<number>(seconds).fill(0), fail: new Array<number>(seconds).fill(0), info: new Array<number>(seconds).fill(0), read: new Array<number>(seconds).fill(0) };
+  for (const op of ops) {
+    const s = Math.floor(op.time / 1e9);
+    if (op.f === 'enqueue' && op.type !== 'invoke') series[op.type][s] = (series[op.type][s] ?? 0) + 1;
+    if ((op.f === 'dequeue' || op.f === 'drain') && op.type === 'ok') series.read[s] = (series.read[s] ?? 0) + (op.reads?.length ?? 0);
+  }
+  const max = Math.max(10, ...series.ok, ...series.read);
+  const y = (v: number): number => top + height - (v / max) * height;
+  const line = (values: number[], colour: string): string => `<polyline fill="none" stroke="${colour}" stroke-width="1.5" points="${values.map((v, s) => `${axis.x((s + 0.5) * 1e9).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"/>`;
+  const grid = [0, 0.5, 1].map((f) => `<text x="${left - 6}" y="${y(max * f) + 3}" font-size="10" text-anchor="end">${Math.round(max * f)}/s</text>`).join('');
+  return `<svg width="${width}" height="${height + 30}" xmlns="http://www.w3.org/2000/svg">${timeAxis(axis, top, height)}${grid}${faultBands(windows, colours, axis, top, height)}${line(series.ok, '#4c78a8')}${line(series.read, '#54a24b')}${line(series.info, '#f58518')}${line(series.fail, '#e45756')}</svg>`;
+}
+
+function leaderTimeline(samples: readonly NodeSample[], windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
+  const nodes = [...new Set(samples.map((s) => s.nodeId))].sort();
+  const row = 26;
+  const height = nodes.length * row;
+  const top = 10;
+  const roleColour = (s: NodeSample): string => (!s.up ? '#e45756' : s.role === 'leader' ? '#54a24b' : s.role === 'follower' ? '#c7d7e8' : s.role === 'unreachable' ? '#bbbbbb' : '#f58518');
+  let out = '';
+  nodes.forEach((node, i) => {
+    const mine = samples.filter((s) => s.nodeId === node);
+    const y0 = top + i * row;
+    out += `<text x="${left - 6}" y="${y0 + 16}" font-size="11" text-anchor="end">${node}</text>`;
+    let lastTerm = -1;
+    mine.forEach((s, j) => {
+      const next = mine[j + 1];
+      const x0 = axis.x(s.timeNs);
+      const x1 = next === undefined ? x0 + 2 : axis.x(next.timeNs);
+      out += `<rect x="${x0.toFixed(1)}" y="${y0 + 3}" width="${Math.max(0.5, x1 - x0).toFixed(1)}" height="${row - 8}" fill="${roleColour(s)}"><title>${node} ${escape(s.role)} term ${s.term} commit ${s.commitIndex}</title></rect>`;
+      if (s.role === 'leader' && s.term !== lastTerm) out += `<text x="${(x0 + 2).toFixed(1)}" y="${y0 + 15}" font-size="9" fill="#fff">t${s.term}</text>`;
+      if (s.term > 0) lastTerm = s.role === 'leader' ? s.term : lastTerm;
+    });
+  });
+  return `<svg width="${width}" height="${height + 30}" xmlns="http://www.w3.org/2000/svg">${timeAxis(axis, top, height)}${faultBands(windows, colours, axis, top, height)}${out}</svg>`;
+}
+
+function table(rows: ReadonlyArray<readonly [string, string | number]>): string {
+  return `<table>${rows.map(([k, v]) => `<tr><th>${escape(k)}</th><td>${escape(String(v))}</td></tr>`).join('')}</table>`;
+}
+
+export function renderReport(input: { run: RunResult; ops: readonly Op[]; samples: readonly NodeSample[]; commit: string }): string {
+  const { run, ops, samples } = input;
+  const c = run.check;
+  const endNs = Math.max(ops[ops.length - 1]?.time ?? 1, samples[samples.length - 1]?.timeNs ?? 1);
+  const axis: Axis = { x: (ns) => left + (ns / endNs) * plotWidth, endS: endNs / 1e9 };
+  const windows = faultWindows(ops, endNs);
+  const colours = kindColours(windows);
+  const legend = [...colours].map(([kind, colour]) => `<span class="key" style="background:${colour}33;border-color:${colour}">${escape(kind)}</span>`).join(' ');
+  const verdictColour = c.verdict === 'pass' ? '#2e7d32' : c.verdict === 'fail' ? '#c62828' : '#ef6c00';
+  const anomalies: Array<readonly [string, string | number]> = [
+    ['lost (acked, never read)', `${c.lost} (prefix ${c.lostPrefix}, middle ${c.lostMiddle}, postfix ${c.lostPostfix})`],
+    ['lost-write (a later offset was read)', c.lostWrite], ['unexpected', c.unexpected], ['aborted reads (failed send delivered)', c.abortedRead],
+    ['inconsistent offsets', c.inconsistentOffsets.length], ['duplicated', c.duplicated.length], ['nonmonotonic sends', c.nonmonotonicSend.length],
+    ['nonmonotonic polls', c.nonmonotonicPoll.length], ['poll skips', c.pollSkip.length], ['election safety', c.electionSafety.length],
+    ['replica divergence (audit)', c.divergence], ['drain complete', c.drainComplete ? 'yes' : `no: ${c.producersBehind.join(', ')}`],
+  ];
+  const stats: Array<readonly [string, string | number]> = [
+    ['enqueues attempted', c.attempted], ['acknowledged (ok)', c.acked], ['failed (definite)', c.failed], ['unknown (info)', c.indeterminate],
+    ['unknown that were read (recovered)', c.recovered], ['distinct values read', c.read], ['group redeliveries', `${c.redelivered} (${(c.redeliveryRate * 100).toFixed(2)} %)`],
+    ['acked per second', run.ackedPerSecond.toFixed(1)],
+  ];
+  const effects: Array<readonly [string, string | number]> = Object.entries(c.effects).map(([k, v]) => [k, v] as const);
+  const faults = ops.filter((op) => op.process === 'nemesis').map((op) => `<tr><td>${(op.time / 1e9).toFixed(2)}</td><td>${escape(op.f)}</td><td><code>${escape(JSON.stringify(op.value ?? {}))}</code></td></tr>`).join('');
+  const recoveries = c.recoveries.map((r) => `<tr><td>${escape(r.fault)}</td><td>${r.healAtS.toFixed(1)}</td><td>${r.recoveryMs === null ? 'none' : r.recoveryMs.toFixed(0)}</td></tr>`).join('');
+  const auditRows = run.audit === undefined ? '<p>not run</p>' : `${table(run.audit.nodes.map((n) => [n.nodeId, `${n.entries} committed entries through ${n.commitIndex}; queue lengths ${n.queueLengths.join(' / ')}`] as const))}${run.audit.details.length > 0 ? `<pre>${escape(run.audit.details.join('\n'))}</pre>` : ''}`;
+  const lists = ([['lost examples', c.lostExamples], ['inconsistent offsets', c.inconsistentOffsets.map((i) => JSON.stringify(i))], ['duplicated', c.duplicated.map((d) => JSON.stringify(d))],
+    ['nonmonotonic sends', c.nonmonotonicSend], ['nonmonotonic polls', c.nonmonotonicPoll], ['poll skips', c.pollSkip], ['election safety', c.electionSafety]] as Array<[string, string[]]>)
+    .filter(([, items]) => items.length > 0).map(([title, items]) => `<h3>${escape(title)}</h3><pre>${escape(items.join('\n'))}</pre>`).join('');
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>RaftMQ jepsen ${escape(run.name)}: ${c.verdict}</title>
+<style>body{font:13px system-ui,sans-serif;margin:20px;color:#222}h1{font-size:20px}h2{font-size:15px;margin-top:26px}table{border-collapse:collapse}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f6f6f6;font-weight:600}
+.verdict{color:#fff;background:${verdictColour};padding:2px 10px;border-radius:4px}.key{border:1px solid;padding:1px 6px;margin-right:4px;border-radius:3px}.cols{display:flex;gap:30px;flex-wrap:wrap}code{font-size:11px}pre{background:#f6f6f6;padding:8px;max-height:300px;overflow:auto}</style></head>
+<body>
+<h1>RaftMQ jepsen: ${escape(run.name)} <span class="verdict">${c.verdict.toUpperCase()}</span></h1>
+<p>${escape(c.reasons.join('; ') || 'every check passed and the faults bit')}</p>
+${table([['run', run.runDir], ['commit', input.commit], ['seed', run.config.seed], ['nodes', run.config.nodes], ['nemesis', run.config.nemesis.join(', ')],
+    ['fault time', `${run.config.timeS} s (calm ${run.config.calmMs.join('–')} ms, faults ${run.config.faultMs.join('–')} ms)`], ['producers', `${run.config.producers} at ${run.config.ratePerProducer}/s each`],
+    ['unsafe switch', run.config.unsafe ?? 'none'], ['duration', `${run.durationS.toFixed(0)} s`]])}
+<div class="cols"><div><h2>Anomalies</h2>${table(anomalies)}</div><div><h2>Operations</h2>${table(stats)}</div><div><h2>Did the faults bite?</h2>${table(effects)}</div></div>
+<h2>Enqueue latency over time</h2><p>blue ok, orange unknown (info), red failed; shaded: ${legend}</p>${latencyChart(ops, windows, colours, axis)}
+<h2>Throughput (per second)</h2><p>blue acknowledged enqueues, green messages read by the group consumers and the drain, orange unknown, red failed</p>${throughputChart(ops, windows, colours, axis)}
+<h2>Leader / term timeline</h2><p>green leader (label = term), light blue follower, orange candidate, grey unreachable (paused or cut off from the harness), red process down</p>${leaderTimeline(samples, windows, colours, axis)}
+<h2>Recovery after each fault</h2><table><tr><th>fault</th><th>healed at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${recoveries}</table>
+<h2>Replica audit</h2>${auditRows}
+${lists}
+<h2>Nemesis operations</h2><table><tr><th>time (s)</th><th>operation</th><th>details</th></tr>${faults}</table>
+</body></html>
+`;
+}

@@ -1,0 +1,151 @@
+/**
+ * One Jepsen-style test: start the cluster in network namespaces, run the workload, let the
+ * nemesis break things for `timeS`, heal everything, drain, audit the replicas, check the
+ * history, and write `history.jsonl`, `results.json` and `report.html` into the run directory.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { Admin } from '../src/client/admin.js';
+import { Prng } from '../src/testing/prng.js';
+import { auditReplicas, type AuditResult } from './audit.js';
+import { check, type CheckResult, type LeaderObservation } from './checker.js';
+import { JepsenCluster, sleep, type UnsafeSwitch } from './cluster.js';
+import { History } from './history.js';
+import { Nemesis, type NemesisName } from './nemesis.js';
+import { renderReport, type NodeSample } from './report.js';
+import { Workload } from './workload.js';
+
+export interface RunConfig {
+  readonly name: string;
+  readonly nodes: number;
+  readonly nemesis: readonly NemesisName[];
+  readonly timeS: number;
+  readonly calmStartS: number;
+  readonly calmMs: readonly [number, number];
+  readonly faultMs: readonly [number, number];
+  readonly recoveryS: number;
+  readonly drainS: number;
+  readonly producers: number;
+  readonly ratePerProducer: number;
+  readonly seed: number;
+  readonly outDir: string;
+  readonly faultEventsMin: number;
+  readonly unsafe?: UnsafeSwitch | undefined;
+}
+
+export interface RunResult {
+  readonly name: string;
+  readonly runDir: string;
+  readonly config: RunConfig;
+  readonly check: CheckResult;
+  readonly audit: AuditResult | undefined;
+  readonly durationS: number;
+  readonly ackedPerSecond: number;
+}
+
+const topic = 'jepsen';
+const queues = 4;
+/** The brokers' default: 15 ticks of 20 ms, each wait randomised up to twice that. */
+const electionTimeoutMs = 300;
+
+function gitCommit(): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export async function runTest(config: RunConfig): Promise<RunResult> {
+  const startedAt = Date.now();
+  const runDir = path.join(config.outDir, `${new Date(startedAt).toISOString().replace(/[:.]/g, '-')}-${config.name}`);
+  await mkdir(runDir, { recursive: true });
+  const history = new History(path.join(runDir, 'history.jsonl'));
+  const rng = new Prng(config.seed);
+  const leaders: LeaderObservation[] = [];
+  const samples: NodeSample[] = [];
+  let cluster: JepsenCluster | undefined;
+  let polling = true;
+  let poller: Promise<void> = Promise.resolve();
+  let audit: AuditResult | undefined;
+  let workload: Workload | undefined;
+  const log = (text: string): void => console.log(`jepsen ${config.name}: ${text}`);
+  const stopOnSignal = (): void => { polling = false; void cluster?.stop().finally(() => process.exit(130)); };
+  process.once('SIGINT', stopOnSignal);
+  process.once('SIGTERM', stopOnSignal);
+  try {
+    cluster = await JepsenCluster.start({ nodes: config.nodes, runDir, unsafe: config.unsafe });
+    const running = cluster;
+    log(`${config.nodes} nodes in network namespaces (${cluster.ids.map((id) => `${id}=${running.address(id)}`).join(', ')}), NameServer ${cluster.namesrv}; run directory ${runDir}`);
+    await cluster.waitForLeader(30_000);
+    poller = (async () => {
+      while (polling) {
+        const at = history.nowNs();
+        const statuses = await running.statuses(250).catch(() => new Map());
+        for (const id of running.ids) {
+          const status = statuses.get(id);
+          samples.push({ timeNs: at, nodeId: id, up: running.isRunning(id), role: status?.role ?? 'unreachable', term: status?.term ?? 0, commitIndex: status?.commitIndex ?? 0 });
+          if (status?.role === 'leader') leaders.push({ timeNs: at, nodeId: id, term: status.term });
+        }
+        await sleep(250);
+      }
+    })();
+    const admin = new Admin({ nameServers: [cluster.namesrv] });
+    try {
+      // The leader may not have registered with the NameServer yet.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await admin.createTopic(topic, { readQueues: queues, writeQueues: queues });
+          break;
+        } catch (error) {
+          if (attempt >= 40) throw error;
+          await sleep(500);
+        }
+      }
+    } finally {
+      admin.close();
+    }
+    workload = new Workload(history, {
+      nameServers: [cluster.namesrv], topic, queues, producers: config.producers, orderedProducers: Math.min(queues, Math.floor(config.producers / 2)),
+      consumers: config.nodes, ratePerProducer: config.ratePerProducer,
+    });
+    workload.start();
+    await sleep(config.calmStartS * 1_000);
+    log(`nemesis ${config.nemesis.join('+')} for ${config.timeS} s`);
+    const nemesis = new Nemesis(cluster, history, { kinds: config.nemesis, calmMs: config.calmMs, faultMs: config.faultMs, electionTimeoutMs }, rng.fork('nemesis'));
+    await nemesis.run(Date.now() + config.timeS * 1_000);
+    await nemesis.healAll();
+    log(`healed after ${nemesis.events} fault events; recovering for ${config.recoveryS} s`);
+    await cluster.waitForLeader(30_000).catch(() => undefined);
+    await sleep(config.recoveryS * 1_000);
+    await workload.stopProducers();
+    await workload.stopConsumers();
+    log(`draining (up to ${config.drainS} s)`);
+    const drained = await workload.drain(config.drainS * 1_000);
+    log(drained ? 'drain read every acknowledged value' : 'drain timed out');
+    const acked = new Map<string, { queue: number; offset: number }>();
+    for (const op of history.ops) if (op.f === 'enqueue' && op.type === 'ok' && op.queue !== undefined && op.offset !== undefined) acked.set(String(op.value), { queue: op.queue, offset: op.offset });
+    audit = await auditReplicas(cluster.local.members, topic, queues, acked, 20_000);
+    log(`replica audit: ${audit.nodes.map((n) => `${n.nodeId} ${n.entries} entries`).join(', ')}; ${audit.divergence} divergences`);
+  } catch (error) {
+    history.add({ type: 'info', process: 'harness', f: 'error', error: (error as Error).stack ?? String(error) });
+    throw error;
+  } finally {
+    polling = false;
+    await poller;
+    await cluster?.stop();
+    process.removeListener('SIGINT', stopOnSignal);
+    process.removeListener('SIGTERM', stopOnSignal);
+    await history.close();
+  }
+  const result = check({ ops: history.ops, leaders, divergence: audit?.divergence ?? 1, leaderFaultMinMs: 4 * electionTimeoutMs, faultEventsMin: config.faultEventsMin });
+  const durationS = (Date.now() - startedAt) / 1_000;
+  const enqueueSpan = Math.max(1, config.calmStartS + config.timeS + config.recoveryS);
+  const run: RunResult = { name: config.name, runDir, config, check: result, audit, durationS, ackedPerSecond: result.acked / enqueueSpan };
+  await writeFile(path.join(runDir, 'results.json'), `${JSON.stringify({ commit: gitCommit(), ...run }, null, 2)}\n`);
+  await writeFile(path.join(runDir, 'report.html'), renderReport({ run, ops: history.ops, samples, commit: gitCommit() }));
+  log(`${result.verdict.toUpperCase()}: acked ${result.acked}, lost ${result.lost}, unexpected ${result.unexpected}, duplicated ${result.duplicated.length}, divergence ${result.divergence}, leader changes ${result.effects.leaderChanges}, faults ${result.effects.faultEvents}${result.reasons.length > 0 ? ` — ${result.reasons.join('; ')}` : ''}`);
+  log(`report: ${path.join(runDir, 'report.html')}`);
+  return run;
+}
