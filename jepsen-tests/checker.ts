@@ -63,6 +63,8 @@ export interface CheckResult {
   readonly producersBehind: string[];
   readonly recoveries: Recovery[];
   readonly maxRecoveryMs: number | null;
+  /** Faults aimed at the leader: from their start to the first acknowledged enqueue invoked after it, within the fault. */
+  readonly failovers: Array<{ fault: string; startS: number; failoverMs: number | null }>;
   readonly effects: FaultEffects;
 }
 
@@ -75,6 +77,11 @@ export interface CheckInput {
   readonly leaderFaultMinMs: number;
   /** Require this many fault events for the run to count (nightly: 20). */
   readonly faultEventsMin: number;
+  /**
+   * When set, every fault aimed at the leader that lasts this long plus a second must see an
+   * acknowledged enqueue within this many ms of its start: the majority keeps serving.
+   */
+  readonly failoverBoundMs?: number | undefined;
 }
 
 const producerOf = (value: string): { producer: string; counter: number } => {
@@ -206,6 +213,10 @@ export function check(input: CheckInput): CheckResult {
     return { fault: window.kind, healAtS: window.stopNs / 1e9, recoveryMs: first === undefined ? null : (first.time - window.stopNs) / 1e6 };
   });
   const measured = recoveries.map((r) => r.recoveryMs).filter((ms): ms is number => ms !== null);
+  const failovers = windows.filter((w) => (w.value as EffectValue | undefined)?.targetsLeader === true).map((window) => {
+    const first = ops.find((op) => op.f === 'enqueue' && op.type === 'ok' && op.time <= window.stopNs && invokeTime(ops, op) >= window.startNs);
+    return { fault: window.kind, startS: window.startNs / 1e9, durationMs: (window.stopNs - window.startNs) / 1e6, failoverMs: first === undefined ? null : (first.time - window.startNs) / 1e6 };
+  });
   const effects = faultEffects(windows, input);
 
   const reasons: string[] = [];
@@ -221,6 +232,11 @@ export function check(input: CheckInput): CheckResult {
   must(pollSkip.length, 'poll skips');
   must(electionSafety.length, 'election safety violations');
   must(input.divergence, 'replica divergences');
+  const bound = input.failoverBoundMs;
+  if (bound !== undefined) {
+    const slow = failovers.filter((f) => f.durationMs >= bound + 1_000 && (f.failoverMs === null || f.failoverMs > bound));
+    must(slow.length, `faults aimed at the leader without an acknowledged write within ${bound} ms (${slow.map((f) => `${f.fault} at ${f.startS.toFixed(1)} s`).join(', ')})`);
+  }
   let verdict: CheckResult['verdict'] = reasons.length > 0 ? 'fail' : 'pass';
   if (verdict === 'pass' && producersBehind.length > 0) {
     verdict = 'unknown';
@@ -241,6 +257,7 @@ export function check(input: CheckInput): CheckResult {
     nonmonotonicSend: limit(nonmonotonicSend), nonmonotonicPoll: limit(nonmonotonicPoll), pollSkip: limit(pollSkip), electionSafety: limit(electionSafety),
     divergence: input.divergence, drainComplete: producersBehind.length === 0, producersBehind: limit(producersBehind), recoveries,
     maxRecoveryMs: measured.length === 0 ? null : Math.max(...measured), effects,
+    failovers: failovers.map(({ fault, startS, failoverMs }) => ({ fault, startS, failoverMs })),
   };
 }
 

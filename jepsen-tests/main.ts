@@ -44,7 +44,17 @@ function nightlyConfig(name: string, nemesis: NemesisName[], nodes = 3): RunConf
   return smokeConfig(name, nemesis, { nodes, timeS: 300, calmStartS: 10, calmMs: [2_000, 8_000], faultMs: [2_000, 15_000], recoveryS: 10, drainS: 120, faultEventsMin: 20, producers: 2 * nodes, ratePerProducer: nodes === 5 ? 30 : 45 });
 }
 
+/**
+ * Regression, named after what it was: an isolated old leader kept its clients' sends pending
+ * until the partition healed (the proposals waited for the log to say whether they committed,
+ * and one attempt could use the whole send budget), so a healthy majority took no writes.
+ */
+const isolatedLeaderHeldSends = (): RunConfig => smokeConfig('regression-isolated-leader-held-sends', ['partition-leader'], {
+  timeS: 30, faultMs: [4_000, 6_000], failoverBoundMs: 3_000,
+});
+
 export const smokeMatrix = (): RunConfig[] => [
+  isolatedLeaderHeldSends(),
   smokeConfig('leader-isolation+kill', ['partition-leader', 'kill', 'power-loss']),
   smokeConfig('pause', ['pause']),
   smokeConfig('halves+power-loss', ['partition-halves', 'power-loss']),
@@ -123,11 +133,12 @@ async function main(): Promise<void> {
     .option('--seed <n>', 'nemesis seed', positive('--seed'))
     .addOption(new Option('--unsafe <switch>', 'negative control: run an unsafe build on purpose').choices(['ack-before-fsync', 'ack-before-quorum']))
     .option('--out <dir>', 'results directory', defaultOut)
-    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string }) => {
+    .option('--failover-bound-ms <ms>', 'fail unless the majority acknowledges a write this soon after each fault aimed at the leader', positive('--failover-bound-ms'))
+    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number }) => {
       const nodes = Number(options.nodes);
       const result = await runTest(smokeConfig(options.nemesis.join('+'), options.nemesis, {
         nodes, timeS: options.time, producers: 2 * nodes, ratePerProducer: options.rate, outDir: path.resolve(options.out), unsafe: options.unsafe,
-        faultEventsMin: Math.max(1, Math.floor(options.time / 15)), ...(options.seed === undefined ? {} : { seed: options.seed }),
+        faultEventsMin: Math.max(1, Math.floor(options.time / 15)), failoverBoundMs: options.failoverBoundMs, ...(options.seed === undefined ? {} : { seed: options.seed }),
       }));
       process.exitCode = result.check.verdict === 'pass' || (options.unsafe !== undefined && result.check.lost > 0) ? 0 : 1;
     });

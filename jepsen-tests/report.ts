@@ -166,6 +166,7 @@ ${table([['run', run.runDir], ['commit', input.commit], ['seed', run.config.seed
 <h2>Throughput (per second)</h2><p>blue acknowledged enqueues, green messages read by the group consumers and the drain, orange unknown, red failed</p>${throughputChart(ops, windows, colours, axis)}
 <h2>Leader / term timeline</h2><p>green leader (label = term), light blue follower, orange candidate, grey unreachable (paused or cut off from the harness), red process down</p>${leaderTimeline(samples, windows, colours, axis)}
 <h2>Recovery after each fault</h2><table><tr><th>fault</th><th>healed at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${recoveries}</table>
+<h2>Failover during faults aimed at the leader</h2><table><tr><th>fault</th><th>started at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${c.failovers.map((f) => `<tr><td>${escape(f.fault)}</td><td>${f.startS.toFixed(1)}</td><td>${f.failoverMs === null ? 'none during the fault' : f.failoverMs.toFixed(0)}</td></tr>`).join('')}</table>
 <h2>Replica audit</h2>${auditRows}
 ${lists}
 <h2>Nemesis operations</h2><table><tr><th>time (s)</th><th>operation</th><th>details</th></tr>${faults}</table>

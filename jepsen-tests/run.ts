@@ -32,6 +32,8 @@ export interface RunConfig {
   readonly outDir: string;
   readonly faultEventsMin: number;
   readonly unsafe?: UnsafeSwitch | undefined;
+  /** See CheckInput.failoverBoundMs. */
+  readonly failoverBoundMs?: number | undefined;
 }
 
 export interface RunResult {
@@ -139,7 +141,7 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     process.removeListener('SIGTERM', stopOnSignal);
     await history.close();
   }
-  const result = check({ ops: history.ops, leaders, divergence: audit?.divergence ?? 1, leaderFaultMinMs: 4 * electionTimeoutMs, faultEventsMin: config.faultEventsMin });
+  const result = check({ ops: history.ops, leaders, divergence: audit?.divergence ?? 1, leaderFaultMinMs: 4 * electionTimeoutMs, faultEventsMin: config.faultEventsMin, failoverBoundMs: config.failoverBoundMs });
   const durationS = (Date.now() - startedAt) / 1_000;
   const enqueueSpan = Math.max(1, config.calmStartS + config.timeS + config.recoveryS);
   const run: RunResult = { name: config.name, runDir, config, check: result, audit, durationS, ackedPerSecond: result.acked / enqueueSpan };

@@ -112,7 +112,10 @@ export class Producer {
       const target = unknownCause !== undefined && previous !== undefined ? previous : await this.pick(message, options.selector, attempt > 0 ? previous : undefined);
       previous = target;
       try {
-        const { offset } = await this.enqueue(target.group, toV2(message, messageId, target.queueId), deadline - Date.now());
+        // One attempt may not eat the whole budget: a node that stopped answering (paused,
+        // cut off) must leave time to retry on the new leader.
+        const attemptMs = Math.min(deadline - Date.now(), this.connection.requestTimeoutMs);
+        const { offset } = await this.enqueue(target.group, toV2(message, messageId, target.queueId), attemptMs);
         this.avoidUntil.delete(target.group);
         return { messageId, topic: message.topic, brokerGroup: target.group, queueId: target.queueId, offset };
       } catch (error) {

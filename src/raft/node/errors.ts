@@ -42,7 +42,7 @@ export class OutcomeUnknownError extends ProposalError {
   override readonly name = 'OutcomeUnknownError';
   readonly code = 'OUTCOME_UNKNOWN';
   readonly definite = false;
-  constructor(readonly reason: 'node-stopped' | 'node-failed' | 'cancelled' | 'entry-truncated' | 'removed-from-group', options?: ErrorOptions) {
+  constructor(readonly reason: 'node-stopped' | 'node-failed' | 'cancelled' | 'entry-truncated' | 'removed-from-group' | 'leadership-lost', options?: ErrorOptions) {
     super(`proposal outcome unknown: ${reason}`, options);
   }
 }

@@ -100,6 +100,7 @@ export class RaftNode {
   private readonly commands: Command[] = [];
   private readonly pending = new Map<LogIndex, PendingProposal>();
   private pendingTicks = 0;
+  private lastRole: SoftState['role'] | undefined;
   private flushDue = false;
   private wakeup: (() => void) | undefined;
   private readonly timers: Disposable[] = [];
@@ -369,9 +370,18 @@ export class RaftNode {
   private noteSoftState(soft: SoftState): void {
     if (soft.role === 'candidate') this.stats.elections++;
     this.options.logger.info({ groupId: this.options.groupId, nodeId: this.id, role: soft.role, term: soft.term, leaderId: soft.leaderId, commitIndex: this.core.commitIndex }, `became ${soft.role} at term ${soft.term}`);
-    // Proposals pending here stay pending as a follower: applying the log later tells us
-    // whether each one was committed (resolve) or overwritten (definite rejection). A node
-    // removed from the group hears nothing more, so it can never learn: unknown, now.
+    // A leader that loses leadership settles what it was proposing as unknown at once
+    // (hashicorp/raft's ErrLeadershipLost). Waiting to learn the outcome from the log is
+    // exact but can last as long as a partition does: an isolated old leader would hold its
+    // clients until the heal instead of letting them retry on the new leader (found by
+    // jepsen-tests, leader isolation). A retry cannot double-store: sends are de-duplicated.
+    if (this.lastRole === 'leader' && soft.role !== 'leader') {
+      const lost = new OutcomeUnknownError('leadership-lost');
+      for (const proposal of this.pending.values()) proposal.reject(lost);
+      this.pending.clear();
+    }
+    this.lastRole = soft.role;
+    // A node removed from the group hears nothing more, so it can never learn: unknown, now.
     if (!this.core.isMember(this.id)) this.rejectAllPending(new OutcomeUnknownError('removed-from-group'));
     this.options.onSoftState?.(soft);
   }
