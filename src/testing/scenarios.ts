@@ -151,6 +151,25 @@ async function isolatedLeaderUncommittedTail(c: SimControl): Promise<void> {
 }
 
 /**
+ * The cut-off leader must not hold its proposals until the partition heals: once it steps
+ * down (check-quorum) it settles them as unknown, so its clients can retry on the majority's
+ * leader. Regression for jepsen-tests' isolated-leader run, where a healthy majority took no
+ * writes for a whole partition because every client waited on the old leader.
+ */
+async function isolatedLeaderSettlesBeforeHeal(c: SimControl): Promise<void> {
+  const leader = await stableLeader(c);
+  const others = c.ids.filter((id) => id !== leader);
+  c.partition([[leader], others]);
+  for (let i = 0; i < 5; i++) c.propose(leader);
+  try {
+    await c.waitFor('the cut-off leader to settle its proposals while still cut off', () => c.inFlight() === 0, 3_000);
+  } catch {
+    throw new Error(`liveness: ${c.inFlight()} proposals of the cut-off leader were still pending before the heal`);
+  }
+  c.heal();
+}
+
+/**
  * The leader removes itself and keeps accepting proposals until that change commits; then
  * it is a non-member nobody replicates to, so it can never learn their fate. Every one must
  * settle (unknown) instead of hanging. Regression for a hang seen in the process test.
@@ -173,6 +192,7 @@ async function leaderRemovesItself(c: SimControl): Promise<void> {
 export const scenarios: Readonly<Record<string, Scenario>> = {
   'leader-removes-itself': { nodeCount: 3, profile: {}, script: leaderRemovesItself },
   'isolated-leader-uncommitted-tail': { nodeCount: 3, profile: {}, script: isolatedLeaderUncommittedTail },
+  'isolated-leader-settles-before-heal': { nodeCount: 3, profile: {}, script: isolatedLeaderSettlesBeforeHeal },
   'asymmetric-cut': { nodeCount: 3, profile: {}, script: asymmetricCut },
   're-election-after-heal': { nodeCount: 3, profile: {}, script: reElectionAfterHeal },
   'figure-8': { nodeCount: 5, profile: { appendEntriesMax: 1, delayMaxMs: 5 }, script: figure8 },

@@ -106,6 +106,12 @@ describe('directed scenario: isolated leader with an uncommitted tail', () => {
   });
 });
 
+describe('directed scenario: an isolated leader settles its proposals before the heal', () => {
+  it('lets its clients retry on the majority instead of holding them for the whole partition', async () => {
+    await expectScenarioPasses('isolated-leader-settles-before-heal', 10);
+  });
+});
+
 describe('directed liveness scenarios (DLedger #25 and #37)', () => {
   it.each(['asymmetric-cut', 're-election-after-heal'])('%s: the term stays put and the group keeps committing', async (name) => {
     await expectScenarioPasses(name, 10);
