@@ -120,8 +120,11 @@ export class Nemesis {
         return this.partition({ shape: kind, order }, bridgeGrudge(order));
       }
       case 'partition-one-way': {
-        // DLedger #25's shape when the leader is the one that goes deaf to a follower.
-        const [from, to] = this.rng.shuffle(ids) as [string, string];
+        // Always between the leader and a follower, in either direction (a cut between two
+        // followers drops nothing: they do not talk). Leader deaf to a follower is DLedger #25.
+        const anchor = leader ?? this.rng.pick(ids);
+        const other = this.rng.pick(ids.filter((id) => id !== anchor));
+        const [from, to] = this.rng.float() < 0.5 ? [anchor, other] : [other, anchor];
         return this.partition({ shape: kind, from, to }, oneWayGrudge(from, to));
       }
       case 'flapping': return this.flapping();

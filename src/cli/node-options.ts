@@ -67,16 +67,26 @@ export function raftNodeConfig(options: RaftNodeOptions): RaftGroupNodeConfig {
 }
 
 /**
- * Power-loss test mode: SIGUSR2 is the power cut. What survives of the unsynced writes is
+ * Power-loss test mode: SIGUSR2 is the power cut, at the next moment some write is not
+ * durable yet (within a second). What survives of the unsynced writes is
  * applied, a line describing the loss is appended to <data>/power-failures.jsonl for the
  * harness, and the process dies by SIGKILL without running anything else.
  */
 export function powerFailOnSignal(config: RaftGroupNodeConfig, node: RaftGroupNode): void {
   if (!config.powerLossTestMode) return;
   process.once('SIGUSR2', () => {
-    const report = node.powerFail((max) => randomInt(max));
-    appendFileSync(path.join(config.dataDir, 'power-failures.jsonl'), `${JSON.stringify({ ...report, nodeId: config.nodeId, atMs: Date.now() })}\n`);
-    process.kill(process.pid, 'SIGKILL');
+    // Cut at a bad moment: wait (up to a second) until some write is not yet durable.
+    const deadline = Date.now() + 1_000;
+    const cut = (): void => {
+      if (node.pendingBytes() === 0 && Date.now() < deadline) {
+        setImmediate(cut);
+        return;
+      }
+      const report = node.powerFail((max) => randomInt(max));
+      appendFileSync(path.join(config.dataDir, 'power-failures.jsonl'), `${JSON.stringify({ ...report, nodeId: config.nodeId, atMs: Date.now() })}\n`);
+      process.kill(process.pid, 'SIGKILL');
+    };
+    cut();
   });
 }
 

@@ -75,6 +75,8 @@ export class PullConsumer {
   private rebalancing: Promise<void> | undefined;
   private readonly arrivals = new Set<() => void>();
   private pollCursor = 0;
+  /** Broadcasting: offsets of queues that left the assignment, so a return resumes there. */
+  private readonly localOffsets = new Map<string, number>();
 
   constructor(readonly options: PullConsumerOptions) {
     if (!/^[A-Za-z0-9_-]{1,120}$/.test(options.group)) throw new MQClientError('ILLEGAL_CONSUMER_GROUP', `consumer group name ${JSON.stringify(options.group)} is invalid`, true);
@@ -204,10 +206,14 @@ export class PullConsumer {
 
   private async rebalanceOnce(): Promise<void> {
     const wanted = new Map<string, { ref: QueueRef; filter: string }>();
+    // No route at all means the whole group is down or unregistered for a moment, not that
+    // its queues are gone: keep them (and their offsets) until the routes come back.
+    const unresolved = new Set<string>();
     for (const [topic, filter] of this.subscriptions) {
       let groups = await this.connection.routes(topic, true);
       // A topic created a moment ago may not be registered yet: ask the brokers themselves.
       if (groups.length === 0) groups = await this.connection.requireRoutes(topic).catch(() => []);
+      if (groups.length === 0) unresolved.add(topic);
       for (const group of groups) {
         const route = group.topics.find((t) => t.name === topic);
         if (route === undefined) continue;
@@ -229,10 +235,11 @@ export class PullConsumer {
     }
     if (!this.running) return;
     for (const [key, q] of this.queues) {
-      if (wanted.has(key)) continue;
+      if (wanted.has(key) || unresolved.has(q.ref.topic)) continue;
       // Hand the queue over with its offset committed, so the next owner starts where we stopped.
       q.dropped = true;
       this.queues.delete(key);
+      if (this.mode === 'broadcasting') this.localOffsets.set(key, q.committable);
       await this.commitOne(q).catch(() => undefined);
     }
     for (const [key, { ref, filter }] of wanted) {
@@ -252,6 +259,8 @@ export class PullConsumer {
   }
 
   private async initialOffset(ref: QueueRef): Promise<number> {
+    const local = this.localOffsets.get(queueKey(ref));
+    if (local !== undefined) return local; // broadcasting: where this member stopped reading it
     if (this.mode === 'clustering') {
       const response = await this.connection.unary(ref.brokerGroup, 'GetOffset', { group: this.groupResource(), messageQueue: this.mq(ref) });
       if (response.status?.code === 'OK') return Number(response.offset);

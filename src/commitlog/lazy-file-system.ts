@@ -7,8 +7,10 @@ import { NodeFileSystem, type FileHandle, type FileSystem } from './file-system.
  * loses the page cache. A plain `kill -9` of a normal node does not test fsync at all,
  * because the kernel keeps what the process wrote.
  *
- * `powerFail` models the cut itself: each file keeps a random prefix of its unsynced
- * operations, the last one kept possibly torn, and everything after is discarded. Creating
+ * `powerFail` models the cut itself: each file goes back to its size at the last completed
+ * sync, then keeps a random prefix of its unsynced operations, the last one kept possibly
+ * torn; everything after is discarded. (Overwrites inside the durable region are not undone:
+ * the commitlog never makes them except in a segment header written before its first sync.) Creating
  * and removing files goes straight to the disk (the commitlog fsyncs its directory right
  * after either), and small files replaced with `writeFileAtomic` are synced by contract.
  */
@@ -24,7 +26,8 @@ export class LazyFileSystem implements FileSystem {
   writeFileAtomic(filePath: string, data: Uint8Array): Promise<void> { return this.real.writeFileAtomic(filePath, data); }
 
   async open(filePath: string, options: { create: boolean }): Promise<FileHandle> {
-    const handle = new LazyFileHandle(await this.real.open(filePath, options), this.handles);
+    const real = await this.real.open(filePath, options);
+    const handle = new LazyFileHandle(real, await real.size(), this.handles);
     this.handles.add(handle);
     return handle;
   }
@@ -48,6 +51,9 @@ export class LazyFileSystem implements FileSystem {
       if (ops.length === 0) continue;
       report.files++;
       report.pendingOps += ops.length;
+      // Undo what a sync in progress already wrote past the durable end (the commitlog only
+      // appends or truncates), so the cut can fall anywhere in the unsynced operations.
+      fs.ftruncateSync(handle.fd, handle.durableSize);
       const keep = randomInt(ops.length + 1);
       ops.forEach((op, i) => {
         const bytes = op.kind === 'write' ? op.data.length : 0;
@@ -87,7 +93,12 @@ class LazyFileHandle implements FileHandle {
   private pending: PendingOp[] = [];
   private syncing: Promise<void> = Promise.resolve();
 
-  constructor(private readonly real: FileHandle & { readonly fd: number }, private readonly registry: Set<LazyFileHandle>) {}
+  /** The file's size as of the last completed datasync. */
+  durableSize: number;
+
+  constructor(private readonly real: FileHandle & { readonly fd: number }, initialSize: number, private readonly registry: Set<LazyFileHandle>) {
+    this.durableSize = initialSize;
+  }
 
   get path(): string { return this.real.path; }
   get fd(): number { return this.real.fd; }
@@ -158,7 +169,10 @@ class LazyFileHandle implements FileHandle {
       if (op.kind === 'write') await this.real.write(op.data, op.position);
       else await this.real.truncate(op.length);
     }
-    if (durable) await this.real.datasync();
+    if (durable) {
+      await this.real.datasync();
+      this.durableSize = await this.real.size();
+    }
     this.pending.splice(0, count);
   }
 }

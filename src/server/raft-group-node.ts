@@ -169,6 +169,11 @@ export class RaftGroupNode {
     return this.lazyFs.powerFail(randomInt);
   }
 
+  /** Power-loss test mode only: unsynced bytes held in memory right now. */
+  pendingBytes(): number {
+    return this.lazyFs?.pendingBytes() ?? 0;
+  }
+
   status(): object {
     const status = this.node.status();
     const self = this.config.members.find((m) => m.id === this.config.nodeId);
