@@ -53,6 +53,11 @@ describe('queue checker', () => {
     expect(result.pollSkip).toHaveLength(1);
   });
 
+  it('counts a value a consumer saw but the final drain does not find as lost (its entry was cut)', () => {
+    const b = threeSends().read([[0, 0, '0-0'], [0, 1, '0-1'], [0, 2, '0-2']], 'dequeue', 'c').read([[0, 0, '0-0'], [0, 1, '0-1']]);
+    expect(run(b)).toMatchObject({ lost: 1, lostPostfix: 1, verdict: 'fail' });
+  });
+
   it('splits lost values into prefix and postfix per producer', () => {
     const result = run(threeSends().read([[0, 1, '0-1']]));
     expect(result).toMatchObject({ lost: 2, lostPrefix: 1, lostPostfix: 1 });

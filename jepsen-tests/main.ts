@@ -53,8 +53,18 @@ const isolatedLeaderHeldSends = (): RunConfig => smokeConfig('regression-isolate
   timeS: 30, faultMs: [4_000, 6_000], failoverBoundMs: 3_000,
 });
 
+/**
+ * Regression: after the whole group lost power for longer than the NameServer's expiry, a
+ * broadcasting consumer dropped its queues with their local offsets and read every queue again
+ * from offset 0 (a nonmonotonic poll).
+ */
+const broadcastReaderRewoundAfterOutage = (): RunConfig => smokeConfig('regression-broadcast-reader-rewound-after-outage', ['outage'], {
+  timeS: 20, faultMs: [4_500, 5_500], calmMs: [3_000, 4_000], faultEventsMin: 2,
+});
+
 export const smokeMatrix = (): RunConfig[] => [
   isolatedLeaderHeldSends(),
+  broadcastReaderRewoundAfterOutage(),
   smokeConfig('leader-isolation+kill', ['partition-leader', 'kill', 'power-loss']),
   smokeConfig('pause', ['pause']),
   smokeConfig('halves+power-loss', ['partition-halves', 'power-loss']),
@@ -85,7 +95,7 @@ async function negativeControl(unsafe: UnsafeSwitch, runsMax: number, seed: numb
       unsafe, timeS: 40, seed: seed + run, faultEventsMin: 1, calmMs: [500, 1_500], faultMs: [2_000, 4_000],
     }));
     results.push(result);
-    if (result.check.lost > 0 || result.check.lostWrite > 0 || result.check.divergence > 0) return { unsafe, caughtInRun: run, results };
+    if (result.check.lost > 0 || result.check.lostWrite > 0) return { unsafe, caughtInRun: run, results };
   }
   return { unsafe, caughtInRun: undefined, results };
 }

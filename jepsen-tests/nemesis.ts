@@ -15,7 +15,7 @@ import type { Prng } from '../src/testing/prng.js';
 
 export const faultKinds = [
   'partition-leader', 'partition-halves', 'partition-ring', 'partition-bridge', 'partition-one-way', 'flapping',
-  'kill', 'power-loss', 'pause', 'corrupt', 'pause-kill', 'part-kill',
+  'kill', 'power-loss', 'outage', 'pause', 'corrupt', 'pause-kill', 'part-kill',
 ] as const;
 export type FaultKind = typeof faultKinds[number];
 /** `mixed` rotates random subsets of the standard faults with fault-free periods (F17). */
@@ -129,8 +129,10 @@ export class Nemesis {
       }
       case 'flapping': return this.flapping();
       case 'kill':
-      case 'power-loss': {
-        const targets = this.targets(this.rng.pick<Target>(['one', 'leader', 'minority', 'majority', 'all']), leader);
+      case 'power-loss':
+      case 'outage': {
+        // An outage is a power cut of every node at once (the whole group is down).
+        const targets = this.targets(kind === 'outage' ? 'all' : this.rng.pick<Target>(['one', 'leader', 'minority', 'majority', 'all']), leader);
         let discardedBytes = 0;
         let powerFailures = 0;
         for (const id of targets) {
@@ -143,7 +145,7 @@ export class Nemesis {
           }
         }
         return {
-          value: { targets, targetsLeader: leader !== undefined && targets.includes(leader), ...(kind === 'power-loss' ? { powerFailures, discardedBytes } : {}) },
+          value: { targets, targetsLeader: leader !== undefined && targets.includes(leader), ...(kind === 'kill' ? {} : { powerFailures, discardedBytes }) },
           stop: async () => {
             for (const id of targets) this.cluster.restart(id);
             return { restarted: targets };
