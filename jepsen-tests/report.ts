@@ -86,7 +86,7 @@ function throughputChart(ops: readonly Op[], windows: readonly FaultWindow[], co
   for (const op of ops) {
     const s = Math.floor(op.time / 1e9);
     if (op.f === 'enqueue' && op.type !== 'invoke') series[op.type][s] = (series[op.type][s] ?? 0) + 1;
-    if ((op.f === 'dequeue' || op.f === 'drain') && op.type === 'ok') series.read[s] = (series.read[s] ?? 0) + (op.reads?.length ?? 0);
+    if (op.f === 'dequeue' && op.type === 'ok') series.read[s] = (series.read[s] ?? 0) + (op.reads?.length ?? 0);
   }
   const max = Math.max(10, ...series.ok, ...series.read);
   const y = (v: number): number => top + height - (v / max) * height;
@@ -163,7 +163,7 @@ ${table([['run', run.runDir], ['commit', input.commit], ['seed', run.config.seed
     ['unsafe switch', run.config.unsafe ?? 'none'], ['duration', `${run.durationS.toFixed(0)} s`]])}
 <div class="cols"><div><h2>Anomalies</h2>${table(anomalies)}</div><div><h2>Operations</h2>${table(stats)}</div><div><h2>Did the faults bite?</h2>${table(effects)}</div></div>
 <h2>Enqueue latency over time</h2><p>blue ok, orange unknown (info), red failed; shaded: ${legend}</p>${latencyChart(ops, windows, colours, axis)}
-<h2>Throughput (per second)</h2><p>blue acknowledged enqueues, green messages read by the group consumers and the drain, orange unknown, red failed</p>${throughputChart(ops, windows, colours, axis)}
+<h2>Throughput (per second)</h2><p>blue acknowledged enqueues, green messages read by the consumer group (the drain is left out: it would dwarf the rest), orange unknown, red failed</p>${throughputChart(ops, windows, colours, axis)}
 <h2>Leader / term timeline</h2><p>green leader (label = term), light blue follower, orange candidate, grey unreachable (paused or cut off from the harness), red process down</p>${leaderTimeline(samples, windows, colours, axis)}
 <h2>Recovery after each fault</h2><table><tr><th>fault</th><th>healed at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${recoveries}</table>
 <h2>Failover during faults aimed at the leader</h2><table><tr><th>fault</th><th>started at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${c.failovers.map((f) => `<tr><td>${escape(f.fault)}</td><td>${f.startS.toFixed(1)}</td><td>${f.failoverMs === null ? 'none during the fault' : f.failoverMs.toFixed(0)}</td></tr>`).join('')}</table>
