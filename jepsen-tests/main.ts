@@ -41,7 +41,7 @@ function smokeConfig(name: string, nemesis: NemesisName[], overrides: Partial<Ru
 
 /** Tier T3: 300 s of faults, nemesis interval 2–15 s, ≥ 20 fault events. */
 function nightlyConfig(name: string, nemesis: NemesisName[], nodes = 3): RunConfig {
-  return smokeConfig(name, nemesis, { nodes, timeS: 300, calmStartS: 10, calmMs: [2_000, 8_000], faultMs: [2_000, 15_000], recoveryS: 10, drainS: 120, faultEventsMin: 20, producers: 2 * nodes, ratePerProducer: nodes === 5 ? 30 : 45 });
+  return smokeConfig(name, nemesis, { nodes, timeS: 300, calmStartS: 10, calmMs: [1_500, 5_000], faultMs: [2_000, 10_000], recoveryS: 10, drainS: 120, faultEventsMin: 20, producers: 2 * nodes, ratePerProducer: nodes === 5 ? 30 : 45 });
 }
 
 /**
