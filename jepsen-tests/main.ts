@@ -59,7 +59,7 @@ const isolatedLeaderHeldSends = (): RunConfig => smokeConfig('regression-isolate
  * from offset 0 (a nonmonotonic poll).
  */
 const broadcastReaderRewoundAfterOutage = (): RunConfig => smokeConfig('regression-broadcast-reader-rewound-after-outage', ['outage'], {
-  timeS: 20, faultMs: [4_500, 5_500], calmMs: [3_000, 4_000], faultEventsMin: 2,
+  timeS: 25, faultMs: [4_500, 5_500], calmMs: [3_000, 4_000], faultEventsMin: 2,
 });
 
 export const smokeMatrix = (): RunConfig[] => [

@@ -84,10 +84,25 @@ export class NamespaceNet {
     return net;
   }
 
-  /** Removes namespaces and links an earlier, killed run left behind. */
+  /**
+   * Removes namespaces and links an earlier, killed run left behind, and kills the processes
+   * still running in them (a namespace lives on while a process is inside).
+   */
   static async removeStale(): Promise<void> {
     const namespaces = (await sh('ip', ['netns', 'list']).catch(() => '')).split('\n').map((line) => line.split(' ')[0] ?? '').filter((name) => name.startsWith(prefix));
-    for (const name of namespaces) await sh('ip', ['netns', 'del', name]).catch(() => undefined);
+    for (const name of namespaces) {
+      const pids = (await sh('ip', ['netns', 'pids', name]).catch(() => '')).split('\n').map(Number).filter((pid) => Number.isInteger(pid) && pid > 0);
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      await sh('ip', ['netns', 'del', name]).catch(() => undefined);
+    }
+    // The NameServer of such a run lives in the root namespace, on the old bridge's address.
+    if (namespaces.length > 0) await sh('pkill', ['-9', '-f', 'namesrv --listen 10\\.213\\.']).catch(() => undefined);
     const links = (await sh('ip', ['-o', 'link', 'show']).catch(() => '')).split('\n').map((line) => /^\d+: ([^:@]+)/.exec(line)?.[1] ?? '').filter((name) => name.startsWith(prefix));
     for (const name of links) await sh('ip', ['link', 'del', name]).catch(() => undefined);
   }
