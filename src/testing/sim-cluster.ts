@@ -70,6 +70,8 @@ export interface SimControl {
   inFlight(): number;
   /** Asks `id` (the leader) for a single-server membership change. */
   changeMembership(id: NodeId, change: { readonly add: Member } | { readonly remove: NodeId }): void;
+  /** Cuts `bytes` of synced data off the end of a crashed node's newest segment (storage fault). */
+  truncateLogTail(id: NodeId, bytes: number): void;
   /** Runs `action` synchronously inside the event where `id` first becomes leader. */
   onLeader(id: NodeId, action: () => void): void;
 }
@@ -314,6 +316,12 @@ export class SimCluster {
       },
       crash: (id) => this.crash(slot(id), 'script'),
       restart: (id) => { if (!slot(id).alive) this.startNode(slot(id)); },
+      truncateLogTail: (id, bytes) => {
+        const disk = slot(id).disk;
+        const newest = disk.fileNames().filter((name) => name.endsWith('.seg')).sort().pop();
+        if (newest !== undefined) disk.truncateDurable(newest, bytes);
+        this.addTrace(`@${this.scheduler.nowMs} truncate ${id} ${newest ?? '(no segment)'} by ${bytes} bytes`);
+      },
       propose: (id) => {
         const target = slot(id);
         if (target.node !== undefined) this.proposeOn(target);

@@ -149,6 +149,14 @@ export class SimDisk implements FileSystem {
     file.current[byteOffset] = (file.current[byteOffset] as number) ^ (1 << bit);
   }
 
+  /** Cuts the last `bytes` of a file's durable and current image (synced data lost). */
+  truncateDurable(filePath: string, bytes: number): void {
+    const file = this.mustGet(path.normalize(filePath), this.generation);
+    const length = Math.max(0, file.durable.length - bytes);
+    file.durable = file.durable.slice(0, length);
+    file.current = file.current.slice(0, Math.min(file.current.length, length));
+  }
+
   fileNames(): string[] { return [...this.files.keys()]; }
   fileSize(filePath: string): number { return this.files.get(path.normalize(filePath))?.current.length ?? 0; }
 

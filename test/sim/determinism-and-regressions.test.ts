@@ -112,6 +112,15 @@ describe('directed scenario: an isolated leader settles its proposals before the
   });
 });
 
+describe('KNOWN BUG (jepsen-tests nightly `corrupt`): a follower that lost its synced tail wins an election', () => {
+  // Pinned as a failing expectation until recovery can tell lost synced data from a torn tail
+  // (see the closing note of issue 4). `it.fails` turns red the day the bug is fixed: make it
+  // an ordinary `it` then.
+  it.fails('committed entries survive a minority losing the synced tail of its log', async () => {
+    await expectScenarioPasses('truncated-follower-elected-over-committed-entries', 10);
+  });
+});
+
 describe('directed liveness scenarios (DLedger #25 and #37)', () => {
   it.each(['asymmetric-cut', 're-election-after-heal'])('%s: the term stays put and the group keeps committing', async (name) => {
     await expectScenarioPasses(name, 10);
