@@ -35,6 +35,11 @@ export interface Entry {
 export interface HardState {
   readonly term: Term;
   readonly votedFor: NodeId | undefined;
+  /**
+   * How far the log was durable when last recorded (written by the node after each log sync,
+   * never by the core). A log found shorter than this at start-up lost synced entries.
+   */
+  readonly syncedThrough?: LogIndex;
 }
 
 export interface Member {
@@ -48,7 +53,8 @@ export type VoteRejectReason =
   | 'already-voted'
   | 'log-behind'
   | 'leader-alive'
-  | 'not-a-member';
+  | 'not-a-member'
+  | 'lost-log-tail';
 
 /** Why an append was refused. */
 export type AppendRejectReason = 'stale-term' | 'log-mismatch' | 'log-missing' | 'compacted';

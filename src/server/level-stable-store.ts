@@ -21,13 +21,14 @@ export class LevelStableStore implements StableStore {
   async load(): Promise<HardState | undefined> {
     const raw = await this.db.get(hardStateKey);
     if (raw === undefined) return undefined;
-    const parsed = JSON.parse(raw) as { term: number; votedFor: string | null };
+    const parsed = JSON.parse(raw) as { term: number; votedFor: string | null; syncedThrough?: number };
     if (!Number.isSafeInteger(parsed.term) || parsed.term < 0) throw new Error(`stable store holds an invalid term: ${raw}`);
-    return { term: parsed.term, votedFor: parsed.votedFor ?? undefined };
+    if (parsed.syncedThrough !== undefined && (!Number.isSafeInteger(parsed.syncedThrough) || parsed.syncedThrough < 0)) throw new Error(`stable store holds an invalid synced-through index: ${raw}`);
+    return { term: parsed.term, votedFor: parsed.votedFor ?? undefined, ...(parsed.syncedThrough === undefined ? {} : { syncedThrough: parsed.syncedThrough }) };
   }
 
   async save(state: HardState): Promise<void> {
-    await this.db.put(hardStateKey, JSON.stringify({ term: state.term, votedFor: state.votedFor ?? null }), { sync: true });
+    await this.db.put(hardStateKey, JSON.stringify({ term: state.term, votedFor: state.votedFor ?? null, syncedThrough: state.syncedThrough }), { sync: true });
   }
 
   close(): Promise<void> {

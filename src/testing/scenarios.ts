@@ -170,12 +170,13 @@ async function isolatedLeaderSettlesBeforeHeal(c: SimControl): Promise<void> {
 }
 
 /**
- * KNOWN BUG, found by jepsen-tests (nightly `corrupt`): a follower loses the synced tail of its
- * log (the disk truncated it, or a bit flip in the last record made recovery cut it as if it
- * were torn), while the third node lags. The follower cannot tell that it lost entries it had
- * acknowledged, so it campaigns, the lagging node votes for it, and the committed entries only
- * the old leader still holds are overwritten. Recovery cannot tell a torn tail (never
- * acknowledged) from lost synced data without a durable record of how far the log was synced.
+ * Found by jepsen-tests (nightly `corrupt`): a follower loses the synced tail of its log (the
+ * disk truncated it, or a bit flip in the last record made recovery cut it as if it were
+ * torn) while the third node lags. Before the fix it could not tell that it lost entries it
+ * had acknowledged, so it campaigned, the lagging node voted for it, and the committed entries
+ * only the old leader still held were overwritten. Now the node compares its log with the
+ * durable synced-through mark, abstains from elections, and the group waits for the old
+ * leader instead of electing a leader without committed entries.
  */
 async function truncatedFollowerElected(c: SimControl): Promise<void> {
   const leader = await stableLeader(c);
@@ -188,9 +189,13 @@ async function truncatedFollowerElected(c: SimControl): Promise<void> {
   c.crash(leader);
   c.restart(amnesiac);
   c.restart(lagging);
-  await c.waitFor('a leader among the two nodes without the newest entries', () => c.leader() !== undefined, 10_000);
-  c.restart(leader);
   await c.sleep(3_000);
+  const early = c.leader();
+  if (early !== undefined) throw new Error(`safety: ${early} was elected by the node that lost its log tail and the lagging node`);
+  c.restart(leader);
+  await c.waitFor('a leader once the node with every committed entry is back', () => c.leader() !== undefined, 10_000);
+  await commitsPast(c, c.node(must(c.leader(), 'leader'))?.commitIndex ?? 0, 'a commit after recovery');
+  await c.sleep(1_000);
 }
 
 /**

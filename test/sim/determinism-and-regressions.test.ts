@@ -112,11 +112,8 @@ describe('directed scenario: an isolated leader settles its proposals before the
   });
 });
 
-describe('KNOWN BUG (jepsen-tests nightly `corrupt`): a follower that lost its synced tail wins an election', () => {
-  // Pinned as a failing expectation until recovery can tell lost synced data from a torn tail
-  // (see the closing note of issue 4). `it.fails` turns red the day the bug is fixed: make it
-  // an ordinary `it` then.
-  it.fails('committed entries survive a minority losing the synced tail of its log', async () => {
+describe('directed scenario: a follower that lost its synced log tail (jepsen-tests nightly `corrupt`)', () => {
+  it('abstains from elections, so committed entries survive a minority losing the synced tail of its log', async () => {
     await expectScenarioPasses('truncated-follower-elected-over-committed-entries', 10);
   });
 });

@@ -263,4 +263,34 @@ describe('RaftCore', () => {
     follower.step({ type: 'append-request', from: 'n3', to: 'n2', term: forgedTerm, prevIndex: 0, prevTerm: 0, entryCount: 2, commitIndex: 0, entries: [1, 2].map((index) => ({ index, term: forgedTerm, kind: EntryKind.normal, payload: payload('forged') })) });
     expect([follower.termAt(1), follower.termAt(2)]).toEqual(committedTerms);
   });
+
+  it('a node that lost synced log entries grants no votes and never campaigns until a leader has caught it up', () => {
+    const single = (lostLogTail: { term: number; syncedThrough: number } | undefined): RaftCore => new RaftCore(config('n2'), {
+      hardState: { term: 3, votedFor: undefined },
+      log: { firstIndex: 1, prevTerm: 0, lastIndex: 2, runs: [[1, 3]] },
+      configs: [{ index: 0, members: members(3) }],
+      appliedIndex: 0,
+      lostLogTail,
+    }, { nextInt: () => 0 }, () => 1);
+    const amnesiac = single({ term: 3, syncedThrough: 5 });
+    expect(amnesiac.recoveringLostTail).toBe(true);
+    for (let i = 0; i < 100; i++) amnesiac.tick();
+    expect(amnesiac.role).toBe('follower');
+    amnesiac.step({ type: 'vote-request', from: 'n1', to: 'n2', term: 4, preVote: false, transfer: false, lastIndex: 2, lastTerm: 3 });
+    let ready = amnesiac.ready();
+    amnesiac.advance(ready);
+    expect(ready.messages.find((m): m is VoteResponse => m.type === 'vote-response')).toMatchObject({ granted: false, reason: 'lost-log-tail' });
+    // The same request to a node without the flag is granted: the refusal is the flag's doing.
+    const healthy = single(undefined);
+    healthy.step({ type: 'vote-request', from: 'n1', to: 'n2', term: 4, preVote: false, transfer: false, lastIndex: 2, lastTerm: 3 });
+    ready = healthy.ready();
+    expect(ready.messages.find((m): m is VoteResponse => m.type === 'vote-response')).toMatchObject({ granted: true });
+    // A commit below the old mark, on an entry of the node's old term, does not clear it...
+    const entry = (index: number, term: number): Entry => ({ index, term, kind: EntryKind.normal, payload: payload('x') });
+    amnesiac.step({ type: 'append-request', from: 'n1', to: 'n2', term: 4, prevIndex: 2, prevTerm: 3, entryCount: 1, commitIndex: 2, entries: [entry(3, 3)] });
+    expect(amnesiac.recoveringLostTail).toBe(true);
+    // ...a commit that covers the old synced-through mark does.
+    amnesiac.step({ type: 'append-request', from: 'n1', to: 'n2', term: 4, prevIndex: 3, prevTerm: 3, entryCount: 2, commitIndex: 5, entries: [entry(4, 3), entry(5, 4)] });
+    expect(amnesiac.recoveringLostTail).toBe(false);
+  });
 });

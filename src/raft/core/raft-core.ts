@@ -66,6 +66,15 @@ export interface CoreInitialState {
   readonly configs: readonly ConfigAt[];
   /** What the state machine has applied already; entries up to here are committed. */
   readonly appliedIndex: LogIndex;
+  /**
+   * Set when the log lost entries that were durable (and so possibly acknowledged) before a
+   * restart, with the term the node had then. Such a node may have acknowledged entries it no
+   * longer holds, so its vote could elect a leader without them: it grants no votes and never
+   * campaigns until its log again holds every entry it may have acknowledged: a leader has
+   * committed, into this log, either everything up to the old synced-through mark, or an entry
+   * of a term after the one the node had (such a leader holds every earlier committed entry).
+   */
+  readonly lostLogTail?: { readonly term: Term; readonly syncedThrough: LogIndex } | undefined;
 }
 
 export type ProposeOutcome =
@@ -123,6 +132,7 @@ export class RaftCore {
   /** The soft state last handed out in a ready; a change from it is reported once. */
   private reportedSoftState: SoftState | undefined;
   private readyOutstanding = false;
+  private lostLogTail: { readonly term: Term; readonly syncedThrough: LogIndex } | undefined;
 
   constructor(
     private readonly config: RaftCoreConfig,
@@ -143,8 +153,12 @@ export class RaftCore {
     this.applied = this.commit;
     this.stableLastIndex = this.log.lastIndex;
     this.unstableFrom = this.log.lastIndex + 1;
+    this.lostLogTail = initial.lostLogTail;
     this.resetRandomizedElectionTimeout();
   }
+
+  /** True while this node abstains from elections after losing synced log entries. */
+  get recoveringLostTail(): boolean { return this.lostLogTail !== undefined; }
 
   get term(): Term { return this.termValue; }
   get role(): Role { return this.roleValue; }
@@ -282,6 +296,7 @@ export class RaftCore {
   // ---- elections ----------------------------------------------------------------------
 
   private tickElection(): void {
+    if (this.lostLogTail !== undefined) return; // may not campaign: see CoreInitialState
     this.electionElapsed++;
     if (this.electionElapsed >= this.randomizedElectionTimeout && this.isMember(this.id)) {
       this.hup(false);
@@ -406,8 +421,9 @@ export class RaftCore {
     const upToDate = this.config.unsafe?.voteWithoutLogCheck === true
       || request.lastTerm > this.log.lastTerm
       || (request.lastTerm === this.log.lastTerm && request.lastIndex >= this.log.lastIndex);
-    const granted = canVote && upToDate;
-    const reason = granted ? undefined : !canVote ? 'already-voted' : 'log-behind';
+    const abstains = this.lostLogTail !== undefined;
+    const granted = canVote && upToDate && !abstains;
+    const reason = granted ? undefined : abstains ? 'lost-log-tail' : !canVote ? 'already-voted' : 'log-behind';
     if (granted && !request.preVote) {
       this.votedFor = request.from;
       this.hardStateDirty = true;
@@ -448,7 +464,7 @@ export class RaftCore {
   }
 
   private handleTimeoutNow(message: TimeoutNow): void {
-    if (this.roleValue === 'leader' || !this.isMember(this.id)) return;
+    if (this.roleValue === 'leader' || !this.isMember(this.id) || this.lostLogTail !== undefined) return;
     assert(message.term === this.termValue, 'timeout-now term');
     this.hup(true);
   }
@@ -493,6 +509,14 @@ export class RaftCore {
     const matchIndex = prevIndex + entries.length;
     const newCommit = Math.min(request.commitIndex, matchIndex);
     if (newCommit > this.commit) this.commit = newCommit;
+    // This log now matches a leader's through its commit index. If that covers the old mark,
+    // every entry this node may have acknowledged is back or was never committed; so too if the
+    // commit is an entry of a later term than the node had (its leader holds every entry
+    // committed before). A stale message from the old term's leader proves neither.
+    const lost = this.lostLogTail;
+    if (lost !== undefined && (this.commit >= lost.syncedThrough || (this.termValue > lost.term && this.log.termAt(this.commit) === this.termValue))) {
+      this.lostLogTail = undefined;
+    }
     this.send(this.appendSuccess(request, matchIndex));
   }
 

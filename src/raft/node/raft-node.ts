@@ -1,7 +1,7 @@
 import { assert, coerceError } from '../../util/assert.js';
 import { decodeMembership, validateMembers, type ConfigAt } from '../membership.js';
-import { RaftCore, type ProposeOutcome, type RaftCoreConfig, type RandomSource, type Ready, type Role, type SoftState } from '../core/raft-core.js';
-import type { Entry, LogIndex, Member, NodeId, RaftMessage, Term } from '../types.js';
+import { RaftCore, type CoreInitialState, type ProposeOutcome, type RaftCoreConfig, type RandomSource, type Ready, type Role, type SoftState } from '../core/raft-core.js';
+import type { Entry, HardState, LogIndex, Member, NodeId, RaftMessage, Term } from '../types.js';
 import {
   NodeFailedError, NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalOverwrittenError,
 } from './errors.js';
@@ -110,14 +110,19 @@ export class RaftNode {
   private closing: Promise<void> | undefined;
   private appliedIndexValue: LogIndex;
 
-  private constructor(private readonly options: RaftNodeOptions, hardState: { term: Term; votedFor: NodeId | undefined }, configs: ConfigAt[]) {
+  /** Term, vote and synced-through mark as last written to the stable store. */
+  private durableHardState: HardState;
+
+  private constructor(private readonly options: RaftNodeOptions, hardState: HardState, configs: ConfigAt[], lostLogTail: CoreInitialState['lostLogTail']) {
     const log = options.log;
     this.appliedIndexValue = options.stateMachine.appliedIndex();
+    this.durableHardState = hardState;
     this.core = new RaftCore(options.core, {
-      hardState,
+      hardState: { term: hardState.term, votedFor: hardState.votedFor },
       log: { firstIndex: log.firstIndex, prevTerm: log.termAt(log.firstIndex - 1) ?? 0, lastIndex: log.lastIndex, runs: log.runs() },
       configs,
       appliedIndex: this.appliedIndexValue,
+      lostLogTail,
     }, options.random, (index) => log.payloadBytesAt(index));
   }
 
@@ -134,9 +139,16 @@ export class RaftNode {
     if (!latest.members.some((m) => m.id === options.core.id) && configs.length === 1) {
       throw new Error(`node id ${options.core.id} is not in the member list of group ${options.groupId} (${latest.members.map((m) => m.id).join(', ')})`);
     }
-    const hardState = (await options.stable.load()) ?? { term: 0, votedFor: undefined };
+    const hardState: HardState = (await options.stable.load()) ?? { term: 0, votedFor: undefined };
     assert(hardState.term >= options.log.termAt(options.log.lastIndex)!, 'stored term is below the log\'s last term: stable store and log disagree');
-    const node = new RaftNode(options, hardState, configs);
+    // Entries that were durable are gone (the disk cut them, or recovery had to cut a damaged
+    // last record): this node may have acknowledged what it no longer holds.
+    const lostTail = hardState.syncedThrough !== undefined && options.log.lastIndex < hardState.syncedThrough && latest.members.length > 1;
+    if (lostTail) {
+      options.logger.warn({ groupId: options.groupId, nodeId: options.core.id, syncedThrough: hardState.syncedThrough, lastIndex: options.log.lastIndex, term: hardState.term },
+        'the log lost entries that were durable: this node abstains from elections until a leader has caught it up');
+    }
+    const node = new RaftNode(options, hardState, configs, lostTail ? { term: hardState.term, syncedThrough: hardState.syncedThrough ?? 0 } : undefined);
     node.timers.push(options.clock.every(options.tickIntervalMs, () => node.enqueueTick()));
     if (options.flushMode === 'async') node.timers.push(options.clock.every(options.flushIntervalMs, () => { node.flushDue = true; node.wake(); }));
     node.loopDone = node.runLoop();
@@ -249,6 +261,7 @@ export class RaftNode {
         if (this.flushDue) {
           this.flushDue = false;
           await this.options.log.sync();
+          await this.recordSynced();
         }
         while (this.core.hasReady() && this.state === 'running') await this.handleReady(this.core.ready());
       }
@@ -292,7 +305,10 @@ export class RaftNode {
       // i.e. after the sync below. Followers still persist before they answer.
       await log.append(ready.entries, { sync: false });
       await this.sendMessages(ready.messages);
-      if (sync) await log.sync();
+      if (sync) {
+        await log.sync();
+        await this.recordSynced();
+      }
     } else {
       await this.persistThenSend(ready, sync);
     }
@@ -304,13 +320,32 @@ export class RaftNode {
   /** Persist before send: every answer depends on state that is durable when it leaves. */
   private async persistThenSend(ready: Ready, sync: boolean): Promise<void> {
     const log = this.options.log;
-    if (ready.hardState !== undefined) await this.options.stable.save(ready.hardState);
+    if (ready.hardState !== undefined) await this.saveHardState({ term: ready.hardState.term, votedFor: ready.hardState.votedFor });
     if (ready.truncateFrom !== undefined) {
+      // Lower the mark first: a crash between the two must not look like a lost tail.
+      if ((this.durableHardState.syncedThrough ?? 0) >= ready.truncateFrom) await this.saveHardState({ syncedThrough: ready.truncateFrom - 1 });
       await log.truncateSuffix(ready.truncateFrom);
       this.rejectTruncatedProposals(ready.truncateFrom);
     }
-    if (ready.entries.length > 0) await log.append(ready.entries, { sync });
+    if (ready.entries.length > 0) {
+      await log.append(ready.entries, { sync });
+      if (sync) await this.recordSynced();
+    }
     await this.sendMessages(ready.messages);
+  }
+
+  private async saveHardState(change: Partial<HardState>): Promise<void> {
+    this.durableHardState = { ...this.durableHardState, ...change };
+    await this.options.stable.save(this.durableHardState);
+  }
+
+  /**
+   * Records, durably and before anything durable is acknowledged, how far the log is synced:
+   * at start-up a log shorter than this lost synced entries (see RaftNode.start).
+   */
+  private async recordSynced(): Promise<void> {
+    const last = this.options.log.lastIndex;
+    if (last !== this.durableHardState.syncedThrough) await this.saveHardState({ syncedThrough: last });
   }
 
   /** Fills each append with its entries from the log (already durable) and sends it. */
