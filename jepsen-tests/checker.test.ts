@@ -122,6 +122,10 @@ describe('queue checker', () => {
     expect(result.reasons.join('\n')).toMatch(/discarded no bytes/);
     const bitten = run(b, { leaders: [{ timeNs: 0.5e9, nodeId: 'n1', term: 1 }, { timeNs: 2e9, nodeId: 'n2', term: 2 }] });
     expect(bitten.effects.leaderFaultsWithoutLeaderChange).toBe(0);
+    // A fault aimed at a node that was no longer the leader is not counted as a leader fault.
+    const missed = threeSends().fault('kill', { targetsLeader: true, leader: 'n3' }, {}, 1, 4).read([[0, 0, '0-0'], [0, 1, '0-1'], [0, 2, '0-2']]);
+    expect(run(missed, { leaders: [{ timeNs: 0.5e9, nodeId: 'n1', term: 1 }] }).effects.leaderFaults).toBe(0);
+    expect(run(missed, { leaders: [{ timeNs: 0.5e9, nodeId: 'n3', term: 1 }] }).effects.leaderFaultsWithoutLeaderChange).toBe(1);
   });
 
   it('measures recovery after each heal and failover during faults aimed at the leader', () => {

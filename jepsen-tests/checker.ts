@@ -279,6 +279,7 @@ function invokeTime(ops: readonly Op[], completion: Op): number {
 
 interface EffectValue {
   targetsLeader?: boolean;
+  leader?: string | null;
   packetsDropped?: number;
   discardedBytes?: number;
   powerFailures?: number;
@@ -306,7 +307,11 @@ function faultEffects(windows: ReturnType<typeof faultWindows>, input: CheckInpu
   for (const window of windows) {
     const start = (window.value ?? {}) as EffectValue;
     const stop = (window.stopValue ?? {}) as EffectValue;
-    if (start.targetsLeader === true && (window.stopNs - window.startNs) / 1e6 >= input.leaderFaultMinMs) {
+    // Count it only if the leader the nemesis aimed at is the one last seen leading (in a
+    // mixed period a fault a moment earlier may already have moved leadership).
+    const seenBefore = lastLeaderBefore(input.leaders, window.startNs);
+    const aimedRight = start.leader === undefined || seenBefore === undefined || start.leader === seenBefore;
+    if (start.targetsLeader === true && aimedRight && (window.stopNs - window.startNs) / 1e6 >= input.leaderFaultMinMs) {
       leaderFaults++;
       if (!leadershipMoved(input.leaders, window.startNs, window.stopNs)) leaderFaultsWithoutLeaderChange++;
     }
@@ -342,6 +347,15 @@ function leadershipMoved(leaders: readonly LeaderObservation[], startNs: number,
     if (observation.timeNs >= stopNs) return false;
   }
   return false;
+}
+
+function lastLeaderBefore(leaders: readonly LeaderObservation[], timeNs: number): string | undefined {
+  let last: LeaderObservation | undefined;
+  for (const observation of leaders) {
+    if (observation.timeNs >= timeNs) break;
+    if (last === undefined || observation.timeNs > last.timeNs || observation.term >= last.term) last = observation;
+  }
+  return last?.nodeId;
 }
 
 /** A run whose faults visibly did nothing proves nothing. */

@@ -58,8 +58,10 @@ export class Nemesis {
       }
       const started: Array<{ kind: FaultKind; fault: Started }> = [];
       for (const kind of kinds) {
-        const fault = await this.start(kind);
-        this.history.add({ type: 'info', process: 'nemesis', f: `start-${kind}`, value: fault.value });
+        const leader = await this.cluster.leader();
+        const fault = await this.start(kind, leader);
+        // `leader` lets the checker drop a "leader fault" whose leader had already moved.
+        this.history.add({ type: 'info', process: 'nemesis', f: `start-${kind}`, value: { ...fault.value, leader: leader ?? null } });
         this.events++;
         started.push({ kind, fault });
       }
@@ -100,9 +102,8 @@ export class Nemesis {
     return [this.rng.pick(network), this.rng.pick(process)];
   }
 
-  private async start(kind: FaultKind): Promise<Started> {
+  private async start(kind: FaultKind, leader: string | undefined): Promise<Started> {
     const ids = this.cluster.ids;
-    const leader = await this.cluster.leader();
     switch (kind) {
       case 'partition-leader': {
         const target = leader ?? this.rng.pick(ids);
