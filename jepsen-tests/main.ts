@@ -50,7 +50,7 @@ function nightlyConfig(name: string, nemesis: NemesisName[], nodes = 3): RunConf
  * and one attempt could use the whole send budget), so a healthy majority took no writes.
  */
 const isolatedLeaderHeldSends = (): RunConfig => smokeConfig('regression-isolated-leader-held-sends', ['partition-leader'], {
-  timeS: 30, faultMs: [4_000, 6_000], failoverBoundMs: 3_000,
+  timeS: 30, faultMs: [4_000, 6_000], failoverBoundMs: 3_000, faultEventsMin: 3,
 });
 
 /**
