@@ -3,7 +3,7 @@
  * `<process>-<counter>` strings, so each producer has a high-water mark and a lost value can be
  * placed before, between or after what was read of its producer.
  */
-import { faultWindows, type Op, type Read } from './history.js';
+import { completions, faultWindows, type Op, type Read } from './history.js';
 
 export interface LeaderObservation {
   readonly timeNs: number;
@@ -215,14 +215,15 @@ export function check(input: CheckInput): CheckResult {
 
   const endNs = ops.length === 0 ? 0 : (ops[ops.length - 1] as Op).time;
   const windows = faultWindows(ops, endNs);
+  const acks = completions(ops, 'enqueue').filter((c) => c.op.type === 'ok');
   const recoveries = windows.map((window): Recovery => {
-    const first = ops.find((op) => op.f === 'enqueue' && op.type === 'ok' && invokeTime(ops, op) >= window.stopNs);
-    return { fault: window.kind, healAtS: window.stopNs / 1e9, recoveryMs: first === undefined ? null : (first.time - window.stopNs) / 1e6 };
+    const first = acks.find((c) => c.invokeNs >= window.stopNs);
+    return { fault: window.kind, healAtS: window.stopNs / 1e9, recoveryMs: first === undefined ? null : (first.op.time - window.stopNs) / 1e6 };
   });
   const measured = recoveries.map((r) => r.recoveryMs).filter((ms): ms is number => ms !== null);
   const failovers = windows.filter((w) => (w.value as EffectValue | undefined)?.targetsLeader === true).map((window) => {
-    const first = ops.find((op) => op.f === 'enqueue' && op.type === 'ok' && op.time <= window.stopNs && invokeTime(ops, op) >= window.startNs);
-    return { fault: window.kind, startS: window.startNs / 1e9, durationMs: (window.stopNs - window.startNs) / 1e6, failoverMs: first === undefined ? null : (first.time - window.startNs) / 1e6 };
+    const first = acks.find((c) => c.op.time <= window.stopNs && c.invokeNs >= window.startNs);
+    return { fault: window.kind, startS: window.startNs / 1e9, durationMs: (window.stopNs - window.startNs) / 1e6, failoverMs: first === undefined ? null : (first.op.time - window.startNs) / 1e6 };
   });
   const effects = faultEffects(windows, input);
 
@@ -266,15 +267,6 @@ export function check(input: CheckInput): CheckResult {
     maxRecoveryMs: measured.length === 0 ? null : Math.max(...measured), effects,
     failovers: failovers.map(({ fault, startS, failoverMs }) => ({ fault, startS, failoverMs })),
   };
-}
-
-/** The invoke of a completion: the latest earlier op of the same process. */
-function invokeTime(ops: readonly Op[], completion: Op): number {
-  for (let i = completion.index - 1; i >= 0; i--) {
-    const op = ops[i] as Op;
-    if (op.process === completion.process && op.type === 'invoke') return op.time;
-  }
-  return completion.time;
 }
 
 interface EffectValue {

@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { sleepMs as sleep } from '../src/client/mq-connection.js';
 import { RaftNodeClient, type NodeStatus } from '../src/client/raft-node-client.js';
 import { LocalCluster, cliPath } from '../src/cli/local-cluster.js';
 import type { PowerFailReport } from '../src/commitlog/lazy-file-system.js';
@@ -133,4 +134,4 @@ export class JepsenCluster {
   }
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+export { sleep };

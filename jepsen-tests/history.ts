@@ -54,6 +54,30 @@ export class History {
   }
 }
 
+/** A completed client operation with the time it was invoked. */
+export interface Completed {
+  readonly invokeNs: number;
+  readonly op: Op;
+}
+
+/** Every `ok`/`fail`/`info` of function `f`, paired with its invoke (same process, just before). */
+export function completions(ops: readonly Op[], f: string): Completed[] {
+  const open = new Map<number | string, number>();
+  const out: Completed[] = [];
+  for (const op of ops) {
+    if (op.f !== f) continue;
+    if (op.type === 'invoke') {
+      open.set(op.process, op.time);
+      continue;
+    }
+    const invokeNs = open.get(op.process);
+    if (invokeNs === undefined) continue;
+    open.delete(op.process);
+    out.push({ invokeNs, op });
+  }
+  return out;
+}
+
 /** Nemesis operations are `info` events of process "nemesis" with f `start-<kind>` / `stop-<kind>`. */
 export interface FaultWindow {
   readonly kind: string;

@@ -9,6 +9,7 @@
 import * as path from 'node:path';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { integer } from '../src/cli/node-options.js';
 import { faultKinds, type NemesisName } from './nemesis.js';
 import { runTest, type RunConfig, type RunResult } from './run.js';
 import type { UnsafeSwitch } from './cluster.js';
@@ -21,14 +22,6 @@ function nemesisList(value: string): NemesisName[] {
   for (const name of names) if (!known.includes(name)) throw new InvalidArgumentError(`unknown nemesis ${JSON.stringify(name)}; choose from ${known.join(', ')}`);
   if (names.length === 0) throw new InvalidArgumentError('name at least one nemesis');
   return names as NemesisName[];
-}
-
-function positive(name: string): (value: string) => number {
-  return (value) => {
-    const parsed = Number(value);
-    if (!Number.isSafeInteger(parsed) || parsed < 1) throw new InvalidArgumentError(`${name} must be a whole number ≥ 1`);
-    return parsed;
-  };
 }
 
 /** Tier T2 (FAULTS §6.4): short calm, faults every few seconds. */
@@ -101,8 +94,8 @@ async function negativeControl(unsafe: UnsafeSwitch, runsMax: number, seed: numb
 }
 
 function summaryTable(results: readonly RunResult[]): string {
-  const header = '| config | verdict | acked | unknown | faults | leader changes | lost | duplicated | divergence | max recovery (ms) |\n|---|---|---|---|---|---|---|---|---|---|';
-  const rows = results.map((r) => `| ${r.name}${r.config.nodes === 5 ? '' : ''} | ${r.check.verdict} | ${r.check.acked} | ${r.check.indeterminate} | ${r.check.effects.faultEvents} | ${r.check.effects.leaderChanges} | ${r.check.lost} | ${r.check.duplicated.length} | ${r.check.divergence} | ${r.check.maxRecoveryMs === null ? '—' : r.check.maxRecoveryMs.toFixed(0)} |`);
+  const header = '| config | nodes | verdict | acked | unknown | faults | leader changes | lost | duplicated | divergence | max recovery (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|';
+  const rows = results.map((r) => `| ${r.name} | ${r.config.nodes} | ${r.check.verdict} | ${r.check.acked} | ${r.check.indeterminate} | ${r.check.effects.faultEvents} | ${r.check.effects.leaderChanges} | ${r.check.lost} | ${r.check.duplicated.length} | ${r.check.divergence} | ${r.check.maxRecoveryMs === null ? '—' : r.check.maxRecoveryMs.toFixed(0)} |`);
   return [header, ...rows].join('\n');
 }
 
@@ -137,13 +130,13 @@ async function main(): Promise<void> {
   const program = new Command().name('jepsen').description('fault-injection tests of a real RaftMQ cluster');
   program.command('run').description('one test')
     .option('--nemesis <list>', `faults, comma separated: ${[...faultKinds, 'mixed'].join(', ')}`, nemesisList, ['mixed'] as NemesisName[])
-    .option('--time <s>', 'seconds of faults', positive('--time'), 60)
+    .option('--time <s>', 'seconds of faults', integer('--time', 1), 60)
     .addOption(new Option('--nodes <n>', 'broker group size').choices(['3', '5']).default('3'))
-    .option('--rate <n>', 'sends per second per producer', positive('--rate'), 40)
-    .option('--seed <n>', 'nemesis seed', positive('--seed'))
+    .option('--rate <n>', 'sends per second per producer', integer('--rate', 1), 40)
+    .option('--seed <n>', 'nemesis seed', integer('--seed', 1))
     .addOption(new Option('--unsafe <switch>', 'negative control: run an unsafe build on purpose').choices(['ack-before-fsync', 'ack-before-quorum']))
     .option('--out <dir>', 'results directory', defaultOut)
-    .option('--failover-bound-ms <ms>', 'fail unless the majority acknowledges a write this soon after each fault aimed at the leader', positive('--failover-bound-ms'))
+    .option('--failover-bound-ms <ms>', 'fail unless the majority acknowledges a write this soon after each fault aimed at the leader', integer('--failover-bound-ms', 1))
     .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number }) => {
       const nodes = Number(options.nodes);
       const result = await runTest(smokeConfig(options.nemesis.join('+'), options.nemesis, {

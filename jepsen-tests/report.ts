@@ -4,7 +4,7 @@
  * with every fault window shaded by kind, the leader/term timeline per node, recovery times,
  * the fault list with what each did, and the replica audit.
  */
-import { faultWindows, type FaultWindow, type Op } from './history.js';
+import { completions, faultWindows, type FaultWindow, type Op } from './history.js';
 import type { RunResult } from './run.js';
 
 export interface NodeSample {
@@ -55,24 +55,13 @@ function timeAxis(axis: Axis, top: number, height: number): string {
 function latencyChart(ops: readonly Op[], windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
   const height = 260;
   const top = 10;
-  const invokes = new Map<string, Op>();
-  const points: string[] = [];
   const minMs = 0.5;
   const maxMs = 20_000;
   const y = (ms: number): number => top + height - (Math.log10(Math.min(Math.max(ms, minMs), maxMs) / minMs) / Math.log10(maxMs / minMs)) * height;
-  for (const op of ops) {
-    if (op.f !== 'enqueue') continue;
-    const key = String(op.process);
-    if (op.type === 'invoke') {
-      invokes.set(key, op);
-      continue;
-    }
-    const invoke = invokes.get(key);
-    if (invoke === undefined) continue;
-    invokes.delete(key);
+  const points = completions(ops, 'enqueue').map(({ invokeNs, op }) => {
     const colour = op.type === 'ok' ? '#4c78a8' : op.type === 'fail' ? '#e45756' : '#f58518';
-    points.push(`<circle cx="${axis.x(invoke.time).toFixed(1)}" cy="${y((op.time - invoke.time) / 1e6).toFixed(1)}" r="${op.type === 'ok' ? 1.2 : 2.5}" fill="${colour}" fill-opacity="${op.type === 'ok' ? 0.5 : 0.9}"/>`);
-  }
+    return `<circle cx="${axis.x(invokeNs).toFixed(1)}" cy="${y((op.time - invokeNs) / 1e6).toFixed(1)}" r="${op.type === 'ok' ? 1.2 : 2.5}" fill="${colour}" fill-opacity="${op.type === 'ok' ? 0.5 : 0.9}"/>`;
+  });
   let grid = '';
   for (const ms of [1, 10, 100, 1_000, 10_000]) grid += `<line x1="${left}" x2="${width - right}" y1="${y(ms)}" y2="${y(ms)}" stroke="#ddd"/><text x="${left - 6}" y="${y(ms) + 3}" font-size="10" text-anchor="end">${ms >= 1000 ? `${ms / 1000}s` : `${ms}ms`}</text>`;
   return `<svg width="${width}" height="${height + 30}" xmlns="http://www.w3.org/2000/svg">${timeAxis(axis, top, height)}${grid}${faultBands(windows, colours, axis, top, height)}${points.join('')}</svg>`;

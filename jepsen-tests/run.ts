@@ -145,8 +145,9 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   const durationS = (Date.now() - startedAt) / 1_000;
   const enqueueSpan = Math.max(1, config.calmStartS + config.timeS + config.recoveryS);
   const run: RunResult = { name: config.name, runDir, config, check: result, audit, durationS, ackedPerSecond: result.acked / enqueueSpan };
-  await writeFile(path.join(runDir, 'results.json'), `${JSON.stringify({ commit: gitCommit(), ...run }, null, 2)}\n`);
-  await writeFile(path.join(runDir, 'report.html'), renderReport({ run, ops: history.ops, samples, commit: gitCommit() }));
+  const commit = gitCommit();
+  await writeFile(path.join(runDir, 'results.json'), `${JSON.stringify({ commit, ...run }, null, 2)}\n`);
+  await writeFile(path.join(runDir, 'report.html'), renderReport({ run, ops: history.ops, samples, commit }));
   await writeFile(path.join(runDir, 'nodes.jsonl'), samples.map((sample) => JSON.stringify(sample)).join('\n'));
   log(`${result.verdict.toUpperCase()}: acked ${result.acked}, lost ${result.lost}, unexpected ${result.unexpected}, duplicated ${result.duplicated.length}, divergence ${result.divergence}, leader changes ${result.effects.leaderChanges}, faults ${result.effects.faultEvents}${result.reasons.length > 0 ? ` — ${result.reasons.join('; ')}` : ''}`);
   log(`report: ${path.join(runDir, 'report.html')}`);

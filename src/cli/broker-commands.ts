@@ -49,7 +49,7 @@ export function brokerCommand(): Command {
         maxBodyBytes: options.maxBodyBytes, registerIntervalMs: options.registerIntervalMs,
       };
       const node = await BrokerNode.start(config, exitOnFatal(`raftmq broker ${config.nodeId}`));
-      powerFailOnSignal(config, node.raft);
+      powerFailOnSignal(node.raft);
       stopOnSignals(`raftmq broker ${config.nodeId}`, () => node.close());
     });
 }

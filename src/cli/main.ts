@@ -40,7 +40,7 @@ function nodeCommand(): Command {
     .action(async (options: RaftNodeOptions) => {
       const config = raftNodeConfig(options);
       const node = await RaftGroupNode.start(config, exitOnFatal(`raftmq node ${config.nodeId}`));
-      powerFailOnSignal(config, node);
+      powerFailOnSignal(node);
       stopOnSignals(`raftmq node ${config.nodeId}`, () => node.close());
     });
 }

@@ -72,18 +72,19 @@ export function raftNodeConfig(options: RaftNodeOptions): RaftGroupNodeConfig {
  * applied, a line describing the loss is appended to <data>/power-failures.jsonl for the
  * harness, and the process dies by SIGKILL without running anything else.
  */
-export function powerFailOnSignal(config: RaftGroupNodeConfig, node: RaftGroupNode): void {
-  if (!config.powerLossTestMode) return;
+export function powerFailOnSignal(node: RaftGroupNode): void {
+  const disk = node.powerLoss;
+  if (disk === undefined) return;
   process.once('SIGUSR2', () => {
     // Cut at a bad moment: wait (up to a second) until some write is not yet durable.
     const deadline = Date.now() + 1_000;
     const cut = (): void => {
-      if (node.pendingBytes() === 0 && Date.now() < deadline) {
+      if (disk.pendingBytes() === 0 && Date.now() < deadline) {
         setImmediate(cut);
         return;
       }
-      const report = node.powerFail((max) => randomInt(max));
-      appendFileSync(path.join(config.dataDir, 'power-failures.jsonl'), `${JSON.stringify({ ...report, nodeId: config.nodeId, atMs: Date.now() })}\n`);
+      const report = disk.powerFail((max) => randomInt(max));
+      appendFileSync(path.join(node.config.dataDir, 'power-failures.jsonl'), `${JSON.stringify({ ...report, nodeId: node.config.nodeId, atMs: Date.now() })}\n`);
       process.kill(process.pid, 'SIGKILL');
     };
     cut();

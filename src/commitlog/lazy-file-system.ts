@@ -123,6 +123,7 @@ class LazyFileHandle implements FileHandle {
    * so reads may overlap a sync.
    */
   async read(target: Uint8Array, position: number): Promise<number> {
+    if (this.pending.length === 0) return this.real.read(target, position); // nothing to overlay
     const ops = [...this.pending];
     const fromDisk = await this.real.read(target, position);
     target.fill(0, fromDisk);

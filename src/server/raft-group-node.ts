@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { CommitLog } from '../commitlog/commit-log.js';
 import { NodeFileSystem } from '../commitlog/file-system.js';
-import { LazyFileSystem, type PowerFailReport } from '../commitlog/lazy-file-system.js';
+import { LazyFileSystem } from '../commitlog/lazy-file-system.js';
 import { validateMembers } from '../raft/membership.js';
 import type { ProposalError } from '../raft/node/errors.js';
 import type { Clock, StateMachine } from '../raft/node/ports.js';
@@ -109,7 +109,8 @@ export class RaftGroupNode {
     private readonly server: grpc.Server,
     private readonly stateMachine: StateMachine,
     readonly logger: pino.Logger,
-    private readonly lazyFs: LazyFileSystem | undefined,
+    /** The power-loss test mode's file system (undefined in production). */
+    readonly powerLoss: LazyFileSystem | undefined,
   ) {}
 
   static async start(config: RaftGroupNodeConfig, onFatal: (error: Error) => void, hooks?: RaftGroupNodeHooks): Promise<RaftGroupNode> {
@@ -158,20 +159,6 @@ export class RaftGroupNode {
     });
     logger.info({ address: self.address, flushMode: config.flushMode, members: config.members }, 'raft node listening');
     return instance;
-  }
-
-  /**
-   * Power-loss test mode only: applies what a power cut would leave of the unsynced writes
-   * (synchronously) and reports it. The caller must end the process at once.
-   */
-  powerFail(randomInt: (maxExclusive: number) => number): PowerFailReport {
-    if (this.lazyFs === undefined) throw new Error('powerFail needs the power-loss test mode');
-    return this.lazyFs.powerFail(randomInt);
-  }
-
-  /** Power-loss test mode only: unsynced bytes held in memory right now. */
-  pendingBytes(): number {
-    return this.lazyFs?.pendingBytes() ?? 0;
   }
 
   status(): object {

@@ -1,4 +1,6 @@
 import { CommitLog } from '../commitlog/commit-log.js';
+import { parseSegmentFileName } from '../commitlog/record-codec.js';
+import * as path from 'node:path';
 import { InvariantViolation } from '../util/assert.js';
 import type { ProposalError } from '../raft/node/errors.js';
 import { silentLogger, type Clock, type Disposable, type StableStore } from '../raft/node/ports.js';
@@ -318,7 +320,7 @@ export class SimCluster {
       restart: (id) => { if (!slot(id).alive) this.startNode(slot(id)); },
       truncateLogTail: (id, bytes) => {
         const disk = slot(id).disk;
-        const newest = disk.fileNames().filter((name) => name.endsWith('.seg')).sort().pop();
+        const newest = disk.fileNames().filter((name) => parseSegmentFileName(path.basename(name)) !== undefined).sort().pop();
         if (newest !== undefined) disk.truncateDurable(newest, bytes);
         this.addTrace(`@${this.scheduler.nowMs} truncate ${id} ${newest ?? '(no segment)'} by ${bytes} bytes`);
       },

@@ -410,11 +410,7 @@ export class RaftNode {
     // exact but can last as long as a partition does: an isolated old leader would hold its
     // clients until the heal instead of letting them retry on the new leader (found by
     // jepsen-tests, leader isolation). A retry cannot double-store: sends are de-duplicated.
-    if (this.lastRole === 'leader' && soft.role !== 'leader') {
-      const lost = new OutcomeUnknownError('leadership-lost');
-      for (const proposal of this.pending.values()) proposal.reject(lost);
-      this.pending.clear();
-    }
+    if (this.lastRole === 'leader' && soft.role !== 'leader') this.rejectAppended(new OutcomeUnknownError('leadership-lost'));
     this.lastRole = soft.role;
     // A node removed from the group hears nothing more, so it can never learn: unknown, now.
     if (!this.core.isMember(this.id)) this.rejectAllPending(new OutcomeUnknownError('removed-from-group'));
@@ -432,9 +428,14 @@ export class RaftNode {
   }
 
   private rejectAllPending(error: Error): void {
+    this.rejectAppended(error);
+    for (const proposal of this.proposals.splice(0)) proposal.reject(error);
+  }
+
+  /** Settles the proposals already in the log (not the ones still queued for the core). */
+  private rejectAppended(error: Error): void {
     for (const proposal of this.pending.values()) proposal.reject(error);
     this.pending.clear();
-    for (const proposal of this.proposals.splice(0)) proposal.reject(error);
   }
 
   private stoppedError(): Error {
