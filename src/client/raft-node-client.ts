@@ -304,15 +304,25 @@ export class RaftNodeClient {
   private client(address: string): grpc.Client {
     let client = this.clients.get(address);
     if (client === undefined) {
-      client = new AdminClient(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+      client = new AdminClient(address, grpc.credentials.createInsecure(), {
+        'grpc.max_receive_message_length': 64 * 1024 * 1024,
+        // Nodes restart within seconds; grpc's default back-off grows past a whole call deadline.
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 1_000,
+      });
       this.clients.set(address, client);
     }
     return client;
   }
 
+  /**
+   * Waits for the connection up to the deadline (waitForReady): a channel that first tried a
+   * node before it listened sits in reconnect back-off and would otherwise fail every call
+   * at once, for seconds, although the node is up.
+   */
   private unary(address: string, method: string, request: object, timeoutMs: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      (this.client(address) as any)[method](request, { deadline: new Date(Date.now() + timeoutMs) }, (error: grpc.ServiceError | null, response: unknown) => {
+      (this.client(address) as any)[method](request, new grpc.Metadata({ waitForReady: true }), { deadline: new Date(Date.now() + timeoutMs) }, (error: grpc.ServiceError | null, response: unknown) => {
         if (error !== null) reject(new RaftClientError(grpc.status[error.code] ?? 'ERROR', `${address}: ${error.details || error.message}`, true));
         else resolve(response);
       });

@@ -32,13 +32,18 @@ export class ProcessCluster {
   get output(): LocalCluster['output'] { return this.local.output; }
 
   async start(): Promise<void> {
+    await this.prepare();
+    this.local.startAll();
+  }
+
+  /** Claims ports and a data root without starting any node (start them with `startNode`). */
+  async prepare(): Promise<void> {
     if (!existsSync(cliPath)) throw new Error(`${cliPath} is missing: run npm run build first (npm test does)`);
     this.dataRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-it-'));
     this.cluster = new LocalCluster({
       groupId: 'it', dataRoot: this.dataRoot, ports: await freePorts(this.options.nodeCount), flush: this.options.flush ?? 'sync',
       output: 'capture', cliPath, ...(this.options.env === undefined ? {} : { env: this.options.env }), ...(this.options.extraArgs === undefined ? {} : { extraArgs: this.options.extraArgs }),
     });
-    this.cluster.startAll();
   }
 
   startNode(id: string): void { this.local.startNode(id); }
