@@ -142,6 +142,23 @@ describe('queue checker', () => {
     expect(run(b, { failoverBoundMs: 1_000 }).verdict).toBe('fail');
   });
 
+  it('does not count a recovery that another fault held up as that fault\'s recovery time', () => {
+    // kill heals at 3 s while a partition lasts until 5 s; a pause from 6 to 8 s; first ack at 9 s.
+    const b = new Builder()
+      .add({ type: 'info', process: 'nemesis', f: 'start-kill', value: { targetsLeader: false } }, 1)
+      .add({ type: 'info', process: 'nemesis', f: 'start-partition-halves', value: { partition: true, targetsLeader: false } }, 2)
+      .add({ type: 'info', process: 'nemesis', f: 'stop-kill', value: {} }, 3)
+      .add({ type: 'info', process: 'nemesis', f: 'stop-partition-halves', value: { packetsDropped: 10 } }, 5)
+      .fault('pause', { targetsLeader: false }, {}, 6, 8)
+      .add({ type: 'invoke', process: 0, f: 'enqueue', value: '0-0' }, 8.5)
+      .add({ type: 'ok', process: 0, f: 'enqueue', value: '0-0', queue: 0, offset: 0 }, 9)
+      .read([[0, 0, '0-0']]);
+    const result = run(b);
+    expect(result.recoveries.map((r) => [r.fault, r.interrupted])).toEqual([['kill', true], ['partition-halves', true], ['pause', false]]);
+    expect(result.recoveries.find((r) => r.fault === 'kill')?.recoveryMs).toBeCloseTo(6_000, 0);
+    expect(result.maxRecoveryMs).toBeCloseTo(1_000, 0);
+  });
+
   it('any acknowledged value missing from the reads is reported lost (property)', () => {
     fc.assert(fc.property(fc.integer({ min: 1, max: 40 }), fc.nat(), (count, pick) => {
       const b = new Builder();

@@ -31,6 +31,11 @@ export interface Recovery {
   readonly healAtS: number;
   /** From the end of the fault to the first acknowledged enqueue invoked after it; null if none. */
   readonly recoveryMs: number | null;
+  /**
+   * Another fault was in force before that first acknowledgement (still on at the heal, or
+   * begun since): the time measures both, not this fault's recovery, and maxRecoveryMs skips it.
+   */
+  readonly interrupted: boolean;
 }
 
 export interface CheckResult {
@@ -218,9 +223,11 @@ export function check(input: CheckInput): CheckResult {
   const acks = completions(ops, 'enqueue').filter((c) => c.op.type === 'ok');
   const recoveries = windows.map((window): Recovery => {
     const first = acks.find((c) => c.invokeNs >= window.stopNs);
-    return { fault: window.kind, healAtS: window.stopNs / 1e9, recoveryMs: first === undefined ? null : (first.op.time - window.stopNs) / 1e6 };
+    const recoveredAt = first === undefined ? endNs : first.op.time;
+    const interrupted = windows.some((other) => other !== window && other.stopNs > window.stopNs && other.startNs < recoveredAt);
+    return { fault: window.kind, healAtS: window.stopNs / 1e9, recoveryMs: first === undefined ? null : (first.op.time - window.stopNs) / 1e6, interrupted };
   });
-  const measured = recoveries.map((r) => r.recoveryMs).filter((ms): ms is number => ms !== null);
+  const measured = recoveries.filter((r) => !r.interrupted).map((r) => r.recoveryMs).filter((ms): ms is number => ms !== null);
   const failovers = windows.filter((w) => (w.value as EffectValue | undefined)?.targetsLeader === true).map((window) => {
     const first = acks.find((c) => c.op.time <= window.stopNs && c.invokeNs >= window.startNs);
     return { fault: window.kind, startS: window.startNs / 1e9, durationMs: (window.stopNs - window.startNs) / 1e6, failoverMs: first === undefined ? null : (first.op.time - window.startNs) / 1e6 };

@@ -135,7 +135,7 @@ export function renderReport(input: { run: RunResult; ops: readonly Op[]; sample
   ];
   const effects: Array<readonly [string, string | number]> = Object.entries(c.effects).map(([k, v]) => [k, v] as const);
   const faults = ops.filter((op) => op.process === 'nemesis').map((op) => `<tr><td>${(op.time / 1e9).toFixed(2)}</td><td>${escape(op.f)}</td><td><code>${escape(JSON.stringify(op.value ?? {}))}</code></td></tr>`).join('');
-  const recoveries = c.recoveries.map((r) => `<tr><td>${escape(r.fault)}</td><td>${r.healAtS.toFixed(1)}</td><td>${r.recoveryMs === null ? 'none' : r.recoveryMs.toFixed(0)}</td></tr>`).join('');
+  const recoveries = c.recoveries.map((r) => `<tr><td>${escape(r.fault)}</td><td>${r.healAtS.toFixed(1)}</td><td>${r.recoveryMs === null ? 'none' : r.recoveryMs.toFixed(0)}${r.interrupted ? ' (another fault in force meanwhile)' : ''}</td></tr>`).join('');
   const auditRows = run.audit === undefined ? '<p>not run</p>' : `${table(run.audit.nodes.map((n) => [n.nodeId, `${n.entries} committed entries through ${n.commitIndex}; queue lengths ${n.queueLengths.join(' / ')}`] as const))}${run.audit.details.length > 0 ? `<pre>${escape(run.audit.details.join('\n'))}</pre>` : ''}`;
   const lists = ([['lost examples', c.lostExamples], ['inconsistent offsets', c.inconsistentOffsets.map((i) => JSON.stringify(i))], ['duplicated', c.duplicated.map((d) => JSON.stringify(d))],
     ['nonmonotonic sends', c.nonmonotonicSend], ['nonmonotonic polls', c.nonmonotonicPoll], ['poll skips', c.pollSkip], ['election safety', c.electionSafety]] as Array<[string, string[]]>)
