@@ -50,7 +50,8 @@ export interface CheckResult {
   readonly lostPrefix: number;
   readonly lostMiddle: number;
   readonly lostPostfix: number;
-  readonly lostExamples: string[];
+  /** The lost values (at most 5,000) with where each falls among what was read of its producer. */
+  readonly lostValues: Array<{ value: string; where: LostPlace }>;
   readonly lostWrite: number;
   readonly unexpected: number;
   readonly abortedRead: number;
@@ -72,6 +73,8 @@ export interface CheckResult {
   readonly failovers: Array<{ fault: string; startS: number; failoverMs: number | null }>;
   readonly effects: FaultEffects;
 }
+
+export type LostPlace = 'prefix' | 'middle' | 'postfix';
 
 export interface CheckInput {
   readonly ops: readonly Op[];
@@ -171,19 +174,14 @@ export function check(input: CheckInput): CheckResult {
     if (range === undefined) readCounters.set(producer, { min: counter, max: counter });
     else readCounters.set(producer, { min: Math.min(range.min, counter), max: Math.max(range.max, counter) });
   }
-  const lost: string[] = [];
-  let lostPrefix = 0;
-  let lostMiddle = 0;
-  let lostPostfix = 0;
+  const lost: Array<{ value: string; where: LostPlace }> = [];
   for (const value of acked.keys()) {
     if (finalValues.has(value)) continue;
-    lost.push(value);
     const { producer, counter } = producerOf(value);
     const range = readCounters.get(producer);
-    if (range === undefined || counter > range.max) lostPostfix++;
-    else if (counter < range.min) lostPrefix++;
-    else lostMiddle++;
+    lost.push({ value, where: range === undefined || counter > range.max ? 'postfix' : counter < range.min ? 'prefix' : 'middle' });
   }
+  const lostAt = (where: LostPlace): number => lost.filter((l) => l.where === where).length;
   let lostWrite = 0;
   for (const [value, { queue, offset }] of acked) {
     if (!readValues.has(value) && offset < (maxReadOffset.get(queue) ?? -1)) lostWrite++;
@@ -267,7 +265,7 @@ export function check(input: CheckInput): CheckResult {
   return {
     verdict, reasons,
     attempted: attempted.size, acked: acked.size, failed: failed.size, indeterminate: indeterminate.size, read: readValues.size,
-    lost: lost.length, lostPrefix, lostMiddle, lostPostfix, lostExamples: limit(lost), lostWrite, unexpected, abortedRead, recovered,
+    lost: lost.length, lostPrefix: lostAt('prefix'), lostMiddle: lostAt('middle'), lostPostfix: lostAt('postfix'), lostValues: limit(lost, 5_000), lostWrite, unexpected, abortedRead, recovered,
     inconsistentOffsets: limit(inconsistentOffsets), duplicated: limit(duplicated), redelivered, redeliveryRate: dequeueReads === 0 ? 0 : redelivered / dequeueReads,
     nonmonotonicSend: limit(nonmonotonicSend), nonmonotonicPoll: limit(nonmonotonicPoll), pollSkip: limit(pollSkip), electionSafety: limit(electionSafety),
     divergence: input.divergence, drainComplete: producersBehind.length === 0, producersBehind: limit(producersBehind), recoveries,

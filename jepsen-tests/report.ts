@@ -1,10 +1,13 @@
 /**
  * `report.html`: one self-contained page per run (inline SVG, no scripts, no network):
  * verdict and anomaly counts, latency over time (log scale, ok / fail / info) and throughput
- * with every fault window shaded by kind, the leader/term timeline per node, recovery times,
+ * with every fault window shaded by kind, acknowledged-but-unread messages per queue, every
+ * acknowledged or unknown send placed by time and outcome (the lost plot), the leader/term
+ * timeline per node, recovery times,
  * the fault list with what each did, and the replica audit.
  */
-import { completions, faultWindows, type FaultWindow, type Op } from './history.js';
+import type { CheckResult } from './checker.js';
+import { completions, faultWindows, type FaultWindow, type Op, type Read } from './history.js';
 import type { RunResult } from './run.js';
 
 export interface NodeSample {
@@ -84,6 +87,96 @@ function throughputChart(ops: readonly Op[], windows: readonly FaultWindow[], co
   return `<svg width="${width}" height="${height + 30}" xmlns="http://www.w3.org/2000/svg">${timeAxis(axis, top, height)}${grid}${faultBands(windows, colours, axis, top, height)}${line(series.ok, '#4c78a8')}${line(series.read, '#54a24b')}${line(series.info, '#f58518')}${line(series.fail, '#e45756')}</svg>`;
 }
 
+const readOps = new Set(['dequeue', 'read', 'drain']);
+
+/**
+ * Per queue and per second: how many acknowledged values had not yet been read by any reader
+ * at the end of that second (Jepsen's "unseen"). It must fall to 0 in the drain.
+ */
+export function unseenOverTime(ops: readonly Op[]): { queues: number[]; perQueue: Map<number, number[]> } {
+  const firstReadNs = new Map<string, number>();
+  for (const op of ops) {
+    if (!readOps.has(op.f) || op.type !== 'ok' || op.reads === undefined) continue;
+    for (const [, , value] of op.reads as Read[]) if (!firstReadNs.has(value)) firstReadNs.set(value, op.time);
+  }
+  const seconds = Math.floor((ops[ops.length - 1]?.time ?? 0) / 1e9) + 1;
+  const change = new Map<number, number[]>();
+  for (const op of ops) {
+    if (op.f !== 'enqueue' || op.type !== 'ok' || op.queue === undefined) continue;
+    const ackS = Math.floor(op.time / 1e9);
+    const readNs = firstReadNs.get(String(op.value));
+    const readS = readNs === undefined ? seconds : Math.floor(readNs / 1e9);
+    if (readS <= ackS) continue; // read within the second it was acknowledged (or before the ack arrived)
+    const deltas = change.get(op.queue) ?? change.set(op.queue, new Array<number>(seconds + 1).fill(0)).get(op.queue) as number[];
+    deltas[ackS] = (deltas[ackS] ?? 0) + 1;
+    deltas[readS] = (deltas[readS] ?? 0) - 1;
+  }
+  const perQueue = new Map<number, number[]>();
+  for (const [queue, deltas] of change) {
+    let running = 0;
+    perQueue.set(queue, deltas.slice(0, seconds).map((d) => (running += d)));
+  }
+  return { queues: [...perQueue.keys()].sort((a, b) => a - b), perQueue };
+}
+
+function unseenChart(ops: readonly Op[], windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
+  const height = 140;
+  const top = 10;
+  const { queues, perQueue } = unseenOverTime(ops);
+  const max = Math.max(10, ...queues.flatMap((q) => perQueue.get(q) as number[]));
+  const y = (v: number): number => top + height - (v / max) * height;
+  const lines = queues.map((q, i) => `<polyline fill="none" stroke="${palette[(i + 1) % palette.length]}" stroke-width="1.5" points="${(perQueue.get(q) as number[]).map((v, s) => `${axis.x((s + 1) * 1e9).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"><title>queue ${q}</title></polyline>`).join('');
+  const grid = [0, 0.5, 1].map((f) => `<text x="${left - 6}" y="${y(max * f) + 3}" font-size="10" text-anchor="end">${Math.round(max * f)}</text>`).join('');
+  const key = queues.map((q, i) => `<span class="key" style="border-color:${palette[(i + 1) % palette.length]}">queue ${q}</span>`).join(' ');
+  return `<p>${key || 'nothing acknowledged'}</p><svg width="${width}" height="${height + 30}" xmlns="http://www.w3.org/2000/svg">${timeAxis(axis, top, height)}${grid}${faultBands(windows, colours, axis, top, height)}${lines}</svg>`;
+}
+
+/** A fixed spread in [0, 1) per value, so overlapping marks separate and the report stays deterministic. */
+function spread(value: string): number {
+  let hash = 0;
+  for (let i = 0; i < value.length; i++) hash = (hash * 31 + value.charCodeAt(i)) >>> 0;
+  return (hash % 1_000) / 1_000;
+}
+
+/** Every acknowledged send by queue lane and every unknown one in its own lane, placed by completion time, coloured by outcome. */
+function lostPlot(ops: readonly Op[], check: CheckResult, windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
+  const lostColour = { prefix: '#e45756', middle: '#7b1fa2', postfix: '#c62828' } as const;
+  const lostWhere = new Map(check.lostValues.map((l) => [l.value, l.where]));
+  const read = new Set<string>();
+  for (const op of ops) if (readOps.has(op.f) && op.type === 'ok' && op.reads !== undefined) for (const [, , value] of op.reads as Read[]) read.add(value);
+  const completed = ops.filter((op) => op.f === 'enqueue' && (op.type === 'ok' || op.type === 'info'));
+  const queues = [...new Set(completed.filter((op) => op.type === 'ok').map((op) => op.queue as number))].sort((a, b) => a - b);
+  const row = 22;
+  const top = 10;
+  const lanes = [...queues.map((q) => `queue ${q}`), 'unknown'];
+  const height = lanes.length * row;
+  const laneOf = (op: Op): number => (op.type === 'info' ? queues.length : queues.indexOf(op.queue as number));
+  // Acknowledged and read: a faint tick per second and lane (80,000 dots would swamp the rest).
+  const okPerSecond = new Map<string, number>();
+  let marks = '';
+  for (const op of completed) {
+    const value = String(op.value);
+    const where = lostWhere.get(value);
+    const cy = top + laneOf(op) * row + row / 2;
+    if (op.type === 'ok' && where === undefined) {
+      const key = `${laneOf(op)}:${Math.floor(op.time / 1e9)}`;
+      okPerSecond.set(key, (okPerSecond.get(key) ?? 0) + 1);
+    } else {
+      const colour = where !== undefined ? lostColour[where] : read.has(value) ? '#9e9e9e' : '#f58518';
+      marks += `<circle cx="${axis.x(op.time).toFixed(1)}" cy="${(cy + (spread(value) - 0.5) * (row - 8)).toFixed(1)}" r="${where !== undefined ? 2.5 : 1.8}" fill="${colour}"><title>${escape(value)} ${where === undefined ? (op.type === 'info' ? (read.has(value) ? 'unknown, read' : 'unknown, never read') : '') : `lost (${where})`}</title></circle>`;
+    }
+  }
+  const maxPerSecond = Math.max(1, ...okPerSecond.values());
+  let ticks = '';
+  for (const [key, count] of okPerSecond) {
+    const [lane, second] = key.split(':').map(Number) as [number, number];
+    const x0 = axis.x(second * 1e9);
+    ticks += `<rect x="${x0.toFixed(1)}" y="${top + lane * row + 3}" width="${Math.max(0.5, axis.x((second + 1) * 1e9) - x0).toFixed(1)}" height="${row - 6}" fill="#4c78a8" fill-opacity="${(0.1 + 0.5 * count / maxPerSecond).toFixed(2)}"/>`;
+  }
+  const labels = lanes.map((lane, i) => `<text x="${left - 6}" y="${top + i * row + row / 2 + 4}" font-size="11" text-anchor="end">${lane}</text>`).join('');
+  return `<svg width="${width}" height="${height + 30}" xmlns="http://www.w3.org/2000/svg">${timeAxis(axis, top, height)}${faultBands(windows, colours, axis, top, height)}${labels}${ticks}${marks}</svg>`;
+}
+
 function leaderTimeline(samples: readonly NodeSample[], windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
   const nodes = [...new Set(samples.map((s) => s.nodeId))].sort();
   const row = 26;
@@ -137,7 +230,7 @@ export function renderReport(input: { run: RunResult; ops: readonly Op[]; sample
   const faults = ops.filter((op) => op.process === 'nemesis').map((op) => `<tr><td>${(op.time / 1e9).toFixed(2)}</td><td>${escape(op.f)}</td><td><code>${escape(JSON.stringify(op.value ?? {}))}</code></td></tr>`).join('');
   const recoveries = c.recoveries.map((r) => `<tr><td>${escape(r.fault)}</td><td>${r.healAtS.toFixed(1)}</td><td>${r.recoveryMs === null ? 'none' : r.recoveryMs.toFixed(0)}${r.interrupted ? ' (another fault in force meanwhile)' : ''}</td></tr>`).join('');
   const auditRows = run.audit === undefined ? '<p>not run</p>' : `${table(run.audit.nodes.map((n) => [n.nodeId, `${n.entries} committed entries through ${n.commitIndex}; queue lengths ${n.queueLengths.join(' / ')}`] as const))}${run.audit.details.length > 0 ? `<pre>${escape(run.audit.details.join('\n'))}</pre>` : ''}`;
-  const lists = ([['lost examples', c.lostExamples], ['inconsistent offsets', c.inconsistentOffsets.map((i) => JSON.stringify(i))], ['duplicated', c.duplicated.map((d) => JSON.stringify(d))],
+  const lists = ([['lost examples', c.lostValues.slice(0, 20).map((l) => `${l.value} (${l.where})`)], ['inconsistent offsets', c.inconsistentOffsets.map((i) => JSON.stringify(i))], ['duplicated', c.duplicated.map((d) => JSON.stringify(d))],
     ['nonmonotonic sends', c.nonmonotonicSend], ['nonmonotonic polls', c.nonmonotonicPoll], ['poll skips', c.pollSkip], ['election safety', c.electionSafety]] as Array<[string, string[]]>)
     .filter(([, items]) => items.length > 0).map(([title, items]) => `<h3>${escape(title)}</h3><pre>${escape(items.join('\n'))}</pre>`).join('');
   return `<!doctype html>
@@ -153,6 +246,8 @@ ${table([['run', run.runDir], ['commit', input.commit], ['seed', run.config.seed
 <div class="cols"><div><h2>Anomalies</h2>${table(anomalies)}</div><div><h2>Operations</h2>${table(stats)}</div><div><h2>Did the faults bite?</h2>${table(effects)}</div></div>
 <h2>Enqueue latency over time</h2><p>blue ok, orange unknown (info), red failed; shaded: ${legend}</p>${latencyChart(ops, windows, colours, axis)}
 <h2>Throughput (per second)</h2><p>blue acknowledged enqueues, green messages read by the consumer group (the drain is left out: it would dwarf the rest), orange unknown, red failed</p>${throughputChart(ops, windows, colours, axis)}
+<h2>Unseen over time</h2><p>acknowledged values not yet read by any reader, per queue, at the end of each second; it must fall to 0 in the drain</p>${unseenChart(ops, windows, colours, axis)}
+<h2>Lost plot</h2><p>every completed send by the time it completed: blue bands acknowledged and read (darker = more per second), red lost before what was read of its producer (prefix), purple lost in the middle, dark red lost after it (postfix); in the unknown lane grey was read after all, orange never</p>${lostPlot(ops, c, windows, colours, axis)}
 <h2>Leader / term timeline</h2><p>green leader (label = term), light blue follower, orange candidate, grey unreachable (paused or cut off from the harness), red process down</p>${leaderTimeline(samples, windows, colours, axis)}
 <h2>Recovery after each fault</h2><table><tr><th>fault</th><th>healed at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${recoveries}</table>
 <h2>Failover during faults aimed at the leader</h2><table><tr><th>fault</th><th>started at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${c.failovers.map((f) => `<tr><td>${escape(f.fault)}</td><td>${f.startS.toFixed(1)}</td><td>${f.failoverMs === null ? 'none during the fault' : f.failoverMs.toFixed(0)}</td></tr>`).join('')}</table>
