@@ -3,7 +3,7 @@
  * `<process>-<counter>` strings, so each producer has a high-water mark and a lost value can be
  * placed before, between or after what was read of its producer.
  */
-import { completions, faultWindows, type Op, type Read } from './history.js';
+import { completions, faultWindows, readFunctions, type Op, type Read } from './history.js';
 
 export interface LeaderObservation {
   readonly timeNs: number;
@@ -97,7 +97,6 @@ const producerOf = (value: string): { producer: string; counter: number } => {
   return { producer: value.slice(0, dash), counter: Number(value.slice(dash + 1)) };
 };
 
-const readOps = new Set(['dequeue', 'read', 'drain']);
 const limit = <T>(list: T[], max = 20): T[] => list.slice(0, max);
 
 export function check(input: CheckInput): CheckResult {
@@ -142,7 +141,7 @@ export function check(input: CheckInput): CheckResult {
         if (previous !== undefined && op.offset <= previous) nonmonotonicSend.push(`process ${op.process} queue ${op.queue}: offset ${op.offset} after ${previous} (${value})`);
         lastSendOffset.set(key, op.offset);
       }
-    } else if (readOps.has(op.f) && op.type === 'ok' && op.reads !== undefined) {
+    } else if (readFunctions.has(op.f) && op.type === 'ok' && op.reads !== undefined) {
       if (op.f === 'drain') drained = true;
       for (const [queue, offset, value] of op.reads as Read[]) {
         readValues.add(value);

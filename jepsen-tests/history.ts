@@ -28,6 +28,9 @@ export interface Op {
 
 export type OpInput = Omit<Op, 'index' | 'time'>;
 
+/** The operations whose `reads` are messages received: group polls, the log reader, the drain. */
+export const readFunctions: ReadonlySet<string> = new Set(['dequeue', 'read', 'drain']);
+
 export class History {
   readonly ops: Op[] = [];
   private readonly start = process.hrtime.bigint();

@@ -7,7 +7,7 @@
  * the fault list with what each did, and the replica audit.
  */
 import type { CheckResult } from './checker.js';
-import { completions, faultWindows, type FaultWindow, type Op, type Read } from './history.js';
+import { completions, faultWindows, readFunctions, type FaultWindow, type Op, type Read } from './history.js';
 import type { RunResult } from './run.js';
 
 export interface NodeSample {
@@ -87,8 +87,6 @@ function throughputChart(ops: readonly Op[], windows: readonly FaultWindow[], co
   return `<svg width="${width}" height="${height + 30}" xmlns="http://www.w3.org/2000/svg">${timeAxis(axis, top, height)}${grid}${faultBands(windows, colours, axis, top, height)}${line(series.ok, '#4c78a8')}${line(series.read, '#54a24b')}${line(series.info, '#f58518')}${line(series.fail, '#e45756')}</svg>`;
 }
 
-const readOps = new Set(['dequeue', 'read', 'drain']);
-
 /**
  * Per queue and per second: how many acknowledged values had not yet been read by any reader
  * at the end of that second (Jepsen's "unseen"). It must fall to 0 in the drain.
@@ -96,7 +94,7 @@ const readOps = new Set(['dequeue', 'read', 'drain']);
 export function unseenOverTime(ops: readonly Op[]): { queues: number[]; perQueue: Map<number, number[]> } {
   const firstReadNs = new Map<string, number>();
   for (const op of ops) {
-    if (!readOps.has(op.f) || op.type !== 'ok' || op.reads === undefined) continue;
+    if (!readFunctions.has(op.f) || op.type !== 'ok' || op.reads === undefined) continue;
     for (const [, , value] of op.reads as Read[]) if (!firstReadNs.has(value)) firstReadNs.set(value, op.time);
   }
   const seconds = Math.floor((ops[ops.length - 1]?.time ?? 0) / 1e9) + 1;
@@ -143,7 +141,7 @@ function lostPlot(ops: readonly Op[], check: CheckResult, windows: readonly Faul
   const lostColour = { prefix: '#e45756', middle: '#7b1fa2', postfix: '#c62828' } as const;
   const lostWhere = new Map(check.lostValues.map((l) => [l.value, l.where]));
   const read = new Set<string>();
-  for (const op of ops) if (readOps.has(op.f) && op.type === 'ok' && op.reads !== undefined) for (const [, , value] of op.reads as Read[]) read.add(value);
+  for (const op of ops) if (readFunctions.has(op.f) && op.type === 'ok' && op.reads !== undefined) for (const [, , value] of op.reads as Read[]) read.add(value);
   const completed = ops.filter((op) => op.f === 'enqueue' && (op.type === 'ok' || op.type === 'info'));
   const queues = [...new Set(completed.filter((op) => op.type === 'ok').map((op) => op.queue as number))].sort((a, b) => a - b);
   const row = 22;
