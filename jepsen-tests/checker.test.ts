@@ -142,6 +142,19 @@ describe('queue checker', () => {
     expect(run(b, { failoverBoundMs: 1_000 }).verdict).toBe('fail');
   });
 
+  it('fails a run in which no enqueue is acknowledged soon enough after the last heal (liveness)', () => {
+    const b = threeSends().fault('kill', { targetsLeader: false }, {}, 1, 4)
+      .add({ type: 'invoke', process: 0, f: 'enqueue', value: '0-3' }, 4.5)
+      .add({ type: 'ok', process: 0, f: 'enqueue', value: '0-3', queue: 0, offset: 3 }, 9)
+      .read([[0, 0, '0-0'], [0, 1, '0-1'], [0, 2, '0-2'], [0, 3, '0-3']]);
+    expect(run(b, { finalHealBoundMs: 6_000 })).toMatchObject({ verdict: 'pass', finalRecoveryMs: 5_000 });
+    const slow = run(b, { finalHealBoundMs: 3_000 });
+    expect(slow.verdict).toBe('fail');
+    expect(slow.reasons.join()).toMatch(/liveness: no enqueue acknowledged within 3000 ms of the last heal \(first after 5000 ms\)/);
+    const none = threeSends().fault('kill', { targetsLeader: false }, {}, 1, 4).read([[0, 0, '0-0'], [0, 1, '0-1'], [0, 2, '0-2']]);
+    expect(run(none, { finalHealBoundMs: 3_000 }).reasons.join()).toMatch(/none at all/);
+  });
+
   it('does not count a recovery that another fault held up as that fault\'s recovery time', () => {
     // kill heals at 3 s while a partition lasts until 5 s; a pause from 6 to 8 s; first ack at 9 s.
     const b = new Builder()

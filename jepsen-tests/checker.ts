@@ -69,6 +69,8 @@ export interface CheckResult {
   readonly producersBehind: string[];
   readonly recoveries: Recovery[];
   readonly maxRecoveryMs: number | null;
+  /** From the end of the last fault to the first acknowledged enqueue invoked after it. */
+  readonly finalRecoveryMs: number | null;
   /** Faults aimed at the leader: from their start to the first acknowledged enqueue invoked after it, within the fault. */
   readonly failovers: Array<{ fault: string; startS: number; failoverMs: number | null }>;
   readonly effects: FaultEffects;
@@ -90,6 +92,11 @@ export interface CheckInput {
    * acknowledged enqueue within this many ms of its start: the majority keeps serving.
    */
   readonly failoverBoundMs?: number | undefined;
+  /**
+   * Liveness (FAULTS §6.3): after the last fault ends, an enqueue must be acknowledged within
+   * this many ms, else the run fails even if everything acknowledged before was kept.
+   */
+  readonly finalHealBoundMs?: number | undefined;
 }
 
 const producerOf = (value: string): { producer: string; counter: number } => {
@@ -224,6 +231,9 @@ export function check(input: CheckInput): CheckResult {
     const interrupted = windows.some((other) => other !== window && other.stopNs > window.stopNs && other.startNs < recoveredAt);
     return { fault: window.kind, healAtS: window.stopNs / 1e9, recoveryMs: first === undefined ? null : (first.op.time - window.stopNs) / 1e6, interrupted };
   });
+  const lastHealNs = Math.max(-1, ...windows.map((w) => w.stopNs));
+  const firstAfterLastHeal = lastHealNs < 0 ? undefined : acks.find((c) => c.invokeNs >= lastHealNs);
+  const finalRecoveryMs = firstAfterLastHeal === undefined ? null : (firstAfterLastHeal.op.time - lastHealNs) / 1e6;
   const measured = recoveries.filter((r) => !r.interrupted).map((r) => r.recoveryMs).filter((ms): ms is number => ms !== null);
   const failovers = windows.filter((w) => (w.value as EffectValue | undefined)?.targetsLeader === true).map((window) => {
     const first = acks.find((c) => c.op.time <= window.stopNs && c.invokeNs >= window.startNs);
@@ -249,6 +259,10 @@ export function check(input: CheckInput): CheckResult {
     const slow = failovers.filter((f) => f.durationMs >= bound + 1_000 && (f.failoverMs === null || f.failoverMs > bound));
     must(slow.length, `faults aimed at the leader without an acknowledged write within ${bound} ms (${slow.map((f) => `${f.fault} at ${f.startS.toFixed(1)} s`).join(', ')})`);
   }
+  const finalBound = input.finalHealBoundMs;
+  if (finalBound !== undefined && lastHealNs >= 0 && (finalRecoveryMs === null || finalRecoveryMs > finalBound)) {
+    reasons.push(`liveness: no enqueue acknowledged within ${finalBound} ms of the last heal (${finalRecoveryMs === null ? 'none at all' : `first after ${finalRecoveryMs.toFixed(0)} ms`})`);
+  }
   let verdict: CheckResult['verdict'] = reasons.length > 0 ? 'fail' : 'pass';
   if (verdict === 'pass' && producersBehind.length > 0) {
     verdict = 'unknown';
@@ -268,7 +282,7 @@ export function check(input: CheckInput): CheckResult {
     inconsistentOffsets: limit(inconsistentOffsets), duplicated: limit(duplicated), redelivered, redeliveryRate: dequeueReads === 0 ? 0 : redelivered / dequeueReads,
     nonmonotonicSend: limit(nonmonotonicSend), nonmonotonicPoll: limit(nonmonotonicPoll), pollSkip: limit(pollSkip), electionSafety: limit(electionSafety),
     divergence: input.divergence, drainComplete: producersBehind.length === 0, producersBehind: limit(producersBehind), recoveries,
-    maxRecoveryMs: measured.length === 0 ? null : Math.max(...measured), effects,
+    maxRecoveryMs: measured.length === 0 ? null : Math.max(...measured), finalRecoveryMs, effects,
     failovers: failovers.map(({ fault, startS, failoverMs }) => ({ fault, startS, failoverMs })),
   };
 }

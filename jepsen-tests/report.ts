@@ -217,7 +217,7 @@ export function renderReport(input: { run: RunResult; ops: readonly Op[]; sample
     ['lost-write (a later offset was read)', c.lostWrite], ['unexpected', c.unexpected], ['aborted reads (failed send delivered)', c.abortedRead],
     ['inconsistent offsets', c.inconsistentOffsets.length], ['duplicated', c.duplicated.length], ['nonmonotonic sends', c.nonmonotonicSend.length],
     ['nonmonotonic polls', c.nonmonotonicPoll.length], ['poll skips', c.pollSkip.length], ['election safety', c.electionSafety.length],
-    ['replica divergence (audit)', c.divergence], ['drain complete', c.drainComplete ? 'yes' : `no: ${c.producersBehind.join(', ')}`],
+    ['replica divergence (audit)', c.divergence], ['first acknowledged enqueue after the last heal', c.finalRecoveryMs === null ? 'none' : `${c.finalRecoveryMs.toFixed(0)} ms`], ['drain complete', c.drainComplete ? 'yes' : `no: ${c.producersBehind.join(', ')}`],
   ];
   const stats: Array<readonly [string, string | number]> = [
     ['enqueues attempted', c.attempted], ['acknowledged (ok)', c.acked], ['failed (definite)', c.failed], ['unknown (info)', c.indeterminate],

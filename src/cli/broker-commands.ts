@@ -12,7 +12,7 @@ import { PullConsumer } from '../client/pull-consumer.js';
 import { BrokerNode, defaultBrokerNodeSettings, type BrokerNodeConfig } from '../server/broker-node.js';
 import { NameServerProcess, defaultNameServerSettings } from '../server/namesrv-server.js';
 import { addressList, exitOnFatal, integer, powerFailOnSignal, raftNodeConfig, stopOnSignals, withRaftNodeOptions, type RaftNodeOptions } from './node-options.js';
-import { plainWhenPiped } from './tables.js';
+import { plainWhenPiped, roleCell } from './tables.js';
 
 export const defaultNamesrv = '127.0.0.1:9876';
 export const defaultAccessPoint = '127.0.0.1:8081';
@@ -160,7 +160,7 @@ export function clusterCommand(): Command {
         return;
       }
       const table = new Table({ head: ['group', 'id', 'address', 'role', 'term', 'commit', 'applied', 'lag', 'pid', 'flush', 'seen'], ...plainWhenPiped() });
-      for (const n of nodes) table.push([n.group, n.nodeId, n.address, n.isLeader ? 'leader' : n.role, n.term, n.commitIndex, n.appliedIndex, n.lag, n.pid, n.flushMode, `${(n.lastSeenMsAgo / 1000).toFixed(1)} s ago`]);
+      for (const n of nodes) table.push([n.group, n.nodeId, n.address, roleCell(n.isLeader ? 'leader' : n.role, n), n.term, n.commitIndex, n.appliedIndex, n.lag, n.pid, n.flushMode, `${(n.lastSeenMsAgo / 1000).toFixed(1)} s ago`]);
       console.log(table.toString());
     }));
 }

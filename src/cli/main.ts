@@ -20,7 +20,7 @@ import {
 import { addressList, exitOnFatal, integer, parseMembers, powerFailOnSignal, raftNodeConfig, stopOnSignals, withRaftNodeOptions, type RaftNodeOptions } from './node-options.js';
 import { Admin } from '../client/admin.js';
 import { runDevCluster } from './dev-cluster.js';
-import { plainWhenPiped } from './tables.js';
+import { plainWhenPiped, roleCell } from './tables.js';
 
 const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
 
@@ -56,7 +56,7 @@ function statusCommand(): Command {
         const leaderCommit = Math.max(0, ...statuses.map((s) => (s.status?.role === 'leader' ? s.status.commitIndex : 0)));
         const rows = statuses.map(({ address, status, error }) => status === undefined
           ? { address, error }
-          : { group: status.groupId, id: status.nodeId, address, role: status.role, term: status.term, leader: status.leaderId, commitIndex: status.commitIndex, appliedIndex: status.appliedIndex, lastIndex: status.lastIndex, lag: Math.max(0, leaderCommit - status.appliedIndex), pid: status.pid, flush: status.flushMode, failed: status.failed });
+          : { group: status.groupId, id: status.nodeId, address, role: status.role, term: status.term, leader: status.leaderId, commitIndex: status.commitIndex, appliedIndex: status.appliedIndex, lastIndex: status.lastIndex, lag: Math.max(0, leaderCommit - status.appliedIndex), pid: status.pid, flush: status.flushMode, failed: status.failed, abstainingUntil: status.abstainingUntil });
         if (options.json === true) {
           console.log(JSON.stringify({ nodes: rows }, null, 2));
           return;
@@ -64,7 +64,7 @@ function statusCommand(): Command {
         const table = new Table({ head: ['group', 'id', 'address', 'role', 'term', 'leader', 'commit', 'applied', 'last', 'lag', 'pid', 'flush'], ...plainWhenPiped() });
         for (const row of rows) {
           if ('error' in row) table.push([{ colSpan: 12, content: `${row.address}: unreachable (${row.error})` }]);
-          else table.push([row.group, row.id, row.address, row.role, row.term, row.leader, row.commitIndex, row.appliedIndex, row.lastIndex, row.lag, row.pid, row.flush]);
+          else table.push([row.group, row.id, row.address, roleCell(row.role, row), row.term, row.leader, row.commitIndex, row.appliedIndex, row.lastIndex, row.lag, row.pid, row.flush]);
         }
         console.log(table.toString());
       });

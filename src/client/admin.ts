@@ -51,6 +51,10 @@ export interface ClusterNodeInfo {
   readonly lag: number;
   readonly pid: number;
   readonly flushMode: string;
+  /** The node stopped on a fatal error (empty if not). */
+  readonly failed: string;
+  /** Non-zero while the node abstains from elections after losing synced log entries. */
+  readonly abstainingUntil: number;
   readonly lastSeenMsAgo: number;
 }
 
@@ -78,7 +82,7 @@ export class Admin {
         group: r.group, nodeId: r.nodeId, address: r.address, role: r.role, isLeader: n.isLeader === true, term: Number(r.term),
         commitIndex: Number(r.commitIndex), appliedIndex: Number(r.appliedIndex), lastIndex: Number(r.lastIndex),
         lag: Math.max(0, (leaderCommit.get(r.group) ?? Number(r.commitIndex)) - Number(r.appliedIndex)), pid: r.pid, flushMode: r.flushMode,
-        lastSeenMsAgo: Number(n.lastSeenMsAgo),
+        failed: r.failed ?? '', abstainingUntil: Number(r.abstainingUntil ?? 0), lastSeenMsAgo: Number(n.lastSeenMsAgo),
       };
     });
   }

@@ -43,6 +43,8 @@ export interface NodeStatus {
   readonly entriesSent: number;
   readonly elections: number;
   readonly stateHash: string;
+  /** Non-zero while the node abstains from elections after losing synced log entries. */
+  readonly abstainingUntil: number;
 }
 
 export interface CommittedEntry {

@@ -27,6 +27,8 @@ export interface Registration {
   readonly topics: readonly TopicRoute[];
   readonly flushMode: string;
   readonly failed: string;
+  /** Non-zero while the node abstains from elections after losing synced log entries. */
+  readonly abstainingUntil: number;
   readonly consumerGroups: readonly string[];
 }
 

@@ -96,7 +96,7 @@ export class BrokerNode {
         role: status.role, term: status.term, leaderId: status.leaderId ?? '', leaderAddress: leader?.address ?? '',
         commitIndex: status.commitIndex, appliedIndex: status.appliedIndex, lastIndex: status.lastIndex, pid: process.pid,
         topics: service.state.topicList().map((t) => ({ name: t.name, readQueues: t.readQueues, writeQueues: t.writeQueues, perm: t.perm, messageType: t.messageType })),
-        flushMode: config.flushMode, failed: status.failed ?? '', consumerGroups: service.state.groupList().map((g) => g.name),
+        flushMode: config.flushMode, failed: status.failed ?? '', abstainingUntil: status.abstainingUntil ?? 0, consumerGroups: service.state.groupList().map((g) => g.name),
       };
     }, raft.logger);
     ref.registrar = registrar;

@@ -168,7 +168,7 @@ export class RaftGroupNode {
       groupId: status.groupId, nodeId: status.id, address: self?.address ?? '', role: status.role, term: status.term,
       leaderId: status.leaderId ?? '', commitIndex: status.commitIndex, appliedIndex: status.appliedIndex,
       lastIndex: status.lastIndex, firstIndex: this.log.firstIndex, pid: process.pid, members: status.members,
-      followerMatch: status.followerMatch, flushMode: this.config.flushMode, failed: status.failed ?? '',
+      followerMatch: status.followerMatch, flushMode: this.config.flushMode, failed: status.failed ?? '', abstainingUntil: status.abstainingUntil ?? 0,
       fsyncs: this.log.stats.fsyncs, entriesAppended: this.log.stats.entriesAppended, logAppendCalls: this.log.stats.appendCalls,
       appendMessagesSent: status.stats.appendMessagesSent, entriesSent: status.stats.entriesSent, elections: status.stats.elections,
       stateHash: this.stateMachine instanceof HashChainStateMachine ? this.stateMachine.stateHash : '',

@@ -126,4 +126,45 @@ describe('a running group', () => {
       client.close();
     }
   });
+
+  it('a node whose log lost its synced tail abstains, says so in `raftmq status`, and rejoins once a leader caught it up', async () => {
+    cluster = new ProcessCluster({ nodeCount: 3 });
+    await cluster.start();
+    const client = cluster.client();
+    try {
+      await client.findLeader(10_000);
+      const acked: number[] = [];
+      await Promise.all(Array.from({ length: 8 }, async () => {
+        for (let i = 0; i < 25; i++) acked.push((await client.propose(new Uint8Array(256).fill(i))).index);
+      }));
+      const highest = Math.max(...acked);
+      // Applied implies the ready that wrote those entries finished, synced-through mark included
+      // (a node killed mid-catch-up legitimately has a mark below entries it never acknowledged).
+      await waitFor('n1 to apply every acknowledged entry', async () => (await client.status(cluster!.address('n1'))).appliedIndex >= highest, 10_000);
+      // Stop everything so no leader can catch the damaged node up before we look at it.
+      for (const member of cluster.members) await cluster.signal(member.id, 'SIGKILL');
+      const logDir = path.join(cluster.dataRoot, 'n1', 'log');
+      const newest = path.join(logDir, (await fs.readdir(logDir)).sort().at(-1)!);
+      const { size } = await fs.stat(newest);
+      await fs.truncate(newest, size - 1_500); // a few synced entries and a torn one
+      cluster.startNode('n1');
+      const address = cluster.address('n1');
+      await waitFor('n1 to answer', async () => (await client.status(address, 500).catch(() => undefined)) !== undefined, 10_000);
+      const status = await client.status(address);
+      expect(status.lastIndex).toBeLessThan(status.abstainingUntil);
+      expect(status.abstainingUntil).toBeGreaterThanOrEqual(highest);
+      const shown = spawnSync(process.execPath, [cliPath, 'status', '--nodes', address], { encoding: 'utf8' });
+      expect(shown.stdout).toMatch(new RegExp(`follower, abstaining until ${status.abstainingUntil} is committed here`));
+      expect(cluster.output.get('n1')!.join('')).toMatch(/the log lost entries that were durable/);
+      // The other two elect a leader (n1 refuses its vote), which catches n1 up and ends the abstention.
+      cluster.startNode('n2');
+      cluster.startNode('n3');
+      await waitFor('n1 to stop abstaining', async () => (await client.status(address, 500).catch(() => undefined))?.abstainingUntil === 0, 15_000);
+      const entries = await client.readAllCommitted(address);
+      const present = new Set(entries.map((e) => e.index));
+      expect(acked.every((index) => present.has(index))).toBe(true);
+    } finally {
+      client.close();
+    }
+  });
 });

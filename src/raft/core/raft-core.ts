@@ -157,8 +157,12 @@ export class RaftCore {
     this.resetRandomizedElectionTimeout();
   }
 
-  /** True while this node abstains from elections after losing synced log entries. */
-  get recoveringLostTail(): boolean { return this.lostLogTail !== undefined; }
+  /**
+   * While this node abstains from elections after losing synced log entries: the old
+   * synced-through mark it waits for a leader to commit into its log (or an entry of a later
+   * term); undefined otherwise.
+   */
+  get abstainingUntil(): LogIndex | undefined { return this.lostLogTail?.syncedThrough; }
 
   get term(): Term { return this.termValue; }
   get role(): Role { return this.roleValue; }

@@ -55,6 +55,8 @@ export interface RaftNodeStatus {
   readonly members: readonly Member[];
   readonly followerMatch: Readonly<Record<NodeId, LogIndex>>;
   readonly failed: string | undefined;
+  /** Set while the node abstains from elections after losing synced entries (see RaftCore.abstainingUntil). */
+  readonly abstainingUntil: LogIndex | undefined;
   readonly stats: RaftNodeStats;
 }
 
@@ -177,7 +179,7 @@ export class RaftNode {
     return {
       groupId: this.options.groupId, id: this.id, role: this.role, term: this.term, leaderId: this.leaderId,
       commitIndex: this.commitIndex, appliedIndex: this.appliedIndexValue, lastIndex: this.core.lastIndex,
-      members: this.core.members, followerMatch, failed: this.failure?.message, stats: { ...this.stats },
+      members: this.core.members, followerMatch, failed: this.failure?.message, abstainingUntil: this.core.abstainingUntil, stats: { ...this.stats },
     };
   }
 
