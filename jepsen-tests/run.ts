@@ -53,13 +53,20 @@ const electionTimeoutMs = 300;
 /** Starting a node process and replaying its log takes seconds on 2 shared cores (5 nodes: up to ~5 s). */
 const nodeRestartAllowanceMs = 10_000;
 
-function gitCommit(): string {
+/**
+ * The commit the code under test was built from, read once when the harness starts: a nightly
+ * runs for over an hour on one build while the checkout may move on. `+changes` when the
+ * working tree differed from it.
+ */
+const commitUnderTest = ((): string => {
   try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() !== '';
+    return changed ? `${head}+changes` : head;
   } catch {
     return 'unknown';
   }
-}
+})();
 
 export async function runTest(config: RunConfig): Promise<RunResult> {
   const startedAt = Date.now();
@@ -149,7 +156,7 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   const durationS = (Date.now() - startedAt) / 1_000;
   const enqueueSpan = Math.max(1, config.calmStartS + config.timeS + config.recoveryS);
   const run: RunResult = { name: config.name, runDir, config, check: result, audit, durationS, ackedPerSecond: result.acked / enqueueSpan };
-  const commit = gitCommit();
+  const commit = commitUnderTest;
   await writeFile(path.join(runDir, 'results.json'), `${JSON.stringify({ commit, ...run }, null, 2)}\n`);
   await writeFile(path.join(runDir, 'report.html'), renderReport({ run, ops: history.ops, samples, commit }));
   await writeFile(path.join(runDir, 'nodes.jsonl'), samples.map((sample) => JSON.stringify(sample)).join('\n'));
