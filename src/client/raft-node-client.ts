@@ -95,11 +95,15 @@ export class RaftNodeClient {
     return this.unary(address, 'Status', {}, timeoutMs) as Promise<NodeStatus>;
   }
 
-  /** Every node's status, or the error that stopped it from answering. */
+  /**
+   * Every node's status, or the error that stopped it from answering. A probe: a node that is
+   * down answers "unreachable" at once instead of holding the round for the whole deadline
+   * (findLeader runs a round every 50 ms while a leader is being elected).
+   */
   statusAll(timeoutMs = 2_000): Promise<Array<{ address: string; status?: NodeStatus; error?: string }>> {
     return Promise.all(this.addresses.map(async (address) => {
       try {
-        return { address, status: await this.status(address, timeoutMs) };
+        return { address, status: await this.unary(address, 'Status', {}, timeoutMs, { waitForReady: false }) as NodeStatus };
       } catch (error) {
         return { address, error: (error as Error).message };
       }
@@ -318,13 +322,13 @@ export class RaftNodeClient {
   }
 
   /**
-   * Waits for the connection up to the deadline (waitForReady): a channel that first tried a
-   * node before it listened sits in reconnect back-off and would otherwise fail every call
-   * at once, for seconds, although the node is up.
+   * A call aimed at one node waits for the connection up to its deadline (waitForReady): a
+   * channel that first tried the node before it listened sits in reconnect back-off and would
+   * otherwise fail at once although the node is up. Probes of every node opt out.
    */
-  private unary(address: string, method: string, request: object, timeoutMs: number): Promise<unknown> {
+  private unary(address: string, method: string, request: object, timeoutMs: number, options = { waitForReady: true }): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      (this.client(address) as any)[method](request, new grpc.Metadata({ waitForReady: true }), { deadline: new Date(Date.now() + timeoutMs) }, (error: grpc.ServiceError | null, response: unknown) => {
+      (this.client(address) as any)[method](request, new grpc.Metadata({ waitForReady: options.waitForReady }), { deadline: new Date(Date.now() + timeoutMs) }, (error: grpc.ServiceError | null, response: unknown) => {
         if (error !== null) reject(new RaftClientError(grpc.status[error.code] ?? 'ERROR', `${address}: ${error.details || error.message}`, true));
         else resolve(response);
       });

@@ -1,7 +1,8 @@
 /**
- * The admin client against a node that starts late: calls made while nothing listened put the
- * channel into reconnect back-off; once the node listens, the next call must reach it within
- * its own deadline instead of failing at once with the stale "connection refused".
+ * The admin client's connection handling. A node that starts late: calls made while nothing
+ * listened put the channel into reconnect back-off; once the node listens, the next call must
+ * reach it within its own deadline instead of failing at once with the stale "connection
+ * refused". A node that is down: leader discovery must not wait out its deadline every round.
  */
 import * as net from 'node:net';
 import { afterEach, expect, it } from 'vitest';
@@ -32,6 +33,26 @@ it('reaches a node that started after earlier calls to it were refused', async (
     await waitFor('n1 to listen', () => listens(address), 10_000);
     const status = await client.status(address, 1_500);
     expect(status.role).not.toBe('leader'); // alone of three, it cannot win an election
+  } finally {
+    client.close();
+  }
+});
+
+it('finds the leader without waiting out a member that is down', async () => {
+  cluster = new ProcessCluster({ nodeCount: 3 });
+  await cluster.start();
+  const client = cluster.client();
+  try {
+    const leader = cluster.idOf(await client.findLeader(10_000));
+    await cluster.signal(cluster.members.find((m) => m.id !== leader)!.id, 'SIGKILL');
+    const took: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const started = Date.now();
+      expect(cluster.idOf(await client.findLeader(5_000))).toBe(leader);
+      took.push(Date.now() - started);
+    }
+    // One probe round has a 500 ms deadline: waiting it out for the dead node would take that long.
+    expect(took.sort((a, b) => a - b)[2]).toBeLessThan(250);
   } finally {
     client.close();
   }
