@@ -8,7 +8,7 @@ import { BrokerStateMachine } from '../src/broker/broker-state-machine.js';
 import { readMessageAt } from '../src/broker/core/entry-codec.js';
 import { RaftNodeClient, type CommittedEntry } from '../src/client/raft-node-client.js';
 import type { EntryKind } from '../src/raft/types.js';
-import { sleep } from './cluster.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface NodeAudit {
   readonly nodeId: string;

@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { sleepMs as sleep } from '../src/client/mq-connection.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { RaftNodeClient, type NodeStatus } from '../src/client/raft-node-client.js';
 import { LocalCluster, cliPath } from '../src/cli/local-cluster.js';
 import type { PowerFailReport } from '../src/commitlog/lazy-file-system.js';
@@ -134,4 +134,3 @@ export class JepsenCluster {
   }
 }
 
-export { sleep };

@@ -9,7 +9,8 @@ import { copyFile, open, readdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { History } from './history.js';
 import { bridgeGrudge, completeGrudge, majoritiesRingGrudge, oneWayGrudge, type Grudge } from './net.js';
-import { sleep, type JepsenCluster } from './cluster.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { JepsenCluster } from './cluster.js';
 import { parseSegmentFileName } from '../src/commitlog/record-codec.js';
 import type { Prng } from '../src/testing/prng.js';
 

@@ -15,7 +15,7 @@ import { Producer } from '../src/client/producer.js';
 import { PullConsumer } from '../src/client/pull-consumer.js';
 import type { ReceivedMessage } from '../src/client/messages.js';
 import type { History, Read } from './history.js';
-import { sleep } from './cluster.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface WorkloadConfig {
   readonly nameServers: readonly string[];

@@ -2,9 +2,10 @@
  * Admin (F20): topics and consumer groups on every broker group, offsets, the cluster view
  * from the NameServer, and leadership transfer. Operator calls go to each group's leader.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { loadProtoFile } from '../util/proto-files.js';
-import { MQClientError, MQConnection, sleepMs, type ConnectionOptions } from './mq-connection.js';
+import { MQClientError, MQConnection, type ConnectionOptions } from './mq-connection.js';
 import { RaftNodeClient } from './raft-node-client.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
@@ -97,7 +98,7 @@ export class Admin {
       if (Date.now() >= until) {
         throw new MQClientError('NOT_FOUND', only === undefined ? 'no broker group is registered with the NameServer' : `broker group ${only} is not registered with the NameServer`, true);
       }
-      await sleepMs(200);
+      await sleep(200);
     }
   }
 
@@ -118,7 +119,7 @@ export class Admin {
         if (result.leaderAddress !== '') hint = result.leaderAddress;
       }
       if (Date.now() >= until) throw new MQClientError('NO_LEADER', `broker group ${group} has no reachable leader`, true);
-      await sleepMs(100);
+      await sleep(100);
     }
   }
 
@@ -205,7 +206,7 @@ export class Admin {
         const leader = await raft.findLeader();
         const status = await raft.status(leader);
         if (status.nodeId === to) return { term: status.term };
-        await sleepMs(50);
+        await sleep(50);
       }
       throw new MQClientError('TIMEOUT', `${to} did not take over within 5 s`, true);
     } finally {

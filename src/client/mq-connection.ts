@@ -4,6 +4,7 @@
  * and errors that say whether the outcome is definite or unknown.
  */
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { clientChannelOptions, leaderHeader, MessagingClient, noForwardHeader, outcomeHeader, queueSelectedHeader } from '../util/rocketmq-v2.js';
@@ -55,7 +56,6 @@ export function newClientId(): string {
 }
 
 const routeRefreshMs = 30_000;
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class MQConnection {
   readonly clientId: string;
@@ -273,4 +273,3 @@ export function statusError(what: string, status: { code?: string; message?: str
   return new MQClientError(status.code ?? 'UNKNOWN', `${what}: ${status.message ?? status.code}`, !isUnknownOutcome(status));
 }
 
-export const sleepMs = sleep;

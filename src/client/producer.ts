@@ -8,7 +8,8 @@
  * retry after a lost answer does not store a message twice. An error is `definite` only when
  * no attempt can have stored the message.
  */
-import { MQClientError, MQConnection, sleepMs, statusError, type ConnectionOptions, type GroupRoute, type TopicRoute } from './mq-connection.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MQClientError, MQConnection, statusError, type ConnectionOptions, type GroupRoute, type TopicRoute } from './mq-connection.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -124,7 +125,7 @@ export class Producer {
         if (!failure.definite) unknownCause ??= failure;
         if (!retryable(failure.code)) break;
         this.avoidUntil.set(target.group, Date.now() + this.faultAvoidanceMs);
-        if (failure.code === 'TOO_MANY_REQUESTS') await sleepMs(50 * (attempt + 1));
+        if (failure.code === 'TOO_MANY_REQUESTS') await sleep(50 * (attempt + 1));
       }
     }
     const final = lastError ?? new MQClientError('TIMEOUT', `send timed out after ${this.sendTimeoutMs} ms`, unknownCause === undefined);

@@ -8,8 +8,9 @@
  * `poll()` hands messages to the application and counts them consumed (at-least-once: what
  * was polled but not processed before a crash is read again by the next owner).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fromV2, type ReceivedMessage } from './messages.js';
-import { MQClientError, MQConnection, sleepMs, statusError, type ConnectionOptions } from './mq-connection.js';
+import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
 import * as grpc from '@grpc/grpc-js';
 import { rebalanceHeader } from '../util/rocketmq-v2.js';
 
@@ -277,7 +278,7 @@ export class PullConsumer {
     const longPollMs = this.options.longPollMs ?? 5_000;
     while (this.running && !q.dropped) {
       if (q.buffer.length >= bufferMax) {
-        await sleepMs(20);
+        await sleep(20);
         continue;
       }
       const generation = q.generation;
@@ -296,7 +297,7 @@ export class PullConsumer {
         else if (messages.length > 0) q.nextPullOffset = (messages[messages.length - 1] as ReceivedMessage).offset + 1;
         if (messages.length > 0) this.onArrival();
       } catch {
-        await sleepMs(200);
+        await sleep(200);
       }
     }
   }

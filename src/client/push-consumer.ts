@@ -5,8 +5,9 @@
  * redelivers what was not finished. A message whose listener keeps failing is retried with a
  * growing delay and, after `maxReconsumeTimes`, sent to the group's %DLQ% topic.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReceivedMessage } from './messages.js';
-import { sleepMs, statusError } from './mq-connection.js';
+import { statusError } from './mq-connection.js';
 import { newMessageId } from './producer.js';
 import { PullConsumer, type ProcessQueue, type PullConsumerOptions } from './pull-consumer.js';
 
@@ -104,7 +105,7 @@ export class PushConsumer extends PullConsumer {
         break;
       }
       if (this.stopped) return; // unfinished: its offset stays uncommitted, so it is redelivered
-      await sleepMs(Math.min((this.pushOptions.retryDelayMs ?? 1_000) * attempt, 60_000));
+      await sleep(Math.min((this.pushOptions.retryDelayMs ?? 1_000) * attempt, 60_000));
     }
     this.queueOf(message)?.inProgress.delete(message.offset);
   }
@@ -125,7 +126,7 @@ export class PushConsumer extends PullConsumer {
         throw statusError('dead-letter', response.status);
       } catch (error) {
         if (attempt >= 5 || this.stopped) throw error;
-        await sleepMs(500);
+        await sleep(500);
       }
     }
   }
