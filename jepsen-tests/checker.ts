@@ -231,9 +231,8 @@ export function check(input: CheckInput): CheckResult {
     const interrupted = windows.some((other) => other !== window && other.stopNs > window.stopNs && other.startNs < recoveredAt);
     return { fault: window.kind, healAtS: window.stopNs / 1e9, recoveryMs: first === undefined ? null : (first.op.time - window.stopNs) / 1e6, interrupted };
   });
-  const lastHealNs = Math.max(-1, ...windows.map((w) => w.stopNs));
-  const firstAfterLastHeal = lastHealNs < 0 ? undefined : acks.find((c) => c.invokeNs >= lastHealNs);
-  const finalRecoveryMs = firstAfterLastHeal === undefined ? null : (firstAfterLastHeal.op.time - lastHealNs) / 1e6;
+  const lastRecovery = recoveries.reduce<Recovery | undefined>((last, r) => (last === undefined || r.healAtS > last.healAtS ? r : last), undefined);
+  const finalRecoveryMs = lastRecovery?.recoveryMs ?? null;
   const measured = recoveries.filter((r) => !r.interrupted).map((r) => r.recoveryMs).filter((ms): ms is number => ms !== null);
   const failovers = windows.filter((w) => (w.value as EffectValue | undefined)?.targetsLeader === true).map((window) => {
     const first = acks.find((c) => c.op.time <= window.stopNs && c.invokeNs >= window.startNs);
@@ -260,7 +259,7 @@ export function check(input: CheckInput): CheckResult {
     must(slow.length, `faults aimed at the leader without an acknowledged write within ${bound} ms (${slow.map((f) => `${f.fault} at ${f.startS.toFixed(1)} s`).join(', ')})`);
   }
   const finalBound = input.finalHealBoundMs;
-  if (finalBound !== undefined && lastHealNs >= 0 && (finalRecoveryMs === null || finalRecoveryMs > finalBound)) {
+  if (finalBound !== undefined && lastRecovery !== undefined && (finalRecoveryMs === null || finalRecoveryMs > finalBound)) {
     reasons.push(`liveness: no enqueue acknowledged within ${finalBound} ms of the last heal (${finalRecoveryMs === null ? 'none at all' : `first after ${finalRecoveryMs.toFixed(0)} ms`})`);
   }
   let verdict: CheckResult['verdict'] = reasons.length > 0 ? 'fail' : 'pass';

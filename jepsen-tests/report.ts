@@ -87,16 +87,21 @@ function throughputChart(ops: readonly Op[], windows: readonly FaultWindow[], co
   return `<svg width="${width}" height="${height + 30}" xmlns="http://www.w3.org/2000/svg">${timeAxis(axis, top, height)}${grid}${faultBands(windows, colours, axis, top, height)}${line(series.ok, '#4c78a8')}${line(series.read, '#54a24b')}${line(series.info, '#f58518')}${line(series.fail, '#e45756')}</svg>`;
 }
 
-/**
- * Per queue and per second: how many acknowledged values had not yet been read by any reader
- * at the end of that second (Jepsen's "unseen"). It must fall to 0 in the drain.
- */
-export function unseenOverTime(ops: readonly Op[]): { queues: number[]; perQueue: Map<number, number[]> } {
+/** When each value was first read by any reader. */
+function firstReads(ops: readonly Op[]): Map<string, number> {
   const firstReadNs = new Map<string, number>();
   for (const op of ops) {
     if (!readFunctions.has(op.f) || op.type !== 'ok' || op.reads === undefined) continue;
     for (const [, , value] of op.reads as Read[]) if (!firstReadNs.has(value)) firstReadNs.set(value, op.time);
   }
+  return firstReadNs;
+}
+
+/**
+ * Per queue and per second: how many acknowledged values had not yet been read by any reader
+ * at the end of that second (Jepsen's "unseen"). It must fall to 0 in the drain.
+ */
+export function unseenOverTime(ops: readonly Op[], firstReadNs: ReadonlyMap<string, number> = firstReads(ops)): { queues: number[]; perQueue: Map<number, number[]> } {
   const seconds = Math.floor((ops[ops.length - 1]?.time ?? 0) / 1e9) + 1;
   const change = new Map<number, number[]>();
   for (const op of ops) {
@@ -117,10 +122,10 @@ export function unseenOverTime(ops: readonly Op[]): { queues: number[]; perQueue
   return { queues: [...perQueue.keys()].sort((a, b) => a - b), perQueue };
 }
 
-function unseenChart(ops: readonly Op[], windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
+function unseenChart(ops: readonly Op[], firstReadNs: ReadonlyMap<string, number>, windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
   const height = 140;
   const top = 10;
-  const { queues, perQueue } = unseenOverTime(ops);
+  const { queues, perQueue } = unseenOverTime(ops, firstReadNs);
   const max = Math.max(10, ...queues.flatMap((q) => perQueue.get(q) as number[]));
   const y = (v: number): number => top + height - (v / max) * height;
   const lines = queues.map((q, i) => `<polyline fill="none" stroke="${palette[(i + 1) % palette.length]}" stroke-width="1.5" points="${(perQueue.get(q) as number[]).map((v, s) => `${axis.x((s + 1) * 1e9).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"><title>queue ${q}</title></polyline>`).join('');
@@ -137,11 +142,9 @@ function spread(value: string): number {
 }
 
 /** Every acknowledged send by queue lane and every unknown one in its own lane, placed by completion time, coloured by outcome. */
-function lostPlot(ops: readonly Op[], check: CheckResult, windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
+function lostPlot(ops: readonly Op[], read: ReadonlyMap<string, number>, check: CheckResult, windows: readonly FaultWindow[], colours: Map<string, string>, axis: Axis): string {
   const lostColour = { prefix: '#e45756', middle: '#7b1fa2', postfix: '#c62828' } as const;
   const lostWhere = new Map(check.lostValues.map((l) => [l.value, l.where]));
-  const read = new Set<string>();
-  for (const op of ops) if (readFunctions.has(op.f) && op.type === 'ok' && op.reads !== undefined) for (const [, , value] of op.reads as Read[]) read.add(value);
   const completed = ops.filter((op) => op.f === 'enqueue' && (op.type === 'ok' || op.type === 'info'));
   const queues = [...new Set(completed.filter((op) => op.type === 'ok').map((op) => op.queue as number))].sort((a, b) => a - b);
   const row = 22;
@@ -209,6 +212,7 @@ export function renderReport(input: { run: RunResult; ops: readonly Op[]; sample
   const endNs = Math.max(ops[ops.length - 1]?.time ?? 1, samples[samples.length - 1]?.timeNs ?? 1);
   const axis: Axis = { x: (ns) => left + (ns / endNs) * plotWidth, endS: endNs / 1e9 };
   const windows = faultWindows(ops, endNs);
+  const firstReadNs = firstReads(ops);
   const colours = kindColours(windows);
   const legend = [...colours].map(([kind, colour]) => `<span class="key" style="background:${colour}33;border-color:${colour}">${escape(kind)}</span>`).join(' ');
   const verdictColour = c.verdict === 'pass' ? '#2e7d32' : c.verdict === 'fail' ? '#c62828' : '#ef6c00';
@@ -244,8 +248,8 @@ ${table([['run', run.runDir], ['commit', input.commit], ['seed', run.config.seed
 <div class="cols"><div><h2>Anomalies</h2>${table(anomalies)}</div><div><h2>Operations</h2>${table(stats)}</div><div><h2>Did the faults bite?</h2>${table(effects)}</div></div>
 <h2>Enqueue latency over time</h2><p>blue ok, orange unknown (info), red failed; shaded: ${legend}</p>${latencyChart(ops, windows, colours, axis)}
 <h2>Throughput (per second)</h2><p>blue acknowledged enqueues, green messages read by the consumer group (the drain is left out: it would dwarf the rest), orange unknown, red failed</p>${throughputChart(ops, windows, colours, axis)}
-<h2>Unseen over time</h2><p>acknowledged values not yet read by any reader, per queue, at the end of each second; it must fall to 0 in the drain</p>${unseenChart(ops, windows, colours, axis)}
-<h2>Lost plot</h2><p>every completed send by the time it completed: blue bands acknowledged and read (darker = more per second), red lost before what was read of its producer (prefix), purple lost in the middle, dark red lost after it (postfix); in the unknown lane grey was read after all, orange never</p>${lostPlot(ops, c, windows, colours, axis)}
+<h2>Unseen over time</h2><p>acknowledged values not yet read by any reader, per queue, at the end of each second; it must fall to 0 in the drain</p>${unseenChart(ops, firstReadNs, windows, colours, axis)}
+<h2>Lost plot</h2><p>every completed send by the time it completed: blue bands acknowledged and read (darker = more per second), red lost before what was read of its producer (prefix), purple lost in the middle, dark red lost after it (postfix); in the unknown lane grey was read after all, orange never</p>${lostPlot(ops, firstReadNs, c, windows, colours, axis)}
 <h2>Leader / term timeline</h2><p>green leader (label = term), light blue follower, orange candidate, grey unreachable (paused or cut off from the harness), red process down</p>${leaderTimeline(samples, windows, colours, axis)}
 <h2>Recovery after each fault</h2><table><tr><th>fault</th><th>healed at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${recoveries}</table>
 <h2>Failover during faults aimed at the leader</h2><table><tr><th>fault</th><th>started at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${c.failovers.map((f) => `<tr><td>${escape(f.fault)}</td><td>${f.startS.toFixed(1)}</td><td>${f.failoverMs === null ? 'none during the fault' : f.failoverMs.toFixed(0)}</td></tr>`).join('')}</table>
