@@ -1,6 +1,6 @@
+import * as path from 'node:path';
 import { CommitLog } from '../commitlog/commit-log.js';
 import { parseSegmentFileName } from '../commitlog/record-codec.js';
-import * as path from 'node:path';
 import { InvariantViolation } from '../util/assert.js';
 import type { ProposalError } from '../raft/node/errors.js';
 import { silentLogger, type Clock, type Disposable, type StableStore } from '../raft/node/ports.js';
