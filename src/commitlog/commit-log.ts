@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import { assert } from '../util/assert.js';
 import { TermRuns } from '../raft/term-runs.js';
 import { EntryKind, type Entry, type LogIndex, type Term } from '../raft/types.js';
+import type { LogSegmentInfo, LogStore } from '../raft/node/ports.js';
 import type { FileHandle, FileSystem } from './file-system.js';
 import { CorruptLogError, LogFailedError } from './errors.js';
 import {
@@ -25,7 +26,18 @@ export interface RecoveryReport {
   readonly lastIndex: LogIndex;
   readonly tornTail: { readonly file: string; readonly offset: number; readonly bytesDropped: number; readonly reason: string } | undefined;
   readonly removedTornSegment: string | undefined;
+  /** A `resetTo` interrupted by a crash, finished by this recovery: the log now starts at `firstIndex`. */
+  readonly completedReset: { readonly firstIndex: LogIndex; readonly prevTerm: Term } | undefined;
 }
+
+/**
+ * The intent record of `resetTo`, written atomically before any segment is removed and
+ * removed once the new empty segment is durable. While it exists the log directory may hold
+ * any mix of old segments and the new one; recovery finishes the reset from it, so a crash
+ * anywhere in `resetTo` reopens as either the old log or the new empty log. Its content is a
+ * segment header (first index and prevTerm of the new segment, checksummed).
+ */
+const resetMarkerFileName = 'reset.pending';
 
 export interface CommitLogStats {
   appendCalls: number;
@@ -57,9 +69,9 @@ const segmentLastIndex = (segment: Segment): LogIndex => segment.firstIndex + se
  * Reads take an explicit upper bound: Raft passes its last index, the broker its commit index,
  * so nobody but Raft ever sees an uncommitted tail.
  */
-export class CommitLog {
+export class CommitLog implements LogStore {
   readonly stats: CommitLogStats = { appendCalls: 0, entriesAppended: 0, bytesWritten: 0, fsyncs: 0 };
-  private readonly segments: Segment[] = [];
+  private readonly segmentList: Segment[] = [];
   private readonly termRuns: TermRuns;
   private readonly segmentBytesMax: number;
   private readonly cacheBytesMax: number;
@@ -83,9 +95,10 @@ export class CommitLog {
   /** Opens (creating if needed) the log in `dir` and recovers it. */
   static async open(options: CommitLogOptions): Promise<{ log: CommitLog; report: RecoveryReport }> {
     await options.fs.mkdirp(options.dir);
-    const recovery = await recoverSegments(options.fs, options.dir);
+    const completedReset = await finishInterruptedReset(options.fs, options.dir);
+    const recovery = await recoverSegments(options.fs, options.dir, completedReset);
     const log = new CommitLog(options.fs, options.dir, options, recovery.termRuns);
-    log.segments.push(...recovery.segments);
+    log.segmentList.push(...recovery.segments);
     log.configIndexList = recovery.configIndexes;
     return { log, report: recovery.report };
   }
@@ -109,6 +122,16 @@ export class CommitLog {
 
   /** The `[startIndex, term]` runs of the log, for building the Raft core's view. */
   runs(): Array<readonly [LogIndex, Term]> { return this.termRuns.runs(); }
+
+  /** The segment files, oldest first (from memory, no I/O); `bytes` includes the header. */
+  segments(): readonly LogSegmentInfo[] {
+    return this.segmentList.map((segment) => ({
+      fileName: segment.fileName,
+      firstIndex: segment.firstIndex,
+      lastIndex: segmentLastIndex(segment),
+      bytes: segment.endPosition,
+    }));
+  }
 
   /**
    * Appends contiguous entries after `lastIndex` with one write per segment touched and,
@@ -178,13 +201,13 @@ export class CommitLog {
     if (fromIndex > this.lastIndex) return;
     await this.exclusive(async () => {
       let removedFiles = false;
-      while (this.segments.length > 1 && (this.segments[this.segments.length - 1] as Segment).firstIndex >= fromIndex) {
-        const doomed = this.segments.pop() as Segment;
+      while (this.segmentList.length > 1 && (this.segmentList[this.segmentList.length - 1] as Segment).firstIndex >= fromIndex) {
+        const doomed = this.segmentList.pop() as Segment;
         await doomed.handle.close();
         await this.fs.remove(path.join(this.dir, doomed.fileName));
         removedFiles = true;
       }
-      const segment = this.segments[this.segments.length - 1] as Segment;
+      const segment = this.segmentList[this.segmentList.length - 1] as Segment;
       const keep = Math.max(0, fromIndex - segment.firstIndex);
       const cut = keep < segment.positions.length ? (segment.positions[keep] as number) : segment.endPosition;
       segment.positions.length = keep;
@@ -210,15 +233,15 @@ export class CommitLog {
   async deletePrefix(throughIndex: LogIndex): Promise<LogIndex> {
     await this.exclusive(async () => {
       let removed = false;
-      while (this.segments.length > 1 && segmentLastIndex(this.segments[0] as Segment) <= throughIndex) {
-        const doomed = this.segments.shift() as Segment;
+      while (this.segmentList.length > 1 && segmentLastIndex(this.segmentList[0] as Segment) <= throughIndex) {
+        const doomed = this.segmentList.shift() as Segment;
         await doomed.handle.close();
         await this.fs.remove(path.join(this.dir, doomed.fileName));
         removed = true;
       }
       if (!removed) return;
       await this.fs.syncDir(this.dir);
-      const newFirst = (this.segments[0] as Segment).firstIndex;
+      const newFirst = (this.segmentList[0] as Segment).firstIndex;
       this.termRuns.compactThrough(newFirst - 1);
       // Retention of config entries needs snapshot metadata (F16, with InstallSnapshot).
       this.configIndexList = this.configIndexList.filter((index) => index >= newFirst);
@@ -227,13 +250,55 @@ export class CommitLog {
     return this.firstIndex;
   }
 
+  /**
+   * Discards every entry and leaves an empty log continuing after a snapshot at
+   * (`index`, `term`): firstIndex = index + 1, termAt(index) = term. `index` may lie before,
+   * inside or after the current log. Durable when this returns.
+   *
+   * Crash safety: an intent record (`reset.pending`) is written atomically first; then every
+   * old segment is removed, the new empty segment (header only, named index + 1) is written
+   * and synced, and the record is removed. Recovery that finds the record finishes the reset,
+   * so a crash at any step reopens as the old log (record not yet durable) or the new empty
+   * log, never as a partial or non-contiguous set of segments.
+   */
+  async resetTo(index: LogIndex, term: Term): Promise<void> {
+    assert(Number.isSafeInteger(index) && index >= 0, `resetTo: bad index ${index}`);
+    assert(Number.isSafeInteger(term) && term >= 0, `resetTo: bad term ${term}`);
+    await this.exclusive(async () => {
+      const header = { firstIndex: index + 1, prevTerm: term };
+      await this.fs.writeFileAtomic(path.join(this.dir, resetMarkerFileName), encodeSegmentHeader(header));
+      this.stats.fsyncs += 2;
+      // Newest first, so the in-memory list stays a contiguous prefix if an I/O error stops us.
+      while (this.segmentList.length > 0) {
+        const doomed = this.segmentList.pop() as Segment;
+        await doomed.handle.close();
+        await this.fs.remove(path.join(this.dir, doomed.fileName));
+      }
+      // The removals must be durable before a file of the same name can be created again.
+      await this.fs.syncDir(this.dir);
+      this.stats.fsyncs++;
+      const segment = await createEmptySegment(this.fs, this.dir, header);
+      this.stats.fsyncs += 2;
+      await this.fs.remove(path.join(this.dir, resetMarkerFileName));
+      await this.fs.syncDir(this.dir);
+      this.stats.fsyncs++;
+      this.segmentList.push(segment);
+      this.termRuns.resetAfter(index, term);
+      this.configIndexList = [];
+      this.cache = [];
+      this.cacheBytes = 0;
+      this.cacheFirstIndex = index + 1;
+      assert(this.firstIndex === index + 1 && this.lastIndex === index && this.termAt(index) === term, 'resetTo: state after reset');
+    });
+  }
+
   async close(): Promise<void> {
-    const segments = this.segments.splice(0);
+    const segments = this.segmentList.splice(0);
     for (const segment of segments) await segment.handle.close();
   }
 
   private async segmentForAppend(entry: Entry): Promise<Segment> {
-    const last = this.segments[this.segments.length - 1];
+    const last = this.segmentList[this.segmentList.length - 1];
     const needed = recordBytes(entry.payload.length);
     if (last !== undefined && (last.positions.length === 0 || last.endPosition + needed <= this.segmentBytesMax)) {
       return last;
@@ -244,15 +309,9 @@ export class CommitLog {
       this.stats.fsyncs++;
       last.dirty = false;
     }
-    const fileName = segmentFileName(entry.index);
-    const handle = await this.fs.open(path.join(this.dir, fileName), { create: true });
-    await handle.truncate(0);
-    await handle.write(encodeSegmentHeader({ firstIndex: entry.index, prevTerm: this.lastTerm }), 0);
-    await handle.datasync();
-    await this.fs.syncDir(this.dir);
+    const segment = await createEmptySegment(this.fs, this.dir, { firstIndex: entry.index, prevTerm: this.lastTerm });
     this.stats.fsyncs += 2;
-    const segment: Segment = { fileName, handle, firstIndex: entry.index, prevTerm: this.lastTerm, positions: [], endPosition: segmentHeaderBytes, dirty: false };
-    this.segments.push(segment);
+    this.segmentList.push(segment);
     return segment;
   }
 
@@ -317,19 +376,19 @@ export class CommitLog {
 
   private segmentContaining(index: LogIndex): Segment {
     let low = 0;
-    let high = this.segments.length - 1;
+    let high = this.segmentList.length - 1;
     while (low < high) {
       const mid = (low + high + 1) >> 1;
-      if ((this.segments[mid] as Segment).firstIndex <= index) low = mid;
+      if ((this.segmentList[mid] as Segment).firstIndex <= index) low = mid;
       else high = mid - 1;
     }
-    const segment = this.segments[low] as Segment;
+    const segment = this.segmentList[low] as Segment;
     assert(index >= segment.firstIndex && index <= segmentLastIndex(segment), `no segment holds index ${index}`);
     return segment;
   }
 
   private async syncDirtySegments(): Promise<void> {
-    for (const segment of this.segments) {
+    for (const segment of this.segmentList) {
       if (!segment.dirty) continue;
       await segment.handle.datasync();
       this.stats.fsyncs++;
@@ -393,6 +452,40 @@ export class CommitLog {
   }
 }
 
+/** Creates a header-only segment, durable (file datasync and directory sync) on return. */
+async function createEmptySegment(fs: FileSystem, dir: string, header: { firstIndex: LogIndex; prevTerm: Term }): Promise<Segment> {
+  const fileName = segmentFileName(header.firstIndex);
+  const handle = await fs.open(path.join(dir, fileName), { create: true });
+  await handle.truncate(0);
+  await handle.write(encodeSegmentHeader(header), 0);
+  await handle.datasync();
+  await fs.syncDir(dir);
+  return { fileName, handle, firstIndex: header.firstIndex, prevTerm: header.prevTerm, positions: [], endPosition: segmentHeaderBytes, dirty: false };
+}
+
+/**
+ * Finishes a `resetTo` that a crash interrupted (its intent record is still there): removes
+ * every segment, whatever mix of old and new ones survived, and writes the empty segment
+ * again. Idempotent, so a crash during this repeats it on the next open.
+ */
+async function finishInterruptedReset(fs: FileSystem, dir: string): Promise<RecoveryReport['completedReset']> {
+  const markerPath = path.join(dir, resetMarkerFileName);
+  const marker = await fs.readFile(markerPath);
+  if (marker === undefined) return undefined;
+  const header = marker.length === segmentHeaderBytes ? decodeSegmentHeader(marker) : undefined;
+  // Written atomically, so a damaged record is damage to durable data, not a torn write.
+  if (header === undefined) throw new CorruptLogError(resetMarkerFileName, 0, 'bad reset record');
+  for (const name of await fs.list(dir)) {
+    if (parseSegmentFileName(name) !== undefined) await fs.remove(path.join(dir, name));
+  }
+  await fs.syncDir(dir);
+  const segment = await createEmptySegment(fs, dir, header);
+  await segment.handle.close();
+  await fs.remove(markerPath);
+  await fs.syncDir(dir);
+  return { firstIndex: header.firstIndex, prevTerm: header.prevTerm };
+}
+
 interface Recovered {
   readonly segments: Segment[];
   readonly configIndexes: LogIndex[];
@@ -404,7 +497,7 @@ interface Recovered {
  * Scans every segment. A bad or short record is a torn tail only in the last segment and
  * only when no valid record follows it; anywhere else it is corruption of durable data.
  */
-async function recoverSegments(fs: FileSystem, dir: string): Promise<Recovered> {
+async function recoverSegments(fs: FileSystem, dir: string, completedReset: RecoveryReport['completedReset']): Promise<Recovered> {
   const names = (await fs.list(dir))
     .map((name) => ({ name, firstIndex: parseSegmentFileName(name) }))
     .filter((file): file is { name: string; firstIndex: number } => file.firstIndex !== undefined)
@@ -463,7 +556,7 @@ async function recoverSegments(fs: FileSystem, dir: string): Promise<Recovered> 
     segment.endPosition = offset;
     segments.push(segment);
   }
-  const report: RecoveryReport = { segmentCount: segments.length, firstIndex: termRuns.firstIndex, lastIndex: termRuns.lastIndex, tornTail, removedTornSegment };
+  const report: RecoveryReport = { segmentCount: segments.length, firstIndex: termRuns.firstIndex, lastIndex: termRuns.lastIndex, tornTail, removedTornSegment, completedReset };
   return { segments, configIndexes, termRuns, report };
 }
 
