@@ -7,6 +7,7 @@
  * entry of its own term, so they include everything any earlier leader acknowledged.
  */
 import type { ProposalError } from '../raft/node/errors.js';
+import type { Disposable, ServiceClock } from '../util/clock.js';
 import { BrokerError } from './errors.js';
 import type { ApplyResult, BrokerStateMachine } from './broker-state-machine.js';
 import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } from './core/broker-state.js';
@@ -106,7 +107,7 @@ export class BrokerService {
   private readonly payloadCache = new Map<number, Uint8Array>();
   private payloadCacheBytes = 0;
   private readonly changeWaiters = new Map<() => void, string>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Disposable | undefined;
   private closed = false;
 
   constructor(
@@ -114,6 +115,8 @@ export class BrokerService {
     private readonly raft: RaftPort,
     private readonly machine: BrokerStateMachine,
     private readonly log: LogReader,
+    /** The only way in to time and timers, so the simulator can run this service. */
+    private readonly clock: ServiceClock,
   ) {
     machine.onApplied((topics) => {
       for (const [wake, topic] of [...this.changeWaiters]) if (topics.has(topic) || topics.has('*') || topic === '*') wake();
@@ -126,13 +129,12 @@ export class BrokerService {
 
   /** Starts the leader-only services. */
   start(intervalMs = 2_000): void {
-    this.timer = setInterval(() => { this.runLeaderServices().catch(() => undefined); }, intervalMs);
-    this.timer.unref();
+    this.timer = this.clock.every(intervalMs, () => { this.runLeaderServices().catch(() => undefined); });
   }
 
   close(): void {
     this.closed = true;
-    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer?.dispose();
     for (const wake of [...this.changeWaiters.keys()]) wake();
     for (const send of this.queued.splice(0)) send.reject(new BrokerError('HA_NOT_AVAILABLE', 'broker is shutting down'));
   }
@@ -144,17 +146,17 @@ export class BrokerService {
     if (clientId === '') return;
     let record = this.clients.get(clientId);
     if (record === undefined) {
-      record = { lastSeenMs: Date.now(), groups: new Set(), kind };
+      record = { lastSeenMs: this.clock.nowMs(), groups: new Set(), kind };
       this.clients.set(clientId, record);
     }
-    record.lastSeenMs = Date.now();
+    record.lastSeenMs = this.clock.nowMs();
     if (kind !== '') record.kind = kind;
     if (group !== undefined && group !== '') record.groups.add(group);
   }
 
   isClientAlive(clientId: string): boolean {
     const record = this.clients.get(clientId);
-    return record !== undefined && Date.now() - record.lastSeenMs < this.options.clientExpiryMs;
+    return record !== undefined && this.clock.nowMs() - record.lastSeenMs < this.options.clientExpiryMs;
   }
 
   /** The client said goodbye: forget it and make its auto-renewed deliveries visible again. */
@@ -165,7 +167,7 @@ export class BrokerService {
 
   /** Live members of a consumer group, sorted (the input of rebalancing). */
   groupMembers(group: string): string[] {
-    const now = Date.now();
+    const now = this.clock.nowMs();
     return [...this.clients].filter(([, r]) => r.groups.has(group) && now - r.lastSeenMs < this.options.clientExpiryMs).map(([id]) => id).sort();
   }
 
@@ -251,7 +253,7 @@ export class BrokerService {
       this.queued.push({ message, bytes: message.body.byteLength + 256, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
-        setImmediate(() => this.flushSends());
+        this.clock.soon(() => this.flushSends());
       }
     })));
   }
@@ -287,7 +289,7 @@ export class BrokerService {
 
   private proposeBatch(batch: QueuedSend[]): void {
     const expected = this.machine.expect();
-    const payload = encodeMessages({ nonce: this.machine.nonce, sequence: expected.sequence, timeMs: Date.now() }, batch.map((s) => s.message));
+    const payload = encodeMessages({ nonce: this.machine.nonce, sequence: expected.sequence, timeMs: this.clock.wallNowMs() }, batch.map((s) => s.message));
     this.raft.propose(payload).then(
       () => expected.result,
       (error: ProposalError) => {
@@ -321,20 +323,20 @@ export class BrokerService {
     const topic = this.requireTopic(request.topic);
     if ((topic.perm & permRead) === 0) throw new BrokerError('FORBIDDEN', `topic ${topic.name} is not readable`);
     const invisibleMs = request.autoRenew ? this.options.autoRenewInvisibleMs : request.invisibleMs;
-    const pollUntil = Date.now() + request.pollMs;
+    const pollUntil = this.clock.nowMs() + request.pollMs;
     for (;;) {
       await this.awaitReadReady();
-      if (this.state.mayDeliver(request.group, request.topic, request.queueId, Date.now())) {
+      if (this.state.mayDeliver(request.group, request.topic, request.queueId, this.clock.wallNowMs())) {
         const outcome = await this.command({
           op: 'receive', group: request.group, topic: request.topic, queueId: request.queueId, tags: filterToJson(request.filter),
           batch: request.batch, invisibleMs, autoRenew: request.autoRenew, clientId: request.clientId,
         });
         if (outcome.kind === 'received' && outcome.deliveries.length > 0) return this.readDeliveries(outcome.deliveries);
       }
-      const remaining = pollUntil - Date.now();
+      const remaining = pollUntil - this.clock.nowMs();
       if (remaining <= 0 || this.closed) return [];
       const nextDeadline = this.state.nextDeadline(request.group, request.topic);
-      const wait = Math.min(remaining, 1_000, nextDeadline === undefined ? Infinity : Math.max(nextDeadline - Date.now() + 5, 5));
+      const wait = Math.min(remaining, 1_000, nextDeadline === undefined ? Infinity : Math.max(nextDeadline - this.clock.wallNowMs() + 5, 5));
       await this.waitForChange(request.topic, wait);
     }
   }
@@ -390,7 +392,7 @@ export class BrokerService {
     const queue = this.state.queue(request.topic, request.queueId);
     if (queue === undefined || request.queueId >= topic.readQueues) throw new BrokerError('BAD_REQUEST', `topic ${topic.name} has no readable queue ${request.queueId}`);
     if (!Number.isSafeInteger(request.offset) || request.offset < 0) throw new BrokerError('ILLEGAL_OFFSET', `offset ${request.offset} is not a non-negative integer`);
-    const pollUntil = Date.now() + request.pollMs;
+    const pollUntil = this.clock.nowMs() + request.pollMs;
     for (;;) {
       await this.awaitReadReady();
       const messages: PulledMessage[] = [];
@@ -402,7 +404,7 @@ export class BrokerService {
         }
         offset++;
       }
-      const remaining = pollUntil - Date.now();
+      const remaining = pollUntil - this.clock.nowMs();
       if (messages.length > 0 || offset > request.offset || remaining <= 0 || this.closed) return { messages, nextOffset: offset };
       await this.waitForChange(request.topic, Math.min(remaining, 1_000));
     }
@@ -444,7 +446,7 @@ export class BrokerService {
     this.requireLeader();
     const expected = this.machine.expect();
     try {
-      await this.raft.propose(encodeCommand({ nonce: this.machine.nonce, sequence: expected.sequence, timeMs: Date.now() }, command));
+      await this.raft.propose(encodeCommand({ nonce: this.machine.nonce, sequence: expected.sequence, timeMs: this.clock.wallNowMs() }, command));
     } catch (error) {
       expected.cancel();
       throw this.proposalFailure(error as ProposalError);
@@ -465,11 +467,11 @@ export class BrokerService {
 
   /** A leader serves reads once it has applied an entry of its own term (its no-op). */
   private async awaitReadReady(): Promise<void> {
-    const until = Date.now() + this.options.readReadyWaitMs;
+    const until = this.clock.nowMs() + this.options.readReadyWaitMs;
     for (;;) {
       this.requireLeader();
       if (this.machine.lastAppliedTerm === this.raft.term) return;
-      if (Date.now() >= until) throw new BrokerError('HA_NOT_AVAILABLE', 'the new leader has not applied its first entry yet');
+      if (this.clock.nowMs() >= until) throw new BrokerError('HA_NOT_AVAILABLE', 'the new leader has not applied its first entry yet');
       await this.waitForChange('*', 20);
     }
   }
@@ -478,11 +480,11 @@ export class BrokerService {
   private waitForChange(topic: string, ms: number): Promise<void> {
     return new Promise((resolve) => {
       const done = (): void => {
-        clearTimeout(timer);
+        timer.dispose();
         this.changeWaiters.delete(done);
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = this.clock.after(ms, done);
       this.changeWaiters.set(done, topic);
     });
   }
@@ -511,9 +513,9 @@ export class BrokerService {
 
   private async runLeaderServices(): Promise<void> {
     if (this.closed || this.raft.role !== 'leader' || this.machine.lastAppliedTerm !== this.raft.term) return;
-    const now = Date.now();
+    const now = this.clock.nowMs();
     for (const [id, record] of this.clients) if (now - record.lastSeenMs > 4 * this.options.clientExpiryMs) this.clients.delete(id);
-    const due = this.state.renewalsDue(now + this.options.autoRenewInvisibleMs / 3, (id) => this.isClientAlive(id));
+    const due = this.state.renewalsDue(this.clock.wallNowMs() + this.options.autoRenewInvisibleMs / 3, (id) => this.isClientAlive(id));
     for (let i = 0; i < due.length; i += 1000) {
       await this.command({ op: 'renew', items: due.slice(i, i + 1000), invisibleMs: this.options.autoRenewInvisibleMs });
     }

@@ -9,6 +9,7 @@ import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions }
 import { BrokerStateMachine } from '../broker/broker-state-machine.js';
 import { BrokerError } from '../broker/errors.js';
 import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '../broker/core/names.js';
+import { systemClock } from '../util/clock.js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import { Forwarder } from './forwarder.js';
@@ -76,7 +77,7 @@ export class BrokerNode {
             if (entry === undefined) throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is missing (deleted by retention?)`);
             return entry.payload;
           },
-        });
+        }, systemClock);
         ref.service = service;
         const selfAddress = config.members.find((m) => m.id === config.nodeId)?.address ?? '';
         const messaging = brokerMessagingHandlers({

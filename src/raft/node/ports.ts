@@ -39,15 +39,8 @@ export interface StateMachine {
   apply(entries: readonly Entry[]): Promise<void>;
 }
 
-export interface Disposable {
-  dispose(): void;
-}
-
-/** Time, for the driver only (the core sees ticks). */
-export interface Clock {
-  nowMs(): number;
-  every(intervalMs: number, callback: () => void): Disposable;
-}
+/** Time, for the driver only (the core sees ticks); shared with the broker's service layer. */
+export type { Clock, Disposable } from '../../util/clock.js';
 
 export interface Logger {
   debug(fields: object, message: string): void;
