@@ -3,10 +3,15 @@
  * consumer offsets and the receive/ack/invisibility state of pop-style consumption. Pure and
  * deterministic: every node applies the same committed entries in the same order and reaches
  * the same state; time is the leader's timestamp in each entry, made monotone here.
+ *
+ * All of it goes into Raft snapshots (snapshot/restore; the format is in state-snapshot.ts),
+ * Map iteration orders included where they matter, so a restored node behaves like one that
+ * applied the whole log.
  */
 import { assert } from '../../util/assert.js';
 import { ConsumeQueue } from './consume-queue.js';
 import { filterFromJson, filterMatches, type TagFilter } from './filter.js';
+import { decodeBrokerState, encodeBrokerState, sha256Hex } from './state-snapshot.js';
 import type { MessageRouting } from './entry-codec.js';
 import {
   defaultGroupConfig, dlqTopicOf, permRead, permReadWrite, permWrite, type GroupConfig, type TopicConfig,
@@ -72,12 +77,15 @@ interface InFlight {
 
 /** Pop-style progress of one group on one queue: every offset below `next` is in flight or done. */
 class PopQueue {
-  /** Everything below is acknowledged (or filtered out, or dead-lettered). */
-  ackOffset = 0;
-  /** The next offset never handed out. */
-  next = 0;
-  readonly inFlight = new Map<number, InFlight>();
-  readonly done = new Set<number>();
+  constructor(
+    /** Everything below is acknowledged (or filtered out, or dead-lettered). */
+    public ackOffset = 0,
+    /** The next offset never handed out. */
+    public next = 0,
+    /** Iteration order is behaviour (renewalsDue, autoRenewClients): snapshots keep it. */
+    readonly inFlight = new Map<number, InFlight>(),
+    readonly done = new Set<number>(),
+  ) {}
 
   settle(offset: number): void {
     this.inFlight.delete(offset);
@@ -119,6 +127,9 @@ export const defaultBrokerStateLimits: BrokerStateLimits = { dedupWindowMs: 10 *
 
 const key = (...parts: (string | number)[]): string => parts.join('\u0000');
 
+/** localeCompare for people, code units to break its ties: listings never depend on Map order. */
+const byName = (a: string, b: string): number => a.localeCompare(b) || (a < b ? -1 : a > b ? 1 : 0);
+
 /** FNV-1a: a stable hash so that every node maps a message group to the same queue. */
 export function stableHash(text: string): number {
   let hash = 0x811c9dc5;
@@ -130,6 +141,8 @@ export function stableHash(text: string): number {
 }
 
 export class BrokerState {
+  // Every field below is in snapshot()/restore(). A new one needs a new snapshot format
+  // version in state-snapshot.ts (and the field list in state-snapshot.test.ts).
   private readonly topics = new Map<string, TopicState>();
   private readonly groups = new Map<string, GroupConfig>();
   private readonly popQueues = new Map<string, PopQueue>();
@@ -142,6 +155,36 @@ export class BrokerState {
   private clockMs = 0;
 
   constructor(private readonly limits: BrokerStateLimits = defaultBrokerStateLimits) {}
+
+  /** The whole state as deterministic bytes (format: state-snapshot.ts); equal states give equal bytes. */
+  snapshot(): Uint8Array {
+    return encodeBrokerState({
+      clockMs: this.clockMs, tagNames: this.tagNames, topics: this.topics, groups: this.groups, popQueues: this.popQueues,
+      receiveCursor: this.receiveCursor, offsets: this.offsets, dedup: this.dedup,
+    });
+  }
+
+  /** A state equal to the one that took the snapshot; throws SnapshotFormatError on bytes it cannot read. */
+  static restore(data: Uint8Array, limits: BrokerStateLimits = defaultBrokerStateLimits): BrokerState {
+    const parts = decodeBrokerState(data);
+    const state = new BrokerState(limits);
+    state.clockMs = parts.clockMs;
+    state.tagNames.length = 0;
+    state.tagIds.clear();
+    for (const name of parts.tagNames) state.tagIds.set(name, state.tagNames.push(name) - 1);
+    for (const [name, topic] of parts.topics) state.topics.set(name, topic);
+    for (const [name, config] of parts.groups) state.groups.set(name, config);
+    for (const [k, pop] of parts.popQueues) state.popQueues.set(k, new PopQueue(pop.ackOffset, pop.next, pop.inFlight, pop.done));
+    for (const [k, cursor] of parts.receiveCursor) state.receiveCursor.set(k, cursor);
+    for (const [group, offsets] of parts.offsets) state.offsets.set(group, offsets);
+    for (const [k, record] of parts.dedup) state.dedup.set(k, record);
+    return state;
+  }
+
+  /** SHA-256 (hex) of snapshot(): equal on two nodes exactly when their states are. */
+  digest(): string {
+    return sha256Hex(this.snapshot());
+  }
 
   /** The monotone time of the last applied entry. */
   get nowMs(): number {
@@ -161,7 +204,7 @@ export class BrokerState {
   }
 
   topicList(): TopicConfig[] {
-    return [...this.topics.values()].map((t) => t.config).sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.topics.values()].map((t) => t.config).sort((a, b) => byName(a.name, b.name));
   }
 
   group(name: string): GroupConfig | undefined {
@@ -169,7 +212,7 @@ export class BrokerState {
   }
 
   groupList(): GroupConfig[] {
-    return [...this.groups.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.groups.values()].sort((a, b) => byName(a.name, b.name));
   }
 
   queue(topic: string, queueId: number): ConsumeQueue | undefined {
@@ -205,7 +248,7 @@ export class BrokerState {
         maxOffset: this.queue(topic, Number(queueId))?.maxOffset ?? 0, inFlight: pop.inFlight.size,
       });
     }
-    return [...rows.values()].sort((a, b) => a.topic.localeCompare(b.topic) || a.queueId - b.queueId);
+    return [...rows.values()].sort((a, b) => byName(a.topic, b.topic) || a.queueId - b.queueId);
   }
 
   /**
