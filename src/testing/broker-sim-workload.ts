@@ -1,0 +1,478 @@
+/**
+ * The broker simulator's clients: producers that retry with the same message id after an
+ * unknown outcome, pop consumers (receive / ack / nack / let the invisibility expire, so some
+ * messages reach the DLQ), a FIFO producer and consumer, and a pull consumer that commits
+ * queue offsets. Everything goes through the real `BrokerService` of whichever node the client
+ * believes leads, and every answer is reported to the checker.
+ */
+import type { BrokerService } from '../broker/broker-service.js';
+import { BrokerError } from '../broker/errors.js';
+import type { BrokerState } from '../broker/core/broker-state.js';
+import type { MessageInput } from '../broker/core/entry-codec.js';
+import { matchAll } from '../broker/core/filter.js';
+import { dlqTopicOf, permReadWrite, type GroupConfig, type TopicConfig } from '../broker/core/names.js';
+import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
+import type { BrokerChecker, WatchedGroup } from './broker-sim-checker.js';
+import type { Prng } from './prng.js';
+
+/** A live broker node as a client reaches it. */
+export interface BrokerEndpoint {
+  readonly id: string;
+  readonly service: BrokerService;
+  readonly state: BrokerState;
+  readonly commitIndex: number;
+  /** False once the node crashed (its answers may still arrive, but its state is gone). */
+  isCurrent(): boolean;
+}
+
+/** What the workload needs of the simulator. */
+export interface WorkloadHost {
+  /** Live, reachable nodes with a running service. */
+  endpoints(): BrokerEndpoint[];
+  sleep(ms: number): Promise<void>;
+  after(ms: number, callback: () => void): { cancel(): void };
+  trace(line: string): void;
+}
+
+export type WorkloadPhase = 'faults' | 'drain' | 'done';
+
+export const topics = {
+  orders: { name: 'orders', readQueues: 2, writeQueues: 2, perm: permReadWrite, messageType: 'NORMAL' },
+  fifo: { name: 'fifo', readQueues: 2, writeQueues: 2, perm: permReadWrite, messageType: 'FIFO' },
+} as const satisfies Record<string, TopicConfig>;
+
+export const groups = {
+  pop: { name: 'g-pop', maxDeliveryAttempts: 3, fifo: false },
+  fifo: { name: 'g-fifo', maxDeliveryAttempts: 4, fifo: true },
+  pull: { name: 'g-pull', maxDeliveryAttempts: 17, fifo: false },
+} as const satisfies Record<string, GroupConfig>;
+
+export const watchedGroups: readonly WatchedGroup[] = [
+  { group: groups.pop.name, topic: topics.orders.name, queues: 2, fifo: false, maxDeliveryAttempts: groups.pop.maxDeliveryAttempts, style: 'pop' },
+  { group: groups.fifo.name, topic: topics.fifo.name, queues: 2, fifo: true, maxDeliveryAttempts: groups.fifo.maxDeliveryAttempts, style: 'pop' },
+  { group: groups.pull.name, topic: topics.orders.name, queues: 2, fifo: false, maxDeliveryAttempts: groups.pull.maxDeliveryAttempts, style: 'pull' },
+];
+const [popWatch, fifoWatch, pullWatch] = watchedGroups as [WatchedGroup, WatchedGroup, WatchedGroup];
+
+interface SentMessage {
+  readonly input: MessageInput;
+  readonly kind: 'NORMAL' | 'FIFO';
+  /** Position of the first acknowledgement; every later one must name the same. */
+  acked: { queueId: number; offset: number } | undefined;
+  unknownAttempts: number;
+  definiteAttempts: number;
+  /** Given up after a definite failure (fault phase only). */
+  abandoned: boolean;
+}
+
+type Outcome<T> =
+  | { readonly ok: true; readonly value: T; readonly via: BrokerEndpoint }
+  | { readonly ok: false; readonly definite: boolean; readonly code: string };
+
+export interface WorkloadStats {
+  sendCalls: number;
+  sendsAcked: number;
+  sendsUnknown: number;
+  sendsDefinite: number;
+  deliveries: number;
+  acks: number;
+  nacks: number;
+  pulled: number;
+  offsetCommits: number;
+}
+
+const utf8 = new TextEncoder();
+const callTimeoutMs = 3_000;
+
+export class BrokerWorkload {
+  phase: WorkloadPhase = 'faults';
+  readonly stats: WorkloadStats = { sendCalls: 0, sendsAcked: 0, sendsUnknown: 0, sendsDefinite: 0, deliveries: 0, acks: 0, nacks: 0, pulled: 0, offsetCommits: 0 };
+  readonly sent = new Map<string, SentMessage>();
+  /** Message ids each pop group was handed. */
+  private readonly delivered = new Map<string, Set<string>>();
+  /** Message ids the pull consumer read. */
+  private readonly pulledIds = new Set<string>();
+  /** Messages with a send call in flight (not sent again until it ends). */
+  private readonly sending = new Set<SentMessage>();
+  private leaderGuess: string | undefined;
+  /** Client sequence: orders every client event (an answer that arrives before a request was sent is ordered before it). */
+  private sequence = 0;
+  private nextOrder = 0;
+  private readonly running: Promise<void>[] = [];
+  /** Set by verify(). */
+  storedMessages = 0;
+  deadLettered = 0;
+
+  constructor(private readonly host: WorkloadHost, private readonly checker: BrokerChecker, private readonly random: Prng) {}
+
+  /** A method, so that a loop re-reads the phase after its awaits. */
+  private isDone(): boolean {
+    return this.phase === 'done';
+  }
+
+  private tick(): number {
+    return ++this.sequence;
+  }
+
+  /** Creates the topics and groups (retrying until a leader takes them); resolves when done. */
+  async setUp(): Promise<void> {
+    for (const config of Object.values(topics)) await this.until(`create topic ${config.name}`, (e) => e.service.putTopic(config));
+    for (const config of Object.values(groups)) await this.until(`create group ${config.name}`, (e) => e.service.putGroup(config));
+  }
+
+  start(): void {
+    this.running.push(this.ordersProducer(), this.popConsumer(popWatch), this.popConsumer(fifoWatch), this.pullConsumer());
+    for (let g = 0; g < 3; g++) this.running.push(this.fifoProducer(`k${g}`));
+  }
+
+  /** True once every wanted message is acknowledged, consumed by every group and every node's view agrees. */
+  drained(leader: BrokerEndpoint | undefined): boolean {
+    if (leader === undefined) return false;
+    for (const message of this.sent.values()) if (message.acked === undefined && !message.abandoned) return false;
+    const state = leader.state;
+    for (const watch of [popWatch, fifoWatch]) {
+      const rows = state.groupProgress(watch.group);
+      for (let queueId = 0; queueId < watch.queues; queueId++) {
+        const max = state.queue(watch.topic, queueId)?.maxOffset ?? 0;
+        const row = rows.find((r) => r.topic === watch.topic && r.queueId === queueId);
+        if (max > 0 && (row === undefined || row.offset < max || row.inFlight > 0)) return false;
+      }
+    }
+    for (let queueId = 0; queueId < pullWatch.queues; queueId++) {
+      const max = state.queue(pullWatch.topic, queueId)?.maxOffset ?? 0;
+      if (max > 0 && (state.committedOffset(pullWatch.group, pullWatch.topic, queueId) ?? 0) < max) return false;
+    }
+    return true;
+  }
+
+  // ---- routing -----------------------------------------------------------------------------
+
+  /** Calls the node the client believes leads (else any live one); a client deadline makes the outcome unknown. */
+  private call<T>(what: (endpoint: BrokerEndpoint) => Promise<T>, late?: (value: T, via: BrokerEndpoint) => void): Promise<Outcome<T>> {
+    const live = this.host.endpoints();
+    if (live.length === 0) return this.host.sleep(20).then(() => ({ ok: false, definite: true, code: 'NO_NODE' }));
+    const endpoint = live.find((e) => e.id === this.leaderGuess) ?? live[this.random.int(0, live.length - 1)] as BrokerEndpoint;
+    return new Promise((resolve) => {
+      let settled = false;
+      const timer = this.host.after(callTimeoutMs, () => {
+        settled = true;
+        resolve({ ok: false, definite: false, code: 'CLIENT_TIMEOUT' });
+      });
+      what(endpoint).then(
+        (value) => {
+          this.leaderGuess = endpoint.id;
+          if (settled) {
+            late?.(value, endpoint);
+            return;
+          }
+          settled = true;
+          timer.cancel();
+          resolve({ ok: true, value, via: endpoint });
+        },
+        (error: unknown) => {
+          if (settled) return;
+          settled = true;
+          timer.cancel();
+          if (error instanceof BrokerError) {
+            if (error.code === 'HA_NOT_AVAILABLE') this.leaderGuess = error.leaderAddress;
+            resolve({ ok: false, definite: error.definite, code: error.code });
+          } else {
+            this.leaderGuess = undefined;
+            resolve({ ok: false, definite: false, code: (error as Error).name ?? 'Error' });
+          }
+        },
+      );
+    });
+  }
+
+  /** Retries until the call succeeds, or fails definitely with `giveUpOn` (then undefined). */
+  private async until<T>(what: string, operation: (endpoint: BrokerEndpoint) => Promise<T>, giveUpOn?: string): Promise<T | undefined> {
+    for (;;) {
+      const outcome = await this.call(operation);
+      if (outcome.ok) return outcome.value;
+      if (outcome.definite && outcome.code === giveUpOn) return undefined;
+      this.host.trace(`${what}: ${outcome.code}`);
+      await this.host.sleep(50);
+    }
+  }
+
+  private pause(faultsMs: readonly [number, number], drainMs = 20): Promise<void> {
+    return this.host.sleep(this.phase === 'faults' ? this.random.int(faultsMs[0], faultsMs[1]) : drainMs);
+  }
+
+  // ---- producers -------------------------------------------------------------------------
+
+  private newMessage(topic: string, kind: 'NORMAL' | 'FIFO', messageGroup: string): SentMessage {
+    const id = `${topic}-${++this.nextOrder}`;
+    const body = utf8.encode(`${id}|${'x'.repeat(this.random.int(0, 200))}`);
+    const message: SentMessage = {
+      input: { topic, messageId: id, tag: '', keys: [], messageGroup, queueId: -1, bornTimestamp: 0, bornHost: 'sim', properties: {}, body },
+      kind, acked: undefined, unknownAttempts: 0, definiteAttempts: 0, abandoned: false,
+    };
+    this.sent.set(id, message);
+    return message;
+  }
+
+  /** One send call for `batch`; records each message's outcome. */
+  private async sendBatch(batch: readonly SentMessage[]): Promise<void> {
+    this.stats.sendCalls++;
+    const kind = (batch[0] as SentMessage).kind;
+    const record = (results: readonly { queueId: number; offset: number; messageId: string }[]): void => {
+      results.forEach((result, i) => {
+        const message = batch[i] as SentMessage;
+        if (result.messageId !== message.input.messageId) this.checker.violate(`send of ${message.input.messageId} answered for ${result.messageId}`);
+        if (message.acked === undefined) {
+          message.acked = { queueId: result.queueId, offset: result.offset };
+          this.stats.sendsAcked++;
+        } else if (message.acked.queueId !== result.queueId || message.acked.offset !== result.offset) {
+          this.checker.violate(`${message.input.messageId} acknowledged twice at different places: ${message.acked.queueId}/${message.acked.offset} and ${result.queueId}/${result.offset} (stored twice)`);
+        }
+      });
+    };
+    for (const message of batch) this.sending.add(message);
+    const outcome = await this.call((e) => e.service.send(batch.map((m) => m.input), kind), (late) => record(late));
+    for (const message of batch) this.sending.delete(message);
+    this.tick();
+    if (outcome.ok) {
+      record(outcome.value);
+      return;
+    }
+    for (const message of batch) {
+      if (outcome.definite) message.definiteAttempts++;
+      else message.unknownAttempts++;
+      // After only definite failures a client may give up on a normal message (while faults run).
+      if (this.phase === 'faults' && message.kind === 'NORMAL' && message.unknownAttempts === 0 && this.random.chance(0.3)) message.abandoned = true;
+    }
+    if (outcome.definite) this.stats.sendsDefinite++;
+    else this.stats.sendsUnknown++;
+    this.host.trace(`send ${batch.map((m) => m.input.messageId).join(',')} ${outcome.definite ? 'failed' : 'unknown'} ${outcome.code}`);
+  }
+
+  private async ordersProducer(): Promise<void> {
+    const inFlight = new Set<Promise<void>>();
+    while (this.phase !== 'done') {
+      const wanted = [...this.sent.values()].filter((m) => m.input.topic === topics.orders.name && m.acked === undefined && !m.abandoned);
+      if (inFlight.size < 3) {
+        const retry = wanted.filter((m) => !this.sending.has(m)).slice(0, this.random.int(1, 3));
+        const batch = retry.length > 0 && (this.phase === 'drain' || this.random.chance(0.5)) ? retry
+          : this.phase === 'faults' ? Array.from({ length: this.random.int(1, 3) }, () => this.newMessage(topics.orders.name, 'NORMAL', '')) : [];
+        if (batch.length > 0) {
+          const sending = this.sendBatch(batch).finally(() => inFlight.delete(sending));
+          inFlight.add(sending);
+        }
+      }
+      await this.pause([5, 60], 30);
+      if (this.phase === 'drain' && wanted.length === 0 && inFlight.size === 0) break;
+    }
+    await Promise.all(inFlight);
+  }
+
+  /** One message group, strictly in order: the next message only once the previous is acknowledged. */
+  private async fifoProducer(messageGroup: string): Promise<void> {
+    while (this.phase === 'faults') {
+      const message = this.newMessage(topics.fifo.name, 'FIFO', messageGroup);
+      while (message.acked === undefined && !this.isDone()) {
+        await this.sendBatch([message]);
+        if (message.acked === undefined) await this.pause([10, 100], 30);
+      }
+      await this.pause([20, 150]);
+    }
+  }
+
+  // ---- consumers --------------------------------------------------------------------------
+
+  private deliveredTo(group: string): Set<string> {
+    let set = this.delivered.get(group);
+    if (set === undefined) {
+      set = new Set();
+      this.delivered.set(group, set);
+    }
+    return set;
+  }
+
+  private served(endpoint: BrokerEndpoint, topic: string, queueId: number, offset: number): { node: string; logIndex: number | undefined; commitIndex: number } | undefined {
+    if (!endpoint.isCurrent()) return undefined;
+    const queue = endpoint.state.queue(topic, queueId);
+    return { node: endpoint.id, logIndex: queue !== undefined && offset < queue.maxOffset ? queue.logIndexAt(offset) : undefined, commitIndex: endpoint.commitIndex };
+  }
+
+  private checkBody(how: string, messageId: string, body: Uint8Array): void {
+    const sent = this.sent.get(messageId);
+    if (sent === undefined) this.checker.violate(`${how} returned ${messageId}, which no client sent`);
+    else if (Buffer.compare(Buffer.from(sent.input.body), Buffer.from(body)) !== 0) this.checker.violate(`${how} returned ${messageId} with a different body`);
+  }
+
+  private async popConsumer(watch: WatchedGroup): Promise<void> {
+    const clientId = `c-${watch.group}`;
+    while (this.phase !== 'done') {
+      const invisibleMs = this.phase === 'faults' ? this.random.int(200, 1500) : 800;
+      const sentAt = this.tick();
+      const outcome = await this.call((e) => e.service.receive({
+        group: watch.group, topic: watch.topic, queueId: -1, filter: matchAll, batch: this.random.int(1, 4), invisibleMs,
+        autoRenew: false, clientId, pollMs: this.random.int(0, 300),
+      }));
+      this.tick();
+      if (!outcome.ok || outcome.value.length === 0) {
+        await this.pause([10, 100], 20);
+        continue;
+      }
+      const deliveries = outcome.value;
+      this.stats.deliveries += deliveries.length;
+      for (const d of deliveries) {
+        this.checker.onRead(`receive(${watch.group})`, d.topic, d.queueId, d.offset, d.message.messageId, this.served(outcome.via, d.topic, d.queueId, d.offset));
+        this.checkBody(`receive(${watch.group})`, d.message.messageId, d.message.body);
+        this.deliveredTo(watch.group).add(d.message.messageId);
+      }
+      this.checker.onDeliveries(watch, sentAt, invisibleMs, deliveries.map((d) => ({
+        queueId: d.queueId, offset: d.offset, messageId: d.message.messageId, attempt: d.attempt, invisibleUntilMs: d.invisibleUntilMs,
+      })));
+      await Promise.all(deliveries.map(async (d) => {
+        const action = this.phase !== 'faults' ? 'ack' : this.random.pick(['ack', 'ack', 'ack', 'ack', 'nack', 'ignore']);
+        if (action === 'ignore') return;
+        const handle = parseReceiptHandle(d.receiptHandle);
+        if (handle === undefined) {
+          this.checker.violate(`receive returned an unreadable receipt handle ${d.receiptHandle}`);
+          return;
+        }
+        this.checker.onSettleStart(watch, d.queueId, d.offset);
+        if (action === 'ack') {
+          const acked = await this.call((e) => e.service.ack(watch.group, handle));
+          const at = this.tick();
+          if (acked.ok) {
+            this.stats.acks++;
+            this.checker.onAcked(watch, d.queueId, d.offset, at);
+          }
+        } else {
+          const nacked = await this.call((e) => e.service.changeInvisibleDuration(watch.group, handle, this.random.int(0, 400)));
+          this.tick();
+          if (nacked.ok) this.stats.nacks++;
+        }
+      }));
+    }
+  }
+
+  private async pullConsumer(): Promise<void> {
+    const watch = pullWatch;
+    const local: (number | undefined)[] = Array.from({ length: watch.queues }, () => undefined);
+    let queueId = 0;
+    while (this.phase !== 'done') {
+      queueId = (queueId + 1) % watch.queues;
+      let offset = local[queueId];
+      if (offset === undefined || this.random.chance(0.1)) {
+        const sentAt = this.tick();
+        const read = await this.call((e) => e.service.getOffset(watch.group, watch.topic, queueId));
+        this.tick();
+        if (!read.ok) {
+          await this.pause([10, 100]);
+          continue;
+        }
+        this.checker.onOffsetRead(watch, queueId, read.value, sentAt);
+        offset = read.value ?? 0;
+        local[queueId] = offset;
+      }
+      const from = offset;
+      const pulled = await this.call((e) => e.service.pull({ topic: watch.topic, queueId, offset: from, batch: this.random.int(1, 8), filter: matchAll, pollMs: this.random.int(0, 200) }));
+      this.tick();
+      if (!pulled.ok) {
+        local[queueId] = undefined;
+        await this.pause([10, 100]);
+        continue;
+      }
+      for (const m of pulled.value.messages) {
+        this.checker.onRead('pull', m.topic, m.queueId, m.offset, m.message.messageId, this.served(pulled.via, m.topic, m.queueId, m.offset));
+        this.checkBody('pull', m.message.messageId, m.message.body);
+        this.pulledIds.add(m.message.messageId);
+      }
+      this.stats.pulled += pulled.value.messages.length;
+      const next = pulled.value.nextOffset;
+      if (next > from) {
+        const committed = await this.call((e) => e.service.updateOffset(watch.group, watch.topic, queueId, next));
+        const at = this.tick();
+        if (committed.ok) {
+          this.stats.offsetCommits++;
+          this.checker.onOffsetCommitted(watch, queueId, next, at);
+          local[queueId] = next;
+        } else {
+          local[queueId] = undefined;
+        }
+      }
+      await this.pause([0, 50], 10);
+    }
+  }
+
+  // ---- the final reads and checks --------------------------------------------------------
+
+  /** Reads every queue of every topic from the leader and checks the whole history against it. */
+  async verify(): Promise<void> {
+    const stored = new Map<string, { topic: string; queueId: number; offset: number; group: string }>();
+    const contents = new Map<string, string>();
+    /** A queue's message ids by offset ([] when the topic does not exist: a DLQ nobody needed). */
+    const readQueue = async (topic: string, queueId: number): Promise<string[]> => {
+      const ids: string[] = [];
+      for (;;) {
+        const page = await this.until(`read ${topic}/${queueId}`, (e) => e.service.pull({ topic, queueId, offset: ids.length, batch: 64, filter: matchAll, pollMs: 0 }), 'TOPIC_NOT_FOUND');
+        if (page === undefined) return ids;
+        for (const m of page.messages) {
+          if (m.offset !== ids.length) this.checker.violate(`final read of ${topic}/${queueId} skipped from ${ids.length} to ${m.offset}`);
+          ids.push(m.message.messageId);
+          this.checkBody('final read', m.message.messageId, m.message.body);
+        }
+        if (page.messages.length === 0) return ids;
+      }
+    };
+    for (const topic of [topics.orders.name, topics.fifo.name]) {
+      for (let queueId = 0; queueId < 2; queueId++) {
+        const ids = await readQueue(topic, queueId);
+        ids.forEach((id, offset) => {
+          const k = `${topic}/${queueId}/${offset}`;
+          contents.set(k, id);
+          const previous = stored.get(id);
+          if (previous !== undefined) this.checker.violate(`${id} stored twice: at ${previous.topic}/${previous.queueId}/${previous.offset} and ${k}`);
+          stored.set(id, { topic, queueId, offset, group: this.sent.get(id)?.input.messageGroup ?? '' });
+        });
+      }
+    }
+    // Every acknowledged send is where its acknowledgement said; a message only ever failed definitely is nowhere.
+    for (const [id, message] of this.sent) {
+      const at = stored.get(id);
+      if (message.acked !== undefined) {
+        if (at === undefined) this.checker.violate(`acknowledged ${id} (${message.acked.queueId}/${message.acked.offset}) was lost`);
+        else if (at.queueId !== message.acked.queueId || at.offset !== message.acked.offset) this.checker.violate(`acknowledged ${id} at ${message.acked.queueId}/${message.acked.offset} is stored at ${at.queueId}/${at.offset}`);
+      } else if (message.unknownAttempts === 0 && at !== undefined) {
+        this.checker.violate(`${id} is stored although every send of it failed definitely`);
+      }
+    }
+    // Nothing was read that is not in the final, committed queues.
+    for (const [position, id] of this.checker.allReads()) {
+      if (position.startsWith('%DLQ%')) continue;
+      const final = contents.get(position);
+      if (final !== id) this.checker.violate(`a read returned ${id} at ${position}, which holds ${final ?? 'nothing'} in the end (an uncommitted message was delivered)`);
+    }
+    // FIFO: each message group is stored in the order it was sent (sends of one group are sequential).
+    const lastOfGroup = new Map<string, number>();
+    for (let queueId = 0; queueId < 2; queueId++) {
+      for (let offset = 0; ; offset++) {
+        const id = contents.get(`${topics.fifo.name}/${queueId}/${offset}`);
+        if (id === undefined) break;
+        const group = this.sent.get(id)?.input.messageGroup ?? '?';
+        const order = Number(id.slice(id.lastIndexOf('-') + 1));
+        const previous = lastOfGroup.get(group);
+        if (previous !== undefined && order < previous) this.checker.violate(`FIFO: message group ${group} stored ${id} after fifo-${previous}`);
+        lastOfGroup.set(group, order);
+      }
+    }
+    // Every message reached every consumer: delivered to each pop group or dead-lettered there, pulled by the pull group.
+    for (const watch of [popWatch, fifoWatch]) {
+      const dlqIds = await readQueue(dlqTopicOf(watch.group), 0);
+      const dlq = new Set(dlqIds);
+      this.deadLettered += dlq.size;
+      if (dlqIds.length !== dlq.size) this.checker.violate(`${dlqTopicOf(watch.group)} holds a message twice`);
+      for (const id of dlq) if (stored.get(id)?.topic !== watch.topic) this.checker.violate(`${dlqTopicOf(watch.group)} holds ${id}, which is not a stored ${watch.topic} message`);
+      for (const [id, at] of stored) {
+        if (at.topic === watch.topic && !dlq.has(id) && !this.deliveredTo(watch.group).has(id)) this.checker.violate(`${id} was settled for ${watch.group} but never delivered to it`);
+      }
+    }
+    this.storedMessages = stored.size;
+    for (const [id, at] of stored) if (at.topic === topics.orders.name && !this.pulledIds.has(id)) this.checker.violate(`${id} was never pulled by ${groups.pull.name}`);
+  }
+}
