@@ -131,6 +131,7 @@ export class BrokerSim {
     const skewRandom = this.random.fork('skew');
     for (const member of this.members) {
       const disk = new SimDisk(diskRandom.fork(member.id), () => this.scheduler.sleep(diskRandom.float() * this.profile.diskLatencyMaxMs));
+      disk.syncFailureProbability = this.profile.fsyncFailureProbability;
       const skewMs = skewRandom.int(-this.profile.clockSkewMaxMs, this.profile.clockSkewMaxMs);
       this.slots.push({ id: member.id, disk, skewMs, durableHardState: undefined, incarnation: 0, alive: false, node: undefined, machine: undefined, service: undefined, timers: [] });
     }
