@@ -57,7 +57,17 @@ export default tseslint.config(
   layer(['src/broker/*.ts'], ['commitlog', 'server', 'testing', 'client', 'cli'], 'broker depends on raft ports and its core only'),
   layer(['src/namesrv/**/*.ts'], ['raft', 'commitlog', 'server', 'broker', 'testing', 'client', 'cli'], 'namesrv is a pure registry'),
   layer(['src/raft/node/**/*.ts'], ['commitlog', 'server', 'broker', 'testing', 'client', 'cli'], 'raft/node depends on raft/core and its own ports only'),
-  layer(['src/commitlog/**/*.ts'], ['node', 'core', 'server', 'broker', 'testing', 'client', 'cli'], 'commitlog depends on raft/types and util only'),
+  // The commitlog implements raft/node's storage ports (LogStore, SnapshotStore): it may name their types, nothing more.
+  {
+    files: ['src/commitlog/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [
+        { group: layerPatterns(['node']), allowTypeImports: true, message: 'commitlog may import raft/node port types only' },
+        { group: layerPatterns(['core', 'server', 'broker', 'testing', 'client', 'cli']), message: 'commitlog depends on raft/types and util only' },
+      ] }],
+    },
+  },
   layer(['src/util/**/*.ts', 'src/raft/*.ts'], ['node', 'core', 'commitlog', 'server', 'broker', 'testing', 'client', 'cli'], 'util and raft types are leaves'),
   layer(['src/client/**/*.ts'], ['raft', 'commitlog', 'server', 'broker', 'testing', 'cli'], 'the client depends only on the protocol definitions'),
   layer(['src/server/**/*.ts', 'src/cli/**/*.ts', 'bench/**/*.ts'], ['testing'], 'src/testing is for tests only'),

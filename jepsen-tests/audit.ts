@@ -28,8 +28,8 @@ export interface AuditResult {
 /** Per node: its committed entries and the values of its rebuilt consume queues. */
 async function readReplica(client: RaftNodeClient, address: string, topic: string, queues: number): Promise<{ entries: CommittedEntry[]; values: string[][] }> {
   const entries = await client.readAllCommitted(address, 1);
-  const machine = new BrokerStateMachine(0);
-  await machine.apply(entries.map((e) => ({ index: e.index, term: e.term, kind: e.kind as EntryKind, payload: e.payload })));
+  const machine = new BrokerStateMachine();
+  machine.apply(entries.map((e) => ({ index: e.index, term: e.term, kind: e.kind as EntryKind, payload: e.payload })));
   const first = entries[0]?.index ?? 1;
   const values: string[][] = [];
   for (let q = 0; q < queues; q++) {

@@ -20,7 +20,8 @@ import { formatReceiptHandle, type ReceiptHandle } from './core/receipt-handle.j
 
 /** The Raft node as the broker service sees it. */
 export interface RaftPort {
-  propose(payload: Uint8Array): Promise<{ index: number; term: number }>;
+  /** Resolves with the entry's apply result once it is committed and applied on this node. */
+  propose(payload: Uint8Array): Promise<{ readonly index: number; readonly term: number; readonly result: ApplyResult }>;
   readonly role: string;
   readonly term: number;
   /** The current leader's client address, when known. */
@@ -288,16 +289,9 @@ export class BrokerService {
   }
 
   private proposeBatch(batch: QueuedSend[]): void {
-    const expected = this.machine.expect();
-    const payload = encodeMessages({ nonce: this.machine.nonce, sequence: expected.sequence, timeMs: this.clock.wallNowMs() }, batch.map((s) => s.message));
+    const payload = encodeMessages({ timeMs: this.clock.wallNowMs() }, batch.map((s) => s.message));
     this.raft.propose(payload).then(
-      () => expected.result,
-      (error: ProposalError) => {
-        expected.cancel();
-        throw this.proposalFailure(error);
-      },
-    ).then(
-      (result) => {
+      ({ result }) => {
         if (result.kind !== 'messages') {
           const failure = new BrokerError('INTERNAL_SERVER_ERROR', result.kind === 'malformed' ? result.message : 'unexpected apply result');
           for (const send of batch) send.reject(failure);
@@ -309,7 +303,10 @@ export class BrokerService {
           else send.reject(sendFailure(outcome, send.message));
         });
       },
-      (error: Error) => { for (const send of batch) send.reject(error); },
+      (error: ProposalError) => {
+        const failure = this.proposalFailure(error);
+        for (const send of batch) send.reject(failure);
+      },
     );
   }
 
@@ -444,14 +441,12 @@ export class BrokerService {
 
   private async command(command: BrokerCommand): Promise<CommandOutcome> {
     this.requireLeader();
-    const expected = this.machine.expect();
+    let result: ApplyResult;
     try {
-      await this.raft.propose(encodeCommand({ nonce: this.machine.nonce, sequence: expected.sequence, timeMs: this.clock.wallNowMs() }, command));
+      ({ result } = await this.raft.propose(encodeCommand({ timeMs: this.clock.wallNowMs() }, command)));
     } catch (error) {
-      expected.cancel();
       throw this.proposalFailure(error as ProposalError);
     }
-    const result: ApplyResult = await expected.result;
     if (result.kind === 'malformed') throw new BrokerError('BAD_REQUEST', result.message);
     if (result.kind !== 'command') throw new BrokerError('INTERNAL_SERVER_ERROR', 'unexpected apply result');
     return result.outcome;

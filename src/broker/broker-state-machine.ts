@@ -1,42 +1,38 @@
 /**
- * The Raft StateMachine of a broker node: decodes committed entries and applies them to
- * BrokerState, hands each apply result to the local proposer that is waiting for it (matched
- * by the proposer nonce and sequence in the entry header, never by index), and wakes long polls.
+ * The Raft StateMachine of a broker node: decodes committed entries, applies them to
+ * BrokerState and returns each entry's result, which is what the proposer's promise resolves
+ * with (one completion path: RaftNode.propose). Wakes long polls after every batch.
  *
- * The state lives in memory and is rebuilt by replaying the log from its first entry at
- * start-up (appliedIndex() is 0): replay is exact because apply is deterministic.
+ * The whole state is in a snapshot (BrokerState.snapshot), so start-up restores the newest
+ * snapshot and replays only the log after it.
  */
+import { InvariantViolation } from '../util/assert.js';
 import { EntryKind, type Entry } from '../raft/types.js';
-import type { StateMachine } from '../raft/node/ports.js';
+import type { SnapshotMeta, StateMachine } from '../raft/node/ports.js';
 import { BrokerState, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type SendOutcome } from './core/broker-state.js';
 import { PayloadKind, readCommand, readHeader, readRouting } from './core/entry-codec.js';
 
 export type ApplyResult =
   | { readonly kind: 'messages'; readonly outcomes: readonly SendOutcome[] }
   | { readonly kind: 'command'; readonly outcome: CommandOutcome }
-  | { readonly kind: 'malformed'; readonly message: string };
+  | { readonly kind: 'malformed'; readonly message: string }
+  /** Raft's own entries (no-op, configuration) and payloads that are not the broker's. */
+  | { readonly kind: 'none' };
 
-interface Waiter {
-  readonly resolve: (result: ApplyResult) => void;
-}
+const none: ApplyResult = { kind: 'none' };
 
-export class BrokerStateMachine implements StateMachine {
-  readonly state: BrokerState;
-  /** Random per process: entries proposed by an earlier incarnation never match a waiter. */
-  readonly nonce: number;
-  private sequence = 0;
-  private readonly waiters = new Map<number, Waiter>();
+export class BrokerStateMachine implements StateMachine<ApplyResult> {
+  private stateValue: BrokerState;
   private lastApplied = 0;
   private lastAppliedTermValue = 0;
   private readonly listeners = new Set<(topics: ReadonlySet<string>) => void>();
 
-  constructor(nonce: number, limits?: BrokerStateLimits) {
-    this.nonce = nonce >>> 0;
-    this.state = new BrokerState(limits);
+  constructor(private readonly limits?: BrokerStateLimits) {
+    this.stateValue = new BrokerState(limits);
   }
 
-  appliedIndex(): number {
-    return 0;
+  get state(): BrokerState {
+    return this.stateValue;
   }
 
   get lastAppliedIndex(): number {
@@ -48,32 +44,41 @@ export class BrokerStateMachine implements StateMachine {
     return this.lastAppliedTermValue;
   }
 
-  /** A sequence number for the next proposal, and the promise of its apply result. */
-  expect(): { sequence: number; result: Promise<ApplyResult>; cancel: () => void } {
-    this.sequence = (this.sequence + 1) >>> 0;
-    const sequence = this.sequence;
-    const result = new Promise<ApplyResult>((resolve) => this.waiters.set(sequence, { resolve }));
-    return { sequence, result, cancel: () => this.waiters.delete(sequence) };
-  }
-
-  /** Called after every applied batch with the topics that received messages. */
+  /** Called after every applied batch (and restore) with the topics that received messages ('*': anything). */
   onApplied(listener: (topics: ReadonlySet<string>) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
 
-  async apply(entries: readonly Entry[]): Promise<void> {
+  apply(entries: readonly Entry[]): ApplyResult[] {
     const touched = new Set<string>();
-    for (const entry of entries) {
+    const results = entries.map((entry) => {
       this.lastApplied = entry.index;
       this.lastAppliedTermValue = entry.term;
-      if (entry.kind !== EntryKind.normal) continue;
-      this.applyEntry(entry, touched);
-    }
+      return entry.kind === EntryKind.normal ? this.applyEntry(entry, touched) : none;
+    });
     for (const listener of this.listeners) listener(touched);
+    return results;
   }
 
-  private applyEntry(entry: Entry, touched: Set<string>): void {
+  /** Message bodies are read from the log: every entry is needed until retention releases it. */
+  firstNeededIndex(): number {
+    return 1;
+  }
+
+  snapshot(): Uint8Array {
+    return this.stateValue.snapshot();
+  }
+
+  restore(data: Uint8Array, meta: SnapshotMeta): void {
+    this.stateValue = BrokerState.restore(data, this.limits);
+    this.lastApplied = meta.index;
+    this.lastAppliedTermValue = meta.term;
+    const everything = new Set(['*']);
+    for (const listener of this.listeners) listener(everything);
+  }
+
+  private applyEntry(entry: Entry, touched: Set<string>): ApplyResult {
     let header;
     try {
       header = readHeader(entry.payload);
@@ -81,31 +86,25 @@ export class BrokerStateMachine implements StateMachine {
       // Not a broker entry (for example written through the raw Raft admin API): skip it on
       // every node alike.
       void error;
-      return;
+      return none;
     }
-    const timeMs = this.state.advanceClock(header.timeMs);
-    let result: ApplyResult;
+    const timeMs = this.stateValue.advanceClock(header.timeMs);
     try {
       if (header.kind === PayloadKind.Messages) {
         const routing = readRouting(entry.payload);
-        result = { kind: 'messages', outcomes: this.state.applyMessages(entry.index, timeMs, routing) };
         for (const message of routing) touched.add(message.topic);
-      } else if (header.kind === PayloadKind.Command) {
+        return { kind: 'messages', outcomes: this.stateValue.applyMessages(entry.index, timeMs, routing) };
+      }
+      if (header.kind === PayloadKind.Command) {
         const command = readCommand(entry.payload) as BrokerCommand;
-        result = { kind: 'command', outcome: this.state.applyCommand(entry.index, timeMs, command) };
         if (command.op === 'invisible' || command.op === 'release' || command.op === 'offset.reset' || command.op === 'topic.put') touched.add('*');
-      } else {
-        result = { kind: 'malformed', message: `unknown broker payload kind ${String(header.kind)}` };
+        return { kind: 'command', outcome: this.stateValue.applyCommand(entry.index, timeMs, command) };
       }
+      return { kind: 'malformed', message: `unknown broker payload kind ${String(header.kind)}` };
     } catch (error) {
-      result = { kind: 'malformed', message: `entry ${entry.index} could not be applied: ${(error as Error).message}` };
-    }
-    if (header.nonce === this.nonce) {
-      const waiter = this.waiters.get(header.sequence);
-      if (waiter !== undefined) {
-        this.waiters.delete(header.sequence);
-        waiter.resolve(result);
-      }
+      // A bug, not bad input: the node must stop rather than continue in a wrong state.
+      if (error instanceof InvariantViolation) throw error;
+      return { kind: 'malformed', message: `entry ${entry.index} could not be applied: ${(error as Error).message}` };
     }
   }
 }

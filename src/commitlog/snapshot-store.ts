@@ -1,9 +1,6 @@
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { FileHandle, FileSystem } from './file-system.js';
-// Types only (erased at build time): this file implements the node's SnapshotStore port, as
-// commit-log.ts implements LogStore. The layer rule forbids even type imports from raft/node.
-// eslint-disable-next-line no-restricted-imports
 import type { Logger, SnapshotMeta, SnapshotReceiver, SnapshotStore, StoredSnapshot } from '../raft/node/ports.js';
 import type { LogIndex, Member } from '../raft/types.js';
 

@@ -47,6 +47,15 @@ export interface Member {
   readonly address: string;
 }
 
+/** What a snapshot covers: everything through `index`, whose entry has `term`. */
+export interface SnapshotMeta {
+  readonly index: LogIndex;
+  readonly term: Term;
+  /** The configuration in force at `index`, and the index of its config entry (0: bootstrap). */
+  readonly members: readonly Member[];
+  readonly configIndex: LogIndex;
+}
+
 /** Why a vote (or pre-vote) was refused; names the exact branch taken. */
 export type VoteRejectReason =
   | 'stale-term'
@@ -124,7 +133,21 @@ export interface TimeoutNow {
   readonly term: Term;
 }
 
-export type RaftMessage = VoteRequest | VoteResponse | AppendRequest | AppendResponse | TimeoutNow;
+/**
+ * Leader → follower whose next entry the leader no longer holds: "install my snapshot". The
+ * node streams the snapshot file in checksummed chunks and hands this message to the
+ * follower's core only once the whole file is durable there; the answer is an
+ * append-response (success, matchIndex = snapshot index).
+ */
+export interface InstallSnapshot {
+  readonly type: 'install-snapshot';
+  readonly from: NodeId;
+  readonly to: NodeId;
+  readonly term: Term;
+  readonly snapshot: SnapshotMeta;
+}
+
+export type RaftMessage = VoteRequest | VoteResponse | AppendRequest | AppendResponse | TimeoutNow | InstallSnapshot;
 
 /** One line, stable and readable, for logs, traces and test transcripts. */
 export function describeMessage(m: RaftMessage): string {
@@ -139,5 +162,7 @@ export function describeMessage(m: RaftMessage): string {
       return `${m.from}->${m.to} AppResp t${m.term} ${m.success ? `ok match=${m.matchIndex}` : `rejected(${m.reason}) hint=${m.conflictIndex}/t${m.conflictTerm}`}`;
     case 'timeout-now':
       return `${m.from}->${m.to} TimeoutNow t${m.term}`;
+    case 'install-snapshot':
+      return `${m.from}->${m.to} InstallSnapshot t${m.term} snap=${m.snapshot.index}/t${m.snapshot.term}`;
   }
 }

@@ -3,10 +3,9 @@
  * protocol (apache.rocketmq.v2.MessagingService), the broker admin service, Raft and the Raft
  * admin service on one address, and registering itself with every NameServer.
  */
-import { randomInt } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions } from '../broker/broker-service.js';
-import { BrokerStateMachine } from '../broker/broker-state-machine.js';
+import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
 import { BrokerError } from '../broker/errors.js';
 import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '../broker/core/names.js';
 import { systemClock } from '../util/clock.js';
@@ -41,7 +40,7 @@ export const defaultBrokerNodeSettings = {
 
 export class BrokerNode {
   private constructor(
-    readonly raft: RaftGroupNode,
+    readonly raft: RaftGroupNode<ApplyResult>,
     readonly service: BrokerService,
     private readonly registrar: NameServerRegistrar,
     private readonly forwarder: Forwarder,
@@ -51,7 +50,7 @@ export class BrokerNode {
     if (!Number.isInteger(config.maxBodyBytes) || config.maxBodyBytes < 1 || config.maxBodyBytes > 64 * 1024 * 1024) {
       throw new Error(`maxBodyBytes must be an integer in 1..67108864, not ${config.maxBodyBytes}`);
     }
-    const machine = new BrokerStateMachine(randomInt(2 ** 32));
+    const machine = new BrokerStateMachine();
     const forwarder = new Forwarder(config.holdMs);
     const ref: { service?: BrokerService; registrar?: NameServerRegistrar } = {};
     const raft = await RaftGroupNode.start(config, onFatal, {

@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { CommitLog } from '../commitlog/commit-log.js';
+import { FileSnapshotStore } from '../commitlog/snapshot-store.js';
 import { NodeFileSystem } from '../commitlog/file-system.js';
 import { LazyFileSystem } from '../commitlog/lazy-file-system.js';
 import { validateMembers } from '../raft/membership.js';
@@ -31,6 +32,10 @@ export interface RaftGroupNodeConfig {
   readonly electionTimeoutTicks: number;
   readonly heartbeatIntervalTicks: number;
   readonly segmentBytesMax: number;
+  /** A snapshot of the state machine is written after this many applied entries. */
+  readonly snapshotEveryEntries: number;
+  /** Entries kept in the log behind a snapshot for followers that are only a little behind. */
+  readonly snapshotCatchUpEntries: number;
   readonly appendEntriesMax: number;
   readonly appendBytesMax: number;
   readonly inflightAppendsMax: number;
@@ -51,6 +56,8 @@ export const defaultRaftGroupNodeConfig = {
   electionTimeoutTicks: 15,
   heartbeatIntervalTicks: 3,
   segmentBytesMax: 64 * 1024 * 1024,
+  snapshotEveryEntries: 20_000,
+  snapshotCatchUpEntries: 5_000,
   appendEntriesMax: 1024,
   appendBytesMax: 1024 * 1024,
   inflightAppendsMax: 16,
@@ -76,10 +83,10 @@ export function validateConfig(config: RaftGroupNodeConfig): void {
 }
 
 /** What a layer above a bare Raft group plugs in: its state machine, its services, role news. */
-export interface RaftGroupNodeHooks {
-  readonly stateMachine: StateMachine;
+export interface RaftGroupNodeHooks<Result> {
+  readonly stateMachine: StateMachine<Result>;
   /** Extra gRPC services served on the member's address (added before it listens). */
-  readonly services?: (node: RaftNode, log: CommitLog, logger: pino.Logger) => [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][];
+  readonly services?: (node: RaftNode<Result>, log: CommitLog, logger: pino.Logger) => [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][];
   /** Called after every change of role, term or leader. */
   readonly onSoftState?: () => void;
 }
@@ -97,23 +104,26 @@ export const realClock: Clock = {
  * One member of a bare Raft group as a running service: commitlog on the real disk, term and
  * vote in LevelDB, Raft over gRPC, and the RaftNodeAdmin service, all on the member's address.
  */
-export class RaftGroupNode {
+export class RaftGroupNode<Result = unknown> {
   private closing: Promise<void> | undefined;
 
   private constructor(
     readonly config: RaftGroupNodeConfig,
-    readonly node: RaftNode,
+    readonly node: RaftNode<Result>,
     private readonly log: CommitLog,
     private readonly stable: LevelStableStore,
     private readonly transport: GrpcRaftTransport,
     private readonly server: grpc.Server,
-    private readonly stateMachine: StateMachine,
+    private readonly stateMachine: StateMachine<Result>,
     readonly logger: pino.Logger,
     /** The power-loss test mode's file system (undefined in production). */
     readonly powerLoss: LazyFileSystem | undefined,
   ) {}
 
-  static async start(config: RaftGroupNodeConfig, onFatal: (error: Error) => void, hooks?: RaftGroupNodeHooks): Promise<RaftGroupNode> {
+  /** A bare group: the hash-chain state machine, no extra services. */
+  static async start(config: RaftGroupNodeConfig, onFatal: (error: Error) => void): Promise<RaftGroupNode<undefined>>;
+  static async start<R>(config: RaftGroupNodeConfig, onFatal: (error: Error) => void, hooks: RaftGroupNodeHooks<R>): Promise<RaftGroupNode<R>>;
+  static async start<R>(config: RaftGroupNodeConfig, onFatal: (error: Error) => void, hooks?: RaftGroupNodeHooks<R>): Promise<RaftGroupNode<R>> {
     validateConfig(config);
     const logger = pino({ level: config.logLevel, base: { groupId: config.groupId, nodeId: config.nodeId, pid: process.pid } });
     const lazyFs = config.powerLossTestMode ? new LazyFileSystem() : undefined;
@@ -125,10 +135,17 @@ export class RaftGroupNode {
     logger.info({ firstIndex: report.firstIndex, lastIndex: report.lastIndex, segments: report.segmentCount }, 'commitlog recovered');
     const stable = await LevelStableStore.open(path.join(config.dataDir, 'meta'));
     const self = config.members.find((m) => m.id === config.nodeId) as Member;
-    const nodeRef: { node?: RaftNode } = {};
-    const transport = new GrpcRaftTransport({ groupId: config.groupId, selfId: config.nodeId, members: () => nodeRef.node?.members ?? config.members, logger });
-    const stateMachine = hooks?.stateMachine ?? new HashChainStateMachine();
-    const started = await RaftNode.start({
+    const nodeRef: { node?: RaftNode<R> } = {};
+    const snapshots = await FileSnapshotStore.open({ fs, dir: path.join(config.dataDir, 'snapshots'), logger });
+    const transport = new GrpcRaftTransport({
+      groupId: config.groupId, selfId: config.nodeId, members: () => nodeRef.node?.members ?? config.members, logger,
+      snapshots,
+      onSnapshotSent: (peer, ok) => nodeRef.node?.reportSnapshot(peer, ok),
+      onSnapshotReceived: (message, data) => nodeRef.node?.receiveSnapshot(message, data),
+    });
+    // Without hooks R is undefined (see the overloads), which is what the hash chain returns.
+    const stateMachine = hooks?.stateMachine ?? (new HashChainStateMachine() as StateMachine<undefined> as StateMachine<R>);
+    const started = await RaftNode.start<R>({
       groupId: config.groupId,
       core: {
         id: config.nodeId, electionTimeoutTicks: config.electionTimeoutTicks, heartbeatIntervalTicks: config.heartbeatIntervalTicks,
@@ -137,7 +154,7 @@ export class RaftGroupNode {
         ...(config.unsafeAckBeforeQuorum ? { unsafe: { commitWithoutQuorum: true } } : {}),
       },
       bootstrapMembers: config.members,
-      log, stable, transport, stateMachine, clock: realClock,
+      log, stable, transport, stateMachine, snapshots, snapshotEveryEntries: config.snapshotEveryEntries, snapshotCatchUpEntries: config.snapshotCatchUpEntries, clock: realClock,
       random: { nextInt: (max) => Math.floor(Math.random() * max) },
       logger,
       tickIntervalMs: config.tickIntervalMs,
@@ -151,7 +168,7 @@ export class RaftGroupNode {
     transport.setReceiver((message) => started.receive(message));
     const server = new grpc.Server(peerChannelOptions);
     server.addService(raftPeerService, transport.serviceImplementation());
-    const instance = new RaftGroupNode(config, started, log, stable, transport, server, stateMachine, logger, lazyFs);
+    const instance = new RaftGroupNode<R>(config, started, log, stable, transport, server, stateMachine, logger, lazyFs);
     server.addService(adminService, instance.adminImplementation());
     for (const [definition, implementation] of hooks?.services?.(started, log, logger) ?? []) server.addService(definition, implementation);
     await new Promise<void>((resolve, reject) => {

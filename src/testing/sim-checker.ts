@@ -1,11 +1,12 @@
 import type { Entry, LogIndex, NodeId, Term } from '../raft/types.js';
 
 /**
- * What the checker needs to see of a live node (a RaftNode is one). The simulator never
- * deletes a log prefix, so every log starts at index 1.
+ * What the checker needs to see of a live node (a RaftNode is one). Compaction deletes a
+ * prefix covered by a snapshot: `termAt` knows `[firstIndex - 1, lastIndex]`.
  */
 export interface CheckedNode {
   readonly id: NodeId;
+  readonly firstIndex: LogIndex;
   readonly lastIndex: LogIndex;
   termAt(index: LogIndex): Term | undefined;
 }
@@ -49,7 +50,8 @@ export class SafetyChecker {
     const existing = this.leaderByTerm.get(term);
     if (existing !== undefined && existing !== node.id) this.violate(`election safety: ${existing} and ${node.id} both led term ${term}`);
     this.leaderByTerm.set(term, node.id);
-    for (let index = 1; index <= this.maxCommittedIndex; index++) {
+    // Entries a snapshot replaced were committed state when it was taken: only the log is compared.
+    for (let index = Math.max(1, node.firstIndex - 1); index <= this.maxCommittedIndex; index++) {
       const committed = this.committed.get(index);
       if (committed === undefined || committed.commitTerm === undefined || committed.commitTerm >= term) continue;
       if (node.termAt(index) !== committed.term) {
@@ -84,6 +86,13 @@ export class SafetyChecker {
     this.appliedThrough.set(slot, last);
   }
 
+  /** A node replaced its state with a snapshot through `index` (`stateIndex`: what the snapshot says it holds). */
+  onRestore(nodeId: NodeId, incarnation: number, index: LogIndex, stateIndex: LogIndex): void {
+    if (stateIndex !== index) this.violate(`${nodeId} restored a snapshot labelled ${index} holding state through ${stateIndex}`);
+    if (index > this.maxCommittedIndex) this.violate(`${nodeId} restored a snapshot through ${index}, beyond anything committed (${this.maxCommittedIndex})`);
+    this.appliedThrough.set(`${nodeId}#${incarnation}`, index);
+  }
+
   onCommitIndex(nodeId: NodeId, incarnation: number, commitIndex: LogIndex): void {
     const slot = `${nodeId}#${incarnation}`;
     const previous = this.commitSeen.get(slot) ?? 0;
@@ -98,7 +107,7 @@ export class SafetyChecker {
   }
 
   private checkPair(a: CheckedNode, b: CheckedNode): void {
-    const low = 1;
+    const low = Math.max(1, a.firstIndex - 1, b.firstIndex - 1);
     let high = Math.min(a.lastIndex, b.lastIndex);
     while (high >= low && a.termAt(high) !== b.termAt(high)) high--;
     for (let index = high - 1; index >= low; index--) {

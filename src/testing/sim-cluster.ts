@@ -1,12 +1,13 @@
 import * as path from 'node:path';
 import { CommitLog } from '../commitlog/commit-log.js';
+import { FileSnapshotStore } from '../commitlog/snapshot-store.js';
 import { parseSegmentFileName } from '../commitlog/record-codec.js';
 import { InvariantViolation } from '../util/assert.js';
 import type { ProposalError } from '../raft/node/errors.js';
 import { silentLogger, type Clock, type Disposable, type StableStore } from '../raft/node/ports.js';
 import { RaftNode, type RaftNodeOptions } from '../raft/node/raft-node.js';
 import type { UnsafeSwitches } from '../raft/core/raft-core.js';
-import type { HardState, LogIndex, Member, NodeId, Term } from '../raft/types.js';
+import type { Entry, HardState, InstallSnapshot, LogIndex, Member, NodeId, Term } from '../raft/types.js';
 import { Prng } from './prng.js';
 import { SafetyChecker } from './sim-checker.js';
 import { SimDisk, SimDiskError } from './sim-disk.js';
@@ -33,6 +34,8 @@ export interface FaultProfile {
   fsyncFailureProbability: number;
   /** Weight of single-server membership changes (remove a member, later add it back). */
   membershipWeight: number;
+  /** Applied entries between snapshots; each snapshot compacts the log, so followers get InstallSnapshot. */
+  snapshotEveryEntries: number;
 }
 
 export interface SimOptions {
@@ -104,6 +107,8 @@ export interface SimResult {
     readonly bytesDiscarded: number;
     readonly failStops: number;
     readonly membershipChanges: number;
+    /** Snapshots a follower received and handed to its node (InstallSnapshot). */
+    readonly snapshotsInstalled: number;
   };
   readonly profile: FaultProfile;
   /** Set when a scripted scenario could not set itself up. */
@@ -130,6 +135,7 @@ export function drawProfile(random: Prng): FaultProfile {
     appendEntriesMax: random.pick([1, 4, 64]),
     fsyncFailureProbability: random.chance(0.2) ? 0.002 : 0,
     membershipWeight: random.chance(0.5) ? 0 : random.int(1, 2),
+    snapshotEveryEntries: random.pick([16, 128, Number.MAX_SAFE_INTEGER]),
   };
 }
 
@@ -139,11 +145,22 @@ interface Slot {
   durableHardState: HardState | undefined;
   incarnation: number;
   node: RaftNode | undefined;
+  snapshots: FileSnapshotStore | undefined;
   timers: Disposable[];
   alive: boolean;
 }
 
 const tickIntervalMs = 10;
+
+function encodeAppliedIndex(index: LogIndex): Uint8Array {
+  const data = Buffer.alloc(8);
+  data.writeDoubleBE(index, 0);
+  return data;
+}
+
+function decodeAppliedIndex(data: Uint8Array): LogIndex {
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength).readDoubleBE(0);
+}
 
 /**
  * One seeded simulation: a group of real RaftNodes (real core, node loop and commitlog) over
@@ -170,7 +187,7 @@ export class SimCluster {
   private opsStarted = 0;
   private opsInFlight = 0;
   private leaderGuess: NodeId | undefined;
-  private counts = { crashes: 0, partitions: 0, pauses: 0, leaderChanges: 0, failStops: 0, membershipChanges: 0 };
+  private counts = { crashes: 0, partitions: 0, pauses: 0, leaderChanges: 0, failStops: 0, membershipChanges: 0, snapshotsInstalled: 0 };
   private faultsActive = true;
   private waiters: Array<{ predicate: () => boolean; resolve: () => void }> = [];
   private leaderHooks: Array<{ id: NodeId; action: () => void }> = [];
@@ -192,7 +209,7 @@ export class SimCluster {
       const latencyMax = this.profile.diskLatencyMaxMs;
       const disk = new SimDisk(diskRandom.fork(member.id), () => this.scheduler.sleep(diskRandom.float() * latencyMax));
       disk.syncFailureProbability = this.profile.fsyncFailureProbability;
-      this.slots.push({ id: member.id, disk, durableHardState: undefined, incarnation: 0, node: undefined, timers: [], alive: false });
+      this.slots.push({ id: member.id, disk, durableHardState: undefined, incarnation: 0, node: undefined, snapshots: undefined, timers: [], alive: false });
     }
   }
 
@@ -405,8 +422,12 @@ export class SimCluster {
       },
     };
     const coreRandom = this.random.fork(`${slot.id}#${incarnation}`);
+    let appliedThrough = 0;
     const start = async (): Promise<void> => {
       const { log, report } = await CommitLog.open({ fs, dir: '/data/log', segmentBytesMax: this.profile.segmentBytesMax });
+      const snapshots = await FileSnapshotStore.open({ fs, dir: '/data/snapshots' });
+      if (!isCurrent()) return;
+      slot.snapshots = snapshots;
       if (report.tornTail !== undefined) this.addTrace(`${slot.id} recovery cut torn tail: ${report.tornTail.bytesDropped} bytes`);
       const options: RaftNodeOptions = {
         groupId: 'sim',
@@ -418,10 +439,27 @@ export class SimCluster {
         },
         bootstrapMembers: this.members,
         log, stable,
-        transport: { send: (message) => { if (isCurrent()) this.network.send(message); } },
+        transport: {
+          send: (message) => {
+            if (!isCurrent()) return;
+            if (message.type === 'install-snapshot') this.streamSnapshot(slot, incarnation, message);
+            else this.network.send(message);
+          },
+        },
+        snapshots, snapshotEveryEntries: this.profile.snapshotEveryEntries, snapshotCatchUpEntries: this.profile.snapshotEveryEntries > 1000 ? 0 : this.profile.snapshotEveryEntries % 3,
         stateMachine: {
-          appliedIndex: () => 0,
-          apply: async (entries) => { if (isCurrent()) this.checker.onApply(slot.id, incarnation, entries, slot.node?.role === 'leader' ? slot.node.term : undefined); },
+          apply: (entries) => {
+            if (isCurrent()) this.checker.onApply(slot.id, incarnation, entries, slot.node?.role === 'leader' ? slot.node.term : undefined);
+            if (entries.length > 0) appliedThrough = (entries[entries.length - 1] as Entry).index;
+            return entries.map(() => undefined);
+          },
+          firstNeededIndex: () => appliedThrough + 1,
+          // The checker keeps what was applied; the state itself is how far this node got.
+          snapshot: () => encodeAppliedIndex(appliedThrough),
+          restore: (data, meta) => {
+            appliedThrough = decodeAppliedIndex(data);
+            if (isCurrent()) this.checker.onRestore(slot.id, incarnation, meta.index, appliedThrough);
+          },
         },
         clock,
         random: { nextInt: (max) => coreRandom.int(0, max - 1) },
@@ -467,6 +505,51 @@ export class SimCluster {
       }
       this.checker.violations.push(`${slot.id} failed to start: ${String(error)}`);
     });
+  }
+
+  /**
+   * InstallSnapshot between simulated nodes: the leader's newest snapshot file is read and
+   * written into the follower's store in chunks after a network delay, as the gRPC stream
+   * does; a partition, drop or crash on either side fails the transfer (the leader retries).
+   */
+  private streamSnapshot(from: Slot, fromIncarnation: number, message: InstallSnapshot): void {
+    const to = this.slots.find((s) => s.id === message.to);
+    const sender = from.node;
+    const source = from.snapshots;
+    const stored = source?.newest();
+    const report = (ok: boolean): void => { if (from.alive && from.incarnation === fromIncarnation) sender?.reportSnapshot(message.to, ok); };
+    if (to === undefined || sender === undefined || source === undefined || stored === undefined) {
+      report(false);
+      return;
+    }
+    const transfer = async (): Promise<void> => {
+      await this.scheduler.sleep(this.random.int(1, Math.max(1, this.profile.delayMaxMs)));
+      const targetIncarnation = to.incarnation;
+      const target = to.node;
+      const store = to.snapshots;
+      const reachable = (): boolean => to.alive && to.incarnation === targetIncarnation && !this.network.isBlocked(message.from, message.to) && !this.network.isPaused(message.to);
+      if (target === undefined || store === undefined || !reachable() || this.random.chance(this.profile.dropProbability)) return report(false);
+      const receiver = store.receive(stored.meta, stored.fileBytes);
+      try {
+        const chunkBytes = 4096;
+        for (let offset = 0; offset < stored.fileBytes; offset += chunkBytes) {
+          const chunk = await source.readFileChunk(stored, offset, Math.min(chunkBytes, stored.fileBytes - offset));
+          if (!reachable()) throw new Error('snapshot stream broken');
+          await receiver.write(offset, chunk);
+        }
+        const { data } = await receiver.finish();
+        if (!reachable()) return report(false);
+        this.addTrace(`${message.from}->${message.to} snapshot ${stored.meta.index}/t${stored.meta.term} (${stored.fileBytes} bytes) received`);
+        this.counts.snapshotsInstalled++;
+        target.receiveSnapshot({ ...message, snapshot: stored.meta }, data);
+        report(true);
+      } catch (error) {
+        await receiver.abort().catch(() => undefined);
+        void error;
+        report(false);
+      }
+    };
+    transfer().catch(() => report(false));
   }
 
   private crash(slot: Slot, why: string, loseUnsynced = true): void {
@@ -624,6 +707,7 @@ export class SimCluster {
         bytesDiscarded: this.slots.reduce((sum, s) => sum + s.disk.stats.bytesDiscarded, 0),
         failStops: this.counts.failStops,
         membershipChanges: this.counts.membershipChanges,
+        snapshotsInstalled: this.counts.snapshotsInstalled,
       },
       profile: this.profile,
       scenarioStuck: this.scenarioStuck,

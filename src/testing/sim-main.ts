@@ -68,18 +68,20 @@ async function main(): Promise<void> {
   let failed = 0;
   let acked = 0;
   let events = 0;
+  let installs = 0;
   for (let seed = options.from; seed < options.from + options.seeds; seed++) {
     const result = await runSimulation(base(seed));
     if (result.scenarioStuck !== undefined) console.log(`seed ${seed}: scenario did not set up: ${result.scenarioStuck}`);
     acked += result.stats.acked;
     events += result.stats.events;
+    installs += result.stats.snapshotsInstalled;
     if (!result.ok) {
       failed++;
       printFailure(result);
     }
   }
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  console.log(`sim: ${options.seeds} seeds from ${options.from}${options.unsafe ? ` unsafe=${options.unsafe}` : ''}: ${options.seeds - failed} passed, ${failed} failed; ${acked} acked proposals, ${events} events, ${seconds} s`);
+  console.log(`sim: ${options.seeds} seeds from ${options.from}${options.unsafe ? ` unsafe=${options.unsafe}` : ''}: ${options.seeds - failed} passed, ${failed} failed; ${acked} acked proposals, ${installs} snapshots installed, ${events} events, ${seconds} s`);
   process.exitCode = failed === 0 ? 0 : 1;
 }
 

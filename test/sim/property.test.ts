@@ -1,7 +1,8 @@
 /**
  * The cluster simulator as a fast-check property: fast-check draws the seed, the group size
  * and the whole fault profile (network drop/duplicate/delay, partitions, pauses, crashes with
- * lost unsynced writes and torn tails, fsync failures, tiny segments, one-entry appends), and
+ * lost unsynced writes and torn tails, fsync failures, tiny segments, one-entry appends,
+ * snapshots that compact the log so lagging followers need InstallSnapshot), and
  * every run must keep every Raft invariant and every acknowledged proposal. A failure prints
  * fast-check's seed and path, and shrinks the profile toward the fewest faults that still
  * break it; the assertion message holds the exact replay command.
@@ -26,6 +27,7 @@ const profile: fc.Arbitrary<FaultProfile> = fc.record({
   appendEntriesMax: fc.constantFrom(1, 3, 64),
   fsyncFailureProbability: fc.constantFrom(0, 0, 0.003),
   membershipWeight: fc.integer({ min: 0, max: 3 }),
+  snapshotEveryEntries: fc.constantFrom(8, 64, Number.MAX_SAFE_INTEGER),
 });
 
 it('every drawn fault profile keeps Raft safety, liveness after healing, and acknowledged proposals', async () => {

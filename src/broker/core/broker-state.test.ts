@@ -14,7 +14,7 @@ class Harness {
   index = 0;
   constructor(public timeMs = 1_000) {}
   send(...messages: MessageInput[]) {
-    const payload = encodeMessages({ nonce: 1, sequence: 1, timeMs: this.timeMs }, messages);
+    const payload = encodeMessages({ timeMs: this.timeMs }, messages);
     return this.state.applyMessages(++this.index, this.state.advanceClock(this.timeMs), readRouting(payload));
   }
   run(command: BrokerCommand): CommandOutcome {
@@ -39,7 +39,7 @@ describe('message codec', () => {
       properties: fc.dictionary(fc.string({ minLength: 1, maxLength: 6 }), fc.string({ maxLength: 30 }), { maxKeys: 4 }),
       body: fc.uint8Array({ maxLength: 300 }),
     }), { minLength: 1, maxLength: 8 }), (messages) => {
-      const payload = encodeMessages({ nonce: 7, sequence: 9, timeMs: 123 }, messages);
+      const payload = encodeMessages({ timeMs: 123 }, messages);
       messages.forEach((m, i) => {
         const read = readMessageAt(payload, i);
         expect({ ...read, properties: Object.fromEntries(read.properties), body: [...read.body] }).toEqual({ ...m, properties: Object.fromEntries(Object.entries(m.properties)), body: [...m.body] });

@@ -1,10 +1,10 @@
 /**
  * The broker's Raft entry payloads. Every payload starts with a fixed header:
  *
- *   u8 kind | u32 proposer nonce | u32 proposer sequence | f64 leader time (ms since epoch)
+ *   u8 kind | f64 leader time (ms since epoch)
  *
- * The proposer fields let the proposing process match an apply result to its request without
- * anything but the log; the time is the only clock apply ever sees.
+ * The time is the only clock apply ever sees. (Apply results reach the proposer through
+ * RaftNode.propose, so entries carry no proposer fields.)
  *
  * Message batches (the hot path) are binary; each message record starts with its length and
  * its body's length, so apply reads the routing fields and skips the rest. Control commands (topic/group admin, receive,
@@ -17,12 +17,10 @@ export enum PayloadKind {
   Command = 2,
 }
 
-export const payloadHeaderBytes = 17;
+export const payloadHeaderBytes = 9;
 
 export interface PayloadHeader {
   readonly kind: PayloadKind;
-  readonly nonce: number;
-  readonly sequence: number;
   readonly timeMs: number;
 }
 
@@ -72,15 +70,13 @@ function messageBytes(message: MessageInput, props: [string, string][]): number 
 
 function writeHeader(buffer: Buffer, header: Omit<PayloadHeader, 'kind'>, kind: PayloadKind): void {
   buffer.writeUInt8(kind, 0);
-  buffer.writeUInt32BE(header.nonce >>> 0, 1);
-  buffer.writeUInt32BE(header.sequence >>> 0, 5);
-  buffer.writeDoubleBE(header.timeMs, 9);
+  buffer.writeDoubleBE(header.timeMs, 1);
 }
 
 export function readHeader(payload: Uint8Array): PayloadHeader {
   if (payload.byteLength < payloadHeaderBytes) throw new Error(`broker payload of ${payload.byteLength} bytes is shorter than its header`);
   const view = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-  return { kind: view.readUInt8(0) as PayloadKind, nonce: view.readUInt32BE(1), sequence: view.readUInt32BE(5), timeMs: view.readDoubleBE(9) };
+  return { kind: view.readUInt8(0) as PayloadKind, timeMs: view.readDoubleBE(1) };
 }
 
 /** One allocation per batch: sizes first, then one pass of writes. */

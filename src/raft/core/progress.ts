@@ -5,12 +5,17 @@ import type { LogIndex } from '../types.js';
  *
  * probe: one append at a time until the follower's match point is found;
  * replicate: optimistic pipelining, `next` advances as messages are sent, at most
- * `inflightAppendsMax` unacknowledged messages. Invariant: match < next.
+ * `inflightAppendsMax` unacknowledged messages;
+ * snapshot: the follower needs entries the leader no longer holds; a snapshot through
+ * `pendingSnapshot` is being streamed and appends pause until the node reports its outcome
+ * or the follower acknowledges it. Invariant: match < next.
  */
 export interface Progress {
   match: LogIndex;
   next: LogIndex;
-  state: 'probe' | 'replicate';
+  state: 'probe' | 'replicate' | 'snapshot';
+  /** In the snapshot state: the index of the snapshot being sent. */
+  pendingSnapshot: LogIndex;
   /** Last index of each unacknowledged append message, oldest first. */
   inflight: LogIndex[];
   probeSent: boolean;
@@ -24,7 +29,7 @@ export interface Progress {
 }
 
 export function newProgress(next: LogIndex): Progress {
-  return { match: 0, next, state: 'probe', inflight: [], probeSent: false, recentActive: true, matchAtLastHeartbeat: 0 };
+  return { match: 0, next, state: 'probe', pendingSnapshot: 0, inflight: [], probeSent: false, recentActive: true, matchAtLastHeartbeat: 0 };
 }
 
 /** Back to one append at a time from `next` (after a refusal or lost appends). */
@@ -39,6 +44,14 @@ export function becomeProbe(progress: Progress, next: LogIndex): void {
 export function becomeReplicate(progress: Progress): void {
   progress.state = 'replicate';
   progress.next = progress.match + 1;
+  progress.inflight = [];
+  progress.probeSent = false;
+}
+
+/** Appends pause while a snapshot through `index` is streamed to the follower. */
+export function becomeSnapshot(progress: Progress, index: LogIndex): void {
+  progress.state = 'snapshot';
+  progress.pendingSnapshot = index;
   progress.inflight = [];
   progress.probeSent = false;
 }

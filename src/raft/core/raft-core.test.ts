@@ -19,6 +19,7 @@ class Group {
   readonly logs = new Map<string, Entry[]>();
   readonly cut = new Set<string>();
   readonly sent: RaftMessage[] = [];
+  readonly installed: { id: string; index: number }[] = [];
   /** Drops the first message it returns true for (then clears itself). */
   dropOnce: ((message: RaftMessage) => boolean) | undefined;
 
@@ -49,6 +50,11 @@ class Group {
         while (core.hasReady()) {
           const ready = core.ready();
           const log = this.logs.get(id) as Entry[];
+          if (ready.snapshot !== undefined) {
+            log.length = 0; // the log restarts after the snapshot; what it covers is never read again
+            log.length = ready.snapshot.index;
+            this.installed.push({ id, index: ready.snapshot.index });
+          }
           if (ready.truncateFrom !== undefined) log.length = ready.truncateFrom - 1;
           for (const entry of ready.entries) {
             log.length = entry.index - 1;
@@ -262,6 +268,86 @@ describe('RaftCore', () => {
     const forgedTerm = follower.term + 1;
     follower.step({ type: 'append-request', from: 'n3', to: 'n2', term: forgedTerm, prevIndex: 0, prevTerm: 0, entryCount: 2, commitIndex: 0, entries: [1, 2].map((index) => ({ index, term: forgedTerm, kind: EntryKind.normal, payload: payload('forged') })) });
     expect([follower.termAt(1), follower.termAt(2)]).toEqual(committedTerms);
+  });
+
+  /** The leader writes a snapshot through its commit index and compacts its log under it. */
+  function snapshotAndCompact(core: RaftCore, log: Entry[]): number {
+    const index = core.commitIndex;
+    core.snapshotTaken({ index, term: core.termAt(index) as number, ...core.configAt(index) });
+    core.logCompacted(index + 1);
+    void log;
+    return index;
+  }
+
+  it('a follower behind the compacted prefix gets an InstallSnapshot, installs it and then follows the log', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.isolate('n3');
+    const leader = group.core('n1');
+    leader.propose([payload('a'), payload('b'), payload('c')]);
+    group.stabilize();
+    const snapshotIndex = snapshotAndCompact(leader, group.logs.get('n1') as Entry[]);
+    expect(leader.firstIndex).toBe(snapshotIndex + 1);
+    group.heal();
+    group.tick('n1', 4);
+    const installs = group.sent.filter((m) => m.type === 'install-snapshot');
+    expect(installs).toHaveLength(1); // appends pause while the snapshot streams: one, not one per heartbeat
+    expect(group.installed).toEqual([{ id: 'n3', index: snapshotIndex }]);
+    expect(group.core('n3').commitIndex).toBe(snapshotIndex);
+    leader.propose([payload('d')]);
+    group.tick('n1', 4); // a later heartbeat carries the new commit index
+    expect(group.core('n3').commitIndex).toBe(snapshotIndex + 1);
+    expect(group.logs.get('n3')?.[snapshotIndex]?.payload).toEqual(payload('d'));
+    expect(leader.followerMatch('n3')).toBe(snapshotIndex + 1);
+  });
+
+  it('a snapshot whose last entry the follower already holds keeps the log after it (no install)', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    const leader = group.core('n1');
+    leader.propose([payload('a'), payload('b')]);
+    group.stabilize();
+    const follower = group.core('n2');
+    const meta = { index: 2, term: leader.termAt(2) as number, ...leader.configAt(2) };
+    follower.step({ type: 'install-snapshot', from: 'n1', to: 'n2', term: leader.term, snapshot: meta });
+    const ready = follower.ready();
+    expect(ready.snapshot).toBeUndefined();
+    const answer = ready.messages.find((m) => m.type === 'append-response');
+    expect(answer).toMatchObject({ success: true });
+    follower.advance(ready);
+    expect(follower.lastIndex).toBe(3);
+  });
+
+  it('a snapshot from an older term is refused with stale-term and installs nothing', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    const follower = group.core('n2');
+    const term = follower.term;
+    follower.step({ type: 'install-snapshot', from: 'n3', to: 'n2', term: term - 1, snapshot: { index: 50, term: term - 1, members: members(3), configIndex: 0 } });
+    const ready = follower.ready();
+    expect(ready.snapshot).toBeUndefined();
+    expect(ready.messages).toEqual([expect.objectContaining({ type: 'append-response', success: false, reason: 'stale-term' })]);
+    follower.advance(ready);
+    expect(follower.commitIndex).toBe(1);
+  });
+
+  it('a failed snapshot stream makes the leader probe and send the snapshot again', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.isolate('n3');
+    const leader = group.core('n1');
+    leader.propose([payload('a')]);
+    group.stabilize();
+    snapshotAndCompact(leader, group.logs.get('n1') as Entry[]);
+    // The first snapshot is lost in transit (the node reports the stream failed).
+    group.heal();
+    group.dropOnce = (m) => m.type === 'install-snapshot';
+    group.tick('n1', 2);
+    expect(group.installed).toEqual([]);
+    leader.reportSnapshot('n3', false);
+    group.tick('n1', 2);
+    expect(group.sent.filter((m) => m.type === 'install-snapshot')).toHaveLength(2);
+    expect(group.installed.map((i) => i.id)).toEqual(['n3']);
   });
 
   it('a node that lost synced log entries grants no votes and never campaigns until a leader has caught it up', () => {

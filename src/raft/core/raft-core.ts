@@ -2,11 +2,11 @@ import { assert } from '../../util/assert.js';
 import { decodeMembership, encodeMembership, type ConfigAt } from '../membership.js';
 import { TermRuns } from '../term-runs.js';
 import {
-  EntryKind, type AppendRequest, type AppendResponse, type Entry, type HardState, type LogIndex,
-  type Member, type NodeId, type RaftMessage, type Term, type TimeoutNow, type VoteRequest,
-  type VoteResponse,
+  EntryKind, type AppendRequest, type AppendResponse, type Entry, type HardState, type InstallSnapshot,
+  type LogIndex, type Member, type NodeId, type RaftMessage, type SnapshotMeta, type Term, type TimeoutNow,
+  type VoteRequest, type VoteResponse,
 } from '../types.js';
-import { becomeProbe, becomeReplicate, newProgress, type Progress } from './progress.js';
+import { becomeProbe, becomeReplicate, becomeSnapshot, newProgress, type Progress } from './progress.js';
 
 /**
  * The Raft protocol as a pure, synchronous state machine (etcd's RawNode shape): no I/O, no
@@ -66,6 +66,8 @@ export interface CoreInitialState {
   readonly configs: readonly ConfigAt[];
   /** What the state machine has applied already; entries up to here are committed. */
   readonly appliedIndex: LogIndex;
+  /** The newest local snapshot (the state machine was restored from it); it covers every entry before the log's first. */
+  readonly snapshot?: SnapshotMeta | undefined;
   /**
    * Set when the log lost entries that were durable (and so possibly acknowledged) before a
    * restart, with the term the node had then. Such a node may have acknowledged entries it no
@@ -90,6 +92,11 @@ export interface SoftState {
 
 export interface Ready {
   readonly hardState: HardState | undefined;
+  /**
+   * A snapshot received from the leader, already durable in the snapshot store: first of all,
+   * reset the log to it (discarding every entry) and restore the state machine from it.
+   */
+  readonly snapshot: SnapshotMeta | undefined;
   /** Remove every durable entry `>= truncateFrom` before appending `entries`. */
   readonly truncateFrom: LogIndex | undefined;
   readonly entries: readonly Entry[];
@@ -133,6 +140,10 @@ export class RaftCore {
   private reportedSoftState: SoftState | undefined;
   private readyOutstanding = false;
   private lostLogTail: { readonly term: Term; readonly syncedThrough: LogIndex } | undefined;
+  /** The newest snapshot this node holds: what a follower behind the log's first index is sent. */
+  private snapshotMeta: SnapshotMeta | undefined;
+  /** A leader's snapshot to install in the next ready. */
+  private pendingInstall: SnapshotMeta | undefined;
 
   constructor(
     private readonly config: RaftCoreConfig,
@@ -149,6 +160,9 @@ export class RaftCore {
     assert(initial.configs.length > 0, 'a core needs a bootstrap configuration');
     this.configs = [...initial.configs];
     assert(initial.appliedIndex <= this.log.lastIndex, `applied index ${initial.appliedIndex} beyond the log end ${this.log.lastIndex}`);
+    this.snapshotMeta = initial.snapshot;
+    assert(this.log.firstIndex === 1 || (initial.snapshot !== undefined && initial.snapshot.index >= this.log.firstIndex - 1),
+      `the log starts at ${this.log.firstIndex} but no snapshot covers the entries before it`);
     this.commit = Math.max(initial.appliedIndex, this.log.firstIndex - 1);
     this.applied = this.commit;
     this.stableLastIndex = this.log.lastIndex;
@@ -174,6 +188,51 @@ export class RaftCore {
   isMember(id: NodeId): boolean { return this.members.some((m) => m.id === id); }
   /** Per-follower replication state, for status pages and tests. */
   followerMatch(id: NodeId): LogIndex | undefined { return this.progress.get(id)?.match; }
+
+  /** The newest snapshot this node holds, if any. */
+  get snapshot(): SnapshotMeta | undefined { return this.snapshotMeta; }
+  get firstIndex(): LogIndex { return this.log.firstIndex; }
+
+  /** The configuration in force at `index` (which must not be before the log's first configuration). */
+  configAt(index: LogIndex): { readonly members: readonly Member[]; readonly configIndex: LogIndex } {
+    let found: ConfigAt | undefined;
+    for (const config of this.configs) if (config.index <= index) found = config;
+    assert(found !== undefined, `no configuration known at ${index}`);
+    return { members: found.members, configIndex: found.index };
+  }
+
+  /** The node wrote a snapshot of its state machine (at an applied index). */
+  snapshotTaken(meta: SnapshotMeta): void {
+    this.assertNoReadyOutstanding();
+    // A snapshot that finished writing after a newer one was installed is simply older.
+    if (this.snapshotMeta !== undefined && meta.index <= this.snapshotMeta.index) return;
+    assert(meta.index <= this.applied, `snapshot at ${meta.index} beyond applied ${this.applied}`);
+    assert(this.log.termAt(meta.index) === meta.term, `snapshot at ${meta.index}/t${meta.term} does not match the log`);
+    this.snapshotMeta = meta;
+  }
+
+  /** The log store deleted every entry before `firstIndex` (covered by the snapshot). */
+  logCompacted(firstIndex: LogIndex): void {
+    this.assertNoReadyOutstanding();
+    const through = firstIndex - 1;
+    if (through < this.log.firstIndex) return;
+    assert(this.snapshotMeta !== undefined && through <= this.snapshotMeta.index, `compacting through ${through} beyond the snapshot`);
+    assert(through <= this.applied && through < this.unstableFrom, `compacting through ${through}: not applied or not durable`);
+    this.log.compactThrough(through);
+    // The configuration in force at the new start stays; older ones are history.
+    let keepFrom = 0;
+    for (let i = 0; i < this.configs.length; i++) if ((this.configs[i] as ConfigAt).index <= through) keepFrom = i;
+    this.configs = this.configs.slice(keepFrom);
+  }
+
+  /** The node's outcome of streaming a snapshot to `peer`: on failure, probe again (which may send it again). */
+  reportSnapshot(peer: NodeId, ok: boolean): void {
+    this.assertNoReadyOutstanding();
+    const progress = this.progress.get(peer);
+    if (this.roleValue !== 'leader' || progress === undefined || progress.state !== 'snapshot') return;
+    becomeProbe(progress, ok ? Math.max(progress.match, progress.pendingSnapshot) + 1 : progress.match + 1);
+    if (ok) this.sendAppend(peer, false);
+  }
 
   /** Advances logical time by one tick. */
   tick(): void {
@@ -247,11 +306,13 @@ export class RaftCore {
       case 'append-request': this.handleAppendRequest(message); break;
       case 'append-response': this.handleAppendResponse(message); break;
       case 'timeout-now': this.handleTimeoutNow(message); break;
+      case 'install-snapshot': this.handleInstallSnapshot(message); break;
     }
   }
 
   hasReady(): boolean {
     return this.hardStateDirty || this.softStateChanged() || this.unstable.length > 0 || this.pendingTruncateFrom !== undefined
+      || this.pendingInstall !== undefined
       || this.outbox.length > 0 || this.commit > this.applied;
   }
 
@@ -261,6 +322,7 @@ export class RaftCore {
     const entries = this.unstable;
     const ready: Ready = {
       hardState: this.hardStateDirty ? { term: this.termValue, votedFor: this.votedFor } : undefined,
+      snapshot: this.pendingInstall,
       truncateFrom: this.pendingTruncateFrom,
       entries,
       messages: this.outbox,
@@ -283,6 +345,11 @@ export class RaftCore {
     if (ready.hardState !== undefined) this.hardStateDirty = false;
     if (ready.softState !== undefined) this.reportedSoftState = ready.softState;
     this.pendingTruncateFrom = undefined;
+    if (ready.snapshot !== undefined) {
+      if (this.pendingInstall === ready.snapshot) this.pendingInstall = undefined;
+      this.stableLastIndex = ready.snapshot.index;
+      if (this.snapshotMeta === undefined || ready.snapshot.index > this.snapshotMeta.index) this.snapshotMeta = ready.snapshot;
+    }
     const last = ready.entries[ready.entries.length - 1];
     if (last !== undefined) this.stableLastIndex = last.index;
     else if (ready.truncateFrom !== undefined) this.stableLastIndex = Math.min(this.stableLastIndex, ready.truncateFrom - 1);
@@ -404,7 +471,7 @@ export class RaftCore {
       return true;
     }
     if (message.type === 'vote-response' && message.preVote && message.granted) return true;
-    const leader = message.type === 'append-request' || message.type === 'timeout-now' ? message.from : undefined;
+    const leader = message.type === 'append-request' || message.type === 'timeout-now' || message.type === 'install-snapshot' ? message.from : undefined;
     this.becomeFollower(message.term, leader);
     return true;
   }
@@ -413,6 +480,8 @@ export class RaftCore {
     if (message.type === 'append-request') {
       // Tell a deposed leader about the newer term so it steps down.
       this.send(this.appendRejection(message, 'stale-term', 0, 0));
+    } else if (message.type === 'install-snapshot') {
+      this.send({ type: 'append-response', from: this.id, to: message.from, term: this.termValue, success: false, matchIndex: 0, reason: 'stale-term', conflictIndex: 0, conflictTerm: 0, lastIndex: this.log.lastIndex, rejectedPrevIndex: message.snapshot.index });
     } else if (message.type === 'vote-request') {
       this.send({ type: 'vote-response', from: this.id, to: message.from, term: this.termValue, preVote: message.preVote, granted: false, reason: 'stale-term' });
     }
@@ -501,7 +570,9 @@ export class RaftCore {
       return;
     }
     if (localPrevTerm !== prevTerm) {
-      this.send(this.appendRejection(request, 'log-mismatch', this.log.firstIndexOfTermAt(prevIndex), localPrevTerm));
+      // The snapshot boundary has a term but no run to search.
+      const conflictIndex = prevIndex < this.log.firstIndex ? prevIndex : this.log.firstIndexOfTermAt(prevIndex);
+      this.send(this.appendRejection(request, 'log-mismatch', conflictIndex, localPrevTerm));
       return;
     }
     for (const entry of entries) {
@@ -517,11 +588,50 @@ export class RaftCore {
     // every entry this node may have acknowledged is back or was never committed; so too if the
     // commit is an entry of a later term than the node had (its leader holds every entry
     // committed before). A stale message from the old term's leader proves neither.
+    this.maybeEndAbstention();
+    this.send(this.appendSuccess(request, matchIndex));
+  }
+
+  private maybeEndAbstention(): void {
     const lost = this.lostLogTail;
     if (lost !== undefined && (this.commit >= lost.syncedThrough || (this.termValue > lost.term && this.log.termAt(this.commit) === this.termValue))) {
       this.lostLogTail = undefined;
     }
-    this.send(this.appendSuccess(request, matchIndex));
+  }
+
+  /**
+   * Raft §7: a snapshot whose last entry this log already holds (same index and term) only
+   * moves the commit index, keeping what follows; any other discards the whole log, which
+   * restarts after the snapshot. Either way the answer (sent after the ready is durable) says
+   * the follower now matches through the snapshot.
+   */
+  private handleInstallSnapshot(message: InstallSnapshot): void {
+    if (this.roleValue !== 'follower' || this.leader !== message.from) this.becomeFollower(message.term, message.from);
+    this.electionElapsed = 0;
+    const snapshot = message.snapshot;
+    const answer = (matchIndex: LogIndex): AppendResponse => ({
+      type: 'append-response', from: this.id, to: message.from, term: this.termValue, success: true, matchIndex, reason: undefined,
+      conflictIndex: 0, conflictTerm: 0, lastIndex: Math.max(this.log.lastIndex, matchIndex), rejectedPrevIndex: 0,
+    });
+    if (snapshot.index <= this.commit) {
+      this.send(answer(this.commit));
+      return;
+    }
+    if (this.log.termAt(snapshot.index) === snapshot.term) {
+      this.commit = snapshot.index;
+      this.maybeEndAbstention();
+      this.send(answer(snapshot.index));
+      return;
+    }
+    this.log.resetAfter(snapshot.index, snapshot.term);
+    this.unstable = [];
+    this.unstableFrom = snapshot.index + 1;
+    this.pendingTruncateFrom = undefined; // the reset removes everything
+    this.configs = [{ index: snapshot.configIndex, members: snapshot.members }];
+    this.pendingInstall = snapshot;
+    this.commit = snapshot.index;
+    this.maybeEndAbstention();
+    this.send(answer(snapshot.index));
   }
 
   private appendSuccess(request: AppendRequest, matchIndex: LogIndex): AppendResponse {
@@ -586,6 +696,13 @@ export class RaftCore {
     const progress = this.progress.get(response.from);
     if (progress === undefined) return;
     progress.recentActive = true;
+    if (progress.state === 'snapshot') {
+      // Answers to heartbeats sent meanwhile say nothing about the snapshot; its own answer does.
+      if (!response.success) return;
+      if (response.matchIndex > progress.match) progress.match = response.matchIndex;
+      if (progress.match < progress.pendingSnapshot) return;
+      becomeProbe(progress, progress.match + 1);
+    }
     if (response.success) {
       if (response.matchIndex > progress.match) {
         progress.match = response.matchIndex;
@@ -644,9 +761,16 @@ export class RaftCore {
   private sendAppend(peer: NodeId, heartbeat: boolean): void {
     const progress = this.progress.get(peer);
     if (progress === undefined) return;
-    // Entries that retention deleted could only be sent as a snapshot (not built yet; the
-    // node never deletes a prefix, so this does not happen today).
-    if (progress.next < this.log.firstIndex) return;
+    if (progress.state === 'snapshot') {
+      // Keep the follower's election timer quiet while the snapshot streams; its answers are ignored.
+      if (heartbeat) this.sendHeartbeat(peer, progress);
+      return;
+    }
+    // Entries deleted by compaction can only be sent as a snapshot.
+    if (progress.next < this.log.firstIndex) {
+      this.sendSnapshot(peer, progress);
+      return;
+    }
     if (progress.state === 'probe') {
       if (progress.probeSent && !heartbeat) return;
       this.sendAppendRange(peer, progress.next);
@@ -660,11 +784,26 @@ export class RaftCore {
       progress.next = last + 1;
       sent = true;
     }
-    if (!sent && heartbeat) {
-      // prevIndex = match is known to be on the follower, so reordering cannot make a
-      // heartbeat look like a gap.
-      this.send({ type: 'append-request', from: this.id, to: peer, term: this.termValue, prevIndex: progress.match, prevTerm: this.log.termAt(progress.match) ?? 0, entryCount: 0, commitIndex: Math.min(this.commit, progress.match), entries: [] });
+    if (!sent && heartbeat) this.sendHeartbeat(peer, progress);
+  }
+
+  /** prevIndex = match is known to be on the follower, so reordering cannot make a heartbeat look like a gap. */
+  private sendHeartbeat(peer: NodeId, progress: Progress): void {
+    const prevTerm = this.log.termAt(progress.match);
+    if (prevTerm === undefined && progress.state !== 'snapshot') {
+      // Everything the follower is known to hold was compacted away here: it needs the snapshot.
+      this.sendSnapshot(peer, progress);
+      return;
     }
+    // In the snapshot state the answers are ignored: the heartbeat only keeps the follower's election timer quiet.
+    this.send({ type: 'append-request', from: this.id, to: peer, term: this.termValue, prevIndex: progress.match, prevTerm: prevTerm ?? 0, entryCount: 0, commitIndex: Math.min(this.commit, progress.match), entries: [] });
+  }
+
+  private sendSnapshot(peer: NodeId, progress: Progress): void {
+    const snapshot = this.snapshotMeta;
+    assert(snapshot !== undefined && snapshot.index >= this.log.firstIndex - 1, `${peer} needs entry ${progress.next}, compacted away, and no snapshot covers it`);
+    becomeSnapshot(progress, snapshot.index);
+    this.send({ type: 'install-snapshot', from: this.id, to: peer, term: this.termValue, snapshot });
   }
 
   /** Emits one append starting at `from`; returns its last index (from - 1 if empty). */

@@ -9,7 +9,7 @@
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
 import { RaftNode } from './raft-node.js';
-import { silentLogger, type LogStore, type StableStore } from './ports.js';
+import { silentLogger, type LogStore, type SnapshotStore, type StableStore } from './ports.js';
 import { EntryKind, type Entry, type HardState, type LogIndex, type RaftMessage, type Term } from '../types.js';
 import { TermRuns } from '../term-runs.js';
 
@@ -37,6 +37,15 @@ function toMessage(value: Input): RaftMessage {
   const last = value.from + entries.length;
   return { type: 'append-request', from: 'n1', to: 'n2', term: leaderTerm, prevIndex: value.from, prevTerm: termOf(value.from), entryCount: entries.length, commitIndex: Math.min(value.commit, last), entries };
 }
+
+/** This property never takes a snapshot: a store that has none and refuses to write one. */
+const noSnapshots: SnapshotStore = {
+  loadNewest: async () => undefined,
+  save: () => Promise.reject(new Error('this test never snapshots')),
+  newest: () => undefined,
+  readFileChunk: () => Promise.reject(new Error('this test never snapshots')),
+  receive: () => { throw new Error('this test never snapshots'); },
+};
 
 it('never sends an answer before the state it depends on is durable', async () => {
   await fc.assert(fc.asyncProperty(fc.scheduler(), fc.array(input, { minLength: 1, maxLength: 25 }), async (s, inputs) => {
@@ -66,6 +75,9 @@ it('never sends an answer before the state it depends on is durable', async () =
         runs.truncateFrom(fromIndex);
         durableThrough = Math.min(durableThrough, written.length);
       },
+      deletePrefix: () => Promise.reject(new Error('this test never compacts')),
+      resetTo: () => Promise.reject(new Error('this test never installs a snapshot')),
+      segments: () => [],
       read: async ({ fromIndex, throughIndex }) => written.slice(fromIndex - 1, Math.min(throughIndex, written.length)),
       sync: async () => {
         await s.schedule(Promise.resolve(), 'log.sync');
@@ -101,7 +113,8 @@ it('never sends an answer before the state it depends on is durable', async () =
           }
         },
       },
-      stateMachine: { appliedIndex: () => 0, apply: async () => {} },
+      stateMachine: { apply: (entries) => entries.map(() => undefined), snapshot: () => new Uint8Array(0), restore: () => {}, firstNeededIndex: () => 1 },
+      snapshots: noSnapshots, snapshotEveryEntries: Number.MAX_SAFE_INTEGER, snapshotCatchUpEntries: 0,
       clock: { nowMs: () => 0, every: () => ({ dispose() {} }) },
       random: { nextInt: () => 0 },
       logger: silentLogger,

@@ -1,17 +1,17 @@
 import { assert, coerceError } from '../../util/assert.js';
 import { decodeMembership, validateMembers, type ConfigAt } from '../membership.js';
 import { RaftCore, type CoreInitialState, type ProposeOutcome, type RaftCoreConfig, type RandomSource, type Ready, type Role, type SoftState } from '../core/raft-core.js';
-import type { Entry, HardState, LogIndex, Member, NodeId, RaftMessage, Term } from '../types.js';
+import type { Entry, HardState, InstallSnapshot, LogIndex, Member, NodeId, RaftMessage, SnapshotMeta, Term } from '../types.js';
 import {
   NodeFailedError, NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalOverwrittenError,
 } from './errors.js';
-import type { Clock, Disposable, LogStore, Logger, StableStore, StateMachine, Transport } from './ports.js';
+import type { Clock, Disposable, LogStore, Logger, SnapshotStore, StableStore, StateMachine, Transport } from './ports.js';
 
 export type FlushMode = 'sync' | 'async';
 /** The outcome of an operator command (transfer, membership), as the core decides it. */
 export type { ProposeOutcome };
 
-export interface RaftNodeOptions {
+export interface RaftNodeOptions<Result = unknown> {
   readonly groupId: string;
   readonly core: RaftCoreConfig;
   /** The configuration the group was created with; the log's config entries override it. */
@@ -19,7 +19,15 @@ export interface RaftNodeOptions {
   readonly log: LogStore;
   readonly stable: StableStore;
   readonly transport: Transport;
-  readonly stateMachine: StateMachine;
+  readonly stateMachine: StateMachine<Result>;
+  readonly snapshots: SnapshotStore;
+  /** A snapshot is written after this many entries are applied since the last one. */
+  readonly snapshotEveryEntries: number;
+  /**
+   * Entries kept in the log behind a snapshot (etcd's SnapshotCatchUpEntries), so a follower
+   * that is only a little behind catches up from the log rather than by a whole snapshot.
+   */
+  readonly snapshotCatchUpEntries: number;
   readonly clock: Clock;
   readonly random: RandomSource;
   readonly logger: Logger;
@@ -38,9 +46,11 @@ export interface RaftNodeOptions {
   readonly onFailed?: (error: Error) => void;
 }
 
-export interface ProposalResult {
+/** A committed proposal: where it landed and what the state machine's apply returned for it. */
+export interface ProposalResult<Result = unknown> {
   readonly index: LogIndex;
   readonly term: Term;
+  readonly result: Result;
 }
 
 export interface RaftNodeStatus {
@@ -67,21 +77,22 @@ export interface RaftNodeStats {
   elections: number;
 }
 
-interface PendingProposal {
+interface PendingProposal<Result> {
   readonly term: Term;
-  readonly resolve: (result: ProposalResult) => void;
+  readonly resolve: (result: ProposalResult<Result>) => void;
   readonly reject: (error: Error) => void;
 }
 
-interface QueuedProposal {
+interface QueuedProposal<Result> {
   readonly payload: Uint8Array;
-  readonly resolve: (result: ProposalResult) => void;
+  readonly resolve: (result: ProposalResult<Result>) => void;
   readonly reject: (error: Error) => void;
 }
 
 type Command =
   | { readonly kind: 'transfer'; readonly target: NodeId; readonly done: (outcome: ProposeOutcome) => void }
-  | { readonly kind: 'membership'; readonly change: { readonly add: Member } | { readonly remove: NodeId }; readonly done: (outcome: ProposeOutcome) => void };
+  | { readonly kind: 'membership'; readonly change: { readonly add: Member } | { readonly remove: NodeId }; readonly done: (outcome: ProposeOutcome) => void }
+  | { readonly kind: 'snapshot-sent'; readonly peer: NodeId; readonly ok: boolean };
 
 const applyChunkBytes = 8 * 1024 * 1024;
 
@@ -94,13 +105,13 @@ const applyChunkBytes = 8 * 1024 * 1024;
  * entries (fsync in sync mode) → send messages → apply committed entries → advance. Any
  * storage failure stops the node (fail-stop); it is never logged and ignored.
  */
-export class RaftNode {
+export class RaftNode<Result = unknown> {
   readonly stats: RaftNodeStats = { appendMessagesSent: 0, entriesSent: 0, messagesDropped: 0, elections: 0 };
   private readonly core: RaftCore;
   private readonly inbox: RaftMessage[] = [];
-  private proposals: QueuedProposal[] = [];
+  private proposals: QueuedProposal<Result>[] = [];
   private readonly commands: Command[] = [];
-  private readonly pending = new Map<LogIndex, PendingProposal>();
+  private readonly pending = new Map<LogIndex, PendingProposal<Result>>();
   private pendingTicks = 0;
   private lastRole: SoftState['role'] | undefined;
   private flushDue = false;
@@ -111,34 +122,47 @@ export class RaftNode {
   private loopDone: Promise<void> = Promise.resolve();
   private closing: Promise<void> | undefined;
   private appliedIndexValue: LogIndex;
+  /** A snapshot this node wrote, to tell the core about and compact the log under. */
+  private snapshotSaved: SnapshotMeta | undefined;
+  private snapshotSaving = false;
+  /** A leader's snapshot, durable in the store, waiting for the core's ready to install it. */
+  private received: { readonly meta: SnapshotMeta; readonly data: Uint8Array } | undefined;
 
   /** Term, vote and synced-through mark as last written to the stable store. */
   private durableHardState: HardState;
 
-  private constructor(private readonly options: RaftNodeOptions, hardState: HardState, configs: ConfigAt[], lostLogTail: CoreInitialState['lostLogTail']) {
+  private constructor(private readonly options: RaftNodeOptions<Result>, hardState: HardState, configs: ConfigAt[], lostLogTail: CoreInitialState['lostLogTail'], snapshot: SnapshotMeta | undefined) {
     const log = options.log;
-    this.appliedIndexValue = options.stateMachine.appliedIndex();
+    this.appliedIndexValue = snapshot?.index ?? 0;
     this.durableHardState = hardState;
     this.core = new RaftCore(options.core, {
       hardState: { term: hardState.term, votedFor: hardState.votedFor },
       log: { firstIndex: log.firstIndex, prevTerm: log.termAt(log.firstIndex - 1) ?? 0, lastIndex: log.lastIndex, runs: log.runs() },
       configs,
       appliedIndex: this.appliedIndexValue,
+      snapshot,
       lostLogTail,
     }, options.random, (index) => log.payloadBytesAt(index));
   }
 
-  /** Loads durable state, checks the configuration and starts the loop and timers. */
-  static async start(options: RaftNodeOptions): Promise<RaftNode> {
+  /**
+   * Loads durable state (the newest valid snapshot, then the log after it), checks the
+   * configuration and starts the loop and timers.
+   */
+  static async start<R>(options: RaftNodeOptions<R>): Promise<RaftNode<R>> {
     validateMembers(options.bootstrapMembers);
-    const configs: ConfigAt[] = [{ index: 0, members: options.bootstrapMembers }];
+    assert(Number.isInteger(options.snapshotEveryEntries) && options.snapshotEveryEntries >= 1, 'snapshotEveryEntries must be a positive integer');
+    assert(Number.isInteger(options.snapshotCatchUpEntries) && options.snapshotCatchUpEntries >= 0, 'snapshotCatchUpEntries must be a non-negative integer');
+    const snapshot = await RaftNode.restoreSnapshot(options);
+    const configs: ConfigAt[] = [snapshot === undefined ? { index: 0, members: options.bootstrapMembers } : { index: snapshot.configIndex, members: snapshot.members }];
     for (const index of options.log.configIndexes()) {
+      if (index <= (configs[configs.length - 1] as ConfigAt).index) continue;
       const [entry] = await options.log.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
       assert(entry !== undefined && entry.index === index, `config entry ${index} missing from the log`);
       configs.push({ index, members: decodeMembership(entry.payload).members });
     }
     const latest = configs[configs.length - 1] as ConfigAt;
-    if (!latest.members.some((m) => m.id === options.core.id) && configs.length === 1) {
+    if (!latest.members.some((m) => m.id === options.core.id) && configs.length === 1 && snapshot === undefined) {
       throw new Error(`node id ${options.core.id} is not in the member list of group ${options.groupId} (${latest.members.map((m) => m.id).join(', ')})`);
     }
     const hardState: HardState = (await options.stable.load()) ?? { term: 0, votedFor: undefined };
@@ -150,12 +174,37 @@ export class RaftNode {
       options.logger.warn({ groupId: options.groupId, nodeId: options.core.id, syncedThrough: hardState.syncedThrough, lastIndex: options.log.lastIndex, term: hardState.term },
         'the log lost entries that were durable: this node abstains from elections until a leader has caught it up');
     }
-    const node = new RaftNode(options, hardState, configs, lostTail ? { term: hardState.term, syncedThrough: hardState.syncedThrough ?? 0 } : undefined);
+    const node = new RaftNode<R>(options, hardState, configs, lostTail ? { term: hardState.term, syncedThrough: hardState.syncedThrough ?? 0 } : undefined, snapshot);
     node.timers.push(options.clock.every(options.tickIntervalMs, () => node.enqueueTick()));
     if (options.flushMode === 'async') node.timers.push(options.clock.every(options.flushIntervalMs, () => { node.flushDue = true; node.wake(); }));
     node.loopDone = node.runLoop();
     node.wake();
     return node;
+  }
+
+  /**
+   * Restores the state machine from the newest valid snapshot and makes the log continue
+   * after it. A log that still ends before the snapshot, or disagrees with it, is what an
+   * install interrupted by a crash leaves: it restarts after the snapshot.
+   */
+  private static async restoreSnapshot<R>(options: RaftNodeOptions<R>): Promise<SnapshotMeta | undefined> {
+    const log = options.log;
+    const loaded = await options.snapshots.loadNewest();
+    if (loaded === undefined) {
+      if (log.firstIndex > 1) throw new Error(`the log of group ${options.groupId} starts at entry ${log.firstIndex} but there is no snapshot to cover the entries before it; repair this node from its peers`);
+      return undefined;
+    }
+    const meta = loaded.snapshot.meta;
+    if (log.firstIndex - 1 > meta.index) {
+      throw new Error(`the log of group ${options.groupId} starts at entry ${log.firstIndex} but the newest valid snapshot (${loaded.snapshot.fileName}) ends at ${meta.index}; repair this node from its peers`);
+    }
+    if (log.lastIndex < meta.index || log.termAt(meta.index) !== meta.term) {
+      options.logger.warn({ groupId: options.groupId, snapshotIndex: meta.index, lastIndex: log.lastIndex }, 'the log does not continue the newest snapshot (an install was interrupted): restarting the log after it');
+      await log.resetTo(meta.index, meta.term);
+    }
+    options.stateMachine.restore(loaded.data, meta);
+    options.logger.info({ groupId: options.groupId, snapshot: loaded.snapshot.fileName, index: meta.index, term: meta.term }, 'state restored from snapshot');
+    return meta;
   }
 
   get id(): NodeId { return this.core.id; }
@@ -169,6 +218,8 @@ export class RaftNode {
   /** The core's view of the log's terms, for checkers. */
   termAt(index: LogIndex): Term | undefined { return this.core.termAt(index); }
   get lastIndex(): LogIndex { return this.core.lastIndex; }
+  /** The first entry still in the log (compaction deletes what a snapshot covers). */
+  get firstIndex(): LogIndex { return this.core.firstIndex; }
 
   status(): RaftNodeStatus {
     const followerMatch: Record<NodeId, LogIndex> = {};
@@ -184,10 +235,11 @@ export class RaftNode {
   }
 
   /**
-   * Proposes one entry. Resolves once it is committed and applied here; rejects with a
-   * `ProposalError` whose `definite` flag says whether it may still have been committed.
+   * Proposes one entry. Resolves with its apply result once it is committed and applied here;
+   * rejects with a `ProposalError` whose `definite` flag says whether it may still have been
+   * committed.
    */
-  propose(payload: Uint8Array): Promise<ProposalResult> {
+  propose(payload: Uint8Array): Promise<ProposalResult<Result>> {
     if (this.state !== 'running') return Promise.reject(this.stoppedError());
     if (this.core.role !== 'leader') return Promise.reject(new NotLeaderError(this.core.leaderId));
     if (this.proposals.length >= (this.options.queuedProposalsMax ?? 65_536)) return Promise.reject(new ProposalDroppedError('proposal queue full'));
@@ -203,6 +255,23 @@ export class RaftNode {
 
   changeMembership(change: { readonly add: Member } | { readonly remove: NodeId }): Promise<ProposeOutcome> {
     return this.command((done) => ({ kind: 'membership', change, done }));
+  }
+
+  /**
+   * Called by the transport once a leader's snapshot is durable in the snapshot store; the
+   * core decides (in order with every other message) whether to install it.
+   */
+  receiveSnapshot(message: InstallSnapshot, data: Uint8Array): void {
+    if (this.state !== 'running') return;
+    this.received = { meta: message.snapshot, data };
+    this.receive(message);
+  }
+
+  /** Called by the transport when streaming a snapshot to `peer` ended. */
+  reportSnapshot(peer: NodeId, ok: boolean): void {
+    if (this.state !== 'running') return;
+    this.commands.push({ kind: 'snapshot-sent', peer, ok });
+    this.wake();
   }
 
   /** Called by the transport for every inbound message; never blocks. */
@@ -249,7 +318,8 @@ export class RaftNode {
   }
 
   private hasWork(): boolean {
-    return this.inbox.length > 0 || this.proposals.length > 0 || this.commands.length > 0 || this.pendingTicks > 0 || this.flushDue || this.core.hasReady();
+    return this.inbox.length > 0 || this.proposals.length > 0 || this.commands.length > 0 || this.pendingTicks > 0 || this.flushDue
+      || this.snapshotSaved !== undefined || this.core.hasReady();
   }
 
   private async runLoop(): Promise<void> {
@@ -266,6 +336,8 @@ export class RaftNode {
           await this.recordSynced();
         }
         while (this.core.hasReady() && this.state === 'running') await this.handleReady(this.core.ready());
+        // Only between readies: appends already handed out name ranges that must stay readable.
+        if (this.snapshotSaved !== undefined && this.state === 'running') await this.compact(this.snapshotSaved);
       }
     } catch (thrown) {
       this.fail(coerceError(thrown));
@@ -283,10 +355,11 @@ export class RaftNode {
     switch (command.kind) {
       case 'transfer': command.done(this.core.transferLeadership(command.target)); break;
       case 'membership': command.done(this.core.proposeMembershipChange(command.change)); break;
+      case 'snapshot-sent': this.core.reportSnapshot(command.peer, command.ok); break;
     }
   }
 
-  private submitProposals(batch: QueuedProposal[]): void {
+  private submitProposals(batch: QueuedProposal<Result>[]): void {
     const outcome = this.core.propose(batch.map((p) => p.payload));
     if (outcome.kind === 'appended') {
       assert(outcome.lastIndex - outcome.firstIndex + 1 === batch.length, 'one entry per proposal');
@@ -301,7 +374,7 @@ export class RaftNode {
     const log = this.options.log;
     // The negative control writes but skips the fsync before answering (NATS 2.12's bug).
     const sync = this.options.flushMode === 'sync' && this.options.unsafeAckBeforeFsync !== true;
-    if (this.core.role === 'leader' && ready.hardState === undefined && ready.truncateFrom === undefined && ready.entries.length > 0) {
+    if (this.core.role === 'leader' && ready.hardState === undefined && ready.snapshot === undefined && ready.truncateFrom === undefined && ready.entries.length > 0) {
       // Raft thesis §10.2.1: the leader may send its new entries before they are durable on
       // its own disk; the core counts the leader's copy toward commit only after advance(),
       // i.e. after the sync below. Followers still persist before they answer.
@@ -317,12 +390,70 @@ export class RaftNode {
     await this.applyCommitted(ready.commitIndex);
     if (ready.softState !== undefined) this.noteSoftState(ready.softState);
     this.core.advance(ready);
+    this.maybeSnapshot();
+  }
+
+  /** Installs a leader's snapshot: the log restarts after it and the state machine takes its state. */
+  private async installSnapshot(meta: SnapshotMeta): Promise<void> {
+    const received = this.received;
+    assert(received !== undefined && received.meta.index === meta.index && received.meta.term === meta.term, `installing snapshot ${meta.index}/t${meta.term}, which was not received`);
+    this.received = undefined;
+    // Entries after the snapshot go, as in a truncation: lower the mark first.
+    if ((this.durableHardState.syncedThrough ?? 0) > meta.index) await this.saveHardState({ syncedThrough: meta.index });
+    await this.options.log.resetTo(meta.index, meta.term);
+    this.rejectTruncatedProposals(meta.index + 1);
+    this.options.stateMachine.restore(received.data, meta);
+    this.appliedIndexValue = meta.index;
+    this.options.logger.info({ groupId: this.options.groupId, nodeId: this.id, index: meta.index, term: meta.term }, 'installed a snapshot from the leader');
+  }
+
+  /**
+   * Writes a snapshot of the state machine when enough was applied since the last one, or
+   * when the state machine released log entries that only a newer snapshot lets us delete.
+   * The state is taken synchronously (between applies, so it is exactly the applied state);
+   * the file is written while the loop goes on.
+   */
+  private maybeSnapshot(): void {
+    if (this.snapshotSaving || this.state !== 'running') return;
+    const applied = this.appliedIndexValue;
+    const last = this.core.snapshot?.index ?? 0;
+    if (applied <= last) return;
+    const releasable = this.releasableThrough(applied);
+    const segments = this.options.log.segments();
+    const deletable = segments.length > 1 && releasable > last && (segments[0] as { lastIndex: LogIndex }).lastIndex <= releasable;
+    if (applied - last < this.options.snapshotEveryEntries && !deletable) return;
+    const term = this.core.termAt(applied);
+    assert(term !== undefined, `no term for applied index ${applied}`);
+    const meta: SnapshotMeta = { index: applied, term, ...this.core.configAt(applied) };
+    const data = this.options.stateMachine.snapshot();
+    this.snapshotSaving = true;
+    this.options.snapshots.save(meta, data).then(() => {
+      this.snapshotSaving = false;
+      this.snapshotSaved = meta;
+      this.wake();
+    }, (error: unknown) => this.fail(coerceError(error)));
+  }
+
+  /** The last entry a snapshot through `snapshotIndex` lets go: what the state machine no longer reads, minus the catch-up window. */
+  private releasableThrough(snapshotIndex: LogIndex): LogIndex {
+    return Math.min(this.options.stateMachine.firstNeededIndex() - 1, snapshotIndex - this.options.snapshotCatchUpEntries);
+  }
+
+  /** Tells the core about a written snapshot and deletes the segments it and the state machine no longer need. */
+  private async compact(meta: SnapshotMeta): Promise<void> {
+    this.snapshotSaved = undefined;
+    this.core.snapshotTaken(meta);
+    const through = this.releasableThrough(meta.index);
+    if (through < this.options.log.firstIndex) return;
+    const firstIndex = await this.options.log.deletePrefix(through);
+    this.core.logCompacted(firstIndex);
   }
 
   /** Persist before send: every answer depends on state that is durable when it leaves. */
   private async persistThenSend(ready: Ready, sync: boolean): Promise<void> {
     const log = this.options.log;
     if (ready.hardState !== undefined) await this.saveHardState({ term: ready.hardState.term, votedFor: ready.hardState.votedFor });
+    if (ready.snapshot !== undefined) await this.installSnapshot(ready.snapshot);
     if (ready.truncateFrom !== undefined) {
       // Lower the mark first: a crash between the two must not look like a lost tail.
       if ((this.durableHardState.syncedThrough ?? 0) >= ready.truncateFrom) await this.saveHardState({ syncedThrough: ready.truncateFrom - 1 });
@@ -377,8 +508,9 @@ export class RaftNode {
     while (this.appliedIndexValue < commitIndex) {
       const entries = await this.options.log.read({ fromIndex: this.appliedIndexValue + 1, throughIndex: commitIndex, bytesMax: applyChunkBytes });
       assert(entries.length > 0 && (entries[0] as Entry).index === this.appliedIndexValue + 1, 'apply: committed entries missing from the log');
-      await this.options.stateMachine.apply(entries);
-      for (const entry of entries) this.settleProposal(entry);
+      const results = await this.options.stateMachine.apply(entries);
+      assert(results.length === entries.length, `apply returned ${results.length} results for ${entries.length} entries`);
+      entries.forEach((entry, i) => this.settleProposal(entry, results[i] as Result));
       this.appliedIndexValue = (entries[entries.length - 1] as Entry).index;
     }
   }
@@ -395,11 +527,11 @@ export class RaftNode {
     }
   }
 
-  private settleProposal(entry: Entry): void {
+  private settleProposal(entry: Entry, result: Result): void {
     const proposal = this.pending.get(entry.index);
     if (proposal === undefined) return;
     this.pending.delete(entry.index);
-    if (proposal.term === entry.term) proposal.resolve({ index: entry.index, term: entry.term });
+    if (proposal.term === entry.term) proposal.resolve({ index: entry.index, term: entry.term, result });
     else proposal.reject(new ProposalOverwrittenError(entry.index));
   }
 
