@@ -35,6 +35,8 @@ interface Flight {
 }
 
 const key = (...parts: (string | number)[]): string => parts.join('/');
+/** deadline - invisibleMs recovers the receive's state time up to float rounding. */
+const roundingMs = 0.01;
 
 export class BrokerChecker {
   readonly violations: string[] = [];
@@ -137,7 +139,7 @@ export class BrokerChecker {
       const flight = this.flights.get(key(watch.group, watch.topic, d.queueId, d.offset));
       if (flight !== undefined) {
         if (flight.ackedAt !== undefined && flight.ackedAt < sentAt) this.violate(`${where} redelivered (attempt ${d.attempt}) after its ack succeeded`);
-        if (flight.deadlineMs !== undefined && at < flight.deadlineMs) this.violate(`${where} redelivered at ${at}, while invisible until ${flight.deadlineMs}`);
+        if (flight.deadlineMs !== undefined && at < flight.deadlineMs - roundingMs) this.violate(`${where} redelivered at ${at}, while invisible until ${flight.deadlineMs}`);
         if (d.attempt <= flight.attempt) this.violate(`${where} redelivered as attempt ${d.attempt} after attempt ${flight.attempt}`);
       }
       if (watch.fifo) {
@@ -145,7 +147,7 @@ export class BrokerChecker {
         for (let earlier = 0; earlier < d.offset; earlier++) {
           const other = this.flights.get(key(watch.group, watch.topic, d.queueId, earlier));
           if (other === undefined || other.deadlineMs === undefined || (other.ackedAt !== undefined && other.ackedAt < sentAt)) continue;
-          if (at < other.deadlineMs) this.violate(`FIFO: ${where} delivered at ${at} while offset ${earlier} is in flight until ${other.deadlineMs}`);
+          if (at < other.deadlineMs - roundingMs) this.violate(`FIFO: ${where} delivered at ${at} while offset ${earlier} is in flight until ${other.deadlineMs}`);
         }
       }
     }
