@@ -63,7 +63,7 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
 
   /** Message bodies are read from the log: every entry is needed until retention releases it. */
   firstNeededIndex(): number {
-    return 1;
+    return this.stateValue.retainedFrom;
   }
 
   snapshot(): Uint8Array {
@@ -97,7 +97,7 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
       }
       if (header.kind === PayloadKind.Command) {
         const command = readCommand(entry.payload) as BrokerCommand;
-        if (command.op === 'invisible' || command.op === 'release' || command.op === 'offset.reset' || command.op === 'topic.put') touched.add('*');
+        if (command.op === 'invisible' || command.op === 'release' || command.op === 'offset.reset' || command.op === 'topic.put' || command.op === 'retention') touched.add('*');
         return { kind: 'command', outcome: this.stateValue.applyCommand(entry.index, timeMs, command) };
       }
       return { kind: 'malformed', message: `unknown broker payload kind ${String(header.kind)}` };

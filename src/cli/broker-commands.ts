@@ -34,6 +34,19 @@ export function namesrvCommand(): Command {
     });
 }
 
+interface BrokerFlags {
+  namesrv: string; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number; registerIntervalMs: number;
+  retentionHours: number; retentionBytes: number | undefined; retentionDiskPercent: number;
+}
+
+function positiveNumber(name: string, max = Infinity): (value: string) => number {
+  return (value) => {
+    const parsed = Number(value);
+    if (!Number.isFinite(parsed) || parsed <= 0 || parsed > max) throw new InvalidArgumentError(`${name} must be a number above 0${max === Infinity ? '' : ` and at most ${max}`}`);
+    return parsed;
+  };
+}
+
 export function brokerCommand(): Command {
   return withRaftNodeOptions(new Command('broker')
     .description('run one broker node: a member of a Raft broker group serving the RocketMQ 5 client protocol'))
@@ -42,11 +55,15 @@ export function brokerCommand(): Command {
     .option('--no-auto-create-groups', 'refuse consumer groups that were not created first')
     .option('--max-body-bytes <n>', 'largest message body accepted', integer('--max-body-bytes', 1), defaultBrokerNodeSettings.maxBodyBytes)
     .option('--register-interval-ms <ms>', 'NameServer re-registration period', integer('--register-interval-ms', 100), defaultBrokerNodeSettings.registerIntervalMs)
-    .action(async (options: RaftNodeOptions & { namesrv: string; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number; registerIntervalMs: number }) => {
+    .option('--retention-hours <h>', 'delete log segments whose newest message is older than this (RocketMQ fileReservedTime)', positiveNumber('--retention-hours'), defaultBrokerNodeSettings.retention.maxAgeMs / 3_600_000)
+    .option('--retention-bytes <n>', 'delete the oldest segments while the log is larger than this (default: no size limit)', integer('--retention-bytes', 1))
+    .option('--retention-disk-percent <p>', 'delete the oldest segments while the data disk is fuller than this', positiveNumber('--retention-disk-percent', 100), defaultBrokerNodeSettings.retention.diskUsedRatioMax * 100)
+    .action(async (options: RaftNodeOptions & BrokerFlags) => {
       const config: BrokerNodeConfig = {
         ...defaultBrokerNodeSettings, ...raftNodeConfig(options),
         namesrvAddresses: addressList(options.namesrv), autoCreateTopics: options.autoCreateTopics, autoCreateGroups: options.autoCreateGroups,
         maxBodyBytes: options.maxBodyBytes, registerIntervalMs: options.registerIntervalMs,
+        retention: { maxAgeMs: options.retentionHours * 3_600_000, logBytesMax: options.retentionBytes ?? Infinity, diskUsedRatioMax: options.retentionDiskPercent / 100 },
       };
       const node = await BrokerNode.start(config, exitOnFatal(`raftmq broker ${config.nodeId}`));
       powerFailOnSignal(node.raft);

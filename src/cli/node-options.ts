@@ -33,7 +33,7 @@ export function parseMembers(value: string): Member[] {
 
 export interface RaftNodeOptions {
   group: string; id: string; members: Member[]; data: string; flush: 'sync' | 'async'; flushIntervalMs: number; tickMs: number;
-  electionTicks: number; heartbeatTicks: number; segmentBytes: number; snapshotEntries: number; logLevel: string;
+  electionTicks: number; heartbeatTicks: number; segmentBytes: number; snapshotEntries: number; snapshotBytes: number; logLevel: string;
 }
 
 /** Adds the options of one Raft group member to `command`. */
@@ -50,6 +50,7 @@ export function withRaftNodeOptions(command: Command): Command {
     .option('--heartbeat-ticks <n>', 'heartbeat interval in ticks', integer('--heartbeat-ticks', 1), defaultRaftGroupNodeConfig.heartbeatIntervalTicks)
     .option('--segment-bytes <n>', 'commitlog segment size', integer('--segment-bytes', 4096), defaultRaftGroupNodeConfig.segmentBytesMax)
     .option('--snapshot-entries <n>', 'write a state snapshot after this many applied entries', integer('--snapshot-entries', 1), defaultRaftGroupNodeConfig.snapshotEveryEntries)
+    .option('--snapshot-bytes <n>', '... or after this many bytes of applied entries', integer('--snapshot-bytes', 1), defaultRaftGroupNodeConfig.snapshotEveryBytes)
     .option('--log-level <level>', 'pino log level', defaultRaftGroupNodeConfig.logLevel);
 }
 
@@ -59,7 +60,7 @@ export function raftNodeConfig(options: RaftNodeOptions): RaftGroupNodeConfig {
     groupId: options.group, nodeId: options.id, members: options.members, dataDir: options.data,
     flushMode: options.flush, flushIntervalMs: options.flushIntervalMs, tickIntervalMs: options.tickMs,
     electionTimeoutTicks: options.electionTicks, heartbeatIntervalTicks: options.heartbeatTicks,
-    segmentBytesMax: options.segmentBytes, snapshotEveryEntries: options.snapshotEntries, logLevel: options.logLevel,
+    segmentBytesMax: options.segmentBytes, snapshotEveryEntries: options.snapshotEntries, snapshotEveryBytes: options.snapshotBytes, logLevel: options.logLevel,
     // Test-only switches (the fault-injection harness sets them); never in production.
     unsafeAckBeforeFsync: process.env.RAFTMQ_UNSAFE_ACK_BEFORE_FSYNC === '1',
     unsafeAckBeforeQuorum: process.env.RAFTMQ_UNSAFE_ACK_BEFORE_QUORUM === '1',

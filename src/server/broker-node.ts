@@ -1,11 +1,14 @@
+import { statfs } from 'node:fs/promises';
 /**
  * One broker node: a Raft group member whose state machine is the broker, serving the client
  * protocol (apache.rocketmq.v2.MessagingService), the broker admin service, Raft and the Raft
  * admin service on one address, and registering itself with every NameServer.
  */
 import * as grpc from '@grpc/grpc-js';
-import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions } from '../broker/broker-service.js';
+import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions, type RaftPort } from '../broker/broker-service.js';
 import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
+import { RetentionService } from '../broker/retention-service.js';
+import { defaultRetentionSettings, retentionSettingsProblem, type RetentionSettings } from '../broker/core/retention.js';
 import { BrokerError } from '../broker/errors.js';
 import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '../broker/core/names.js';
 import { systemClock } from '../util/clock.js';
@@ -28,6 +31,9 @@ export interface BrokerNodeConfig extends RaftGroupNodeConfig {
   readonly registerIntervalMs: number;
   /** How long a follower (or the access point) holds a call while the group elects a leader. */
   readonly holdMs: number;
+  /** What the log keeps (SPEC F16): see core/retention.ts. */
+  readonly retention: RetentionSettings;
+  readonly retentionIntervalMs: number;
 }
 
 export const defaultBrokerNodeSettings = {
@@ -36,6 +42,8 @@ export const defaultBrokerNodeSettings = {
   maxBodyBytes: defaultBrokerServiceOptions.maxBodyBytes,
   registerIntervalMs: 2_000,
   holdMs: 2_500,
+  retention: defaultRetentionSettings,
+  retentionIntervalMs: 10_000,
 } as const;
 
 export class BrokerNode {
@@ -44,15 +52,18 @@ export class BrokerNode {
     readonly service: BrokerService,
     private readonly registrar: NameServerRegistrar,
     private readonly forwarder: Forwarder,
+    private readonly retention: RetentionService,
   ) {}
 
   static async start(config: BrokerNodeConfig, onFatal: (error: Error) => void): Promise<BrokerNode> {
     if (!Number.isInteger(config.maxBodyBytes) || config.maxBodyBytes < 1 || config.maxBodyBytes > 64 * 1024 * 1024) {
       throw new Error(`maxBodyBytes must be an integer in 1..67108864, not ${config.maxBodyBytes}`);
     }
+    const retentionProblem = retentionSettingsProblem(config.retention);
+    if (retentionProblem !== undefined) throw new Error(retentionProblem);
     const machine = new BrokerStateMachine();
     const forwarder = new Forwarder(config.holdMs);
-    const ref: { service?: BrokerService; registrar?: NameServerRegistrar } = {};
+    const ref: { service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService } = {};
     const raft = await RaftGroupNode.start(config, onFatal, {
       stateMachine: machine,
       onSoftState: () => ref.registrar?.registerSoon(),
@@ -65,12 +76,13 @@ export class BrokerNode {
           ...defaultBrokerServiceOptions, brokerGroup: config.groupId, autoCreateTopics: config.autoCreateTopics,
           autoCreateGroups: config.autoCreateGroups, maxBodyBytes: config.maxBodyBytes, readReadyWaitMs: config.holdMs,
         };
-        const service = new BrokerService(options, {
+        const raftPort: RaftPort = {
           propose: (payload) => node.propose(payload),
           get role() { return node.role; },
           get term() { return node.term; },
           leaderAddress,
-        }, machine, {
+        };
+        const service = new BrokerService(options, raftPort, machine, {
           payloadAt: async (index) => {
             const [entry] = await log.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
             if (entry === undefined) throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is missing (deleted by retention?)`);
@@ -78,6 +90,11 @@ export class BrokerNode {
           },
         }, systemClock);
         ref.service = service;
+        ref.retention = new RetentionService({
+          settings: config.retention, intervalMs: config.retentionIntervalMs, raft: raftPort, machine,
+          segments: () => log.segments(), diskUsedRatio: () => diskUsedRatio(config.dataDir),
+          wallNowMs: () => systemClock.wallNowMs(), clock: systemClock, logger,
+        });
         const selfAddress = config.members.find((m) => m.id === config.nodeId)?.address ?? '';
         const messaging = brokerMessagingHandlers({
           brokerGroup: config.groupId, selfAddress, service, forwarder, logger,
@@ -88,6 +105,8 @@ export class BrokerNode {
     });
     const service = ref.service as BrokerService;
     service.start();
+    const retention = ref.retention as RetentionService;
+    retention.start();
     const registrar = new NameServerRegistrar(config.namesrvAddresses, config.registerIntervalMs, () => {
       const status = raft.node.status();
       const leader = status.leaderId === undefined ? undefined : status.members.find((m) => m.id === status.leaderId);
@@ -101,11 +120,12 @@ export class BrokerNode {
     }, raft.logger);
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, forwarder);
+    return new BrokerNode(raft, service, registrar, forwarder, retention);
   }
 
   async close(): Promise<void> {
     this.registrar.close();
+    this.retention.close();
     this.service.close();
     this.forwarder.close();
     await this.raft.close();
@@ -173,4 +193,14 @@ function topicFromProto(config: any): TopicConfig {
     name: String(config?.name ?? ''), readQueues: Number(config?.readQueues ?? 0), writeQueues: Number(config?.writeQueues ?? 0),
     perm: Number(config?.perm ?? 6), messageType,
   };
+}
+
+/** Fraction of the data directory's file system in use (undefined if the platform cannot say). */
+async function diskUsedRatio(dir: string): Promise<number | undefined> {
+  try {
+    const stats = await statfs(dir);
+    return stats.blocks > 0 ? 1 - stats.bavail / stats.blocks : undefined;
+  } catch {
+    return undefined;
+  }
 }

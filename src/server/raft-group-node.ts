@@ -34,6 +34,8 @@ export interface RaftGroupNodeConfig {
   readonly segmentBytesMax: number;
   /** A snapshot of the state machine is written after this many applied entries. */
   readonly snapshotEveryEntries: number;
+  /** ... or after this many bytes of entries (whichever comes first). */
+  readonly snapshotEveryBytes: number;
   /** Entries kept in the log behind a snapshot for followers that are only a little behind. */
   readonly snapshotCatchUpEntries: number;
   readonly appendEntriesMax: number;
@@ -57,6 +59,7 @@ export const defaultRaftGroupNodeConfig = {
   heartbeatIntervalTicks: 3,
   segmentBytesMax: 64 * 1024 * 1024,
   snapshotEveryEntries: 20_000,
+  snapshotEveryBytes: 128 * 1024 * 1024,
   snapshotCatchUpEntries: 5_000,
   appendEntriesMax: 1024,
   appendBytesMax: 1024 * 1024,
@@ -154,7 +157,7 @@ export class RaftGroupNode<Result = unknown> {
         ...(config.unsafeAckBeforeQuorum ? { unsafe: { commitWithoutQuorum: true } } : {}),
       },
       bootstrapMembers: config.members,
-      log, stable, transport, stateMachine, snapshots, snapshotEveryEntries: config.snapshotEveryEntries, snapshotCatchUpEntries: config.snapshotCatchUpEntries, clock: realClock,
+      log, stable, transport, stateMachine, snapshots, snapshotEveryEntries: config.snapshotEveryEntries, snapshotEveryBytes: config.snapshotEveryBytes, snapshotCatchUpEntries: config.snapshotCatchUpEntries, clock: realClock,
       random: { nextInt: (max) => Math.floor(Math.random() * max) },
       logger,
       tickIntervalMs: config.tickIntervalMs,

@@ -145,3 +145,47 @@ describe('broker state', () => {
     expect(h.state.nowMs).toBe(10_000);
   });
 });
+
+describe('retention', () => {
+  const topicOneQueue = { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 };
+
+  it('releases the messages stored at or before the cut; a consumer behind moves up and the skipped ones count as expired', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: topicOneQueue });
+    for (let i = 0; i < 6; i++) h.send(message('t', `m${i}`)); // log indexes 2..7, offsets 0..5
+    const first = h.receive('g', 't', 1);
+    expect(h.ack('g', first[0] as Delivery)).toEqual({ kind: 'done' }); // g consumed offset 0
+    h.run({ op: 'offset.update', group: 'pull', topic: 't', queueId: 0, offset: 1 });
+    expect(h.state.newestStoreTimeThrough(4)).toBe(1_000);
+    expect(h.run({ op: 'retention', throughIndex: 4 })).toEqual({ kind: 'done' }); // offsets 0..2 go
+    const queue = h.state.queue('t', 0)!;
+    expect([queue.minOffset, queue.maxOffset]).toEqual([3, 6]);
+    expect(h.state.retainedFrom).toBe(5);
+    expect(h.state.committedOffset('pull', 't', 0)).toBe(3);
+    expect(h.state.groupProgress('g')).toEqual([expect.objectContaining({ offset: 3, expired: 2 })]);
+    expect(h.state.groupProgress('pull')).toEqual([expect.objectContaining({ offset: 3, expired: 2 })]);
+    // What is delivered next is the first retained message; a new group starts there too.
+    expect(h.receive('g', 't', 10).map((d) => d.offset)).toEqual([3, 4, 5]);
+    expect(h.receive('fresh', 't', 10).map((d) => d.offset)).toEqual([3, 4, 5]);
+    expect(queue.logIndexAt(3)).toBe(5);
+    // An older or repeated cut changes nothing.
+    expect(h.run({ op: 'retention', throughIndex: 3 })).toEqual({ kind: 'done' });
+    expect(queue.minOffset).toBe(3);
+  });
+
+  it('survives a snapshot: the restored state has the same first offsets, cut and expired counts', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: topicOneQueue });
+    for (let i = 0; i < 200; i++) h.send(message('t', `m${i}`));
+    h.run({ op: 'offset.update', group: 'pull', topic: 't', queueId: 0, offset: 0 });
+    h.run({ op: 'retention', throughIndex: 150 });
+    const restored = BrokerState.restore(h.state.snapshot());
+    expect(restored.digest()).toBe(h.state.digest());
+    expect(restored.queue('t', 0)?.minOffset).toBe(149);
+    expect(restored.retainedFrom).toBe(151);
+    expect(restored.groupProgress('pull')).toEqual(h.state.groupProgress('pull'));
+    h.send(message('t', 'after'));
+    restored.applyMessages(h.index, h.timeMs, readRouting(encodeMessages({ timeMs: h.timeMs }, [message('t', 'after')])));
+    expect(restored.digest()).toBe(h.state.digest());
+  });
+});

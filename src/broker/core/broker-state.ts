@@ -14,7 +14,7 @@ import { filterFromJson, filterMatches, type TagFilter } from './filter.js';
 import { decodeBrokerState, encodeBrokerState, sha256Hex } from './state-snapshot.js';
 import type { MessageRouting } from './entry-codec.js';
 import {
-  defaultGroupConfig, dlqTopicOf, permRead, permReadWrite, permWrite, type GroupConfig, type TopicConfig,
+  defaultGroupConfig, dlqTopicOf, dlqTopicPrefix, permRead, permReadWrite, permWrite, type GroupConfig, type TopicConfig,
 } from './names.js';
 
 export type BrokerCommand =
@@ -31,7 +31,9 @@ export type BrokerCommand =
   | { readonly op: 'renew'; readonly items: readonly HandleRef[]; readonly invisibleMs: number }
   | { readonly op: 'release'; readonly clientId: string }
   | { readonly op: 'offset.update'; readonly group: string; readonly topic: string; readonly queueId: number; readonly offset: number }
-  | { readonly op: 'offset.reset'; readonly group: string; readonly topic: string; readonly timeMs: number };
+  | { readonly op: 'offset.reset'; readonly group: string; readonly topic: string; readonly timeMs: number }
+  /** Retention (proposed by the leader): every message stored at or before `throughIndex` goes. */
+  | { readonly op: 'retention'; readonly throughIndex: number };
 
 /** What a receipt handle names: one delivery of one message to one group. */
 export interface HandleRef {
@@ -98,6 +100,15 @@ class PopQueue {
     return offset < this.ackOffset || this.done.has(offset);
   }
 
+  /** Retention released everything below `offset`: nothing there is in flight or to be handed out. */
+  releaseBelow(offset: number): void {
+    for (const inFlight of [...this.inFlight.keys()]) if (inFlight < offset) this.inFlight.delete(inFlight);
+    for (const done of [...this.done]) if (done < offset) this.done.delete(done);
+    if (this.ackOffset < offset) this.ackOffset = offset;
+    if (this.next < offset) this.next = offset;
+    while (this.done.delete(this.ackOffset)) this.ackOffset++;
+  }
+
   resetTo(offset: number): void {
     this.ackOffset = offset;
     this.next = offset;
@@ -140,6 +151,16 @@ export function stableHash(text: string): number {
   return hash >>> 0;
 }
 
+export interface GroupProgressRow {
+  readonly topic: string;
+  readonly queueId: number;
+  readonly offset: number;
+  readonly maxOffset: number;
+  readonly inFlight: number;
+  /** Messages retention released before this group consumed them (its offset was moved past them). */
+  readonly expired: number;
+}
+
 export class BrokerState {
   // Every field below is in snapshot()/restore(). A new one needs a new snapshot format
   // version in state-snapshot.ts (and the field list in state-snapshot.test.ts).
@@ -153,6 +174,10 @@ export class BrokerState {
   private readonly tagIds = new Map<string, number>([['', 0]]);
   private readonly tagNames: string[] = [''];
   private clockMs = 0;
+  /** The first log index retention has not released: message bodies before it are gone. */
+  private retainedFromIndex = 1;
+  /** Messages a consumer never saw because retention released them first: group\0topic\0queue → count. */
+  private readonly expiredUnconsumed = new Map<string, number>();
 
   constructor(private readonly limits: BrokerStateLimits = defaultBrokerStateLimits) {}
 
@@ -161,6 +186,7 @@ export class BrokerState {
     return encodeBrokerState({
       clockMs: this.clockMs, tagNames: this.tagNames, topics: this.topics, groups: this.groups, popQueues: this.popQueues,
       receiveCursor: this.receiveCursor, offsets: this.offsets, dedup: this.dedup,
+      retainedFrom: this.retainedFromIndex, expiredUnconsumed: this.expiredUnconsumed,
     });
   }
 
@@ -178,12 +204,34 @@ export class BrokerState {
     for (const [k, cursor] of parts.receiveCursor) state.receiveCursor.set(k, cursor);
     for (const [group, offsets] of parts.offsets) state.offsets.set(group, offsets);
     for (const [k, record] of parts.dedup) state.dedup.set(k, record);
+    state.retainedFromIndex = parts.retainedFrom;
+    for (const [k, count] of parts.expiredUnconsumed) state.expiredUnconsumed.set(k, count);
     return state;
   }
 
   /** SHA-256 (hex) of snapshot(): equal on two nodes exactly when their states are. */
   digest(): string {
     return sha256Hex(this.snapshot());
+  }
+
+  /** The first log entry still needed: retention released every message stored before it. */
+  get retainedFrom(): number {
+    return this.retainedFromIndex;
+  }
+
+  /** Store time of the newest message at or before `logIndex` in any topic's queue (for retention by age). */
+  newestStoreTimeThrough(logIndex: number): number | undefined {
+    let newest: number | undefined;
+    for (const [name, topic] of this.topics) {
+      if (name.startsWith(dlqTopicPrefix)) continue; // references, not stores
+      for (const queue of topic.queues) {
+        const offset = queue.lastOffsetThroughLogIndex(logIndex);
+        if (offset === undefined || offset < queue.minOffset) continue;
+        const time = queue.storeTimeAt(offset);
+        if (newest === undefined || time > newest) newest = time;
+      }
+    }
+    return newest;
   }
 
   /** The monotone time of the last applied entry. */
@@ -232,11 +280,11 @@ export class BrokerState {
   }
 
   /** Per queue of every topic the group touched: its committed (or acknowledged) offset and lag. */
-  groupProgress(group: string): { topic: string; queueId: number; offset: number; maxOffset: number; inFlight: number }[] {
-    const rows = new Map<string, { topic: string; queueId: number; offset: number; maxOffset: number; inFlight: number }>();
+  groupProgress(group: string): GroupProgressRow[] {
+    const rows = new Map<string, GroupProgressRow>();
     for (const [k, offset] of this.offsets.get(group) ?? []) {
       const [topic, queueId] = k.split('\u0000') as [string, string];
-      rows.set(k, { topic, queueId: Number(queueId), offset, maxOffset: this.queue(topic, Number(queueId))?.maxOffset ?? 0, inFlight: 0 });
+      rows.set(k, { topic, queueId: Number(queueId), offset, maxOffset: this.queue(topic, Number(queueId))?.maxOffset ?? 0, inFlight: 0, expired: this.expiredUnconsumed.get(key(group, topic, queueId)) ?? 0 });
     }
     for (const [k, pop] of this.popQueues) {
       const [g, topic, queueId] = k.split('\u0000') as [string, string, string];
@@ -246,6 +294,7 @@ export class BrokerState {
       rows.set(rowKey, {
         topic, queueId: Number(queueId), offset: Math.max(previous?.offset ?? 0, pop.ackOffset),
         maxOffset: this.queue(topic, Number(queueId))?.maxOffset ?? 0, inFlight: pop.inFlight.size,
+        expired: this.expiredUnconsumed.get(key(group, topic, queueId)) ?? 0,
       });
     }
     return [...rows.values()].sort((a, b) => byName(a.topic, b.topic) || a.queueId - b.queueId);
@@ -263,7 +312,7 @@ export class BrokerState {
       const pop = this.popQueues.get(key(group, topic, id));
       const queue = state.queues[id] as ConsumeQueue;
       if (pop === undefined) {
-        if (queue.maxOffset > 0) return true;
+        if (queue.maxOffset > queue.minOffset) return true;
         continue;
       }
       let blocked = false;
@@ -351,6 +400,7 @@ export class BrokerState {
         this.groups.set(command.config.name, command.config);
         return { kind: 'done' };
       case 'receive': return this.receive(logIndex, timeMs, command);
+      case 'retention': return this.release(command.throughIndex);
       case 'ack': return this.withFlight(command, (pop) => { pop.settle(command.offset); return { kind: 'done' }; }, true);
       case 'invisible': return this.withFlight(command, (pop, flight) => {
         flight.deadlineMs = timeMs + this.nackDelay(command.invisibleMs, flight);
@@ -380,7 +430,7 @@ export class BrokerState {
         const queue = this.queue(command.topic, command.queueId);
         if (queue === undefined) return { kind: 'error', code: 'topic-not-found', message: `topic ${command.topic} has no queue ${command.queueId}` };
         this.ensureGroup(command.group);
-        this.offsetsOf(command.group).set(key(command.topic, command.queueId), Math.min(Math.max(command.offset, 0), queue.maxOffset));
+        this.offsetsOf(command.group).set(key(command.topic, command.queueId), Math.min(Math.max(command.offset, queue.minOffset), queue.maxOffset));
         return { kind: 'done' };
       }
       case 'offset.reset': {
@@ -398,6 +448,46 @@ export class BrokerState {
   }
 
   // ---- internals -----------------------------------------------------------------------
+
+  /**
+   * Retention: every queue drops its messages stored at or before `throughIndex`; a consumer
+   * whose offset was below the new first offset moves up to it (and the skipped messages are
+   * counted as expired for `group list`).
+   */
+  private release(throughIndex: number): CommandOutcome {
+    if (!Number.isSafeInteger(throughIndex) || throughIndex < 0) return { kind: 'error', code: 'bad-request', message: `retention through ${throughIndex}` };
+    if (throughIndex < this.retainedFromIndex) return { kind: 'done' };
+    this.retainedFromIndex = throughIndex + 1;
+    for (const [name, topic] of this.topics) {
+      topic.queues.forEach((queue, queueId) => {
+        if (queue.releaseThrough(throughIndex) > 0) this.moveConsumersUp(name, queueId, queue.minOffset);
+      });
+    }
+    return { kind: 'done' };
+  }
+
+  private moveConsumersUp(topic: string, queueId: number, minOffset: number): void {
+    const count = (group: string, skipped: number): void => {
+      if (skipped <= 0) return;
+      const k = key(group, topic, queueId);
+      this.expiredUnconsumed.set(k, (this.expiredUnconsumed.get(k) ?? 0) + skipped);
+    };
+    for (const [k, pop] of this.popQueues) {
+      const [group, popTopic, popQueueId] = k.split('\u0000') as [string, string, string];
+      if (popTopic !== topic || Number(popQueueId) !== queueId || pop.ackOffset >= minOffset) continue;
+      let unconsumed = 0;
+      for (let offset = pop.ackOffset; offset < minOffset; offset++) if (!pop.isSettled(offset)) unconsumed++;
+      count(group, unconsumed);
+      pop.releaseBelow(minOffset);
+    }
+    const queueKey = key(topic, queueId);
+    for (const [group, offsets] of this.offsets) {
+      const offset = offsets.get(queueKey);
+      if (offset === undefined || offset >= minOffset) continue;
+      count(group, minOffset - offset);
+      offsets.set(queueKey, minOffset);
+    }
+  }
 
   private putTopic(config: TopicConfig): CommandOutcome {
     const existing = this.topics.get(config.name);
@@ -434,7 +524,9 @@ export class BrokerState {
     const k = key(group, topic, queueId);
     let pop = this.popQueues.get(k);
     if (pop === undefined) {
-      pop = new PopQueue();
+      // A new group starts at the first message retention kept.
+      const first = this.queue(topic, queueId)?.minOffset ?? 0;
+      pop = new PopQueue(first, first);
       this.popQueues.set(k, pop);
     }
     return pop;
@@ -517,6 +609,11 @@ export class BrokerState {
     }
     while (out.length < command.batch && pop.next < queue.maxOffset) {
       const offset = pop.next++;
+      // A DLQ reference to a message retention released (DLQs are not in log order).
+      if (queue.logIndexAt(offset) < this.retainedFromIndex) {
+        pop.settle(offset);
+        continue;
+      }
       if (!filterMatches(filter, this.tagName(queue.tagIdAt(offset)))) {
         pop.settle(offset); // not for this subscription: consumed by skipping, as RocketMQ does
         continue;

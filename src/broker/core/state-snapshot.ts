@@ -9,7 +9,7 @@
  *   "RMQS" | u8 version = 1 | f64 clockMs
  *   tags:          u32 n, n × str                    (tagNames in id order; tagIds is its inverse)
  *   topics:        u32 n, n × { str config JSON, f64 roundRobin, u32 queues, queues × ConsumeQueue }
- *                  ConsumeQueue = u32 count, then four columns of `count` values:
+ *                  ConsumeQueue = f64 first offset, u32 count, then four columns of `count` values:
  *                  f64 logIndex, u32 position, i32 tagId, f64 storeTime (bulk typed-array bytes)
  *   groups:        u32 n, n × str config JSON
  *   popQueues:     u32 n, n × { str key, f64 ackOffset, f64 next,
@@ -18,6 +18,7 @@
  *   receiveCursor: u32 n, n × { str key, f64 cursor }
  *   offsets:       u32 n, n × { str group, u32 m, m × { str key, f64 offset } }
  *   dedup:         u32 n, n × { str key, u32 queueId, f64 offset, f64 timeMs }
+ *   retention:     f64 retainedFrom (first log index kept), u32 n, n × { str group\0topic\0queue, f64 expired }
  *   (end: trailing bytes are an error)
  *
  * Map order. Where iteration order changes what the state does, it is written and restored
@@ -81,6 +82,8 @@ export interface BrokerStateParts {
   readonly receiveCursor: ReadonlyMap<string, number>;
   readonly offsets: ReadonlyMap<string, ReadonlyMap<string, number>>;
   readonly dedup: ReadonlyMap<string, DedupRecord>;
+  readonly retainedFrom: number;
+  readonly expiredUnconsumed: ReadonlyMap<string, number>;
 }
 
 /** What decoding gives back: fresh objects and maps, owned by the caller. */
@@ -92,6 +95,7 @@ export interface DecodedBrokerState extends BrokerStateParts {
   readonly receiveCursor: Map<string, number>;
   readonly offsets: Map<string, Map<string, number>>;
   readonly dedup: Map<string, DedupRecord>;
+  readonly expiredUnconsumed: Map<string, number>;
 }
 
 const byCodeUnits = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -160,6 +164,13 @@ export function encodeBrokerState(parts: BrokerStateParts): Uint8Array {
     w.u32(record.queueId);
     w.f64(record.offset);
     w.f64(record.timeMs);
+  }
+
+  w.f64(parts.retainedFrom);
+  w.u32(parts.expiredUnconsumed.size);
+  for (const [k, count] of sortedEntries(parts.expiredUnconsumed)) {
+    w.string(k);
+    w.f64(count);
   }
   return w.finish();
 }
@@ -270,8 +281,17 @@ function decodeUnchecked(r: SnapshotReader): DecodedBrokerState {
     dedup.set(k, { queueId, offset, timeMs });
   }
 
+  const retainedFrom = r.f64();
+  if (!Number.isSafeInteger(retainedFrom) || retainedFrom < 1) throw new SnapshotFormatError(`broker snapshot retains from log index ${retainedFrom}`);
+  const expiredUnconsumed = new Map<string, number>();
+  for (let n = r.u32(); n > 0; n--) {
+    const k = r.string();
+    unique(expiredUnconsumed, k, 'expired count');
+    expiredUnconsumed.set(k, r.f64());
+  }
+
   if (r.remaining !== 0) throw new SnapshotFormatError(`broker snapshot has ${r.remaining} bytes after its end`);
-  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup };
+  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed };
 }
 
 /** A config as it was applied; its `name` is its map key (not checked further: apply does not check it either). */

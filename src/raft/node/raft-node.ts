@@ -21,8 +21,9 @@ export interface RaftNodeOptions<Result = unknown> {
   readonly transport: Transport;
   readonly stateMachine: StateMachine<Result>;
   readonly snapshots: SnapshotStore;
-  /** A snapshot is written after this many entries are applied since the last one. */
+  /** A snapshot is written after this many entries, or this many payload bytes, are applied since the last one. */
   readonly snapshotEveryEntries: number;
+  readonly snapshotEveryBytes?: number;
   /**
    * Entries kept in the log behind a snapshot (etcd's SnapshotCatchUpEntries), so a follower
    * that is only a little behind catches up from the log rather than by a whole snapshot.
@@ -125,6 +126,8 @@ export class RaftNode<Result = unknown> {
   /** A snapshot this node wrote, to tell the core about and compact the log under. */
   private snapshotSaved: SnapshotMeta | undefined;
   private snapshotSaving = false;
+  /** Payload bytes applied since the last snapshot was taken (a cadence by bytes as well as entries). */
+  private bytesSinceSnapshot = 0;
   /** A leader's snapshot, durable in the store, waiting for the core's ready to install it. */
   private received: { readonly meta: SnapshotMeta; readonly data: Uint8Array } | undefined;
 
@@ -421,11 +424,13 @@ export class RaftNode<Result = unknown> {
     const releasable = this.releasableThrough(applied);
     const segments = this.options.log.segments();
     const deletable = segments.length > 1 && releasable > last && (segments[0] as { lastIndex: LogIndex }).lastIndex <= releasable;
-    if (applied - last < this.options.snapshotEveryEntries && !deletable) return;
+    const bytesDue = this.bytesSinceSnapshot >= (this.options.snapshotEveryBytes ?? Infinity);
+    if (applied - last < this.options.snapshotEveryEntries && !bytesDue && !deletable) return;
     const term = this.core.termAt(applied);
     assert(term !== undefined, `no term for applied index ${applied}`);
     const meta: SnapshotMeta = { index: applied, term, ...this.core.configAt(applied) };
     const data = this.options.stateMachine.snapshot();
+    this.bytesSinceSnapshot = 0;
     this.snapshotSaving = true;
     this.options.snapshots.save(meta, data).then(() => {
       this.snapshotSaving = false;
@@ -510,7 +515,10 @@ export class RaftNode<Result = unknown> {
       assert(entries.length > 0 && (entries[0] as Entry).index === this.appliedIndexValue + 1, 'apply: committed entries missing from the log');
       const results = await this.options.stateMachine.apply(entries);
       assert(results.length === entries.length, `apply returned ${results.length} results for ${entries.length} entries`);
-      entries.forEach((entry, i) => this.settleProposal(entry, results[i] as Result));
+      entries.forEach((entry, i) => {
+        this.bytesSinceSnapshot += entry.payload.byteLength;
+        this.settleProposal(entry, results[i] as Result);
+      });
       this.appliedIndexValue = (entries[entries.length - 1] as Entry).index;
     }
   }
