@@ -14,6 +14,7 @@ import Table from 'cli-table3';
 import { RaftClientError, RaftNodeClient } from '../client/raft-node-client.js';
 import type { Member } from '../raft/types.js';
 import { RaftGroupNode } from '../server/raft-group-node.js';
+import { dataDirInUse, repairDataDir } from '../server/data-dir.js';
 import {
   brokerCommand, clusterCommand, consumeCommand, defaultNamesrv, groupCommand, namesrvCommand, produceCommand, topicCommand,
 } from './broker-commands.js';
@@ -42,6 +43,16 @@ function nodeCommand(): Command {
       const node = await RaftGroupNode.start(config, exitOnFatal(`raftmq node ${config.nodeId}`));
       powerFailOnSignal(node);
       stopOnSignals(`raftmq node ${config.nodeId}`, () => node.close());
+    });
+}
+
+function repairCommand(): Command {
+  return new Command('repair')
+    .description('rebuild a stopped node from its peers: moves its log and snapshots aside; started again, it abstains from elections until a leader has restored it')
+    .requiredOption('--data <dir>', 'data directory of the (stopped) node')
+    .action(async (options: { data: string }) => {
+      const moved = await repairDataDir(options.data, Date.now(), () => dataDirInUse(options.data));
+      console.log(moved.length === 0 ? `nothing to move in ${options.data}` : `moved aside:\n  ${moved.join('\n  ')}\nstart the node again: it catches up from its peers (by snapshot) before it votes`);
     });
 }
 
@@ -194,7 +205,8 @@ function buildProgram(): Command {
     .addCommand(statusCommand())
     .addCommand(proposeCommand())
     .addCommand(transferCommand())
-    .addCommand(membersCommand());
+    .addCommand(membersCommand())
+    .addCommand(repairCommand());
 }
 
 buildProgram().parseAsync(process.argv).catch((error: unknown) => {
