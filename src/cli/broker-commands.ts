@@ -137,10 +137,10 @@ export function groupCommand(): Command {
         console.log(JSON.stringify({ groups }, null, 2));
         return;
       }
-      const table = new Table({ head: ['broker group', 'group', 'fifo', 'max attempts', 'members', 'topic', 'queue', 'offset', 'max offset', 'lag', 'in flight'], ...plainWhenPiped() });
+      const table = new Table({ head: ['broker group', 'group', 'fifo', 'max attempts', 'members', 'topic', 'queue', 'offset', 'max offset', 'lag', 'in flight', 'expired'], ...plainWhenPiped() });
       for (const g of groups) {
-        if (g.queues.length === 0) table.push([g.brokerGroup, g.name, g.fifo, g.maxDeliveryAttempts, g.members.length, '', '', '', '', '', '']);
-        for (const q of g.queues) table.push([g.brokerGroup, g.name, g.fifo, g.maxDeliveryAttempts, g.members.length, q.topic, q.queueId, q.offset, q.maxOffset, q.maxOffset - q.offset, q.inFlight]);
+        if (g.queues.length === 0) table.push([g.brokerGroup, g.name, g.fifo, g.maxDeliveryAttempts, g.members.length, '', '', '', '', '', '', '']);
+        for (const q of g.queues) table.push([g.brokerGroup, g.name, g.fifo, g.maxDeliveryAttempts, g.members.length, q.topic, q.queueId, q.offset, q.maxOffset, q.maxOffset - q.offset, q.inFlight, q.expired]);
       }
       console.log(table.toString());
     }));

@@ -36,7 +36,7 @@ export interface GroupInfo {
   readonly maxDeliveryAttempts: number;
   readonly fifo: boolean;
   readonly members: readonly string[];
-  readonly queues: ReadonlyArray<{ topic: string; queueId: number; offset: number; maxOffset: number; inFlight: number }>;
+  readonly queues: ReadonlyArray<{ topic: string; queueId: number; offset: number; maxOffset: number; inFlight: number; expired: number }>;
 }
 
 export interface ClusterNodeInfo {
@@ -179,7 +179,7 @@ export class Admin {
       for (const g of response.groups ?? []) {
         out.push({
           brokerGroup: group, name: g.config.name, maxDeliveryAttempts: g.config.maxDeliveryAttempts, fifo: g.config.fifo, members: g.members ?? [],
-          queues: (g.queues ?? []).map((q: any) => ({ topic: q.topic, queueId: q.queueId, offset: Number(q.offset), maxOffset: Number(q.maxOffset), inFlight: Number(q.inFlight) })),
+          queues: (g.queues ?? []).map((q: any) => ({ topic: q.topic, queueId: q.queueId, offset: Number(q.offset), maxOffset: Number(q.maxOffset), inFlight: Number(q.inFlight), expired: Number(q.expired ?? 0) })),
         });
       }
     }
