@@ -15,7 +15,7 @@ import { CommitLog } from '../commitlog/commit-log.js';
 import { FileSnapshotStore } from '../commitlog/snapshot-store.js';
 import { InvariantViolation } from '../util/assert.js';
 import type { ServiceClock } from '../util/clock.js';
-import { silentLogger, type Disposable, type LogStore, type StableStore, type StateMachine } from '../raft/node/ports.js';
+import { silentLogger, type Disposable, type LogStore, type StateMachine } from '../raft/node/ports.js';
 import { RaftNode } from '../raft/node/raft-node.js';
 import type { HardState, Member, NodeId } from '../raft/types.js';
 import { BrokerChecker } from './broker-sim-checker.js';
@@ -26,6 +26,7 @@ import { drawProfile, type FaultProfile } from './sim-cluster.js';
 import { SimDisk, SimDiskError } from './sim-disk.js';
 import { SimNetwork, calmNetwork } from './sim-network.js';
 import { SimScheduler } from './sim-scheduler.js';
+import { simStableStore } from './sim-stable-store.js';
 
 /** sim-cluster's fault mix (without membership changes), plus leadership transfers and clock skew. */
 export interface BrokerFaultProfile extends FaultProfile {
@@ -233,17 +234,7 @@ export class BrokerSim {
     const incarnation = slot.incarnation;
     const isCurrent = (): boolean => slot.alive && slot.incarnation === incarnation;
     const fs = slot.disk.mount();
-    const stable: StableStore = {
-      load: async () => {
-        await this.scheduler.sleep(0.01);
-        return slot.durableHardState;
-      },
-      save: async (state) => {
-        await this.scheduler.sleep(this.nemesisRandom.float() * this.profile.diskLatencyMaxMs);
-        if (!isCurrent()) throw new Error('stable store: node crashed');
-        slot.durableHardState = state;
-      },
-    };
+    const stable = simStableStore(slot, this.scheduler, () => this.nemesisRandom.float() * this.profile.diskLatencyMaxMs, isCurrent);
     const clock = this.clockFor(slot, isCurrent);
     const coreRandom = this.random.fork(`${slot.id}#${incarnation}`);
     const start = async (): Promise<void> => {

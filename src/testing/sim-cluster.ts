@@ -4,7 +4,7 @@ import { FileSnapshotStore } from '../commitlog/snapshot-store.js';
 import { parseSegmentFileName } from '../commitlog/record-codec.js';
 import { InvariantViolation } from '../util/assert.js';
 import type { ProposalError } from '../raft/node/errors.js';
-import { silentLogger, type Clock, type Disposable, type StableStore } from '../raft/node/ports.js';
+import { silentLogger, type Clock, type Disposable } from '../raft/node/ports.js';
 import { RaftNode, type RaftNodeOptions } from '../raft/node/raft-node.js';
 import type { UnsafeSwitches } from '../raft/core/raft-core.js';
 import type { Entry, HardState, InstallSnapshot, LogIndex, Member, NodeId, Term } from '../raft/types.js';
@@ -13,6 +13,7 @@ import { SafetyChecker } from './sim-checker.js';
 import { SimDisk, SimDiskError } from './sim-disk.js';
 import { SimNetwork, calmNetwork } from './sim-network.js';
 import { SimScheduler } from './sim-scheduler.js';
+import { simStableStore } from './sim-stable-store.js';
 
 /** Fault mix for one seed; drawn from the seed (swarm testing) unless overridden. */
 export interface FaultProfile {
@@ -393,17 +394,7 @@ export class SimCluster {
     const incarnation = slot.incarnation;
     const isCurrent = (): boolean => slot.alive && slot.incarnation === incarnation;
     const fs = slot.disk.mount();
-    const stable: StableStore = {
-      load: async () => {
-        await this.scheduler.sleep(0.01);
-        return slot.durableHardState;
-      },
-      save: async (state) => {
-        await this.scheduler.sleep(this.nemesisRandom.float() * this.profile.diskLatencyMaxMs);
-        if (!isCurrent()) throw new Error('stable store: node crashed');
-        slot.durableHardState = state;
-      },
-    };
+    const stable = simStableStore(slot, this.scheduler, () => this.nemesisRandom.float() * this.profile.diskLatencyMaxMs, isCurrent);
     const clock: Clock = {
       nowMs: () => this.scheduler.nowMs,
       every: (intervalMs, callback) => {
