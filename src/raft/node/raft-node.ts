@@ -128,8 +128,8 @@ export class RaftNode<Result = unknown> {
   private snapshotSaving = false;
   /** Payload bytes applied since the last snapshot was taken (a cadence by bytes as well as entries). */
   private bytesSinceSnapshot = 0;
-  /** A leader's snapshot, durable in the store, waiting for the core's ready to install it. */
-  private received: { readonly meta: SnapshotMeta; readonly data: Uint8Array } | undefined;
+  /** Leaders' snapshots, durable in the store, by index: the core's ready names the one to install. */
+  private readonly received = new Map<LogIndex, { readonly meta: SnapshotMeta; readonly data: Uint8Array }>();
 
   /** Term, vote and synced-through mark as last written to the stable store. */
   private durableHardState: HardState;
@@ -266,7 +266,7 @@ export class RaftNode<Result = unknown> {
    */
   receiveSnapshot(message: InstallSnapshot, data: Uint8Array): void {
     if (this.state !== 'running') return;
-    this.received = { meta: message.snapshot, data };
+    this.received.set(message.snapshot.index, { meta: message.snapshot, data });
     this.receive(message);
   }
 
@@ -393,14 +393,17 @@ export class RaftNode<Result = unknown> {
     await this.applyCommitted(ready.commitIndex);
     if (ready.softState !== undefined) this.noteSoftState(ready.softState);
     this.core.advance(ready);
+    // A received snapshot the core did not need (this log already reached it) is dropped.
+    for (const index of this.received.keys()) if (index <= this.core.commitIndex) this.received.delete(index);
     this.maybeSnapshot();
   }
 
   /** Installs a leader's snapshot: the log restarts after it and the state machine takes its state. */
   private async installSnapshot(meta: SnapshotMeta): Promise<void> {
-    const received = this.received;
-    assert(received !== undefined && received.meta.index === meta.index && received.meta.term === meta.term, `installing snapshot ${meta.index}/t${meta.term}, which was not received`);
-    this.received = undefined;
+    const received = this.received.get(meta.index);
+    assert(received !== undefined && received.meta.term === meta.term, `installing snapshot ${meta.index}/t${meta.term}, which was not received`);
+    // What arrived up to here is installed or superseded (the core installs only newer ones).
+    for (const index of [...this.received.keys()]) if (index <= meta.index) this.received.delete(index);
     // Entries after the snapshot go, as in a truncation: lower the mark first.
     if ((this.durableHardState.syncedThrough ?? 0) > meta.index) await this.saveHardState({ syncedThrough: meta.index });
     await this.options.log.resetTo(meta.index, meta.term);
