@@ -36,7 +36,7 @@ export function namesrvCommand(): Command {
 
 interface BrokerFlags {
   namesrv: string; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number; registerIntervalMs: number;
-  retentionHours: number; retentionBytes: number | undefined; retentionDiskPercent: number;
+  retentionHours: number; retentionBytes: number | undefined; retentionDiskPercent: number; retentionIntervalMs: number;
 }
 
 function positiveNumber(name: string, max = Infinity): (value: string) => number {
@@ -58,11 +58,13 @@ export function brokerCommand(): Command {
     .option('--retention-hours <h>', 'delete log segments whose newest message is older than this (RocketMQ fileReservedTime)', positiveNumber('--retention-hours'), defaultBrokerNodeSettings.retention.maxAgeMs / 3_600_000)
     .option('--retention-bytes <n>', 'delete the oldest segments while the log is larger than this (default: no size limit)', integer('--retention-bytes', 1))
     .option('--retention-disk-percent <p>', 'delete the oldest segments while the data disk is fuller than this', positiveNumber('--retention-disk-percent', 100), defaultBrokerNodeSettings.retention.diskUsedRatioMax * 100)
+    // Hidden: how often the leader's retention service runs (tests shorten it).
+    .addOption(new Option('--retention-interval-ms <ms>', 'retention check period').argParser(integer('--retention-interval-ms', 10)).default(defaultBrokerNodeSettings.retentionIntervalMs).hideHelp())
     .action(async (options: RaftNodeOptions & BrokerFlags) => {
       const config: BrokerNodeConfig = {
         ...defaultBrokerNodeSettings, ...raftNodeConfig(options),
         namesrvAddresses: addressList(options.namesrv), autoCreateTopics: options.autoCreateTopics, autoCreateGroups: options.autoCreateGroups,
-        maxBodyBytes: options.maxBodyBytes, registerIntervalMs: options.registerIntervalMs,
+        maxBodyBytes: options.maxBodyBytes, registerIntervalMs: options.registerIntervalMs, retentionIntervalMs: options.retentionIntervalMs,
         retention: { maxAgeMs: options.retentionHours * 3_600_000, logBytesMax: options.retentionBytes ?? Infinity, diskUsedRatioMax: options.retentionDiskPercent / 100 },
       };
       const node = await BrokerNode.start(config, exitOnFatal(`raftmq broker ${config.nodeId}`));
