@@ -386,16 +386,21 @@ export class BrokerService {
   async pull(request: { topic: string; queueId: number; offset: number; batch: number; filter: TagFilter; pollMs: number }): Promise<{ messages: PulledMessage[]; nextOffset: number }> {
     const topic = this.requireTopic(request.topic);
     if ((topic.perm & permRead) === 0) throw new BrokerError('FORBIDDEN', `topic ${topic.name} is not readable`);
-    const queue = this.state.queue(request.topic, request.queueId);
-    if (queue === undefined || request.queueId >= topic.readQueues) throw new BrokerError('BAD_REQUEST', `topic ${topic.name} has no readable queue ${request.queueId}`);
+    if (this.state.queue(request.topic, request.queueId) === undefined || request.queueId >= topic.readQueues) throw new BrokerError('BAD_REQUEST', `topic ${topic.name} has no readable queue ${request.queueId}`);
     if (!Number.isSafeInteger(request.offset) || request.offset < 0) throw new BrokerError('ILLEGAL_OFFSET', `offset ${request.offset} is not a non-negative integer`);
     const pollUntil = this.clock.nowMs() + request.pollMs;
     for (;;) {
       await this.awaitReadReady();
+      // Looked up each round: a snapshot install replaces the state.
+      const queue = this.state.queue(request.topic, request.queueId);
+      if (queue === undefined) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${topic.name} was deleted`);
       const messages: PulledMessage[] = [];
-      let offset = Math.min(request.offset, queue.maxOffset);
+      // Below the first offset retention kept, reading starts at the oldest message kept.
+      let offset = Math.max(Math.min(request.offset, queue.maxOffset), queue.minOffset);
       while (offset < queue.maxOffset && messages.length < request.batch) {
-        if (filterMatches(request.filter, this.state.tagName(queue.tagIdAt(offset)))) {
+        // A DLQ's reference to a message retention released (DLQs are not in log order).
+        const released = queue.logIndexAt(offset) < this.state.retainedFrom;
+        if (!released && filterMatches(request.filter, this.state.tagName(queue.tagIdAt(offset)))) {
           const message = await this.messageAt(queue.logIndexAt(offset), queue.positionAt(offset));
           messages.push({ message, topic: request.topic, queueId: request.queueId, offset, storeTimeMs: queue.storeTimeAt(offset) });
         }
@@ -425,7 +430,7 @@ export class BrokerService {
     await this.awaitReadReady();
     const queue = this.state.queue(topic, queueId);
     if (queue === undefined) throw new BrokerError('BAD_REQUEST', `topic ${topic} has no queue ${queueId}`);
-    if (policy === 'BEGINNING') return 0;
+    if (policy === 'BEGINNING') return queue.minOffset;
     if (policy === 'END') return queue.maxOffset;
     return queue.offsetAtTime(timeMs);
   }

@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions, type RaftPort } from '../broker/broker-service.js';
 import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
 import { RetentionService } from '../broker/retention-service.js';
+import { RaftNodeClient } from '../client/raft-node-client.js';
 import { defaultRetentionSettings, retentionSettingsProblem, type RetentionSettings } from '../broker/core/retention.js';
 import { BrokerError } from '../broker/errors.js';
 import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '../broker/core/names.js';
@@ -53,6 +54,7 @@ export class BrokerNode {
     private readonly registrar: NameServerRegistrar,
     private readonly forwarder: Forwarder,
     private readonly retention: RetentionService,
+    private readonly peers: RaftNodeClient,
   ) {}
 
   static async start(config: BrokerNodeConfig, onFatal: (error: Error) => void): Promise<BrokerNode> {
@@ -63,6 +65,8 @@ export class BrokerNode {
     if (retentionProblem !== undefined) throw new Error(retentionProblem);
     const machine = new BrokerStateMachine();
     const forwarder = new Forwarder(config.holdMs);
+    // Reads retained entries a snapshot install left out of this node's log (see peerPayload).
+    const peers = new RaftNodeClient(config.members.map((m) => m.address));
     const ref: { service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService } = {};
     const raft = await RaftGroupNode.start(config, onFatal, {
       stateMachine: machine,
@@ -84,11 +88,31 @@ export class BrokerNode {
         };
         const service = new BrokerService(options, raftPort, machine, {
           payloadAt: async (index) => {
+            if (index < log.firstIndex) return peerPayload(index);
             const [entry] = await log.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
             if (entry === undefined) throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is missing (deleted by retention?)`);
             return entry.payload;
           },
         }, systemClock);
+        /**
+         * A node restored by InstallSnapshot holds the state but its log starts after the
+         * snapshot, while its consume queues still point at retained entries before it: read
+         * those from a peer that holds them (every peer keeps what retention has not released).
+         */
+        const peerPayload = async (index: number): Promise<Uint8Array> => {
+          const failures: string[] = [];
+          for (const member of node.members.filter((m) => m.id !== config.nodeId)) {
+            try {
+              const { entries } = await peers.readCommitted(member.address, index, 1);
+              const entry = entries[0];
+              if (entry?.index === index) return entry.payload;
+              failures.push(`${member.id}: not there`);
+            } catch (error) {
+              failures.push(`${member.id}: ${(error as Error).message}`);
+            }
+          }
+          throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is before this node's log (restored by snapshot) and no peer served it (${failures.join('; ')})`);
+        };
         ref.service = service;
         ref.retention = new RetentionService({
           settings: config.retention, intervalMs: config.retentionIntervalMs, raft: raftPort, machine,
@@ -120,12 +144,13 @@ export class BrokerNode {
     }, raft.logger);
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, forwarder, retention);
+    return new BrokerNode(raft, service, registrar, forwarder, retention, peers);
   }
 
   async close(): Promise<void> {
     this.registrar.close();
     this.retention.close();
+    this.peers.close();
     this.service.close();
     this.forwarder.close();
     await this.raft.close();

@@ -442,9 +442,15 @@ export class RaftNode<Result = unknown> {
     }, (error: unknown) => this.fail(coerceError(error)));
   }
 
-  /** The last entry a snapshot through `snapshotIndex` lets go: what the state machine no longer reads, minus the catch-up window. */
+  /**
+   * The last entry a snapshot through `snapshotIndex` lets go. A state machine that still
+   * reads entries the snapshot covers (a broker's message bodies, until retention releases
+   * them) decides: those entries are the catch-up window too, and retention's bound on disk
+   * holds. One that reads none keeps a catch-up window behind the snapshot.
+   */
   private releasableThrough(snapshotIndex: LogIndex): LogIndex {
-    return Math.min(this.options.stateMachine.firstNeededIndex() - 1, snapshotIndex - this.options.snapshotCatchUpEntries);
+    const needed = this.options.stateMachine.firstNeededIndex() - 1;
+    return needed < snapshotIndex ? needed : snapshotIndex - this.options.snapshotCatchUpEntries;
   }
 
   /** Tells the core about a written snapshot and deletes the segments it and the state machine no longer need. */
