@@ -16,6 +16,8 @@ export interface Progress {
   state: 'probe' | 'replicate' | 'snapshot';
   /** In the snapshot state: the index of the snapshot being sent. */
   pendingSnapshot: LogIndex;
+  /** Ticks before another snapshot may be sent after a failed stream (the peer may be down). */
+  snapshotBackoffTicks: number;
   /** Last index of each unacknowledged append message, oldest first. */
   inflight: LogIndex[];
   probeSent: boolean;
@@ -29,7 +31,7 @@ export interface Progress {
 }
 
 export function newProgress(next: LogIndex): Progress {
-  return { match: 0, next, state: 'probe', pendingSnapshot: 0, inflight: [], probeSent: false, recentActive: true, matchAtLastHeartbeat: 0 };
+  return { match: 0, next, state: 'probe', pendingSnapshot: 0, snapshotBackoffTicks: 0, inflight: [], probeSent: false, recentActive: true, matchAtLastHeartbeat: 0 };
 }
 
 /** Back to one append at a time from `next` (after a refusal or lost appends). */

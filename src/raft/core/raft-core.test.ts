@@ -331,7 +331,7 @@ describe('RaftCore', () => {
     expect(follower.commitIndex).toBe(1);
   });
 
-  it('a failed snapshot stream makes the leader probe and send the snapshot again', () => {
+  it('a failed snapshot stream makes the leader back off for an election timeout, then send the snapshot again', () => {
     const group = new Group(3);
     group.tick('n1', 25);
     group.isolate('n3');
@@ -345,7 +345,9 @@ describe('RaftCore', () => {
     group.tick('n1', 2);
     expect(group.installed).toEqual([]);
     leader.reportSnapshot('n3', false);
-    group.tick('n1', 2);
+    group.tick('n1', 4);
+    expect(group.sent.filter((m) => m.type === 'install-snapshot')).toHaveLength(1); // backs off: the peer may be down
+    group.tick('n1', 10); // one election timeout later it tries again
     expect(group.sent.filter((m) => m.type === 'install-snapshot')).toHaveLength(2);
     expect(group.installed.map((i) => i.id)).toEqual(['n3']);
   });

@@ -231,6 +231,8 @@ export class RaftCore {
     const progress = this.progress.get(peer);
     if (this.roleValue !== 'leader' || progress === undefined || progress.state !== 'snapshot') return;
     becomeProbe(progress, ok ? Math.max(progress.match, progress.pendingSnapshot) + 1 : progress.match + 1);
+    // A failed stream (the peer may be down) is retried after an election timeout, not at every heartbeat.
+    if (!ok) progress.snapshotBackoffTicks = this.config.electionTimeoutTicks;
     if (ok) this.sendAppend(peer, false);
   }
 
@@ -768,6 +770,7 @@ export class RaftCore {
     }
     // Entries deleted by compaction can only be sent as a snapshot.
     if (progress.next < this.log.firstIndex) {
+      if (progress.snapshotBackoffTicks > 0) return;
       this.sendSnapshot(peer, progress);
       return;
     }
@@ -792,7 +795,7 @@ export class RaftCore {
     const prevTerm = this.log.termAt(progress.match);
     if (prevTerm === undefined && progress.state !== 'snapshot') {
       // Everything the follower is known to hold was compacted away here: it needs the snapshot.
-      this.sendSnapshot(peer, progress);
+      if (progress.snapshotBackoffTicks === 0) this.sendSnapshot(peer, progress);
       return;
     }
     // In the snapshot state the answers are ignored: the heartbeat only keeps the follower's election timer quiet.
@@ -842,6 +845,7 @@ export class RaftCore {
     if (this.heartbeatElapsed >= this.config.heartbeatIntervalTicks) {
       this.heartbeatElapsed = 0;
       for (const [peer, progress] of this.progress) {
+        progress.snapshotBackoffTicks = Math.max(0, progress.snapshotBackoffTicks - this.config.heartbeatIntervalTicks);
         if (progress.state === 'replicate' && progress.inflight.length > 0 && progress.match === progress.matchAtLastHeartbeat) {
           // Appends were lost (a broken stream): resume by probing from the known match.
           becomeProbe(progress, progress.match + 1);
