@@ -421,11 +421,17 @@ export class RaftNode<Result = unknown> {
    */
   private maybeSnapshot(): void {
     if (this.snapshotSaving || this.state !== 'running') return;
+    const segments = this.options.log.segments();
+    const current = this.core.snapshot;
+    // Retention released entries the snapshot we have already covers: compact now, no new snapshot needed.
+    if (current !== undefined && segments.length > 1 && (segments[0] as { lastIndex: LogIndex }).lastIndex <= this.releasableThrough(current.index)) {
+      this.snapshotSaved = current;
+      return;
+    }
     const applied = this.appliedIndexValue;
-    const last = this.core.snapshot?.index ?? 0;
+    const last = current?.index ?? 0;
     if (applied <= last) return;
     const releasable = this.releasableThrough(applied);
-    const segments = this.options.log.segments();
     const deletable = segments.length > 1 && releasable > last && (segments[0] as { lastIndex: LogIndex }).lastIndex <= releasable;
     const bytesDue = this.bytesSinceSnapshot >= (this.options.snapshotEveryBytes ?? Infinity);
     if (applied - last < this.options.snapshotEveryEntries && !bytesDue && !deletable) return;
