@@ -9,23 +9,50 @@
  *               `rss_mb` once serving, `data_mb` of the three data dirs; then SIGKILL all three,
  *               restart them and time the first acknowledged send of a fresh Producer
  *               (`first_send_s`) and the moment all three have applied the old commit index
- *               (`all_serving_s`).
+ *               (`all_serving_s`). `startup` breaks the follower's restart down by the times of
+ *               its own log lines, in seconds after the spawn: `recovered` ('commitlog recovered':
+ *               process start, data dir claim and the commitlog's scan of every segment),
+ *               `restored` ('state restored from snapshot': LevelDB, snapshot load and decode),
+ *               `listening` (gRPC bound), `became` (first 'became …' line naming a leader: it
+ *               heard from one, or won);
+ *               from there to `restart_s` is catching up (`replayed` entries after the snapshot
+ *               plus what the leader sends). `cli_load_s` is what `raftmq broker --help` takes
+ *               (loading the CLI's modules), the floor of every start.
  * - `rss`       VmRSS of the largest broker process after `messages`, after a short settle.
- * - `retention` brokers with `--retention-bytes <retention-mb MiB> --snapshot-entries 5000`;
- *               3× the limit produced, every node's data dir sampled every second: the largest
- *               sample (`data_mb`) against `limit_mb` and the segment size (`segment_mb`).
+ * - `retention` brokers with `--retention-bytes <retention-mb MiB>` (snapshot cadence at the
+ *               broker's defaults: a node writes a snapshot as soon as one would let it delete a
+ *               segment); 3× the limit produced, every node's data dir sampled every second.
+ *               `--retention-bytes` limits the log's segments (the newest segment, being
+ *               written, never goes; the leader's retention service judges every 10 s and each
+ *               node deletes once a snapshot covers the cut, keeping a catch-up window of
+ *               entries), so the largest log sample (`log_mb`) is held to about `limit_mb` +
+ *               `segment_mb` + 10 s of writes; `data_mb` adds snapshots and metadata.
  * - `install`   the same flags; a follower is stopped and its data dir deleted, 3× the limit is
- *               produced so the others compact, then it is restarted empty: `install_s` until
- *               it serves, then it is made leader and every queue is read back through it from
- *               the first offset: `lost` acknowledged messages missing (those below the first
- *               offset it serves are counted `compacted`, not lost).
+ *               produced so the others compact (`leader_first_index` > 1), then it is restarted
+ *               empty: `install_s` until it serves (`installed` says whether its log shows an
+ *               InstallSnapshot, `snapshot_mb` how large), then it is made leader and every
+ *               queue is read back through it from the first offset: `lost` acknowledged
+ *               messages missing (those below the first offset it serves are counted
+ *               `compacted`, not lost).
+ *
+ * Contention: `cpu_*` say how many cores the machine was busy on average during a restart,
+ * an install or the RSS settle (`busy_cores`) and how many of them went to processes that are
+ * not this bench's (`other_cores`, from /proc); `load1_max` is the largest 1-minute load
+ * average seen during the point (it includes our own load phase).
+ *
+ * `--broker-args "…"` adds `raftmq broker` flags to every broker of every case (after the
+ * case's own, so they win), e.g. `--broker-args "--snapshot-bytes 33554432"`; they are checked
+ * against `raftmq broker --help` first. Brokers log at `--node-log-level` (default info: only
+ * lifecycle lines) to files under the temp dir, or under `--log-dir` to keep them.
  *
  * Points are cumulative within a case (the large point continues the small point's cluster);
  * each case has its own cluster. Every load loop is bounded in count and time; every process
- * is killed and every temp dir removed at exit (also on errors and SIGINT).
+ * is killed and every temp dir removed at exit (also on errors and SIGINT; `--keep-data`
+ * keeps the data dirs of finished cases for inspection).
  *
  *   npm run bench:lifecycle [-- --small 10000 --large 1000000 --body-bytes 1024
- *                              --cases restart,rss,retention,install --retention-mb 256 --json]
+ *                              --cases restart,rss,retention,install --retention-mb 256
+ *                              --broker-args "--snapshot-bytes 33554432" --json]
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -61,6 +88,10 @@ interface Options {
   inflight: number;
   maxLoadSeconds?: number;
   serveTimeoutS: number;
+  brokerArgs: string;
+  nodeLogLevel: string;
+  logDir?: string;
+  keepData?: boolean;
 }
 
 type Row = { case: CaseName; messages: number | null; restart_s: number | null; rss_mb: number | null; data_mb: number | null; error?: string } & Record<string, unknown>;
@@ -94,6 +125,67 @@ for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]
 
 // ---- measuring a process and a directory ------------------------------------------------
 
+/** 1-minute load averages every 5 s, so a row can say how busy the machine was while it ran. */
+const loadSamples: Array<{ at: number; load1: number }> = [];
+const loadTimer = setInterval(() => loadSamples.push({ at: performance.now(), load1: os.loadavg()[0] as number }), 5_000);
+loadTimer.unref();
+/** The largest 1-minute load average sampled since `since` (performance.now()), or now. */
+function loadMaxSince(since: number): number {
+  return round(Math.max(os.loadavg()[0] as number, ...loadSamples.filter((s) => s.at >= since).map((s) => s.load1)));
+}
+
+const CLOCK_TICKS = 100; // USER_HZ of /proc on Linux
+
+/** Seconds of CPU the whole machine spent busy (all cores), from /proc/stat; undefined off Linux. */
+function machineBusyS(): number | undefined {
+  try {
+    const fields = (fs.readFileSync('/proc/stat', 'utf8').split('\n')[0] as string).trim().split(/\s+/).slice(1).map(Number);
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds (user + system) of process `pid` so far, or undefined. */
+function processCpuS(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * How busy the machine was in a window, and how much of it was not us (the bench, its
+ * NameServer and brokers): cores in use on average. `other_cores` well above 0 means someone
+ * else's work (tests, builds) competed with the brokers for this 2-core machine.
+ */
+function cpuWindow(group: Group): () => { busy_cores: number; other_cores: number } | undefined {
+  const ids = ['namesrv', ...BROKERS];
+  const started = performance.now();
+  const machine = machineBusyS();
+  const pids = new Map(ids.map((id) => [id, group.pid(id)]));
+  const ours = new Map(ids.map((id) => [id, processCpuS(pids.get(id))]));
+  const self = process.cpuUsage();
+  return () => {
+    const machineNow = machineBusyS();
+    if (machine === undefined || machineNow === undefined) return undefined;
+    let oursS = (process.cpuUsage().user - self.user + process.cpuUsage().system - self.system) / 1e6;
+    for (const id of ids) {
+      const pid = group.pid(id);
+      const now = processCpuS(pid);
+      if (now === undefined) continue;
+      // The same process: what it used in the window; a process started in it: all it used.
+      oursS += pid === pids.get(id) ? now - (ours.get(id) ?? now) : now;
+    }
+    const wallS = (performance.now() - started) / 1000;
+    return { busy_cores: round((machineNow - machine) / wallS), other_cores: round(Math.max(0, machineNow - machine - oursS) / wallS) };
+  };
+}
+
 function rssBytes(pid: number | undefined): number | null {
   if (pid === undefined) return null;
   try {
@@ -120,11 +212,85 @@ function dirBytes(dir: string): number {
 }
 
 /** What this build's `raftmq broker` accepts: unknown options make it exit at once. */
-function brokerHelp(): { text: string; segmentBytes: number } {
+function brokerHelp(): { text: string; segmentBytes: number; seconds: number } {
+  const started = performance.now();
   const run = spawnSync(process.execPath, [cliPath, 'broker', '--help'], { encoding: 'utf8' });
+  const seconds = (performance.now() - started) / 1000;
   const text = `${run.stdout}${run.stderr}`;
   const match = /--segment-bytes[\s\S]*?\(default:\s*(\d+)\)/.exec(text);
-  return { text, segmentBytes: match === null ? 64 * MiB : Number(match[1]) };
+  return { text, segmentBytes: match === null ? 64 * MiB : Number(match[1]), seconds };
+}
+
+let warnedUnlisted = false;
+
+/** `--broker-args` as argv words, each `--flag` checked against `raftmq broker --help`. */
+function brokerArgs(options: Options): string[] {
+  const words = options.brokerArgs.split(/\s+/).filter((w) => w !== '');
+  const help = brokerHelp().text;
+  const known = new Set(help.split(/[\s,]+/).filter((w) => w.startsWith('--')));
+  const unlisted = words.filter((w) => w.startsWith('--')).map((w) => w.split('=')[0] as string).filter((flag) => !known.has(flag));
+  // Hidden flags (--retention-interval-ms) are not listed; a flag the broker does not take makes it exit at start, with its message.
+  if (unlisted.length > 0 && !warnedUnlisted) log(`--broker-args: ${unlisted.join(', ')} not in raftmq broker --help (a hidden flag, or the brokers will exit at start)`);
+  warnedUnlisted ||= unlisted.length > 0;
+  return words;
+}
+
+/** The value of the last `flag` in `args`, if any. */
+function argValue(args: readonly string[], flag: string): string | undefined {
+  let value: string | undefined;
+  args.forEach((word, i) => {
+    if (word === flag) value = args[i + 1];
+    else if (word.startsWith(`${flag}=`)) value = word.slice(flag.length + 1);
+  });
+  return value;
+}
+
+/** One pino line of a broker's log. */
+interface LogLine { time: number; pid: number; msg: string; [key: string]: unknown }
+
+/** Lines of process `pid` in `file` at or after `sinceMs` (epoch ms). */
+function logLines(file: string, pid: number | undefined, sinceMs = 0): LogLine[] {
+  let text: string;
+  try { text = fs.readFileSync(file, 'utf8'); } catch { return []; }
+  const lines: LogLine[] = [];
+  for (const raw of text.split('\n')) {
+    if (!raw.startsWith('{')) continue;
+    try {
+      const line = JSON.parse(raw) as LogLine;
+      if (typeof line.time === 'number' && line.time >= sinceMs && (pid === undefined || line.pid === pid)) lines.push(line);
+    } catch { /* a line being written */ }
+  }
+  return lines;
+}
+
+/** Where a broker's start-up went, from its log lines: seconds after `spawnedAtMs` (epoch ms). */
+interface Startup {
+  recovered?: number; restored?: number; listening?: number; became?: number; became_role?: string; installed?: number;
+  segments?: number; log_first?: number; log_last?: number; snapshot_index?: number; snapshot_received_mb?: number;
+}
+
+function startupOf(lines: readonly LogLine[], spawnedAtMs: number): Startup {
+  const at = (line: LogLine | undefined): number | undefined => (line === undefined ? undefined : round((line.time - spawnedAtMs) / 1000));
+  const find = (msg: string | RegExp): LogLine | undefined => lines.find((l) => (typeof msg === 'string' ? l.msg === msg : msg.test(l.msg)));
+  const recovered = find('commitlog recovered');
+  const restored = find('state restored from snapshot');
+  const became = lines.find((l) => /^became /.test(l.msg) && typeof l.leaderId === 'string' && l.leaderId !== '');
+  const received = find('snapshot received');
+  const installed = find('installed a snapshot from the leader');
+  const out: Startup = {};
+  const put = <K extends keyof Startup>(key: K, value: Startup[K] | undefined): void => { if (value !== undefined) out[key] = value; };
+  put('recovered', at(recovered));
+  put('restored', at(restored));
+  put('listening', at(find('raft node listening')));
+  put('became', at(became));
+  put('became_role', became === undefined ? undefined : String(became.role));
+  put('installed', at(installed));
+  put('segments', recovered?.segments as number | undefined);
+  put('log_first', recovered?.firstIndex as number | undefined);
+  put('log_last', recovered?.lastIndex as number | undefined);
+  put('snapshot_index', (installed?.index ?? restored?.index) as number | undefined);
+  put('snapshot_received_mb', typeof received?.bytes === 'number' ? mb(received.bytes) : undefined);
+  return out;
 }
 
 // ---- one broker group on this machine ---------------------------------------------------
@@ -132,20 +298,38 @@ function brokerHelp(): { text: string; segmentBytes: number } {
 class Group {
   readonly admin: Admin;
   readonly down = new Set<string>();
-  private constructor(readonly cluster: LocalCluster, readonly dir: string, readonly namesrv: string) {
+  /** Epoch ms of each broker's last spawn. */
+  readonly spawnedAtMs = new Map<string, number>();
+  private constructor(readonly cluster: LocalCluster, readonly dir: string, readonly namesrv: string, readonly logDir: string, private readonly keepData: boolean) {
     this.admin = new Admin({ nameServers: [namesrv] });
   }
 
-  static async create(label: string, extraArgs: readonly string[]): Promise<Group> {
+  /** A NameServer and three brokers with `args` (the case's flags, then `--broker-args`). */
+  static async create(label: string, args: readonly string[], options: Options): Promise<Group> {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `raftmq-lifecycle-${label}-`));
     tempDirs.add(dir);
+    const logDir = options.logDir === undefined ? path.join(dir, 'logs') : await fsp.mkdtemp(path.join(path.resolve(options.logDir), `${label}-`));
+    await fsp.mkdir(logDir, { recursive: true });
+    const extraArgs = [...args, ...brokerArgs(options)];
+    log(`${label}: brokers with ${extraArgs.length === 0 ? 'default flags' : extraArgs.join(' ')}; logs in ${logDir}`);
     const ports = await freePorts(5);
     const namesrv = `127.0.0.1:${ports[3]}`;
-    const cluster = new LocalCluster({ groupId: GROUP, dataRoot: dir, ports: ports.slice(0, 3), flush: 'sync', output: 'capture', role: 'broker', namesrv: [namesrv], logLevel: 'warn', extraArgs });
+    const cluster = new LocalCluster({ groupId: GROUP, dataRoot: dir, ports: ports.slice(0, 3), flush: 'sync', output: 'capture', role: 'broker', namesrv: [namesrv], logLevel: options.nodeLogLevel, logDir, extraArgs });
     liveClusters.add(cluster);
     cluster.startNameServer(namesrv, `127.0.0.1:${ports[4]}`);
-    cluster.startAll();
-    return new Group(cluster, dir, namesrv);
+    const group = new Group(cluster, dir, namesrv, logDir, options.keepData === true);
+    for (const id of BROKERS) group.start(id);
+    return group;
+  }
+
+  /** `id`'s log lines since its last spawn (its current process). */
+  linesOf(id: string): LogLine[] {
+    return logLines(path.join(this.logDir, `${id}.log`), this.pid(id), this.spawnedAtMs.get(id) ?? 0);
+  }
+
+  /** Where `id`'s last start-up went (see Startup). */
+  startup(id: string): Startup {
+    return startupOf(this.linesOf(id), this.spawnedAtMs.get(id) ?? 0);
   }
 
   /** Waits for a leader the NameServer knows, then creates the topic (8 queues). */
@@ -196,10 +380,15 @@ class Group {
 
   /** Seconds from `since` until node `id` has applied `index`. */
   async waitServing(id: string, index: number, since: number, timeoutS: number): Promise<number> {
+    let lastReport = performance.now();
     for (const deadline = since + timeoutS * 1000; ; await sleep(20)) {
       this.assertAlive();
       const status = await this.statusOf(id, 300);
       if (status !== undefined && status.appliedIndex >= index) return (performance.now() - since) / 1000;
+      if (performance.now() - lastReport > 5_000) {
+        lastReport = performance.now();
+        log(`  ${id} after ${((lastReport - since) / 1000).toFixed(1)} s: ${status === undefined ? 'unreachable' : `${status.role}, applied ${status.appliedIndex}, log ${status.firstIndex}..${status.lastIndex}, commit ${status.commitIndex}`} (waiting for ${index})`);
+      }
       if (performance.now() > deadline) throw new Error(`${id} did not apply index ${index} within ${timeoutS} s (last status: ${status === undefined ? 'unreachable' : `applied ${status.appliedIndex}`})`);
     }
   }
@@ -210,6 +399,7 @@ class Group {
   }
 
   start(id: string): void {
+    this.spawnedAtMs.set(id, Date.now());
     this.cluster.startNode(id);
     this.down.delete(id);
   }
@@ -221,9 +411,10 @@ class Group {
 
   async stop(): Promise<void> {
     this.admin.close();
-    await this.cluster.stop({ kill: true, removeData: true });
+    await this.cluster.stop({ kill: true, removeData: !this.keepData });
     liveClusters.delete(this.cluster);
     tempDirs.delete(this.dir);
+    if (this.keepData) log(`kept ${this.dir}`);
   }
 }
 
@@ -306,13 +497,15 @@ function points(options: Options): number[] {
 // ---- the cases --------------------------------------------------------------------------
 
 async function restartCase(options: Options, emit: (row: Row) => void): Promise<void> {
-  const group = await Group.create('restart', []);
+  const group = await Group.create('restart', [], options);
+  const cliLoadS = round(brokerHelp().seconds);
   try {
     await group.ready();
     let producer = newProducer(group);
     await producer.start([TOPIC]);
     let total = 0;
     for (const target of points(options)) {
+      const pointStarted = performance.now();
       log(`restart: producing to ${target} messages`);
       const load = await produce(group, producer, target - total, options);
       total += load.acked;
@@ -323,27 +516,44 @@ async function restartCase(options: Options, emit: (row: Row) => void): Promise<
       const commitAtKill = leader.commitIndex;
       await group.kill(follower);
       const spawnedAt = performance.now();
+      const cpuFollower = cpuWindow(group);
       group.start(follower);
       const restartS = await group.waitServing(follower, commitAtKill, spawnedAt, options.serveTimeoutS);
-      log(`restart: ${follower} (follower) serving ${restartS.toFixed(2)} s after spawn, commit index ${commitAtKill}`);
-      await sleep(1_000);
+      const cpuRestart = cpuFollower();
+      await sleep(1_000); // its log lines reach the file through a pipe
+      const startup = group.startup(follower);
+      const replayed = startup.snapshot_index === undefined ? undefined : commitAtKill - startup.snapshot_index;
+      log(`restart: ${follower} (follower) serving ${restartS.toFixed(2)} s after spawn, commit index ${commitAtKill}; start-up ${JSON.stringify(startup)}`);
       const rss = group.rssMb(follower);
       const dataMb = mb(group.dataBytes());
+      const snapshotMb = mb(dirBytes(path.join(group.dataDir(follower), 'snapshots')));
+      const load1 = loadMaxSince(spawnedAt);
 
       // The whole group: every node SIGKILLed, then all three started at once.
       const commitAll = (await group.leader()).commitIndex;
       await Promise.all(BROKERS.map((id) => group.kill(id)));
       const allSpawnedAt = performance.now();
+      const cpuAllWindow = cpuWindow(group);
       for (const id of BROKERS) group.start(id);
       const [first, serving] = await Promise.all([
         firstSend(group, allSpawnedAt, options.serveTimeoutS),
         Promise.all(BROKERS.map((id) => group.waitServing(id, commitAll, allSpawnedAt, options.serveTimeoutS))),
       ]);
+      const cpuAll = cpuAllWindow();
       total += 1;
-      log(`restart: all three restarted: first acknowledged send after ${first.seconds.toFixed(2)} s, all serving after ${Math.max(...serving).toFixed(2)} s`);
+      await sleep(500); // the log lines reach the files through pipes
+      const all = BROKERS.map((id) => group.startup(id));
+      const latest = (key: 'recovered' | 'restored' | 'listening'): number | undefined => {
+        const values = all.map((s) => s[key]).filter((v): v is number => v !== undefined);
+        return values.length === BROKERS.length ? Math.max(...values) : undefined;
+      };
+      const leaderAt = all.filter((s) => s.became_role === 'leader').map((s) => s.became as number);
+      const allStartup = { recovered: latest('recovered'), restored: latest('restored'), listening: latest('listening'), ...(leaderAt.length > 0 ? { leader: Math.min(...leaderAt) } : {}) };
+      log(`restart: all three restarted: first acknowledged send after ${first.seconds.toFixed(2)} s, all serving after ${Math.max(...serving).toFixed(2)} s; slowest start-up ${JSON.stringify(allStartup)}`);
       emit({
         case: 'restart', messages: total, restart_s: round(restartS), first_send_s: round(first.seconds), all_serving_s: round(Math.max(...serving)),
-        rss_mb: rss, data_mb: dataMb, commit_index: commitAtKill, restarted: follower, produce_msgs_s: load.msgs_s, ...(load.truncated ? { truncated: true } : {}),
+        rss_mb: rss, data_mb: dataMb, snapshot_mb: snapshotMb, commit_index: commitAtKill, restarted: follower, startup, ...(replayed === undefined ? {} : { replayed }),
+        all_startup: allStartup, cli_load_s: cliLoadS, cpu_restart: cpuRestart, cpu_all_restart: cpuAll, load1_restart_max: load1, load1_max: loadMaxSince(pointStarted), produce_msgs_s: load.msgs_s, ...(load.truncated ? { truncated: true } : {}),
       });
       producer = newProducer(group);
       await producer.start([TOPIC]);
@@ -355,23 +565,26 @@ async function restartCase(options: Options, emit: (row: Row) => void): Promise<
 }
 
 async function rssCase(options: Options, emit: (row: Row) => void): Promise<void> {
-  const group = await Group.create('rss', []);
+  const group = await Group.create('rss', [], options);
   try {
     await group.ready();
     const producer = newProducer(group);
     await producer.start([TOPIC]);
     let total = 0;
     for (const target of points(options)) {
+      const pointStarted = performance.now();
       log(`rss: producing to ${target} messages`);
       const load = await produce(group, producer, target - total, options);
       total += load.acked;
+      const cpuSettleWindow = cpuWindow(group);
       await sleep(3_000); // settle: followers apply, timers run, the GC gets a turn
+      const cpuSettle = cpuSettleWindow();
       const perNode = Object.fromEntries(BROKERS.map((id) => [id, group.rssMb(id)]));
       const leader = await group.leader();
       const largest = Math.max(...Object.values(perNode).map((v) => v ?? 0));
       emit({
         case: 'rss', messages: total, restart_s: null, rss_mb: largest, data_mb: mb(group.dataBytes()),
-        rss_mb_nodes: perNode, leader: leader.nodeId, produce_msgs_s: load.msgs_s, ...(load.truncated ? { truncated: true } : {}),
+        rss_mb_nodes: perNode, leader: leader.nodeId, cpu_settle: cpuSettle, load1_max: loadMaxSince(pointStarted), produce_msgs_s: load.msgs_s, ...(load.truncated ? { truncated: true } : {}),
       });
     }
     producer.shutdown();
@@ -380,27 +593,54 @@ async function rssCase(options: Options, emit: (row: Row) => void): Promise<void
   }
 }
 
-/** The retention flags, or why this build's broker does not take them. */
+/**
+ * The retention flags (`--retention-bytes` is the log's size limit in bytes; snapshots stay at
+ * the broker's cadence, which also writes one whenever it would let a segment go), or why this
+ * build's broker does not take them.
+ */
 function retentionArgs(options: Options): { args: string[]; unsupported?: string } {
   const help = brokerHelp().text;
-  const missing = ['--retention-bytes', '--snapshot-entries'].filter((flag) => !help.includes(flag));
-  const args = ['--retention-bytes', String(options.retentionMb * MiB), '--snapshot-entries', '5000'];
+  const missing = ['--retention-bytes'].filter((flag) => !help.includes(flag));
+  const args = ['--retention-bytes', String(options.retentionMb * MiB)];
   return missing.length === 0 ? { args } : { args, unsupported: `raftmq broker rejects ${missing.join(' and ')} (this build does not have ${missing.length === 1 ? 'it' : 'them'})` };
 }
 
-/** Samples every node's data dir once a second until stopped; keeps the largest sample per node. */
-function dataSampler(group: Group): { stop: () => Promise<Record<string, number>>; samples: () => number } {
-  const max: Record<string, number> = Object.fromEntries(BROKERS.map((id) => [id, 0]));
+/** The segment size the brokers run with: the last `--segment-bytes` of `--broker-args`, else the default. */
+function segmentBytesOf(options: Options): number {
+  const given = argValue(brokerArgs(options), '--segment-bytes');
+  return given === undefined ? brokerHelp().segmentBytes : Number(given);
+}
+
+/** Waits for a retention round and a snapshot after the last send (the service runs every 10 s unless --retention-interval-ms says otherwise). */
+function retentionSettleMs(options: Options): number {
+  const interval = Number(argValue(brokerArgs(options), '--retention-interval-ms') ?? 10_000);
+  return Math.max(25_000, 2.5 * interval);
+}
+
+/** Samples every node's data dir (and its log/ within) once a second until stopped; keeps the largest sample per node. */
+function dataSampler(group: Group): { stop: () => Promise<{ data: Record<string, number>; log: Record<string, number> }>; samples: () => number } {
+  const data: Record<string, number> = Object.fromEntries(BROKERS.map((id) => [id, 0]));
+  const logs: Record<string, number> = Object.fromEntries(BROKERS.map((id) => [id, 0]));
   let running = true;
   let count = 0;
   const loop = (async () => {
     while (running) {
-      for (const id of BROKERS) max[id] = Math.max(max[id] ?? 0, dirBytes(group.dataDir(id)));
+      for (const id of BROKERS) {
+        data[id] = Math.max(data[id] ?? 0, dirBytes(group.dataDir(id)));
+        logs[id] = Math.max(logs[id] ?? 0, dirBytes(path.join(group.dataDir(id), 'log')));
+      }
       count++;
       await sleep(1_000);
     }
   })();
-  return { stop: async () => { running = false; await loop; return max; }, samples: () => count };
+  return { stop: async () => { running = false; await loop; return { data, log: logs }; }, samples: () => count };
+}
+
+const mbOf = (bytes: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(bytes).map(([id, b]) => [id, mb(b)]));
+
+/** How many retention entries the leaders proposed (their 'retention released the log prefix' lines). */
+function retentionRounds(group: Group): number {
+  return BROKERS.reduce((sum, id) => sum + logLines(path.join(group.logDir, `${id}.log`), undefined).filter((l) => l.msg === 'retention released the log prefix').length, 0);
 }
 
 async function retentionCase(options: Options, emit: (row: Row) => void): Promise<void> {
@@ -411,7 +651,8 @@ async function retentionCase(options: Options, emit: (row: Row) => void): Promis
     emit({ case: 'retention', messages: null, restart_s: null, rss_mb: null, data_mb: null, error: unsupported, limit_mb: options.retentionMb, unsupported: true });
     return;
   }
-  const group = await Group.create('retention', args);
+  const caseStarted = performance.now();
+  const group = await Group.create('retention', args, options);
   try {
     await group.ready();
     const producer = newProducer(group);
@@ -421,18 +662,22 @@ async function retentionCase(options: Options, emit: (row: Row) => void): Promis
     let load: Load;
     try {
       load = await produce(group, producer, messages, options);
-      await sleep(10_000); // compaction may trail the last send
+      await sleep(retentionSettleMs(options)); // compaction may trail the last send by a retention round and a snapshot
     } finally {
       producer.shutdown();
     }
     const max = await sampler.stop();
-    const segmentBytes = brokerHelp().segmentBytes;
+    const segmentBytes = segmentBytesOf(options);
+    const firstIndex = Object.fromEntries(await Promise.all(BROKERS.map(async (id) => [id, (await group.statusOf(id))?.firstIndex ?? null] as const)));
+    const logMb = mb(Math.max(...Object.values(max.log)));
     emit({
       case: 'retention', messages: load.acked, restart_s: null, rss_mb: Math.max(...BROKERS.map((id) => group.rssMb(id) ?? 0)),
-      data_mb: mb(Math.max(...Object.values(max))), limit_mb: options.retentionMb, segment_mb: mb(segmentBytes),
-      data_mb_nodes: Object.fromEntries(Object.entries(max).map(([id, bytes]) => [id, mb(bytes)])),
+      data_mb: mb(Math.max(...Object.values(max.data))), log_mb: logMb, limit_mb: options.retentionMb, segment_mb: mb(segmentBytes),
+      produced_mb: mb(load.acked * options.bodyBytes), retention_rounds: retentionRounds(group),
+      data_mb_nodes: mbOf(max.data), log_mb_nodes: mbOf(max.log),
       final_data_mb_nodes: Object.fromEntries(BROKERS.map((id) => [id, mb(dirBytes(group.dataDir(id)))])),
-      samples: sampler.samples(), produce_msgs_s: load.msgs_s, ...(load.truncated ? { truncated: true } : {}),
+      final_log_mb_nodes: Object.fromEntries(BROKERS.map((id) => [id, mb(dirBytes(path.join(group.dataDir(id), 'log')))])),
+      first_index_nodes: firstIndex, samples: sampler.samples(), load1_max: loadMaxSince(caseStarted), produce_msgs_s: load.msgs_s, ...(load.truncated ? { truncated: true } : {}),
     });
   } finally {
     await group.stop();
@@ -446,7 +691,8 @@ async function installCase(options: Options, emit: (row: Row) => void): Promise<
     return;
   }
   const limitBytes = options.retentionMb * MiB;
-  const group = await Group.create('install', args);
+  const caseStarted = performance.now();
+  const group = await Group.create('install', args, options);
   // Every acknowledged message: queue → offset → sequence number (the body's first 4 bytes).
   const acked = new Map<number, Map<number, number>>();
   const record = (receipt: SendReceipt, seq: number): void => {
@@ -471,24 +717,32 @@ async function installCase(options: Options, emit: (row: Row) => void): Promise<
     await producer.start([TOPIC]);
     const after = await produce(group, producer, more, options, record);
     producer.shutdown();
-    await sleep(10_000); // compaction may trail the last send
+    await sleep(retentionSettleMs(options)); // compaction may trail the last send by a retention round and a snapshot
     const others = BROKERS.filter((id) => id !== follower);
     const peersDataMb = Object.fromEntries(others.map((id) => [id, mb(dirBytes(group.dataDir(id)))]));
-    const commitAt = (await group.leader()).commitIndex;
+    const leaderNow = await group.leader();
+    const commitAt = leaderNow.commitIndex;
+    const leaderFirstIndex = leaderNow.firstIndex;
+    if (leaderFirstIndex <= 1) log(`install: the leader's log still starts at ${leaderFirstIndex}: ${follower} can catch up from the log, no InstallSnapshot needed`);
     const spawnedAt = performance.now();
+    const cpuInstallWindow = cpuWindow(group);
     group.start(follower);
     const installS = await group.waitServing(follower, commitAt, spawnedAt, options.serveTimeoutS);
-    log(`install: ${follower} (wiped) serving ${installS.toFixed(2)} s after spawn, commit index ${commitAt}`);
-    await sleep(1_000);
+    const cpuInstall = cpuInstallWindow();
+    await sleep(1_000); // its log lines reach the file through a pipe
+    const startup = group.startup(follower);
+    log(`install: ${follower} (wiped) serving ${installS.toFixed(2)} s after spawn, commit index ${commitAt}; start-up ${JSON.stringify(startup)}`);
     const rss = group.rssMb(follower);
     const dataMb = mb(group.dataBytes());
     const victimDataMb = mb(dirBytes(group.dataDir(follower)));
+    const load1 = loadMaxSince(spawnedAt);
 
-    const audit = await readBackThrough(group, follower, acked, options);
+    const audit = await readBackThrough(group, follower, acked);
     emit({
       case: 'install', messages: before.acked + after.acked, restart_s: round(installS), install_s: round(installS), rss_mb: rss, data_mb: dataMb,
-      restarted: follower, restarted_data_mb: victimDataMb, peers_data_mb: peersDataMb, limit_mb: options.retentionMb, commit_index: commitAt,
-      lost: audit.lost, compacted: audit.compacted, read: audit.read, corrupt: audit.corrupt, read_via: audit.readVia, read_s: audit.seconds,
+      restarted: follower, installed: startup.installed !== undefined, ...(startup.snapshot_received_mb === undefined ? {} : { snapshot_mb: startup.snapshot_received_mb }),
+      leader_first_index: leaderFirstIndex, startup, restarted_data_mb: victimDataMb, peers_data_mb: peersDataMb, limit_mb: options.retentionMb, commit_index: commitAt, cpu_install: cpuInstall, load1_install_max: load1,
+      lost: audit.lost, compacted: audit.compacted, read: audit.read, corrupt: audit.corrupt, read_via: audit.readVia, read_s: audit.seconds, ...(Object.keys(audit.readErrors).length > 0 ? { read_errors: audit.readErrors } : {}), load1_max: loadMaxSince(caseStarted),
       ...(before.truncated || after.truncated ? { truncated: true } : {}),
     });
     if (audit.lost > 0 || audit.corrupt > 0) process.exitCode = 1;
@@ -502,7 +756,7 @@ async function installCase(options: Options, emit: (row: Row) => void): Promise<
  * An acknowledged message at or above the first offset `id` serves in its queue that is not
  * read back (or reads back with another body) is lost; below it, retention removed it.
  */
-async function readBackThrough(group: Group, id: string, acked: Map<number, Map<number, number>>, options: Options): Promise<{ lost: number; compacted: number; read: number; corrupt: number; readVia: string; seconds: number }> {
+async function readBackThrough(group: Group, id: string, acked: Map<number, Map<number, number>>): Promise<{ lost: number; compacted: number; read: number; corrupt: number; readVia: string; seconds: number; readErrors: Record<string, string> }> {
   const raft = new RaftNodeClient(BROKERS.map((n) => group.address(n)));
   try {
     for (const deadline = Date.now() + 30_000; (await group.leader()).nodeId !== id; await sleep(200)) {
@@ -528,6 +782,17 @@ async function readBackThrough(group: Group, id: string, acked: Map<number, Map<
   const consumer = new PullConsumer({ nameServers: [group.namesrv], group: 'lifecycle-audit', consumeFrom: 'first', pullBatchSize: 512, bufferedPerQueueMax: 4096, autoCommitIntervalMs: 0 });
   consumer.subscribe(TOPIC);
   await consumer.start();
+  // Start at the first offset each queue still holds (the first message stored at or after
+  // time 0), the same one the audit below counts from; not on the broker moving a pull from 0 up.
+  await consumer.seekToTime(TOPIC, 0);
+  const mq = (queueId: number): object => ({ topic: { name: TOPIC, resourceNamespace: '' }, id: queueId, broker: { name: GROUP, id: 0 } });
+  // The first offset each queue holds, as the broker says (below it retention released them).
+  const firstOffset = new Map<number, number>();
+  for (const q of acked.keys()) {
+    const response = await consumer.connection.unary(GROUP, 'QueryOffset', { messageQueue: mq(q), queryOffsetPolicy: 'TIMESTAMP', timestamp: { seconds: 0, nanos: 0 } });
+    if (response.status?.code === 'OK') firstOffset.set(q, Number(response.offset));
+  }
+  const readErrors: Record<string, string> = {};
   try {
     const until = started + Math.max(120, total / 1000) * 1000;
     let idleSince = performance.now();
@@ -545,13 +810,24 @@ async function readBackThrough(group: Group, id: string, acked: Map<number, Map<
         q.set(m.offset, m.body.length >= 4 ? m.body.readUInt32BE(0) : -1);
       }
     }
+    // A queue that stopped short: the consumer retries a failing pull quietly, so ask once ourselves.
+    for (const [q, max] of tail) {
+      const next = Math.max((highest.get(q) ?? -1) + 1, firstOffset.get(q) ?? 0);
+      if (next > max) continue;
+      const frames = await consumer.connection.stream(GROUP, 'PullMessage', {
+        group: { name: 'lifecycle-audit', resourceNamespace: '' }, messageQueue: mq(q), offset: next, batchSize: 1,
+        filterExpression: { type: 'TAG', expression: '*' }, longPollingTimeout: { seconds: 1, nanos: 0 },
+      }, 10_000).catch((error: unknown) => [{ content: 'status', status: { code: 'CALL_FAILED', message: (error as Error).message } }]);
+      const status = (frames as Array<{ content: string; status?: { code: string; message: string } }>).find((f) => f.content === 'status')?.status;
+      readErrors[`q${q}@${next}`] = status === undefined ? 'no status' : `${status.code}: ${status.message}`;
+    }
   } finally {
     await consumer.shutdown();
   }
   let lost = 0;
   let compacted = 0;
   for (const [q, offsets] of acked) {
-    const first = firstSeen.get(q) ?? 0;
+    const first = firstOffset.get(q) ?? firstSeen.get(q) ?? 0;
     const got = seen.get(q);
     for (const [offset, seq] of offsets) {
       if (offset < first) compacted++;
@@ -559,8 +835,8 @@ async function readBackThrough(group: Group, id: string, acked: Map<number, Map<
     }
   }
   const status = await group.leader();
-  if (!options.json) log(`install: read back ${read} messages through ${status.nodeId}: lost ${lost}, compacted ${compacted}`);
-  return { lost, compacted, read, corrupt, readVia: status.nodeId === id ? id : `${id} then ${status.nodeId}`, seconds: round((performance.now() - started) / 1000) };
+  log(`install: read back ${read} messages through ${status.nodeId}: lost ${lost}, compacted ${compacted}${Object.keys(readErrors).length > 0 ? `; reads failing: ${JSON.stringify(readErrors)}` : ''}`);
+  return { lost, compacted, read, corrupt, readVia: status.nodeId === id ? id : `${id} then ${status.nodeId}`, seconds: round((performance.now() - started) / 1000), readErrors };
 }
 
 // ---- main ---------------------------------------------------------------------------------
@@ -580,12 +856,18 @@ async function main(): Promise<void> {
     .option('--inflight <n>', 'sends in flight while loading', positive('--inflight'), 256)
     .option('--max-load-seconds <s>', 'time bound of one load phase (default: max(120, messages / 1000))', positive('--max-load-seconds'))
     .option('--serve-timeout-s <s>', 'how long a restarted node may take to serve', positive('--serve-timeout-s'), 900)
+    .option('--broker-args <args>', 'extra raftmq broker flags for every broker of every case, e.g. "--snapshot-bytes 33554432"', '')
+    .option('--node-log-level <level>', 'log level of the brokers and the NameServer (info: lifecycle lines only, for the start-up breakdown)', 'info')
+    .option('--log-dir <dir>', 'keep the node logs under this dir (default: in the temp dir, removed at exit)')
+    .option('--keep-data', 'keep each case\'s data dirs (their paths are logged)')
     .option('--json', 'one JSON object per case and point, one per line');
   program.parse(process.argv);
   const options = program.opts<Options>();
   const chosen = options.cases.split(',').map((c) => c.trim()).filter((c) => c !== '');
   const bad = chosen.filter((c) => !(CASES as readonly string[]).includes(c));
   if (bad.length > 0) throw new Error(`unknown case(s) ${bad.join(', ')}; choose from ${CASES.join(', ')}`);
+  brokerArgs(options); // says now when a flag is not in raftmq broker --help
+  log(`load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} on ${os.cpus().length} CPUs at start`);
   const rows: Row[] = [];
   const emit = (row: Row): void => {
     rows.push(row);
@@ -607,7 +889,7 @@ async function main(): Promise<void> {
     const fixed = new Set(['case', 'messages', 'restart_s', 'first_send_s', 'rss_mb', 'data_mb', 'error']);
     const table = new Table({ head: ['case', 'messages', 'restart s', 'first send s', 'RSS MiB', 'data MiB', 'details'], ...plainWhenPiped(), wordWrap: true, colWidths: [11, 10, 10, 13, 9, 10, 60] });
     for (const r of rows) {
-      const details = r.error !== undefined ? `error: ${r.error}` : Object.entries(r).filter(([k]) => !fixed.has(k)).map(([k, v]) => `${k}=${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`).join(' ');
+      const details = r.error !== undefined ? `error: ${r.error}` : Object.entries(r).filter(([k]) => !fixed.has(k)).map(([k, v]) => `${k}=${typeof v === 'object' && v !== null ? JSON.stringify(v).replace(/,/g, ', ') : String(v)}`).join(' ');
       table.push([r.case, r.messages ?? '-', r.restart_s ?? '-', (r.first_send_s as number | undefined) ?? '-', r.rss_mb ?? '-', r.data_mb ?? '-', details]);
     }
     console.log(table.toString());
