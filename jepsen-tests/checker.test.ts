@@ -1,11 +1,12 @@
 /**
  * The checker on hand-written histories, one per anomaly (as the Redpanda suite tests its
- * own), plus a fast-check property: dropping any acknowledged value from a clean history's
- * reads is always reported as lost.
+ * own), plus fast-check properties: dropping any acknowledged value from a clean history's
+ * reads is always reported as lost, and under retention only a value below its queue's first
+ * offset whose entry a majority saw committed below the retained index is released.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { check, type CheckInput, type LeaderObservation } from './checker.js';
+import { check, type CheckInput, type LeaderObservation, type RetentionInput } from './checker.js';
 import type { Op, OpInput, Read } from './history.js';
 
 class Builder {
@@ -187,5 +188,103 @@ describe('queue checker', () => {
       expect(result.lost).toBe(1);
       expect(result.verdict).toBe('fail');
     }), { numRuns: 100 });
+  });
+});
+
+/** Retention released queue 0 below offset 2 and the log below index 10; `committed` says where values were stored. */
+const retained = (committed: Record<string, number>, extra: Partial<RetentionInput> = {}): RetentionInput => ({
+  firstOffsets: [2, 0], retainedFrom: 10, committedIndex: new Map(Object.entries(committed)), snapshotsInstalled: 1, compactedNodes: 3, ...extra,
+});
+
+/** Five sends of producer 0 to queue 0 at offsets 0..4, and a drain that starts at the first offset (2). */
+const fiveSendsDrainedFromTwo = (): Builder => {
+  const b = new Builder();
+  for (let i = 0; i < 5; i++) b.send(0, `0-${i}`, 'ok', 0, i);
+  return b.read([[0, 2, '0-2'], [0, 3, '0-3'], [0, 4, '0-4']]);
+};
+
+describe('queue checker under retention', () => {
+  it('counts a value below the first offset as released only with a committed index below the retained index', () => {
+    const result = run(fiveSendsDrainedFromTwo(), { retention: retained({ '0-0': 4, '0-1': 7, '0-2': 11 }) });
+    expect(result).toMatchObject({ verdict: 'pass', lost: 0, released: 2, lostBelowFirstOffset: 0, skipsOverReleased: 1 });
+    expect(result.pollSkip).toEqual([]);
+    expect(result.retention).toMatchObject({ firstOffsets: [2, 0], retainedFrom: 10 });
+  });
+
+  it('reports a value below the first offset as lost when no majority saw it committed (an unsafe leader\'s ack)', () => {
+    const result = run(fiveSendsDrainedFromTwo(), { retention: retained({ '0-0': 4 }) });
+    expect(result).toMatchObject({ verdict: 'fail', lost: 1, lostBelowFirstOffset: 1, released: 1 });
+    expect(result.lostValues).toEqual([{ value: '0-1', where: 'prefix' }]);
+  });
+
+  it('reports a value below the first offset whose entry is at or after the retained index as lost', () => {
+    const result = run(fiveSendsDrainedFromTwo(), { retention: retained({ '0-0': 4, '0-1': 10 }) });
+    expect(result).toMatchObject({ verdict: 'fail', lost: 1, lostBelowFirstOffset: 1 });
+  });
+
+  it('reports a value at or above the first offset that the drain missed as lost, whatever its index', () => {
+    const b = new Builder();
+    for (let i = 0; i < 5; i++) b.send(0, `0-${i}`, 'ok', 0, i);
+    b.read([[0, 2, '0-2'], [0, 4, '0-4']]);
+    const result = run(b, { retention: retained({ '0-0': 4, '0-1': 7, '0-3': 8 }) });
+    expect(result).toMatchObject({ verdict: 'fail', lost: 1, lostBelowFirstOffset: 0, released: 2, lostWrite: 1 });
+    expect(result.pollSkip).toHaveLength(1); // 2 → 4 skips a retained offset
+  });
+
+  it('reports a reader jump that lands above the first offset as a poll skip', () => {
+    const b = new Builder();
+    for (let i = 0; i < 5; i++) b.send(0, `0-${i}`, 'ok', 0, i);
+    b.read([[0, 3, '0-3'], [0, 4, '0-4']]);
+    const result = run(b, { retention: retained({ '0-0': 4, '0-1': 7, '0-2': 8 }) });
+    expect(result.pollSkip).toEqual(['drain drain queue 0: start → 3']);
+    expect(result.lost).toBe(1);
+  });
+
+  it('without retention input, a value below a first offset is lost like any other', () => {
+    expect(run(fiveSendsDrainedFromTwo())).toMatchObject({ verdict: 'fail', lost: 2, released: 0, retention: null });
+  });
+
+  it('counts a producer whose highest acknowledged value was released as drained', () => {
+    const b = new Builder().send(0, '0-0', 'ok', 0, 0).send(1, '1-0', 'ok', 0, 1).send(1, '1-1', 'ok', 0, 2).read([[0, 2, '1-1']]);
+    const result = run(b, { retention: retained({ '0-0': 3, '1-0': 5 }) });
+    expect(result).toMatchObject({ verdict: 'pass', drainComplete: true, released: 2 });
+  });
+
+  it('calls a retention run invalid when no snapshot was installed or a node never compacted', () => {
+    const result = run(fiveSendsDrainedFromTwo(), { retention: retained({ '0-0': 4, '0-1': 7 }, { snapshotsInstalled: 0, compactedNodes: 2, snapshotsInstalledMin: 1, compactedNodesMin: 3 }) });
+    expect(result.verdict).toBe('invalid');
+    expect(result.reasons.join('\n')).toMatch(/0 snapshots installed \(at least 1 required\)/);
+    expect(result.reasons.join('\n')).toMatch(/2 nodes compacted their log \(at least 3 required\)/);
+  });
+
+  it('fails a run in which the log watcher saw a committed entry change', () => {
+    const result = run(fiveSendsDrainedFromTwo(), { retention: retained({ '0-0': 4, '0-1': 7 }), committedLogConflicts: 1 });
+    expect(result.verdict).toBe('fail');
+    expect(result.reasons.join()).toMatch(/1 committed log entries that changed/);
+  });
+
+  it('releases exactly the missing values below the first offset with a majority-committed index below the cut (property)', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 30 }), fc.nat({ max: 30 }), fc.array(fc.boolean(), { minLength: 30, maxLength: 30 }), fc.array(fc.boolean(), { minLength: 30, maxLength: 30 }),
+      (count, first, proven, read) => {
+        const firstOffset = Math.min(first, count);
+        const b = new Builder();
+        const committed: Record<string, number> = {};
+        const reads: Read[] = [];
+        let expectedReleased = 0;
+        let expectedLost = 0;
+        for (let i = 0; i < count; i++) {
+          const value = `0-${i}`;
+          b.send(0, value, 'ok', 0, i);
+          // Entry i + 1 holds value i; retention kept entries from firstOffset + 1 on.
+          if (proven[i] === true) committed[value] = i + 1;
+          if (i >= firstOffset && read[i] === true) reads.push([0, i, value]);
+          else if (i < firstOffset && proven[i] === true) expectedReleased++;
+          else expectedLost++;
+        }
+        const result = run(b.read(reads), { retention: retained(committed, { firstOffsets: [firstOffset], retainedFrom: firstOffset + 1 }) });
+        expect(result.released).toBe(expectedReleased);
+        expect(result.lost).toBe(expectedLost);
+        expect(result.released + result.lost + reads.length).toBe(count);
+      }), { numRuns: 200 });
   });
 });

@@ -2,6 +2,13 @@
  * The queue checker (FAULTS §5.7): a pure function of the history. Values are unique
  * `<process>-<counter>` strings, so each producer has a high-water mark and a lost value can be
  * placed before, between or after what was read of its producer.
+ *
+ * Retention: with `CheckInput.retention`, an acknowledged value the drain did not read is
+ * *released*, not lost, only if both hold: its acknowledged offset is below its queue's first
+ * offset at the end, and the committed-log watcher saw its entry committed by a majority of the
+ * nodes at a log index below the first index retention kept. Anything else missing is lost
+ * (`lostBelowFirstOffset` counts the lost values that sat below a first offset without that
+ * proof), so a bug that drops data cannot pass for retention.
  */
 import { completions, faultWindows, readFunctions, type Op, type Read } from './history.js';
 
@@ -53,6 +60,15 @@ export interface CheckResult {
   /** The lost values (at most 5,000) with where each falls among what was read of its producer. */
   readonly lostValues: Array<{ value: string; where: LostPlace }>;
   readonly lostWrite: number;
+  /** Acknowledged values retention released before the drain, with proof (see the module comment). */
+  readonly released: number;
+  /** Lost values that were below their queue's first offset without that proof (included in `lost`). */
+  readonly lostBelowFirstOffset: number;
+  /** Committed entries the log watcher saw change: two different entries reported committed at one index. */
+  readonly committedLogConflicts: number;
+  /** Reads of a reader that owns every queue that jumped over offsets released by the end (allowed). */
+  readonly skipsOverReleased: number;
+  readonly retention: RetentionResult | null;
   readonly unexpected: number;
   readonly abortedRead: number;
   readonly recovered: number;
@@ -78,6 +94,29 @@ export interface CheckResult {
 
 export type LostPlace = 'prefix' | 'middle' | 'postfix';
 
+export interface RetentionInput {
+  /** Per queue: the first offset the brokers still hold after the drain (the replica audit's lowest). */
+  readonly firstOffsets: readonly number[];
+  /** The first log index retention has not released (the replica audit's lowest). */
+  readonly retainedFrom: number;
+  /** Acknowledged value → the index of its entry, where a majority of nodes reported it committed (LogWatch). */
+  readonly committedIndex: ReadonlyMap<string, number>;
+  /** Snapshots nodes installed from a leader (their logs say 'installed a snapshot from the leader'). */
+  readonly snapshotsInstalled: number;
+  /** Nodes whose log's first index was above 1 at the end (compacted under a snapshot). */
+  readonly compactedNodes: number;
+  /** The run is invalid (it did not exercise what it is for) below these. */
+  readonly snapshotsInstalledMin?: number | undefined;
+  readonly compactedNodesMin?: number | undefined;
+}
+
+export interface RetentionResult {
+  readonly firstOffsets: readonly number[];
+  readonly retainedFrom: number;
+  readonly snapshotsInstalled: number;
+  readonly compactedNodes: number;
+}
+
 export interface CheckInput {
   readonly ops: readonly Op[];
   readonly leaders: readonly LeaderObservation[];
@@ -97,6 +136,10 @@ export interface CheckInput {
    * this many ms, else the run fails even if everything acknowledged before was kept.
    */
   readonly finalHealBoundMs?: number | undefined;
+  /** Tiny-retention runs: see RetentionInput and the module comment. */
+  readonly retention?: RetentionInput | undefined;
+  /** See CheckResult.committedLogConflicts (LogWatch). */
+  readonly committedLogConflicts?: number | undefined;
 }
 
 const producerOf = (value: string): { producer: string; counter: number } => {
@@ -107,7 +150,9 @@ const producerOf = (value: string): { producer: string; counter: number } => {
 const limit = <T>(list: T[], max = 20): T[] => list.slice(0, max);
 
 export function check(input: CheckInput): CheckResult {
-  const { ops } = input;
+  const { ops, retention } = input;
+  /** Offsets below this were released by retention (0 without retention). */
+  const firstOffsetOf = (queue: number): number => retention?.firstOffsets[queue] ?? 0;
   const attempted = new Set<string>();
   const acked = new Map<string, { queue: number; offset: number }>();
   const failed = new Set<string>();
@@ -131,6 +176,7 @@ export function check(input: CheckInput): CheckResult {
   const lastReadOffset = new Map<string, number>();
   const maxReadOffset = new Map<number, number>();
   let dequeueReads = 0;
+  let skipsOverReleased = 0;
   const dequeuedPositions = new Set<string>();
 
   for (const op of ops) {
@@ -165,7 +211,10 @@ export function check(input: CheckInput): CheckResult {
         const key = `${op.process}/${queue}`;
         const previous = lastReadOffset.get(key);
         if (previous !== undefined && offset <= previous) nonmonotonicPoll.push(`${op.f} ${op.process} queue ${queue}: offset ${offset} after ${previous}`);
-        if (previous === undefined ? offset > 0 : offset > previous + 1) pollSkip.push(`${op.f} ${op.process} queue ${queue}: ${previous ?? 'start'} → ${offset}`);
+        // A jump is allowed only over offsets that are released at the end (it lands at or below the first offset).
+        const skipped = previous === undefined ? offset > 0 : offset > previous + 1;
+        if (skipped && offset > firstOffsetOf(queue)) pollSkip.push(`${op.f} ${op.process} queue ${queue}: ${previous ?? 'start'} → ${offset}`);
+        else if (skipped) skipsOverReleased++;
         lastReadOffset.set(key, offset);
       }
     }
@@ -181,8 +230,18 @@ export function check(input: CheckInput): CheckResult {
     else readCounters.set(producer, { min: Math.min(range.min, counter), max: Math.max(range.max, counter) });
   }
   const lost: Array<{ value: string; where: LostPlace }> = [];
-  for (const value of acked.keys()) {
+  const released = new Set<string>();
+  let lostBelowFirstOffset = 0;
+  for (const [value, { queue, offset }] of acked) {
     if (finalValues.has(value)) continue;
+    if (retention !== undefined && offset < firstOffsetOf(queue)) {
+      const index = retention.committedIndex.get(value);
+      if (index !== undefined && index < retention.retainedFrom) {
+        released.add(value);
+        continue;
+      }
+      lostBelowFirstOffset++;
+    }
     const { producer, counter } = producerOf(value);
     const range = readCounters.get(producer);
     lost.push({ value, where: range === undefined || counter > range.max ? 'postfix' : counter < range.min ? 'prefix' : 'middle' });
@@ -190,10 +249,10 @@ export function check(input: CheckInput): CheckResult {
   const lostAt = (where: LostPlace): number => lost.filter((l) => l.where === where).length;
   let lostWrite = 0;
   for (const [value, { queue, offset }] of acked) {
-    if (!readValues.has(value) && offset < (maxReadOffset.get(queue) ?? -1)) lostWrite++;
+    if (!readValues.has(value) && !released.has(value) && offset < (maxReadOffset.get(queue) ?? -1)) lostWrite++;
   }
 
-  // Drain completeness: every producer's highest acknowledged value was read.
+  // Drain completeness: every producer's highest acknowledged value was read (or released).
   const highWater = new Map<string, number>();
   for (const value of acked.keys()) {
     const { producer, counter } = producerOf(value);
@@ -201,7 +260,7 @@ export function check(input: CheckInput): CheckResult {
   }
   const producersBehind: string[] = [];
   for (const [producer, counter] of highWater) {
-    if (!finalValues.has(`${producer}-${counter}`)) producersBehind.push(`${producer} (highest acked ${counter}, highest read ${readCounters.get(producer)?.max ?? 'none'})`);
+    if (!finalValues.has(`${producer}-${counter}`) && !released.has(`${producer}-${counter}`)) producersBehind.push(`${producer} (highest acked ${counter}, highest read ${readCounters.get(producer)?.max ?? 'none'})`);
   }
 
   const unexpected = [...readValues].filter((v) => !attempted.has(v)).length;
@@ -253,6 +312,8 @@ export function check(input: CheckInput): CheckResult {
   must(pollSkip.length, 'poll skips');
   must(electionSafety.length, 'election safety violations');
   must(input.divergence, 'replica divergences');
+  const committedLogConflicts = input.committedLogConflicts ?? 0;
+  must(committedLogConflicts, 'committed log entries that changed (seen by the log watcher)');
   const bound = input.failoverBoundMs;
   if (bound !== undefined) {
     const slow = failovers.filter((f) => f.durationMs >= bound + 1_000 && (f.failoverMs === null || f.failoverMs > bound));
@@ -269,6 +330,12 @@ export function check(input: CheckInput): CheckResult {
   }
   if (verdict === 'pass') {
     const invalid = invalidReasons(effects, input.faultEventsMin);
+    if (retention !== undefined && retention.snapshotsInstalled < (retention.snapshotsInstalledMin ?? 0)) {
+      invalid.push(`${retention.snapshotsInstalled} snapshots installed (at least ${retention.snapshotsInstalledMin} required)`);
+    }
+    if (retention !== undefined && retention.compactedNodes < (retention.compactedNodesMin ?? 0)) {
+      invalid.push(`${retention.compactedNodes} nodes compacted their log (at least ${retention.compactedNodesMin} required)`);
+    }
     if (invalid.length > 0) {
       verdict = 'invalid';
       reasons.push(...invalid);
@@ -278,6 +345,8 @@ export function check(input: CheckInput): CheckResult {
     verdict, reasons,
     attempted: attempted.size, acked: acked.size, failed: failed.size, indeterminate: indeterminate.size, read: readValues.size,
     lost: lost.length, lostPrefix: lostAt('prefix'), lostMiddle: lostAt('middle'), lostPostfix: lostAt('postfix'), lostValues: limit(lost, 5_000), lostWrite, unexpected, abortedRead, recovered,
+    released: released.size, lostBelowFirstOffset, committedLogConflicts, skipsOverReleased,
+    retention: retention === undefined ? null : { firstOffsets: retention.firstOffsets, retainedFrom: retention.retainedFrom, snapshotsInstalled: retention.snapshotsInstalled, compactedNodes: retention.compactedNodes },
     inconsistentOffsets: limit(inconsistentOffsets), duplicated: limit(duplicated), redelivered, redeliveryRate: dequeueReads === 0 ? 0 : redelivered / dequeueReads,
     nonmonotonicSend: limit(nonmonotonicSend), nonmonotonicPoll: limit(nonmonotonicPoll), pollSkip: limit(pollSkip), electionSafety: limit(electionSafety),
     divergence: input.divergence, drainComplete: producersBehind.length === 0, producersBehind: limit(producersBehind), recoveries,

@@ -19,6 +19,8 @@ export interface ClusterConfig {
   readonly nodes: number;
   readonly runDir: string;
   readonly unsafe?: UnsafeSwitch | undefined;
+  /** Extra `raftmq broker` flags for every node (e.g. tiny segments, snapshots and retention). */
+  readonly brokerArgs?: readonly string[] | undefined;
 }
 
 const brokerPort = 10911;
@@ -48,7 +50,7 @@ export class JepsenCluster {
         groupId, dataRoot: path.join(config.runDir, 'data'), ports: ids.map(() => brokerPort), hosts: net.nodes.map((n) => n.ip),
         flush: 'sync', output: 'capture', cliPath, role: 'broker', namesrv: [namesrv], env, logDir, logLevel: 'info',
         launcher: (id) => (id === 'namesrv' ? [] : net.launcher(id)),
-        extraArgs: ['--register-interval-ms', '500'],
+        extraArgs: ['--register-interval-ms', '500', ...(config.brokerArgs ?? [])],
       });
       local.startNameServer(namesrv, '', ['--expiry-ms', '3000']);
       local.startAll();

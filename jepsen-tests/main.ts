@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * `npm run jepsen -- --nemesis partition-leader,power-loss --time 60 --nodes 3`   one test
- * `npm run jepsen:smoke`     tier T2: 4 configurations × 60 s, then the negative controls
+ * `npm run jepsen:smoke`     tier T2: 7 configurations (≤ 60 s of faults each), then the negative controls
  * `npm run jepsen:nightly`   tier T3: the full matrix, 300 s each, with a summary table
  * Output goes to jepsen-tests/results/<run>/ (history.jsonl, results.json, report.html, logs).
  * Exits non-zero unless every safe run passes and every negative control is caught.
@@ -11,7 +11,7 @@ import { writeFile, mkdir } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { integer } from '../src/cli/node-options.js';
 import { faultKinds, type NemesisName } from './nemesis.js';
-import { runTest, type RunConfig, type RunResult } from './run.js';
+import { runTest, type RetentionConfig, type RunConfig, type RunResult } from './run.js';
 import type { UnsafeSwitch } from './cluster.js';
 
 const defaultOut = path.resolve('jepsen-tests/results');
@@ -23,6 +23,23 @@ function nemesisList(value: string): NemesisName[] {
   if (names.length === 0) throw new InvalidArgumentError('name at least one nemesis');
   return names as NemesisName[];
 }
+
+/**
+ * Tiny retention, so that retention cuts, snapshots, log compaction and InstallSnapshot all
+ * happen within a run, under partitions, kills and power cuts: 16 KiB segments, a snapshot
+ * every 100 entries, the log held to 64 KiB by the retention service every 500 ms (the
+ * defaults: 64 MiB, 20,000 entries, no size limit, 10 s). The harness writes about 35 entries
+ * (15–25 KB) a second, so the log keeps the last few seconds: a follower away for longer (a
+ * kill, a power cut, the isolated old leader) comes back behind the leader's first index and
+ * needs InstallSnapshot. (With 64 KiB segments and 512 KiB the log would hold most of a
+ * minute: no fault lasts that long.) A run that installed no snapshot, or where some node
+ * never compacted, is invalid.
+ */
+export const tinyRetention: RetentionConfig = {
+  brokerArgs: ['--segment-bytes', '16384', '--snapshot-entries', '100', '--retention-bytes', '65536', '--retention-interval-ms', '500'],
+  snapshotsInstalledMin: 1,
+  compactedNodesMin: 3,
+};
 
 /** Tier T2 (FAULTS §6.4): short calm, faults every few seconds. */
 function smokeConfig(name: string, nemesis: NemesisName[], overrides: Partial<RunConfig> = {}): RunConfig {
@@ -62,6 +79,7 @@ export const smokeMatrix = (): RunConfig[] => [
   smokeConfig('pause', ['pause']),
   smokeConfig('halves+power-loss', ['partition-halves', 'power-loss']),
   smokeConfig('pause-kill+part-kill', ['pause-kill', 'part-kill']),
+  smokeConfig('tiny-retention', ['partition-leader', 'kill', 'power-loss'], { retention: tinyRetention }),
 ];
 
 export const nightlyMatrix = (): RunConfig[] => [
@@ -78,24 +96,45 @@ export const nightlyMatrix = (): RunConfig[] => [
   nightlyConfig('5n-ring+bridge', ['partition-ring', 'partition-bridge'], 5),
   nightlyConfig('5n-one-way+halves', ['partition-one-way', 'partition-halves'], 5),
   nightlyConfig('5n-mixed', ['mixed'], 5),
+  { ...nightlyConfig('tiny-retention', ['partition-leader', 'kill', 'power-loss']), retention: tinyRetention },
 ];
 
+interface Control {
+  readonly unsafe: UnsafeSwitch;
+  /** Under tiny retention: the lost values must be reported lost, not released (lost-write alone does not count). */
+  readonly retention: boolean;
+}
+
+const negativeControls: readonly Control[] = [
+  { unsafe: 'ack-before-quorum', retention: false },
+  { unsafe: 'ack-before-fsync', retention: false },
+  { unsafe: 'ack-before-quorum', retention: true },
+];
+
+const controlLabel = (control: Control): string => `${control.unsafe}${control.retention ? ' under tiny retention' : ''}`;
+
 /** A negative control must make the harness report lost messages within `runsMax` runs. */
-async function negativeControl(unsafe: UnsafeSwitch, runsMax: number, seed: number): Promise<{ unsafe: UnsafeSwitch; caughtInRun: number | undefined; results: RunResult[] }> {
+async function negativeControl(control: Control, runsMax: number, seed: number): Promise<{ caughtInRun: number | undefined; results: RunResult[] }> {
+  const { unsafe } = control;
   const results: RunResult[] = [];
   for (let run = 1; run <= runsMax; run++) {
-    const result = await runTest(smokeConfig(`control-${unsafe}-${run}`, unsafe === 'ack-before-fsync' ? ['power-loss'] : ['partition-leader'], {
+    const result = await runTest(smokeConfig(`control-${unsafe}${control.retention ? '-tiny-retention' : ''}-${run}`, unsafe === 'ack-before-fsync' ? ['power-loss'] : ['partition-leader'], {
       unsafe, timeS: 40, seed: seed + run, faultEventsMin: 1, calmMs: [500, 1_500], faultMs: [2_000, 4_000],
+      // Only the loss matters here: no minimum of installs or compactions.
+      ...(control.retention ? { retention: { ...tinyRetention, snapshotsInstalledMin: 0, compactedNodesMin: 0 } } : {}),
     }));
     results.push(result);
-    if (result.check.lost > 0 || result.check.lostWrite > 0) return { unsafe, caughtInRun: run, results };
+    if (result.check.lost > 0 || (!control.retention && result.check.lostWrite > 0)) return { caughtInRun: run, results };
   }
-  return { unsafe, caughtInRun: undefined, results };
+  return { caughtInRun: undefined, results };
 }
 
 function summaryTable(results: readonly RunResult[]): string {
-  const header = '| config | nodes | verdict | acked | unknown | faults | leader changes | lost | duplicated | divergence | max recovery (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|';
-  const rows = results.map((r) => `| ${r.name} | ${r.config.nodes} | ${r.check.verdict} | ${r.check.acked} | ${r.check.indeterminate} | ${r.check.effects.faultEvents} | ${r.check.effects.leaderChanges} | ${r.check.lost} | ${r.check.duplicated.length} | ${r.check.divergence} | ${r.check.maxRecoveryMs === null ? '—' : r.check.maxRecoveryMs.toFixed(0)} |`);
+  const header = '| config | nodes | verdict | acked | unknown | faults | leader changes | lost | released | duplicated | divergence | snapshots installed | compacted nodes | max recovery (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|';
+  const rows = results.map((r) => {
+    const installs = Object.values(r.retentionEffects.snapshotsInstalled).reduce((a, b) => a + b, 0);
+    return `| ${r.name} | ${r.config.nodes} | ${r.check.verdict} | ${r.check.acked} | ${r.check.indeterminate} | ${r.check.effects.faultEvents} | ${r.check.effects.leaderChanges} | ${r.check.lost}${r.check.lostBelowFirstOffset > 0 ? ` (${r.check.lostBelowFirstOffset} below a first offset)` : ''} | ${r.check.released} | ${r.check.duplicated.length} | ${r.check.divergence} | ${installs} | ${r.audit?.compactedNodes ?? '—'} | ${r.check.maxRecoveryMs === null ? '—' : r.check.maxRecoveryMs.toFixed(0)} |`;
+  });
   return [header, ...rows].join('\n');
 }
 
@@ -107,11 +146,11 @@ async function runMatrix(label: string, configs: readonly RunConfig[], controls:
   let controlText = '';
   if (controls) {
     const seed = Date.now() % 1_000_000;
-    for (const unsafe of ['ack-before-quorum', 'ack-before-fsync'] as const) {
-      const control = await negativeControl(unsafe, 3, seed);
-      const last = control.results[control.results.length - 1];
-      controlText += `- negative control ${unsafe}: ${control.caughtInRun === undefined ? 'NOT caught in 3 runs' : `caught in run ${control.caughtInRun} (lost ${last?.check.lost}, lost-write ${last?.check.lostWrite}, divergence ${last?.check.divergence})`}\n`;
-      if (control.caughtInRun === undefined) failures = [...failures, `negative control ${unsafe} was not caught within 3 runs: the harness is broken`];
+    for (const control of negativeControls) {
+      const outcome = await negativeControl(control, 3, seed);
+      const last = outcome.results[outcome.results.length - 1];
+      controlText += `- negative control ${controlLabel(control)}: ${outcome.caughtInRun === undefined ? 'NOT caught in 3 runs' : `caught in run ${outcome.caughtInRun} (lost ${last?.check.lost}, lost-write ${last?.check.lostWrite}, released ${last?.check.released}, divergence ${last?.check.divergence}, committed-log conflicts ${last?.check.committedLogConflicts})`}\n`;
+      if (outcome.caughtInRun === undefined) failures = [...failures, `negative control ${controlLabel(control)} was not caught within 3 runs: the harness is broken`];
     }
   }
   const summary = `# jepsen ${label}\n\n${table}\n\n${controlText}`;
@@ -136,17 +175,23 @@ async function main(): Promise<void> {
     .option('--seed <n>', 'nemesis seed', integer('--seed', 1))
     .addOption(new Option('--unsafe <switch>', 'negative control: run an unsafe build on purpose').choices(['ack-before-fsync', 'ack-before-quorum']))
     .option('--out <dir>', 'results directory', defaultOut)
+    .option('--tiny-retention', 'brokers with tiny segments, snapshots and retention (compaction and InstallSnapshot during the run)', false)
     .option('--failover-bound-ms <ms>', 'fail unless the majority acknowledges a write this soon after each fault aimed at the leader', integer('--failover-bound-ms', 1))
-    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number }) => {
+    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number; tinyRetention: boolean }) => {
       const nodes = Number(options.nodes);
       const result = await runTest(smokeConfig(options.nemesis.join('+'), options.nemesis, {
         nodes, timeS: options.time, producers: 2 * nodes, ratePerProducer: options.rate, outDir: path.resolve(options.out), unsafe: options.unsafe,
-        faultEventsMin: Math.max(1, Math.floor(options.time / 15)), failoverBoundMs: options.failoverBoundMs, ...(options.seed === undefined ? {} : { seed: options.seed }),
+        faultEventsMin: Math.max(1, Math.floor(options.time / 15)), failoverBoundMs: options.failoverBoundMs,
+        ...(options.tinyRetention ? { retention: { ...tinyRetention, compactedNodesMin: nodes } } : {}), ...(options.seed === undefined ? {} : { seed: options.seed }),
       }));
       process.exitCode = result.check.verdict === 'pass' || (options.unsafe !== undefined && result.check.lost > 0) ? 0 : 1;
     });
-  program.command('smoke').description('tier T2: 4 configurations × 60 s and the negative controls (CI)')
-    .action(async () => { process.exitCode = await runMatrix('smoke', smokeMatrix(), true); });
+  program.command('smoke').description('tier T2: 7 configurations (≤ 60 s of faults each) and the negative controls (CI)')
+    .option('--only <names>', 'run only these configurations (comma separated); the negative controls always run')
+    .action(async (options: { only?: string }) => {
+      const only = options.only?.split(',');
+      process.exitCode = await runMatrix('smoke', smokeMatrix().filter((c) => only === undefined || only.includes(c.name)), true);
+    });
   program.command('nightly').description('tier T3: the full matrix, 300 s each')
     .option('--only <names>', 'run only these configurations (comma separated)')
     .action(async (options: { only?: string }) => {

@@ -4,7 +4,8 @@
  * with every fault window shaded by kind, acknowledged-but-unread messages per queue, every
  * acknowledged or unknown send placed by time and outcome (the lost plot), the leader/term
  * timeline per node, recovery times,
- * the fault list with what each did, and the replica audit.
+ * the fault list with what each did, the replica audit, and retention (what was released,
+ * snapshots installed, logs compacted).
  */
 import type { CheckResult } from './checker.js';
 import { completions, faultWindows, readFunctions, type FaultWindow, type Op, type Read } from './history.js';
@@ -17,6 +18,8 @@ export interface NodeSample {
   readonly role: string;
   readonly term: number;
   readonly commitIndex: number;
+  /** The log's first index (> 1 once compacted); absent in older runs. */
+  readonly firstIndex?: number;
 }
 
 const width = 1100;
@@ -218,6 +221,7 @@ export function renderReport(input: { run: RunResult; ops: readonly Op[]; sample
   const verdictColour = c.verdict === 'pass' ? '#2e7d32' : c.verdict === 'fail' ? '#c62828' : '#ef6c00';
   const anomalies: Array<readonly [string, string | number]> = [
     ['lost (acked, never read)', `${c.lost} (prefix ${c.lostPrefix}, middle ${c.lostMiddle}, postfix ${c.lostPostfix})`],
+    ['lost below a first offset (no proof of release)', c.lostBelowFirstOffset ?? 0], ['committed log entries that changed', c.committedLogConflicts ?? 0],
     ['lost-write (a later offset was read)', c.lostWrite], ['unexpected', c.unexpected], ['aborted reads (failed send delivered)', c.abortedRead],
     ['inconsistent offsets', c.inconsistentOffsets.length], ['duplicated', c.duplicated.length], ['nonmonotonic sends', c.nonmonotonicSend.length],
     ['nonmonotonic polls', c.nonmonotonicPoll.length], ['poll skips', c.pollSkip.length], ['election safety', c.electionSafety.length],
@@ -225,13 +229,24 @@ export function renderReport(input: { run: RunResult; ops: readonly Op[]; sample
   ];
   const stats: Array<readonly [string, string | number]> = [
     ['enqueues attempted', c.attempted], ['acknowledged (ok)', c.acked], ['failed (definite)', c.failed], ['unknown (info)', c.indeterminate],
-    ['unknown that were read (recovered)', c.recovered], ['distinct values read', c.read], ['group redeliveries', `${c.redelivered} (${(c.redeliveryRate * 100).toFixed(2)} %)`],
+    ['released by retention before the drain (proven)', c.released ?? 0], ['unknown that were read (recovered)', c.recovered], ['distinct values read', c.read], ['group redeliveries', `${c.redelivered} (${(c.redeliveryRate * 100).toFixed(2)} %)`],
     ['acked per second', run.ackedPerSecond.toFixed(1)],
   ];
   const effects: Array<readonly [string, string | number]> = Object.entries(c.effects).map(([k, v]) => [k, v] as const);
   const faults = ops.filter((op) => op.process === 'nemesis').map((op) => `<tr><td>${(op.time / 1e9).toFixed(2)}</td><td>${escape(op.f)}</td><td><code>${escape(JSON.stringify(op.value ?? {}))}</code></td></tr>`).join('');
   const recoveries = c.recoveries.map((r) => `<tr><td>${escape(r.fault)}</td><td>${r.healAtS.toFixed(1)}</td><td>${r.recoveryMs === null ? 'none' : r.recoveryMs.toFixed(0)}${r.interrupted ? ' (another fault in force meanwhile)' : ''}</td></tr>`).join('');
-  const auditRows = run.audit === undefined ? '<p>not run</p>' : `${table(run.audit.nodes.map((n) => [n.nodeId, `${n.entries} committed entries through ${n.commitIndex}; queue lengths ${n.queueLengths.join(' / ')}`] as const))}${run.audit.details.length > 0 ? `<pre>${escape(run.audit.details.join('\n'))}</pre>` : ''}`;
+  const auditRows = run.audit === undefined ? '<p>not run</p>' : `${table(run.audit.nodes.map((n) => [n.nodeId, `${n.entries} committed entries, ${n.firstIndex ?? 1} through ${n.commitIndex}; rebuilt from snapshot ${n.snapshotIndex ?? 0}; retained from index ${n.retainedFrom ?? 1}; queue offsets ${(n.queueFirstOffsets ?? n.queueLengths.map(() => 0)).map((first, q) => `${first}..${n.queueLengths[q] ?? 0}`).join(' / ')}; acknowledged values released with proof ${n.released ?? 0}; retained offsets read from a peer's log (before this node's log, after InstallSnapshot) ${n.retainedOnlyOnPeers ?? 0}; state digest ${n.digest ?? '?'}`] as const))}${run.audit.details.length > 0 ? `<pre>${escape(run.audit.details.join('\n'))}</pre>` : ''}`;
+  const effectsOfRetention = run.retentionEffects;
+  const retentionRows = effectsOfRetention === undefined ? '<p>not recorded</p>' : table([
+    ['snapshots installed from a leader', Object.entries(effectsOfRetention.snapshotsInstalled).map(([id, n]) => `${id} ${n}`).join(', ')],
+    ['log first index at the end (compacted if > 1)', Object.entries(effectsOfRetention.firstIndexAtEnd).map(([id, n]) => `${id} ${n}`).join(', ') || 'unknown'],
+    ['highest log first index seen by the status poller', Object.entries(effectsOfRetention.firstIndexMaxSeen).map(([id, n]) => `${id} ${n}`).join(', ')],
+    ['first offsets at the end (released below)', c.retention === null || c.retention === undefined ? 'unknown' : `${c.retention.firstOffsets.join(' / ')}; retained from log index ${c.retention.retainedFrom}`],
+    ['released acknowledged values (proven) / lost below a first offset', `${c.released ?? 0} / ${c.lostBelowFirstOffset ?? 0}`],
+    ['reads that jumped over released offsets (log reader, drain)', c.skipsOverReleased ?? 0],
+    ['first offsets when the drain began', JSON.stringify(effectsOfRetention.drainFirstOffsets ?? null)],
+    ['log watcher', effectsOfRetention.logWatch === undefined ? 'not run' : JSON.stringify({ ...effectsOfRetention.logWatch, conflictDetails: undefined, staleReadDetails: undefined })],
+  ]);
   const lists = ([['lost examples', c.lostValues.slice(0, 20).map((l) => `${l.value} (${l.where})`)], ['inconsistent offsets', c.inconsistentOffsets.map((i) => JSON.stringify(i))], ['duplicated', c.duplicated.map((d) => JSON.stringify(d))],
     ['nonmonotonic sends', c.nonmonotonicSend], ['nonmonotonic polls', c.nonmonotonicPoll], ['poll skips', c.pollSkip], ['election safety', c.electionSafety]] as Array<[string, string[]]>)
     .filter(([, items]) => items.length > 0).map(([title, items]) => `<h3>${escape(title)}</h3><pre>${escape(items.join('\n'))}</pre>`).join('');
@@ -254,6 +269,7 @@ ${table([['run', run.runDir], ['commit', input.commit], ['seed', run.config.seed
 <h2>Recovery after each fault</h2><table><tr><th>fault</th><th>healed at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${recoveries}</table>
 <h2>Failover during faults aimed at the leader</h2><table><tr><th>fault</th><th>started at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${c.failovers.map((f) => `<tr><td>${escape(f.fault)}</td><td>${f.startS.toFixed(1)}</td><td>${f.failoverMs === null ? 'none during the fault' : f.failoverMs.toFixed(0)}</td></tr>`).join('')}</table>
 <h2>Replica audit</h2>${auditRows}
+<h2>Retention, snapshots and compaction</h2>${retentionRows}${[...(effectsOfRetention?.logWatch?.conflictDetails ?? []), ...(effectsOfRetention?.logWatch?.staleReadDetails ?? [])].length > 0 ? `<pre>${escape([...(effectsOfRetention?.logWatch?.conflictDetails ?? []), ...(effectsOfRetention?.logWatch?.staleReadDetails ?? [])].join('\n'))}</pre>` : ''}
 ${lists}
 <h2>Nemesis operations</h2><table><tr><th>time (s)</th><th>operation</th><th>details</th></tr>${faults}</table>
 </body></html>

@@ -3,16 +3,17 @@
  * nemesis break things for `timeS`, heal everything, drain, audit the replicas, check the
  * history, and write `history.jsonl`, `results.json` and `report.html` into the run directory.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Admin } from '../src/client/admin.js';
 import { Prng } from '../src/testing/prng.js';
 import { auditReplicas, type AuditResult } from './audit.js';
-import { check, type CheckResult, type LeaderObservation } from './checker.js';
+import { check, type CheckResult, type LeaderObservation, type RetentionInput } from './checker.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { JepsenCluster, type UnsafeSwitch } from './cluster.js';
 import { History } from './history.js';
+import { LogWatch, type LogWatchSummary } from './log-watch.js';
 import { Nemesis, type NemesisName } from './nemesis.js';
 import { renderReport, type NodeSample } from './report.js';
 import { Workload } from './workload.js';
@@ -35,6 +36,28 @@ export interface RunConfig {
   readonly unsafe?: UnsafeSwitch | undefined;
   /** See CheckInput.failoverBoundMs. */
   readonly failoverBoundMs?: number | undefined;
+  /** Tiny retention (main.ts): broker flags, and what the run must show to count. */
+  readonly retention?: RetentionConfig | undefined;
+}
+
+export interface RetentionConfig {
+  /** Extra `raftmq broker` flags (segments, snapshots, retention). */
+  readonly brokerArgs: readonly string[];
+  /** Otherwise the run is invalid: it did not exercise InstallSnapshot and compaction. */
+  readonly snapshotsInstalledMin: number;
+  readonly compactedNodesMin: number;
+}
+
+/** Snapshots, compaction and retention as the run saw them. */
+export interface RetentionEffects {
+  /** Per node: how many times its log says 'installed a snapshot from the leader'. */
+  readonly snapshotsInstalled: Record<string, number>;
+  /** Per node: the log's first index at the end (the replica audit), and the highest the status poller saw. */
+  readonly firstIndexAtEnd: Record<string, number>;
+  readonly firstIndexMaxSeen: Record<string, number>;
+  readonly logWatch: LogWatchSummary | undefined;
+  /** Each queue's first offset when the drain began (QueryOffset BEGINNING). */
+  readonly drainFirstOffsets: unknown;
 }
 
 export interface RunResult {
@@ -43,6 +66,7 @@ export interface RunResult {
   readonly config: RunConfig;
   readonly check: CheckResult;
   readonly audit: AuditResult | undefined;
+  readonly retentionEffects: RetentionEffects;
   readonly durationS: number;
   readonly ackedPerSecond: number;
 }
@@ -82,22 +106,27 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   let poller: Promise<void> = Promise.resolve();
   let audit: AuditResult | undefined;
   let workload: Workload | undefined;
+  let watch: LogWatch | undefined;
   const log = (text: string): void => console.log(`jepsen ${config.name}: ${text}`);
   const stopOnSignal = (): void => { polling = false; void cluster?.stop().finally(() => process.exit(130)); };
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);
   try {
-    cluster = await JepsenCluster.start({ nodes: config.nodes, runDir, unsafe: config.unsafe });
+    cluster = await JepsenCluster.start({
+      nodes: config.nodes, runDir, unsafe: config.unsafe, brokerArgs: config.retention?.brokerArgs,
+    });
     const running = cluster;
     log(`${config.nodes} nodes in network namespaces (${cluster.ids.map((id) => `${id}=${running.address(id)}`).join(', ')}), NameServer ${cluster.namesrv}; run directory ${runDir}`);
     await cluster.waitForLeader(30_000);
+    watch = new LogWatch(cluster.local.members, topic);
+    watch.start();
     poller = (async () => {
       while (polling) {
         const at = history.nowNs();
         const statuses = await running.statuses(250).catch(() => new Map());
         for (const id of running.ids) {
           const status = statuses.get(id);
-          samples.push({ timeNs: at, nodeId: id, up: running.isRunning(id), role: status?.role ?? 'unreachable', term: status?.term ?? 0, commitIndex: status?.commitIndex ?? 0 });
+          samples.push({ timeNs: at, nodeId: id, up: running.isRunning(id), role: status?.role ?? 'unreachable', term: status?.term ?? 0, commitIndex: status?.commitIndex ?? 0, firstIndex: status?.firstIndex ?? 0 });
           if (status?.role === 'leader') leaders.push({ timeNs: at, nodeId: id, term: status.term });
         }
         await sleep(250);
@@ -138,30 +167,66 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     log(drained ? 'drain read every acknowledged value' : 'drain timed out');
     const acked = new Map<string, { queue: number; offset: number }>();
     for (const op of history.ops) if (op.f === 'enqueue' && op.type === 'ok' && op.queue !== undefined && op.offset !== undefined) acked.set(String(op.value), { queue: op.queue, offset: op.offset });
-    audit = await auditReplicas(cluster.local.members, topic, queues, acked, 20_000);
-    log(`replica audit: ${audit.nodes.map((n) => `${n.nodeId} ${n.entries} entries`).join(', ')}; ${audit.divergence} divergences`);
+    const reader = watch;
+    audit = await auditReplicas(running.local.members.map((m) => ({ ...m, dataDir: running.dataDir(m.id) })), topic, queues, acked, (value) => reader.committedIndexOf(value), 20_000);
+    log(`replica audit: ${audit.nodes.map((n) => `${n.nodeId} ${n.entries} entries ${n.firstIndex}..${n.commitIndex} (snapshot ${n.snapshotIndex}, released ${n.released}, retained only on peers ${n.retainedOnlyOnPeers})`).join(', ')}; ${audit.divergence} divergences`);
   } catch (error) {
     history.add({ type: 'info', process: 'harness', f: 'error', error: (error as Error).stack ?? String(error) });
     throw error;
   } finally {
     polling = false;
     await poller;
+    await watch?.stop();
     await cluster?.stop();
     process.removeListener('SIGINT', stopOnSignal);
     process.removeListener('SIGTERM', stopOnSignal);
     await history.close();
   }
+  const retentionEffects = await observeRetention(runDir, config, history, samples, audit, watch);
+  const installs = Object.values(retentionEffects.snapshotsInstalled).reduce((a, b) => a + b, 0);
+  let retention: RetentionInput | undefined;
+  if (audit !== undefined && watch !== undefined) {
+    const committedIndex = new Map<string, number>();
+    for (const op of history.ops) {
+      if (op.f !== 'enqueue' || op.type !== 'ok') continue;
+      const index = watch.committedIndexOf(String(op.value));
+      if (index !== undefined) committedIndex.set(String(op.value), index);
+    }
+    retention = {
+      firstOffsets: audit.firstOffsets, retainedFrom: audit.retainedFrom, committedIndex, snapshotsInstalled: installs, compactedNodes: audit.compactedNodes,
+      snapshotsInstalledMin: config.retention?.snapshotsInstalledMin, compactedNodesMin: config.retention?.compactedNodesMin,
+    };
+  }
   const result = check({ ops: history.ops, leaders, divergence: audit?.divergence ?? 1, leaderFaultMinMs: 4 * electionTimeoutMs, faultEventsMin: config.faultEventsMin, failoverBoundMs: config.failoverBoundMs,
     // Ten election timeouts (FAULTS §6.3) plus the restart of every node the last fault stopped.
-    finalHealBoundMs: 10 * electionTimeoutMs + nodeRestartAllowanceMs });
+    finalHealBoundMs: 10 * electionTimeoutMs + nodeRestartAllowanceMs, retention, committedLogConflicts: watch?.summary().conflicts });
   const durationS = (Date.now() - startedAt) / 1_000;
   const enqueueSpan = Math.max(1, config.calmStartS + config.timeS + config.recoveryS);
-  const run: RunResult = { name: config.name, runDir, config, check: result, audit, durationS, ackedPerSecond: result.acked / enqueueSpan };
+  const run: RunResult = { name: config.name, runDir, config, check: result, audit, retentionEffects, durationS, ackedPerSecond: result.acked / enqueueSpan };
   const commit = commitUnderTest;
   await writeFile(path.join(runDir, 'results.json'), `${JSON.stringify({ commit, ...run }, null, 2)}\n`);
   await writeFile(path.join(runDir, 'report.html'), renderReport({ run, ops: history.ops, samples, commit }));
   await writeFile(path.join(runDir, 'nodes.jsonl'), samples.map((sample) => JSON.stringify(sample)).join('\n'));
-  log(`${result.verdict.toUpperCase()}: acked ${result.acked}, lost ${result.lost}, unexpected ${result.unexpected}, duplicated ${result.duplicated.length}, divergence ${result.divergence}, leader changes ${result.effects.leaderChanges}, faults ${result.effects.faultEvents}${result.reasons.length > 0 ? ` — ${result.reasons.join('; ')}` : ''}`);
+  log(`${result.verdict.toUpperCase()}: acked ${result.acked}, lost ${result.lost} (below a first offset ${result.lostBelowFirstOffset}), released ${result.released}, unexpected ${result.unexpected}, duplicated ${result.duplicated.length}, divergence ${result.divergence}, committed-log conflicts ${result.committedLogConflicts}, leader changes ${result.effects.leaderChanges}, faults ${result.effects.faultEvents}${result.reasons.length > 0 ? ` — ${result.reasons.join('; ')}` : ''}`);
+  log(`snapshots installed ${installs} (${Object.entries(retentionEffects.snapshotsInstalled).map(([id, n]) => `${id} ${n}`).join(', ')}), compacted nodes ${audit?.compactedNodes ?? '?'} (first index at the end ${Object.entries(retentionEffects.firstIndexAtEnd).map(([id, n]) => `${id} ${n}`).join(', ')}), retained from index ${audit?.retainedFrom ?? '?'}, first offsets ${audit?.firstOffsets.join('/') ?? '?'}, reads that jumped over released offsets ${result.skipsOverReleased}`);
+  const staleReads = retentionEffects.logWatch?.staleReads ?? 0;
+  if (staleReads > 0) log(`WARNING: ReadCommitted answered ${staleReads} entries as committed that the node then replaced (a broker bug, see log-watch.ts): ${retentionEffects.logWatch?.staleReadDetails.slice(0, 3).join('; ')}`);
   log(`report: ${path.join(runDir, 'report.html')}`);
   return run;
+}
+
+/** Snapshot installs from the node logs, first indexes from the audit and the status poller, the log watcher's summary, the first offsets the drain began with. */
+async function observeRetention(runDir: string, config: RunConfig, history: History, samples: readonly NodeSample[], audit: AuditResult | undefined, watch: LogWatch | undefined): Promise<RetentionEffects> {
+  const ids = Array.from({ length: config.nodes }, (_, i) => `n${i + 1}`);
+  const snapshotsInstalled: Record<string, number> = {};
+  for (const id of ids) {
+    const text = await readFile(path.join(runDir, 'logs', `${id}.log`), 'utf8').catch(() => '');
+    snapshotsInstalled[id] = text.split('\n').filter((line) => line.includes('installed a snapshot from the leader')).length;
+  }
+  const firstIndexMaxSeen: Record<string, number> = {};
+  for (const sample of samples) firstIndexMaxSeen[sample.nodeId] = Math.max(firstIndexMaxSeen[sample.nodeId] ?? 0, sample.firstIndex ?? 0);
+  return {
+    snapshotsInstalled, firstIndexAtEnd: Object.fromEntries((audit?.nodes ?? []).map((n) => [n.nodeId, n.firstIndex])), firstIndexMaxSeen,
+    logWatch: watch?.summary(), drainFirstOffsets: history.ops.find((op) => op.f === 'drain-first-offsets')?.value,
+  };
 }

@@ -7,13 +7,22 @@
  * - a log reader (offset-log workload): a broadcasting PullConsumer reading every queue by
  *   offset from 0, so every (queue, offset, value) it sees is checked against the sends;
  * - the drain: after the heal, a fresh reader reads every queue from offset 0 until every
- *   producer's highest acknowledged value has been read.
+ *   acknowledged value that retention has not released has been read.
  * Every loop is bounded by `running` and by time.
+ *
+ * Retention: a queue's first offset moves up as retention releases the log's prefix; a pull
+ * below it reads from the oldest message kept, so a reader that fell behind jumps (the checker
+ * accepts a jump only if it lands at or below the first offset the brokers still hold at the
+ * end: everything skipped was released). The drain reads from offset 0 like any reader, and
+ * waits only for acknowledged values at or above each queue's first offset when it began
+ * (QueryOffset BEGINNING, recorded as `drain-first-offsets`); the checker decides whether the
+ * values below were really released.
  */
 import { MQClientError } from '../src/client/mq-connection.js';
 import { Producer } from '../src/client/producer.js';
 import { PullConsumer } from '../src/client/pull-consumer.js';
 import type { ReceivedMessage } from '../src/client/messages.js';
+import type { QueueRef } from '../src/client/pull-consumer.js';
 import type { History, Read } from './history.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -35,7 +44,8 @@ export class Workload {
   private consuming = true;
   private readonly loops: Promise<void>[] = [];
   private readonly consumerLoops: Promise<void>[] = [];
-  readonly ackedValues = new Set<string>();
+  /** Acknowledged sends: value → where the broker said it stored it. */
+  readonly ackedValues = new Map<string, { queue: number; offset: number }>();
 
   constructor(private readonly history: History, private readonly config: WorkloadConfig) {}
 
@@ -55,13 +65,18 @@ export class Workload {
     await Promise.all(this.consumerLoops);
   }
 
-  /** Reads everything from offset 0 until every acknowledged value was read (or time runs out). */
+  /**
+   * Reads every queue from offset 0 until every acknowledged value at or above the first
+   * offset the brokers reported when the drain began was read (or time runs out). Values below
+   * it were released by retention; the checker decides whether that is so.
+   */
   async drain(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     const seen = new Set<string>();
+    const firstAtStart = new Map<number, number>();
     const missing = (): number => {
       let count = 0;
-      for (const value of this.ackedValues) if (!seen.has(value)) count++;
+      for (const [value, { queue, offset }] of this.ackedValues) if (!seen.has(value) && offset >= (firstAtStart.get(queue) ?? 0)) count++;
       return count;
     };
     let idleSince = Date.now();
@@ -72,8 +87,29 @@ export class Workload {
     }, (reads) => {
       if (reads.length > 0) idleSince = Date.now();
       for (const [, , value] of reads) seen.add(value);
+    }, async (consumer) => {
+      const firsts = await this.firstOffsets(consumer);
+      for (const [queue, first] of firsts) firstAtStart.set(queue, first);
+      this.history.add({ type: 'info', process: 'drain', f: 'drain-first-offsets', value: Object.fromEntries(firsts) });
     });
     return missing() === 0;
+  }
+
+  /** Each assigned queue's first offset (the first message retention kept). */
+  private async firstOffsets(consumer: PullConsumer): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    for (let attempt = 0; attempt < 10; attempt++) {
+      for (const ref of consumer.assignment()) {
+        if (out.has(ref.queueId)) continue;
+        const response = await consumer.connection.unary(ref.brokerGroup, 'QueryOffset', {
+          messageQueue: queueResource(ref), queryOffsetPolicy: 'BEGINNING',
+        }).catch(() => undefined);
+        if (response?.status?.code === 'OK') out.set(ref.queueId, Number(response.offset));
+      }
+      if (out.size >= this.config.queues) break;
+      await sleep(500);
+    }
+    return out;
   }
 
   private async produce(worker: number): Promise<void> {
@@ -90,7 +126,7 @@ export class Workload {
         this.history.add({ type: 'invoke', process: processId, f: 'enqueue', value });
         try {
           const receipt = await producer.send({ topic: this.config.topic, body: value }, ordered ? { selector: () => worker % this.config.queues } : {});
-          this.ackedValues.add(value);
+          this.ackedValues.set(value, { queue: receipt.queueId, offset: receipt.offset });
           this.history.add({ type: 'ok', process: processId, f: 'enqueue', value, queue: receipt.queueId, offset: receipt.offset });
         } catch (error) {
           const definite = error instanceof MQClientError && error.definite;
@@ -109,7 +145,7 @@ export class Workload {
 
   private async consume(
     processId: string, f: 'dequeue' | 'read' | 'drain', group: string, mode: 'clustering' | 'broadcasting',
-    keepGoing: () => boolean, onReads?: (reads: Read[]) => void,
+    keepGoing: () => boolean, onReads?: (reads: Read[]) => void, onStarted?: (consumer: PullConsumer) => Promise<void>,
   ): Promise<void> {
     const consumer = new PullConsumer({
       nameServers: this.config.nameServers, group, mode, consumeFrom: 'first', autoCommitIntervalMs: mode === 'clustering' ? 500 : 0,
@@ -126,6 +162,7 @@ export class Workload {
           await sleep(250); // no leader yet: keep trying while the run lasts
         }
       }
+      if (started) await onStarted?.(consumer).catch(() => undefined);
       while (started && keepGoing()) {
         this.history.add({ type: 'invoke', process: processId, f });
         const messages = await consumer.poll(500, 128);
@@ -137,4 +174,9 @@ export class Workload {
       await consumer.shutdown();
     }
   }
+}
+
+/** The protocol's MessageQueue resource for one queue. */
+function queueResource(ref: QueueRef): object {
+  return { topic: { name: ref.topic, resourceNamespace: '' }, id: ref.queueId, broker: { name: ref.brokerGroup, id: 0 } };
 }
