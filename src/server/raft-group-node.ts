@@ -266,7 +266,10 @@ export class RaftGroupNode<Result = unknown> {
           return;
         }
         const maxEntries = Math.min(Math.max(Number(call.request.maxEntries) || 1000, 1), 10_000);
-        const commitIndex = this.node.commitIndex;
+        // Applied, not the core's commit index: a follower raises its commit index as soon as it
+        // accepts a new leader's entries, before they replace its old tail on disk, so entries
+        // up to the commit index may still be a deposed leader's (found by jepsen-tests).
+        const commitIndex = this.node.appliedIndex;
         if (fromIndex < this.log.firstIndex) {
           callback({ code: grpc.status.OUT_OF_RANGE, details: `index ${fromIndex} was deleted by retention; the first index is ${this.log.firstIndex}` });
           return;
