@@ -810,16 +810,22 @@ async function readBackThrough(group: Group, id: string, acked: Map<number, Map<
         q.set(m.offset, m.body.length >= 4 ? m.body.readUInt32BE(0) : -1);
       }
     }
-    // A queue that stopped short: the consumer retries a failing pull quietly, so ask once ourselves.
+    // A queue that stopped short: the consumer retries a failing (or timed out) pull quietly, so ask ourselves.
     for (const [q, max] of tail) {
       const next = Math.max((highest.get(q) ?? -1) + 1, firstOffset.get(q) ?? 0);
       if (next > max) continue;
-      const frames = await consumer.connection.stream(GROUP, 'PullMessage', {
-        group: { name: 'lifecycle-audit', resourceNamespace: '' }, messageQueue: mq(q), offset: next, batchSize: 1,
-        filterExpression: { type: 'TAG', expression: '*' }, longPollingTimeout: { seconds: 1, nanos: 0 },
-      }, 10_000).catch((error: unknown) => [{ content: 'status', status: { code: 'CALL_FAILED', message: (error as Error).message } }]);
-      const status = (frames as Array<{ content: string; status?: { code: string; message: string } }>).find((f) => f.content === 'status')?.status;
-      readErrors[`q${q}@${next}`] = status === undefined ? 'no status' : `${status.code}: ${status.message}`;
+      // The consumer's own batch and deadline (its 5 s long poll plus the 3 s request timeout), then one message with a long deadline.
+      const probe = async (batchSize: number, timeoutMs: number): Promise<string> => {
+        const probeStarted = performance.now();
+        const frames = await consumer.connection.stream(GROUP, 'PullMessage', {
+          group: { name: 'lifecycle-audit', resourceNamespace: '' }, messageQueue: mq(q), offset: next, batchSize,
+          filterExpression: { type: 'TAG', expression: '*' }, longPollingTimeout: { seconds: 5, nanos: 0 },
+        }, timeoutMs).catch((error: unknown) => [{ content: 'status', status: { code: 'CALL_FAILED', message: (error as Error).message } }]) as Array<{ content: string; status?: { code: string; message: string } }>;
+        const status = frames.find((f) => f.content === 'status')?.status;
+        const got = frames.filter((f) => f.content === 'message').length;
+        return `batch ${batchSize}: ${status === undefined ? 'no status' : `${status.code} ${status.message}`.slice(0, 160)}, ${got} messages in ${Math.round(performance.now() - probeStarted)} ms`;
+      };
+      readErrors[`q${q}@${next}`] = `${await probe(512, 8_000)}; ${await probe(1, 30_000)}`;
     }
   } finally {
     await consumer.shutdown();
