@@ -5,7 +5,8 @@
  * entries it covers (consumers behind move up) and lets each node delete its segments once a
  * snapshot covers them (StateMachine.firstNeededIndex).
  */
-import type { Clock, Disposable, LogSegmentInfo, Logger } from '../raft/node/ports.js';
+import type { Disposable, LogSegmentInfo, Logger } from '../raft/node/ports.js';
+import type { ServiceClock } from '../util/clock.js';
 import type { BrokerStateMachine } from './broker-state-machine.js';
 import type { RaftPort } from './broker-service.js';
 import { encodeCommand } from './core/entry-codec.js';
@@ -20,9 +21,8 @@ export interface RetentionServiceOptions {
   readonly segments: () => readonly LogSegmentInfo[];
   /** Fraction of the data disk in use, or undefined when unknown. */
   readonly diskUsedRatio: () => Promise<number | undefined>;
-  /** Wall time, for the age limit (entries carry the leader's wall-clock stamps). */
-  readonly wallNowMs: () => number;
-  readonly clock: Clock;
+  /** Its wall time is what the age limit compares with (entries carry the leader's wall-clock stamps). */
+  readonly clock: ServiceClock;
   readonly logger: Logger;
 }
 
@@ -57,12 +57,12 @@ export class RetentionService {
     const state = machine.state;
     const cut = retentionCut(this.options.settings, {
       segments: this.options.segments(),
-      nowMs: this.options.wallNowMs(),
+      nowMs: this.options.clock.wallNowMs(),
       newestTimeThrough: (logIndex) => state.newestStoreTimeThrough(logIndex),
       diskUsedRatio: await this.options.diskUsedRatio(),
     });
     if (cut < state.retainedFrom) return 0;
-    const { result } = await raft.propose(encodeCommand({ timeMs: this.options.wallNowMs() }, { op: 'retention', throughIndex: cut }));
+    const { result } = await raft.propose(encodeCommand({ timeMs: this.options.clock.wallNowMs() }, { op: 'retention', throughIndex: cut }));
     this.options.logger.info({ throughIndex: cut, result: result.kind }, 'retention released the log prefix');
     return cut;
   }

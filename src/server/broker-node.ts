@@ -117,7 +117,7 @@ export class BrokerNode {
         ref.retention = new RetentionService({
           settings: config.retention, intervalMs: config.retentionIntervalMs, raft: raftPort, machine,
           segments: () => log.segments(), diskUsedRatio: () => diskUsedRatio(config.dataDir),
-          wallNowMs: () => systemClock.wallNowMs(), clock: systemClock, logger,
+          clock: systemClock, logger,
         });
         const selfAddress = config.members.find((m) => m.id === config.nodeId)?.address ?? '';
         const messaging = brokerMessagingHandlers({

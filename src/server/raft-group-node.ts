@@ -7,7 +7,8 @@ import { NodeFileSystem } from '../commitlog/file-system.js';
 import { LazyFileSystem } from '../commitlog/lazy-file-system.js';
 import { validateMembers } from '../raft/membership.js';
 import type { ProposalError } from '../raft/node/errors.js';
-import type { Clock, StateMachine } from '../raft/node/ports.js';
+import type { StateMachine } from '../raft/node/ports.js';
+import { systemClock } from '../util/clock.js';
 import { RaftNode, type FlushMode, type ProposeOutcome } from '../raft/node/raft-node.js';
 import type { Member, NodeId } from '../raft/types.js';
 import { loadProtoFile } from '../util/proto-files.js';
@@ -94,15 +95,6 @@ export interface RaftGroupNodeHooks<Result> {
   readonly onSoftState?: () => void;
 }
 
-export const realClock: Clock = {
-  nowMs: () => performance.now(),
-  every: (intervalMs, callback) => {
-    const timer = setInterval(callback, intervalMs);
-    timer.unref();
-    return { dispose: () => clearInterval(timer) };
-  },
-};
-
 /**
  * One member of a bare Raft group as a running service: commitlog on the real disk, term and
  * vote in LevelDB, Raft over gRPC, and the RaftNodeAdmin service, all on the member's address.
@@ -157,7 +149,7 @@ export class RaftGroupNode<Result = unknown> {
         ...(config.unsafeAckBeforeQuorum ? { unsafe: { commitWithoutQuorum: true } } : {}),
       },
       bootstrapMembers: config.members,
-      log, stable, transport, stateMachine, snapshots, snapshotEveryEntries: config.snapshotEveryEntries, snapshotEveryBytes: config.snapshotEveryBytes, snapshotCatchUpEntries: config.snapshotCatchUpEntries, clock: realClock,
+      log, stable, transport, stateMachine, snapshots, snapshotEveryEntries: config.snapshotEveryEntries, snapshotEveryBytes: config.snapshotEveryBytes, snapshotCatchUpEntries: config.snapshotCatchUpEntries, clock: systemClock,
       random: { nextInt: (max) => Math.floor(Math.random() * max) },
       logger,
       tickIntervalMs: config.tickIntervalMs,

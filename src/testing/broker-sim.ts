@@ -26,6 +26,7 @@ import { drawProfile, type FaultProfile } from './sim-cluster.js';
 import { SimDisk, SimDiskError } from './sim-disk.js';
 import { SimNetwork, calmNetwork } from './sim-network.js';
 import { SimScheduler } from './sim-scheduler.js';
+import { SimTrace, simNodeClock } from './sim-clock.js';
 import { simStableStore } from './sim-stable-store.js';
 
 /** sim-cluster's fault mix (without membership changes), plus leadership transfers and clock skew. */
@@ -108,12 +109,12 @@ export class BrokerSim {
   private readonly slots: Slot[] = [];
   private readonly members: Member[];
   readonly profile: BrokerFaultProfile;
-  private traceHash = 0x811c9dc5;
-  private readonly traceTail: string[] = [];
+  private readonly trace: SimTrace;
   private faultsActive = false;
   private counts = { crashes: 0, partitions: 0, pauses: 0, transfers: 0, leaderChanges: 0, failStops: 0, snapshotsRestored: 0, snapshotInstallsRefused: 0 };
 
   constructor(private readonly options: BrokerSimOptions) {
+    this.trace = new SimTrace(options.keepTrace === true);
     this.random = new Prng(options.seed);
     this.nemesisRandom = this.random.fork('nemesis');
     this.profile = { ...drawBrokerProfile(this.random.fork('profile')), ...options.profile };
@@ -331,29 +332,7 @@ export class BrokerSim {
    * the node is paused (as sim-cluster's Raft clock does).
    */
   private clockFor(slot: Slot, isCurrent: () => boolean): ServiceClock {
-    const track = (handle: { cancel(): void }): Disposable => {
-      const disposable = { dispose: () => handle.cancel() };
-      slot.timers.push(disposable);
-      return disposable;
-    };
-    return {
-      nowMs: () => this.scheduler.nowMs,
-      wallNowMs: () => epochMs + this.scheduler.nowMs + slot.skewMs,
-      every: (intervalMs, callback) => {
-        let handle = { cancel: () => {} };
-        const schedule = (): void => {
-          handle = this.scheduler.after(intervalMs, () => {
-            if (!isCurrent()) return;
-            if (!this.network.isPaused(slot.id)) callback();
-            schedule();
-          });
-        };
-        schedule();
-        return track({ cancel: () => handle.cancel() });
-      },
-      after: (delayMs, callback) => track(this.scheduler.after(delayMs, () => { if (isCurrent()) callback(); })),
-      soon: (callback) => { this.scheduler.after(0, () => { if (isCurrent()) callback(); }); },
-    };
+    return simNodeClock({ scheduler: this.scheduler, isCurrent, isPaused: () => this.network.isPaused(slot.id), timers: slot.timers, wallOffsetMs: epochMs + slot.skewMs });
   }
 
   private crash(slot: Slot, why: string, loseUnsynced = true): void {
@@ -443,9 +422,7 @@ export class BrokerSim {
   // ---- trace and result ----------------------------------------------------------------------
 
   private addTrace(line: string): void {
-    for (let i = 0; i < line.length; i++) this.traceHash = Math.imul(this.traceHash ^ line.charCodeAt(i), 0x01000193) >>> 0;
-    this.traceTail.push(line);
-    if (this.options.keepTrace !== true && this.traceTail.length > 400) this.traceTail.splice(0, 200);
+    this.trace.add(line);
   }
 
   private result(): BrokerSimResult {
@@ -454,8 +431,8 @@ export class BrokerSim {
       seed: this.options.seed,
       ok: violations.length === 0,
       violations,
-      traceHash: this.traceHash.toString(16).padStart(8, '0'),
-      traceTail: this.options.keepTrace === true ? this.traceTail : this.traceTail.slice(-120),
+      traceHash: this.trace.hash,
+      traceTail: this.trace.tail(),
       stats: {
         ...this.workload.stats,
         events: this.scheduler.eventsRun,

@@ -4,7 +4,7 @@ import { FileSnapshotStore } from '../commitlog/snapshot-store.js';
 import { parseSegmentFileName } from '../commitlog/record-codec.js';
 import { InvariantViolation } from '../util/assert.js';
 import type { ProposalError } from '../raft/node/errors.js';
-import { silentLogger, type Clock, type Disposable } from '../raft/node/ports.js';
+import { silentLogger, type Disposable } from '../raft/node/ports.js';
 import { RaftNode, type RaftNodeOptions } from '../raft/node/raft-node.js';
 import type { UnsafeSwitches } from '../raft/core/raft-core.js';
 import type { Entry, HardState, InstallSnapshot, LogIndex, Member, NodeId, Term } from '../raft/types.js';
@@ -13,6 +13,7 @@ import { SafetyChecker } from './sim-checker.js';
 import { SimDisk, SimDiskError } from './sim-disk.js';
 import { SimNetwork, calmNetwork } from './sim-network.js';
 import { SimScheduler } from './sim-scheduler.js';
+import { SimTrace, simNodeClock } from './sim-clock.js';
 import { simStableStore } from './sim-stable-store.js';
 
 /** Fault mix for one seed; drawn from the seed (swarm testing) unless overridden. */
@@ -180,8 +181,7 @@ export class SimCluster {
   private readonly slots: Slot[] = [];
   private readonly members: Member[];
   readonly profile: FaultProfile;
-  private traceHash = 0x811c9dc5;
-  private readonly traceTail: string[] = [];
+  private readonly trace: SimTrace;
   private readonly acked = new Map<number, { index: LogIndex; term: Term; payload: Uint8Array }>();
   private failedDefinite = 0;
   private unknown = 0;
@@ -195,6 +195,7 @@ export class SimCluster {
   private scenarioStuck: string | undefined;
 
   constructor(private readonly options: SimOptions) {
+    this.trace = new SimTrace(options.keepTrace === true);
     this.random = new Prng(options.seed);
     this.nemesisRandom = this.random.fork('nemesis');
     this.clientRandom = this.random.fork('client');
@@ -395,23 +396,7 @@ export class SimCluster {
     const isCurrent = (): boolean => slot.alive && slot.incarnation === incarnation;
     const fs = slot.disk.mount();
     const stable = simStableStore(slot, this.scheduler, () => this.nemesisRandom.float() * this.profile.diskLatencyMaxMs, isCurrent);
-    const clock: Clock = {
-      nowMs: () => this.scheduler.nowMs,
-      every: (intervalMs, callback) => {
-        let handle = { cancel: () => {} };
-        const schedule = (): void => {
-          handle = this.scheduler.after(intervalMs, () => {
-            if (!isCurrent()) return;
-            if (!this.network.isPaused(slot.id)) callback();
-            schedule();
-          });
-        };
-        schedule();
-        const disposable = { dispose: () => handle.cancel() };
-        slot.timers.push(disposable);
-        return disposable;
-      },
-    };
+    const clock = simNodeClock({ scheduler: this.scheduler, isCurrent, isPaused: () => this.network.isPaused(slot.id), timers: slot.timers, wallOffsetMs: 0 });
     const coreRandom = this.random.fork(`${slot.id}#${incarnation}`);
     let appliedThrough = 0;
     const start = async (): Promise<void> => {
@@ -670,9 +655,7 @@ export class SimCluster {
   }
 
   private addTrace(line: string): void {
-    for (let i = 0; i < line.length; i++) this.traceHash = Math.imul(this.traceHash ^ line.charCodeAt(i), 0x01000193) >>> 0;
-    this.traceTail.push(line);
-    if (this.options.keepTrace !== true && this.traceTail.length > 400) this.traceTail.splice(0, 200);
+    this.trace.add(line);
   }
 
   private result(): SimResult {
@@ -682,8 +665,8 @@ export class SimCluster {
       nodeCount: this.options.nodeCount,
       ok: violations.length === 0,
       violations,
-      traceHash: this.traceHash.toString(16).padStart(8, '0'),
-      traceTail: this.options.keepTrace === true ? this.traceTail : this.traceTail.slice(-120),
+      traceHash: this.trace.hash,
+      traceTail: this.trace.tail(),
       stats: {
         events: this.scheduler.eventsRun,
         simulatedMs: this.scheduler.nowMs,
