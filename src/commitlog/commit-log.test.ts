@@ -15,7 +15,7 @@ import { CorruptLogError } from './errors.js';
 import { NodeFileSystem, type FileSystem } from './file-system.js';
 import { decodeRecord, encodeRecord, parseSegmentFileName, recordBytes, segmentFileName, segmentHeaderBytes } from './record-codec.js';
 import { EntryKind, type Entry } from '../raft/types.js';
-import { SimDisk } from '../testing/sim-disk.js';
+import { SimDisk, crashableSimDisk, simCrashModes, type SimCrashMode } from '../testing/sim-disk.js';
 import { Prng } from '../testing/prng.js';
 
 const payloadFor = (index: number, term: number, bytes = 16): Uint8Array => {
@@ -370,35 +370,10 @@ describe('CommitLog crash recovery on SimDisk', () => {
 describe('CommitLog.resetTo crash safety on SimDisk', () => {
   const dir = '/log';
   const segmentBytesMax = 512;
-  const crashModes = [
-    { keepSomeUnsynced: false, tear: false },
-    { keepSomeUnsynced: true, tear: false },
-    { keepSomeUnsynced: true, tear: true },
-  ] as const;
+  const crashModes = simCrashModes;
 
-  /**
-   * A SimDisk whose delay hook (run before every disk operation) can crash it just before
-   * the n-th operation from now. The log runs on a mount, so the interrupted call fails and
-   * nothing of a crashed incarnation reaches the disk afterwards.
-   */
-  function crashableDisk(seed: number, mode: { keepSomeUnsynced: boolean; tear: boolean }) {
-    let operations = 0;
-    let crashAt: number | undefined;
-    const disk: SimDisk = new SimDisk(new Prng(seed), () => {
-      operations++;
-      if (crashAt !== undefined && operations === crashAt) {
-        crashAt = undefined;
-        disk.crash(mode);
-      }
-      return Promise.resolve();
-    });
-    return {
-      disk,
-      /** Crash just before operation `n` (1-based) counted from now; undefined: count only. */
-      arm(n: number | undefined): void { operations = 0; crashAt = n; },
-      operations: (): number => operations,
-    };
-  }
+  const crashableDisk = (seed: number, mode: SimCrashMode) => crashableSimDisk(new Prng(seed), mode);
+
 
   // An old log of 1..40 in four segments, compacted to start at 11; unsynced entries past it
   // (which a crash may lose either way).

@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { NodeFileSystem, type FileSystem } from './file-system.js';
 import { FileSnapshotStore, SnapshotCorruptError, encodeSnapshotFile, parseSnapshotFile, snapshotFileName, snapshotOverheadBytes } from './snapshot-store.js';
 import type { Logger, SnapshotMeta, StoredSnapshot } from '../raft/node/ports.js';
-import { SimDisk } from '../testing/sim-disk.js';
+import { SimDisk, crashableSimDisk, simCrashModes, type SimCrashMode } from '../testing/sim-disk.js';
 import { Prng } from '../testing/prng.js';
 
 const members = [{ id: 'n1', address: '127.0.0.1:7001' }, { id: 'n2', address: '127.0.0.1:7002' }, { id: 'n3', address: '127.0.0.1:7003' }];
@@ -406,30 +406,10 @@ describe('FileSnapshotStore damage detection (properties on SimDisk)', () => {
 
 describe('FileSnapshotStore crash safety on SimDisk', () => {
   const dir = '/snapshots';
-  const crashModes = [
-    { keepSomeUnsynced: false, tear: false },
-    { keepSomeUnsynced: true, tear: false },
-    { keepSomeUnsynced: true, tear: true },
-  ] as const;
+  const crashModes = simCrashModes;
 
-  /** A SimDisk that crashes just before the n-th disk operation from `arm` (see commit-log.test.ts). */
-  function crashableDisk(seed: number, mode: { keepSomeUnsynced: boolean; tear: boolean }) {
-    let operations = 0;
-    let crashAt: number | undefined;
-    const disk: SimDisk = new SimDisk(new Prng(seed), () => {
-      operations++;
-      if (crashAt !== undefined && operations === crashAt) {
-        crashAt = undefined;
-        disk.crash(mode);
-      }
-      return Promise.resolve();
-    });
-    return {
-      disk,
-      arm(n: number | undefined): void { operations = 0; crashAt = n; },
-      operations: (): number => operations,
-    };
-  }
+  const crashableDisk = (seed: number, mode: SimCrashMode) => crashableSimDisk(new Prng(seed), mode);
+
 
   /** The store of a fresh incarnation after the crash: never a temporary file, old or new snapshot. */
   async function reopen(disk: SimDisk): Promise<'old' | 'new'> {

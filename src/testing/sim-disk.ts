@@ -234,3 +234,37 @@ class SimFileHandle implements FileHandle {
     // Closing never syncs; a stale handle closes silently.
   }
 }
+
+/** The three ways a simulated crash treats unsynced writes: lose all, keep a prefix, keep a prefix with a torn last write. */
+export const simCrashModes = [
+  { keepSomeUnsynced: false, tear: false },
+  { keepSomeUnsynced: true, tear: false },
+  { keepSomeUnsynced: true, tear: true },
+] as const;
+
+export type SimCrashMode = (typeof simCrashModes)[number];
+
+/**
+ * A SimDisk whose delay hook (run before every disk operation) can crash it just before the
+ * n-th operation from `arm`: for tests that crash a component at every step of an operation.
+ * Run the component on a mount, so the interrupted call fails and nothing of a crashed
+ * incarnation reaches the disk afterwards.
+ */
+export function crashableSimDisk(random: Prng, mode: SimCrashMode): { disk: SimDisk; arm(n: number | undefined): void; operations(): number } {
+  let operations = 0;
+  let crashAt: number | undefined;
+  const disk: SimDisk = new SimDisk(random, () => {
+    operations++;
+    if (crashAt !== undefined && operations === crashAt) {
+      crashAt = undefined;
+      disk.crash(mode);
+    }
+    return Promise.resolve();
+  });
+  return {
+    disk,
+    /** Crash just before operation `n` (1-based) counted from now; undefined: count only. */
+    arm(n: number | undefined): void { operations = 0; crashAt = n; },
+    operations: (): number => operations,
+  };
+}
