@@ -142,20 +142,12 @@ export function encodeBrokerState(parts: BrokerStateParts): Uint8Array {
     for (const offset of [...pop.done].sort((a, b) => a - b)) w.f64(offset);
   }
 
-  w.u32(parts.receiveCursor.size);
-  for (const [k, cursor] of sortedEntries(parts.receiveCursor)) {
-    w.string(k);
-    w.f64(cursor);
-  }
+  writeNumberMap(w, parts.receiveCursor);
 
   w.u32(parts.offsets.size);
   for (const [group, offsets] of sortedEntries(parts.offsets)) {
     w.string(group);
-    w.u32(offsets.size);
-    for (const [k, offset] of sortedEntries(offsets)) {
-      w.string(k);
-      w.f64(offset);
-    }
+    writeNumberMap(w, offsets);
   }
 
   w.u32(parts.dedup.size);
@@ -167,11 +159,7 @@ export function encodeBrokerState(parts: BrokerStateParts): Uint8Array {
   }
 
   w.f64(parts.retainedFrom);
-  w.u32(parts.expiredUnconsumed.size);
-  for (const [k, count] of sortedEntries(parts.expiredUnconsumed)) {
-    w.string(k);
-    w.f64(count);
-  }
+  writeNumberMap(w, parts.expiredUnconsumed);
   return w.finish();
 }
 
@@ -251,22 +239,12 @@ function decodeUnchecked(r: SnapshotReader): DecodedBrokerState {
     popQueues.set(k, { ackOffset, next, inFlight, done });
   }
 
-  const receiveCursor = new Map<string, number>();
-  for (let n = r.u32(); n > 0; n--) {
-    const k = r.string();
-    unique(receiveCursor, k, 'receive cursor');
-    receiveCursor.set(k, r.f64());
-  }
+  const receiveCursor = readNumberMap(r, 'receive cursor');
 
   const offsets = new Map<string, Map<string, number>>();
   for (let n = r.u32(); n > 0; n--) {
     const group = r.string();
-    const ofGroup = new Map<string, number>();
-    for (let m = r.u32(); m > 0; m--) {
-      const k = r.string();
-      unique(ofGroup, k, 'consumer offset');
-      ofGroup.set(k, r.f64());
-    }
+    const ofGroup = readNumberMap(r, 'consumer offset');
     unique(offsets, group, 'offset group');
     offsets.set(group, ofGroup);
   }
@@ -283,12 +261,7 @@ function decodeUnchecked(r: SnapshotReader): DecodedBrokerState {
 
   const retainedFrom = r.f64();
   if (!Number.isSafeInteger(retainedFrom) || retainedFrom < 1) throw new SnapshotFormatError(`broker snapshot retains from log index ${retainedFrom}`);
-  const expiredUnconsumed = new Map<string, number>();
-  for (let n = r.u32(); n > 0; n--) {
-    const k = r.string();
-    unique(expiredUnconsumed, k, 'expired count');
-    expiredUnconsumed.set(k, r.f64());
-  }
+  const expiredUnconsumed = readNumberMap(r, 'expired count');
 
   if (r.remaining !== 0) throw new SnapshotFormatError(`broker snapshot has ${r.remaining} bytes after its end`);
   return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed };
@@ -300,6 +273,25 @@ function configObject(value: unknown, what: string): object {
     throw new SnapshotFormatError(`broker snapshot has a ${what} that is not an object: ${JSON.stringify(value)}`);
   }
   return value;
+}
+
+/** A string → number map, sorted by key (its order is never observed). */
+function writeNumberMap(w: SnapshotWriter, map: ReadonlyMap<string, number>): void {
+  w.u32(map.size);
+  for (const [k, value] of sortedEntries(map)) {
+    w.string(k);
+    w.f64(value);
+  }
+}
+
+function readNumberMap(r: SnapshotReader, what: string): Map<string, number> {
+  const map = new Map<string, number>();
+  for (let n = r.u32(); n > 0; n--) {
+    const k = r.string();
+    unique(map, k, what);
+    map.set(k, r.f64());
+  }
+  return map;
 }
 
 function unique<K>(map: ReadonlyMap<K, unknown>, k: K, what: string): void {
