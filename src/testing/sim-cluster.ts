@@ -422,7 +422,9 @@ export class SimCluster {
             else this.network.send(message);
           },
         },
-        snapshots, snapshotEveryEntries: this.profile.snapshotEveryEntries, snapshotCatchUpEntries: this.profile.snapshotEveryEntries > 1000 ? 0 : this.profile.snapshotEveryEntries % 3,
+        snapshots, snapshotEveryEntries: this.profile.snapshotEveryEntries,
+        // A tiny catch-up window, so a follower that fell behind is sent a snapshot.
+        snapshotCatchUpEntries: 2,
         stateMachine: {
           apply: (entries) => {
             if (isCurrent()) this.checker.onApply(slot.id, incarnation, entries, slot.node?.role === 'leader' ? slot.node.term : undefined);

@@ -393,7 +393,7 @@ export class RaftNode<Result = unknown> {
     await this.applyCommitted(ready.commitIndex);
     if (ready.softState !== undefined) this.noteSoftState(ready.softState);
     this.core.advance(ready);
-    // A received snapshot the core did not need (this log already reached it) is dropped.
+    // Received snapshots at or below the commit index are installed, superseded or not needed.
     for (const index of this.received.keys()) if (index <= this.core.commitIndex) this.received.delete(index);
     this.maybeSnapshot();
   }
@@ -402,8 +402,6 @@ export class RaftNode<Result = unknown> {
   private async installSnapshot(meta: SnapshotMeta): Promise<void> {
     const received = this.received.get(meta.index);
     assert(received !== undefined && received.meta.term === meta.term, `installing snapshot ${meta.index}/t${meta.term}, which was not received`);
-    // What arrived up to here is installed or superseded (the core installs only newer ones).
-    for (const index of [...this.received.keys()]) if (index <= meta.index) this.received.delete(index);
     // Entries after the snapshot go, as in a truncation: lower the mark first.
     if ((this.durableHardState.syncedThrough ?? 0) > meta.index) await this.saveHardState({ syncedThrough: meta.index });
     await this.options.log.resetTo(meta.index, meta.term);
