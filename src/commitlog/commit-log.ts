@@ -7,8 +7,12 @@ import type { FileHandle, FileSystem } from './file-system.js';
 import { CorruptLogError, LogFailedError } from './errors.js';
 import {
   decodeRecord, decodeSegmentHeader, encodeRecord, encodeSegmentHeader, parseSegmentFileName,
-  recordBytes, recordMagic, segmentFileName, segmentHeaderBytes,
+  recordBytes, recordMagic, segmentFileName, segmentHeaderBytes, type SegmentHeader,
 } from './record-codec.js';
+import {
+  decodeSegmentIndex, encodeSegmentIndex, segmentIndexable, segmentIndexFileName, segmentIndexLastTerm,
+  segmentOfIndexFileName, type SegmentIndex,
+} from './segment-index.js';
 
 export interface CommitLogOptions {
   readonly fs: FileSystem;
@@ -28,6 +32,12 @@ export interface RecoveryReport {
   readonly removedTornSegment: string | undefined;
   /** A `resetTo` interrupted by a crash, finished by this recovery: the log now starts at `firstIndex`. */
   readonly completedReset: { readonly firstIndex: LogIndex; readonly prevTerm: Term } | undefined;
+  /** Sealed segments taken from their index files (only header and last record read). */
+  readonly segmentsFromIndex: number;
+  /** Segments whose every record was read: the last one, and sealed ones without a usable index. */
+  readonly segmentsScanned: number;
+  /** Index files written by this recovery for sealed segments it had to scan. */
+  readonly indexesWritten: number;
 }
 
 /**
@@ -57,6 +67,11 @@ interface Segment {
   endPosition: number;
   /** Holds writes or a truncation not yet covered by datasync. */
   dirty: boolean;
+  /**
+   * An index file for this segment may exist (it is sealed). It is removed before the segment
+   * is removed or written to again, so no index outlives the content it describes.
+   */
+  indexFile: boolean;
 }
 
 const segmentLastIndex = (segment: Segment): LogIndex => segment.firstIndex + segment.positions.length - 1;
@@ -68,6 +83,12 @@ const segmentLastIndex = (segment: Segment): LogIndex => segment.firstIndex + se
  * failed; every later call throws `LogFailedError` so the group stops instead of guessing.
  * Reads take an explicit upper bound: Raft passes its last index, the broker its commit index,
  * so nobody but Raft ever sees an uncommitted tail.
+ *
+ * Sealed segments (all but the last) get an index file when the log rolls past them, so a
+ * restart reads a few small files instead of every record (see segment-index.ts). The price:
+ * a bit flip inside a sealed segment is no longer found at open but when that record is read
+ * (every read checks the record's CRC and throws `CorruptLogError` naming file and offset);
+ * damage to a sealed segment's header or last record is still found at open.
  */
 export class CommitLog implements LogStore {
   readonly stats: CommitLogStats = { appendCalls: 0, entriesAppended: 0, bytesWritten: 0, fsyncs: 0 };
@@ -202,12 +223,22 @@ export class CommitLog implements LogStore {
     await this.exclusive(async () => {
       let removedFiles = false;
       while (this.segmentList.length > 1 && (this.segmentList[this.segmentList.length - 1] as Segment).firstIndex >= fromIndex) {
-        const doomed = this.segmentList.pop() as Segment;
-        await doomed.handle.close();
-        await this.fs.remove(path.join(this.dir, doomed.fileName));
+        await this.removeSegment(this.segmentList.pop() as Segment);
         removedFiles = true;
       }
       const segment = this.segmentList[this.segmentList.length - 1] as Segment;
+      // It becomes the open segment again, which has no index: the one it had describes
+      // records about to be cut.
+      if (segment.indexFile) {
+        await this.removeIndexFile(segment);
+        removedFiles = true;
+      }
+      // The removals are durable before the cut: otherwise a crash could bring back later
+      // segments that no longer continue this one (corruption on recovery), or the index.
+      if (removedFiles) {
+        await this.fs.syncDir(this.dir);
+        this.stats.fsyncs++;
+      }
       const keep = Math.max(0, fromIndex - segment.firstIndex);
       const cut = keep < segment.positions.length ? (segment.positions[keep] as number) : segment.endPosition;
       segment.positions.length = keep;
@@ -218,7 +249,6 @@ export class CommitLog implements LogStore {
       await segment.handle.datasync();
       this.stats.fsyncs++;
       segment.dirty = false;
-      if (removedFiles) await this.fs.syncDir(this.dir);
       this.termRuns.truncateFrom(fromIndex);
       this.configIndexList = this.configIndexList.filter((index) => index < fromIndex);
       this.trimCacheFrom(fromIndex);
@@ -234,9 +264,7 @@ export class CommitLog implements LogStore {
     await this.exclusive(async () => {
       let removed = false;
       while (this.segmentList.length > 1 && segmentLastIndex(this.segmentList[0] as Segment) <= throughIndex) {
-        const doomed = this.segmentList.shift() as Segment;
-        await doomed.handle.close();
-        await this.fs.remove(path.join(this.dir, doomed.fileName));
+        await this.removeSegment(this.segmentList.shift() as Segment);
         removed = true;
       }
       if (!removed) return;
@@ -269,11 +297,7 @@ export class CommitLog implements LogStore {
       await this.fs.writeFileAtomic(path.join(this.dir, resetMarkerFileName), encodeSegmentHeader(header));
       this.stats.fsyncs += 2;
       // Newest first, so the in-memory list stays a contiguous prefix if an I/O error stops us.
-      while (this.segmentList.length > 0) {
-        const doomed = this.segmentList.pop() as Segment;
-        await doomed.handle.close();
-        await this.fs.remove(path.join(this.dir, doomed.fileName));
-      }
+      while (this.segmentList.length > 0) await this.removeSegment(this.segmentList.pop() as Segment);
       // The removals must be durable before a file of the same name can be created again.
       await this.fs.syncDir(this.dir);
       this.stats.fsyncs++;
@@ -303,16 +327,40 @@ export class CommitLog implements LogStore {
     if (last !== undefined && (last.positions.length === 0 || last.endPosition + needed <= this.segmentBytesMax)) {
       return last;
     }
-    if (last !== undefined && last.dirty) {
-      // Older segments are always fully durable, so damage in one is corruption, not a torn tail.
-      await last.handle.datasync();
-      this.stats.fsyncs++;
-      last.dirty = false;
-    }
+    if (last !== undefined) await this.seal(last);
     const segment = await createEmptySegment(this.fs, this.dir, { firstIndex: entry.index, prevTerm: this.lastTerm });
     this.stats.fsyncs += 2;
     this.segmentList.push(segment);
     return segment;
+  }
+
+  /**
+   * Seals the segment the log rolls past. It is made durable first: older segments are always
+   * fully durable, so damage in one is corruption, not a torn tail. Then its index is written,
+   * before the next segment exists, so every segment that is not the newest on disk has an
+   * index describing its final content or none at all. Costs two fsyncs per roll (a small
+   * file written atomically), next to the three a roll already takes.
+   */
+  private async seal(segment: Segment): Promise<void> {
+    if (segment.dirty) {
+      await segment.handle.datasync();
+      this.stats.fsyncs++;
+      segment.dirty = false;
+    }
+    if (await writeIndexFile(this.fs, this.dir, segment, this.termRuns.runs(), this.configIndexList)) this.stats.fsyncs += 2;
+  }
+
+  /** Closes and removes a segment and its index (the caller syncs the directory). */
+  private async removeSegment(segment: Segment): Promise<void> {
+    await segment.handle.close();
+    if (segment.indexFile) await this.removeIndexFile(segment);
+    await this.fs.remove(path.join(this.dir, segment.fileName));
+  }
+
+  /** Removes a segment's index file (the caller syncs the directory). */
+  private async removeIndexFile(segment: Segment): Promise<void> {
+    await this.fs.remove(path.join(this.dir, segmentIndexFileName(segment.fileName)));
+    segment.indexFile = false;
   }
 
   /** Writes as many entries from `entries[start]` as fit `segment`; returns the next start. */
@@ -349,6 +397,11 @@ export class CommitLog implements LogStore {
     return end;
   }
 
+  /**
+   * Reads from disk and checks every record it returns (CRC, expected index). For a segment
+   * recovered from its index this is where a damaged record is first noticed; it throws
+   * `CorruptLogError` with the file and byte offset, as recovery would have.
+   */
   private async readFromSegment(fromIndex: LogIndex, throughIndex: LogIndex, bytesBudget: number): Promise<Entry[]> {
     const segment = this.segmentContaining(fromIndex);
     const lastHere = Math.min(throughIndex, segmentLastIndex(segment));
@@ -460,7 +513,51 @@ async function createEmptySegment(fs: FileSystem, dir: string, header: { firstIn
   await handle.write(encodeSegmentHeader(header), 0);
   await handle.datasync();
   await fs.syncDir(dir);
-  return { fileName, handle, firstIndex: header.firstIndex, prevTerm: header.prevTerm, positions: [], endPosition: segmentHeaderBytes, dirty: false };
+  return { fileName, handle, firstIndex: header.firstIndex, prevTerm: header.prevTerm, positions: [], endPosition: segmentHeaderBytes, dirty: false, indexFile: false };
+}
+
+/**
+ * The part of the log's runs and config indexes that falls in `segment`, the newest segment
+ * so far (so its runs and configs are at the ends of the lists, found by walking back).
+ */
+function segmentIndexOf(segment: Segment, runs: ReadonlyArray<readonly [LogIndex, Term]>, configIndexes: readonly LogIndex[]): SegmentIndex {
+  const first = segment.firstIndex;
+  const base = { firstIndex: first, prevTerm: segment.prevTerm, segmentBytes: segment.endPosition, positions: segment.positions };
+  if (segment.positions.length === 0) return { ...base, runs: [], configIndexes: [] };
+  let run = runs.length - 1;
+  while (run > 0 && (runs[run] as readonly [LogIndex, Term])[0] > first) run--;
+  let config = configIndexes.length;
+  while (config > 0 && (configIndexes[config - 1] as LogIndex) >= first) config--;
+  return {
+    ...base,
+    runs: runs.slice(run).map(([start, term]) => [Math.max(start, first), term] as const),
+    configIndexes: configIndexes.slice(config),
+  };
+}
+
+/**
+ * Writes a sealed segment's index atomically (temporary file, fsync, rename, directory
+ * fsync), so a crash leaves the old index, the new one or none, never a torn one. Returns
+ * false when the segment cannot be indexed (its positions do not fit the format).
+ */
+async function writeIndexFile(fs: FileSystem, dir: string, segment: Segment, runs: ReadonlyArray<readonly [LogIndex, Term]>, configIndexes: readonly LogIndex[]): Promise<boolean> {
+  if (!segmentIndexable(segment.positions)) return false;
+  segment.indexFile = true;
+  await fs.writeFileAtomic(path.join(dir, segmentIndexFileName(segment.fileName)), encodeSegmentIndex(segmentIndexOf(segment, runs, configIndexes)));
+  return true;
+}
+
+/**
+ * Files of the log proper (segments, their indexes, and temporaries `writeFileAtomic` left
+ * behind when a crash cut an index write short): what a reset removes.
+ */
+function isLogDataFileName(name: string): boolean {
+  return parseSegmentFileName(name) !== undefined || segmentOfIndexFileName(name) !== undefined || isIndexTemporary(name);
+}
+
+/** The temporary of an interrupted `writeFileAtomic` of an index (`<index file>.tmp`). */
+function isIndexTemporary(name: string): boolean {
+  return name.endsWith('.tmp') && segmentOfIndexFileName(name.slice(0, -'.tmp'.length)) !== undefined;
 }
 
 /**
@@ -476,7 +573,7 @@ async function finishInterruptedReset(fs: FileSystem, dir: string): Promise<Reco
   // Written atomically, so a damaged record is damage to durable data, not a torn write.
   if (header === undefined) throw new CorruptLogError(resetMarkerFileName, 0, 'bad reset record');
   for (const name of await fs.list(dir)) {
-    if (parseSegmentFileName(name) !== undefined) await fs.remove(path.join(dir, name));
+    if (isLogDataFileName(name)) await fs.remove(path.join(dir, name));
   }
   await fs.syncDir(dir);
   const segment = await createEmptySegment(fs, dir, header);
@@ -494,70 +591,202 @@ interface Recovered {
 }
 
 /**
- * Scans every segment. A bad or short record is a torn tail only in the last segment and
- * only when no valid record follows it; anywhere else it is corruption of durable data.
+ * The log as recovery rebuilds it, segment by segment, kept as runs (the form a segment index
+ * holds, so an indexed segment is added without walking its indexes); it becomes the log's
+ * TermRuns at the end.
+ */
+class RecoveredLog {
+  readonly segments: Segment[] = [];
+  readonly runs: Array<readonly [LogIndex, Term]> = [];
+  readonly configIndexes: LogIndex[] = [];
+  private firstIndex: LogIndex = 1;
+  private prevTerm: Term = 0;
+  private lastIndex: LogIndex = 0;
+  private lastTerm: Term = 0;
+
+  /** Starts the log at the first segment; throws unless a later one continues it. */
+  begin(fileName: string, header: SegmentHeader): void {
+    if (this.segments.length === 0) {
+      this.firstIndex = header.firstIndex;
+      this.prevTerm = header.prevTerm;
+      this.lastIndex = header.firstIndex - 1;
+      this.lastTerm = header.prevTerm;
+      return;
+    }
+    if (header.firstIndex !== this.lastIndex + 1 || header.prevTerm !== this.lastTerm) {
+      throw new CorruptLogError(fileName, 0, `does not continue the log ending at ${this.lastIndex}/t${this.lastTerm}`);
+    }
+  }
+
+  /** Why `entry` cannot be the next record, or undefined if it can. */
+  refuses(entry: Entry): string | undefined {
+    if (entry.index !== this.lastIndex + 1) return `index ${entry.index} breaks the sequence after ${this.lastIndex}`;
+    if (entry.term < this.lastTerm) return `term ${entry.term} below ${this.lastTerm}`;
+    return undefined;
+  }
+
+  appendEntry(entry: Entry): void {
+    this.appendRun(entry.index, entry.term);
+    if (entry.kind === EntryKind.config) this.configIndexes.push(entry.index);
+    this.lastIndex = entry.index;
+  }
+
+  appendIndexed(index: SegmentIndex): void {
+    for (const [start, term] of index.runs) this.appendRun(start, term);
+    for (const configIndex of index.configIndexes) this.configIndexes.push(configIndex);
+    this.lastIndex = index.firstIndex + index.positions.length - 1;
+  }
+
+  termRuns(): TermRuns {
+    return TermRuns.fromRuns(this.firstIndex, this.prevTerm, this.lastIndex, this.runs);
+  }
+
+  /** A run continuing the last one's term merges into it (runs have strictly rising terms). */
+  private appendRun(start: LogIndex, term: Term): void {
+    if (this.runs.length === 0 || term !== this.lastTerm) this.runs.push([start, term]);
+    this.lastTerm = term;
+  }
+}
+
+/**
+ * Rebuilds the log from its segments. A sealed segment with a trustworthy index is taken from
+ * it (header and last record read, nothing else); the last segment, and any sealed one whose
+ * index is missing, damaged or stale, is scanned, and a scanned sealed segment gets a new
+ * index. A bad or short record is a torn tail only in the last segment and only when no
+ * valid record follows it; anywhere else it is corruption of durable data.
  */
 async function recoverSegments(fs: FileSystem, dir: string, completedReset: RecoveryReport['completedReset']): Promise<Recovered> {
-  const names = (await fs.list(dir))
-    .map((name) => ({ name, firstIndex: parseSegmentFileName(name) }))
-    .filter((file): file is { name: string; firstIndex: number } => file.firstIndex !== undefined)
-    .sort((a, b) => a.firstIndex - b.firstIndex);
-  const segments: Segment[] = [];
-  const configIndexes: LogIndex[] = [];
-  let termRuns = new TermRuns();
+  const names = await fs.list(dir);
+  const files = segmentFilesIn(names);
+  const indexedNames = new Set(names.map(segmentOfIndexFileName).filter((name) => name !== undefined));
+  const log = new RecoveredLog();
+  const counts = { segmentsFromIndex: 0, segmentsScanned: 0, indexesWritten: 0 };
   let tornTail: RecoveryReport['tornTail'];
   let removedTornSegment: string | undefined;
-  for (const [position, file] of names.entries()) {
-    const isLast = position === names.length - 1;
+  for (const [position, file] of files.entries()) {
+    const isLast = position === files.length - 1;
     const handle = await fs.open(path.join(dir, file.name), { create: false });
     const size = await handle.size();
-    const bytes = new Uint8Array(size);
-    await handle.read(bytes, 0);
-    const header = decodeSegmentHeader(bytes);
+    const header = await readSegmentHeader(handle);
     if (header === undefined) {
+      await handle.close();
       if (isLast && size <= segmentHeaderBytes) {
         // Crashed while creating the segment: nothing in it was ever acknowledged.
-        await handle.close();
         await fs.remove(path.join(dir, file.name));
         await fs.syncDir(dir);
         removedTornSegment = file.name;
         break;
       }
-      await handle.close();
       throw new CorruptLogError(file.name, 0, 'bad segment header');
     }
     if (header.firstIndex !== file.firstIndex) throw new CorruptLogError(file.name, 0, `header says first index ${header.firstIndex}`);
-    if (segments.length === 0) {
-      termRuns = new TermRuns(header.firstIndex, header.prevTerm);
-    } else if (header.firstIndex !== termRuns.lastIndex + 1 || header.prevTerm !== termRuns.lastTerm) {
-      throw new CorruptLogError(file.name, 0, `does not continue the log ending at ${termRuns.lastIndex}/t${termRuns.lastTerm}`);
+    log.begin(file.name, header);
+    const index = !isLast && indexedNames.has(file.name) ? await readTrustedIndex(fs, dir, file.name, handle, header, size) : undefined;
+    if (index !== undefined) {
+      log.appendIndexed(index);
+      log.segments.push({ fileName: file.name, handle, firstIndex: header.firstIndex, prevTerm: header.prevTerm, positions: index.positions, endPosition: size, dirty: false, indexFile: true });
+      counts.segmentsFromIndex++;
+      continue;
     }
-    const segment: Segment = { fileName: file.name, handle, firstIndex: header.firstIndex, prevTerm: header.prevTerm, positions: [], endPosition: segmentHeaderBytes, dirty: false };
-    let offset = segmentHeaderBytes;
-    while (offset < size) {
-      const decoded = decodeRecord(bytes, offset, { copyPayload: false });
-      let problem: string | undefined;
-      if (decoded.kind === 'bad') problem = decoded.reason;
-      else if (decoded.kind === 'short') problem = 'incomplete record';
-      else if (decoded.entry.index !== termRuns.lastIndex + 1) problem = `index ${decoded.entry.index} breaks the sequence after ${termRuns.lastIndex}`;
-      else if (decoded.entry.term < termRuns.lastTerm) problem = `term ${decoded.entry.term} below ${termRuns.lastTerm}`;
-      if (problem !== undefined || decoded.kind !== 'ok') {
-        if (!isLast || hasValidRecordAfter(bytes, offset + 1)) throw new CorruptLogError(file.name, offset, problem ?? 'bad record');
-        await handle.truncate(offset);
-        await handle.datasync();
-        tornTail = { file: file.name, offset, bytesDropped: size - offset, reason: problem ?? 'bad record' };
-        break;
-      }
-      segment.positions.push(offset);
-      termRuns.append(decoded.entry.index, decoded.entry.term);
-      if (decoded.entry.kind === EntryKind.config) configIndexes.push(decoded.entry.index);
-      offset += decoded.bytes;
-    }
-    segment.endPosition = offset;
-    segments.push(segment);
+    const scanned = await scanSegment(handle, file.name, header, size, isLast, log);
+    counts.segmentsScanned++;
+    tornTail = scanned.tornTail;
+    log.segments.push(scanned.segment);
+    if (!isLast && await writeIndexFile(fs, dir, scanned.segment, log.runs, log.configIndexes)) counts.indexesWritten++;
   }
-  const report: RecoveryReport = { segmentCount: segments.length, firstIndex: termRuns.firstIndex, lastIndex: termRuns.lastIndex, tornTail, removedTornSegment, completedReset };
-  return { segments, configIndexes, termRuns, report };
+  await removeStaleIndexFiles(fs, dir, names, log.segments);
+  const termRuns = log.termRuns();
+  const report: RecoveryReport = { segmentCount: log.segments.length, firstIndex: termRuns.firstIndex, lastIndex: termRuns.lastIndex, tornTail, removedTornSegment, completedReset, ...counts };
+  return { segments: log.segments, configIndexes: log.configIndexes, termRuns, report };
+}
+
+/** The segment files among `names`, oldest first (index files and others are not segments). */
+function segmentFilesIn(names: readonly string[]): Array<{ name: string; firstIndex: LogIndex }> {
+  return names
+    .map((name) => ({ name, firstIndex: parseSegmentFileName(name) }))
+    .filter((file): file is { name: string; firstIndex: number } => file.firstIndex !== undefined)
+    .sort((a, b) => a.firstIndex - b.firstIndex);
+}
+
+/** The segment's header, or undefined if it is short or damaged. */
+async function readSegmentHeader(handle: FileHandle): Promise<SegmentHeader | undefined> {
+  const bytes = new Uint8Array(segmentHeaderBytes);
+  const bytesRead = await handle.read(bytes, 0);
+  return bytesRead === segmentHeaderBytes ? decodeSegmentHeader(bytes) : undefined;
+}
+
+/**
+ * The segment's index if it can stand in for a scan: intact, written for this header and
+ * this file size, and the segment's last record is the one it names. Anything else (missing,
+ * damaged, stale) gives undefined and the caller scans: only the segment is authoritative.
+ */
+async function readTrustedIndex(fs: FileSystem, dir: string, fileName: string, handle: FileHandle, header: SegmentHeader, size: number): Promise<(SegmentIndex & { readonly positions: number[] }) | undefined> {
+  const bytes = await fs.readFile(path.join(dir, segmentIndexFileName(fileName)));
+  const index = bytes === undefined ? undefined : decodeSegmentIndex(bytes);
+  if (index === undefined || index.firstIndex !== header.firstIndex || index.prevTerm !== header.prevTerm || index.segmentBytes !== size) return undefined;
+  return (await endsWithIndexedRecord(handle, index)) ? index : undefined;
+}
+
+/**
+ * Whether the record at the index's last position decodes, fills the file to its end and has
+ * the index, term and kind the index says: one small read that catches an index describing
+ * other content of the same size, and damage to the last record (as a scan would).
+ */
+async function endsWithIndexedRecord(handle: FileHandle, index: SegmentIndex): Promise<boolean> {
+  if (index.positions.length === 0) return true;
+  const lastPosition = index.positions[index.positions.length - 1] as number;
+  const buffer = new Uint8Array(index.segmentBytes - lastPosition);
+  if ((await handle.read(buffer, lastPosition)) !== buffer.length) return false;
+  const decoded = decodeRecord(buffer, 0, { copyPayload: false });
+  if (decoded.kind !== 'ok' || decoded.bytes !== buffer.length) return false;
+  const lastIndex = index.firstIndex + index.positions.length - 1;
+  const lastIsConfig = index.configIndexes[index.configIndexes.length - 1] === lastIndex;
+  return decoded.entry.index === lastIndex && decoded.entry.term === segmentIndexLastTerm(index) && (decoded.entry.kind === EntryKind.config) === lastIsConfig;
+}
+
+/** Reads every record of a segment into `log`; cuts a torn tail of the last segment. */
+async function scanSegment(handle: FileHandle, fileName: string, header: SegmentHeader, size: number, isLast: boolean, log: RecoveredLog): Promise<{ segment: Segment; tornTail: RecoveryReport['tornTail'] }> {
+  const bytes = new Uint8Array(size);
+  await handle.read(bytes, 0);
+  const positions: number[] = [];
+  let tornTail: RecoveryReport['tornTail'];
+  let offset = segmentHeaderBytes;
+  while (offset < size) {
+    const decoded = decodeRecord(bytes, offset, { copyPayload: false });
+    const problem = decoded.kind === 'bad' ? decoded.reason : decoded.kind === 'short' ? 'incomplete record' : log.refuses(decoded.entry);
+    if (problem !== undefined || decoded.kind !== 'ok') {
+      if (!isLast || hasValidRecordAfter(bytes, offset + 1)) throw new CorruptLogError(fileName, offset, problem ?? 'bad record');
+      await handle.truncate(offset);
+      await handle.datasync();
+      tornTail = { file: fileName, offset, bytesDropped: size - offset, reason: problem ?? 'bad record' };
+      break;
+    }
+    positions.push(offset);
+    log.appendEntry(decoded.entry);
+    offset += decoded.bytes;
+  }
+  const segment: Segment = { fileName, handle, firstIndex: header.firstIndex, prevTerm: header.prevTerm, positions, endPosition: offset, dirty: false, indexFile: false };
+  return { segment, tornTail };
+}
+
+/**
+ * Removes the index files recovery must not leave behind, durably, before the log takes
+ * appends: the open segment's (there is one when a crash came between writing it and
+ * creating the next segment, or when recovery removed a torn newest segment), orphans whose
+ * segment is gone, and temporaries of interrupted index writes.
+ */
+async function removeStaleIndexFiles(fs: FileSystem, dir: string, names: readonly string[], segments: Segment[]): Promise<void> {
+  const sealed = new Set(segments.slice(0, -1).map((segment) => segment.fileName));
+  const open = segments[segments.length - 1];
+  const candidates = new Set(names);
+  if (open?.indexFile === true) candidates.add(segmentIndexFileName(open.fileName));
+  const stale = [...candidates].filter((name) => {
+    const segmentName = segmentOfIndexFileName(name);
+    return isIndexTemporary(name) || (segmentName !== undefined && !sealed.has(segmentName));
+  });
+  for (const name of stale) await fs.remove(path.join(dir, name));
+  if (open !== undefined) open.indexFile = false;
+  if (stale.length > 0) await fs.syncDir(dir);
 }
 
 /** True if any whole, checksum-valid record starts at or after `from`. */

@@ -22,13 +22,13 @@ export function recordBytes(payloadBytes: number): number {
   return recordOverheadBytes + payloadBytes;
 }
 
-function writeU64(view: DataView, offset: number, value: number): void {
+export function writeU64(view: DataView, offset: number, value: number): void {
   assert(Number.isSafeInteger(value) && value >= 0, `u64 out of range: ${value}`);
   view.setUint32(offset, value % 0x1_0000_0000, true);
   view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
 }
 
-function readU64(view: DataView, offset: number): number {
+export function readU64(view: DataView, offset: number): number {
   return view.getUint32(offset, true) + view.getUint32(offset + 4, true) * 0x1_0000_0000;
 }
 
