@@ -4,12 +4,16 @@
  * with (one completion path: RaftNode.propose). Wakes long polls after every batch.
  *
  * The whole state is in a snapshot (BrokerState.snapshot), so start-up restores the newest
- * snapshot and replays only the log after it.
+ * snapshot and replays only the log after it. With queue files (`queueRecords`), a snapshot
+ * records how far each queue's files reach, synced before it is taken; one sent to another
+ * node carries the records (snapshotWithRecords).
  */
 import { InvariantViolation } from '../util/assert.js';
 import { EntryKind, type Entry } from '../raft/types.js';
 import type { SnapshotMeta, StateMachine } from '../raft/node/ports.js';
-import { BrokerState, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type SendOutcome } from './core/broker-state.js';
+import { BrokerState, defaultBrokerStateLimits, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type SendOutcome } from './core/broker-state.js';
+import { memoryQueueRecordStore, type QueueRecordStore } from './core/consume-queue.js';
+import { snapshotHasRecords } from './core/state-snapshot.js';
 import { PayloadKind, readCommand, readHeader, readRouting } from './core/entry-codec.js';
 
 export type ApplyResult =
@@ -27,8 +31,11 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
   private lastAppliedTermValue = 0;
   private readonly listeners = new Set<(topics: ReadonlySet<string>) => void>();
 
-  constructor(private readonly limits?: BrokerStateLimits) {
-    this.stateValue = new BrokerState(limits);
+  constructor(
+    private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
+    private readonly queueRecords: QueueRecordStore = memoryQueueRecordStore,
+  ) {
+    this.stateValue = new BrokerState(limits, queueRecords);
   }
 
   get state(): BrokerState {
@@ -70,8 +77,19 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
     return this.stateValue.snapshot();
   }
 
+  /**
+   * A snapshot of this node (`data`, taken at an index at or before the applied one) as a
+   * node without this node's queue files can restore it: with the records. Reads the records
+   * the snapshot counts, which later applies never change (they append after them, and
+   * retention deletes files only below the previous snapshot, see QueueRecordStore.sync).
+   */
+  snapshotWithRecords(data: Uint8Array): Uint8Array {
+    if (snapshotHasRecords(data)) return data;
+    return BrokerState.restore(data, this.limits, this.queueRecords.reader()).snapshot({ withRecords: true });
+  }
+
   restore(data: Uint8Array, meta: SnapshotMeta): void {
-    this.stateValue = BrokerState.restore(data, this.limits);
+    this.stateValue = BrokerState.restore(data, this.limits, this.queueRecords);
     this.lastApplied = meta.index;
     this.lastAppliedTermValue = meta.term;
     const everything = new Set(['*']);

@@ -1,13 +1,15 @@
-import { statfs } from 'node:fs/promises';
 /**
  * One broker node: a Raft group member whose state machine is the broker, serving the client
  * protocol (apache.rocketmq.v2.MessagingService), the broker admin service, Raft and the Raft
  * admin service on one address, and registering itself with every NameServer.
  */
+import { statfs } from 'node:fs/promises';
+import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions, type RaftPort } from '../broker/broker-service.js';
 import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
 import { RetentionService } from '../broker/retention-service.js';
+import { defaultBrokerStateLimits } from '../broker/core/broker-state.js';
 import { RaftNodeClient } from '../client/raft-node-client.js';
 import { defaultRetentionSettings, retentionSettingsProblem, type RetentionSettings } from '../broker/core/retention.js';
 import { BrokerError } from '../broker/errors.js';
@@ -15,6 +17,7 @@ import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '
 import { systemClock } from '../util/clock.js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
+import { QueueFileStore } from './consume-queue-files.js';
 import { Forwarder } from './forwarder.js';
 import { brokerMessagingHandlers } from './messaging-service.js';
 import { NameServerRegistrar } from './namesrv-registrar.js';
@@ -55,6 +58,7 @@ export class BrokerNode {
     private readonly forwarder: Forwarder,
     private readonly retention: RetentionService,
     private readonly peers: RaftNodeClient,
+    private readonly queueFiles: QueueFileStore,
   ) {}
 
   static async start(config: BrokerNodeConfig, onFatal: (error: Error) => void): Promise<BrokerNode> {
@@ -63,13 +67,16 @@ export class BrokerNode {
     }
     const retentionProblem = retentionSettingsProblem(config.retention);
     if (retentionProblem !== undefined) throw new Error(retentionProblem);
-    const machine = new BrokerStateMachine();
+    // Consume-queue records in files, so memory does not grow with the retained messages.
+    const queueFiles = new QueueFileStore({ dir: path.join(config.dataDir, 'queues') });
+    const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles);
     const forwarder = new Forwarder(config.holdMs);
     // Reads retained entries a snapshot install left out of this node's log (see peerPayload).
     const peers = new RaftNodeClient(config.members.map((m) => m.address));
     const ref: { service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService } = {};
     const raft = await RaftGroupNode.start(config, onFatal, {
       stateMachine: machine,
+      snapshotForPeer: (data) => machine.snapshotWithRecords(data),
       onSoftState: () => ref.registrar?.registerSoon(),
       services: (node, log, logger) => {
         const leaderAddress = (): string | undefined => {
@@ -144,7 +151,7 @@ export class BrokerNode {
     }, raft.logger);
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, forwarder, retention, peers);
+    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles);
   }
 
   async close(): Promise<void> {
@@ -154,6 +161,7 @@ export class BrokerNode {
     this.service.close();
     this.forwarder.close();
     await this.raft.close();
+    this.queueFiles.close();
   }
 }
 

@@ -23,6 +23,10 @@ export const peerChannelOptions: grpc.ChannelOptions = {
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,
   'grpc.keepalive_permit_without_calls': 1,
+  // grpc-js backs off up to 120 s between connection attempts; a restarted peer would sit
+  // unreplicated for seconds after it is back. Peers are few and on a LAN: retry quickly.
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': 1_000,
 };
 
 export interface GrpcRaftTransportOptions {
@@ -48,6 +52,11 @@ export interface GrpcRaftTransportOptions {
    * `message.snapshot` is the meta the chunks carried and `data` the state machine state.
    */
   readonly onSnapshotReceived?: (message: InstallSnapshot, data: Uint8Array) => void;
+  /**
+   * The file to send for a stored snapshot, when it is not the stored file itself (the
+   * broker's own snapshots leave out the queue records its files hold; a peer needs them).
+   */
+  readonly snapshotFileForPeer?: (stored: StoredSnapshot) => Promise<Uint8Array>;
   /** Bytes of snapshot file per chunk (default 1 MiB). */
   readonly snapshotChunkBytes?: number;
   /** Whole-transfer deadline of one snapshot stream (default 10 minutes). */
@@ -348,6 +357,14 @@ export class GrpcRaftTransport implements Transport {
     );
   }
 
+  /** What streamSnapshot sends for `stored`: its file, or what snapshotFileForPeer makes of it. */
+  private async fileToSend(store: SnapshotStore, stored: StoredSnapshot): Promise<{ fileName: string; fileBytes: number; read: (offset: number, length: number) => Promise<Uint8Array> }> {
+    const transform = this.options.snapshotFileForPeer;
+    if (transform === undefined) return { fileName: stored.fileName, fileBytes: stored.fileBytes, read: (offset, length) => store.readFileChunk(stored, offset, length) };
+    const bytes = await transform(stored);
+    return { fileName: `${stored.fileName} (as sent)`, fileBytes: bytes.length, read: (offset, length) => Promise.resolve(bytes.subarray(offset, offset + length)) };
+  }
+
   /** One InstallSnapshot call: the file in order, chunk by chunk, each read only when the previous one is on its way. */
   private async streamSnapshot(link: PeerLink, message: InstallSnapshot, signal: AbortSignal): Promise<{ stored: StoredSnapshot; result: SnapshotResultWire }> {
     const store = this.options.snapshots;
@@ -360,11 +377,12 @@ export class GrpcRaftTransport implements Transport {
     if (stored.meta.index !== message.snapshot.index) {
       this.options.logger.debug({ peer: message.to, requested: message.snapshot.index, index: stored.meta.index }, 'sending the newer stored snapshot');
     }
+    const sent = await this.fileToSend(store, stored);
     const meta = stored.meta;
     const header = {
       groupId: this.options.groupId, from: message.from, to: message.to, term: message.term,
       snapshot: { index: meta.index, term: meta.term, configIndex: meta.configIndex, members: meta.members.map((m) => ({ id: m.id, address: m.address })) },
-      fileBytes: stored.fileBytes,
+      fileBytes: sent.fileBytes,
     };
     const deadline = new Date(Date.now() + (this.options.snapshotDeadlineMs ?? 10 * 60_000));
     let call!: grpc.ClientWritableStream<SnapshotChunkWire>;
@@ -397,23 +415,23 @@ export class GrpcRaftTransport implements Transport {
       let offset = 0;
       let previousWrite: Promise<void> = Promise.resolve();
       do {
-        const length = Math.min(this.snapshotChunkBytes, stored.fileBytes - offset);
-        const read = store.readFileChunk(stored, offset, length);
+        const length = Math.min(this.snapshotChunkBytes, sent.fileBytes - offset);
+        const read = sent.read(offset, length);
         read.catch(() => undefined); // awaited below, unless the call ends first
         const data = await Promise.race([read, ended]);
         if (data === undefined || over) break; // the follower answered early, or the call failed
-        if (data.length !== length) throw new Error(`reading ${stored.fileName} at offset ${offset} returned ${data.length} bytes, expected ${length}`);
+        if (data.length !== length) throw new Error(`reading ${sent.fileName} at offset ${offset} returned ${data.length} bytes, expected ${length}`);
         // Memory stays at about two chunks: the next one is read while the previous one is written out.
         await Promise.race([previousWrite, ended]);
         if (over) break;
-        const chunk: SnapshotChunkWire = { ...header, offset, data, crc32: crc32(data), done: offset + length === stored.fileBytes };
+        const chunk: SnapshotChunkWire = { ...header, offset, data, crc32: crc32(data), done: offset + length === sent.fileBytes };
         let writable = true;
         previousWrite = new Promise<void>((resolve) => {
           writable = call.write(chunk, () => { progressed(); resolve(); });
         });
         offset += length;
         if (!writable) await drained(call, ended);
-      } while (offset < stored.fileBytes && !over);
+      } while (offset < sent.fileBytes && !over);
       if (!over) {
         call.end();
         clearTimeout(stall); // the follower now verifies and syncs the whole file: only the deadline applies

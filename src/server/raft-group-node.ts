@@ -2,12 +2,12 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { CommitLog } from '../commitlog/commit-log.js';
-import { FileSnapshotStore } from '../commitlog/snapshot-store.js';
+import { encodeSnapshotFile, FileSnapshotStore, parseSnapshotFile } from '../commitlog/snapshot-store.js';
 import { NodeFileSystem } from '../commitlog/file-system.js';
 import { LazyFileSystem } from '../commitlog/lazy-file-system.js';
 import { validateMembers } from '../raft/membership.js';
 import type { ProposalError } from '../raft/node/errors.js';
-import type { StateMachine } from '../raft/node/ports.js';
+import type { StateMachine, StoredSnapshot } from '../raft/node/ports.js';
 import { systemClock } from '../util/clock.js';
 import { RaftNode, type FlushMode, type ProposeOutcome } from '../raft/node/raft-node.js';
 import type { Member, NodeId } from '../raft/types.js';
@@ -93,6 +93,8 @@ export interface RaftGroupNodeHooks<Result> {
   readonly services?: (node: RaftNode<Result>, log: CommitLog, logger: pino.Logger) => [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][];
   /** Called after every change of role, term or leader. */
   readonly onSoftState?: () => void;
+  /** The state to send a peer for a stored snapshot's state, when this node's snapshots rely on files of its own (the broker's queue files). */
+  readonly snapshotForPeer?: (data: Uint8Array) => Uint8Array;
 }
 
 /**
@@ -137,6 +139,7 @@ export class RaftGroupNode<Result = unknown> {
       snapshots,
       onSnapshotSent: (peer, ok) => nodeRef.node?.reportSnapshot(peer, ok),
       onSnapshotReceived: (message, data) => nodeRef.node?.receiveSnapshot(message, data),
+      ...(hooks?.snapshotForPeer === undefined ? {} : { snapshotFileForPeer: snapshotFileForPeer(snapshots, hooks.snapshotForPeer) }),
     });
     // Without hooks R is undefined (see the overloads), which is what the hash chain returns.
     const stateMachine = hooks?.stateMachine ?? (new HashChainStateMachine() as StateMachine<undefined> as StateMachine<R>);
@@ -306,4 +309,20 @@ function operationResponse(outcome: ProposeOutcome): object {
   if (outcome.kind === 'appended') return { ok: true };
   if (outcome.kind === 'dropped') return { ok: false, error: outcome.reason, leaderId: '' };
   return { ok: false, error: 'not the leader', leaderId: outcome.leaderHint ?? '' };
+}
+
+/**
+ * Rewrites a stored snapshot's file with `transform`ed state, for sending; the last one is
+ * kept, since a failed stream is retried with the same snapshot.
+ */
+function snapshotFileForPeer(snapshots: FileSnapshotStore, transform: (data: Uint8Array) => Uint8Array): (stored: StoredSnapshot) => Promise<Uint8Array> {
+  let last: { readonly fileName: string; readonly bytes: Uint8Array } | undefined;
+  return async (stored) => {
+    if (last !== undefined && last.fileName === stored.fileName) return last.bytes;
+    const parsed = parseSnapshotFile(await snapshots.readFileChunk(stored, 0, stored.fileBytes), stored.meta.index);
+    if (!parsed.ok) throw new Error(`snapshot ${stored.fileName} cannot be sent: ${parsed.problem}`);
+    const bytes = encodeSnapshotFile(stored.meta, transform(parsed.data));
+    last = { fileName: stored.fileName, bytes };
+    return bytes;
+  };
 }

@@ -9,7 +9,7 @@
  * applied the whole log.
  */
 import { assert } from '../../util/assert.js';
-import { ConsumeQueue } from './consume-queue.js';
+import { ConsumeQueue, memoryQueueRecordStore, type QueueIdentity, type QueueRecordStore } from './consume-queue.js';
 import { filterFromJson, filterMatches, type TagFilter } from './filter.js';
 import { decodeBrokerState, encodeBrokerState, sha256Hex } from './state-snapshot.js';
 import type { MessageRouting } from './entry-codec.js';
@@ -119,6 +119,8 @@ class PopQueue {
 
 interface TopicState {
   config: TopicConfig;
+  /** The log index of the entry that created it: a topic deleted and created again is a new one. */
+  readonly createdAt: number;
   readonly queues: ConsumeQueue[];
   roundRobin: number;
 }
@@ -179,21 +181,35 @@ export class BrokerState {
   /** Messages a consumer never saw because retention released them first: group\0topic\0queue → count. */
   private readonly expiredUnconsumed = new Map<string, number>();
 
-  constructor(private readonly limits: BrokerStateLimits = defaultBrokerStateLimits) {}
+  constructor(
+    private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
+    /** Where consume-queue records live: files on a broker node, memory in the simulator. */
+    private readonly queueRecords: QueueRecordStore = memoryQueueRecordStore,
+  ) {}
 
-  /** The whole state as deterministic bytes (format: state-snapshot.ts); equal states give equal bytes. */
-  snapshot(): Uint8Array {
+  /**
+   * The whole state as deterministic bytes (format: state-snapshot.ts); equal states give
+   * equal bytes. With durable queue records, they are synced first and the snapshot records
+   * only how far each queue reaches; otherwise (or `withRecords`, for a node that has no
+   * such files) the records are in the snapshot.
+   */
+  snapshot(options: { readonly withRecords?: boolean } = {}): Uint8Array {
+    const withRecords = options.withRecords === true || !this.queueRecords.recordsDurable;
+    if (!withRecords) this.queueRecords.sync(this.queueIdentities());
     return encodeBrokerState({
       clockMs: this.clockMs, tagNames: this.tagNames, topics: this.topics, groups: this.groups, popQueues: this.popQueues,
       receiveCursor: this.receiveCursor, offsets: this.offsets, dedup: this.dedup,
       retainedFrom: this.retainedFromIndex, expiredUnconsumed: this.expiredUnconsumed,
-    });
+    }, withRecords);
   }
 
-  /** A state equal to the one that took the snapshot; throws SnapshotFormatError on bytes it cannot read. */
-  static restore(data: Uint8Array, limits: BrokerStateLimits = defaultBrokerStateLimits): BrokerState {
-    const parts = decodeBrokerState(data);
-    const state = new BrokerState(limits);
+  /**
+   * A state equal to the one that took the snapshot; throws SnapshotFormatError on bytes it
+   * cannot read, QueueRecordsError when the queue files it relies on are missing.
+   */
+  static restore(data: Uint8Array, limits: BrokerStateLimits = defaultBrokerStateLimits, queueRecords: QueueRecordStore = memoryQueueRecordStore): BrokerState {
+    const parts = decodeBrokerState(data, queueRecords);
+    const state = new BrokerState(limits, queueRecords);
     state.clockMs = parts.clockMs;
     state.tagNames.length = 0;
     state.tagIds.clear();
@@ -209,9 +225,16 @@ export class BrokerState {
     return state;
   }
 
-  /** SHA-256 (hex) of snapshot(): equal on two nodes exactly when their states are. */
+  /** SHA-256 (hex) of the snapshot with its records: equal on two nodes exactly when their states are. */
   digest(): string {
-    return sha256Hex(this.snapshot());
+    return sha256Hex(this.snapshot({ withRecords: true }));
+  }
+
+  /** Every queue the state holds (the rest of a queue store's files may go). */
+  queueIdentities(): QueueIdentity[] {
+    const queues: QueueIdentity[] = [];
+    for (const topic of this.topics.values()) for (const queue of topic.queues) queues.push(queue.identity);
+    return queues;
   }
 
   /** The first log entry still needed: retention released every message stored before it. */
@@ -391,7 +414,7 @@ export class BrokerState {
 
   applyCommand(logIndex: number, timeMs: number, command: BrokerCommand): CommandOutcome {
     switch (command.op) {
-      case 'topic.put': return this.putTopic(command.config);
+      case 'topic.put': return this.putTopic(command.config, logIndex);
       case 'topic.delete':
         this.topics.delete(command.name);
         for (const k of [...this.popQueues.keys()]) if (k.split('\u0000')[1] === command.name) this.popQueues.delete(k);
@@ -409,7 +432,7 @@ export class BrokerState {
         return { kind: 'handle', seq: logIndex };
       }, false);
       case 'dlq': return this.withFlight(command, (pop) => {
-        this.deadLetter(command.group, command.topic, command.queueId, command.offset, timeMs);
+        this.deadLetter(logIndex, command.group, command.topic, command.queueId, command.offset, timeMs);
         pop.settle(command.offset);
         return { kind: 'done' };
       }, true);
@@ -489,15 +512,15 @@ export class BrokerState {
     }
   }
 
-  private putTopic(config: TopicConfig): CommandOutcome {
+  private putTopic(config: TopicConfig, logIndex: number): CommandOutcome {
     const existing = this.topics.get(config.name);
     const queueCount = Math.max(config.readQueues, config.writeQueues);
-    if (existing === undefined) {
-      this.topics.set(config.name, { config, queues: Array.from({ length: queueCount }, () => new ConsumeQueue()), roundRobin: 0 });
-    } else {
-      existing.config = config;
-      // Queues are never removed while they may hold messages; more can be added.
-      while (existing.queues.length < queueCount) existing.queues.push(new ConsumeQueue());
+    const topic = existing ?? { config, createdAt: logIndex, queues: [], roundRobin: 0 };
+    if (existing === undefined) this.topics.set(config.name, topic);
+    topic.config = config;
+    // Queues are never removed while they may hold messages; more can be added.
+    while (topic.queues.length < queueCount) {
+      topic.queues.push(ConsumeQueue.create(this.queueRecords, { topic: config.name, topicCreatedAt: topic.createdAt, queueId: topic.queues.length }));
     }
     return { kind: 'done' };
   }
@@ -599,7 +622,7 @@ export class BrokerState {
       if (out.length >= command.batch) return deadLettered;
       const flight = pop.inFlight.get(offset) as InFlight;
       if (flight.attempt >= group.maxDeliveryAttempts) {
-        this.deadLetter(group.name, state.config.name, queueId, offset, timeMs);
+        this.deadLetter(logIndex, group.name, state.config.name, queueId, offset, timeMs);
         pop.settle(offset);
         deadLettered++;
         continue;
@@ -624,11 +647,11 @@ export class BrokerState {
   }
 
   /** The group's DLQ gets a reference to the same stored message (no copy of the body). */
-  private deadLetter(group: string, topic: string, queueId: number, offset: number, timeMs: number): void {
+  private deadLetter(logIndex: number, group: string, topic: string, queueId: number, offset: number, timeMs: number): void {
     const source = this.queue(topic, queueId);
     assert(source !== undefined, 'dead-lettering from a missing queue');
     const dlqName = dlqTopicOf(group);
-    if (!this.topics.has(dlqName)) this.putTopic({ name: dlqName, readQueues: 1, writeQueues: 1, perm: permReadWrite, messageType: 'NORMAL' });
+    if (!this.topics.has(dlqName)) this.putTopic({ name: dlqName, readQueues: 1, writeQueues: 1, perm: permReadWrite, messageType: 'NORMAL' }, logIndex);
     const dlq = this.topics.get(dlqName) as TopicState;
     (dlq.queues[0] as ConsumeQueue).append(source.logIndexAt(offset), source.positionAt(offset), source.tagIdAt(offset), timeMs);
   }

@@ -229,7 +229,7 @@ describe('broker state snapshots', () => {
 
   it('lists every field of BrokerState that a snapshot must hold (a new field needs the format extended)', () => {
     expect(Object.keys(new BrokerState()).sort()).toEqual(
-      ['clockMs', 'dedup', 'expiredUnconsumed', 'groups', 'limits', 'offsets', 'popQueues', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'topics'],
+      ['clockMs', 'dedup', 'expiredUnconsumed', 'groups', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'topics'],
     );
   });
 });
@@ -274,10 +274,10 @@ describe('malformed snapshots', () => {
     const state = new BrokerState();
     state.applyCommand(1, 1_000, { op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 } });
     const bytes = state.snapshot();
-    // magic, version, clock, tag count, the empty tag, topic count, config JSON, round robin: then the queue count, the queue's first offset, then its message count.
+    // magic, version, withRecords, clock, tag count, the empty tag, topic count, config JSON, created at, round robin: then the queue count, the queue's first offset, then its message count.
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const json = JSON.stringify(state.topic('t'));
-    const queueCountAt = 4 + 1 + 8 + 4 + 4 + 4 + 4 + json.length + 8;
+    const queueCountAt = 4 + 1 + 1 + 8 + 4 + 4 + 4 + 4 + json.length + 8 + 8;
     expect(view.getUint32(queueCountAt, true)).toBe(1);
     view.setUint32(queueCountAt + 4 + 8, 0xffff_fff0, true);
     expect(() => BrokerState.restore(bytes)).toThrow(/consume queue of 4294967280 messages needs/);

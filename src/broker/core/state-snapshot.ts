@@ -2,15 +2,16 @@
  * The binary format of a BrokerState snapshot, its byte-level writer and reader, and the
  * SHA-256 behind BrokerState.digest (written here: broker/core may not import node:crypto).
  *
- * Layout, version 1. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
+ * Layout, version 2. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
  * string with lone surrogates, u32 (0x80000000 | code units) + UTF-16LE, so every JS string
  * comes back exactly; configs are JSON (the objects as applied, key order included).
  *
- *   "RMQS" | u8 version = 1 | f64 clockMs
+ *   "RMQS" | u8 version = 2 | u8 withRecords | f64 clockMs
  *   tags:          u32 n, n × str                    (tagNames in id order; tagIds is its inverse)
- *   topics:        u32 n, n × { str config JSON, f64 roundRobin, u32 queues, queues × ConsumeQueue }
- *                  ConsumeQueue = f64 first offset, u32 count, then four columns of `count` values:
- *                  f64 logIndex, u32 position, i32 tagId, f64 storeTime (bulk typed-array bytes)
+ *   topics:        u32 n, n × { str config JSON, f64 createdAt, f64 roundRobin, u32 queues, queues × ConsumeQueue }
+ *                  ConsumeQueue = f64 first offset, u32 count, and when withRecords = 1 four
+ *                  columns of `count` values: f64 logIndex, u32 position, i32 tagId, f64
+ *                  storeTime (bulk typed-array bytes)
  *   groups:        u32 n, n × str config JSON
  *   popQueues:     u32 n, n × { str key, f64 ackOffset, f64 next,
  *                              u32 inFlight, inFlight × { f64 offset, f64 attempt, f64 deadlineMs, f64 seq, u8 autoRenew, str clientId },
@@ -29,15 +30,21 @@
  * sets by key only) entries are written sorted by code units, so equal states give equal
  * bytes whatever their history.
  *
+ * withRecords = 0 (a broker node's own snapshots): the consume-queue records are in the
+ * node's queue files, made durable before the snapshot (QueueRecordStore.sync), and the
+ * snapshot says only how far each queue reaches. withRecords = 1 (the simulator's snapshots,
+ * and every snapshot sent by InstallSnapshot, to a node that has no such files): the records
+ * themselves follow each queue. Version 1 carried the records always and no createdAt.
+ *
  * A later version (delay timers, transactions) appends its sections after dedup and bumps
  * the version; the reader reads the older sections the same way for every version it knows.
  */
 import { InvariantViolation } from '../../util/assert.js';
-import { ConsumeQueue } from './consume-queue.js';
+import { ConsumeQueue, QueueRecordsError, type QueueRecordStore } from './consume-queue.js';
 import type { GroupConfig, TopicConfig } from './names.js';
 
 export const snapshotMagic = 'RMQS';
-export const snapshotVersion = 1;
+export const snapshotVersion = 2;
 
 /** A snapshot that cannot be read: truncated, damaged, or of a format this build does not know. */
 export class SnapshotFormatError extends Error {
@@ -63,6 +70,8 @@ export interface PopQueueRecord {
 
 export interface TopicRecord {
   readonly config: TopicConfig;
+  /** The log index of the entry that created the topic: names its queue files. */
+  readonly createdAt: number;
   readonly queues: readonly ConsumeQueue[];
   readonly roundRobin: number;
 }
@@ -89,7 +98,7 @@ export interface BrokerStateParts {
 /** What decoding gives back: fresh objects and maps, owned by the caller. */
 export interface DecodedBrokerState extends BrokerStateParts {
   readonly tagNames: string[];
-  readonly topics: Map<string, { config: TopicConfig; readonly queues: ConsumeQueue[]; roundRobin: number }>;
+  readonly topics: Map<string, { config: TopicConfig; readonly createdAt: number; readonly queues: ConsumeQueue[]; roundRobin: number }>;
   readonly groups: Map<string, GroupConfig>;
   readonly popQueues: Map<string, { ackOffset: number; next: number; readonly inFlight: Map<number, InFlightRecord>; readonly done: Set<number> }>;
   readonly receiveCursor: Map<string, number>;
@@ -104,10 +113,18 @@ function sortedEntries<V>(map: ReadonlyMap<string, V>): [string, V][] {
   return [...map.entries()].sort((a, b) => byCodeUnits(a[0], b[0]));
 }
 
-export function encodeBrokerState(parts: BrokerStateParts): Uint8Array {
+/** Whether a snapshot carries its consume-queue records (false for bytes that are not a snapshot of this version). */
+export function snapshotHasRecords(data: Uint8Array): boolean {
+  const versionAt = snapshotMagicBytes.length;
+  return data.length > versionAt + 1 && data[versionAt] === snapshotVersion && data[versionAt + 1] === 1;
+}
+
+/** With `withRecords`, the consume-queue records go into the snapshot too (see the layout above). */
+export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean): Uint8Array {
   const w = new SnapshotWriter();
   w.raw(snapshotMagicBytes);
   w.u8(snapshotVersion);
+  w.u8(withRecords ? 1 : 0);
   w.f64(parts.clockMs);
 
   w.u32(parts.tagNames.length);
@@ -116,9 +133,10 @@ export function encodeBrokerState(parts: BrokerStateParts): Uint8Array {
   w.u32(parts.topics.size);
   for (const topic of parts.topics.values()) {
     w.json(topic.config);
+    w.f64(topic.createdAt);
     w.f64(topic.roundRobin);
     w.u32(topic.queues.length);
-    for (const queue of topic.queues) queue.encodeInto(w);
+    for (const queue of topic.queues) queue.encodeInto(w, withRecords);
   }
 
   w.u32(parts.groups.size);
@@ -163,17 +181,21 @@ export function encodeBrokerState(parts: BrokerStateParts): Uint8Array {
   return w.finish();
 }
 
-/** Reads a whole snapshot or throws SnapshotFormatError; never returns part of one. */
-export function decodeBrokerState(data: Uint8Array): DecodedBrokerState {
+/**
+ * Reads a whole snapshot or throws SnapshotFormatError; never returns part of one (records
+ * carried in it may have been written to `store` by then: the restore of another snapshot
+ * writes them again).
+ */
+export function decodeBrokerState(data: Uint8Array, store: QueueRecordStore): DecodedBrokerState {
   try {
-    return decodeUnchecked(new SnapshotReader(data));
+    return decodeUnchecked(new SnapshotReader(data), store);
   } catch (error) {
-    if (error instanceof SnapshotFormatError) throw error;
+    if (error instanceof SnapshotFormatError || error instanceof QueueRecordsError) throw error;
     throw new SnapshotFormatError(`broker snapshot is malformed: ${(error as Error).message}`, { cause: error });
   }
 }
 
-function decodeUnchecked(r: SnapshotReader): DecodedBrokerState {
+function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore): DecodedBrokerState {
   r.need(snapshotMagicBytes.length, 'the format magic');
   if (!snapshotMagicBytes.every((byte, i) => r.peek(i) === byte)) {
     throw new SnapshotFormatError(`not a broker snapshot: it does not start with "${snapshotMagic}"`);
@@ -182,6 +204,11 @@ function decodeUnchecked(r: SnapshotReader): DecodedBrokerState {
   const version = r.u8();
   if (version !== snapshotVersion) {
     throw new SnapshotFormatError(`broker snapshot format version ${version} is not supported (this build reads version ${snapshotVersion})`);
+  }
+  const withRecords = r.u8();
+  if (withRecords > 1) throw new SnapshotFormatError(`broker snapshot has withRecords ${withRecords} (not 0 or 1)`);
+  if (withRecords === 0 && !store.recordsDurable) {
+    throw new SnapshotFormatError('broker snapshot relies on consume-queue files, and this state keeps its queues in memory');
   }
   const clockMs = r.f64();
 
@@ -198,11 +225,15 @@ function decodeUnchecked(r: SnapshotReader): DecodedBrokerState {
   const topics: DecodedBrokerState['topics'] = new Map();
   for (let n = r.u32(); n > 0; n--) {
     const config = configObject(r.json(), 'topic config') as TopicConfig;
+    const createdAt = r.f64();
+    if (!Number.isSafeInteger(createdAt) || createdAt < 0) throw new SnapshotFormatError(`broker snapshot has a topic created at log index ${createdAt}`);
     const roundRobin = r.f64();
-    const queues: ConsumeQueue[] = [];
-    for (let q = r.u32(); q > 0; q--) queues.push(ConsumeQueue.decode(r));
     unique(topics, config.name, 'topic');
-    topics.set(config.name, { config, queues, roundRobin });
+    const queues: ConsumeQueue[] = [];
+    for (let q = r.u32(), queueId = 0; q > 0; q--, queueId++) {
+      queues.push(ConsumeQueue.decode(r, withRecords === 1, store, { topic: config.name, topicCreatedAt: createdAt, queueId }));
+    }
+    topics.set(config.name, { config, createdAt, queues, roundRobin });
   }
 
   const groups = new Map<string, GroupConfig>();

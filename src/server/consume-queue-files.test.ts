@@ -1,0 +1,156 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BrokerState, type BrokerStateLimits } from '../broker/core/broker-state.js';
+import { QueueRecordsError } from '../broker/core/consume-queue.js';
+import { defaultTopicConfig } from '../broker/core/names.js';
+import { QueueFileStore, queueDirName } from './consume-queue-files.js';
+
+const limits: BrokerStateLimits = { dedupWindowMs: 60_000, dedupEntriesMax: 100_000 };
+const recordsPerFile = 2048;
+
+let root: string;
+beforeEach(() => { root = fs.mkdtempSync(path.join(os.tmpdir(), 'raftmq-cq-')); });
+afterEach(() => { fs.rmSync(root, { recursive: true, force: true }); });
+
+const storeIn = (name: string): QueueFileStore => new QueueFileStore({ dir: path.join(root, name), recordsPerFile, cacheBlocks: 4 });
+
+/** Applies the same history to each state: a topic of two queues, then `messages` sends from log index `fromIndex`. */
+class History {
+  private index = 1;
+  constructor(readonly states: BrokerState[]) {
+    this.each((state, at) => state.applyCommand(at, 1_000, { op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 2, writeQueues: 2 } }));
+  }
+
+  send(messages: number, perEntry = 4): void {
+    for (let sent = 0; sent < messages; sent += perEntry) {
+      const batch = Array.from({ length: Math.min(perEntry, messages - sent) }, (_, i) => ({
+        topic: 't', messageId: `m${this.index}-${i}`, tag: i % 2 === 0 ? 'even' : '', messageGroup: '', queueId: -1, bodyBytes: 1,
+      }));
+      this.each((state, at) => state.applyMessages(at, 1_000 + at, batch));
+    }
+  }
+
+  command(command: Parameters<BrokerState['applyCommand']>[2]): void {
+    this.each((state, at) => state.applyCommand(at, 1_000 + at, command));
+  }
+
+  get logIndex(): number {
+    return this.index - 1;
+  }
+
+  private each(apply: (state: BrokerState, logIndex: number) => void): void {
+    const at = this.index++;
+    for (const state of this.states) apply(state, at);
+  }
+}
+
+const queueFiles = (store: QueueFileStore, queueId: number): string[] => {
+  const dir = path.join(store.dir, queueDirName({ topic: 't', topicCreatedAt: 1, queueId }));
+  return fs.existsSync(dir) ? fs.readdirSync(dir).sort() : [];
+};
+
+describe('consume queues in files', () => {
+  it('a positions-only snapshot restores, after a restart, to the state that took it, and replay continues it', () => {
+    const files = storeIn('a');
+    const reference = new BrokerState(limits);
+    const live = new BrokerState(limits, files);
+    const history = new History([reference, live]);
+    history.send(10_001);
+    const snapshot = live.snapshot();
+    expect(live.snapshot({ withRecords: true }).byteLength - snapshot.byteLength).toBe(10_001 * 24); // no records in it
+    expect(queueFiles(files, 0).length).toBeGreaterThan(2);
+    files.close();
+
+    const reopened = storeIn('a');
+    const restored = BrokerState.restore(snapshot, limits, reopened);
+    expect(restored.digest()).toBe(reference.digest());
+    // Replay after the snapshot writes past it (the partly written tail block included).
+    const more = Array.from({ length: 5 }, (_, i) => ({ topic: 't', messageId: `late-${i}`, tag: '', messageGroup: '', queueId: -1, bodyBytes: 1 }));
+    reference.applyMessages(history.logIndex + 1, 90_000, more);
+    restored.applyMessages(history.logIndex + 1, 90_000, more);
+    expect(restored.digest()).toBe(reference.digest());
+    const queue = restored.queue('t', 1);
+    expect(queue?.maxOffset).toBe(reference.queue('t', 1)?.maxOffset);
+    for (let offset = 0; offset < (queue?.maxOffset ?? 0); offset += 997) {
+      expect(queue?.logIndexAt(offset)).toBe(reference.queue('t', 1)?.logIndexAt(offset));
+      expect(queue?.tagIdAt(offset)).toBe(reference.queue('t', 1)?.tagIdAt(offset));
+    }
+    reopened.close();
+  });
+
+  it('a snapshot with its records restores on a node without the files', () => {
+    const files = storeIn('leader');
+    const live = new BrokerState(limits, files);
+    const history = new History([live]);
+    history.send(5_000);
+    const own = live.snapshot();
+    history.send(300); // the leader moved on; the records the snapshot counts stay as they were
+    const sent = BrokerState.restore(own, limits, files.reader()).snapshot({ withRecords: true });
+    const follower = storeIn('follower');
+    const installed = BrokerState.restore(sent, limits, follower);
+    expect(installed.digest()).toBe(BrokerState.restore(own, limits, files.reader()).digest());
+    expect(installed.queue('t', 0)?.maxOffset).toBe(2_500);
+    // And on the follower the records are now files: its own snapshot restores after a restart.
+    const followerSnapshot = installed.snapshot();
+    follower.close();
+    expect(BrokerState.restore(followerSnapshot, limits, storeIn('follower')).digest()).toBe(installed.digest());
+  });
+
+  it('retention deletes a released file one sync late, so the previous snapshot stays restorable', () => {
+    const files = storeIn('r');
+    const live = new BrokerState(limits, files);
+    const history = new History([live]);
+    history.send(20_000);
+    live.snapshot();
+    const before = queueFiles(files, 0);
+    expect(before.length).toBe(5); // 10,000 records in files of 2,048
+    history.command({ op: 'retention', throughIndex: Math.floor(history.logIndex / 2) });
+    const first = live.snapshot();
+    expect(queueFiles(files, 0)).toEqual(before);
+    expect(BrokerState.restore(first, limits, files.reader()).queue('t', 0)?.minOffset).toBe(live.queue('t', 0)?.minOffset);
+    history.send(4);
+    live.snapshot();
+    const after = queueFiles(files, 0);
+    expect(after.length).toBeLessThan(before.length);
+    // The previous snapshot (first) still restores: the deleted files were below its first offset.
+    expect(BrokerState.restore(first, limits, files.reader()).queue('t', 0)?.logIndexAt(live.queue('t', 0)?.minOffset ?? 0)).toBeGreaterThan(0);
+  });
+
+  it('a deleted topic\'s files go one sync after the first snapshot without it', () => {
+    const files = storeIn('d');
+    const live = new BrokerState(limits, files);
+    const history = new History([live]);
+    history.send(100);
+    live.snapshot();
+    history.command({ op: 'topic.delete', name: 't' });
+    live.snapshot();
+    expect(queueFiles(files, 0).length).toBe(1);
+    live.snapshot();
+    expect(queueFiles(files, 0).length).toBe(0);
+  });
+
+  it('names the missing or short file when a snapshot needs records that are not there', () => {
+    const files = storeIn('m');
+    const live = new BrokerState(limits, files);
+    const history = new History([live]);
+    history.send(6_000);
+    const snapshot = live.snapshot();
+    files.close();
+    const dir = path.join(root, 'm', queueDirName({ topic: 't', topicCreatedAt: 1, queueId: 0 }));
+    const last = fs.readdirSync(dir).sort().at(-1) as string;
+    fs.truncateSync(path.join(dir, last), 24 * 10);
+    expect(() => BrokerState.restore(snapshot, limits, storeIn('m'))).toThrow(QueueRecordsError);
+    expect(() => BrokerState.restore(snapshot, limits, storeIn('m'))).toThrow(new RegExp(`${last} holds 240 bytes; the snapshot needs \\d+ .*raftmq repair`));
+    fs.rmSync(path.join(dir, last));
+    expect(() => BrokerState.restore(snapshot, limits, storeIn('m'))).toThrow(new RegExp(`${last} is missing`));
+  });
+
+  it('a state whose queues are in memory refuses a positions-only snapshot', () => {
+    const files = storeIn('x');
+    const live = new BrokerState(limits, files);
+    new History([live]).send(10);
+    expect(() => BrokerState.restore(live.snapshot(), limits)).toThrow(/relies on consume-queue files/);
+  });
+});
