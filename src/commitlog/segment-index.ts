@@ -70,11 +70,8 @@ export function encodeSegmentIndex(index: SegmentIndex): Uint8Array {
   view.setUint32(36, runs.length, true);
   view.setUint32(40, configIndexes.length, true);
   view.setUint32(44, 0, true);
-  let offset = fixedBytes;
-  for (const position of positions) {
-    view.setUint32(offset, position, true);
-    offset += positionBytes;
-  }
+  writePositions(bytes, positions);
+  let offset = fixedBytes + positions.length * positionBytes;
   for (const [start, term] of runs) {
     writeU64(view, offset, start);
     writeU64(view, offset + 8, term);
@@ -86,6 +83,22 @@ export function encodeSegmentIndex(index: SegmentIndex): Uint8Array {
   }
   view.setUint32(offset, crc32(bytes.subarray(0, offset)), true);
   return bytes;
+}
+
+/** Little-endian hosts (all Node targets in practice) copy positions in bulk. */
+const hostIsLittleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * Positions are most of an index (4 bytes per record, a quarter MB for a 64 MiB segment of
+ * 1 KiB records) and are encoded while the append that rolled waits, so in one native copy.
+ */
+function writePositions(bytes: Uint8Array, positions: readonly number[]): void {
+  if (hostIsLittleEndian) {
+    new Uint32Array(bytes.buffer, bytes.byteOffset + fixedBytes, positions.length).set(positions);
+    return;
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset);
+  for (const [i, position] of positions.entries()) view.setUint32(fixedBytes + i * positionBytes, position, true);
 }
 
 /**
