@@ -68,6 +68,17 @@ describe('broker state', () => {
     expect(h.state.maxOffsets('t').reduce((a, b) => a + b)).toBe(1);
   });
 
+  it('stores an id again after its topic was deleted and created with fewer queues, then de-duplicates it there', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 4, writeQueues: 4 } });
+    expect(h.send(message('t', 'same', { queueId: 3 }))[0]).toMatchObject({ code: 'ok', queueId: 3, duplicate: false });
+    h.run({ op: 'topic.delete', name: 't' });
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 } });
+    const [stored] = h.send(message('t', 'same'));
+    expect(stored).toMatchObject({ code: 'ok', queueId: 0, offset: 0, duplicate: false });
+    expect(h.send(message('t', 'same'))[0]).toEqual({ ...stored, duplicate: true });
+  });
+
   it('rejects messages for unknown topics without storing them', () => {
     const h = new Harness();
     expect(h.send(message('nope', 'a'))[0]?.code).toBe('topic-not-found');

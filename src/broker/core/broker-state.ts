@@ -9,6 +9,7 @@
  * applied the whole log.
  */
 import { assert } from '../../util/assert.js';
+import { DedupWindow } from './dedup-window.js';
 import { ConsumeQueue, memoryQueueRecordStore, type QueueIdentity, type QueueRecordStore } from './consume-queue.js';
 import { filterFromJson, filterMatches, type TagFilter } from './filter.js';
 import { decodeBrokerState, encodeBrokerState, sha256Hex } from './state-snapshot.js';
@@ -125,12 +126,6 @@ interface TopicState {
   roundRobin: number;
 }
 
-interface DedupRecord {
-  readonly queueId: number;
-  readonly offset: number;
-  readonly timeMs: number;
-}
-
 export interface BrokerStateLimits {
   readonly dedupWindowMs: number;
   readonly dedupEntriesMax: number;
@@ -172,7 +167,8 @@ export class BrokerState {
   private readonly receiveCursor = new Map<string, number>();
   /** Committed consume offsets of queue-offset (pull) consumers: group → topic\0queue → offset. */
   private readonly offsets = new Map<string, Map<string, number>>();
-  private readonly dedup = new Map<string, DedupRecord>();
+  /** Send de-duplication by (topic, message id): ids as 128-bit hashes in typed arrays, oldest first. */
+  private dedup: DedupWindow;
   private readonly tagIds = new Map<string, number>([['', 0]]);
   private readonly tagNames: string[] = [''];
   private clockMs = 0;
@@ -185,7 +181,9 @@ export class BrokerState {
     private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
     /** Where consume-queue records live: files on a broker node, memory in the simulator. */
     private readonly queueRecords: QueueRecordStore = memoryQueueRecordStore,
-  ) {}
+  ) {
+    this.dedup = new DedupWindow(limits);
+  }
 
   /**
    * The whole state as deterministic bytes (format: state-snapshot.ts); equal states give
@@ -208,7 +206,7 @@ export class BrokerState {
    * cannot read, QueueRecordsError when the queue files it relies on are missing.
    */
   static restore(data: Uint8Array, limits: BrokerStateLimits = defaultBrokerStateLimits, queueRecords: QueueRecordStore = memoryQueueRecordStore): BrokerState {
-    const parts = decodeBrokerState(data, queueRecords);
+    const parts = decodeBrokerState(data, queueRecords, limits);
     const state = new BrokerState(limits, queueRecords);
     state.clockMs = parts.clockMs;
     state.tagNames.length = 0;
@@ -219,7 +217,7 @@ export class BrokerState {
     for (const [k, pop] of parts.popQueues) state.popQueues.set(k, new PopQueue(pop.ackOffset, pop.next, pop.inFlight, pop.done));
     for (const [k, cursor] of parts.receiveCursor) state.receiveCursor.set(k, cursor);
     for (const [group, offsets] of parts.offsets) state.offsets.set(group, offsets);
-    for (const [k, record] of parts.dedup) state.dedup.set(k, record);
+    state.dedup = parts.dedup;
     state.retainedFromIndex = parts.retainedFrom;
     for (const [k, count] of parts.expiredUnconsumed) state.expiredUnconsumed.set(k, count);
     return state;
@@ -389,13 +387,13 @@ export class BrokerState {
 
   /** Stores a batch of messages; `logIndex` is the entry's index, `timeMs` its (monotone) time. */
   applyMessages(logIndex: number, timeMs: number, messages: readonly MessageRouting[]): SendOutcome[] {
-    this.expireDedup(timeMs);
+    this.dedup.expire(timeMs);
     return messages.map((message, position) => {
       const topic = this.topics.get(message.topic);
       if (topic === undefined) return { code: 'topic-not-found', queueId: -1, offset: -1, duplicate: false };
       if ((topic.config.perm & permWrite) === 0) return { code: 'not-writable', queueId: -1, offset: -1, duplicate: false };
-      const dedupKey = key(message.topic, message.messageId);
-      const previous = this.dedup.get(dedupKey);
+      const previous = this.dedup.find(message.topic, message.messageId);
+      // A topic deleted and created again with fewer queues: its old ids are no duplicates.
       if (previous !== undefined && topic.queues[previous.queueId] !== undefined) {
         return { code: 'ok', queueId: previous.queueId, offset: previous.offset, duplicate: true };
       }
@@ -407,7 +405,8 @@ export class BrokerState {
         return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
       }
       const offset = (topic.queues[queueId] as ConsumeQueue).append(logIndex, position, this.tagId(message.tag), timeMs);
-      this.dedup.set(dedupKey, { queueId, offset, timeMs });
+      if (previous === undefined) this.dedup.add(message.topic, message.messageId, queueId, offset, timeMs);
+      else this.dedup.replace(message.topic, message.messageId, queueId, offset);
       return { code: 'ok', queueId, offset, duplicate: false };
     });
   }
@@ -670,12 +669,5 @@ export class BrokerState {
       return { kind: 'error', code: 'invalid-handle', message: 'the receipt handle is stale: the message was acknowledged, redelivered or its handle replaced' };
     }
     return act(pop, flight);
-  }
-
-  private expireDedup(timeMs: number): void {
-    for (const [k, record] of this.dedup) {
-      if (this.dedup.size <= this.limits.dedupEntriesMax && record.timeMs >= timeMs - this.limits.dedupWindowMs) break;
-      this.dedup.delete(k);
-    }
   }
 }

@@ -91,6 +91,19 @@ export class DedupWindow {
     return { queueId: this.queueIds[slot] as number, offset: this.offsets[slot] as number };
   }
 
+  /**
+   * Points a known id at a new store (its topic was deleted and created again with fewer
+   * queues, so the old record names no queue); it keeps its place and time, as Map.set does.
+   */
+  replace(topic: string, messageId: string, queueId: number, offset: number): void {
+    hashKey(topic, messageId);
+    const slot = this.table[this.probe()] as number;
+    assert(slot !== empty, `dedup window does not hold ${JSON.stringify(topic)} ${JSON.stringify(messageId)}`);
+    assert(Number.isInteger(queueId) && queueId >= 0 && queueId <= maxQueueId && Number.isSafeInteger(offset) && offset >= 0, `dedup record with queue id ${queueId}, offset ${offset}`);
+    this.queueIds[slot] = queueId;
+    this.offsets[slot] = offset;
+  }
+
   /** Records a stored message; the caller has checked that `find` does not know it. Times need not be monotone. */
   add(topic: string, messageId: string, queueId: number, offset: number, timeMs: number): void {
     // The message is built only on failure (add is on the send path).

@@ -18,14 +18,15 @@
  *                              u32 done, done × f64 offset }
  *   receiveCursor: u32 n, n × { str key, f64 cursor }
  *   offsets:       u32 n, n × { str group, u32 m, m × { str key, f64 offset } }
- *   dedup:         u32 n, n × { str key, u32 queueId, f64 offset, f64 timeMs }
+ *   dedup:         DedupWindow (dedup-window.ts): u32 n, then oldest first as bulk columns
+ *                  n × 4 u32 (128-bit hash of topic and id), n × i32 queueId, n × f64 offset, n × f64 timeMs
  *   retention:     f64 retainedFrom (first log index kept), u32 n, n × { str group\0topic\0queue, f64 expired }
  *   (end: trailing bytes are an error)
  *
  * Map order. Where iteration order changes what the state does, it is written and restored
  * as is: topics (listings sort them, but later state may iterate them), popQueues
  * (renewalsDue output order), each pop queue's inFlight (renewalsDue, autoRenewClients
- * order), dedup (expireDedup stops at the first young record). Where it cannot be observed
+ * order), dedup (expiry stops at the first young record). Where it cannot be observed
  * (groups and offsets are read by key or through sorted listings; receiveCursor and the done
  * sets by key only) entries are written sorted by code units, so equal states give equal
  * bytes whatever their history.
@@ -41,6 +42,7 @@
  */
 import { InvariantViolation } from '../../util/assert.js';
 import { ConsumeQueue, QueueRecordsError, type QueueRecordStore } from './consume-queue.js';
+import { DedupWindow, type DedupWindowLimits } from './dedup-window.js';
 import type { GroupConfig, TopicConfig } from './names.js';
 
 export const snapshotMagic = 'RMQS';
@@ -76,12 +78,6 @@ export interface TopicRecord {
   readonly roundRobin: number;
 }
 
-export interface DedupRecord {
-  readonly queueId: number;
-  readonly offset: number;
-  readonly timeMs: number;
-}
-
 export interface BrokerStateParts {
   readonly clockMs: number;
   readonly tagNames: readonly string[];
@@ -90,7 +86,7 @@ export interface BrokerStateParts {
   readonly popQueues: ReadonlyMap<string, PopQueueRecord>;
   readonly receiveCursor: ReadonlyMap<string, number>;
   readonly offsets: ReadonlyMap<string, ReadonlyMap<string, number>>;
-  readonly dedup: ReadonlyMap<string, DedupRecord>;
+  readonly dedup: DedupWindow;
   readonly retainedFrom: number;
   readonly expiredUnconsumed: ReadonlyMap<string, number>;
 }
@@ -103,7 +99,6 @@ export interface DecodedBrokerState extends BrokerStateParts {
   readonly popQueues: Map<string, { ackOffset: number; next: number; readonly inFlight: Map<number, InFlightRecord>; readonly done: Set<number> }>;
   readonly receiveCursor: Map<string, number>;
   readonly offsets: Map<string, Map<string, number>>;
-  readonly dedup: Map<string, DedupRecord>;
   readonly expiredUnconsumed: Map<string, number>;
 }
 
@@ -168,13 +163,7 @@ export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean)
     writeNumberMap(w, offsets);
   }
 
-  w.u32(parts.dedup.size);
-  for (const [k, record] of parts.dedup) {
-    w.string(k);
-    w.u32(record.queueId);
-    w.f64(record.offset);
-    w.f64(record.timeMs);
-  }
+  parts.dedup.encodeInto(w);
 
   w.f64(parts.retainedFrom);
   writeNumberMap(w, parts.expiredUnconsumed);
@@ -186,16 +175,16 @@ export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean)
  * carried in it may have been written to `store` by then: the restore of another snapshot
  * writes them again).
  */
-export function decodeBrokerState(data: Uint8Array, store: QueueRecordStore): DecodedBrokerState {
+export function decodeBrokerState(data: Uint8Array, store: QueueRecordStore, limits: DedupWindowLimits): DecodedBrokerState {
   try {
-    return decodeUnchecked(new SnapshotReader(data), store);
+    return decodeUnchecked(new SnapshotReader(data), store, limits);
   } catch (error) {
     if (error instanceof SnapshotFormatError || error instanceof QueueRecordsError) throw error;
     throw new SnapshotFormatError(`broker snapshot is malformed: ${(error as Error).message}`, { cause: error });
   }
 }
 
-function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore): DecodedBrokerState {
+function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, limits: DedupWindowLimits): DecodedBrokerState {
   r.need(snapshotMagicBytes.length, 'the format magic');
   if (!snapshotMagicBytes.every((byte, i) => r.peek(i) === byte)) {
     throw new SnapshotFormatError(`not a broker snapshot: it does not start with "${snapshotMagic}"`);
@@ -280,15 +269,7 @@ function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore): DecodedBro
     offsets.set(group, ofGroup);
   }
 
-  const dedup = new Map<string, DedupRecord>();
-  for (let n = r.u32(); n > 0; n--) {
-    const k = r.string();
-    const queueId = r.u32();
-    const offset = r.f64();
-    const timeMs = r.f64();
-    unique(dedup, k, 'dedup key');
-    dedup.set(k, { queueId, offset, timeMs });
-  }
+  const dedup = DedupWindow.decode(r, limits);
 
   const retainedFrom = r.f64();
   if (!Number.isSafeInteger(retainedFrom) || retainedFrom < 1) throw new SnapshotFormatError(`broker snapshot retains from log index ${retainedFrom}`);
