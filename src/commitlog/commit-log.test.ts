@@ -2,8 +2,9 @@
  * CommitLog behaviour on the real disk and on SimDisk (one conformance suite for both), then
  * crash properties on SimDisk: every entry appended with `sync: true` and not truncated
  * survives any crash, torn tails are cut and reported, corruption of durable data stops
- * recovery with an error naming the file and offset, and a crash at any step of `resetTo`
- * reopens as the old log or the new empty one.
+ * recovery (or, inside an indexed sealed segment, the read that reaches it) with an error
+ * naming the file and offset, and a crash at any step of `resetTo` reopens as the old log or
+ * the new empty one. The segment index has its own tests in segment-index.test.ts.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';

@@ -284,7 +284,7 @@ export class CommitLog implements LogStore {
    * inside or after the current log. Durable when this returns.
    *
    * Crash safety: an intent record (`reset.pending`) is written atomically first; then every
-   * old segment is removed, the new empty segment (header only, named index + 1) is written
+   * old segment and its index is removed, the new empty segment (header only, named index + 1) is written
    * and synced, and the record is removed. Recovery that finds the record finishes the reset,
    * so a crash at any step reopens as the old log (record not yet durable) or the new empty
    * log, never as a partial or non-contiguous set of segments.

@@ -18,6 +18,9 @@ import { readU64, recordOverheadBytes, segmentHeaderBytes, writeU64 } from './re
  * with itself and agrees with the segment's header, size and last record; otherwise it scans
  * the segment and writes a new one. Positions are u32 because a record starts before
  * `segmentBytesMax`; a segment whose positions do not fit simply gets no index.
+ * Compatibility: any layout change bumps `version`; an index of an unknown version counts as
+ * damaged (one scan, then rewritten), so upgrades and downgrades need no migration, and a
+ * log written before indexes existed gets them on its first open.
  */
 export const segmentIndexMagic = 0x584d5152; // 'RMQX'
 export const segmentIndexVersion = 1;
