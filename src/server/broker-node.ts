@@ -18,6 +18,7 @@ import { systemClock } from '../util/clock.js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import { QueueFileStore } from './consume-queue-files.js';
+import { PeerEntries } from './peer-entries.js';
 import { Forwarder } from './forwarder.js';
 import { brokerMessagingHandlers } from './messaging-service.js';
 import { NameServerRegistrar } from './namesrv-registrar.js';
@@ -71,14 +72,17 @@ export class BrokerNode {
     const queueFiles = new QueueFileStore({ dir: path.join(config.dataDir, 'queues') });
     const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles);
     const forwarder = new Forwarder(config.holdMs);
-    // Reads retained entries a snapshot install left out of this node's log (see peerPayload).
+    // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
     const peers = new RaftNodeClient(config.members.map((m) => m.address));
+    let otherMembers = (): ReadonlyArray<{ id: string; address: string }> => config.members.filter((m) => m.id !== config.nodeId);
+    const peerEntries = new PeerEntries({ client: peers, peers: () => otherMembers() });
     const ref: { service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService } = {};
     const raft = await RaftGroupNode.start(config, onFatal, {
       stateMachine: machine,
       snapshotForPeer: (data) => machine.snapshotWithRecords(data),
       onSoftState: () => ref.registrar?.registerSoon(),
       services: (node, log, logger) => {
+        otherMembers = () => node.members.filter((m) => m.id !== config.nodeId);
         const leaderAddress = (): string | undefined => {
           const leaderId = node.leaderId;
           return leaderId === undefined ? undefined : node.members.find((m) => m.id === leaderId)?.address;
@@ -95,31 +99,12 @@ export class BrokerNode {
         };
         const service = new BrokerService(options, raftPort, machine, {
           payloadAt: async (index) => {
-            if (index < log.firstIndex) return peerPayload(index);
+            if (index < log.firstIndex) return peerEntries.payload(index);
             const [entry] = await log.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
             if (entry === undefined) throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is missing (deleted by retention?)`);
             return entry.payload;
           },
         }, systemClock);
-        /**
-         * A node restored by InstallSnapshot holds the state but its log starts after the
-         * snapshot, while its consume queues still point at retained entries before it: read
-         * those from a peer that holds them (every peer keeps what retention has not released).
-         */
-        const peerPayload = async (index: number): Promise<Uint8Array> => {
-          const failures: string[] = [];
-          for (const member of node.members.filter((m) => m.id !== config.nodeId)) {
-            try {
-              const { entries } = await peers.readCommitted(member.address, index, 1);
-              const entry = entries[0];
-              if (entry?.index === index) return entry.payload;
-              failures.push(`${member.id}: not there`);
-            } catch (error) {
-              failures.push(`${member.id}: ${(error as Error).message}`);
-            }
-          }
-          throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is before this node's log (restored by snapshot) and no peer served it (${failures.join('; ')})`);
-        };
         ref.service = service;
         ref.retention = new RetentionService({
           settings: config.retention, intervalMs: config.retentionIntervalMs, raft: raftPort, machine,
