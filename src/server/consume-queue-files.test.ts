@@ -118,6 +118,26 @@ describe('consume queues in files', () => {
     expect(BrokerState.restore(first, limits, files.reader()).queue('t', 0)?.logIndexAt(live.queue('t', 0)?.minOffset ?? 0)).toBeGreaterThan(0);
   });
 
+  it('restores a queue whose first retained offset is inside its last, partly written block', () => {
+    const files = storeIn('tail');
+    const reference = new BrokerState(limits);
+    const live = new BrokerState(limits, files);
+    const history = new History([reference, live]);
+    history.send(10_000);
+    history.command({ op: 'retention', throughIndex: history.logIndex - 2 });
+    const base = live.queue('t', 0)?.minOffset ?? 0;
+    expect(base % 1024).toBeGreaterThan(0);
+    expect(Math.floor(base / 1024)).toBe(Math.floor((live.queue('t', 0)?.maxOffset ?? 0) / 1024));
+    const snapshot = live.snapshot();
+    files.close();
+    const restored = BrokerState.restore(snapshot, limits, storeIn('tail'));
+    history.states.splice(1, 1, restored);
+    history.send(2_000);
+    expect(restored.digest()).toBe(reference.digest());
+    const again = BrokerState.restore(restored.snapshot(), limits, storeIn('tail'));
+    expect(again.digest()).toBe(reference.digest());
+  });
+
   it('a deleted topic\'s files go one sync after the first snapshot without it', () => {
     const files = storeIn('d');
     const live = new BrokerState(limits, files);

@@ -203,8 +203,9 @@ class FileQueueRecords implements QueueRecords {
     this.releasedBelow = from;
     this.releasedBelowAtLastSync = from;
     if (to > from) this.checkHeld(from, to);
-    if (!readOnly && this.tailStart < to && this.tailStart >= from) {
-      // The tail block is partly written: keep writing it from memory.
+    if (!readOnly && this.tailStart < to && to > from) {
+      // The tail block is partly written: keep writing it from memory (records below `from`
+      // in it are released, but still in the file, which holds `from`).
       this.ensureTail().set(this.readBlock(this.tailStart / blockRecords, to - this.tailStart).subarray(0, (to - this.tailStart) * queueRecordBytes));
     }
   }

@@ -129,7 +129,10 @@ export class RaftGroupNode<Result = unknown> {
     await claimDataDir(fs, config.dataDir, config.groupId, config.nodeId);
     const { log, report } = await CommitLog.open({ fs, dir: path.join(config.dataDir, 'log'), segmentBytesMax: config.segmentBytesMax });
     if (report.tornTail !== undefined) logger.warn({ tornTail: report.tornTail }, 'recovery cut a torn tail');
-    logger.info({ firstIndex: report.firstIndex, lastIndex: report.lastIndex, segments: report.segmentCount }, 'commitlog recovered');
+    logger.info({
+      firstIndex: report.firstIndex, lastIndex: report.lastIndex, segments: report.segmentCount,
+      segmentsFromIndex: report.segmentsFromIndex, segmentsScanned: report.segmentsScanned, indexesWritten: report.indexesWritten,
+    }, 'commitlog recovered');
     const stable = await LevelStableStore.open(path.join(config.dataDir, 'meta'));
     const self = config.members.find((m) => m.id === config.nodeId) as Member;
     const nodeRef: { node?: RaftNode<R> } = {};
