@@ -4,6 +4,8 @@
  * what the workload reports (sends, reads, deliveries, acks, offsets).
  */
 import type { BrokerState } from '../broker/core/broker-state.js';
+import { PayloadKind, readHeader, readRouting } from '../broker/core/entry-codec.js';
+import { EntryKind, type Entry } from '../raft/types.js';
 
 /** A consumer group the checker follows, on one topic. */
 export interface WatchedGroup {
@@ -23,6 +25,12 @@ export interface SeenDelivery {
   readonly messageId: string;
   readonly attempt: number;
   readonly invisibleUntilMs: number;
+  /**
+   * The queue's first offset in the serving node's state when the answer arrived (0 when
+   * unknown): retention released what is below it, in flight or not, so it no longer holds
+   * back a FIFO queue.
+   */
+  readonly queueFirstOffset?: number;
 }
 
 /** What the client knows of one message's latest delivery to a pop group. */
@@ -50,7 +58,13 @@ export class BrokerChecker {
   /** group/topic/queue → (the highest offset a getOffset returned, the highest an update acknowledged with its sequence). */
   private readonly offsetReads = new Map<string, number>();
   private readonly offsetCommits = new Map<string, { offset: number; at: number }[]>();
+  /** Message id → index of the first committed entry seen to hold it (the committed-log watcher). */
+  private readonly committedAt = new Map<string, number>();
+  private committedThrough = 0;
+  private retainedFromMax = 1;
   digestsCompared = 0;
+  /** Retention entries that released more of the log (each new retainedFrom, seen on any node). */
+  retentionReleases = 0;
 
   constructor(
     private readonly watched: readonly WatchedGroup[],
@@ -72,6 +86,10 @@ export class BrokerChecker {
    * back (nothing in the workload resets them).
    */
   onApplied(node: string, incarnation: number, appliedIndex: number, state: BrokerState): void {
+    if (state.retainedFrom > this.retainedFromMax) {
+      this.retentionReleases++;
+      this.retainedFromMax = state.retainedFrom;
+    }
     if (this.blackBoxOnly) return;
     const digest = state.digest();
     const first = this.digestAt.get(appliedIndex);
@@ -99,6 +117,37 @@ export class BrokerChecker {
         seen.set(k, offset);
       }
     }
+  }
+
+  // ---- the committed log ------------------------------------------------------------------
+
+  /**
+   * Entries a node's Raft hands its state machine (committed ones; every node applies the same
+   * entry at an index, so the first node to get past an index is enough): which entry stored
+   * each message, the proof a release needs (jepsen-tests/checker.ts: an acknowledged message
+   * missing at the end was released only if its entry was committed below the first index
+   * retention kept).
+   */
+  onCommitted(entries: readonly Entry[]): void {
+    for (const entry of entries) {
+      if (entry.index <= this.committedThrough) continue;
+      this.committedThrough = entry.index;
+      if (entry.kind !== EntryKind.normal) continue;
+      let kind: PayloadKind;
+      try {
+        kind = readHeader(entry.payload).kind;
+      } catch (error) {
+        void error; // not a broker entry
+        continue;
+      }
+      if (kind !== PayloadKind.Messages) continue;
+      for (const message of readRouting(entry.payload)) if (!this.committedAt.has(message.messageId)) this.committedAt.set(message.messageId, entry.index);
+    }
+  }
+
+  /** The index of the first committed entry that held `messageId`, if any was seen. */
+  committedIndexOf(messageId: string): number | undefined {
+    return this.committedAt.get(messageId);
   }
 
   // ---- reads ------------------------------------------------------------------------------
@@ -144,7 +193,7 @@ export class BrokerChecker {
       }
       if (watch.fifo) {
         // No later message of a queue while an earlier one is in flight and visible to nobody.
-        for (let earlier = 0; earlier < d.offset; earlier++) {
+        for (let earlier = d.queueFirstOffset ?? 0; earlier < d.offset; earlier++) {
           const other = this.flights.get(key(watch.group, watch.topic, d.queueId, earlier));
           if (other === undefined || other.deadlineMs === undefined || (other.ackedAt !== undefined && other.ackedAt < sentAt)) continue;
           if (at < other.deadlineMs - roundingMs) this.violate(`FIFO: ${where} delivered at ${at} while offset ${earlier} is in flight until ${other.deadlineMs}`);

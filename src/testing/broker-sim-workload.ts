@@ -102,6 +102,10 @@ export class BrokerWorkload {
   /** Set by verify(). */
   storedMessages = 0;
   deadLettered = 0;
+  /** Acknowledged messages retention released (with proof) before the final reads. */
+  releasedMessages = 0;
+  /** Released messages the watched groups never consumed, as the state counts them (groupProgress.expired). */
+  expiredMessages = 0;
 
   constructor(private readonly host: WorkloadHost, private readonly checker: BrokerChecker, private readonly random: Prng) {}
 
@@ -325,6 +329,7 @@ export class BrokerWorkload {
       }
       this.checker.onDeliveries(watch, sentAt, invisibleMs, deliveries.map((d) => ({
         queueId: d.queueId, offset: d.offset, messageId: d.message.messageId, attempt: d.attempt, invisibleUntilMs: d.invisibleUntilMs,
+        queueFirstOffset: outcome.via.state.queue(d.topic, d.queueId)?.minOffset ?? 0,
       })));
       await Promise.all(deliveries.map(async (d) => {
         const action = this.phase !== 'faults' ? 'ack' : this.random.pick(['ack', 'ack', 'ack', 'ack', 'nack', 'ignore']);
@@ -402,56 +407,105 @@ export class BrokerWorkload {
 
   // ---- the final reads and checks --------------------------------------------------------
 
-  /** Reads every queue of every topic from the leader and checks the whole history against it. */
+  /**
+   * Reads every queue of every topic from the leader and checks the whole history against it.
+   * With retention, a queue starts at its first offset: an acknowledged message below it is
+   * released, not lost, only if the committed-log watcher saw its entry committed below the
+   * first log index retention kept (the jepsen harness's rule); a consumer that never got it
+   * must have it counted as expired. Everything else missing is lost.
+   */
   async verify(): Promise<void> {
     const stored = new Map<string, { topic: string; queueId: number; offset: number; group: string }>();
     const contents = new Map<string, string>();
-    /** A queue's message ids by offset ([] when the topic does not exist: a DLQ nobody needed). */
-    const readQueue = async (topic: string, queueId: number): Promise<string[]> => {
-      const ids: string[] = [];
+    /**
+     * A queue's message ids by offset (none when the topic does not exist: a DLQ nobody
+     * needed). Reading from offset 0 starts at the queue's first offset; a DLQ also skips
+     * its references to released messages (DLQs are not in log order).
+     */
+    const readQueue = async (topic: string, queueId: number, dlq: boolean): Promise<Map<number, string>> => {
+      const ids = new Map<number, string>();
+      let next = 0;
       for (;;) {
-        const page = await this.until(`read ${topic}/${queueId}`, (e) => e.service.pull({ topic, queueId, offset: ids.length, batch: 64, filter: matchAll, pollMs: 0 }), 'TOPIC_NOT_FOUND');
+        const from = next;
+        const page = await this.until(`read ${topic}/${queueId}`, (e) => e.service.pull({ topic, queueId, offset: from, batch: 64, filter: matchAll, pollMs: 0 }), 'TOPIC_NOT_FOUND');
         if (page === undefined) return ids;
         for (const m of page.messages) {
-          if (m.offset !== ids.length) this.checker.violate(`final read of ${topic}/${queueId} skipped from ${ids.length} to ${m.offset}`);
-          ids.push(m.message.messageId);
+          if (m.offset < next || (m.offset > next && !dlq && ids.size > 0)) this.checker.violate(`final read of ${topic}/${queueId} went from offset ${next} to ${m.offset}`);
+          ids.set(m.offset, m.message.messageId);
+          next = m.offset + 1;
           this.checkBody('final read', m.message.messageId, m.message.body);
         }
-        if (page.messages.length === 0) return ids;
+        if (page.messages.length === 0 && page.nextOffset <= next) return ids;
+        next = Math.max(next, page.nextOffset);
       }
     };
-    for (const topic of [topics.orders.name, topics.fifo.name]) {
-      for (let queueId = 0; queueId < 2; queueId++) {
-        const ids = await readQueue(topic, queueId);
-        ids.forEach((id, offset) => {
-          const k = `${topic}/${queueId}/${offset}`;
-          contents.set(k, id);
-          const previous = stored.get(id);
-          if (previous !== undefined) this.checker.violate(`${id} stored twice: at ${previous.topic}/${previous.queueId}/${previous.offset} and ${k}`);
-          stored.set(id, { topic, queueId, offset, group: this.sent.get(id)?.input.messageGroup ?? '' });
-        });
+    const queueNames: [string, number][] = [];
+    for (const topic of [topics.orders.name, topics.fifo.name]) for (let queueId = 0; queueId < 2; queueId++) queueNames.push([topic, queueId]);
+    const firstRead = new Map<string, number>();
+    for (const [topic, queueId] of queueNames) {
+      const ids = await readQueue(topic, queueId, false);
+      for (const [offset, id] of ids) {
+        const k = `${topic}/${queueId}/${offset}`;
+        if (!firstRead.has(`${topic}/${queueId}`)) firstRead.set(`${topic}/${queueId}`, offset);
+        contents.set(k, id);
+        const previous = stored.get(id);
+        if (previous !== undefined) this.checker.violate(`${id} stored twice: at ${previous.topic}/${previous.queueId}/${previous.offset} and ${k}`);
+        stored.set(id, { topic, queueId, offset, group: this.sent.get(id)?.input.messageGroup ?? '' });
       }
     }
-    // Every acknowledged send is where its acknowledgement said; a message only ever failed definitely is nowhere.
+    // What retention released by the end, from the leader (nothing proposes retention any more).
+    const view = await this.until('retention view', async (e) => {
+      const firsts = new Map<string, number>();
+      for (const [topic, queueId] of queueNames) firsts.set(`${topic}/${queueId}`, await e.service.queryOffset(topic, queueId, 'BEGINNING', 0));
+      const expired = new Map<string, number>();
+      for (const watch of watchedGroups) {
+        for (const row of e.state.groupProgress(watch.group)) if (row.topic === watch.topic) expired.set(`${watch.group}/${row.topic}/${row.queueId}`, row.expired);
+      }
+      return { firsts, expired, retainedFrom: e.state.retainedFrom };
+    }) as { firsts: Map<string, number>; expired: Map<string, number>; retainedFrom: number };
+    const firstOf = (topic: string, queueId: number): number => view.firsts.get(`${topic}/${queueId}`) ?? 0;
+    for (const [topic, queueId] of queueNames) {
+      const read = firstRead.get(`${topic}/${queueId}`);
+      if (read !== undefined && read > firstOf(topic, queueId)) this.checker.violate(`final read of ${topic}/${queueId} started at offset ${read}, beyond its first offset ${firstOf(topic, queueId)}`);
+    }
+    const releaseProof = (id: string, topic: string, queueId: number, offset: number): string | undefined => {
+      if (offset >= firstOf(topic, queueId)) return `not below its queue's first offset ${firstOf(topic, queueId)}`;
+      const index = this.checker.committedIndexOf(id);
+      if (index === undefined) return 'below its queue\'s first offset, but no committed entry held it';
+      if (index >= view.retainedFrom) return `below its queue's first offset, but its entry ${index} is at or after the first retained index ${view.retainedFrom}`;
+      return undefined;
+    };
+    // Every acknowledged send is where its acknowledgement said, or released; a message only ever failed definitely is nowhere.
+    const released = new Map<string, { topic: string; queueId: number }>();
     for (const [id, message] of this.sent) {
       const at = stored.get(id);
       if (message.acked !== undefined) {
-        if (at === undefined) this.checker.violate(`acknowledged ${id} (${message.acked.queueId}/${message.acked.offset}) was lost`);
-        else if (at.queueId !== message.acked.queueId || at.offset !== message.acked.offset) this.checker.violate(`acknowledged ${id} at ${message.acked.queueId}/${message.acked.offset} is stored at ${at.queueId}/${at.offset}`);
+        if (at === undefined) {
+          const { queueId, offset } = message.acked;
+          const problem = releaseProof(id, message.input.topic, queueId, offset);
+          if (problem === undefined) released.set(id, { topic: message.input.topic, queueId });
+          else this.checker.violate(`acknowledged ${id} (${queueId}/${offset}) was lost (${problem})`);
+        } else if (at.queueId !== message.acked.queueId || at.offset !== message.acked.offset) this.checker.violate(`acknowledged ${id} at ${message.acked.queueId}/${message.acked.offset} is stored at ${at.queueId}/${at.offset}`);
       } else if (message.unknownAttempts === 0 && at !== undefined) {
         this.checker.violate(`${id} is stored although every send of it failed definitely`);
       }
     }
-    // Nothing was read that is not in the final, committed queues.
+    this.releasedMessages = released.size;
+    // Nothing was read that is not in the final, committed queues (or released from them).
     for (const [position, id] of this.checker.allReads()) {
       if (position.startsWith('%DLQ%')) continue;
       const final = contents.get(position);
-      if (final !== id) this.checker.violate(`a read returned ${id} at ${position}, which holds ${final ?? 'nothing'} in the end (an uncommitted message was delivered)`);
+      if (final === id) continue;
+      const [topic, queueId, offset] = position.split('/') as [string, string, string];
+      const acked = this.sent.get(id)?.acked;
+      if (final === undefined && stored.get(id) === undefined && (acked === undefined || `${topic}/${acked.queueId}/${acked.offset}` === position)
+        && releaseProof(id, topic, Number(queueId), Number(offset)) === undefined) continue;
+      this.checker.violate(`a read returned ${id} at ${position}, which holds ${final ?? 'nothing'} in the end (an uncommitted message was delivered)`);
     }
     // FIFO: each message group is stored in the order it was sent (sends of one group are sequential).
     const lastOfGroup = new Map<string, number>();
     for (let queueId = 0; queueId < 2; queueId++) {
-      for (let offset = 0; ; offset++) {
+      for (let offset = firstOf(topics.fifo.name, queueId); ; offset++) {
         const id = contents.get(`${topics.fifo.name}/${queueId}/${offset}`);
         if (id === undefined) break;
         const group = this.sent.get(id)?.input.messageGroup ?? '?';
@@ -461,9 +515,23 @@ export class BrokerWorkload {
         lastOfGroup.set(group, order);
       }
     }
+    /**
+     * A released message some group never consumed is counted as expired for that group and
+     * queue (groupProgress), at least once per such message and at most once per released offset.
+     */
+    const checkExpired = (watch: WatchedGroup, consumed: (id: string) => boolean): void => {
+      for (let queueId = 0; queueId < watch.queues; queueId++) {
+        let unconsumed = 0;
+        for (const [id, at] of released) if (at.topic === watch.topic && at.queueId === queueId && !consumed(id)) unconsumed++;
+        const expired = view.expired.get(`${watch.group}/${watch.topic}/${queueId}`) ?? 0;
+        this.expiredMessages += expired;
+        if (expired < unconsumed) this.checker.violate(`${watch.group}: ${unconsumed} acknowledged messages of ${watch.topic}/${queueId} were released before it consumed them, but only ${expired} are counted as expired`);
+        if (expired > firstOf(watch.topic, queueId)) this.checker.violate(`${watch.group}: ${expired} messages of ${watch.topic}/${queueId} counted as expired, more than the ${firstOf(watch.topic, queueId)} released`);
+      }
+    };
     // Every message reached every consumer: delivered to each pop group or dead-lettered there, pulled by the pull group.
     for (const watch of [popWatch, fifoWatch]) {
-      const dlqIds = await readQueue(dlqTopicOf(watch.group), 0);
+      const dlqIds = [...(await readQueue(dlqTopicOf(watch.group), 0, true)).values()];
       const dlq = new Set(dlqIds);
       this.deadLettered += dlq.size;
       if (dlqIds.length !== dlq.size) this.checker.violate(`${dlqTopicOf(watch.group)} holds a message twice`);
@@ -471,8 +539,10 @@ export class BrokerWorkload {
       for (const [id, at] of stored) {
         if (at.topic === watch.topic && !dlq.has(id) && !this.deliveredTo(watch.group).has(id)) this.checker.violate(`${id} was settled for ${watch.group} but never delivered to it`);
       }
+      checkExpired(watch, (id) => this.deliveredTo(watch.group).has(id));
     }
     this.storedMessages = stored.size;
     for (const [id, at] of stored) if (at.topic === topics.orders.name && !this.pulledIds.has(id)) this.checker.violate(`${id} was never pulled by ${groups.pull.name}`);
+    checkExpired(pullWatch, (id) => this.pulledIds.has(id));
   }
 }

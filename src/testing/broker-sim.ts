@@ -11,14 +11,17 @@
 import { BrokerService, defaultBrokerServiceOptions } from '../broker/broker-service.js';
 import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
 import { BrokerError } from '../broker/errors.js';
+import { RetentionService } from '../broker/retention-service.js';
+import type { RetentionSettings } from '../broker/core/retention.js';
 import { CommitLog } from '../commitlog/commit-log.js';
 import { FileSnapshotStore } from '../commitlog/snapshot-store.js';
 import { InvariantViolation } from '../util/assert.js';
 import type { ServiceClock } from '../util/clock.js';
-import { silentLogger, type Disposable, type LogStore, type StateMachine } from '../raft/node/ports.js';
+import { silentLogger, type Disposable, type LogStore, type SnapshotStore, type StateMachine } from '../raft/node/ports.js';
 import { RaftNode } from '../raft/node/raft-node.js';
 import type { HardState, Member, NodeId } from '../raft/types.js';
 import { BrokerChecker } from './broker-sim-checker.js';
+import { SimTransfers } from './broker-sim-transfer.js';
 import { applyOnAppend } from './broker-sim-unsafe.js';
 import { BrokerWorkload, watchedGroups, type BrokerEndpoint, type WorkloadStats } from './broker-sim-workload.js';
 import { Prng } from './prng.js';
@@ -34,6 +37,18 @@ export interface BrokerFaultProfile extends FaultProfile {
   transferWeight: number;
   /** Each node's wall clock is off by up to this much (the leader's stamps jump between leaders). */
   clockSkewMaxMs: number;
+  /** Retention's size limit, in segments of `segmentBytesMax` (0: none). */
+  retentionSegments: number;
+  /** Retention's age limit (72 h: none within a run). */
+  retentionMaxAgeMs: number;
+  retentionIntervalMs: number;
+  /**
+   * While faults run, the chance that a snapshot write is cut by a crash of its node, just
+   * before one of its next disk operations (at most one such crash per `targetedCrashGapMs`).
+   */
+  snapshotCrashProbability: number;
+  /** The same for a snapshot install on the receiving node (its store, then its log's reset). */
+  installCrashProbability: number;
 }
 
 export interface BrokerSimOptions {
@@ -59,6 +74,10 @@ export interface BrokerSimResult {
     readonly events: number;
     readonly simulatedMs: number;
     readonly messagesStored: number;
+    /** Acknowledged messages retention released (with proof) before the final reads. */
+    readonly messagesReleased: number;
+    /** Released messages the watched groups never consumed, counted as expired by the state. */
+    readonly messagesExpired: number;
     readonly deadLettered: number;
     readonly digestsCompared: number;
     readonly crashes: number;
@@ -68,7 +87,18 @@ export interface BrokerSimResult {
     readonly leaderChanges: number;
     readonly failStops: number;
     readonly snapshotsRestored: number;
-    readonly snapshotInstallsRefused: number;
+    readonly snapshotsInstalled: number;
+    readonly snapshotsSent: number;
+    readonly snapshotSendsFailed: number;
+    readonly peerReads: number;
+    readonly peerReadsFailed: number;
+    /** Crashes aimed at a snapshot write or install in progress. */
+    readonly snapshotWriteCrashes: number;
+    readonly installCrashes: number;
+    /** Times a node's log dropped segments (compaction below a snapshot). */
+    readonly compactions: number;
+    /** Retention entries that released more of the log (distinct retainedFrom values). */
+    readonly retentionReleases: number;
   };
   readonly profile: BrokerFaultProfile;
 }
@@ -83,12 +113,20 @@ interface Slot {
   node: RaftNode<ApplyResult> | undefined;
   machine: BrokerStateMachine | undefined;
   service: BrokerService | undefined;
+  commitLog: CommitLog | undefined;
+  snapshots: FileSnapshotStore | undefined;
+  retention: RetentionService | undefined;
   timers: Disposable[];
+  /** A targeted crash of this incarnation, just before its `opsLeft`-th disk operation from now. */
+  crashArm: { opsLeft: number; readonly why: 'snapshot write' | 'install'; readonly incarnation: number } | undefined;
 }
 
 const tickIntervalMs = 10;
 /** Wall time of simulated time 0 (entries carry wall-clock stamps). */
 const epochMs = 1_800_000_000_000;
+/** Targeted crashes (snapshot write, install) are at least this far apart. */
+const targetedCrashGapMs = 1_000;
+const noAgeLimitMs = 72 * 3_600_000;
 
 export function drawBrokerProfile(random: Prng): BrokerFaultProfile {
   return {
@@ -96,6 +134,28 @@ export function drawBrokerProfile(random: Prng): BrokerFaultProfile {
     membershipWeight: 0,
     transferWeight: random.int(0, 2),
     clockSkewMaxMs: random.pick([0, 50, 1_000]),
+    ...drawRetention(random.fork('retention')),
+  };
+}
+
+/** Retention knobs, from their own stream (the others stay what they were without retention). */
+function drawRetention(random: Prng): Pick<BrokerFaultProfile, 'retentionSegments' | 'retentionMaxAgeMs' | 'retentionIntervalMs' | 'snapshotCrashProbability' | 'installCrashProbability'> {
+  return {
+    retentionSegments: random.pick([0, 2, 4, 8]),
+    retentionMaxAgeMs: random.pick([noAgeLimitMs, 1_500, 4_000]),
+    retentionIntervalMs: random.pick([100, 500]),
+    snapshotCrashProbability: random.pick([0, 0.1, 0.5]),
+    installCrashProbability: random.pick([0, 0.5, 0.8]),
+  };
+}
+
+/** The profile's retention settings, or undefined when it keeps everything. */
+export function retentionSettingsOf(profile: BrokerFaultProfile): RetentionSettings | undefined {
+  if (profile.retentionSegments === 0 && profile.retentionMaxAgeMs >= noAgeLimitMs) return undefined;
+  return {
+    maxAgeMs: profile.retentionMaxAgeMs,
+    logBytesMax: profile.retentionSegments === 0 ? Infinity : profile.retentionSegments * profile.segmentBytesMax,
+    diskUsedRatioMax: 1,
   };
 }
 
@@ -110,14 +170,23 @@ export class BrokerSim {
   private readonly members: Member[];
   readonly profile: BrokerFaultProfile;
   private readonly trace: SimTrace;
+  private readonly transfers: SimTransfers;
+  private readonly targetRandom: Prng;
+  private readonly retention: RetentionSettings | undefined;
   private faultsActive = false;
-  private counts = { crashes: 0, partitions: 0, pauses: 0, transfers: 0, leaderChanges: 0, failStops: 0, snapshotsRestored: 0, snapshotInstallsRefused: 0 };
+  private nextTargetedCrashMs = 0;
+  private counts = {
+    crashes: 0, partitions: 0, pauses: 0, transfers: 0, leaderChanges: 0, failStops: 0, snapshotsRestored: 0, snapshotsInstalled: 0,
+    snapshotWriteCrashes: 0, installCrashes: 0, compactions: 0,
+  };
 
   constructor(private readonly options: BrokerSimOptions) {
     this.trace = new SimTrace(options.keepTrace === true);
     this.random = new Prng(options.seed);
     this.nemesisRandom = this.random.fork('nemesis');
     this.profile = { ...drawBrokerProfile(this.random.fork('profile')), ...options.profile };
+    this.retention = retentionSettingsOf(this.profile);
+    this.targetRandom = this.random.fork('targeted-crash');
     const trace = (line: string): void => this.addTrace(line);
     this.network = new SimNetwork(this.scheduler, this.random.fork('network'), trace);
     this.network.faults = { dropProbability: this.profile.dropProbability, duplicateProbability: this.profile.duplicateProbability, delayMinMs: 1, delayMaxMs: this.profile.delayMaxMs };
@@ -132,11 +201,22 @@ export class BrokerSim {
     const diskRandom = this.random.fork('disk');
     const skewRandom = this.random.fork('skew');
     for (const member of this.members) {
-      const disk = new SimDisk(diskRandom.fork(member.id), () => this.scheduler.sleep(diskRandom.float() * this.profile.diskLatencyMaxMs));
+      const disk = new SimDisk(diskRandom.fork(member.id), () => {
+        this.onDiskOperation(member.id);
+        return this.scheduler.sleep(diskRandom.float() * this.profile.diskLatencyMaxMs);
+      });
       disk.syncFailureProbability = this.profile.fsyncFailureProbability;
       const skewMs = skewRandom.int(-this.profile.clockSkewMaxMs, this.profile.clockSkewMaxMs);
-      this.slots.push({ id: member.id, disk, skewMs, durableHardState: undefined, incarnation: 0, alive: false, node: undefined, machine: undefined, service: undefined, timers: [] });
+      this.slots.push({
+        id: member.id, disk, skewMs, durableHardState: undefined, incarnation: 0, alive: false, node: undefined, machine: undefined, service: undefined,
+        commitLog: undefined, snapshots: undefined, retention: undefined, timers: [], crashArm: undefined,
+      });
     }
+    this.transfers = new SimTransfers({
+      scheduler: this.scheduler, network: this.network, slots: this.slots, trace,
+      onInstallStart: (to) => this.maybeArmCrash(to as Slot, 'install', 40),
+      onInstallFailed: (to) => this.disarm(to as Slot),
+    }, this.random.fork('transfers'));
   }
 
   async run(): Promise<BrokerSimResult> {
@@ -189,6 +269,8 @@ export class BrokerSim {
       return;
     }
     this.workload.phase = 'done';
+    // The final reads see a state that no longer moves: retention stops proposing.
+    for (const slot of this.slots) slot.retention?.close();
     let verified = false;
     this.workload.verify().then(
       () => { verified = true; },
@@ -243,6 +325,8 @@ export class BrokerSim {
       const snapshots = await FileSnapshotStore.open({ fs, dir: '/data/snapshots' });
       if (!isCurrent()) return;
       if (report.tornTail !== undefined) this.addTrace(`${slot.id} recovery cut torn tail: ${report.tornTail.bytesDropped} bytes`);
+      slot.commitLog = commitLog;
+      slot.snapshots = snapshots;
       const machine = new BrokerStateMachine();
       let restoring = true;
       machine.onApplied(() => {
@@ -250,9 +334,26 @@ export class BrokerSim {
         if (restoring) this.counts.snapshotsRestored++;
         this.checker.onApplied(slot.id, incarnation, machine.lastAppliedIndex, machine.state);
       });
-      let log: LogStore = commitLog;
+      let log: LogStore = this.countingCompactions(commitLog, isCurrent);
       let stateMachine: StateMachine<ApplyResult> = machine;
-      if (this.options.unsafe?.applyBeforeCommit === true) ({ log, stateMachine } = applyOnAppend(commitLog, machine));
+      if (this.options.unsafe?.applyBeforeCommit === true) ({ log, stateMachine } = applyOnAppend(log, machine));
+      const inner = stateMachine;
+      // What Raft commits, as a committed-log watcher sees it; installs counted.
+      const observed: StateMachine<ApplyResult> = {
+        apply: (entries) => {
+          this.checker.onCommitted(entries);
+          return inner.apply(entries);
+        },
+        snapshot: () => inner.snapshot(),
+        restore: (data, meta) => {
+          inner.restore(data, meta);
+          if (restoring || !isCurrent()) return;
+          this.counts.snapshotsInstalled++;
+          this.disarm(slot);
+          this.addTrace(`${slot.id} installed snapshot ${meta.index}/t${meta.term}`);
+        },
+        firstNeededIndex: () => inner.firstNeededIndex(),
+      };
       const node = await RaftNode.start<ApplyResult>({
         groupId: 'sim-broker',
         core: {
@@ -260,19 +361,13 @@ export class BrokerSim {
           appendEntriesMax: this.profile.appendEntriesMax, appendBytesMax: 64 * 1024, inflightAppendsMax: 8, uncommittedEntriesMax: 4096,
         },
         bootstrapMembers: this.members,
-        log, stable, stateMachine, snapshots, snapshotEveryEntries: this.profile.snapshotEveryEntries, snapshotCatchUpEntries: 64,
+        log, stable, stateMachine: observed, snapshots: this.crashingSnapshotWrites(slot, incarnation, snapshots),
+        snapshotEveryEntries: this.profile.snapshotEveryEntries, snapshotCatchUpEntries: 64,
         transport: {
           send: (message) => {
             if (!isCurrent()) return;
-            if (message.type === 'install-snapshot') {
-              // The broker never releases its log (firstNeededIndex is 1 without retention), so
-              // a follower never falls behind the first entry; were it to, it is reported here.
-              this.counts.snapshotInstallsRefused++;
-              this.addTrace(`${message.from}->${message.to} install-snapshot refused (not simulated)`);
-              slot.node?.reportSnapshot(message.to, false);
-              return;
-            }
-            this.network.send(message);
+            if (message.type === 'install-snapshot') this.transfers.streamSnapshot(slot, incarnation, message);
+            else this.network.send(message);
           },
         },
         clock,
@@ -298,19 +393,29 @@ export class BrokerSim {
         await node.close();
         return;
       }
-      const service = new BrokerService({ ...defaultBrokerServiceOptions, brokerGroup: 'sim-broker', readReadyWaitMs: 1_000 }, {
-        propose: (payload) => node.propose(payload),
+      const raft = {
+        propose: (payload: Uint8Array) => node.propose(payload),
         get role() { return node.role; },
         get term() { return node.term; },
         leaderAddress: () => node.leaderId,
-      }, machine, {
+      };
+      const service = new BrokerService({ ...defaultBrokerServiceOptions, brokerGroup: 'sim-broker', readReadyWaitMs: 1_000 }, raft, machine, {
+        // As broker-node.ts: entries before this node's log (it was restored by InstallSnapshot) come from a peer.
         payloadAt: async (index) => {
+          if (index < commitLog.firstIndex) return this.transfers.peerPayload(slot, index);
           const [entry] = await commitLog.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
-          if (entry === undefined) throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is missing`);
+          if (entry === undefined) throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is missing (deleted by retention?)`);
           return entry.payload;
         },
       }, clock);
       service.start(500);
+      if (this.retention !== undefined) {
+        slot.retention = new RetentionService({
+          settings: this.retention, intervalMs: this.profile.retentionIntervalMs, raft, machine,
+          segments: () => commitLog.segments(), diskUsedRatio: () => Promise.resolve(undefined), clock, logger: silentLogger,
+        });
+        slot.retention.start();
+      }
       slot.node = node;
       slot.machine = machine;
       slot.service = service;
@@ -341,14 +446,87 @@ export class BrokerSim {
     slot.incarnation++;
     this.network.attach(slot.id, undefined);
     for (const timer of slot.timers.splice(0)) timer.dispose();
-    const { node, service } = slot;
+    const { node, service, retention } = slot;
     slot.node = undefined;
     slot.machine = undefined;
     slot.service = undefined;
+    slot.commitLog = undefined;
+    slot.snapshots = undefined;
+    slot.retention = undefined;
+    slot.crashArm = undefined;
+    retention?.close();
     if (loseUnsynced) slot.disk.crash({ keepSomeUnsynced: this.profile.keepSomeUnsynced, tear: this.profile.tornWrites });
     // Queued sends were never proposed (definite); proposals in the log end unknown.
     service?.close();
     if (node !== undefined) void node.close();
+  }
+
+  /** The log as Raft sees it, counting compactions (deletePrefix calls that dropped segments). */
+  private countingCompactions(log: CommitLog, isCurrent: () => boolean): LogStore {
+    const counts = this.counts;
+    return new Proxy(log, {
+      get(target, property) {
+        if (property === 'deletePrefix') {
+          return async (throughIndex: number) => {
+            const before = target.firstIndex;
+            const first = await target.deletePrefix(throughIndex);
+            if (first > before && isCurrent()) counts.compactions++;
+            return first;
+          };
+        }
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+  }
+
+  /** The snapshot store as Raft sees it: a write may be cut by a targeted crash. */
+  private crashingSnapshotWrites(slot: Slot, incarnation: number, store: FileSnapshotStore): SnapshotStore {
+    return {
+      loadNewest: () => store.loadNewest(),
+      save: (meta, data) => {
+        const armed = this.maybeArmCrash(slot, 'snapshot write', 8);
+        const saving = store.save(meta, data);
+        if (armed) {
+          const done = (): void => { if (slot.incarnation === incarnation) this.disarm(slot); };
+          saving.then(done, done);
+        }
+        return saving;
+      },
+      newest: () => store.newest(),
+      readFileChunk: (snapshot, offset, length) => store.readFileChunk(snapshot, offset, length),
+      receive: (meta, fileBytes) => store.receive(meta, fileBytes),
+    };
+  }
+
+  /**
+   * While faults run, now and then: crash `slot` just before one of its next `opsMax` disk
+   * operations (the snapshot write or install it is starting is then likely cut short).
+   */
+  private maybeArmCrash(slot: Slot, why: 'snapshot write' | 'install', opsMax: number): boolean {
+    if (!this.faultsActive || !slot.alive || slot.crashArm !== undefined || this.scheduler.nowMs < this.nextTargetedCrashMs) return false;
+    if (!this.targetRandom.chance(why === 'install' ? this.profile.installCrashProbability : this.profile.snapshotCrashProbability)) return false;
+    this.nextTargetedCrashMs = this.scheduler.nowMs + targetedCrashGapMs;
+    slot.crashArm = { opsLeft: this.targetRandom.int(1, opsMax), why, incarnation: slot.incarnation };
+    return true;
+  }
+
+  private disarm(slot: Slot): void {
+    slot.crashArm = undefined;
+  }
+
+  /** Before each disk operation of `id`'s disk: an armed crash goes off on its count. */
+  private onDiskOperation(id: NodeId): void {
+    const slot = this.slots.find((s) => s.id === id);
+    const arm = slot?.crashArm;
+    if (slot === undefined || arm === undefined || --arm.opsLeft > 0) return;
+    slot.crashArm = undefined;
+    if (!this.faultsActive || !slot.alive || slot.incarnation !== arm.incarnation) return;
+    // Synchronously, so the operation about to run fails (its mount is gone) and none after it runs.
+    if (arm.why === 'install') this.counts.installCrashes++;
+    else this.counts.snapshotWriteCrashes++;
+    this.crash(slot, `during a ${arm.why}`);
+    this.scheduler.after(this.targetRandom.int(0, this.profile.restartDelayMaxMs), () => { if (!slot.alive && this.faultsActive) this.startNode(slot); });
   }
 
   private failStop(slot: Slot, what: string): void {
@@ -438,9 +616,13 @@ export class BrokerSim {
         events: this.scheduler.eventsRun,
         simulatedMs: this.scheduler.nowMs,
         messagesStored: this.workload.storedMessages,
+        messagesReleased: this.workload.releasedMessages,
+        messagesExpired: this.workload.expiredMessages,
         deadLettered: this.workload.deadLettered,
         digestsCompared: this.checker.digestsCompared,
         ...this.counts,
+        ...this.transfers.stats,
+        retentionReleases: this.checker.retentionReleases,
       },
       profile: this.profile,
     };

@@ -2,7 +2,9 @@
  * The real broker (BrokerStateMachine + BrokerService on RaftNodes over CommitLog/SimDisk) in
  * the simulator: a fixed set of seeds passes, a seed replays to the same trace, and a broker
  * that applies entries before they are committed is caught — by the full checker and by the
- * client-visible checks alone.
+ * client-visible checks alone. Some seeds' profiles run retention with tiny limits, so logs are
+ * compacted and lagging or crashed followers are sent snapshots; the seeds together must
+ * really do that (it would go unnoticed if it silently stopped).
  */
 import { describe, expect, it } from 'vitest';
 import { runBrokerSimulation, type BrokerSimResult } from '../../src/testing/broker-sim.js';
@@ -12,8 +14,14 @@ function summary(result: BrokerSimResult): string {
   return `seed ${result.seed} ${result.traceHash}: ${s.sendsAcked} acked (${s.sendsUnknown} unknown, ${s.sendsDefinite} definite failures), ${s.messagesStored} stored, `
     + `${s.deliveries} deliveries, ${s.acks} acks, ${s.nacks} nacks, ${s.deadLettered} dead-lettered, ${s.pulled} pulled, ${s.offsetCommits} offset commits; `
     + `${s.crashes} crashes, ${s.partitions} partitions, ${s.pauses} pauses, ${s.transfers} transfers, ${s.leaderChanges} leaders, ${s.failStops} fail-stops, ${s.snapshotsRestored} snapshot restores; `
+    + `${s.retentionReleases} retention releases, ${s.compactions} compactions, ${s.messagesReleased} acknowledged messages released (${s.messagesExpired} counted expired), `
+    + `${s.snapshotsInstalled} snapshots installed (${s.snapshotsSent} sent, ${s.snapshotSendsFailed} failed), ${s.peerReads} peer reads (${s.peerReadsFailed} failed), `
+    + `${s.snapshotWriteCrashes} crashes in a snapshot write, ${s.installCrashes} in an install; `
     + `${s.digestsCompared} digests compared, ${Math.round(s.simulatedMs)} ms simulated`;
 }
+
+const seeds = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+const results = new Map<number, BrokerSimResult>();
 
 async function firstCatch(seedsMax: number, blackBoxOnly: boolean): Promise<{ seed: number; violation: string } | undefined> {
   for (let seed = 1; seed <= seedsMax; seed++) {
@@ -25,17 +33,31 @@ async function firstCatch(seedsMax: number, blackBoxOnly: boolean): Promise<{ se
 }
 
 describe('broker simulation', () => {
-  it.each([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])('seed %i keeps every broker promise under faults', async (seed) => {
+  it.each(seeds)('seed %i keeps every broker promise under faults', async (seed) => {
     const result = await runBrokerSimulation({ seed });
+    results.set(seed, result);
     console.log(summary(result));
     expect(result.violations).toEqual([]);
     // Not vacuous: the workload ran, and the final reads and digest checks saw it.
     expect(result.stats.sendsAcked).toBeGreaterThan(50);
-    expect(result.stats.messagesStored).toBeGreaterThanOrEqual(result.stats.sendsAcked);
+    expect(result.stats.messagesStored + result.stats.messagesReleased).toBeGreaterThanOrEqual(result.stats.sendsAcked);
     expect(result.stats.deliveries).toBeGreaterThan(0);
     expect(result.stats.pulled).toBeGreaterThan(0);
     expect(result.stats.digestsCompared).toBeGreaterThan(100);
     expect(result.stats.crashes + result.stats.partitions + result.stats.transfers).toBeGreaterThan(0);
+  });
+
+  it('compacts logs under retention and installs snapshots on some of those seeds', async () => {
+    for (const seed of seeds) if (!results.has(seed)) results.set(seed, await runBrokerSimulation({ seed }));
+    const sum = (stat: 'snapshotsInstalled' | 'compactions' | 'retentionReleases' | 'messagesReleased'): number => {
+      let total = 0;
+      for (const result of results.values()) total += result.stats[stat];
+      return total;
+    };
+    expect(sum('retentionReleases')).toBeGreaterThan(0);
+    expect(sum('compactions')).toBeGreaterThan(0);
+    expect(sum('messagesReleased')).toBeGreaterThan(0);
+    expect(sum('snapshotsInstalled')).toBeGreaterThan(0);
   });
 
   it('replays a seed to the same trace', async () => {
