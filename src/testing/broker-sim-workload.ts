@@ -125,8 +125,13 @@ export class BrokerWorkload {
   }
 
   start(): void {
-    this.running.push(this.ordersProducer(), this.popConsumer(popWatch), this.popConsumer(fifoWatch), this.pullConsumer());
-    for (let g = 0; g < 3; g++) this.running.push(this.fifoProducer(`k${g}`));
+    const clients: [string, Promise<void>][] = [
+      ['orders producer', this.ordersProducer()], [`${popWatch.group} consumer`, this.popConsumer(popWatch)],
+      [`${fifoWatch.group} consumer`, this.popConsumer(fifoWatch)], ['pull consumer', this.pullConsumer()],
+    ];
+    for (let g = 0; g < 3; g++) clients.push([`fifo producer k${g}`, this.fifoProducer(`k${g}`)]);
+    // A client that throws is a bug of the simulator (or a broker answer it cannot handle): say so.
+    for (const [name, running] of clients) this.running.push(running.catch((error: unknown) => this.checker.violate(`${name} stopped: ${(error as Error).stack ?? String(error)}`)));
   }
 
   /** True once every wanted message is acknowledged, consumed by every group and every node's view agrees. */
@@ -254,8 +259,9 @@ export class BrokerWorkload {
 
   private async ordersProducer(): Promise<void> {
     const inFlight = new Set<Promise<void>>();
+    const unacknowledged = (): SentMessage[] => [...this.sent.values()].filter((m) => m.input.topic === topics.orders.name && m.acked === undefined && !m.abandoned);
     while (this.phase !== 'done') {
-      const wanted = [...this.sent.values()].filter((m) => m.input.topic === topics.orders.name && m.acked === undefined && !m.abandoned);
+      const wanted = unacknowledged();
       if (inFlight.size < 3) {
         const retry = wanted.filter((m) => !this.sending.has(m)).slice(0, this.random.int(1, 3));
         const batch = retry.length > 0 && (this.phase === 'drain' || this.random.chance(0.5)) ? retry
@@ -266,7 +272,8 @@ export class BrokerWorkload {
         }
       }
       await this.pause([5, 60], 30);
-      if (this.phase === 'drain' && wanted.length === 0 && inFlight.size === 0) break;
+      // Looked at again: messages created just before the drain began (their send failed meanwhile) are wanted too.
+      if (this.phase === 'drain' && inFlight.size === 0 && unacknowledged().length === 0) break;
     }
     await Promise.all(inFlight);
   }
