@@ -1,5 +1,7 @@
 /**
- * The leader-only retention service: on an interval, asks the pure policy (core/retention.ts)
+ * The leader-only retention service: on an interval, and as soon as the log has a new
+ * segment (a fast producer fills one in seconds; waiting for the next tick would let the log
+ * outgrow its limit by the writes of a whole interval), asks the pure policy (core/retention.ts)
  * how much of the log may go, judged on this leader's segments, disk and applied state, and
  * proposes it as a `retention` entry. Applying that entry on every node drops the consume-queue
  * entries it covers (consumers behind move up) and lets each node delete its segments once a
@@ -28,7 +30,9 @@ export interface RetentionServiceOptions {
 
 export class RetentionService {
   private timer: Disposable | undefined;
+  private stopWatching: (() => void) | undefined;
   private running = false;
+  private segmentCount = 0;
 
   constructor(private readonly options: RetentionServiceOptions) {
     const problem = retentionSettingsProblem(options.settings);
@@ -36,18 +40,28 @@ export class RetentionService {
   }
 
   start(): void {
-    this.timer = this.options.clock.every(this.options.intervalMs, () => {
-      if (this.running) return;
-      this.running = true;
-      this.runOnce().catch((error: unknown) => {
-        // Not leader any more, or the proposal's outcome is unknown: the next round retries.
-        this.options.logger.debug({ err: error }, 'retention round did not complete');
-      }).finally(() => { this.running = false; });
+    this.timer = this.options.clock.every(this.options.intervalMs, () => this.round());
+    this.stopWatching = this.options.machine.onApplied(() => {
+      if (this.options.raft.role !== 'leader') return;
+      const count = this.options.segments().length;
+      if (count === this.segmentCount) return;
+      this.segmentCount = count;
+      this.round();
     });
   }
 
   close(): void {
     this.timer?.dispose();
+    this.stopWatching?.();
+  }
+
+  private round(): void {
+    if (this.running) return;
+    this.running = true;
+    this.runOnce().catch((error: unknown) => {
+      // Not leader any more, or the proposal's outcome is unknown: the next round retries.
+      this.options.logger.debug({ err: error }, 'retention round did not complete');
+    }).finally(() => { this.running = false; });
   }
 
   /** One round; returns the index released (0: nothing). */
