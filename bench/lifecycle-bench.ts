@@ -11,7 +11,8 @@
  *               (`first_send_s`) and the moment all three have applied the old commit index
  *               (`all_serving_s`). `startup` breaks the follower's restart down by the times of
  *               its own log lines, in seconds after the spawn: `recovered` ('commitlog recovered':
- *               process start, data dir claim and the commitlog's scan of every segment),
+ *               process start, data dir claim and the commitlog's open: sealed segments from
+ *               their index files, a scan of the open one),
  *               `restored` ('state restored from snapshot': LevelDB, snapshot load and decode),
  *               `listening` (gRPC bound), `became` (first 'became …' line naming a leader: it
  *               heard from one, or won);
@@ -23,10 +24,10 @@
  *               broker's defaults: a node writes a snapshot as soon as one would let it delete a
  *               segment); 3× the limit produced, every node's data dir sampled every second.
  *               `--retention-bytes` limits the log's segments (the newest segment, being
- *               written, never goes; the leader's retention service judges every 10 s and each
+ *               written, never goes; the leader's retention service judges every 10 s and at each new segment, and each
  *               node deletes once a snapshot covers the cut, keeping a catch-up window of
  *               entries), so the largest log sample (`log_mb`) is held to about `limit_mb` +
- *               `segment_mb` + 10 s of writes; `data_mb` adds snapshots and metadata.
+ *               `segment_mb`; `data_mb` adds snapshots, queue files and metadata.
  * - `install`   the same flags; a follower is stopped and its data dir deleted, 3× the limit is
  *               produced so the others compact (`leader_first_index` > 1), then it is restarted
  *               empty: `install_s` until it serves (`installed` says whether its log shows an

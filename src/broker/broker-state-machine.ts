@@ -12,7 +12,7 @@ import { InvariantViolation } from '../util/assert.js';
 import { EntryKind, type Entry } from '../raft/types.js';
 import type { SnapshotMeta, StateMachine } from '../raft/node/ports.js';
 import { BrokerState, defaultBrokerStateLimits, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type SendOutcome } from './core/broker-state.js';
-import { memoryQueueRecordStore, type QueueRecordStore } from './core/consume-queue.js';
+import { memoryQueueRecordStore, QueueRecordsError, type QueueRecordStore } from './core/consume-queue.js';
 import { snapshotHasRecords } from './core/state-snapshot.js';
 import { PayloadKind, readCommand, readHeader, readRouting } from './core/entry-codec.js';
 
@@ -120,8 +120,9 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
       }
       return { kind: 'malformed', message: `unknown broker payload kind ${String(header.kind)}` };
     } catch (error) {
-      // A bug, not bad input: the node must stop rather than continue in a wrong state.
-      if (error instanceof InvariantViolation) throw error;
+      // A bug, not bad input, or a queue file that could not be written or read: the node
+      // must stop rather than continue in a state the other nodes do not have.
+      if (error instanceof InvariantViolation || error instanceof QueueRecordsError) throw error;
       return { kind: 'malformed', message: `entry ${entry.index} could not be applied: ${(error as Error).message}` };
     }
   }

@@ -5,6 +5,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BrokerState, type BrokerStateLimits } from '../broker/core/broker-state.js';
 import { QueueRecordsError } from '../broker/core/consume-queue.js';
 import { defaultTopicConfig } from '../broker/core/names.js';
+import { BrokerStateMachine } from '../broker/broker-state-machine.js';
+import { encodeCommand, encodeMessages } from '../broker/core/entry-codec.js';
+import { EntryKind } from '../raft/types.js';
 import { QueueFileStore, queueDirName } from './consume-queue-files.js';
 
 const limits: BrokerStateLimits = { dedupWindowMs: 60_000, dedupEntriesMax: 100_000 };
@@ -165,6 +168,20 @@ describe('consume queues in files', () => {
     expect(() => BrokerState.restore(snapshot, limits, storeIn('m'))).toThrow(new RegExp(`${last} holds 240 bytes; the snapshot needs \\d+ .*raftmq repair`));
     fs.rmSync(path.join(dir, last));
     expect(() => BrokerState.restore(snapshot, limits, storeIn('m'))).toThrow(new RegExp(`${last} is missing`));
+  });
+
+  it('stops apply with a QueueRecordsError when a queue file cannot be written (never a result that lets this node differ)', () => {
+    const dir = path.join(root, 'blocked');
+    fs.writeFileSync(dir, 'not a directory');
+    const machine = new BrokerStateMachine(limits, new QueueFileStore({ dir, recordsPerFile }));
+    const entry = (index: number, payload: Uint8Array) => ({ index, term: 1, kind: EntryKind.normal, payload });
+    machine.apply([entry(1, encodeCommand({ timeMs: 1 }, { op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 } }))]);
+    const messages = Array.from({ length: 1_100 }, (_, i) => ({
+      topic: 't', messageId: `m${i}`, tag: '', keys: [], messageGroup: '', queueId: -1, bornTimestamp: 1, bornHost: 'h', properties: {}, body: new Uint8Array(1),
+    }));
+    const apply = (): unknown => machine.apply([entry(2, encodeMessages({ timeMs: 2 }, messages))]);
+    expect(apply).toThrow(QueueRecordsError);
+    expect(apply).toThrow(/blocked\/t@1-0\/0+\.cq: ENOTDIR/);
   });
 
   it('a state whose queues are in memory refuses a positions-only snapshot', () => {

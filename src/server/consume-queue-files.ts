@@ -58,6 +58,14 @@ function listDir(dir: string): string[] {
   }
 }
 
+/**
+ * Every failure of this store reaches apply as a QueueRecordsError, which stops the node: a
+ * record not written on one node only would make its state differ from the others'.
+ */
+function failure(what: string, error: unknown): QueueRecordsError {
+  return error instanceof QueueRecordsError ? error : new QueueRecordsError(`${what}: ${(error as Error).message}`, { cause: error });
+}
+
 function syncDir(dir: string): void {
   const fd = fs.openSync(dir, 'r');
   try {
@@ -119,6 +127,14 @@ export class QueueFileStore implements QueueRecordStore {
   }
 
   sync(live: readonly QueueIdentity[]): void {
+    try {
+      this.syncLive(live);
+    } catch (error) {
+      throw failure(`syncing the queue files in ${this.options.dir}`, error);
+    }
+  }
+
+  private syncLive(live: readonly QueueIdentity[]): void {
     const liveNames = new Set(live.map(queueDirName));
     for (const [name, records] of this.open_) {
       if (liveNames.has(name)) {
@@ -340,6 +356,8 @@ class FileQueueRecords implements QueueRecords {
     let read: number;
     try {
       read = fs.readSync(fd, block, 0, blockBytes, position);
+    } catch (error) {
+      throw failure(`reading ${this.pathOf(file)} at byte ${position}`, error);
     } finally {
       if (this.readOnly) fs.closeSync(fd);
     }
@@ -357,7 +375,11 @@ class FileQueueRecords implements QueueRecords {
     const bytes = (this.next - this.tailStart) * queueRecordBytes;
     let written = 0;
     const fd = this.fd(file, true);
-    while (written < bytes) written += fs.writeSync(fd, tail, written, bytes - written, position + written);
+    try {
+      while (written < bytes) written += fs.writeSync(fd, tail, written, bytes - written, position + written);
+    } catch (error) {
+      throw failure(`writing ${this.pathOf(file)} at byte ${position + written}`, error);
+    }
     this.dirtyFiles.add(file);
   }
 
@@ -412,13 +434,17 @@ class FileQueueRecords implements QueueRecords {
       if (!create || (error as NodeJS.ErrnoException).code !== 'ENOENT') {
         throw new QueueRecordsError(`cannot open ${filePath}: ${(error as Error).message}`);
       }
-      if (!fs.existsSync(this.dir)) {
-        // Made durable at the next sync: the store's directory in the data directory, the queue's in the store's.
-        if (!fs.existsSync(path.dirname(this.dir))) this.store.pendingDirSyncs.add(path.dirname(path.dirname(this.dir)));
-        fs.mkdirSync(this.dir, { recursive: true });
-        this.dirCreated = true;
+      try {
+        if (!fs.existsSync(this.dir)) {
+          // Made durable at the next sync: the store's directory in the data directory, the queue's in the store's.
+          if (!fs.existsSync(path.dirname(this.dir))) this.store.pendingDirSyncs.add(path.dirname(path.dirname(this.dir)));
+          fs.mkdirSync(this.dir, { recursive: true });
+          this.dirCreated = true;
+        }
+        fd = fs.openSync(filePath, 'w+');
+      } catch (createError) {
+        throw failure(`creating ${filePath}`, createError);
       }
-      fd = fs.openSync(filePath, 'w+');
       this.createdFiles = true;
     }
     this.fds.set(file, fd);
