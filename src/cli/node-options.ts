@@ -74,7 +74,7 @@ export function raftNodeConfig(options: RaftNodeOptions): RaftGroupNodeConfig {
  * applied, a line describing the loss is appended to <data>/power-failures.jsonl for the
  * harness, and the process dies by SIGKILL without running anything else.
  */
-export function powerFailOnSignal<R>(node: RaftGroupNode<R>): void {
+export function powerFailOnSignal<R>(node: RaftGroupNode<R>, alsoCut?: (randomInt: (maxExclusive: number) => number) => object): void {
   const disk = node.powerLoss;
   if (disk === undefined) return;
   process.once('SIGUSR2', () => {
@@ -85,7 +85,7 @@ export function powerFailOnSignal<R>(node: RaftGroupNode<R>): void {
         setImmediate(cut);
         return;
       }
-      const report = disk.powerFail((max) => randomInt(max));
+      const report = { ...disk.powerFail((max) => randomInt(max)), ...alsoCut?.((max) => randomInt(max)) };
       appendFileSync(path.join(node.config.dataDir, 'power-failures.jsonl'), `${JSON.stringify({ ...report, nodeId: node.config.nodeId, atMs: Date.now() })}\n`);
       process.kill(process.pid, 'SIGKILL');
     };

@@ -59,7 +59,8 @@ export class BrokerNode {
     private readonly forwarder: Forwarder,
     private readonly retention: RetentionService,
     private readonly peers: RaftNodeClient,
-    private readonly queueFiles: QueueFileStore,
+    /** Exposed for the power-loss test mode's cut (powerFail); nothing else touches it. */
+    readonly queueFiles: QueueFileStore,
   ) {}
 
   static async start(config: BrokerNodeConfig, onFatal: (error: Error) => void): Promise<BrokerNode> {
@@ -69,7 +70,7 @@ export class BrokerNode {
     const retentionProblem = retentionSettingsProblem(config.retention);
     if (retentionProblem !== undefined) throw new Error(retentionProblem);
     // Consume-queue records in files, so memory does not grow with the retained messages.
-    const queueFiles = new QueueFileStore({ dir: path.join(config.dataDir, 'queues') });
+    const queueFiles = new QueueFileStore({ dir: path.join(config.dataDir, 'queues'), powerLossTestMode: config.powerLossTestMode });
     const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles);
     const forwarder = new Forwarder(config.holdMs);
     // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BrokerState, type BrokerStateLimits } from '../broker/core/broker-state.js';
-import { QueueRecordsError } from '../broker/core/consume-queue.js';
+import { QueueRecordsError, type QueueRecordStore } from '../broker/core/consume-queue.js';
 import { defaultTopicConfig } from '../broker/core/names.js';
 import { BrokerStateMachine } from '../broker/broker-state-machine.js';
 import { encodeCommand, encodeMessages } from '../broker/core/entry-codec.js';
@@ -182,6 +182,34 @@ describe('consume queues in files', () => {
     const apply = (): unknown => machine.apply([entry(2, encodeMessages({ timeMs: 2 }, messages))]);
     expect(apply).toThrow(QueueRecordsError);
     expect(apply).toThrow(/blocked\/t@1-0\/0+\.cq: ENOTDIR/);
+  });
+
+  describe('power cuts (power-loss test mode: unsynced writes cut back)', () => {
+    const cutAfterSnapshot = (store: (files: QueueFileStore) => QueueRecordStore) => {
+      const files = new QueueFileStore({ dir: path.join(root, 'p'), recordsPerFile, cacheBlocks: 4, powerLossTestMode: true });
+      const reference = new BrokerState(limits);
+      const live = new BrokerState(limits, store(files));
+      const history = new History([reference, live]);
+      history.send(5_001);
+      const snapshot = live.snapshot();
+      const atSnapshot = BrokerState.restore(reference.snapshot(), limits);
+      history.send(3_000); // flushed blocks reach the files, unsynced
+      const report = files.powerFail(() => 0); // none of it survives
+      files.close();
+      return { snapshot, atSnapshot, report };
+    };
+
+    it('lose only what the snapshot does not count: it restores to the state that took it', () => {
+      const { snapshot, atSnapshot, report } = cutAfterSnapshot((files) => files);
+      expect(report.queueBytesDiscarded).toBeGreaterThan(0);
+      const restored = BrokerState.restore(snapshot, limits, new QueueFileStore({ dir: path.join(root, 'p'), recordsPerFile }));
+      expect(restored.digest()).toBe(atSnapshot.digest());
+    });
+
+    it('negative control: without the sync before a snapshot, the cut takes records it counts and the restore refuses', () => {
+      const { snapshot } = cutAfterSnapshot((files) => ({ recordsDurable: true, open: (q, from, to) => files.open(q, from, to), sync: () => {}, reader: () => files.reader() }));
+      expect(() => BrokerState.restore(snapshot, limits, new QueueFileStore({ dir: path.join(root, 'p'), recordsPerFile }))).toThrow(QueueRecordsError);
+    });
   });
 
   it('a state whose queues are in memory refuses a positions-only snapshot', () => {

@@ -35,6 +35,17 @@ export interface QueueFileStoreOptions {
   readonly recordsPerFile?: number;
   /** Blocks of 1,024 records (24 KiB) cached for reads, shared by every queue. */
   readonly cacheBlocks?: number;
+  /**
+   * Test mode (the jepsen harness's power cuts): remember how long each file was at its last
+   * fdatasync, so `powerFail` can cut every file back to that plus a random part of what was
+   * written since, as a power cut would.
+   */
+  readonly powerLossTestMode?: boolean;
+}
+
+export interface QueueFilesPowerFailReport {
+  readonly queueFiles: number;
+  readonly queueBytesDiscarded: number;
 }
 
 export function queueDirName(queue: QueueIdentity): string {
@@ -105,12 +116,39 @@ export class QueueFileStore implements QueueRecordStore {
   private notLiveAtLastSync = new Set<string>();
   /** Directories whose new entries the next sync must make durable (the data directory, once the store's own is made). */
   readonly pendingDirSyncs = new Set<string>();
+  /** Power-loss test mode: each written file's size at its last fdatasync (or when first opened). */
+  readonly durableSizes: Map<string, number> | undefined;
 
   constructor(private readonly options: QueueFileStoreOptions) {
     this.recordsPerFile = options.recordsPerFile ?? recordsPerFileDefault;
     assert(Number.isSafeInteger(this.recordsPerFile) && this.recordsPerFile > 0 && this.recordsPerFile % blockRecords === 0, `records per queue file must be a multiple of ${blockRecords}`);
     this.cache = new BlockCache(options.cacheBlocks ?? cacheBlocksDefault);
+    this.durableSizes = options.powerLossTestMode === true ? new Map() : undefined;
     // The directory is made with the first record: the node claims its data directory first.
+  }
+
+  /**
+   * Power-loss test mode: cuts every file written since its last fdatasync back to its
+   * durable size plus a random part of the rest. The caller ends the process right after.
+   */
+  powerFail(randomInt: (maxExclusive: number) => number): QueueFilesPowerFailReport {
+    assert(this.durableSizes !== undefined, 'powerFail outside power-loss test mode');
+    let queueFiles = 0;
+    let queueBytesDiscarded = 0;
+    for (const [filePath, durable] of this.durableSizes) {
+      let size: number;
+      try {
+        size = fs.statSync(filePath).size;
+      } catch {
+        continue; // deleted since
+      }
+      if (size <= durable) continue;
+      const kept = durable + randomInt(size - durable + 1);
+      fs.truncateSync(filePath, kept);
+      queueFiles++;
+      queueBytesDiscarded += size - kept;
+    }
+    return { queueFiles, queueBytesDiscarded };
   }
 
   get dir(): string {
@@ -287,7 +325,11 @@ class FileQueueRecords implements QueueRecords {
   sync(): void {
     if (this.readOnly || this.closed) return;
     if (this.next > this.tailStart) this.flushTail();
-    for (const file of this.dirtyFiles) fs.fdatasyncSync(this.fd(file, false));
+    for (const file of this.dirtyFiles) {
+      const fd = this.fd(file, false);
+      fs.fdatasyncSync(fd);
+      this.store.durableSizes?.set(this.pathOf(file), fs.fstatSync(fd).size);
+    }
     this.dirtyFiles.clear();
     if (this.createdFiles) {
       syncDir(this.dir);
@@ -430,6 +472,7 @@ class FileQueueRecords implements QueueRecords {
     const filePath = this.pathOf(file);
     try {
       fd = fs.openSync(filePath, 'r+');
+      if (this.store.durableSizes !== undefined && !this.store.durableSizes.has(filePath)) this.store.durableSizes.set(filePath, fs.fstatSync(fd).size);
     } catch (error) {
       if (!create || (error as NodeJS.ErrnoException).code !== 'ENOENT') {
         throw new QueueRecordsError(`cannot open ${filePath}: ${(error as Error).message}`);
@@ -445,6 +488,7 @@ class FileQueueRecords implements QueueRecords {
       } catch (createError) {
         throw failure(`creating ${filePath}`, createError);
       }
+      this.store.durableSizes?.set(filePath, 0);
       this.createdFiles = true;
     }
     this.fds.set(file, fd);
