@@ -38,6 +38,12 @@ export interface TransferHost {
   trace(line: string): void;
   /** A stream to `to` is about to write into its store (the nemesis may arm a crash there). */
   onInstallStart(to: TransferSlot): void;
+  /**
+   * The received file is durable in `to`'s store, the node has not taken it yet (the window
+   * the gRPC transport leaves between the store's commit and onSnapshotReceived): the nemesis
+   * may crash `to` here; true if it did.
+   */
+  onInstallStored(to: TransferSlot): boolean;
   /** The stream ended without an install. */
   onInstallFailed(to: TransferSlot): void;
 }
@@ -113,6 +119,7 @@ export class SimTransfers {
           await receiver.write(offset, bytes.subarray(offset, Math.min(bytes.length, offset + chunkBytes)));
         }
         const { data } = await receiver.finish();
+        if (this.host.onInstallStored(to)) throw new Error('the follower crashed with the snapshot stored, not installed');
         if (!reachable()) throw new Error('snapshot stream broken after the last chunk');
         this.host.trace(`${message.from}->${message.to} snapshot ${stored.meta.index}/t${stored.meta.term} (${bytes.length} bytes) received`);
         target.receiveSnapshot({ ...message, snapshot: stored.meta }, data);

@@ -1,10 +1,15 @@
 /**
- * NEGATIVE CONTROL, simulator only. Makes the broker state machine observe entries when they
+ * NEGATIVE CONTROLS, simulator only; nothing in src/broker or src/server can reach them.
+ *
+ * applyOnAppend: makes the broker state machine observe entries when they
  * are appended to the log (leader: when proposed; follower: when received) instead of when
  * they are committed: the bug DESIGN §5 forbids ("nobody but Raft may see an uncommitted
- * tail"). The broker checker must catch it. Nothing in src/broker or src/server can reach it.
+ * tail"). The broker checker must catch it.
  */
+import type { RaftPort } from '../broker/broker-service.js';
 import type { ApplyResult, BrokerStateMachine } from '../broker/broker-state-machine.js';
+import type { BrokerCommand } from '../broker/core/broker-state.js';
+import { encodeCommand, PayloadKind, readCommand, readHeader } from '../broker/core/entry-codec.js';
 import type { LogStore, StateMachine } from '../raft/node/ports.js';
 import type { Entry, LogIndex } from '../raft/types.js';
 
@@ -60,4 +65,25 @@ export function applyOnAppend(log: LogStore, machine: BrokerStateMachine): { log
     firstNeededIndex: () => machine.firstNeededIndex(),
   };
   return { log: wrappedLog, stateMachine };
+}
+
+/**
+ * NEGATIVE CONTROL, simulator only. Retention that releases more than it chose: every
+ * retention entry the leader's RetentionService proposes names an index `ahead` entries past
+ * the segment it picked, so messages stored after that entry but at or before the index are
+ * dropped as they arrive, acknowledged or not. The release-versus-loss rule must not pass this
+ * off as retention: those messages sit at or above their queue's first offset.
+ */
+export function retentionAhead(raft: RaftPort, ahead: number): RaftPort {
+  return {
+    propose: (payload) => {
+      const header = readHeader(payload);
+      const command = header.kind === PayloadKind.Command ? readCommand(payload) as BrokerCommand : undefined;
+      if (command?.op !== 'retention') return raft.propose(payload);
+      return raft.propose(encodeCommand({ timeMs: header.timeMs }, { op: 'retention', throughIndex: command.throughIndex + ahead }));
+    },
+    get role() { return raft.role; },
+    get term() { return raft.term; },
+    leaderAddress: () => raft.leaderAddress(),
+  };
 }

@@ -7,6 +7,13 @@
  * and moves leadership; then faults stop, the clients drain everything, and the final reads
  * are checked against the whole history (broker-sim-checker.ts). The same seed gives the
  * same trace hash.
+ *
+ * Some profiles run the real leader-only `RetentionService` with tiny limits (a few small
+ * segments, or seconds of age), so retention entries release queue prefixes, nodes compact
+ * their logs below their snapshots, and a follower that lagged or was down is sent an
+ * InstallSnapshot, streamed through the simulated network (broker-sim-transfer.ts). A node so
+ * restored reads retained message bodies before its log from a peer, as broker-node.ts does.
+ * Targeted crashes cut snapshot writes and installs in progress.
  */
 import { BrokerService, defaultBrokerServiceOptions } from '../broker/broker-service.js';
 import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
@@ -22,7 +29,7 @@ import { RaftNode } from '../raft/node/raft-node.js';
 import type { HardState, Member, NodeId } from '../raft/types.js';
 import { BrokerChecker } from './broker-sim-checker.js';
 import { SimTransfers } from './broker-sim-transfer.js';
-import { applyOnAppend } from './broker-sim-unsafe.js';
+import { applyOnAppend, retentionAhead } from './broker-sim-unsafe.js';
 import { BrokerWorkload, watchedGroups, type BrokerEndpoint, type WorkloadStats } from './broker-sim-workload.js';
 import { Prng } from './prng.js';
 import { drawProfile, type FaultProfile } from './sim-cluster.js';
@@ -57,8 +64,11 @@ export interface BrokerSimOptions {
   /** After faults stop, the clients must drain and the nodes converge within this. */
   readonly drainBoundMs?: number;
   readonly profile?: Partial<BrokerFaultProfile>;
-  /** Negative control: the broker state machine sees entries when appended, not committed. */
-  readonly unsafe?: { readonly applyBeforeCommit?: boolean };
+  /**
+   * Negative controls: the broker state machine sees entries when appended, not committed;
+   * retention entries release `retentionAhead` more entries than the policy chose.
+   */
+  readonly unsafe?: { readonly applyBeforeCommit?: boolean; readonly retentionAhead?: number };
   /** Check only what clients see (to show those checks alone catch a negative control). */
   readonly blackBoxOnly?: boolean;
   readonly keepTrace?: boolean;
@@ -118,7 +128,7 @@ interface Slot {
   retention: RetentionService | undefined;
   timers: Disposable[];
   /** A targeted crash of this incarnation, just before its `opsLeft`-th disk operation from now. */
-  crashArm: { opsLeft: number; readonly why: 'snapshot write' | 'install'; readonly incarnation: number } | undefined;
+  crashArm: { opsLeft: number; readonly why: 'snapshot write' | 'install'; readonly incarnation: number; readonly onceStored: boolean } | undefined;
 }
 
 const tickIntervalMs = 10;
@@ -215,6 +225,12 @@ export class BrokerSim {
     this.transfers = new SimTransfers({
       scheduler: this.scheduler, network: this.network, slots: this.slots, trace,
       onInstallStart: (to) => this.maybeArmCrash(to as Slot, 'install', 40),
+      onInstallStored: (to) => {
+        const slot = to as Slot;
+        if (slot.crashArm?.onceStored !== true) return false;
+        this.targetedCrash(slot, slot.crashArm);
+        return true;
+      },
       onInstallFailed: (to) => this.disarm(to as Slot),
     }, this.random.fork('transfers'));
   }
@@ -411,7 +427,8 @@ export class BrokerSim {
       service.start(500);
       if (this.retention !== undefined) {
         slot.retention = new RetentionService({
-          settings: this.retention, intervalMs: this.profile.retentionIntervalMs, raft, machine,
+          settings: this.retention, intervalMs: this.profile.retentionIntervalMs, machine,
+          raft: this.options.unsafe?.retentionAhead === undefined ? raft : retentionAhead(raft, this.options.unsafe.retentionAhead),
           segments: () => commitLog.segments(), diskUsedRatio: () => Promise.resolve(undefined), clock, logger: silentLogger,
         });
         slot.retention.start();
@@ -507,7 +524,9 @@ export class BrokerSim {
     if (!this.faultsActive || !slot.alive || slot.crashArm !== undefined || this.scheduler.nowMs < this.nextTargetedCrashMs) return false;
     if (!this.targetRandom.chance(why === 'install' ? this.profile.installCrashProbability : this.profile.snapshotCrashProbability)) return false;
     this.nextTargetedCrashMs = this.scheduler.nowMs + targetedCrashGapMs;
-    slot.crashArm = { opsLeft: this.targetRandom.int(1, opsMax), why, incarnation: slot.incarnation };
+    // An install is cut at one of its disk operations, or just after its file is stored.
+    const onceStored = why === 'install' && this.targetRandom.chance(0.5);
+    slot.crashArm = { opsLeft: onceStored ? Infinity : this.targetRandom.int(1, opsMax), why, incarnation: slot.incarnation, onceStored };
     return true;
   }
 
@@ -520,12 +539,16 @@ export class BrokerSim {
     const slot = this.slots.find((s) => s.id === id);
     const arm = slot?.crashArm;
     if (slot === undefined || arm === undefined || --arm.opsLeft > 0) return;
+    // Synchronously, so the operation about to run fails (its mount is gone) and none after it runs.
+    this.targetedCrash(slot, arm);
+  }
+
+  private targetedCrash(slot: Slot, arm: NonNullable<Slot['crashArm']>): void {
     slot.crashArm = undefined;
     if (!this.faultsActive || !slot.alive || slot.incarnation !== arm.incarnation) return;
-    // Synchronously, so the operation about to run fails (its mount is gone) and none after it runs.
     if (arm.why === 'install') this.counts.installCrashes++;
     else this.counts.snapshotWriteCrashes++;
-    this.crash(slot, `during a ${arm.why}`);
+    this.crash(slot, arm.why === 'snapshot write' ? 'during a snapshot write' : arm.onceStored ? 'with a received snapshot stored, not yet installed' : 'during an install');
     this.scheduler.after(this.targetRandom.int(0, this.profile.restartDelayMaxMs), () => { if (!slot.alive && this.faultsActive) this.startNode(slot); });
   }
 

@@ -78,4 +78,42 @@ describe('broker simulation', () => {
     console.log('apply-before-commit caught by black-box checks:', caught);
     expect(caught).toBeDefined();
   });
+
+  // A release counts only with proof (below the queue's first offset, committed below the first
+  // retained index): a retention that drops messages stored after its own entry is data loss.
+  it('catches a retention that releases more than its policy chose', async () => {
+    const result = await runBrokerSimulation({ seed: 1, unsafe: { retentionAhead: 100 }, profile: { segmentBytesMax: 2048, retentionSegments: 4 } });
+    console.log('retention-ahead caught:', result.violations[0]);
+    expect(result.stats.retentionReleases).toBeGreaterThan(0);
+    expect(result.violations.some((v) => v.includes("was lost (not below its queue's first offset") || /final read of .* started at offset \d+, beyond its first offset/.test(v))).toBe(true);
+  });
+});
+
+/**
+ * Open bugs the broker simulator found, pinned by the seeds that replay them (as of the
+ * simulator that found them: a change to the simulator can make a seed replay another schedule).
+ * `it.fails` passes while the bug is there; when one of these starts failing, the bug is fixed
+ * (make it a plain `it`) or its seed no longer replays it (find another with the same violation).
+ */
+describe('broker simulation: open bugs', () => {
+  // A new leader whose log was compacted sends InstallSnapshot on its first heartbeat, before
+  // the follower has seen its term. The follower's transport makes the received file durable
+  // in the snapshot store before the node takes the message (and persists the new term); a
+  // crash or shutdown in between leaves a snapshot whose term is above the stored term. At
+  // restart, RaftNode.restoreSnapshot resets the log to that snapshot and RaftNode.start's
+  // assertion "stored term is below the log's last term" stops the node: it never starts again.
+  it.fails.each([165, 399])('seed %i: a node that crashed with a received snapshot stored but not installed restarts', async (seed) => {
+    const result = await runBrokerSimulation({ seed });
+    expect(result.violations).toEqual([]);
+  });
+
+  // A leader paused, then cut off from the others, still believes it leads when it resumes
+  // (its ticks stopped while paused, so check-quorum has not stepped it down): BrokerService
+  // serves getOffset (and pull) from its local state after only checking role and that its
+  // term's first entry is applied, so it returns a committed offset older than one the new
+  // leader acknowledged (a stale read; no ReadIndex or lease).
+  it.fails.each([141, 260])('seed %i: a deposed leader does not serve a stale committed offset', async (seed) => {
+    const result = await runBrokerSimulation({ seed });
+    expect(result.violations).toEqual([]);
+  });
 });
