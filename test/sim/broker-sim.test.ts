@@ -79,6 +79,15 @@ describe('broker simulation', () => {
     expect(caught).toBeDefined();
   });
 
+  // An installed node's log starts after its snapshot while its queues point at retained
+  // entries before it; made leader, it reads those bodies from a peer (as broker-node.ts does).
+  it.each([63, 171])('seed %i: a leader restored by InstallSnapshot serves retained messages through peer reads', async (seed) => {
+    const result = await runBrokerSimulation({ seed });
+    expect(result.violations).toEqual([]);
+    expect(result.stats.snapshotsInstalled).toBeGreaterThan(0);
+    expect(result.stats.peerReads - result.stats.peerReadsFailed).toBeGreaterThan(0);
+  });
+
   // A release counts only with proof (below the queue's first offset, committed below the first
   // retained index): a retention that drops messages stored after its own entry is data loss.
   it('catches a retention that releases more than its policy chose', async () => {
