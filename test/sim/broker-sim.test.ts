@@ -125,4 +125,14 @@ describe('broker simulation: open bugs', () => {
     const result = await runBrokerSimulation({ seed });
     expect(result.violations).toEqual([]);
   });
+
+  // Retention counts a group's skipped messages as expired only on queues where the group
+  // already has a position (a pop queue, a committed offset): a queue whose messages are
+  // released before the group's first receive or offset commit there is joined at its first
+  // kept offset with nothing counted, although the group existed and consumed the topic (here
+  // g-fifo on fifo/1, g-pull on orders/0, when a crash-heavy start left them one receive).
+  it.fails('seed 689: messages released before a group first reached their queue are counted as expired', async () => {
+    const result = await runBrokerSimulation({ seed: 689 });
+    expect(result.violations).toEqual([]);
+  });
 });
