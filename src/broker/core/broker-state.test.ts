@@ -184,6 +184,20 @@ describe('retention', () => {
     expect(queue.minOffset).toBe(3);
   });
 
+  it('counts as expired, for a group consuming the topic, what a queue it never reached released', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 2, writeQueues: 2 } });
+    for (let i = 0; i < 4; i++) h.send(message('t', `q1-${i}`, { queueId: 1 })); // log indexes 2..5 on queue 1
+    h.send(message('t', 'q0', { queueId: 0 }));
+    expect(h.run({ op: 'receive', group: 'g', topic: 't', queueId: 0, tags: null, batch: 1, invisibleMs: 10_000, autoRenew: false, clientId: 'c' }).kind).toBe('received');
+    h.run({ op: 'offset.update', group: 'pull', topic: 't', queueId: 0, offset: 0 });
+    h.run({ op: 'retention', throughIndex: 4 }); // offsets 0..2 of queue 1 go
+    for (const group of ['g', 'pull']) {
+      expect(h.state.groupProgress(group).find((row) => row.queueId === 1), group).toEqual(expect.objectContaining({ expired: 3 }));
+    }
+    expect(h.state.groupProgress('other')).toEqual([]); // not consuming the topic: nothing counted
+  });
+
   it('survives a snapshot: the restored state has the same first offsets, cut and expired counts', () => {
     const h = new Harness();
     h.run({ op: 'topic.put', config: topicOneQueue });

@@ -318,6 +318,14 @@ export class BrokerState {
         expired: this.expiredUnconsumed.get(key(group, topic, queueId)) ?? 0,
       });
     }
+    // A queue the group never reached but lost messages on (retention released them first).
+    for (const [k, expired] of this.expiredUnconsumed) {
+      const [g, topic, queueId] = k.split('\u0000') as [string, string, string];
+      const rowKey = key(topic, queueId);
+      if (g !== group || rows.has(rowKey)) continue;
+      const queue = this.queue(topic, Number(queueId));
+      rows.set(rowKey, { topic, queueId: Number(queueId), offset: queue?.minOffset ?? 0, maxOffset: queue?.maxOffset ?? 0, inFlight: 0, expired });
+    }
     return [...rows.values()].sort((a, b) => byName(a.topic, b.topic) || a.queueId - b.queueId);
   }
 
@@ -482,33 +490,55 @@ export class BrokerState {
     this.retainedFromIndex = throughIndex + 1;
     for (const [name, topic] of this.topics) {
       topic.queues.forEach((queue, queueId) => {
-        if (queue.releaseThrough(throughIndex) > 0) this.moveConsumersUp(name, queueId, queue.minOffset);
+        const released = queue.releaseThrough(throughIndex);
+        if (released > 0) this.moveConsumersUp(name, queueId, queue.minOffset, released);
       });
     }
     return { kind: 'done' };
   }
 
-  private moveConsumersUp(topic: string, queueId: number, minOffset: number): void {
+  /**
+   * `released` offsets below `minOffset` just went. A group that consumes the topic (a pop
+   * position or a committed offset on any of its queues) but has no position on this queue
+   * cannot have consumed any of them: all count as expired for it.
+   */
+  private moveConsumersUp(topic: string, queueId: number, minOffset: number, released: number): void {
     const count = (group: string, skipped: number): void => {
       if (skipped <= 0) return;
       const k = key(group, topic, queueId);
       this.expiredUnconsumed.set(k, (this.expiredUnconsumed.get(k) ?? 0) + skipped);
     };
+    const onTopic = new Set<string>();
+    const onQueue = new Set<string>();
     for (const [k, pop] of this.popQueues) {
       const [group, popTopic, popQueueId] = k.split('\u0000') as [string, string, string];
-      if (popTopic !== topic || Number(popQueueId) !== queueId || pop.ackOffset >= minOffset) continue;
+      if (popTopic !== topic) continue;
+      onTopic.add(group);
+      if (Number(popQueueId) !== queueId) continue;
+      onQueue.add(group);
+      if (pop.ackOffset >= minOffset) continue;
       let unconsumed = 0;
       for (let offset = pop.ackOffset; offset < minOffset; offset++) if (!pop.isSettled(offset)) unconsumed++;
       count(group, unconsumed);
       pop.releaseBelow(minOffset);
     }
     const queueKey = key(topic, queueId);
+    const topicPrefix = key(topic, '');
     for (const [group, offsets] of this.offsets) {
+      for (const k of offsets.keys()) {
+        if (k.startsWith(topicPrefix)) {
+          onTopic.add(group);
+          break;
+        }
+      }
       const offset = offsets.get(queueKey);
-      if (offset === undefined || offset >= minOffset) continue;
+      if (offset === undefined) continue;
+      onQueue.add(group);
+      if (offset >= minOffset) continue;
       count(group, minOffset - offset);
       offsets.set(queueKey, minOffset);
     }
+    for (const group of onTopic) if (!onQueue.has(group)) count(group, released);
   }
 
   private putTopic(config: TopicConfig, logIndex: number): CommandOutcome {

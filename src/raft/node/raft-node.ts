@@ -168,7 +168,15 @@ export class RaftNode<Result = unknown> {
     if (!latest.members.some((m) => m.id === options.core.id) && configs.length === 1 && snapshot === undefined) {
       throw new Error(`node id ${options.core.id} is not in the member list of group ${options.groupId} (${latest.members.map((m) => m.id).join(', ')})`);
     }
-    const hardState: HardState = (await options.stable.load()) ?? { term: 0, votedFor: undefined };
+    let hardState: HardState = (await options.stable.load()) ?? { term: 0, votedFor: undefined };
+    if (snapshot !== undefined && hardState.term < snapshot.term) {
+      // A received snapshot is durable before the node takes the message that carried it (and
+      // stores its term), so a crash in between leaves one from a term never stored. Moving to
+      // that term without a vote is safe: a vote in it would have been stored before it was sent.
+      options.logger.warn({ groupId: options.groupId, storedTerm: hardState.term, snapshotTerm: snapshot.term }, 'the newest snapshot is from a later term than the stored one (an install was cut short): moving to its term');
+      hardState = { ...hardState, term: snapshot.term, votedFor: undefined };
+      await options.stable.save(hardState);
+    }
     assert(hardState.term >= options.log.termAt(options.log.lastIndex)!, 'stored term is below the log\'s last term: stable store and log disagree');
     // Entries that were durable are gone (the disk cut them, or recovery had to cut a damaged
     // last record): this node may have acknowledged what it no longer holds.
