@@ -419,15 +419,20 @@ export class BrokerService {
     await this.handleCommand({ op: 'offset.update', group, topic, queueId, offset });
   }
 
+  /**
+   * A consumer starts (or resumes after a rebalance) from this offset: it must not be one a
+   * deposed leader still holds (it would consume again what was already committed past), so
+   * the read waits for a barrier entry, which only a leader with a quorum can commit.
+   */
   async getOffset(group: string, topic: string, queueId: number): Promise<number | undefined> {
     this.requireTopic(topic);
-    await this.awaitReadReady();
+    await this.readBarrier();
     return this.state.committedOffset(group, topic, queueId);
   }
 
   async queryOffset(topic: string, queueId: number, policy: 'BEGINNING' | 'END' | 'TIMESTAMP', timeMs: number): Promise<number> {
     this.requireTopic(topic);
-    await this.awaitReadReady();
+    await this.readBarrier();
     const queue = this.state.queue(topic, queueId);
     if (queue === undefined) throw new BrokerError('BAD_REQUEST', `topic ${topic} has no queue ${queueId}`);
     if (policy === 'BEGINNING') return queue.minOffset;
@@ -465,7 +470,17 @@ export class BrokerService {
     }
   }
 
-  /** A leader serves reads once it has applied an entry of its own term (its no-op). */
+  /** Waits until a barrier entry proposed now is applied: whatever was committed before the call is then in the state. */
+  private async readBarrier(): Promise<void> {
+    await this.awaitReadReady();
+    await this.handleCommand({ op: 'barrier' });
+  }
+
+  /**
+   * A leader serves reads once it has applied an entry of its own term (its no-op). That is
+   * not proof that it still leads (a paused leader may not know it was deposed): reads whose
+   * staleness a client would act on go through readBarrier.
+   */
   private async awaitReadReady(): Promise<void> {
     const until = this.clock.nowMs() + this.options.readReadyWaitMs;
     for (;;) {

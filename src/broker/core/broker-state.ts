@@ -34,7 +34,9 @@ export type BrokerCommand =
   | { readonly op: 'offset.update'; readonly group: string; readonly topic: string; readonly queueId: number; readonly offset: number }
   | { readonly op: 'offset.reset'; readonly group: string; readonly topic: string; readonly timeMs: number }
   /** Retention (proposed by the leader): every message stored at or before `throughIndex` goes. */
-  | { readonly op: 'retention'; readonly throughIndex: number };
+  | { readonly op: 'retention'; readonly throughIndex: number }
+  /** Changes nothing: a read that waits for it to apply sees everything committed before the read began (a linearizable read through the log). */
+  | { readonly op: 'barrier' };
 
 /** What a receipt handle names: one delivery of one message to one group. */
 export interface HandleRef {
@@ -431,6 +433,7 @@ export class BrokerState {
         return { kind: 'done' };
       case 'receive': return this.receive(logIndex, timeMs, command);
       case 'retention': return this.release(command.throughIndex);
+      case 'barrier': return { kind: 'done' };
       case 'ack': return this.withFlight(command, (pop) => { pop.settle(command.offset); return { kind: 'done' }; }, true);
       case 'invisible': return this.withFlight(command, (pop, flight) => {
         flight.deadlineMs = timeMs + this.nackDelay(command.invisibleMs, flight);
