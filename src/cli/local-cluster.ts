@@ -125,9 +125,13 @@ export class LocalCluster {
   async signal(id: string, signal: NodeJS.Signals): Promise<void> {
     const child = this.processes.get(id);
     if (child === undefined || !this.isRunning(id)) return;
+    if (signal !== 'SIGKILL' && signal !== 'SIGTERM') {
+      child.kill(signal); // SIGSTOP, SIGCONT, …: nothing to wait for (and no listener left behind per pause)
+      return;
+    }
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill(signal);
-    if (signal === 'SIGKILL' || signal === 'SIGTERM') await exited;
+    await exited;
   }
 
   /** Ends every process (SIGTERM, or SIGKILL when `kill`), optionally deleting the data. */
