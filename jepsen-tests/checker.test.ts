@@ -251,7 +251,7 @@ describe('queue checker under retention', () => {
   });
 
   it('calls a retention run invalid when no snapshot was installed or a node never compacted', () => {
-    const result = run(fiveSendsDrainedFromTwo(), { retention: retained({ '0-0': 4, '0-1': 7 }, { snapshotsInstalled: 0, compactedNodes: 2, snapshotsInstalledMin: 1, compactedNodesMin: 3 }) });
+    const result = run(fiveSendsDrainedFromTwo(), { retention: retained({ '0-0': 4, '0-1': 7 }, { snapshotsInstalled: 0, compactedNodes: 2, required: { snapshotsInstalledMin: 1, compactedNodesMin: 3 } }) });
     expect(result.verdict).toBe('invalid');
     expect(result.reasons.join('\n')).toMatch(/0 snapshots installed \(at least 1 required\)/);
     expect(result.reasons.join('\n')).toMatch(/2 nodes compacted their log \(at least 3 required\)/);

@@ -94,27 +94,27 @@ export interface CheckResult {
 
 export type LostPlace = 'prefix' | 'middle' | 'postfix';
 
-export interface RetentionInput {
+export interface RetentionResult {
   /** Per queue: the first offset the brokers still hold after the drain (the replica audit's lowest). */
   readonly firstOffsets: readonly number[];
   /** The first log index retention has not released (the replica audit's lowest). */
   readonly retainedFrom: number;
-  /** Acknowledged value → the index of its entry, where a majority of nodes reported it committed (LogWatch). */
-  readonly committedIndex: ReadonlyMap<string, number>;
   /** Snapshots nodes installed from a leader (their logs say 'installed a snapshot from the leader'). */
   readonly snapshotsInstalled: number;
   /** Nodes whose log's first index was above 1 at the end (compacted under a snapshot). */
   readonly compactedNodes: number;
-  /** The run is invalid (it did not exercise what it is for) below these. */
-  readonly snapshotsInstalledMin?: number | undefined;
-  readonly compactedNodesMin?: number | undefined;
 }
 
-export interface RetentionResult {
-  readonly firstOffsets: readonly number[];
-  readonly retainedFrom: number;
-  readonly snapshotsInstalled: number;
-  readonly compactedNodes: number;
+/** Below these a tiny-retention run is invalid: it did not exercise what it is for. */
+export interface RetentionMinimums {
+  readonly snapshotsInstalledMin: number;
+  readonly compactedNodesMin: number;
+}
+
+export interface RetentionInput extends RetentionResult {
+  /** Acknowledged value → the index of its entry, where a majority of nodes reported it committed (LogWatch). */
+  readonly committedIndex: ReadonlyMap<string, number>;
+  readonly required?: RetentionMinimums | undefined;
 }
 
 export interface CheckInput {
@@ -330,11 +330,12 @@ export function check(input: CheckInput): CheckResult {
   }
   if (verdict === 'pass') {
     const invalid = invalidReasons(effects, input.faultEventsMin);
-    if (retention !== undefined && retention.snapshotsInstalled < (retention.snapshotsInstalledMin ?? 0)) {
-      invalid.push(`${retention.snapshotsInstalled} snapshots installed (at least ${retention.snapshotsInstalledMin} required)`);
+    const required = retention?.required;
+    if (retention !== undefined && required !== undefined && retention.snapshotsInstalled < required.snapshotsInstalledMin) {
+      invalid.push(`${retention.snapshotsInstalled} snapshots installed (at least ${required.snapshotsInstalledMin} required)`);
     }
-    if (retention !== undefined && retention.compactedNodes < (retention.compactedNodesMin ?? 0)) {
-      invalid.push(`${retention.compactedNodes} nodes compacted their log (at least ${retention.compactedNodesMin} required)`);
+    if (retention !== undefined && required !== undefined && retention.compactedNodes < required.compactedNodesMin) {
+      invalid.push(`${retention.compactedNodes} nodes compacted their log (at least ${required.compactedNodesMin} required)`);
     }
     if (invalid.length > 0) {
       verdict = 'invalid';

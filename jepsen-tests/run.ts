@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { Admin } from '../src/client/admin.js';
 import { Prng } from '../src/testing/prng.js';
 import { auditReplicas, type AuditResult } from './audit.js';
-import { check, type CheckResult, type LeaderObservation, type RetentionInput } from './checker.js';
+import { check, type CheckResult, type LeaderObservation, type RetentionInput, type RetentionMinimums } from './checker.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { JepsenCluster, type UnsafeSwitch } from './cluster.js';
 import { History } from './history.js';
@@ -40,12 +40,9 @@ export interface RunConfig {
   readonly retention?: RetentionConfig | undefined;
 }
 
-export interface RetentionConfig {
-  /** Extra `raftmq broker` flags (segments, snapshots, retention). */
+/** Extra `raftmq broker` flags (segments, snapshots, retention), and what the run must show to count. */
+export interface RetentionConfig extends RetentionMinimums {
   readonly brokerArgs: readonly string[];
-  /** Otherwise the run is invalid: it did not exercise InstallSnapshot and compaction. */
-  readonly snapshotsInstalledMin: number;
-  readonly compactedNodesMin: number;
 }
 
 /** Snapshots, compaction and retention as the run saw them. */
@@ -194,7 +191,7 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     }
     retention = {
       firstOffsets: audit.firstOffsets, retainedFrom: audit.retainedFrom, committedIndex, snapshotsInstalled: installs, compactedNodes: audit.compactedNodes,
-      snapshotsInstalledMin: config.retention?.snapshotsInstalledMin, compactedNodesMin: config.retention?.compactedNodesMin,
+      required: config.retention,
     };
   }
   const result = check({ ops: history.ops, leaders, divergence: audit?.divergence ?? 1, leaderFaultMinMs: 4 * electionTimeoutMs, faultEventsMin: config.faultEventsMin, failoverBoundMs: config.failoverBoundMs,
