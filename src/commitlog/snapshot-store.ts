@@ -322,6 +322,16 @@ export class FileSnapshotStore implements SnapshotStore {
     return target;
   }
 
+  /**
+   * The file of `stored` with its state replaced by `transform(state)`, meta unchanged: what
+   * a node sends a peer when its own snapshots rely on files of its own (a broker's queue files).
+   */
+  async fileWithState(stored: StoredSnapshot, transform: (data: Uint8Array) => Uint8Array): Promise<Uint8Array> {
+    const parsed = parseSnapshotFile(await this.readFileChunk(stored, 0, stored.fileBytes), stored.meta.index);
+    if (!parsed.ok) throw new Error(`snapshot ${stored.fileName} cannot be sent: ${parsed.problem}`);
+    return encodeSnapshotFile(stored.meta, transform(parsed.data));
+  }
+
   receive(meta: SnapshotMeta, fileBytes: number): SnapshotReceiver {
     checkMeta(meta, 'receive');
     if (!Number.isSafeInteger(fileBytes) || fileBytes < snapshotOverheadBytes) {

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions, type RaftPort } from '../broker/broker-service.js';
 import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
+import { PeerEntries } from '../broker/peer-entries.js';
 import { RetentionService } from '../broker/retention-service.js';
 import { defaultBrokerStateLimits } from '../broker/core/broker-state.js';
 import { RaftNodeClient } from '../client/raft-node-client.js';
@@ -18,7 +19,6 @@ import { systemClock } from '../util/clock.js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import { QueueFileStore } from './consume-queue-files.js';
-import { PeerEntries } from './peer-entries.js';
 import { Forwarder } from './forwarder.js';
 import { brokerMessagingHandlers } from './messaging-service.js';
 import { NameServerRegistrar } from './namesrv-registrar.js';
@@ -75,15 +75,16 @@ export class BrokerNode {
     const forwarder = new Forwarder(config.holdMs);
     // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
     const peers = new RaftNodeClient(config.members.map((m) => m.address));
-    let otherMembers = (): ReadonlyArray<{ id: string; address: string }> => config.members.filter((m) => m.id !== config.nodeId);
-    const peerEntries = new PeerEntries({ client: peers, peers: () => otherMembers() });
     const ref: { service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService } = {};
     const raft = await RaftGroupNode.start(config, onFatal, {
       stateMachine: machine,
       snapshotForPeer: (data) => machine.snapshotWithRecords(data),
       onSoftState: () => ref.registrar?.registerSoon(),
       services: (node, log, logger) => {
-        otherMembers = () => node.members.filter((m) => m.id !== config.nodeId);
+        const peerEntries = new PeerEntries({
+          readCommitted: async (peer, fromIndex, maxEntries) => (await peers.readCommitted(peer.address, fromIndex, maxEntries)).entries,
+          peers: () => node.members.filter((m) => m.id !== config.nodeId),
+        });
         const leaderAddress = (): string | undefined => {
           const leaderId = node.leaderId;
           return leaderId === undefined ? undefined : node.members.find((m) => m.id === leaderId)?.address;

@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { CommitLog } from '../commitlog/commit-log.js';
-import { encodeSnapshotFile, FileSnapshotStore, parseSnapshotFile } from '../commitlog/snapshot-store.js';
+import { FileSnapshotStore } from '../commitlog/snapshot-store.js';
 import { NodeFileSystem } from '../commitlog/file-system.js';
 import { LazyFileSystem } from '../commitlog/lazy-file-system.js';
 import { validateMembers } from '../raft/membership.js';
@@ -314,17 +314,12 @@ function operationResponse(outcome: ProposeOutcome): object {
   return { ok: false, error: 'not the leader', leaderId: outcome.leaderHint ?? '' };
 }
 
-/**
- * Rewrites a stored snapshot's file with `transform`ed state, for sending; the last one is
- * kept, since a failed stream is retried with the same snapshot.
- */
+/** FileSnapshotStore.fileWithState, keeping the last one: a failed stream is retried with the same snapshot. */
 function snapshotFileForPeer(snapshots: FileSnapshotStore, transform: (data: Uint8Array) => Uint8Array): (stored: StoredSnapshot) => Promise<Uint8Array> {
   let last: { readonly fileName: string; readonly bytes: Uint8Array } | undefined;
   return async (stored) => {
     if (last !== undefined && last.fileName === stored.fileName) return last.bytes;
-    const parsed = parseSnapshotFile(await snapshots.readFileChunk(stored, 0, stored.fileBytes), stored.meta.index);
-    if (!parsed.ok) throw new Error(`snapshot ${stored.fileName} cannot be sent: ${parsed.problem}`);
-    const bytes = encodeSnapshotFile(stored.meta, transform(parsed.data));
+    const bytes = await snapshots.fileWithState(stored, transform);
     last = { fileName: stored.fileName, bytes };
     return bytes;
   };

@@ -5,15 +5,14 @@
  *   consume-queue records as the transport sends it (raft-group-node's snapshotFileForPeer with
  *   `BrokerStateMachine.snapshotWithRecords`), in chunks into the follower's snapshot store; a
  *   partition, drop, pause or crash on either side fails it (the leader retries).
- * - Reads of committed entries from a peer's log (broker-node.ts's `peerPayload` over
- *   `RaftNodeClient.readCommitted`): a node restored by InstallSnapshot holds the state, but its
- *   log starts after the snapshot while its consume queues still point at retained entries
- *   before it.
+ * - Reads of committed entries from a peer's log (the port PeerEntries reads through;
+ *   `RaftNodeClient.readCommitted` on a broker node): a node restored by InstallSnapshot holds
+ *   the state, but its log starts after the snapshot while its consume queues still point at
+ *   retained entries before it.
  */
 import type { ApplyResult, BrokerStateMachine } from '../broker/broker-state-machine.js';
-import { BrokerError } from '../broker/errors.js';
 import type { CommitLog } from '../commitlog/commit-log.js';
-import { encodeSnapshotFile, parseSnapshotFile, type FileSnapshotStore } from '../commitlog/snapshot-store.js';
+import type { FileSnapshotStore } from '../commitlog/snapshot-store.js';
 import type { RaftNode } from '../raft/node/raft-node.js';
 import type { InstallSnapshot, LogIndex, NodeId } from '../raft/types.js';
 import type { Prng } from './prng.js';
@@ -96,10 +95,8 @@ export class SimTransfers {
     }
     let started = false;
     const transfer = async (): Promise<void> => {
-      // What is sent: the stored file with the state's records (snapshotFileForPeer).
-      const parsed = parseSnapshotFile(await source.readFileChunk(stored, 0, stored.fileBytes), stored.meta.index);
-      if (!parsed.ok) throw new Error(`snapshot ${stored.fileName} cannot be sent: ${parsed.problem}`);
-      const bytes = encodeSnapshotFile(stored.meta, machine.snapshotWithRecords(parsed.data));
+      // What is sent: the stored file with the state's records (raft-group-node's snapshotFileForPeer).
+      const bytes = await source.fileWithState(stored, (data) => machine.snapshotWithRecords(data));
       await this.hop();
       const targetIncarnation = to.incarnation;
       const target = to.node;
@@ -137,49 +134,29 @@ export class SimTransfers {
   }
 
   /**
-   * Entry `index` from a peer's log, as broker-node.ts's peerPayload reads it: each peer in
-   * member order, over a call that needs both directions open and neither side paused; a
-   * peer serves only a committed entry it holds, at or below its applied index. When none
-   * can, a BrokerError (the client retries).
+   * `RaftNodeClient.readCommitted` from `self` to `peerId` over the simulated network: the call
+   * needs both directions open and neither side paused, and the peer serves only committed
+   * entries it holds, at or below its applied index (as raft-group-node's ReadCommitted). A
+   * lost call or answer throws, like an unreachable peer.
    */
-  async peerPayload(self: TransferSlot, index: LogIndex): Promise<Uint8Array> {
+  async readCommitted(self: TransferSlot, peerId: NodeId, fromIndex: LogIndex, maxEntries: number): Promise<ReadonlyArray<{ readonly index: number; readonly payload: Uint8Array }>> {
     this.stats.peerReads++;
-    const failures: string[] = [];
-    for (const peer of this.host.slots) {
-      if (peer === self) continue;
-      if (!peer.alive || !this.connected(self.id, peer.id)) {
-        failures.push(`${peer.id}: unreachable`);
-        continue;
-      }
-      await this.hop();
-      const incarnation = peer.incarnation;
-      const node = peer.node;
-      const log = peer.commitLog;
-      if (!peer.alive || node === undefined || log === undefined || !this.connected(self.id, peer.id) || this.random.chance(this.host.network.faults.dropProbability)) {
-        failures.push(`${peer.id}: unreachable`);
-        continue;
-      }
-      if (index > node.appliedIndex || index < log.firstIndex) {
-        failures.push(`${peer.id}: not there (log ${log.firstIndex}..${log.lastIndex}, applied ${node.appliedIndex})`);
-        continue;
-      }
-      let payload: Uint8Array | undefined;
-      try {
-        const [entry] = await log.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
-        if (entry?.index === index) payload = entry.payload;
-      } catch (error) {
-        failures.push(`${peer.id}: ${(error as Error).message}`);
-        continue;
-      }
-      await this.hop();
-      if (peer.incarnation !== incarnation || !this.connected(self.id, peer.id)) {
-        failures.push(`${peer.id}: the answer was lost`);
-        continue;
-      }
-      if (payload !== undefined) return payload;
-      failures.push(`${peer.id}: not there`);
-    }
-    this.stats.peerReadsFailed++;
-    throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is before ${self.id}'s log (restored by snapshot) and no peer served it (${failures.join('; ')})`);
+    const peer = this.host.slots.find((s) => s.id === peerId);
+    const fail = (why: string): never => {
+      this.stats.peerReadsFailed++;
+      throw new Error(why);
+    };
+    if (peer === undefined || !peer.alive || !this.connected(self.id, peer.id)) return fail('unreachable');
+    await this.hop();
+    const incarnation = peer.incarnation;
+    const node = peer.node;
+    const log = peer.commitLog;
+    if (!peer.alive || node === undefined || log === undefined || !this.connected(self.id, peer.id) || this.random.chance(this.host.network.faults.dropProbability)) return fail('unreachable');
+    if (fromIndex < log.firstIndex) return fail(`index ${fromIndex} was deleted by retention; the first index is ${log.firstIndex}`);
+    const throughIndex = Math.min(node.appliedIndex, fromIndex + maxEntries - 1);
+    const entries = throughIndex < fromIndex ? [] : await log.read({ fromIndex, throughIndex, bytesMax: 4 * 1024 * 1024 });
+    await this.hop();
+    if (peer.incarnation !== incarnation || !this.connected(self.id, peer.id)) return fail('the answer was lost');
+    return entries;
   }
 }

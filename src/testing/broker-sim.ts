@@ -18,6 +18,7 @@
 import { BrokerService, defaultBrokerServiceOptions } from '../broker/broker-service.js';
 import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
 import { BrokerError } from '../broker/errors.js';
+import { PeerEntries } from '../broker/peer-entries.js';
 import { RetentionService } from '../broker/retention-service.js';
 import type { RetentionSettings } from '../broker/core/retention.js';
 import { CommitLog } from '../commitlog/commit-log.js';
@@ -100,6 +101,7 @@ export interface BrokerSimResult {
     readonly snapshotsInstalled: number;
     readonly snapshotsSent: number;
     readonly snapshotSendsFailed: number;
+    /** Requests for retained entries to peers (PeerEntries asks for runs of 512), and those that failed. */
     readonly peerReads: number;
     readonly peerReadsFailed: number;
     /** Crashes aimed at a snapshot write or install in progress. */
@@ -415,10 +417,14 @@ export class BrokerSim {
         get term() { return node.term; },
         leaderAddress: () => node.leaderId,
       };
+      // As broker-node.ts: entries before this node's log (it was restored by InstallSnapshot) come from a peer.
+      const peerEntries = new PeerEntries({
+        readCommitted: (peer, fromIndex, maxEntries) => this.transfers.readCommitted(slot, peer.id, fromIndex, maxEntries),
+        peers: () => node.members.filter((m) => m.id !== slot.id),
+      });
       const service = new BrokerService({ ...defaultBrokerServiceOptions, brokerGroup: 'sim-broker', readReadyWaitMs: 1_000 }, raft, machine, {
-        // As broker-node.ts: entries before this node's log (it was restored by InstallSnapshot) come from a peer.
         payloadAt: async (index) => {
-          if (index < commitLog.firstIndex) return this.transfers.peerPayload(slot, index);
+          if (index < commitLog.firstIndex) return peerEntries.payload(index);
           const [entry] = await commitLog.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
           if (entry === undefined) throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is missing (deleted by retention?)`);
           return entry.payload;

@@ -4,15 +4,23 @@
  * queues still point at retained entries before it; every peer keeps what retention has not
  * released. Consumers read in offset order, so entries are fetched in runs of
  * `batchEntries` and kept in a byte-bounded LRU: a run of receives costs one request per
- * batch, not one per message.
+ * batch, not one per message. The reads go through a port: RaftNodeClient.readCommitted on a
+ * broker node (src/server/broker-node.ts), the simulated network in the broker simulator.
  */
-import { BrokerError } from '../broker/errors.js';
-import type { RaftNodeClient } from '../client/raft-node-client.js';
+import { BrokerError } from './errors.js';
+
+export interface Peer {
+  readonly id: string;
+  readonly address: string;
+}
+
+/** Up to `maxEntries` committed entries of `peer`'s log from `fromIndex` (fewer, or none, if it does not hold them); throws when unreachable. */
+export type ReadCommitted = (peer: Peer, fromIndex: number, maxEntries: number) => Promise<ReadonlyArray<{ readonly index: number; readonly payload: Uint8Array }>>;
 
 export interface PeerEntriesOptions {
-  readonly client: RaftNodeClient;
-  /** The other members' addresses, consulted on every fetch (membership changes). */
-  readonly peers: () => ReadonlyArray<{ readonly id: string; readonly address: string }>;
+  readonly readCommitted: ReadCommitted;
+  /** The other members, consulted on every fetch (membership changes). */
+  readonly peers: () => readonly Peer[];
   readonly batchEntries?: number;
   readonly cacheBytesMax?: number;
 }
@@ -59,7 +67,7 @@ export class PeerEntries {
     const peers = [...this.options.peers()].sort((a, b) => Number(b.address === this.preferred) - Number(a.address === this.preferred));
     for (const peer of peers) {
       try {
-        const { entries } = await this.options.client.readCommitted(peer.address, index, this.batchEntries);
+        const entries = await this.options.readCommitted(peer, index, this.batchEntries);
         if (entries[0]?.index !== index) {
           failures.push(`${peer.id}: not there`);
           continue;
