@@ -21,6 +21,8 @@ export interface RetentionServiceOptions {
   readonly machine: BrokerStateMachine;
   /** This node's log segments, oldest first. */
   readonly segments: () => readonly LogSegmentInfo[];
+  /** How many there are: looked at after every applied batch, so it must be cheap. */
+  readonly segmentCount: () => number;
   /** Fraction of the data disk in use, or undefined when unknown. */
   readonly diskUsedRatio: () => Promise<number | undefined>;
   /** Its wall time is what the age limit compares with (entries carry the leader's wall-clock stamps). */
@@ -43,7 +45,7 @@ export class RetentionService {
     this.timer = this.options.clock.every(this.options.intervalMs, () => this.round());
     this.stopWatching = this.options.machine.onApplied(() => {
       if (this.options.raft.role !== 'leader') return;
-      const count = this.options.segments().length;
+      const count = this.options.segmentCount();
       if (count === this.segmentCount) return;
       this.segmentCount = count;
       this.round();

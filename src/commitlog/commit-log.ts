@@ -145,6 +145,11 @@ export class CommitLog implements LogStore {
   runs(): Array<readonly [LogIndex, Term]> { return this.termRuns.runs(); }
 
   /** The segment files, oldest first (from memory, no I/O); `bytes` includes the header. */
+  /** How many segments the log has (without building the list segments() returns). */
+  get segmentCount(): number {
+    return this.segmentList.length;
+  }
+
   segments(): readonly LogSegmentInfo[] {
     return this.segmentList.map((segment) => ({
       fileName: segment.fileName,

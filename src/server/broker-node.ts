@@ -110,7 +110,7 @@ export class BrokerNode {
         ref.service = service;
         ref.retention = new RetentionService({
           settings: config.retention, intervalMs: config.retentionIntervalMs, raft: raftPort, machine,
-          segments: () => log.segments(), diskUsedRatio: () => diskUsedRatio(config.dataDir),
+          segments: () => log.segments(), segmentCount: () => log.segmentCount, diskUsedRatio: () => diskUsedRatio(config.dataDir),
           clock: systemClock, logger,
         });
         const selfAddress = config.members.find((m) => m.id === config.nodeId)?.address ?? '';

@@ -109,8 +109,10 @@ class BlockCache {
 export class QueueFileStore implements QueueRecordStore {
   readonly recordsDurable = true;
   readonly recordsPerFile: number;
-  private readonly cache: BlockCache;
-  private readonly open_ = new Map<string, FileQueueRecords>();
+  /** Shared by every queue's reads; keys carry the queue's generation. */
+  readonly cache: BlockCache;
+  /** The writable records of each queue (by directory name): a restore replaces an entry. */
+  private readonly openQueues = new Map<string, FileQueueRecords>();
   private generation = 0;
   /** Queue directories found not live at the previous sync: deleted at this one if still not live. */
   private notLiveAtLastSync = new Set<string>();
@@ -158,9 +160,9 @@ export class QueueFileStore implements QueueRecordStore {
   open(queue: QueueIdentity, from: number, to: number): QueueRecords {
     const name = queueDirName(queue);
     // A restore replaces the queue: what the old object buffered is superseded.
-    this.open_.get(name)?.close();
+    this.openQueues.get(name)?.close();
     const records = new FileQueueRecords(this, path.join(this.options.dir, name), this.generation++, from, to, false);
-    this.open_.set(name, records);
+    this.openQueues.set(name, records);
     return records;
   }
 
@@ -174,12 +176,12 @@ export class QueueFileStore implements QueueRecordStore {
 
   private syncLive(live: readonly QueueIdentity[]): void {
     const liveNames = new Set(live.map(queueDirName));
-    for (const [name, records] of this.open_) {
+    for (const [name, records] of this.openQueues) {
       if (liveNames.has(name)) {
         records.sync();
       } else {
         records.close();
-        this.open_.delete(name);
+        this.openQueues.delete(name);
       }
     }
     const notLive = new Set(listDir(this.options.dir).filter((name) => !liveNames.has(name)));
@@ -211,16 +213,8 @@ export class QueueFileStore implements QueueRecordStore {
 
   /** Closes every file (the node is stopping); unsynced records are lost, as after a crash. */
   close(): void {
-    for (const records of this.open_.values()) records.close();
-    this.open_.clear();
-  }
-
-  cachedBlock(key: string): Buffer | undefined {
-    return this.cache.get(key);
-  }
-
-  cacheBlock(key: string, block: Buffer): void {
-    this.cache.put(key, block);
+    for (const records of this.openQueues.values()) records.close();
+    this.openQueues.clear();
   }
 }
 
@@ -260,7 +254,8 @@ class FileQueueRecords implements QueueRecords {
     if (!readOnly && this.tailStart < to && to > from) {
       // The tail block is partly written: keep writing it from memory (records below `from`
       // in it are released, but still in the file, which holds `from`).
-      this.ensureTail().set(this.readBlock(this.tailStart / blockRecords, to - this.tailStart).subarray(0, (to - this.tailStart) * queueRecordBytes));
+      this.ensureTail();
+      (this.tail as Buffer).set(this.readBlock(this.tailStart / blockRecords, to - this.tailStart).subarray(0, (to - this.tailStart) * queueRecordBytes));
     }
   }
 
@@ -271,7 +266,7 @@ class FileQueueRecords implements QueueRecords {
       this.flushTail();
       this.tailStart = this.next;
     }
-    const view = this.tailView ?? this.ensureTailView();
+    const view = this.tailView ?? this.ensureTail();
     const at = (this.next - this.tailStart) * queueRecordBytes;
     view.setFloat64(at, logIndex, true);
     view.setUint32(at + 8, position, true);
@@ -352,12 +347,7 @@ class FileQueueRecords implements QueueRecords {
     this.fds.clear();
   }
 
-  private ensureTail(): Buffer {
-    this.ensureTailView();
-    return this.tail as Buffer;
-  }
-
-  private ensureTailView(): DataView {
+  private ensureTail(): DataView {
     if (this.tail === undefined || this.tailView === undefined) {
       this.tail = Buffer.alloc(blockBytes);
       this.tailView = new DataView(this.tail.buffer, this.tail.byteOffset, blockBytes);
@@ -375,10 +365,10 @@ class FileQueueRecords implements QueueRecords {
     const blockNo = Math.floor(offset / blockRecords);
     if (blockNo !== this.lastBlockNo || this.lastBlock === undefined) {
       const key = `${this.generation}:${blockNo}`;
-      let block = this.store.cachedBlock(key);
+      let block = this.store.cache.get(key);
       if (block === undefined) {
         block = this.readBlock(blockNo, Math.min(blockRecords, this.next - blockNo * blockRecords));
-        this.store.cacheBlock(key, block);
+        this.store.cache.put(key, block);
       }
       this.lastBlockNo = blockNo;
       this.lastBlock = new DataView(block.buffer, block.byteOffset, block.length);

@@ -435,7 +435,7 @@ export class BrokerSim {
         slot.retention = new RetentionService({
           settings: this.retention, intervalMs: this.profile.retentionIntervalMs, machine,
           raft: this.options.unsafe?.retentionAhead === undefined ? raft : retentionAhead(raft, this.options.unsafe.retentionAhead),
-          segments: () => commitLog.segments(), diskUsedRatio: () => Promise.resolve(undefined), clock, logger: silentLogger,
+          segments: () => commitLog.segments(), segmentCount: () => commitLog.segmentCount, diskUsedRatio: () => Promise.resolve(undefined), clock, logger: silentLogger,
         });
         slot.retention.start();
       }
