@@ -231,7 +231,7 @@ export class BrokerState {
   }
 
   /** Every queue the state holds (the rest of a queue store's files may go). */
-  queueIdentities(): QueueIdentity[] {
+  private queueIdentities(): QueueIdentity[] {
     const queues: QueueIdentity[] = [];
     for (const topic of this.topics.values()) for (const queue of topic.queues) queues.push(queue.identity);
     return queues;
