@@ -5,9 +5,20 @@
  * see no send error and every acknowledged message must be consumed.
  */
 import { PushConsumer, Producer, SimpleConsumer } from 'rocketmq-client-nodejs';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import { BrokerCluster } from '../support/broker-cluster.js';
 import { waitFor } from '../support/process-cluster.js';
+
+/** `promise`, or a clear failure naming `what` once `ms` have passed (a stalled step must not eat the whole test timeout silently). */
+async function within<T>(what: string, ms: number, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms); });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 async function sendAll(count: number, concurrency: number, send: (i: number) => Promise<string>, onProgress: (done: number) => void): Promise<{ ids: Map<number, string>; errors: string[] }> {
   const ids = new Map<number, string>();
@@ -48,32 +59,40 @@ describe('official rocketmq-client-nodejs through the access point', () => {
   });
 
   it('sends normal and FIFO messages across leader kills without an application error, and the consumers get every one', async () => {
+    // Stage marks go to stdout so that a run that stalls says where.
+    const startedAt = Date.now();
+    const stages: string[] = [];
+    const stage = (what: string): void => { stages.push(`+${Date.now() - startedAt} ms: ${what}`); console.log(`official-client ${stages.at(-1)}`); };
+    onTestFailed(() => { console.log(`official-client stages:\n${stages.join('\n')}\nnode output (tail):\n${cluster.output().slice(-8_000)}`); });
     await cluster.start();
+    stage('cluster started');
     await cluster.admin.createTopic('plain', { readQueues: 4, writeQueues: 4 });
     await cluster.admin.createTopic('ordered', { readQueues: 4, writeQueues: 4, messageType: 'FIFO' });
     await cluster.admin.createGroup('fifo-readers', { fifo: true });
     const endpoints = cluster.accessPoint;
 
     const producer = new Producer({ endpoints, topics: ['plain', 'ordered'], requestTimeout: 3000 } as never);
-    await producer.startup();
+    await within('producer startup', 20_000, producer.startup());
     closers.push(() => producer.shutdown());
+    stage('producer started');
 
     // Normal messages, leader killed after 150 acknowledgements.
     let killed: string | undefined;
-    const normal = await sendAll(600, 8, async (i) => (await producer.send({ topic: 'plain', tag: i % 2 === 0 ? 'even' : 'odd', body: Buffer.from(`plain-${i}`) })).messageId, (done) => {
+    const normal = await within('600 normal sends', 60_000, sendAll(600, 8, async (i) => (await producer.send({ topic: 'plain', tag: i % 2 === 0 ? 'even' : 'odd', body: Buffer.from(`plain-${i}`) })).messageId, (done) => {
       if (done >= 150 && killed === undefined) {
         killed = 'pending';
         void cluster.killLeader().then((id) => { killed = id; });
       }
-    });
+    }));
     await waitFor('the kill to finish', () => killed !== 'pending' && killed !== undefined, 10_000);
     expect(normal.errors).toEqual([]);
+    stage(`normal sends done, killed ${killed}`);
     cluster.restart(killed as string);
 
     // FIFO messages: 4 message groups, each sent in order; the leader is killed mid-run again.
     let killedAgain: string | undefined;
     const perGroup = 75;
-    const fifo = await sendAll(4, 4, async (g) => {
+    const fifo = await within('300 FIFO sends', 60_000, sendAll(4, 4, async (g) => {
       for (let n = 0; n < perGroup; n++) {
         await producer.send({ topic: 'ordered', messageGroup: `group-${g}`, body: Buffer.from(`${g}:${n}`) });
         if (g === 0 && n === 30 && killedAgain === undefined) {
@@ -83,24 +102,27 @@ describe('official rocketmq-client-nodejs through the access point', () => {
         }
       }
       return `group-${g}`;
-    }, () => undefined);
+    }, () => undefined));
     expect(fifo.errors).toEqual([]);
     expect(killedAgain).toMatch(/^n\d$/);
+    stage(`FIFO sends done, killed ${killedAgain}`);
 
     // SimpleConsumer reads every acknowledged normal message, filtered by tag.
     const simple = new SimpleConsumer({ endpoints, consumerGroup: 'simple-readers', subscriptions: new Map([['plain', 'even || odd']]), awaitDuration: 2000, requestTimeout: 3000 } as never);
-    await simple.startup();
+    await within('simple consumer startup', 20_000, simple.startup());
     closers.push(() => simple.shutdown());
+    stage('simple consumer started');
     const seen = new Set<string>();
     const expected = new Set(normal.ids.values());
     const until = Date.now() + 60_000;
     while ([...expected].some((id) => !seen.has(id)) && Date.now() < until) {
-      for (const message of await simple.receive(32, 20_000)) {
+      for (const message of await within('a receive', 30_000, simple.receive(32, 20_000))) {
         seen.add(message.messageId);
-        await simple.ack(message);
+        await within('an ack', 10_000, simple.ack(message));
       }
     }
     expect([...expected].filter((id) => !seen.has(id))).toEqual([]);
+    stage('simple consumer read every message');
 
     // PushConsumer (FIFO group): every message, and each message group in order.
     const received = new Map<string, number[]>();
@@ -114,8 +136,9 @@ describe('official rocketmq-client-nodejs through the access point', () => {
         },
       },
     } as never);
-    await push.startup();
+    await within('push consumer startup', 20_000, push.startup());
     closers.push(() => push.shutdown());
+    stage('push consumer started');
     await waitFor('every FIFO message pushed', () => [...received.values()].reduce((sum, list) => sum + new Set(list).size, 0) >= 4 * perGroup, 60_000);
     for (let g = 0; g < 4; g++) {
       const list = received.get(String(g)) ?? [];
