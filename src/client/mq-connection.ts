@@ -171,11 +171,14 @@ export class MQConnection {
 
   /**
    * A unary call to the leader of `group`. Not-leader answers (definite) are followed and
-   * retried until a leader answers or `leaderWaitMs` passes; the caller decides about errors.
+   * retried until a leader answers or the leader wait passes (`leaderWaitMs`, never more than
+   * `timeoutMs`); the caller decides about errors.
    * Resolves with the response; rejects with an MQClientError for transport failures.
    */
-  async unary(group: string, method: string, request: object, options: { timeoutMs?: number; extra?: grpc.Metadata } = {}): Promise<any> {
-    const until = Date.now() + this.leaderWaitMs;
+  async unary(group: string, method: string, request: object, options: { timeoutMs?: number; leaderWaitMs?: number; extra?: grpc.Metadata } = {}): Promise<any> {
+    // Never wait for a leader longer than the call may take: a caller with another group to
+    // try (a producer) passes a shorter wait so that it can still move there in time.
+    const until = Date.now() + Math.min(options.leaderWaitMs ?? this.leaderWaitMs, options.timeoutMs ?? Infinity);
     let attempts = 0;
     for (;;) {
       if (this.closed) throw new MQClientError('CLIENT_CLOSED', 'the client was shut down', true);

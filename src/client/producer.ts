@@ -48,7 +48,12 @@ export interface ProducerOptions extends ConnectionOptions {
 interface Target {
   readonly group: string;
   readonly queueId: number;
+  /** False when a selector or sharding key chose the queue: the message may not move to another group. */
+  readonly movable: boolean;
 }
+
+/** The longest a send waits for a leaderless group's election when another group could take the message. */
+const movableLeaderWaitMs = 1_000;
 
 interface Pending {
   readonly message: any;
@@ -116,7 +121,11 @@ export class Producer {
         // One attempt may not eat the whole budget: a node that stopped answering (paused,
         // cut off) must leave time to retry on the new leader.
         const attemptMs = Math.min(deadline - Date.now(), this.connection.requestTimeoutMs);
-        const { offset } = await this.enqueue(target.group, toV2(message, messageId, target.queueId), attemptMs);
+        // With another group able to take the message, a group without a leader gets a third
+        // of the attempt (at most 1 s) before the send moves on; alone, it gets all of it.
+        const elsewhere = unknownCause === undefined && target.movable && (await this.groupCount(message.topic)) > 1;
+        const leaderWaitMs = elsewhere ? Math.min(attemptMs / 3, movableLeaderWaitMs) : attemptMs;
+        const { offset } = await this.enqueue(target.group, toV2(message, messageId, target.queueId), attemptMs, leaderWaitMs);
         this.avoidUntil.delete(target.group);
         return { messageId, topic: message.topic, brokerGroup: target.group, queueId: target.queueId, offset };
       } catch (error) {
@@ -167,7 +176,7 @@ export class Producer {
       const index = selector !== undefined ? selector(queues.length, message) : fnv1a(message.shardingKey as string) % queues.length;
       const target = queues[((index % queues.length) + queues.length) % queues.length];
       if (target === undefined) throw new MQClientError('BAD_REQUEST', `the selector chose queue ${index} of ${queues.length}`, true);
-      return target;
+      return { ...target, movable: false };
     }
     const now = Date.now();
     const healthy = queues.filter((q) => (this.avoidUntil.get(q.group) ?? 0) <= now && q.group !== avoid?.group);
@@ -177,25 +186,30 @@ export class Producer {
     return candidates[next % candidates.length] as Target;
   }
 
+  /** How many broker groups can take messages of `topic` (routes are cached by the connection). */
+  private async groupCount(topic: string): Promise<number> {
+    return new Set(writableQueues(await this.connection.requireRoutes(topic), topic).map((q) => q.group)).size;
+  }
+
   /** Queues the message for its group's next SendMessage request (one per event-loop turn). */
-  private enqueue(group: string, message: any, timeoutMs: number): Promise<{ offset: number }> {
+  private enqueue(group: string, message: any, timeoutMs: number, leaderWaitMs: number): Promise<{ offset: number }> {
     return new Promise((resolve, reject) => {
       let queue = this.outgoing.get(group);
       if (queue === undefined) {
         queue = [];
         this.outgoing.set(group, queue);
-        setImmediate(() => this.flush(group, Math.max(timeoutMs, 100)));
+        setImmediate(() => this.flush(group, Math.max(timeoutMs, 100), Math.max(leaderWaitMs, 100)));
       }
       queue.push({ message, resolve, reject });
     });
   }
 
-  private flush(group: string, timeoutMs: number): void {
+  private flush(group: string, timeoutMs: number, leaderWaitMs: number): void {
     const queue = this.outgoing.get(group) ?? [];
     this.outgoing.delete(group);
     for (let i = 0; i < queue.length; i += this.coalesceMax) {
       const batch = queue.slice(i, i + this.coalesceMax);
-      this.connection.unary(group, 'SendMessage', { messages: batch.map((p) => p.message) }, { timeoutMs }).then((response) => {
+      this.connection.unary(group, 'SendMessage', { messages: batch.map((p) => p.message) }, { timeoutMs, leaderWaitMs }).then((response) => {
         const entries: any[] = response.entries ?? [];
         batch.forEach((pending, j) => {
           const entry = entries[j];
@@ -217,7 +231,7 @@ function writableQueues(groups: readonly GroupRoute[], topic: string): Target[] 
   return groups.flatMap((g) => {
     const route: TopicRoute | undefined = g.topics.find((t) => t.name === topic);
     if (route === undefined || (route.perm & 2) === 0) return [];
-    return Array.from({ length: route.writeQueues }, (_, queueId) => ({ group: g.group, queueId }));
+    return Array.from({ length: route.writeQueues }, (_, queueId) => ({ group: g.group, queueId, movable: true }));
   });
 }
 
