@@ -38,6 +38,11 @@ export interface BrokerServiceOptions {
   readonly autoCreateTopics: boolean;
   readonly autoCreateGroups: boolean;
   readonly maxBodyBytes: number;
+  /**
+   * Bodies of one SendMessage request (a client's batch), in total: refused as a whole with a
+   * clear error well below gRPC's 64 MiB frame limit, which would answer RESOURCE_EXHAUSTED.
+   */
+  readonly requestBodyBytesMax: number;
   /** Messages and bytes per Raft entry when coalescing sends. */
   readonly batchMessagesMax: number;
   readonly batchBytesMax: number;
@@ -53,6 +58,7 @@ export const defaultBrokerServiceOptions: Omit<BrokerServiceOptions, 'brokerGrou
   autoCreateTopics: false,
   autoCreateGroups: true,
   maxBodyBytes: 4 * 1024 * 1024,
+  requestBodyBytesMax: 32 * 1024 * 1024,
   batchMessagesMax: 1024,
   batchBytesMax: 4 * 1024 * 1024,
   autoRenewInvisibleMs: 60_000,

@@ -43,6 +43,8 @@ export interface ProducerOptions extends ConnectionOptions {
   readonly faultAvoidanceMs?: number;
   /** Messages per SendMessage request when coalescing (default 256). */
   readonly coalesceMax?: number;
+  /** Bodies of one `sendBatch`, in total (default 32 MiB, the broker's own per-request limit). */
+  readonly batchBodyBytesMax?: number;
 }
 
 interface Target {
@@ -86,6 +88,7 @@ export class Producer {
   private readonly retries: number;
   private readonly faultAvoidanceMs: number;
   private readonly coalesceMax: number;
+  private readonly batchBodyBytesMax: number;
   private readonly avoidUntil = new Map<string, number>();
   private readonly roundRobin = new Map<string, number>();
   private readonly outgoing = new Map<string, Pending[]>();
@@ -96,6 +99,7 @@ export class Producer {
     this.retries = options.retries ?? 2;
     this.faultAvoidanceMs = options.faultAvoidanceMs ?? 30_000;
     this.coalesceMax = options.coalesceMax ?? 256;
+    this.batchBodyBytesMax = options.batchBodyBytesMax ?? 32 * 1024 * 1024;
   }
 
   /** Fetches routes for `topics` now so the first send does not pay for it. */
@@ -159,6 +163,10 @@ export class Producer {
     const first = messages[0];
     if (first === undefined) return [];
     if (messages.some((m) => m.topic !== first.topic)) throw new MQClientError('BAD_REQUEST', 'a batch holds messages of one topic', true);
+    const bodyBytes = messages.reduce((sum, m) => sum + (typeof m.body === 'string' ? Buffer.byteLength(m.body) : m.body.byteLength), 0);
+    if (bodyBytes > this.batchBodyBytesMax) {
+      throw new MQClientError('MESSAGE_BODY_TOO_LARGE', `a batch of ${messages.length} messages with ${bodyBytes} body bytes is over the limit of ${this.batchBodyBytesMax}; send it in smaller batches`, true);
+    }
     const target = await this.pick(first, undefined, undefined);
     const ids = messages.map(() => newMessageId());
     const response = await this.connection.unary(target.group, 'SendMessage', { messages: messages.map((m, i) => toV2(m, ids[i] as string, target.queueId)) }, { timeoutMs: this.sendTimeoutMs });

@@ -229,6 +229,11 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       const honourQueueId = header(call, queueSelectedHeader) === '1';
       const messages: any[] = request.messages ?? [];
       if (messages.length === 0) return { status: { code: 'BAD_REQUEST', message: 'no messages to send' }, entries: [] };
+      const requestBodyBytes = messages.reduce((sum, message) => sum + (message?.body?.length ?? 0), 0);
+      if (requestBodyBytes > service.options.requestBodyBytesMax) {
+        const status = { code: 'MESSAGE_BODY_TOO_LARGE', message: `the request's ${messages.length} message bodies total ${requestBodyBytes} bytes, over the limit of ${service.options.requestBodyBytesMax} per request; send them in smaller batches` };
+        return { status, entries: messages.map((message) => ({ status, messageId: String(message?.systemProperties?.messageId ?? ''), transactionId: '', offset: 0, recallHandle: '' })) };
+      }
       const entries = await Promise.all(messages.map(async (message) => {
         const messageId = String(message?.systemProperties?.messageId ?? '');
         try {

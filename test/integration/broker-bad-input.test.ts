@@ -49,6 +49,18 @@ describe('broker bad input', () => {
     expect((await cluster.admin.listTopics()).find((t) => t.name === 'known')?.maxOffsets).toEqual([1]);
   });
 
+  it('refuses an oversized batch with a clear error, in the client before sending and in the broker, and stores nothing', async () => {
+    const big = Buffer.alloc(4 * 1024 * 1024, 1);
+    const before = (await cluster.admin.listTopics()).find((t) => t.name === 'known')?.maxOffsets;
+    await expect(producer.sendBatch(Array.from({ length: 20 }, () => ({ topic: 'known', body: big })))).rejects.toMatchObject({ code: 'MESSAGE_BODY_TOO_LARGE', definite: true, message: expect.stringMatching(/batch of 20 messages/) });
+    // Past our client's check: the broker refuses the request as a whole (not gRPC's RESOURCE_EXHAUSTED).
+    const raw = Array.from({ length: 9 }, (_, i) => ({ topic: { name: 'known' }, systemProperties: { messageId: `RAW-BATCH-${i}`, bodyEncoding: 'IDENTITY', messageType: 'NORMAL' }, body: big }));
+    const response = await producer.connection.unary('east', 'SendMessage', { messages: raw }, { timeoutMs: 20_000 });
+    expect(response.status).toMatchObject({ code: 'MESSAGE_BODY_TOO_LARGE', message: expect.stringMatching(/per request/) });
+    expect(response.entries).toHaveLength(9);
+    expect((await cluster.admin.listTopics()).find((t) => t.name === 'known')?.maxOffsets).toEqual(before);
+  });
+
   it('answers malformed, stale and foreign receipt handles with INVALID_RECEIPT_HANDLE', async () => {
     const consumer = new SimpleConsumer({ nameServers: [cluster.namesrv], group: 'handles', awaitMs: 1_000 }).subscribe('known');
     const [message] = await consumer.receive(1, 10_000);
