@@ -24,6 +24,15 @@ export class HoldExpiredError extends Error {
 
 const retryPauseMs = 50;
 
+/**
+ * Calls that repeating has no further effect on: a send is de-duplicated by its message id,
+ * an ack by its receipt handle, the rest only read. Such a call that has no answer yet when
+ * the group's leader changes is also sent to the new leader, and the first leader's answer
+ * wins: a leader that stopped answering (paused, cut off) keeps its connections open, so
+ * waiting on it would spend the client's whole attempt.
+ */
+const repeatableMethods: ReadonlySet<string> = new Set(['SendMessage', 'AckMessage', 'QueryRoute', 'QueryAssignment', 'GetOffset', 'QueryOffset', 'Heartbeat']);
+
 /** True when the response or error means "try the (new) leader", with no effect having happened. */
 function isNotLeaderAnswer(response: any): boolean {
   return response?.status?.code === 'HA_NOT_AVAILABLE';
@@ -48,7 +57,59 @@ export class Forwarder {
    * answer when the hold budget ran out; rejects with the last transport error otherwise.
    */
   unary(method: string, request: unknown, options: ForwardOptions): Promise<{ response: any; trailer: grpc.Metadata | undefined }> {
-    return this.hold(options, (address, metadata) => this.callOnce(address, method, request, metadata, options.deadlineMs), (result) => isNotLeaderAnswer(result.response));
+    const once = (address: string, metadata: grpc.Metadata): Promise<{ response: any; trailer: grpc.Metadata | undefined }> => this.callOnce(address, method, request, metadata, options.deadlineMs);
+    const notLeader = (result: { response: any }): boolean => isNotLeaderAnswer(result.response);
+    return this.hold(options, repeatableMethods.has(method) ? (address, metadata) => this.untilLeaderChanges(address, metadata, options, once, notLeader) : once, notLeader);
+  }
+
+  /**
+   * `once` to `address`; when the target moves to another address before it answers, also
+   * `once` there (and so on), and the first answer that is not "not the leader" wins. When
+   * every attempt has failed, the last failure is the result.
+   */
+  private untilLeaderChanges<T>(address: string, metadata: grpc.Metadata, options: ForwardOptions, once: (address: string, metadata: grpc.Metadata) => Promise<T>, notLeader: (result: T) => boolean): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const tried = new Set<string>();
+      let outstanding = 0;
+      let settled = false;
+      let watch: NodeJS.Timeout | undefined;
+      let notLeaderAnswer: { result: T } | undefined;
+      const finish = (): void => {
+        settled = true;
+        clearInterval(watch);
+      };
+      const attempt = (to: string): void => {
+        tried.add(to);
+        outstanding++;
+        once(to, metadata).then((result) => {
+          outstanding--;
+          if (settled) return;
+          if (!notLeader(result)) {
+            finish();
+            resolve(result);
+            return;
+          }
+          notLeaderAnswer = { result };
+          if (outstanding === 0) {
+            finish();
+            resolve(result);
+          }
+        }, (error: unknown) => {
+          outstanding--;
+          if (settled) return;
+          if (outstanding === 0) {
+            finish();
+            if (notLeaderAnswer !== undefined) resolve(notLeaderAnswer.result);
+            else reject(error);
+          }
+        });
+      };
+      attempt(address);
+      watch = setInterval(() => {
+        const now = options.target();
+        if (!settled && now !== undefined && !tried.has(now)) attempt(now);
+      }, retryPauseMs);
+    });
   }
 
   /** Forwards a server-streaming call; frames are collected and handed over only on success. */
