@@ -12,7 +12,8 @@ import { BrokerError } from './errors.js';
 import type { ApplyResult, BrokerStateMachine } from './broker-state-machine.js';
 import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } from './core/broker-state.js';
 import { encodeCommand, encodeMessages, readMessageAt, type MessageInput, type StoredMessage } from './core/entry-codec.js';
-import { filterMatches, filterToJson, type TagFilter } from './core/filter.js';
+import { filterMatches, filterToJson } from './core/filter.js';
+import { sqlMatches, type SubscriptionFilter } from './core/subscription-filter.js';
 import {
   defaultGroupConfig, defaultTopicConfig, dlqTopicPrefix, groupConfigProblem, permRead, topicAccepts, topicConfigProblem, type GroupConfig, type MessageKind, type TopicConfig,
 } from './core/names.js';
@@ -319,7 +320,7 @@ export class BrokerService {
   // ---- pop-style consumption (receive / ack / change invisibility) ---------------------------
 
   async receive(request: {
-    group: string; topic: string; queueId: number; filter: TagFilter; batch: number; invisibleMs: number;
+    group: string; topic: string; queueId: number; filter: SubscriptionFilter; batch: number; invisibleMs: number;
     autoRenew: boolean; clientId: string; pollMs: number;
   }): Promise<DeliveredMessage[]> {
     await this.requireGroup(request.group);
@@ -331,10 +332,15 @@ export class BrokerService {
       await this.awaitReadReady();
       if (this.state.mayDeliver(request.group, request.topic, request.queueId, this.clock.wallNowMs())) {
         const outcome = await this.command({
-          op: 'receive', group: request.group, topic: request.topic, queueId: request.queueId, tags: filterToJson(request.filter),
+          op: 'receive', group: request.group, topic: request.topic, queueId: request.queueId, tags: filterToJson(request.filter.tags),
           batch: request.batch, invisibleMs, autoRenew: request.autoRenew, clientId: request.clientId,
         });
-        if (outcome.kind === 'received' && outcome.deliveries.length > 0) return this.readDeliveries(outcome.deliveries);
+        if (outcome.kind === 'received' && outcome.deliveries.length > 0) {
+          const delivered = await this.readDeliveries(outcome.deliveries);
+          const matched = request.filter.sql === undefined ? delivered : await this.settleUnmatched(request.group, request.filter, outcome.deliveries, delivered);
+          if (matched.length > 0) return matched;
+          continue; // every one was filtered out: look again (the next ones may match)
+        }
       }
       const remaining = pollUntil - this.clock.nowMs();
       if (remaining <= 0 || this.closed) return [];
@@ -342,6 +348,25 @@ export class BrokerService {
       const wait = Math.min(remaining, 1_000, nextDeadline === undefined ? Infinity : Math.max(nextDeadline - this.clock.wallNowMs() + 5, 5));
       await this.waitForChange(request.topic, wait);
     }
+  }
+
+  /**
+   * A SQL subscription's deliveries that its expression rejects are acknowledged here, on the
+   * leader, so they never reach the client: consumed by skipping, as a tag filter does.
+   */
+  private async settleUnmatched(group: string, filter: SubscriptionFilter, deliveries: readonly Delivery[], delivered: readonly DeliveredMessage[]): Promise<DeliveredMessage[]> {
+    const matched: DeliveredMessage[] = [];
+    const settles: Promise<CommandOutcome>[] = [];
+    delivered.forEach((message, i) => {
+      if (sqlMatches(filter, message.message)) {
+        matched.push(message);
+        return;
+      }
+      const { topic, queueId, offset, seq } = deliveries[i] as Delivery;
+      settles.push(this.command({ op: 'ack', group, topic, queueId, offset, seq }));
+    });
+    await Promise.all(settles);
+    return matched;
   }
 
   async ack(group: string, handle: ReceiptHandle): Promise<void> {
@@ -389,7 +414,7 @@ export class BrokerService {
   // ---- queue-offset consumption (pull) -------------------------------------------------------
 
   /** Messages of one queue from `offset` (read-only; no log entry), long-polling when none. */
-  async pull(request: { topic: string; queueId: number; offset: number; batch: number; filter: TagFilter; pollMs: number }): Promise<{ messages: PulledMessage[]; nextOffset: number }> {
+  async pull(request: { topic: string; queueId: number; offset: number; batch: number; filter: SubscriptionFilter; pollMs: number }): Promise<{ messages: PulledMessage[]; nextOffset: number }> {
     const topic = this.requireTopic(request.topic);
     if ((topic.perm & permRead) === 0) throw new BrokerError('FORBIDDEN', `topic ${topic.name} is not readable`);
     if (this.state.queue(request.topic, request.queueId) === undefined || request.queueId >= topic.readQueues) throw new BrokerError('BAD_REQUEST', `topic ${topic.name} has no readable queue ${request.queueId}`);
@@ -406,9 +431,9 @@ export class BrokerService {
       while (offset < queue.maxOffset && messages.length < request.batch) {
         // A DLQ's reference to a message retention released (DLQs are not in log order).
         const released = queue.logIndexAt(offset) < this.state.retainedFrom;
-        if (!released && filterMatches(request.filter, this.state.tagName(queue.tagIdAt(offset)))) {
+        if (!released && filterMatches(request.filter.tags, this.state.tagName(queue.tagIdAt(offset)))) {
           const message = await this.messageAt(queue.logIndexAt(offset), queue.positionAt(offset));
-          messages.push({ message, topic: request.topic, queueId: request.queueId, offset, storeTimeMs: queue.storeTimeAt(offset) });
+          if (sqlMatches(request.filter, message)) messages.push({ message, topic: request.topic, queueId: request.queueId, offset, storeTimeMs: queue.storeTimeAt(offset) });
         }
         offset++;
       }

@@ -23,6 +23,17 @@ export interface ReceivedMessage {
   readonly intact: boolean;
 }
 
+/**
+ * What a consumer subscribes to: a tag expression (`'*'`, `'TagA || TagB'`), or a SQL92
+ * expression over user properties and `TAGS` (`{ sql: "region = 'eu' AND amount > 100" }`),
+ * evaluated by the broker so that messages it rejects never cross the network.
+ */
+export type FilterExpression = string | { readonly sql: string };
+
+export function filterExpressionToV2(filter: FilterExpression): { type: 'TAG' | 'SQL'; expression: string } {
+  return typeof filter === 'string' ? { type: 'TAG', expression: filter } : { type: 'SQL', expression: filter.sql };
+}
+
 const ms = (t: any): number => (t === null || t === undefined ? 0 : Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6));
 
 export function fromV2(message: any, brokerGroup: string): ReceivedMessage {

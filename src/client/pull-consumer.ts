@@ -9,7 +9,7 @@
  * was polled but not processed before a crash is read again by the next owner).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fromV2, type ReceivedMessage } from './messages.js';
+import { filterExpressionToV2, fromV2, type FilterExpression, type ReceivedMessage } from './messages.js';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
 import * as grpc from '@grpc/grpc-js';
 import { rebalanceHeader } from '../util/rocketmq-v2.js';
@@ -46,7 +46,7 @@ export class ProcessQueue {
   generation = 0;
   dropped = false;
 
-  constructor(readonly ref: QueueRef, readonly filter: string) {}
+  constructor(readonly ref: QueueRef, readonly filter: FilterExpression) {}
 
   /** Everything below is finished: the offset to commit. */
   get committable(): number {
@@ -69,7 +69,7 @@ const queueKey = (ref: QueueRef): string => `${ref.brokerGroup}\u0000${ref.topic
 export class PullConsumer {
   readonly connection: MQConnection;
   protected readonly queues = new Map<string, ProcessQueue>();
-  private readonly subscriptions = new Map<string, string>();
+  private readonly subscriptions = new Map<string, FilterExpression>();
   private readonly mode: 'clustering' | 'broadcasting';
   private running = false;
   private timers: NodeJS.Timeout[] = [];
@@ -85,8 +85,8 @@ export class PullConsumer {
     this.mode = options.mode ?? 'clustering';
   }
 
-  subscribe(topic: string, tagExpression = '*'): this {
-    this.subscriptions.set(topic, tagExpression);
+  subscribe(topic: string, filter: FilterExpression = '*'): this {
+    this.subscriptions.set(topic, filter);
     return this;
   }
 
@@ -206,7 +206,7 @@ export class PullConsumer {
   }
 
   private async rebalanceOnce(): Promise<void> {
-    const wanted = new Map<string, { ref: QueueRef; filter: string }>();
+    const wanted = new Map<string, { ref: QueueRef; filter: FilterExpression }>();
     // No route at all means the whole group is down or unregistered for a moment, not that
     // its queues are gone: keep them (and their offsets) until the routes come back.
     const unresolved = new Set<string>();
@@ -285,7 +285,7 @@ export class PullConsumer {
       try {
         const frames = await this.connection.stream(q.ref.brokerGroup, 'PullMessage', {
           group: this.groupResource(), messageQueue: this.mq(q.ref), offset: q.nextPullOffset, batchSize: this.options.pullBatchSize ?? 32,
-          filterExpression: { type: 'TAG', expression: q.filter }, longPollingTimeout: { seconds: Math.floor(longPollMs / 1000), nanos: 0 },
+          filterExpression: filterExpressionToV2(q.filter), longPollingTimeout: { seconds: Math.floor(longPollMs / 1000), nanos: 0 },
         }, longPollMs + this.connection.requestTimeoutMs);
         if (generation !== q.generation || q.dropped) continue;
         const status = frames.find((f) => f.content === 'status')?.status;

@@ -5,7 +5,7 @@
  * attempt; after the group's max attempts the broker moves them to %DLQ%<group>. All of this
  * state is replicated, so receipt handles stay valid across a leader change.
  */
-import { fromV2, type ReceivedMessage } from './messages.js';
+import { filterExpressionToV2, fromV2, type FilterExpression, type ReceivedMessage } from './messages.js';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
 
 export interface SimpleConsumerOptions extends ConnectionOptions {
@@ -16,7 +16,7 @@ export interface SimpleConsumerOptions extends ConnectionOptions {
 
 export class SimpleConsumer {
   readonly connection: MQConnection;
-  private readonly subscriptions = new Map<string, string>();
+  private readonly subscriptions = new Map<string, FilterExpression>();
   private cursor = 0;
 
   constructor(readonly options: SimpleConsumerOptions) {
@@ -24,22 +24,22 @@ export class SimpleConsumer {
     this.connection = new MQConnection(options);
   }
 
-  subscribe(topic: string, tagExpression = '*'): this {
-    this.subscriptions.set(topic, tagExpression);
+  subscribe(topic: string, filter: FilterExpression = '*'): this {
+    this.subscriptions.set(topic, filter);
     return this;
   }
 
   async receive(max = 16, invisibleMs = 30_000): Promise<ReceivedMessage[]> {
     const topics = [...this.subscriptions];
     if (topics.length === 0) throw new MQClientError('BAD_REQUEST', 'subscribe to at least one topic first', true);
-    const [topic, filter] = topics[this.cursor++ % topics.length] as [string, string];
+    const [topic, filter] = topics[this.cursor++ % topics.length] as [string, FilterExpression];
     const groups = await this.connection.requireRoutes(topic);
     const group = groups[this.cursor % groups.length]?.group as string;
     const awaitMs = this.options.awaitMs ?? 5_000;
     const frames = await this.connection.stream(group, 'ReceiveMessage', {
       group: { name: this.options.group, resourceNamespace: '' },
       messageQueue: { topic: { name: topic, resourceNamespace: '' }, id: -1, broker: { name: group, id: 0 } },
-      filterExpression: { type: 'TAG', expression: filter }, batchSize: max, autoRenew: false,
+      filterExpression: filterExpressionToV2(filter), batchSize: max, autoRenew: false,
       invisibleDuration: { seconds: Math.floor(invisibleMs / 1000), nanos: (invisibleMs % 1000) * 1e6 },
       longPollingTimeout: { seconds: Math.floor(awaitMs / 1000), nanos: (awaitMs % 1000) * 1e6 },
     }, awaitMs + this.connection.requestTimeoutMs);

@@ -8,7 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { BrokerService } from '../broker/broker-service.js';
 import { BrokerError } from '../broker/errors.js';
-import { FilterError, parseTagFilter } from '../broker/core/filter.js';
+import { FilterError } from '../broker/core/filter.js';
+import { parseSubscriptionFilter } from '../broker/core/subscription-filter.js';
 import { defaultGroupConfig, defaultTopicConfig, groupNameProblem, permRead, permWrite, type TopicConfig } from '../broker/core/names.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
 import {
@@ -253,7 +254,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       checkQueueGroup(request);
       const group = groupOf(request);
       const topic = String(request.messageQueue?.topic?.name ?? '');
-      const filter = parseTagFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
+      const filter = parseSubscriptionFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
       const autoRenew = request.autoRenew === true;
       const groupConfig = await service.requireGroup(group);
       const honourQueue = header(call, queueSelectedHeader) === '1' || (autoRenew && groupConfig.fifo);
@@ -318,7 +319,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     PullMessage: serverStream('PullMessage', async (request, call) => {
       checkQueueGroup(request);
       const topic = String(request.messageQueue?.topic?.name ?? '');
-      const filter = parseTagFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
+      const filter = parseSubscriptionFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
       const batch = Math.min(Math.max(Number(request.batchSize) || 32, 1), 1024);
       const { messages, nextOffset } = await service.pull({
         topic, queueId: Number(request.messageQueue?.id ?? 0), offset: Number(request.offset ?? 0), batch, filter, pollMs: pollMsFor(request, call),

@@ -9,7 +9,7 @@ import type { BrokerService } from '../broker/broker-service.js';
 import { BrokerError } from '../broker/errors.js';
 import type { BrokerState } from '../broker/core/broker-state.js';
 import type { MessageInput } from '../broker/core/entry-codec.js';
-import { matchAll } from '../broker/core/filter.js';
+import { matchEverything } from '../broker/core/subscription-filter.js';
 import { dlqTopicOf, permReadWrite, type GroupConfig, type TopicConfig } from '../broker/core/names.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
 import type { BrokerChecker, WatchedGroup } from './broker-sim-checker.js';
@@ -319,7 +319,7 @@ export class BrokerWorkload {
       const invisibleMs = this.phase === 'faults' ? this.random.int(200, 1500) : 800;
       const sentAt = this.tick();
       const outcome = await this.call((e) => e.service.receive({
-        group: watch.group, topic: watch.topic, queueId: -1, filter: matchAll, batch: this.random.int(1, 4), invisibleMs,
+        group: watch.group, topic: watch.topic, queueId: -1, filter: matchEverything, batch: this.random.int(1, 4), invisibleMs,
         autoRenew: false, clientId, pollMs: this.random.int(0, 300),
       }));
       this.tick();
@@ -383,7 +383,7 @@ export class BrokerWorkload {
         local[queueId] = offset;
       }
       const from = offset;
-      const pulled = await this.call((e) => e.service.pull({ topic: watch.topic, queueId, offset: from, batch: this.random.int(1, 8), filter: matchAll, pollMs: this.random.int(0, 200) }));
+      const pulled = await this.call((e) => e.service.pull({ topic: watch.topic, queueId, offset: from, batch: this.random.int(1, 8), filter: matchEverything, pollMs: this.random.int(0, 200) }));
       this.tick();
       if (!pulled.ok) {
         local[queueId] = undefined;
@@ -434,7 +434,7 @@ export class BrokerWorkload {
       let next = 0;
       for (;;) {
         const from = next;
-        const page = await this.until(`read ${topic}/${queueId}`, (e) => e.service.pull({ topic, queueId, offset: from, batch: 64, filter: matchAll, pollMs: 0 }), 'TOPIC_NOT_FOUND');
+        const page = await this.until(`read ${topic}/${queueId}`, (e) => e.service.pull({ topic, queueId, offset: from, batch: 64, filter: matchEverything, pollMs: 0 }), 'TOPIC_NOT_FOUND');
         if (page === undefined) return ids;
         for (const m of page.messages) {
           if (m.offset < next || (m.offset > next && !dlq && ids.size > 0)) this.checker.violate(`final read of ${topic}/${queueId} went from offset ${next} to ${m.offset}`);
