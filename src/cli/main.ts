@@ -21,6 +21,7 @@ import {
 import { addressList, exitOnFatal, integer, parseMembers, powerFailOnSignal, raftNodeConfig, stopOnSignals, withRaftNodeOptions, type RaftNodeOptions } from './node-options.js';
 import { Admin } from '../client/admin.js';
 import { runDevCluster } from './dev-cluster.js';
+import { dlqCommand } from './dlq-commands.js';
 import { plainWhenPiped, roleCell } from './tables.js';
 
 const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
@@ -200,6 +201,7 @@ function buildProgram(): Command {
     .addCommand(groupCommand())
     .addCommand(produceCommand())
     .addCommand(consumeCommand())
+    .addCommand(dlqCommand())
     .addCommand(clusterCommand())
     .addCommand(nodeCommand())
     .addCommand(statusCommand())

@@ -5,7 +5,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { loadProtoFile } from '../util/proto-files.js';
-import { MQClientError, MQConnection, type ConnectionOptions } from './mq-connection.js';
+import { fromV2, type ReceivedMessage } from './messages.js';
+import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
 import { RaftNodeClient } from './raft-node-client.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
@@ -37,6 +38,13 @@ export interface GroupInfo {
   readonly fifo: boolean;
   readonly members: readonly string[];
   readonly queues: ReadonlyArray<{ topic: string; queueId: number; offset: number; maxOffset: number; inFlight: number; expired: number }>;
+}
+
+/** What `readQueue` found: messages in offset order, and where a next read would start. */
+export interface QueueRead {
+  readonly messages: readonly ReceivedMessage[];
+  /** The offset after the last one scanned (references retention released are skipped). */
+  readonly nextOffset: number;
 }
 
 export interface ClusterNodeInfo {
@@ -213,4 +221,48 @@ export class Admin {
       raft.close();
     }
   }
+
+  /**
+   * Up to `limit` messages of one queue from `fromOffset`, read with PullMessage: read-only (no
+   * offset committed, no log entry), without waiting when the queue has nothing more.
+   */
+  async readQueue(brokerGroup: string, topic: string, queueId: number, fromOffset: number, limit: number): Promise<QueueRead> {
+    if (!Number.isSafeInteger(fromOffset) || fromOffset < 0) throw new MQClientError('ILLEGAL_OFFSET', `offset ${fromOffset} is not a non-negative integer`, true);
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new MQClientError('BAD_REQUEST', `limit ${limit} must be a whole number ≥ 1`, true);
+    const messages: ReceivedMessage[] = [];
+    let offset = fromOffset;
+    while (messages.length < limit) {
+      const frames = await this.connection.stream(brokerGroup, 'PullMessage', {
+        messageQueue: messageQueue(brokerGroup, topic, queueId), offset, batchSize: Math.min(limit - messages.length, 256),
+        filterExpression: { type: 'TAG', expression: '*' }, longPollingTimeout: { seconds: 0, nanos: 0 },
+      }, this.connection.requestTimeoutMs);
+      const status = frames.find((f) => f.content === 'status')?.status;
+      if (status !== undefined && status.code !== 'OK' && status.code !== 'MESSAGE_NOT_FOUND') throw statusError(`read ${topic}/${queueId} of ${brokerGroup}`, status);
+      const batch = frames.filter((f) => f.content === 'message').map((f) => fromV2(f.message, brokerGroup));
+      messages.push(...batch);
+      const next = frames.find((f) => f.content === 'nextOffset');
+      const nextOffset = next !== undefined ? Number(next.nextOffset) : batch.length > 0 ? (batch[batch.length - 1] as ReceivedMessage).offset + 1 : offset;
+      if (nextOffset <= offset) break; // the end of the queue
+      offset = nextOffset;
+    }
+    return { messages, nextOffset: offset };
+  }
+
+  /** The offset `group` committed on one queue (a linearizable read), or undefined if none. */
+  async committedOffset(group: string, brokerGroup: string, topic: string, queueId: number): Promise<number | undefined> {
+    const response = await this.connection.unary(brokerGroup, 'GetOffset', { group: { name: group, resourceNamespace: '' }, messageQueue: messageQueue(brokerGroup, topic, queueId) });
+    if (response.status?.code === 'OFFSET_NOT_FOUND') return undefined;
+    if (response.status?.code !== 'OK') throw statusError(`get offset of ${group} on ${topic}/${queueId} of ${brokerGroup}`, response.status ?? {});
+    return Number(response.offset);
+  }
+
+  /** Commits `offset` (the next message to consume) for `group` on one queue; resolves once it is replicated. */
+  async commitOffset(group: string, brokerGroup: string, topic: string, queueId: number, offset: number): Promise<void> {
+    const response = await this.connection.unary(brokerGroup, 'UpdateOffset', { group: { name: group, resourceNamespace: '' }, messageQueue: messageQueue(brokerGroup, topic, queueId), offset });
+    if (response.status?.code !== 'OK') throw statusError(`commit offset ${offset} of ${group} on ${topic}/${queueId} of ${brokerGroup}`, response.status ?? {});
+  }
+}
+
+function messageQueue(brokerGroup: string, topic: string, queueId: number): object {
+  return { topic: { name: topic, resourceNamespace: '' }, id: queueId, broker: { name: brokerGroup, id: 0 } };
 }
