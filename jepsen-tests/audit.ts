@@ -24,6 +24,7 @@ import { RaftNodeClient, type CommittedEntry } from '../src/client/raft-node-cli
 import { parseSnapshotFile, parseSnapshotFileName } from '../src/commitlog/snapshot-store.js';
 import type { EntryKind, SnapshotMeta } from '../src/raft/types.js';
 import { QueueFileStore } from '../src/server/consume-queue-files.js';
+import { DedupFileStore } from '../src/server/dedup-files.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface NodeAudit {
@@ -116,7 +117,7 @@ async function readReplica(client: RaftNodeClient, id: string, address: string, 
       if (entries.length > 0 && (entries[0] as CommittedEntry).index !== firstIndex) throw new Error(`the log read from ${firstIndex} starts at ${(entries[0] as CommittedEntry).index}`);
       const snapshot = (await snapshotsOnDisk(snapshotDir)).find((s) => s.meta.index <= commitIndex && s.meta.index >= firstIndex - 1);
       if (snapshot === undefined && firstIndex > 1) throw new Error(`no snapshot on disk between ${firstIndex - 1} and ${commitIndex}, and the log starts at ${firstIndex}`);
-      return rebuild(id, firstIndex, commitIndex, entries, snapshot, path.join(path.dirname(snapshotDir), 'queues'));
+      return rebuild(id, firstIndex, commitIndex, entries, snapshot, path.dirname(snapshotDir));
     } catch (error) {
       lastError = error as Error;
       await sleep(500);
@@ -125,13 +126,16 @@ async function readReplica(client: RaftNodeClient, id: string, address: string, 
   throw lastError ?? new Error('unreadable');
 }
 
-function rebuild(id: string, firstIndex: number, commitIndex: number, entries: CommittedEntry[], snapshot: ParsedSnapshot | undefined, queueDir: string): Replica {
+function rebuild(id: string, firstIndex: number, commitIndex: number, entries: CommittedEntry[], snapshot: ParsedSnapshot | undefined, dataDir: string): Replica {
   const machine = new BrokerStateMachine();
   const snapshotIndex = snapshot?.meta.index ?? 0;
   if (snapshot !== undefined) {
-    // The node's snapshots count records in its queue files: read them (read only, the node
-    // is running) into a snapshot that carries them, as one sent to a peer would.
-    const withRecords = new BrokerStateMachine(defaultBrokerStateLimits, new QueueFileStore({ dir: queueDir })).snapshotWithRecords(snapshot.data);
+    // The node's snapshots count records in its queue and dedup files: read them (read only,
+    // the node is running) into a snapshot that carries them, as one sent to a peer would.
+    const files = new BrokerStateMachine(
+      defaultBrokerStateLimits, new QueueFileStore({ dir: path.join(dataDir, 'queues') }), new DedupFileStore({ dir: path.join(dataDir, 'dedup') }).reader(),
+    );
+    const withRecords = files.snapshotWithRecords(snapshot.data);
     machine.restore(withRecords, snapshot.meta);
   }
   machine.apply(entries.filter((e) => e.index > snapshotIndex).map((e) => ({ index: e.index, term: e.term, kind: e.kind as EntryKind, payload: e.payload })));

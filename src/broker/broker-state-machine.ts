@@ -4,15 +4,17 @@
  * with (one completion path: RaftNode.propose). Wakes long polls after every batch.
  *
  * The whole state is in a snapshot (BrokerState.snapshot), so start-up restores the newest
- * snapshot and replays only the log after it. With queue files (`queueRecords`), a snapshot
- * records how far each queue's files reach, synced before it is taken; one sent to another
- * node carries the records (snapshotWithRecords).
+ * snapshot and replays only the log after it. With queue and dedup files (`queueRecords`,
+ * `dedupRecords`), a snapshot records how far each queue's files and the dedup ring reach,
+ * synced before it is taken; one sent to another node carries the records
+ * (snapshotWithRecords).
  */
 import { InvariantViolation } from '../util/assert.js';
 import { EntryKind, type Entry } from '../raft/types.js';
 import type { SnapshotMeta, StateMachine } from '../raft/node/ports.js';
 import { BrokerState, defaultBrokerStateLimits, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type SendOutcome } from './core/broker-state.js';
 import { memoryQueueRecordStore, QueueRecordsError, type QueueRecordStore } from './core/consume-queue.js';
+import { DedupRecordsError, memoryDedupRecordStore, type DedupRecordStore } from './core/dedup-window.js';
 import { snapshotHasRecords } from './core/state-snapshot.js';
 import { PayloadKind, readCommand, readHeader, readRouting } from './core/entry-codec.js';
 
@@ -34,8 +36,9 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
   constructor(
     private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
     private readonly queueRecords: QueueRecordStore = memoryQueueRecordStore,
+    private readonly dedupRecords: DedupRecordStore = memoryDedupRecordStore,
   ) {
-    this.stateValue = new BrokerState(limits, queueRecords);
+    this.stateValue = new BrokerState(limits, queueRecords, dedupRecords);
   }
 
   get state(): BrokerState {
@@ -79,17 +82,19 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
 
   /**
    * A snapshot of this node (`data`, taken at an index at or before the applied one) as a
-   * node without this node's queue files can restore it: with the records. Reads the records
-   * the snapshot counts, which later applies never change (they append after them, and
-   * retention deletes files only below the previous snapshot, see QueueRecordStore.sync).
+   * node without this node's queue and dedup files can restore it: with the records. Reads
+   * the records the snapshot counts, which later applies never change (they append after
+   * them, and files are deleted only below the previous snapshot, see QueueRecordStore.sync
+   * and DedupRecordStore.sync). The dedup table is not built for this (only the records are
+   * copied).
    */
   snapshotWithRecords(data: Uint8Array): Uint8Array {
     if (snapshotHasRecords(data)) return data;
-    return BrokerState.restore(data, this.limits, this.queueRecords.reader()).snapshot({ withRecords: true });
+    return BrokerState.restore(data, this.limits, this.queueRecords.reader(), this.dedupRecords.reader()).snapshot({ withRecords: true });
   }
 
   restore(data: Uint8Array, meta: SnapshotMeta): void {
-    this.stateValue = BrokerState.restore(data, this.limits, this.queueRecords);
+    this.stateValue = BrokerState.restore(data, this.limits, this.queueRecords, this.dedupRecords);
     this.lastApplied = meta.index;
     this.lastAppliedTermValue = meta.term;
     const everything = new Set(['*']);
@@ -120,9 +125,9 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
       }
       return { kind: 'malformed', message: `unknown broker payload kind ${String(header.kind)}` };
     } catch (error) {
-      // A bug, not bad input, or a queue file that could not be written or read: the node
-      // must stop rather than continue in a state the other nodes do not have.
-      if (error instanceof InvariantViolation || error instanceof QueueRecordsError) throw error;
+      // A bug, not bad input, or a queue or dedup file that could not be written or read: the
+      // node must stop rather than continue in a state the other nodes do not have.
+      if (error instanceof InvariantViolation || error instanceof QueueRecordsError || error instanceof DedupRecordsError) throw error;
       return { kind: 'malformed', message: `entry ${entry.index} could not be applied: ${(error as Error).message}` };
     }
   }

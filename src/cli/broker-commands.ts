@@ -68,8 +68,8 @@ export function brokerCommand(): Command {
         retention: { maxAgeMs: options.retentionHours * 3_600_000, logBytesMax: options.retentionBytes ?? Infinity, diskUsedRatioMax: options.retentionDiskPercent / 100 },
       };
       const node = await BrokerNode.start(config, exitOnFatal(`raftmq broker ${config.nodeId}`));
-      // The broker's queue files are cut with the log: they are derived, synced before each snapshot.
-      powerFailOnSignal(node.raft, (randomInt) => node.queueFiles.powerFail(randomInt));
+      // The broker's queue and dedup files are cut with the log: they are derived, synced before each snapshot.
+      powerFailOnSignal(node.raft, (randomInt) => node.powerFailFiles(randomInt));
       stopOnSignals(`raftmq broker ${config.nodeId}`, () => node.close());
     });
 }

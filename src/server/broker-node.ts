@@ -19,6 +19,7 @@ import { systemClock } from '../util/clock.js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import { QueueFileStore } from './consume-queue-files.js';
+import { DedupFileStore } from './dedup-files.js';
 import { Forwarder } from './forwarder.js';
 import { brokerMessagingHandlers } from './messaging-service.js';
 import { NameServerRegistrar } from './namesrv-registrar.js';
@@ -59,9 +60,18 @@ export class BrokerNode {
     private readonly forwarder: Forwarder,
     private readonly retention: RetentionService,
     private readonly peers: RaftNodeClient,
-    /** Exposed for the power-loss test mode's cut (powerFail); nothing else touches it. */
-    readonly queueFiles: QueueFileStore,
+    private readonly queueFiles: QueueFileStore,
+    private readonly dedupFiles: DedupFileStore,
   ) {}
+
+  /**
+   * Power-loss test mode: the cut of the broker's derived files (consume queues, dedup
+   * records), which go with the log's: they are synced before each snapshot, so the cut may
+   * take anything written after the last one. The caller ends the process right after.
+   */
+  powerFailFiles(randomInt: (maxExclusive: number) => number): object {
+    return { ...this.queueFiles.powerFail(randomInt), ...this.dedupFiles.powerFail(randomInt) };
+  }
 
   static async start(config: BrokerNodeConfig, onFatal: (error: Error) => void): Promise<BrokerNode> {
     if (!Number.isInteger(config.maxBodyBytes) || config.maxBodyBytes < 1 || config.maxBodyBytes > 64 * 1024 * 1024) {
@@ -69,9 +79,10 @@ export class BrokerNode {
     }
     const retentionProblem = retentionSettingsProblem(config.retention);
     if (retentionProblem !== undefined) throw new Error(retentionProblem);
-    // Consume-queue records in files, so memory does not grow with the retained messages.
+    // Consume-queue and dedup records in files, so memory does not grow with the retained messages or the dedup window.
     const queueFiles = new QueueFileStore({ dir: path.join(config.dataDir, 'queues'), powerLossTestMode: config.powerLossTestMode });
-    const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles);
+    const dedupFiles = new DedupFileStore({ dir: path.join(config.dataDir, 'dedup'), powerLossTestMode: config.powerLossTestMode });
+    const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles, dedupFiles);
     const forwarder = new Forwarder(config.holdMs);
     // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
     const peers = new RaftNodeClient(config.members.map((m) => m.address));
@@ -138,7 +149,7 @@ export class BrokerNode {
     }, raft.logger);
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles);
+    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles, dedupFiles);
   }
 
   async close(): Promise<void> {
@@ -149,6 +160,7 @@ export class BrokerNode {
     this.forwarder.close();
     await this.raft.close();
     this.queueFiles.close();
+    this.dedupFiles.close();
   }
 }
 

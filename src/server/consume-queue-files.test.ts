@@ -9,6 +9,7 @@ import { BrokerStateMachine } from '../broker/broker-state-machine.js';
 import { encodeCommand, encodeMessages } from '../broker/core/entry-codec.js';
 import { EntryKind } from '../raft/types.js';
 import { QueueFileStore, queueDirName } from './consume-queue-files.js';
+import { DedupFileStore } from './dedup-files.js';
 
 const limits: BrokerStateLimits = { dedupWindowMs: 60_000, dedupEntriesMax: 100_000 };
 const recordsPerFile = 2048;
@@ -18,6 +19,8 @@ beforeEach(() => { root = fs.mkdtempSync(path.join(os.tmpdir(), 'raftmq-cq-')); 
 afterEach(() => { fs.rmSync(root, { recursive: true, force: true }); });
 
 const storeIn = (name: string): QueueFileStore => new QueueFileStore({ dir: path.join(root, name), recordsPerFile, cacheBlocks: 4 });
+/** The node's dedup files beside its queue files (a positions-only snapshot needs both stores durable). */
+const dedupIn = (name: string, powerLossTestMode = false): DedupFileStore => new DedupFileStore({ dir: path.join(root, `${name}.dedup`), powerLossTestMode });
 
 /** Applies the same history to each state: a topic of two queues, then `messages` sends from log index `fromIndex`. */
 class History {
@@ -58,16 +61,18 @@ describe('consume queues in files', () => {
   it('a positions-only snapshot restores, after a restart, to the state that took it, and replay continues it', () => {
     const files = storeIn('a');
     const reference = new BrokerState(limits);
-    const live = new BrokerState(limits, files);
+    const dedup = dedupIn('a');
+    const live = new BrokerState(limits, files, dedup);
     const history = new History([reference, live]);
     history.send(10_001);
     const snapshot = live.snapshot();
-    expect(live.snapshot({ withRecords: true }).byteLength - snapshot.byteLength).toBe(10_001 * 24); // no records in it
+    expect(live.snapshot({ withRecords: true }).byteLength - snapshot.byteLength).toBe(10_001 * (24 + 36)); // no queue or dedup records in it
     expect(queueFiles(files, 0).length).toBeGreaterThan(2);
     files.close();
+    dedup.close();
 
     const reopened = storeIn('a');
-    const restored = BrokerState.restore(snapshot, limits, reopened);
+    const restored = BrokerState.restore(snapshot, limits, reopened, dedupIn('a'));
     expect(restored.digest()).toBe(reference.digest());
     // Replay after the snapshot writes past it (the partly written tail block included).
     const more = Array.from({ length: 5 }, (_, i) => ({ topic: 't', messageId: `late-${i}`, tag: '', messageGroup: '', queueId: -1, bodyBytes: 1 }));
@@ -85,25 +90,29 @@ describe('consume queues in files', () => {
 
   it('a snapshot with its records restores on a node without the files', () => {
     const files = storeIn('leader');
-    const live = new BrokerState(limits, files);
+    const dedup = dedupIn('leader');
+    const live = new BrokerState(limits, files, dedup);
     const history = new History([live]);
     history.send(5_000);
     const own = live.snapshot();
     history.send(300); // the leader moved on; the records the snapshot counts stay as they were
-    const sent = BrokerState.restore(own, limits, files.reader()).snapshot({ withRecords: true });
+    const sent = BrokerState.restore(own, limits, files.reader(), dedup.reader()).snapshot({ withRecords: true });
     const follower = storeIn('follower');
-    const installed = BrokerState.restore(sent, limits, follower);
-    expect(installed.digest()).toBe(BrokerState.restore(own, limits, files.reader()).digest());
+    const followerDedup = dedupIn('follower');
+    const installed = BrokerState.restore(sent, limits, follower, followerDedup);
+    expect(installed.digest()).toBe(BrokerState.restore(own, limits, files.reader(), dedup.reader()).digest());
     expect(installed.queue('t', 0)?.maxOffset).toBe(2_500);
     // And on the follower the records are now files: its own snapshot restores after a restart.
     const followerSnapshot = installed.snapshot();
     follower.close();
-    expect(BrokerState.restore(followerSnapshot, limits, storeIn('follower')).digest()).toBe(installed.digest());
+    followerDedup.close();
+    expect(BrokerState.restore(followerSnapshot, limits, storeIn('follower'), dedupIn('follower')).digest()).toBe(installed.digest());
   });
 
   it('retention deletes a released file one sync late, so the previous snapshot stays restorable', () => {
     const files = storeIn('r');
-    const live = new BrokerState(limits, files);
+    const dedup = dedupIn('r');
+    const live = new BrokerState(limits, files, dedup);
     const history = new History([live]);
     history.send(20_000);
     live.snapshot();
@@ -112,19 +121,20 @@ describe('consume queues in files', () => {
     history.command({ op: 'retention', throughIndex: Math.floor(history.logIndex / 2) });
     const first = live.snapshot();
     expect(queueFiles(files, 0)).toEqual(before);
-    expect(BrokerState.restore(first, limits, files.reader()).queue('t', 0)?.minOffset).toBe(live.queue('t', 0)?.minOffset);
+    expect(BrokerState.restore(first, limits, files.reader(), dedup.reader()).queue('t', 0)?.minOffset).toBe(live.queue('t', 0)?.minOffset);
     history.send(4);
     live.snapshot();
     const after = queueFiles(files, 0);
     expect(after.length).toBeLessThan(before.length);
     // The previous snapshot (first) still restores: the deleted files were below its first offset.
-    expect(BrokerState.restore(first, limits, files.reader()).queue('t', 0)?.logIndexAt(live.queue('t', 0)?.minOffset ?? 0)).toBeGreaterThan(0);
+    expect(BrokerState.restore(first, limits, files.reader(), dedup.reader()).queue('t', 0)?.logIndexAt(live.queue('t', 0)?.minOffset ?? 0)).toBeGreaterThan(0);
   });
 
   it('restores a queue whose first retained offset is inside its last, partly written block', () => {
     const files = storeIn('tail');
+    const dedup = dedupIn('tail');
     const reference = new BrokerState(limits);
-    const live = new BrokerState(limits, files);
+    const live = new BrokerState(limits, files, dedup);
     const history = new History([reference, live]);
     history.send(10_000);
     history.command({ op: 'retention', throughIndex: history.logIndex - 2 });
@@ -133,17 +143,18 @@ describe('consume queues in files', () => {
     expect(Math.floor(base / 1024)).toBe(Math.floor((live.queue('t', 0)?.maxOffset ?? 0) / 1024));
     const snapshot = live.snapshot();
     files.close();
-    const restored = BrokerState.restore(snapshot, limits, storeIn('tail'));
+    dedup.close();
+    const restored = BrokerState.restore(snapshot, limits, storeIn('tail'), dedupIn('tail'));
     history.states.splice(1, 1, restored);
     history.send(2_000);
     expect(restored.digest()).toBe(reference.digest());
-    const again = BrokerState.restore(restored.snapshot(), limits, storeIn('tail'));
+    const again = BrokerState.restore(restored.snapshot(), limits, storeIn('tail'), dedupIn('tail'));
     expect(again.digest()).toBe(reference.digest());
   });
 
   it('a deleted topic\'s files go one sync after the first snapshot without it', () => {
     const files = storeIn('d');
-    const live = new BrokerState(limits, files);
+    const live = new BrokerState(limits, files, dedupIn('d'));
     const history = new History([live]);
     history.send(100);
     live.snapshot();
@@ -156,18 +167,20 @@ describe('consume queues in files', () => {
 
   it('names the missing or short file when a snapshot needs records that are not there', () => {
     const files = storeIn('m');
-    const live = new BrokerState(limits, files);
+    const dedup = dedupIn('m');
+    const live = new BrokerState(limits, files, dedup);
     const history = new History([live]);
     history.send(6_000);
     const snapshot = live.snapshot();
     files.close();
+    dedup.close();
     const dir = path.join(root, 'm', queueDirName({ topic: 't', topicCreatedAt: 1, queueId: 0 }));
     const last = fs.readdirSync(dir).sort().at(-1) as string;
     fs.truncateSync(path.join(dir, last), 24 * 10);
-    expect(() => BrokerState.restore(snapshot, limits, storeIn('m'))).toThrow(QueueRecordsError);
-    expect(() => BrokerState.restore(snapshot, limits, storeIn('m'))).toThrow(new RegExp(`${last} holds 240 bytes; the snapshot needs \\d+ .*raftmq repair`));
+    expect(() => BrokerState.restore(snapshot, limits, storeIn('m'), dedupIn('m'))).toThrow(QueueRecordsError);
+    expect(() => BrokerState.restore(snapshot, limits, storeIn('m'), dedupIn('m'))).toThrow(new RegExp(`${last} holds 240 bytes; the snapshot needs \\d+ .*raftmq repair`));
     fs.rmSync(path.join(dir, last));
-    expect(() => BrokerState.restore(snapshot, limits, storeIn('m'))).toThrow(new RegExp(`${last} is missing`));
+    expect(() => BrokerState.restore(snapshot, limits, storeIn('m'), dedupIn('m'))).toThrow(new RegExp(`${last} is missing`));
   });
 
   it('stops apply with a QueueRecordsError when a queue file cannot be written (never a result that lets this node differ)', () => {
@@ -187,34 +200,37 @@ describe('consume queues in files', () => {
   describe('power cuts (power-loss test mode: unsynced writes cut back)', () => {
     const cutAfterSnapshot = (store: (files: QueueFileStore) => QueueRecordStore) => {
       const files = new QueueFileStore({ dir: path.join(root, 'p'), recordsPerFile, cacheBlocks: 4, powerLossTestMode: true });
+      const dedup = dedupIn('p', true);
       const reference = new BrokerState(limits);
-      const live = new BrokerState(limits, store(files));
+      const live = new BrokerState(limits, store(files), dedup);
       const history = new History([reference, live]);
       history.send(5_001);
       const snapshot = live.snapshot();
       const atSnapshot = BrokerState.restore(reference.snapshot(), limits);
       history.send(3_000); // flushed blocks reach the files, unsynced
       const report = files.powerFail(() => 0); // none of it survives
+      dedup.powerFail(() => 0);
       files.close();
+      dedup.close();
       return { snapshot, atSnapshot, report };
     };
 
     it('lose only what the snapshot does not count: it restores to the state that took it', () => {
       const { snapshot, atSnapshot, report } = cutAfterSnapshot((files) => files);
       expect(report.queueBytesDiscarded).toBeGreaterThan(0);
-      const restored = BrokerState.restore(snapshot, limits, new QueueFileStore({ dir: path.join(root, 'p'), recordsPerFile }));
+      const restored = BrokerState.restore(snapshot, limits, new QueueFileStore({ dir: path.join(root, 'p'), recordsPerFile }), dedupIn('p'));
       expect(restored.digest()).toBe(atSnapshot.digest());
     });
 
     it('negative control: without the sync before a snapshot, the cut takes records it counts and the restore refuses', () => {
       const { snapshot } = cutAfterSnapshot((files) => ({ recordsDurable: true, open: (q, from, to) => files.open(q, from, to), sync: () => {}, reader: () => files.reader() }));
-      expect(() => BrokerState.restore(snapshot, limits, new QueueFileStore({ dir: path.join(root, 'p'), recordsPerFile }))).toThrow(QueueRecordsError);
+      expect(() => BrokerState.restore(snapshot, limits, new QueueFileStore({ dir: path.join(root, 'p'), recordsPerFile }), dedupIn('p'))).toThrow(QueueRecordsError);
     });
   });
 
   it('a state whose queues are in memory refuses a positions-only snapshot', () => {
     const files = storeIn('x');
-    const live = new BrokerState(limits, files);
+    const live = new BrokerState(limits, files, dedupIn('x'));
     new History([live]).send(10);
     expect(() => BrokerState.restore(live.snapshot(), limits)).toThrow(/relies on consume-queue files/);
   });

@@ -9,7 +9,7 @@
  * applied the whole log.
  */
 import { assert } from '../../util/assert.js';
-import { DedupWindow } from './dedup-window.js';
+import { DedupWindow, memoryDedupRecordStore, type DedupRecordStore } from './dedup-window.js';
 import { ConsumeQueue, memoryQueueRecordStore, type QueueIdentity, type QueueRecordStore } from './consume-queue.js';
 import { filterFromJson, filterMatches, type TagFilter } from './filter.js';
 import { decodeBrokerState, encodeBrokerState, sha256Hex } from './state-snapshot.js';
@@ -169,7 +169,7 @@ export class BrokerState {
   private readonly receiveCursor = new Map<string, number>();
   /** Committed consume offsets of queue-offset (pull) consumers: group → topic\0queue → offset. */
   private readonly offsets = new Map<string, Map<string, number>>();
-  /** Send de-duplication by (topic, message id): ids as 128-bit hashes in typed arrays, oldest first. */
+  /** Send de-duplication by (topic, message id): ids as 128-bit hashes, oldest first; its records are in `dedupRecords`. */
   private dedup: DedupWindow;
   private readonly tagIds = new Map<string, number>([['', 0]]);
   private readonly tagNames: string[] = [''];
@@ -183,19 +183,24 @@ export class BrokerState {
     private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
     /** Where consume-queue records live: files on a broker node, memory in the simulator. */
     private readonly queueRecords: QueueRecordStore = memoryQueueRecordStore,
+    /** Where the dedup window's records live: files on a broker node, memory in the simulator. */
+    private readonly dedupRecords: DedupRecordStore = memoryDedupRecordStore,
   ) {
-    this.dedup = new DedupWindow(limits);
+    this.dedup = DedupWindow.create(limits, dedupRecords);
   }
 
   /**
    * The whole state as deterministic bytes (format: state-snapshot.ts); equal states give
-   * equal bytes. With durable queue records, they are synced first and the snapshot records
-   * only how far each queue reaches; otherwise (or `withRecords`, for a node that has no
-   * such files) the records are in the snapshot.
+   * equal bytes. With durable queue and dedup records, they are synced first and the snapshot
+   * records only how far each queue and the dedup ring reach; otherwise (or `withRecords`, for
+   * a node that has no such files) the records are in the snapshot.
    */
   snapshot(options: { readonly withRecords?: boolean } = {}): Uint8Array {
-    const withRecords = options.withRecords === true || !this.queueRecords.recordsDurable;
-    if (!withRecords) this.queueRecords.sync(this.queueIdentities());
+    const withRecords = options.withRecords === true || !this.queueRecords.recordsDurable || !this.dedupRecords.recordsDurable;
+    if (!withRecords) {
+      this.queueRecords.sync(this.queueIdentities());
+      this.dedupRecords.sync();
+    }
     return encodeBrokerState({
       clockMs: this.clockMs, tagNames: this.tagNames, topics: this.topics, groups: this.groups, popQueues: this.popQueues,
       receiveCursor: this.receiveCursor, offsets: this.offsets, dedup: this.dedup,
@@ -205,11 +210,15 @@ export class BrokerState {
 
   /**
    * A state equal to the one that took the snapshot; throws SnapshotFormatError on bytes it
-   * cannot read, QueueRecordsError when the queue files it relies on are missing.
+   * cannot read, QueueRecordsError or DedupRecordsError when the files it relies on are missing.
    */
-  static restore(data: Uint8Array, limits: BrokerStateLimits = defaultBrokerStateLimits, queueRecords: QueueRecordStore = memoryQueueRecordStore): BrokerState {
-    const parts = decodeBrokerState(data, queueRecords, limits);
-    const state = new BrokerState(limits, queueRecords);
+  static restore(
+    data: Uint8Array, limits: BrokerStateLimits = defaultBrokerStateLimits,
+    queueRecords: QueueRecordStore = memoryQueueRecordStore, dedupRecords: DedupRecordStore = memoryDedupRecordStore,
+  ): BrokerState {
+    // The state first: its empty window opens the dedup store, which the decoded window's records then replace.
+    const state = new BrokerState(limits, queueRecords, dedupRecords);
+    const parts = decodeBrokerState(data, queueRecords, dedupRecords, limits);
     state.clockMs = parts.clockMs;
     state.tagNames.length = 0;
     state.tagIds.clear();
@@ -416,7 +425,7 @@ export class BrokerState {
       }
       const offset = (topic.queues[queueId] as ConsumeQueue).append(logIndex, position, this.tagId(message.tag), timeMs);
       if (previous === undefined) this.dedup.add(message.topic, message.messageId, queueId, offset, timeMs);
-      else this.dedup.replace(message.topic, message.messageId, queueId, offset);
+      else this.dedup.replace(message.topic, message.messageId, queueId, offset, timeMs);
       return { code: 'ok', queueId, offset, duplicate: false };
     });
   }

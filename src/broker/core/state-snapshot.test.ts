@@ -229,7 +229,7 @@ describe('broker state snapshots', () => {
 
   it('lists every field of BrokerState that a snapshot must hold (a new field needs the format extended)', () => {
     expect(Object.keys(new BrokerState()).sort()).toEqual(
-      ['clockMs', 'dedup', 'expiredUnconsumed', 'groups', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'topics'],
+      ['clockMs', 'dedup', 'dedupRecords', 'expiredUnconsumed', 'groups', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'topics'],
     );
   });
 });
@@ -262,6 +262,11 @@ describe('malformed snapshots', () => {
     const flipped = Uint8Array.from(bytes);
     flipped[4] = (flipped[4] as number) ^ 0xff;
     expect(() => BrokerState.restore(flipped)).toThrow(`broker snapshot format version ${snapshotVersion ^ 0xff} is not supported (this build reads version ${snapshotVersion})`);
+    // Version 2 (dedup records always inline, no dedup sequence numbers) is refused by name, as every version but this build's.
+    expect(snapshotVersion).toBe(3);
+    const older = Uint8Array.from(bytes);
+    older[4] = 2;
+    expect(() => BrokerState.restore(older)).toThrow('broker snapshot format version 2 is not supported (this build reads version 3)');
     const foreign = Uint8Array.from(bytes);
     foreign[0] = 0;
     expect(() => BrokerState.restore(foreign)).toThrow(/not a broker snapshot/);

@@ -2,11 +2,11 @@
  * The binary format of a BrokerState snapshot, its byte-level writer and reader, and the
  * SHA-256 behind BrokerState.digest (written here: broker/core may not import node:crypto).
  *
- * Layout, version 2. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
+ * Layout, version 3. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
  * string with lone surrogates, u32 (0x80000000 | code units) + UTF-16LE, so every JS string
  * comes back exactly; configs are JSON (the objects as applied, key order included).
  *
- *   "RMQS" | u8 version = 2 | u8 withRecords | f64 clockMs
+ *   "RMQS" | u8 version = 3 | u8 withRecords | f64 clockMs
  *   tags:          u32 n, n × str                    (tagNames in id order; tagIds is its inverse)
  *   topics:        u32 n, n × { str config JSON, f64 createdAt, f64 roundRobin, u32 queues, queues × ConsumeQueue }
  *                  ConsumeQueue = f64 first offset, u32 count, and when withRecords = 1 four
@@ -18,8 +18,10 @@
  *                              u32 done, done × f64 offset }
  *   receiveCursor: u32 n, n × { str key, f64 cursor }
  *   offsets:       u32 n, n × { str group, u32 m, m × { str key, f64 offset } }
- *   dedup:         DedupWindow (dedup-window.ts): u32 n, then oldest first as bulk columns
- *                  n × 4 u32 (128-bit hash of topic and id), n × i32 queueId, n × f64 offset, n × f64 timeMs
+ *   dedup:         DedupWindow (dedup-window.ts): f64 first sequence number, u32 n records
+ *                  in the ring, and when withRecords = 1 those records oldest first as bulk
+ *                  columns n × 4 u32 (128-bit hash of topic and id), n × i32 queueId,
+ *                  n × f64 offset, n × f64 timeMs
  *   retention:     f64 retainedFrom (first log index kept), u32 n, n × { str group\0topic\0queue, f64 expired }
  *   (end: trailing bytes are an error)
  *
@@ -31,22 +33,26 @@
  * sets by key only) entries are written sorted by code units, so equal states give equal
  * bytes whatever their history.
  *
- * withRecords = 0 (a broker node's own snapshots): the consume-queue records are in the
- * node's queue files, made durable before the snapshot (QueueRecordStore.sync), and the
- * snapshot says only how far each queue reaches. withRecords = 1 (the simulator's snapshots,
- * and every snapshot sent by InstallSnapshot, to a node that has no such files): the records
- * themselves follow each queue. Version 1 carried the records always and no createdAt.
+ * withRecords = 0 (a broker node's own snapshots): the consume-queue records and the dedup
+ * records are in the node's queue and dedup files, made durable before the snapshot
+ * (QueueRecordStore.sync, DedupRecordStore.sync), and the snapshot says only how far each
+ * queue and the dedup ring reach. withRecords = 1 (the simulator's snapshots, and every
+ * snapshot sent by InstallSnapshot, to a node that has no such files): the records themselves
+ * follow each queue and the dedup range. Version 1 carried the records always and no
+ * createdAt; version 2 carried the dedup records always and no sequence number. Like every
+ * version before it, this build reads its own version only: an older snapshot is refused
+ * with a SnapshotFormatError naming both versions.
  *
  * A later version (delay timers, transactions) appends its sections after dedup and bumps
  * the version; the reader reads the older sections the same way for every version it knows.
  */
 import { InvariantViolation } from '../../util/assert.js';
 import { ConsumeQueue, QueueRecordsError, type QueueRecordStore } from './consume-queue.js';
-import { DedupWindow, type DedupWindowLimits } from './dedup-window.js';
+import { DedupRecordsError, DedupWindow, type DedupRecordStore, type DedupWindowLimits } from './dedup-window.js';
 import type { GroupConfig, TopicConfig } from './names.js';
 
 export const snapshotMagic = 'RMQS';
-export const snapshotVersion = 2;
+export const snapshotVersion = 3;
 
 /** A snapshot that cannot be read: truncated, damaged, or of a format this build does not know. */
 export class SnapshotFormatError extends Error {
@@ -108,13 +114,13 @@ function sortedEntries<V>(map: ReadonlyMap<string, V>): [string, V][] {
   return [...map.entries()].sort((a, b) => byCodeUnits(a[0], b[0]));
 }
 
-/** Whether a snapshot carries its consume-queue records (false for bytes that are not a snapshot of this version). */
+/** Whether a snapshot carries its consume-queue and dedup records (false for bytes that are not a snapshot of this version). */
 export function snapshotHasRecords(data: Uint8Array): boolean {
   const versionAt = snapshotMagicBytes.length;
   return data.length > versionAt + 1 && data[versionAt] === snapshotVersion && data[versionAt + 1] === 1;
 }
 
-/** With `withRecords`, the consume-queue records go into the snapshot too (see the layout above). */
+/** With `withRecords`, the consume-queue and dedup records go into the snapshot too (see the layout above). */
 export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean): Uint8Array {
   const w = new SnapshotWriter();
   w.raw(snapshotMagicBytes);
@@ -163,7 +169,7 @@ export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean)
     writeNumberMap(w, offsets);
   }
 
-  parts.dedup.encodeInto(w);
+  parts.dedup.encodeInto(w, withRecords);
 
   w.f64(parts.retainedFrom);
   writeNumberMap(w, parts.expiredUnconsumed);
@@ -171,20 +177,21 @@ export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean)
 }
 
 /**
- * Reads a whole snapshot or throws SnapshotFormatError; never returns part of one (records
- * carried in it may have been written to `store` by then: the restore of another snapshot
- * writes them again).
+ * Reads a whole snapshot or throws SnapshotFormatError (QueueRecordsError, DedupRecordsError
+ * when the files it relies on are missing); never returns part of one (records carried in it
+ * may have been written to the stores by then: the restore of another snapshot writes them
+ * again).
  */
-export function decodeBrokerState(data: Uint8Array, store: QueueRecordStore, limits: DedupWindowLimits): DecodedBrokerState {
+export function decodeBrokerState(data: Uint8Array, store: QueueRecordStore, dedupStore: DedupRecordStore, limits: DedupWindowLimits): DecodedBrokerState {
   try {
-    return decodeUnchecked(new SnapshotReader(data), store, limits);
+    return decodeUnchecked(new SnapshotReader(data), store, dedupStore, limits);
   } catch (error) {
-    if (error instanceof SnapshotFormatError || error instanceof QueueRecordsError) throw error;
+    if (error instanceof SnapshotFormatError || error instanceof QueueRecordsError || error instanceof DedupRecordsError) throw error;
     throw new SnapshotFormatError(`broker snapshot is malformed: ${(error as Error).message}`, { cause: error });
   }
 }
 
-function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, limits: DedupWindowLimits): DecodedBrokerState {
+function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, dedupStore: DedupRecordStore, limits: DedupWindowLimits): DecodedBrokerState {
   r.need(snapshotMagicBytes.length, 'the format magic');
   if (!snapshotMagicBytes.every((byte, i) => r.peek(i) === byte)) {
     throw new SnapshotFormatError(`not a broker snapshot: it does not start with "${snapshotMagic}"`);
@@ -198,6 +205,9 @@ function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, limits: Ded
   if (withRecords > 1) throw new SnapshotFormatError(`broker snapshot has withRecords ${withRecords} (not 0 or 1)`);
   if (withRecords === 0 && !store.recordsDurable) {
     throw new SnapshotFormatError('broker snapshot relies on consume-queue files, and this state keeps its queues in memory');
+  }
+  if (withRecords === 0 && !dedupStore.recordsDurable) {
+    throw new SnapshotFormatError('broker snapshot relies on dedup files, and this state keeps its dedup records in memory');
   }
   const clockMs = r.f64();
 
@@ -269,7 +279,7 @@ function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, limits: Ded
     offsets.set(group, ofGroup);
   }
 
-  const dedup = DedupWindow.decode(r, limits);
+  const dedup = DedupWindow.decode(r, withRecords === 1, dedupStore, limits);
 
   const retainedFrom = r.f64();
   if (!Number.isSafeInteger(retainedFrom) || retainedFrom < 1) throw new SnapshotFormatError(`broker snapshot retains from log index ${retainedFrom}`);
