@@ -49,7 +49,7 @@ export async function repairDataDir(dataDir: string, nowMs: number, isInUse: () 
   if (await isInUse()) throw new Error(`the node using ${dataDir} is running: stop it first`);
   const moved: string[] = [];
   const stamp = new Date(nowMs).toISOString().replace(/[:.]/g, '-');
-  for (const name of ['log', 'snapshots', 'queues']) {
+  for (const name of ['log', 'snapshots', 'queues', 'dedup']) {
     const from = path.join(dataDir, name);
     if (!(await fsp.stat(from).catch(() => undefined))?.isDirectory()) continue;
     const to = path.join(dataDir, `${name}.damaged-${stamp}`);

@@ -102,6 +102,33 @@ describe('broker state', () => {
     expect(h.state.groupProgress('g')[0]).toMatchObject({ offset: 1, inFlight: 1 });
   });
 
+  it('stops renewing a push delivery once it is nacked, so it comes back and reaches the DLQ after max attempts', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), writeQueues: 1, readQueues: 1 } });
+    h.run({ op: 'group.put', config: { name: 'push', maxDeliveryAttempts: 3, fifo: false } });
+    h.send(message('t', 'failing'));
+    const attempts: number[] = [];
+    for (let round = 0; round < 6; round++) {
+      const outcome = h.run({ op: 'receive', group: 'push', topic: 't', queueId: -1, tags: null, batch: 1, invisibleMs: 60_000, autoRenew: true, clientId: 'c1' });
+      if (outcome.kind !== 'received') throw new Error(JSON.stringify(outcome));
+      const d = outcome.deliveries[0];
+      if (d === undefined) {
+        h.timeMs += 10_000;
+        continue;
+      }
+      attempts.push(d.attempt);
+      // The listener failed: the official PushConsumer asks for the message back after its backoff.
+      expect(h.run({ op: 'invisible', group: 'push', topic: d.topic, queueId: d.queueId, offset: d.offset, seq: d.seq, invisibleMs: 1_000 }).kind).toBe('handle');
+      // The leader's renewal sweep runs meanwhile: it must leave the nacked delivery alone.
+      const due = h.state.renewalsDue(h.timeMs + 60_000, () => true);
+      expect(due).toEqual([]);
+      h.run({ op: 'renew', items: [{ group: 'push', topic: d.topic, queueId: d.queueId, offset: d.offset, seq: h.index }], invisibleMs: 60_000 }); // even with the current handle
+      h.timeMs += 10_000;
+    }
+    expect(attempts).toEqual([1, 2, 3]);
+    expect(h.state.maxOffsets(dlqTopicOf('push'))).toEqual([1]);
+  });
+
   it('dead-letters a message after the group\'s max delivery attempts, keeping its body reference', () => {
     const h = new Harness();
     h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 } });

@@ -447,6 +447,10 @@ export class BrokerState {
       case 'invisible': return this.withFlight(command, (pop, flight) => {
         flight.deadlineMs = timeMs + this.nackDelay(command.invisibleMs, flight);
         flight.seq = logIndex;
+        // The client set this deadline itself (a push consumer's nack, a simple consumer's
+        // extension): leader-side renewal must not push it back, or a nacked message would
+        // never come back.
+        flight.autoRenew = false;
         void pop;
         return { kind: 'handle', seq: logIndex };
       }, false);
@@ -458,7 +462,7 @@ export class BrokerState {
       case 'renew':
         for (const item of command.items) {
           const flight = this.popQueues.get(key(item.group, item.topic, item.queueId))?.inFlight.get(item.offset);
-          if (flight !== undefined && flight.seq === item.seq && flight.deadlineMs > timeMs) flight.deadlineMs = timeMs + command.invisibleMs;
+          if (flight !== undefined && flight.autoRenew && flight.seq === item.seq && flight.deadlineMs > timeMs) flight.deadlineMs = timeMs + command.invisibleMs;
         }
         return { kind: 'done' };
       case 'release':
