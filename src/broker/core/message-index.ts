@@ -40,6 +40,7 @@
  * Pure: no I/O, time or randomness; the state and its encoding depend only on the calls made.
  */
 import { assert } from '../../util/assert.js';
+import { murmur3x86x128 } from '../../util/murmur3.js';
 import type { SnapshotReader, SnapshotWriter } from './state-snapshot.js';
 
 /**
@@ -774,67 +775,9 @@ function packUnits(text: string, from: number, lengthBytes: number): Int32Array 
  * so the slot (low bits) comes from a fully mixed word.
  */
 function murmur(u: Int32Array, lengthBytes: number): KeyHash {
-  let h1 = hashSeed, h2 = hashSeed, h3 = hashSeed, h4 = hashSeed;
-  let at = 0;
-  for (const end = (lengthBytes >>> 4) * 4; at < end; at += 4) {
-    h1 ^= mixK1(u[at] as number);
-    h1 = (rotl(h1, 19) + h2) | 0;
-    h1 = (Math.imul(h1, 5) + 0x561ccd1b) | 0;
-    h2 ^= mixK2(u[at + 1] as number);
-    h2 = (rotl(h2, 17) + h3) | 0;
-    h2 = (Math.imul(h2, 5) + 0x0bcaa747) | 0;
-    h3 ^= mixK3(u[at + 2] as number);
-    h3 = (rotl(h3, 15) + h4) | 0;
-    h3 = (Math.imul(h3, 5) + 0x96cd1c35) | 0;
-    h4 ^= mixK4(u[at + 3] as number);
-    h4 = (rotl(h4, 13) + h1) | 0;
-    h4 = (Math.imul(h4, 5) + 0x32ac3b17) | 0;
-  }
-  // The tail (up to 15 bytes, zero-padded): each word it starts is mixed into its lane.
-  const tailBytes = lengthBytes & 15;
-  if (tailBytes > 12) h4 ^= mixK4(u[at + 3] as number);
-  if (tailBytes > 8) h3 ^= mixK3(u[at + 2] as number);
-  if (tailBytes > 4) h2 ^= mixK2(u[at + 1] as number);
-  if (tailBytes > 0) h1 ^= mixK1(u[at] as number);
-  h1 ^= lengthBytes;
-  h2 ^= lengthBytes;
-  h3 ^= lengthBytes;
-  h4 ^= lengthBytes;
-  h1 = (h1 + h2 + h3 + h4) | 0;
-  h2 = (h2 + h1) | 0;
-  h3 = (h3 + h1) | 0;
-  h4 = (h4 + h1) | 0;
-  h1 = fmix(h1);
-  h2 = fmix(h2);
-  h3 = fmix(h3);
-  h4 = fmix(h4);
-  h1 = (h1 + h2 + h3 + h4) | 0;
-  h2 = (h2 + h1) | 0;
-  return ((h2 & 0x1f_ffff) * 0x1_0000_0000 + (h1 >>> 0)) as KeyHash;
+  murmur3x86x128(u, lengthBytes, hashSeed, hashOut);
+  return (((hashOut[1] as number) & 0x1f_ffff) * 0x1_0000_0000 + ((hashOut[0] as number) >>> 0)) as KeyHash;
 }
 
-function rotl(x: number, r: number): number {
-  return (x << r) | (x >>> (32 - r));
-}
-
-// The per-lane word mixes of MurmurHash3_x86_128 (constants c1..c4 of the reference).
-function mixK1(k: number): number {
-  return Math.imul(rotl(Math.imul(k, 0x239b961b), 15), 0xab0e9789);
-}
-function mixK2(k: number): number {
-  return Math.imul(rotl(Math.imul(k, 0xab0e9789), 16), 0x38b34ae5);
-}
-function mixK3(k: number): number {
-  return Math.imul(rotl(Math.imul(k, 0x38b34ae5), 17), 0xa1e38b93);
-}
-function mixK4(k: number): number {
-  return Math.imul(rotl(Math.imul(k, 0xa1e38b93), 18), 0x239b961b);
-}
-
-function fmix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return h ^ (h >>> 16);
-}
+/** murmur's output words (module scratch). */
+const hashOut = new Int32Array(4);
