@@ -35,6 +35,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { assert } from '../util/assert.js';
+import { cutToDurable, listDir, syncDir } from './record-files.js';
 import {
   MessageIndexError, SegmentedIndex, indexEntryBytes, layoutProblem,
   type IndexExtent, type IndexFileStorage, type IndexLayout, type MessageIndex, type MessageIndexStore,
@@ -72,26 +73,8 @@ export interface IndexFilesPowerFailReport {
   readonly indexBytesDiscarded: number;
 }
 
-function listDir(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw error;
-  }
-}
-
 function failure(what: string, error: unknown): MessageIndexError {
   return error instanceof MessageIndexError ? error : new MessageIndexError(`${what}: ${(error as Error).message}`, { cause: error });
-}
-
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 const isPowerOfTwo = (n: number): boolean => Number.isInteger(n) && n >= 1 && (n & (n - 1)) === 0;
@@ -148,22 +131,8 @@ export class MessageIndexFileStore implements MessageIndexStore {
    */
   powerFail(randomInt: (maxExclusive: number) => number): IndexFilesPowerFailReport {
     assert(this.durableSizes !== undefined, 'powerFail outside power-loss test mode');
-    let indexFiles = 0;
-    let indexBytesDiscarded = 0;
-    for (const [filePath, durable] of this.durableSizes) {
-      let size: number;
-      try {
-        size = fs.statSync(filePath).size;
-      } catch {
-        continue; // deleted since
-      }
-      if (size <= durable) continue;
-      const kept = durable + randomInt(size - durable + 1);
-      fs.truncateSync(filePath, kept);
-      indexFiles++;
-      indexBytesDiscarded += size - kept;
-    }
-    return { indexFiles, indexBytesDiscarded };
+    const cut = cutToDurable(this.durableSizes, randomInt);
+    return { indexFiles: cut.files, indexBytesDiscarded: cut.bytesDiscarded };
   }
 
   /** Closes the files (the node is stopping); what was not synced is lost, as after a crash. */
