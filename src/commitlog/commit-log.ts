@@ -107,7 +107,7 @@ export class CommitLog implements LogStore {
 
   private constructor(private readonly fs: FileSystem, private readonly dir: string, options: CommitLogOptions, termRuns: TermRuns) {
     this.segmentBytesMax = options.segmentBytesMax ?? 64 * 1024 * 1024;
-    this.cacheBytesMax = options.cacheBytesMax ?? 32 * 1024 * 1024;
+    this.cacheBytesMax = options.cacheBytesMax ?? 16 * 1024 * 1024;
     assert(this.segmentBytesMax > segmentHeaderBytes, 'segmentBytesMax too small');
     this.termRuns = termRuns;
     this.cacheFirstIndex = termRuns.lastIndex + 1;
