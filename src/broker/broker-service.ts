@@ -5,12 +5,20 @@
  * (auto-renewal of push deliveries, release of deliveries held by clients that went away).
  * Every change goes through the log; reads are served only by a leader that has applied an
  * entry of its own term, so they include everything any earlier leader acknowledged.
+ *
+ * Delayed messages (F8): a send with a delivery time is checked here (not beyond the maximum
+ * delay, not further in the past than `pastDeliveryToleranceMs`, no message group) and stored
+ * in the timer store at apply. The leader watches the earliest pending delivery time and,
+ * when its wall clock reaches it, proposes `timer.fire` through its clock (at most one fire in
+ * flight, at least `timerFireIntervalMs` apart); applying it makes the due messages visible
+ * on every node alike and wakes long polls. A new leader picks up where the old one stopped.
  */
 import type { ProposalError } from '../raft/node/errors.js';
 import type { Disposable, ServiceClock } from '../util/clock.js';
 import { BrokerError } from './errors.js';
 import type { ApplyResult, BrokerStateMachine } from './broker-state-machine.js';
 import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } from './core/broker-state.js';
+import { formatRecallHandle, type RecallHandle } from './core/recall-handle.js';
 import { encodeCommand, encodeMessages, readMessageAt, type MessageInput, type StoredMessage } from './core/entry-codec.js';
 import { filterMatches, filterToJson } from './core/filter.js';
 import { sqlMatches, type SubscriptionFilter } from './core/subscription-filter.js';
@@ -53,6 +61,14 @@ export interface BrokerServiceOptions {
   readonly clientExpiryMs: number;
   /** How long a new leader may take to apply its first entry before reads fail. */
   readonly readReadyWaitMs: number;
+  /**
+   * A delivery time this far in the past is still accepted (and delivered at once): a send
+   * made for "now + 1 s" that arrives late, a client retry, or a client clock a little behind.
+   * Further in the past it is ILLEGAL_DELIVERY_TIME.
+   */
+  readonly pastDeliveryToleranceMs: number;
+  /** The leader proposes timer fires at most this often (each fire delivers everything due by then). */
+  readonly timerFireIntervalMs: number;
 }
 
 export const defaultBrokerServiceOptions: Omit<BrokerServiceOptions, 'brokerGroup'> = {
@@ -65,6 +81,8 @@ export const defaultBrokerServiceOptions: Omit<BrokerServiceOptions, 'brokerGrou
   autoRenewInvisibleMs: 60_000,
   clientExpiryMs: 30_000,
   readReadyWaitMs: 2_500,
+  pastDeliveryToleranceMs: 30_000,
+  timerFireIntervalMs: 100,
 };
 
 export interface DeliveredMessage {
@@ -89,7 +107,10 @@ export interface PulledMessage {
 export interface SendResult {
   readonly messageId: string;
   readonly queueId: number;
+  /** -1 for a delayed message (it gets an offset when it is delivered). */
   readonly offset: number;
+  /** A pending delayed message: what RecallMessage takes to cancel it (recall-handle.ts); '' otherwise. */
+  readonly recallHandle: string;
 }
 
 interface QueuedSend {
@@ -117,6 +138,11 @@ export class BrokerService {
   private readonly changeWaiters = new Map<() => void, string>();
   private timer: Disposable | undefined;
   private closed = false;
+  /** The leader's next timer fire: its timer and when it goes off (monotonic time). */
+  private fireTimer: Disposable | undefined;
+  private fireAtMs = Infinity;
+  private firing = false;
+  private lastFireMs = -Infinity;
 
   constructor(
     readonly options: BrokerServiceOptions,
@@ -128,6 +154,7 @@ export class BrokerService {
   ) {
     machine.onApplied((topics) => {
       for (const [wake, topic] of [...this.changeWaiters]) if (topics.has(topic) || topics.has('*') || topic === '*') wake();
+      this.scheduleTimerFire();
     });
   }
 
@@ -143,6 +170,7 @@ export class BrokerService {
   close(): void {
     this.closed = true;
     this.timer?.dispose();
+    this.fireTimer?.dispose();
     for (const wake of [...this.changeWaiters.keys()]) wake();
     for (const send of this.queued.splice(0)) send.reject(new BrokerError('HA_NOT_AVAILABLE', 'broker is shutting down'));
   }
@@ -248,6 +276,7 @@ export class BrokerService {
       if (message.body.byteLength > this.options.maxBodyBytes) {
         throw new BrokerError('MESSAGE_BODY_TOO_LARGE', `message body of ${message.body.byteLength} bytes exceeds the limit of ${this.options.maxBodyBytes}`);
       }
+      this.checkDeliveryTime(message);
       const topic = await this.ensureTopic(message.topic);
       if (!topicAccepts(topic.messageType, kind)) {
         throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', `topic ${topic.name} accepts ${topic.messageType} messages, not ${kind}`);
@@ -264,6 +293,24 @@ export class BrokerService {
         this.clock.soon(() => this.flushSends());
       }
     })));
+  }
+
+  /** A delivery time must be a whole number of ms, at most the maximum delay ahead and at most the tolerance behind; FIFO messages take none. */
+  private checkDeliveryTime(message: MessageInput): void {
+    const dueMs = message.deliveryTimeMs ?? 0;
+    if (dueMs === 0) return;
+    if (message.messageGroup !== '') {
+      throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a FIFO message (one with a message group) cannot have a delivery time: delayed messages are not ordered');
+    }
+    if (!Number.isSafeInteger(dueMs) || dueMs < 0) throw new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${dueMs} is not a whole number of milliseconds since the epoch`);
+    const now = this.clock.wallNowMs();
+    const maxDelayMs = this.state.timerMaxDelayMs;
+    if (dueMs > now + maxDelayMs) {
+      throw new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${dueMs} (ms since the epoch) is ${Math.round(dueMs - now)} ms ahead; the maximum delay is ${maxDelayMs} ms`);
+    }
+    if (dueMs < now - this.options.pastDeliveryToleranceMs) {
+      throw new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${dueMs} (ms since the epoch) is ${Math.round(now - dueMs)} ms in the past (at most ${this.options.pastDeliveryToleranceMs} ms is tolerated)`);
+    }
   }
 
   private async ensureTopic(name: string): Promise<TopicConfig> {
@@ -306,8 +353,14 @@ export class BrokerService {
         }
         batch.forEach((send, i) => {
           const outcome = result.outcomes[i] as SendOutcome;
-          if (outcome.code === 'ok') send.resolve({ messageId: send.message.messageId, queueId: outcome.queueId, offset: outcome.offset });
-          else send.reject(sendFailure(outcome, send.message));
+          if (outcome.code !== 'ok') {
+            send.reject(sendFailure(outcome, send.message));
+            return;
+          }
+          const recallHandle = outcome.delayed === undefined ? '' : formatRecallHandle({
+            brokerGroup: this.options.brokerGroup, topic: send.message.topic, messageId: send.message.messageId, ...outcome.delayed,
+          });
+          send.resolve({ messageId: send.message.messageId, queueId: outcome.queueId, offset: outcome.offset, recallHandle });
         });
       },
       (error: ProposalError) => {
@@ -384,6 +437,20 @@ export class BrokerService {
     await this.handleCommand({ op: 'dlq', ...this.handleRef(group, handle) });
   }
 
+  /**
+   * RecallMessage: the delayed message `handle` names is cancelled if it is still pending
+   * (resolves with its message id); NOT_FOUND if it was delivered or recalled already.
+   */
+  async recall(topic: string, handle: RecallHandle): Promise<string> {
+    if (handle.brokerGroup !== this.options.brokerGroup) {
+      throw new BrokerError('INVALID_RECEIPT_HANDLE', `the recall handle belongs to broker group ${handle.brokerGroup}, not ${this.options.brokerGroup}`);
+    }
+    if (handle.topic !== topic) throw new BrokerError('INVALID_RECEIPT_HANDLE', `the recall handle is for topic ${handle.topic}, not ${topic}`);
+    this.requireTopic(topic);
+    await this.handleCommand({ op: 'timer.cancel', logIndex: handle.logIndex, position: handle.position, dueMs: handle.dueMs });
+    return handle.messageId;
+  }
+
   private handleRef(group: string, handle: ReceiptHandle): HandleRef {
     if (handle.brokerGroup !== this.options.brokerGroup) {
       throw new BrokerError('INVALID_RECEIPT_HANDLE', `the receipt handle belongs to broker group ${handle.brokerGroup}, not ${this.options.brokerGroup}`);
@@ -393,7 +460,10 @@ export class BrokerService {
 
   private async handleCommand(command: BrokerCommand): Promise<CommandOutcome> {
     const outcome = await this.command(command);
-    if (outcome.kind === 'error') throw new BrokerError(outcome.code === 'invalid-handle' ? 'INVALID_RECEIPT_HANDLE' : outcome.code === 'topic-not-found' ? 'TOPIC_NOT_FOUND' : 'BAD_REQUEST', outcome.message);
+    if (outcome.kind === 'error') {
+      const code = ({ 'invalid-handle': 'INVALID_RECEIPT_HANDLE', 'topic-not-found': 'TOPIC_NOT_FOUND', 'not-pending': 'NOT_FOUND', 'bad-request': 'BAD_REQUEST' } as const)[outcome.code];
+      throw new BrokerError(code, outcome.message);
+    }
     return outcome;
   }
 
@@ -429,8 +499,9 @@ export class BrokerService {
       // Below the first offset retention kept, reading starts at the oldest message kept.
       let offset = Math.max(Math.min(request.offset, queue.maxOffset), queue.minOffset);
       while (offset < queue.maxOffset && messages.length < request.batch) {
-        // A DLQ's reference to a message retention released (DLQs are not in log order).
-        const released = queue.logIndexAt(offset) < this.state.retainedFrom;
+        // A DLQ's reference to a message retention released (DLQs are not in log order); a
+        // delivered delayed message's body is kept while its queue holds it.
+        const released = queue.logIndexAt(offset) < this.state.retainedFrom && !queue.isDelayedAt(offset);
         if (!released && filterMatches(request.filter.tags, this.state.tagName(queue.tagIdAt(offset)))) {
           const message = await this.messageAt(queue.logIndexAt(offset), queue.positionAt(offset));
           if (sqlMatches(request.filter, message)) messages.push({ message, topic: request.topic, queueId: request.queueId, offset, storeTimeMs: queue.storeTimeAt(offset) });
@@ -557,6 +628,52 @@ export class BrokerService {
     return readMessageAt(payload, position);
   }
 
+  // ---- delayed messages: the leader's timer fires ---------------------------------------------
+
+  /** On the leader: makes sure a fire is scheduled for the earliest pending delivery time (called after every applied batch). */
+  private scheduleTimerFire(): void {
+    if (this.closed || this.firing || this.raft.role !== 'leader') return;
+    const dueMs = this.state.nextTimerDueMs();
+    if (dueMs === undefined) return;
+    // When the wall clock reaches the due time, and not sooner than the interval after the last fire (monotonic time).
+    const now = this.clock.nowMs();
+    const atMs = now + Math.max(0, dueMs - this.clock.wallNowMs(), this.lastFireMs + this.options.timerFireIntervalMs - now);
+    if (this.fireTimer !== undefined && this.fireAtMs <= atMs) return;
+    this.fireTimer?.dispose();
+    this.fireAtMs = atMs;
+    this.fireTimer = this.clock.after(atMs - now, () => {
+      this.fireTimer = undefined;
+      this.fireAtMs = Infinity;
+      void this.fireTimers();
+    });
+  }
+
+  private async fireTimers(): Promise<void> {
+    if (this.closed || this.raft.role !== 'leader') return;
+    if (this.machine.lastAppliedTerm !== this.raft.term) {
+      // A new leader fires once its own first entry is applied (its state then has every timer).
+      this.fireTimer = this.clock.after(20, () => { this.fireTimer = undefined; void this.fireTimers(); });
+      return;
+    }
+    const nowMs = Math.floor(this.clock.wallNowMs());
+    const dueMs = this.state.nextTimerDueMs();
+    if (dueMs === undefined) return;
+    if (dueMs > nowMs) {
+      this.scheduleTimerFire();
+      return;
+    }
+    this.firing = true;
+    this.lastFireMs = this.clock.nowMs();
+    try {
+      await this.command({ op: 'timer.fire', throughMs: nowMs });
+    } catch {
+      // Not the leader any more, or the outcome is unknown: whoever leads fires again.
+    } finally {
+      this.firing = false;
+      this.scheduleTimerFire();
+    }
+  }
+
   private async runLeaderServices(): Promise<void> {
     if (this.closed || this.raft.role !== 'leader' || this.machine.lastAppliedTerm !== this.raft.term) return;
     const now = this.clock.nowMs();
@@ -576,6 +693,7 @@ function sendFailure(outcome: SendOutcome, message: MessageInput): BrokerError {
     case 'topic-not-found': return new BrokerError('TOPIC_NOT_FOUND', `topic ${message.topic} was deleted`);
     case 'not-writable': return new BrokerError('FORBIDDEN', `topic ${message.topic} is not writable`);
     case 'bad-queue': return new BrokerError('BAD_REQUEST', `topic ${message.topic} has no queue ${message.queueId}`);
+    case 'illegal-delivery-time': return new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${message.deliveryTimeMs ?? 0} is more than the maximum delay after the entry that stores it`);
     case 'ok': return new BrokerError('INTERNAL_SERVER_ERROR', 'not a failure');
   }
 }

@@ -4,10 +4,10 @@
  * with (one completion path: RaftNode.propose). Wakes long polls after every batch.
  *
  * The whole state is in a snapshot (BrokerState.snapshot), so start-up restores the newest
- * snapshot and replays only the log after it. With queue and dedup files (`queueRecords`,
- * `dedupRecords`), a snapshot records how far each queue's files and the dedup ring reach,
- * synced before it is taken; one sent to another node carries the records
- * (snapshotWithRecords).
+ * snapshot and replays only the log after it. With queue, dedup and timer files
+ * (`queueRecords`, `dedupRecords`, `timers`), a snapshot records how far each queue's files,
+ * the dedup ring and the timer log reach, synced before it is taken; one sent to another node
+ * carries the records (snapshotWithRecords).
  */
 import { InvariantViolation } from '../util/assert.js';
 import { EntryKind, type Entry } from '../raft/types.js';
@@ -16,7 +16,8 @@ import { BrokerState, defaultBrokerStateLimits, type BrokerCommand, type BrokerS
 import { memoryQueueRecordStore, QueueRecordsError, type QueueRecordStore } from './core/consume-queue.js';
 import { DedupRecordsError, memoryDedupRecordStore, type DedupRecordStore } from './core/dedup-window.js';
 import { snapshotHasRecords } from './core/state-snapshot.js';
-import { PayloadKind, readCommand, readHeader, readRouting } from './core/entry-codec.js';
+import { MemoryTimerStore, TimerRecordsError, type TimerStore } from './core/timer-store.js';
+import { PayloadKind, isMessagesKind, readCommand, readHeader, readRouting } from './core/entry-codec.js';
 
 export type ApplyResult =
   | { readonly kind: 'messages'; readonly outcomes: readonly SendOutcome[] }
@@ -37,8 +38,10 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
     private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
     private readonly queueRecords: QueueRecordStore = memoryQueueRecordStore,
     private readonly dedupRecords: DedupRecordStore = memoryDedupRecordStore,
+    /** The pending delayed messages (the state owns its contents: a restore replaces them). */
+    private readonly timers: TimerStore = new MemoryTimerStore(),
   ) {
-    this.stateValue = new BrokerState(limits, queueRecords, dedupRecords);
+    this.stateValue = new BrokerState(limits, queueRecords, dedupRecords, timers);
   }
 
   get state(): BrokerState {
@@ -71,9 +74,9 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
     return results;
   }
 
-  /** Message bodies are read from the log: every entry is needed until retention releases it. */
+  /** Message bodies are read from the log: every entry is needed until retention releases it (and no pending or held delayed message needs it). */
   firstNeededIndex(): number {
-    return this.stateValue.retainedFrom;
+    return this.stateValue.firstNeededLogIndex;
   }
 
   snapshot(): Uint8Array {
@@ -82,19 +85,19 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
 
   /**
    * A snapshot of this node (`data`, taken at an index at or before the applied one) as a
-   * node without this node's queue and dedup files can restore it: with the records. Reads
-   * the records the snapshot counts, which later applies never change (they append after
-   * them, and files are deleted only below the previous snapshot, see QueueRecordStore.sync
-   * and DedupRecordStore.sync). The dedup table is not built for this (only the records are
-   * copied).
+   * node without this node's queue, dedup and timer files can restore it: with the records.
+   * Reads the records the snapshot counts, which later applies never change (they append
+   * after them, and files are deleted only below the previous snapshot, see
+   * QueueRecordStore.sync, DedupRecordStore.sync and TimerStore.sync). The dedup table is not
+   * built for this (only the records are copied).
    */
   snapshotWithRecords(data: Uint8Array): Uint8Array {
     if (snapshotHasRecords(data)) return data;
-    return BrokerState.restore(data, this.limits, this.queueRecords.reader(), this.dedupRecords.reader()).snapshot({ withRecords: true });
+    return BrokerState.restore(data, this.limits, this.queueRecords.reader(), this.dedupRecords.reader(), this.timers.reader()).snapshot({ withRecords: true });
   }
 
   restore(data: Uint8Array, meta: SnapshotMeta): void {
-    this.stateValue = BrokerState.restore(data, this.limits, this.queueRecords, this.dedupRecords);
+    this.stateValue = BrokerState.restore(data, this.limits, this.queueRecords, this.dedupRecords, this.timers);
     this.lastApplied = meta.index;
     this.lastAppliedTermValue = meta.term;
     const everything = new Set(['*']);
@@ -113,7 +116,7 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
     }
     const timeMs = this.stateValue.advanceClock(header.timeMs);
     try {
-      if (header.kind === PayloadKind.Messages) {
+      if (isMessagesKind(header.kind)) {
         const routing = readRouting(entry.payload);
         for (const message of routing) touched.add(message.topic);
         return { kind: 'messages', outcomes: this.stateValue.applyMessages(entry.index, timeMs, routing) };
@@ -121,13 +124,15 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
       if (header.kind === PayloadKind.Command) {
         const command = readCommand(entry.payload) as BrokerCommand;
         if (command.op === 'invisible' || command.op === 'release' || command.op === 'offset.reset' || command.op === 'topic.put' || command.op === 'retention') touched.add('*');
-        return { kind: 'command', outcome: this.stateValue.applyCommand(entry.index, timeMs, command) };
+        const outcome = this.stateValue.applyCommand(entry.index, timeMs, command);
+        if (outcome.kind === 'fired') for (const topic of outcome.topics) touched.add(topic);
+        return { kind: 'command', outcome };
       }
       return { kind: 'malformed', message: `unknown broker payload kind ${String(header.kind)}` };
     } catch (error) {
-      // A bug, not bad input, or a queue or dedup file that could not be written or read: the
-      // node must stop rather than continue in a state the other nodes do not have.
-      if (error instanceof InvariantViolation || error instanceof QueueRecordsError || error instanceof DedupRecordsError) throw error;
+      // A bug, not bad input, or a queue, dedup or timer file that could not be written or read:
+      // the node must stop rather than continue in a state the other nodes do not have.
+      if (error instanceof InvariantViolation || error instanceof QueueRecordsError || error instanceof DedupRecordsError || error instanceof TimerRecordsError) throw error;
       return { kind: 'malformed', message: `entry ${entry.index} could not be applied: ${(error as Error).message}` };
     }
   }

@@ -92,10 +92,10 @@ export function topicCommand(): Command {
     .option('--write-queues <n>', 'writable queues per broker group', integer('--write-queues', 1))
     .option('--queues <n>', 'read and write queues per broker group', integer('--queues', 1))
     .addOption(new Option('--perm <perm>', 'permissions').choices(['rw', 'r', 'w', 'none']))
-    .addOption(new Option('--type <type>', 'message type').choices(['NORMAL', 'FIFO', 'MIXED']))
+    .addOption(new Option('--type <type>', 'message type (DELAY: delayed and scheduled messages only; MIXED: all)').choices(['NORMAL', 'FIFO', 'DELAY', 'MIXED']))
     .option('--broker-group <name>', 'only this broker group')
     .addOption(namesrvOption());
-  type SettingsOptions = { readQueues?: number; writeQueues?: number; queues?: number; perm?: string; type?: 'NORMAL' | 'FIFO' | 'MIXED'; brokerGroup?: string; namesrv: string };
+  type SettingsOptions = { readQueues?: number; writeQueues?: number; queues?: number; perm?: string; type?: 'NORMAL' | 'FIFO' | 'DELAY' | 'MIXED'; brokerGroup?: string; namesrv: string };
   const toSettings = (o: SettingsOptions) => ({
     ...(o.readQueues ?? o.queues) === undefined ? {} : { readQueues: (o.readQueues ?? o.queues) as number },
     ...(o.writeQueues ?? o.queues) === undefined ? {} : { writeQueues: (o.writeQueues ?? o.queues) as number },

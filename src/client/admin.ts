@@ -18,7 +18,7 @@ export interface TopicSettings {
   readonly writeQueues?: number;
   /** 6 read+write, 4 read only, 2 write only, 0 none. */
   readonly perm?: number;
-  readonly messageType?: 'NORMAL' | 'FIFO' | 'MIXED';
+  readonly messageType?: 'NORMAL' | 'FIFO' | 'DELAY' | 'MIXED';
 }
 
 export interface TopicInfo {

@@ -13,6 +13,13 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SnapshotReader, SnapshotWriter } from '../broker/core/state-snapshot.js';
 import { TimerRecordsError, type TimerRecord, type TimerStore, type TimerStoreLimits } from '../broker/core/timer-store.js';
+import { BrokerState } from '../broker/core/broker-state.js';
+import { BrokerStateMachine } from '../broker/broker-state-machine.js';
+import { encodeCommand, encodeMessages, type MessageRouting } from '../broker/core/entry-codec.js';
+import { defaultTopicConfig } from '../broker/core/names.js';
+import { EntryKind } from '../raft/types.js';
+import { QueueFileStore } from './consume-queue-files.js';
+import { DedupFileStore } from './dedup-files.js';
 import { TimerFileStore, type TimerFileStoreOptions } from './timer-files.js';
 
 const limits: TimerStoreLimits = { maxDelayMs: 3_600_000, precisionMs: 1000 };
@@ -216,5 +223,107 @@ describe('timer records in files', () => {
     expect(visited.length).toBe(Array.from({ length: 300_000 }, (_, i) => (i + 1) * 104_729 % limits.maxDelayMs).filter((d) => d <= 600_000).length);
     expect(store.heapBytes).toBeLessThanOrEqual(bound);
     store.close();
+  });
+});
+
+describe('timer files under the broker state (with queue and dedup files, as on a node)', () => {
+  const stateLimits = { dedupWindowMs: 600_000, dedupEntriesMax: 100_000 };
+  const storesIn = (name: string, powerLossTestMode = false) => ({
+    queues: new QueueFileStore({ dir: path.join(root, name, 'queues'), powerLossTestMode }),
+    dedup: new DedupFileStore({ dir: path.join(root, name, 'dedup'), powerLossTestMode }),
+    timers: new TimerFileStore({ dir: path.join(root, name, 'timers'), limits: { maxDelayMs: 3 * 24 * 3_600_000, precisionMs: 1000 }, wheelSlots: 1024, recordsPerFile: 1024, powerLossTestMode }),
+  });
+  const stateOn = (stores: ReturnType<typeof storesIn>): BrokerState => new BrokerState(stateLimits, stores.queues, stores.dedup, stores.timers);
+  const closeAll = (stores: ReturnType<typeof storesIn>): void => {
+    stores.queues.close();
+    stores.dedup.close();
+    stores.timers.close();
+  };
+  const message = (id: string, deliveryTimeMs: number): MessageRouting => ({ topic: 't', messageId: id, tag: id.endsWith('0') ? 'A' : '', messageGroup: '', queueId: -1, bodyBytes: 1, deliveryTimeMs });
+
+  type Step = (state: BrokerState) => unknown;
+  /** Entries as a log would hold them: delayed sends due over 10 minutes, normal sends, a fire every 5 rounds, recalls. */
+  function history(rounds: number): Step[] {
+    const steps: Step[] = [];
+    let index = 0;
+    let timeMs = epochMs;
+    const at = (run: (state: BrokerState, index: number, timeMs: number) => unknown): void => {
+      const i = ++index;
+      const t = timeMs;
+      steps.push((state) => run(state, i, state.advanceClock(t)));
+    };
+    at((s, i, t) => s.applyCommand(i, t, { op: 'topic.put', config: { ...defaultTopicConfig('t', 'MIXED'), readQueues: 4, writeQueues: 4 } }));
+    for (let round = 0; round < rounds; round++) {
+      const dues = Array.from({ length: 20 }, (_, k) => timeMs + 1_000 + ((round * 7_919 + k * 104_729) % 600_000));
+      const sendIndex = index + 1;
+      at((s, i, t) => s.applyMessages(i, t, dues.map((due, k) => message(`d${round}-${k}`, due))));
+      at((s, i, t) => s.applyMessages(i, t, [message(`n${round}`, 0)]));
+      if (round % 7 === 3) at((s, i, t) => s.applyCommand(i, t, { op: 'timer.cancel', logIndex: sendIndex, position: 3, dueMs: dues[3] as number }));
+      timeMs += 2_000;
+      if (round % 5 === 4) at((s, i, t) => s.applyCommand(i, t, { op: 'timer.fire', throughMs: timeMs }));
+    }
+    timeMs += 700_000;
+    at((s, i, t) => s.applyCommand(i, t, { op: 'timer.fire', throughMs: timeMs }));
+    return steps;
+  }
+
+  it('a positions-only snapshot restores, after a restart, to the state that took it; replay continues it; a peer gets the records', () => {
+    const steps = history(160);
+    const split = steps.length - 60;
+    const stores = storesIn('n');
+    const reference = new BrokerState(stateLimits);
+    const live = stateOn(stores);
+    for (const step of steps.slice(0, split)) for (const state of [reference, live]) step(state);
+    expect(live.pendingTimers).toBeGreaterThan(1_000);
+    const own = live.snapshot();
+    expect(own[5]).toBe(0); // positions only
+    expect(live.digest()).toBe(reference.digest());
+    const atSnapshot = reference.digest();
+    // What BrokerStateMachine.snapshotWithRecords sends a peer: read back through read-only views while the store goes on.
+    const sent = BrokerState.restore(own, stateLimits, stores.queues.reader(), stores.dedup.reader(), stores.timers.reader()).snapshot({ withRecords: true });
+    for (const step of steps.slice(split)) for (const state of [reference, live]) step(state);
+    expect(live.digest()).toBe(reference.digest());
+    expect([reference.pendingTimers, reference.timerPinnedFrom() !== undefined]).toEqual([0, true]);
+    closeAll(stores); // a crash: whatever was written after the snapshot's sync may be lost
+
+    const restarted = storesIn('n');
+    const restored = BrokerState.restore(own, stateLimits, restarted.queues, restarted.dedup, restarted.timers);
+    const peer = BrokerState.restore(sent, stateLimits); // a node without the files, sent the records
+    expect(restored.digest()).toBe(atSnapshot);
+    expect(peer.digest()).toBe(atSnapshot);
+    for (const step of steps.slice(split)) for (const state of [restored, peer]) step(state);
+    expect(restored.digest()).toBe(reference.digest());
+    expect(peer.digest()).toBe(reference.digest());
+    expect(restored.maxOffsets('t')).toEqual(reference.maxOffsets('t'));
+    closeAll(restarted);
+  });
+
+  it('names a missing timer file as a TimerRecordsError (not a malformed snapshot); a state with memory timers refuses positions', () => {
+    const stores = storesIn('m');
+    const live = stateOn(stores);
+    for (const step of history(60).slice(0, 100)) step(live);
+    const own = live.snapshot();
+    closeAll(stores);
+    const dir = path.join(root, 'm', 'timers');
+    for (const name of fs.readdirSync(dir)) fs.rmSync(path.join(dir, name));
+    const again = storesIn('m');
+    expect(() => BrokerState.restore(own, stateLimits, again.queues, again.dedup, again.timers)).toThrow(TimerRecordsError);
+    expect(() => BrokerState.restore(own, stateLimits, again.queues, again.dedup, again.timers)).toThrow(/00000000000000000000\.tl is missing/);
+    expect(() => BrokerState.restore(own, stateLimits, again.queues, again.dedup)).toThrow(/relies on timer files/);
+    closeAll(again);
+  });
+
+  it('stops apply with a TimerRecordsError when a timer file cannot be written (never a result that lets this node differ)', () => {
+    const blocked = path.join(root, 'blocked');
+    fs.writeFileSync(blocked, 'not a directory');
+    const machine = new BrokerStateMachine(stateLimits, undefined, undefined, new TimerFileStore({ dir: blocked, limits, wheelSlots: 1024, recordsPerFile: 512 }));
+    const entry = (index: number, payload: Uint8Array) => ({ index, term: 1, kind: EntryKind.normal, payload });
+    machine.apply([entry(1, encodeCommand({ timeMs: epochMs }, { op: 'topic.put', config: { ...defaultTopicConfig('t', 'MIXED'), readQueues: 1, writeQueues: 1 } }))]);
+    const messages = Array.from({ length: 300 }, (_, i) => ({
+      topic: 't', messageId: `m${i}`, tag: '', keys: [], messageGroup: '', queueId: -1, bornTimestamp: 1, bornHost: 'h', properties: {}, body: new Uint8Array(1), deliveryTimeMs: epochMs + 60_000,
+    }));
+    const apply = (): unknown => machine.apply([entry(2, encodeMessages({ timeMs: epochMs }, messages))]);
+    expect(apply).toThrow(TimerRecordsError);
+    expect(apply).toThrow(/blocked.*ENOTDIR/);
   });
 });

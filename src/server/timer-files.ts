@@ -25,6 +25,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { assert } from '../util/assert.js';
 import type { SnapshotReader } from '../broker/core/state-snapshot.js';
+import { cutToDurable, listDir, syncDir } from './record-files.js';
 import {
   TimerRecordsError, TimerWheel, decodeTimerPositions, readTimerLogRecord, timerRecordBytes, timerRecordChecksummedBytes,
   timerStoreLimitsDefault, writeTimerLogRecord, type TimerLog, type TimerLogEntry, type TimerRecord, type TimerStore,
@@ -67,26 +68,8 @@ function parseFileName(name: string): number | undefined {
   return match === null ? undefined : Number(match[1]);
 }
 
-function listDir(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw error;
-  }
-}
-
 function failure(what: string, error: unknown): TimerRecordsError {
   return error instanceof TimerRecordsError ? error : new TimerRecordsError(`${what}: ${(error as Error).message}`, { cause: error });
-}
-
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /** CRC-32 (IEEE, zlib's) by table; inline because a native call per 60 bytes costs a Buffer view each. */
@@ -275,22 +258,8 @@ class FileTimerLog implements TimerLog {
   /** Power-loss test mode: cuts every file back to its durable size plus a random part of the rest. */
   powerFail(randomInt: (maxExclusive: number) => number): TimerFilesPowerFailReport {
     assert(this.durableSizes !== undefined, 'powerFail outside power-loss test mode');
-    let timerFiles = 0;
-    let timerBytesDiscarded = 0;
-    for (const [filePath, durable] of this.durableSizes) {
-      let size: number;
-      try {
-        size = fs.statSync(filePath).size;
-      } catch {
-        continue; // deleted since
-      }
-      if (size <= durable) continue;
-      const kept = durable + randomInt(size - durable + 1);
-      fs.truncateSync(filePath, kept);
-      timerFiles++;
-      timerBytesDiscarded += size - kept;
-    }
-    return { timerFiles, timerBytesDiscarded };
+    const cut = cutToDurable(this.durableSizes, randomInt);
+    return { timerFiles: cut.files, timerBytesDiscarded: cut.bytesDiscarded };
   }
 
   close(): void {

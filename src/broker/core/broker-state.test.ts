@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BrokerState, type BrokerCommand, type CommandOutcome, type Delivery } from './broker-state.js';
-import { encodeMessages, readMessageAt, readRouting, type MessageInput } from './entry-codec.js';
+import { PayloadKind, encodeMessages, isMessagesKind, readHeader, readMessageAt, readRouting, type MessageInput } from './entry-codec.js';
 import { defaultTopicConfig, dlqTopicOf } from './names.js';
 
 const message = (topic: string, messageId: string, extra: Partial<MessageInput> = {}): MessageInput => ({
@@ -46,6 +46,21 @@ describe('message codec', () => {
       });
       expect(readRouting(payload).map((r) => r.bodyBytes)).toEqual(messages.map((m) => m.body.byteLength));
     }));
+  });
+
+  it('carries delivery times in a batch of kind TimedMessages; a batch without one stays kind Messages, byte for byte', () => {
+    const plain = [message('t', 'a'), message('t', 'b', { keys: ['k'], properties: { p: 'v' } })];
+    const untimed = encodeMessages({ timeMs: 5 }, plain);
+    expect(readHeader(untimed).kind).toBe(PayloadKind.Messages);
+    expect(Buffer.from(encodeMessages({ timeMs: 5 }, plain.map((m) => ({ ...m, deliveryTimeMs: 0 }))))).toEqual(Buffer.from(untimed));
+    expect(readRouting(untimed).map((r) => r.deliveryTimeMs)).toEqual([0, 0]);
+    const timed = encodeMessages({ timeMs: 5 }, [plain[0] as MessageInput, { ...(plain[1] as MessageInput), deliveryTimeMs: 1_700_000_000_123 }]);
+    expect(readHeader(timed).kind).toBe(PayloadKind.TimedMessages);
+    expect(isMessagesKind(readHeader(timed).kind) && isMessagesKind(readHeader(untimed).kind)).toBe(true);
+    expect(readRouting(timed).map((r) => [r.messageId, r.deliveryTimeMs, r.bodyBytes])).toEqual([['a', 0, 1], ['b', 1_700_000_000_123, 1]]);
+    const read = readMessageAt(timed, 1);
+    expect({ ...read, properties: Object.fromEntries(read.properties), body: Buffer.from(read.body).toString() }).toEqual({ ...plain[1], deliveryTimeMs: 1_700_000_000_123, body: 'b' });
+    expect(readMessageAt(timed, 0).deliveryTimeMs).toBeUndefined();
   });
 });
 
@@ -239,5 +254,147 @@ describe('retention', () => {
     h.send(message('t', 'after'));
     restored.applyMessages(h.index, h.timeMs, readRouting(encodeMessages({ timeMs: h.timeMs }, [message('t', 'after')])));
     expect(restored.digest()).toBe(h.state.digest());
+  });
+});
+
+describe('delayed messages (F8)', () => {
+  const topicTwoQueues = { ...defaultTopicConfig('t', 'MIXED'), readQueues: 2, writeQueues: 2 };
+  const fire = (h: Harness, throughMs = h.timeMs): CommandOutcome => h.run({ op: 'timer.fire', throughMs });
+  const ids = (h: Harness, group: string): string[] => h.receive(group, 't').map((d) => {
+    const queue = h.state.queue('t', d.queueId);
+    return `${d.queueId}:${queue?.logIndexAt(d.offset)}/${queue?.positionAt(d.offset)}`;
+  });
+
+  it('keeps a message due later out of its queue, records it for de-duplication, and fires it into the queue chosen at send', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: topicTwoQueues });
+    const [delayed, now] = h.send(message('t', 'later', { deliveryTimeMs: 6_000 }), message('t', 'now'));
+    expect(delayed).toEqual({ code: 'ok', queueId: 0, offset: -1, duplicate: false, delayed: { logIndex: 2, position: 0, dueMs: 6_000 } });
+    expect(now).toEqual({ code: 'ok', queueId: 1, offset: 0, duplicate: false });
+    expect(h.state.maxOffsets('t')).toEqual([0, 1]);
+    expect([h.state.pendingTimers, h.state.nextTimerDueMs(), h.state.timerPinnedFrom()]).toEqual([1, 6_000, 2]);
+    // A retry of the delayed send is a duplicate naming the same send entry: stored once.
+    expect(h.send(message('t', 'later', { deliveryTimeMs: 6_000 }))[0]).toEqual({ code: 'ok', queueId: 0, offset: -1, duplicate: true, delayed: { logIndex: 2, position: 0, dueMs: 6_000 } });
+    expect(h.state.pendingTimers).toBe(1);
+    h.timeMs = 5_999;
+    expect(fire(h)).toEqual({ kind: 'fired', delivered: 0, dropped: 0, topics: [] });
+    h.timeMs = 6_000;
+    expect(fire(h)).toEqual({ kind: 'fired', delivered: 1, dropped: 0, topics: ['t'] });
+    const queue = h.state.queue('t', 0);
+    expect([queue?.maxOffset, queue?.logIndexAt(0), queue?.positionAt(0), queue?.storeTimeAt(0)]).toEqual([1, 2, 0, 6_000]);
+    expect([h.state.pendingTimers, h.state.nextTimerDueMs()]).toEqual([0, undefined]);
+    // Still a duplicate once delivered (the dedup record names the send entry).
+    expect(h.send(message('t', 'later', { deliveryTimeMs: 6_000 }))[0]?.duplicate).toBe(true);
+    expect(h.state.maxOffsets('t')).toEqual([1, 1]);
+  });
+
+  it('stores a message already due at once, and refuses one due beyond the maximum delay without recording it', () => {
+    const h = new Harness(10_000);
+    h.run({ op: 'topic.put', config: topicTwoQueues });
+    expect(h.send(message('t', 'past', { deliveryTimeMs: 9_000 }))[0]).toEqual({ code: 'ok', queueId: 0, offset: 0, duplicate: false });
+    const tooFar = 10_000 + 3 * 24 * 3_600_000 + 1;
+    expect(h.send(message('t', 'far', { deliveryTimeMs: tooFar }))[0]?.code).toBe('illegal-delivery-time');
+    expect(h.send(message('t', 'far', { deliveryTimeMs: tooFar - 1 }))[0]?.duplicate).toBe(false);
+    expect(h.state.pendingTimers).toBe(1);
+  });
+
+  it('fires in (due, log index, position) order, never back, through the entry time at most', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...topicTwoQueues, readQueues: 1, writeQueues: 1 } });
+    h.send(message('t', 'a', { deliveryTimeMs: 3_000 }), message('t', 'b', { deliveryTimeMs: 2_000 })); // 2/0, 2/1
+    h.send(message('t', 'c', { deliveryTimeMs: 2_000 }), message('t', 'd', { deliveryTimeMs: 2_500 })); // 3/0, 3/1
+    // A fire ahead of its own entry's time goes only that far.
+    expect(fire(h, 10_000)).toEqual({ kind: 'fired', delivered: 0, dropped: 0, topics: [] });
+    h.timeMs = 2_600;
+    expect(fire(h).kind === 'fired' && fire(h)).toEqual({ kind: 'fired', delivered: 0, dropped: 0, topics: [] });
+    expect(ids(h, 'g')).toEqual(['0:2/1', '0:3/0', '0:3/1']);
+    // A new leader whose clock is behind: the fire does not go back (and time stays monotone).
+    h.timeMs = 1_000;
+    h.send(message('t', 'e', { deliveryTimeMs: 2_700 })); // entry 8, at state time 2.6 s
+    expect(fire(h)).toEqual({ kind: 'fired', delivered: 0, dropped: 0, topics: [] });
+    h.timeMs = 3_000;
+    expect(fire(h)).toEqual({ kind: 'fired', delivered: 2, dropped: 0, topics: ['t'] });
+    expect(ids(h, 'g')).toEqual(['0:8/0', '0:2/0']);
+  });
+
+  it('cancels a pending message once; a delivered, recalled or unknown one is not pending and nothing changes', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: topicTwoQueues });
+    h.send(message('t', 'a', { deliveryTimeMs: 5_000 }), message('t', 'b', { deliveryTimeMs: 5_000 }));
+    expect(h.run({ op: 'timer.cancel', logIndex: 2, position: 1, dueMs: 4_999 })).toEqual(expect.objectContaining({ kind: 'error', code: 'not-pending' }));
+    expect(h.run({ op: 'timer.cancel', logIndex: 2, position: 1, dueMs: 5_000 })).toEqual({ kind: 'done' });
+    expect(h.run({ op: 'timer.cancel', logIndex: 2, position: 1, dueMs: 5_000 })).toEqual(expect.objectContaining({ kind: 'error', code: 'not-pending' }));
+    expect(h.run({ op: 'timer.cancel', logIndex: -1, position: 0, dueMs: 5_000 })).toEqual(expect.objectContaining({ kind: 'error', code: 'bad-request' }));
+    expect(h.state.pendingTimers).toBe(1);
+    h.timeMs = 5_000;
+    expect(fire(h)).toEqual({ kind: 'fired', delivered: 1, dropped: 0, topics: ['t'] });
+    expect(h.run({ op: 'timer.cancel', logIndex: 2, position: 0, dueMs: 5_000 })).toEqual(expect.objectContaining({ kind: 'error', code: 'not-pending' }));
+    expect(ids(h, 'g')).toEqual(['0:2/0']);
+  });
+
+  it('drops a due message whose topic was deleted, or deleted and created again', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: topicTwoQueues });
+    h.run({ op: 'topic.put', config: { ...topicTwoQueues, name: 'u' } });
+    h.send(message('t', 'a', { deliveryTimeMs: 5_000 }), message('u', 'b', { deliveryTimeMs: 5_000 }));
+    h.run({ op: 'topic.delete', name: 't' });
+    h.run({ op: 'topic.delete', name: 'u' });
+    h.run({ op: 'topic.put', config: { ...topicTwoQueues, name: 'u' } });
+    // The old id in the new topic is no duplicate: it was sent before the topic was created.
+    expect(h.send(message('u', 'b', { deliveryTimeMs: 5_000 }))[0]?.duplicate).toBe(false);
+    h.timeMs = 5_000;
+    expect(fire(h)).toEqual({ kind: 'fired', delivered: 1, dropped: 2, topics: ['u'] });
+    expect(h.state.maxOffsets('u')).toEqual([1, 0]);
+  });
+
+  it('keeps the log of pending and of delivered-but-held delayed messages, which readers never skip; retention releases them with their prefix', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...topicTwoQueues, readQueues: 1, writeQueues: 1 } });
+    h.send(message('t', 'd', { deliveryTimeMs: 9_000 })); // log index 2
+    for (let i = 0; i < 5; i++) h.send(message('t', `n${i}`)); // 3..7: offsets 0..4
+    // Retention through 4 releases offsets 0-1 (entries 3, 4); the pending one pins entry 2.
+    h.run({ op: 'retention', throughIndex: 4 });
+    expect([h.state.retainedFrom, h.state.firstNeededLogIndex, h.state.timerPinnedFrom()]).toEqual([5, 2, 2]);
+    h.timeMs = 9_000;
+    fire(h); // offset 5 holds entry 2, after entries 5..7
+    expect(h.state.queue('t', 0)?.logIndexAt(5)).toBe(2);
+    expect(h.state.firstNeededLogIndex).toBe(2);
+    // Its store time is its delivery: retention by age sees a message stored at 9 s through entry 2.
+    expect(h.state.newestStoreTimeThrough(2)).toBe(9_000);
+    // Delivered to a group that reaches it, not skipped as released.
+    expect(ids(h, 'g')).toEqual(['0:5/0', '0:6/0', '0:7/0', '0:2/0']);
+    // Released with its prefix: counted as expired for a group that had not consumed it.
+    h.run({ op: 'offset.update', group: 'pull', topic: 't', queueId: 0, offset: 2 });
+    h.run({ op: 'retention', throughIndex: 7 });
+    expect(h.state.queue('t', 0)?.minOffset).toBe(6);
+    expect([h.state.retainedFrom, h.state.firstNeededLogIndex, h.state.timerPinnedFrom()]).toEqual([8, 8, undefined]);
+    expect(h.state.groupProgress('pull')).toEqual([expect.objectContaining({ offset: 6, expired: 4 })]);
+  });
+
+  it('keeps a handful of runs per queue however many fires there were, never pinning less than the truth', () => {
+    const h = new Harness();
+    h.run({ op: 'topic.put', config: { ...topicTwoQueues, readQueues: 1, writeQueues: 1 } });
+    const sends: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      h.send(message('t', `d${i}`, { deliveryTimeMs: h.timeMs + 500 + ((i * 37) % 300) }));
+      sends.push(h.index);
+      h.send(message('t', `n${i}`));
+      h.timeMs += 100;
+      fire(h);
+    }
+    h.timeMs += 1_000;
+    fire(h);
+    expect(h.state.pendingTimers).toBe(0);
+    const snapshot = h.state.snapshot();
+    expect(BrokerState.restore(snapshot).timerPinnedFrom()).toBe(h.state.timerPinnedFrom());
+    for (const through of [10, 30, 50, 70, 90]) {
+      h.run({ op: 'retention', throughIndex: through });
+      const queue = h.state.queue('t', 0);
+      let truth = Infinity;
+      for (let offset = queue?.minOffset ?? 0; offset < (queue?.maxOffset ?? 0); offset++) if (sends.includes(queue?.logIndexAt(offset) ?? 0)) truth = Math.min(truth, queue?.logIndexAt(offset) ?? 0);
+      const pinned = h.state.timerPinnedFrom() ?? Infinity;
+      expect(pinned, `through ${through}`).toBeLessThanOrEqual(truth);
+    }
+    expect(h.state.snapshot().byteLength).toBeLessThan(snapshot.byteLength + 1_000);
   });
 });

@@ -7,13 +7,28 @@
  * All of it goes into Raft snapshots (snapshot/restore; the format is in state-snapshot.ts),
  * Map iteration orders included where they matter, so a restored node behaves like one that
  * applied the whole log.
+ *
+ * Delayed and scheduled messages (F8). A send whose delivery time is later than its entry's
+ * time goes into the timer store (timer-store.ts) instead of its queue; the dedup window still
+ * records it, so a retried send is stored once. The leader proposes `timer.fire`: applying it
+ * moves every record due by then into its queue, in the store's order (due time, log index,
+ * position), with the fire entry's time as its store time; a record whose topic was deleted
+ * (or deleted and created again) is dropped. `timer.cancel` (RecallMessage) cancels a pending
+ * one. A delivered message's queue record still points at its send entry, so a queue may hold
+ * a record whose log index is below one before it: retention releases queue prefixes as ever
+ * (a fired message goes with the prefix it sits in, counted as expired if unconsumed), and
+ * `firstNeededLogIndex` keeps the log from the oldest pending timer and from the oldest
+ * delivered message still held in a queue (`firedRuns`, a few runs per queue), so no held
+ * record loses its body; readers skip a record below retainedFrom (a DLQ's reference to a
+ * released message) unless it is such a delivered one (ConsumeQueue.isDelayedAt).
  */
 import { assert } from '../../util/assert.js';
 import { DedupWindow, memoryDedupRecordStore, type DedupRecordStore } from './dedup-window.js';
 import { ConsumeQueue, memoryQueueRecordStore, type QueueIdentity, type QueueRecordStore } from './consume-queue.js';
 import { filterFromJson, filterMatches, type TagFilter } from './filter.js';
-import { decodeBrokerState, encodeBrokerState, sha256Hex } from './state-snapshot.js';
+import { decodeBrokerState, encodeBrokerState, sha256Hex, type FiredRun } from './state-snapshot.js';
 import type { MessageRouting } from './entry-codec.js';
+import { MemoryTimerStore, type TimerRecord, type TimerStore } from './timer-store.js';
 import {
   defaultGroupConfig, dlqTopicOf, dlqTopicPrefix, permRead, permReadWrite, permWrite, type GroupConfig, type TopicConfig,
 } from './names.js';
@@ -35,6 +50,10 @@ export type BrokerCommand =
   | { readonly op: 'offset.reset'; readonly group: string; readonly topic: string; readonly timeMs: number }
   /** Retention (proposed by the leader): every message stored at or before `throughIndex` goes. */
   | { readonly op: 'retention'; readonly throughIndex: number }
+  /** Delayed messages (proposed by the leader): every pending one due by `throughMs` (and by the entry's own time) goes into its queue. */
+  | { readonly op: 'timer.fire'; readonly throughMs: number }
+  /** RecallMessage: the pending delayed message stored at (logIndex, position), due at dueMs, is never delivered. */
+  | { readonly op: 'timer.cancel'; readonly logIndex: number; readonly position: number; readonly dueMs: number }
   /** Changes nothing: a read that waits for it to apply sees everything committed before the read began (a linearizable read through the log). */
   | { readonly op: 'barrier' };
 
@@ -49,10 +68,13 @@ export interface HandleRef {
 }
 
 export interface SendOutcome {
-  readonly code: 'ok' | 'topic-not-found' | 'not-writable' | 'bad-queue';
+  readonly code: 'ok' | 'topic-not-found' | 'not-writable' | 'bad-queue' | 'illegal-delivery-time';
   readonly queueId: number;
+  /** -1 for a delayed message (it has no offset until it is delivered). */
   readonly offset: number;
   readonly duplicate: boolean;
+  /** A delayed message, pending in the timer store: what names it for a recall. */
+  readonly delayed?: { readonly logIndex: number; readonly position: number; readonly dueMs: number };
 }
 
 export interface Delivery {
@@ -68,9 +90,11 @@ export interface Delivery {
 
 export type CommandOutcome =
   | { readonly kind: 'done' }
-  | { readonly kind: 'error'; readonly code: 'topic-not-found' | 'invalid-handle' | 'bad-request'; readonly message: string }
+  | { readonly kind: 'error'; readonly code: 'topic-not-found' | 'invalid-handle' | 'bad-request' | 'not-pending'; readonly message: string }
   | { readonly kind: 'received'; readonly deliveries: readonly Delivery[]; readonly deadLettered: number }
-  | { readonly kind: 'handle'; readonly seq: number };
+  | { readonly kind: 'handle'; readonly seq: number }
+  /** A timer fire: how many due messages went into their queues (and which topics got them), how many were dropped with their topic. */
+  | { readonly kind: 'fired'; readonly delivered: number; readonly dropped: number; readonly topics: readonly string[] };
 
 interface InFlight {
   attempt: number;
@@ -137,6 +161,18 @@ export const defaultBrokerStateLimits: BrokerStateLimits = { dedupWindowMs: 10 *
 
 const key = (...parts: (string | number)[]): string => parts.join('\u0000');
 
+/**
+ * A delayed send's dedup record names its send entry instead of a queue offset: queue id
+ * field = delayedDedupFlag | queue id << 20 | position (positions above 2^20 - 1, which no
+ * entry the broker proposes has, are cut to their low bits), offset field = the log index.
+ */
+const delayedDedupFlag = 0x4000_0000;
+const delayedDedupPositionBits = 20;
+const delayedDedupPositionMask = (1 << delayedDedupPositionBits) - 1;
+
+/** Runs of delivered delayed messages kept per queue (adjacent runs merge beyond it). */
+const firedRunsMax = 8;
+
 /** localeCompare for people, code units to break its ties: listings never depend on Map order. */
 const byName = (a: string, b: string): number => a.localeCompare(b) || (a < b ? -1 : a > b ? 1 : 0);
 
@@ -178,6 +214,11 @@ export class BrokerState {
   private retainedFromIndex = 1;
   /** Messages a consumer never saw because retention released them first: group\0topic\0queue → count. */
   private readonly expiredUnconsumed = new Map<string, number>();
+  /**
+   * Delivered delayed messages still held in queues, as runs of offsets with the least log
+   * index in each (topic\0queue → runs by offset): their send entries must stay in the log.
+   */
+  private readonly firedRuns = new Map<string, FiredRun[]>();
 
   constructor(
     private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
@@ -185,6 +226,8 @@ export class BrokerState {
     private readonly queueRecords: QueueRecordStore = memoryQueueRecordStore,
     /** Where the dedup window's records live: files on a broker node, memory in the simulator. */
     private readonly dedupRecords: DedupRecordStore = memoryDedupRecordStore,
+    /** Pending delayed messages (its state is this state's: a restore replaces it). Files on a broker node, memory in the simulator. */
+    private readonly timers: TimerStore = new MemoryTimerStore(),
   ) {
     this.dedup = DedupWindow.create(limits, dedupRecords);
   }
@@ -200,25 +243,29 @@ export class BrokerState {
     if (!withRecords) {
       this.queueRecords.sync(this.queueIdentities());
       this.dedupRecords.sync();
+      // Timers in memory are carried whatever the rest does (the timer section says which).
+      if (this.timers.recordsDurable) this.timers.sync();
     }
     return encodeBrokerState({
       clockMs: this.clockMs, tagNames: this.tagNames, topics: this.topics, groups: this.groups, popQueues: this.popQueues,
       receiveCursor: this.receiveCursor, offsets: this.offsets, dedup: this.dedup,
-      retainedFrom: this.retainedFromIndex, expiredUnconsumed: this.expiredUnconsumed,
+      retainedFrom: this.retainedFromIndex, expiredUnconsumed: this.expiredUnconsumed, timers: this.timers, firedRuns: this.firedRuns,
     }, withRecords);
   }
 
   /**
    * A state equal to the one that took the snapshot; throws SnapshotFormatError on bytes it
-   * cannot read, QueueRecordsError or DedupRecordsError when the files it relies on are missing.
+   * cannot read, QueueRecordsError, DedupRecordsError or TimerRecordsError when the files it
+   * relies on are missing. `timers` takes the snapshot's timers (its own state is replaced).
    */
   static restore(
     data: Uint8Array, limits: BrokerStateLimits = defaultBrokerStateLimits,
     queueRecords: QueueRecordStore = memoryQueueRecordStore, dedupRecords: DedupRecordStore = memoryDedupRecordStore,
+    timers: TimerStore = new MemoryTimerStore(),
   ): BrokerState {
     // The state first: its empty window opens the dedup store, which the decoded window's records then replace.
-    const state = new BrokerState(limits, queueRecords, dedupRecords);
-    const parts = decodeBrokerState(data, queueRecords, dedupRecords, limits);
+    const state = new BrokerState(limits, queueRecords, dedupRecords, timers);
+    const parts = decodeBrokerState(data, queueRecords, dedupRecords, timers, limits);
     state.clockMs = parts.clockMs;
     state.tagNames.length = 0;
     state.tagIds.clear();
@@ -231,6 +278,7 @@ export class BrokerState {
     state.dedup = parts.dedup;
     state.retainedFromIndex = parts.retainedFrom;
     for (const [k, count] of parts.expiredUnconsumed) state.expiredUnconsumed.set(k, count);
+    for (const [k, runs] of parts.firedRuns) state.firedRuns.set(k, runs);
     return state;
   }
 
@@ -246,22 +294,62 @@ export class BrokerState {
     return queues;
   }
 
-  /** The first log entry still needed: retention released every message stored before it. */
+  /** The first log index retention has not released: every message stored before it went (a delivered delayed message goes with its queue's prefix). */
   get retainedFrom(): number {
     return this.retainedFromIndex;
   }
 
-  /** Store time of the newest message at or before `logIndex` in any topic's queue (for retention by age). */
+  /**
+   * The first log entry a message body may still be read from: retainedFrom, or earlier while
+   * a pending delayed message or a delivered one still held in a queue has its body there.
+   */
+  get firstNeededLogIndex(): number {
+    return Math.min(this.retainedFromIndex, this.timerPinnedFrom() ?? Infinity);
+  }
+
+  /** The least log index of a pending delayed message or of a delivered one still held in a queue (undefined: none). */
+  timerPinnedFrom(): number | undefined {
+    let least = this.timers.minPendingLogIndex() ?? Infinity;
+    for (const runs of this.firedRuns.values()) for (const run of runs) if (run.minLogIndex < least) least = run.minLogIndex;
+    return Number.isFinite(least) ? least : undefined;
+  }
+
+  /** Delayed messages waiting for their delivery time (not recalled). */
+  get pendingTimers(): number {
+    return this.timers.pendingCount;
+  }
+
+  /** The earliest delivery time of a pending delayed message (undefined: none): the leader fires when its clock reaches it. */
+  nextTimerDueMs(): number | undefined {
+    return this.timers.nextDueMs();
+  }
+
+  /** The longest delay apply accepts (the same on every node: apply refuses longer ones). */
+  get timerMaxDelayMs(): number {
+    return this.timers.limits.maxDelayMs;
+  }
+
+  /**
+   * Store time of the newest message at or before `logIndex` in any topic's queue (for
+   * retention by age); a delivered delayed message counts with its delivery (store) time, so
+   * it is not released by age right after it became visible. Never older than the true answer.
+   */
   newestStoreTimeThrough(logIndex: number): number | undefined {
     let newest: number | undefined;
+    const consider = (time: number): void => {
+      if (newest === undefined || time > newest) newest = time;
+    };
     for (const [name, topic] of this.topics) {
       if (name.startsWith(dlqTopicPrefix)) continue; // references, not stores
-      for (const queue of topic.queues) {
+      topic.queues.forEach((queue, queueId) => {
+        // Exact for queues in log order; with delivered delayed messages (lower log indexes
+        // after higher ones) the search only lands later, and the runs cover those messages.
         const offset = queue.lastOffsetThroughLogIndex(logIndex);
-        if (offset === undefined || offset < queue.minOffset) continue;
-        const time = queue.storeTimeAt(offset);
-        if (newest === undefined || time > newest) newest = time;
-      }
+        if (offset !== undefined && offset >= queue.minOffset) consider(queue.storeTimeAt(offset));
+        for (const run of this.firedRuns.get(key(name, queueId)) ?? []) {
+          if (run.minLogIndex <= logIndex && run.lastOffset >= queue.minOffset) consider(queue.storeTimeAt(run.lastOffset));
+        }
+      });
     }
     return newest;
   }
@@ -404,16 +492,34 @@ export class BrokerState {
 
   // ---- apply -------------------------------------------------------------------------
 
-  /** Stores a batch of messages; `logIndex` is the entry's index, `timeMs` its (monotone) time. */
+  /**
+   * Stores a batch of messages; `logIndex` is the entry's index, `timeMs` its (monotone) time.
+   * A message due after `timeMs` goes into the timer store (refused if due more than the
+   * store's maximum delay after it); one due by then is stored at once.
+   */
   applyMessages(logIndex: number, timeMs: number, messages: readonly MessageRouting[]): SendOutcome[] {
     this.dedup.expire(timeMs);
     return messages.map((message, position) => {
       const topic = this.topics.get(message.topic);
       if (topic === undefined) return { code: 'topic-not-found', queueId: -1, offset: -1, duplicate: false };
       if ((topic.config.perm & permWrite) === 0) return { code: 'not-writable', queueId: -1, offset: -1, duplicate: false };
+      const dueMs = message.deliveryTimeMs ?? 0;
+      const delayed = dueMs > timeMs;
+      if (delayed && !(Number.isSafeInteger(dueMs) && dueMs <= Math.floor(timeMs) + this.timers.limits.maxDelayMs)) {
+        return { code: 'illegal-delivery-time', queueId: -1, offset: -1, duplicate: false };
+      }
       const previous = this.dedup.find(message.topic, message.messageId);
-      // A topic deleted and created again with fewer queues: its old ids are no duplicates.
-      if (previous !== undefined && topic.queues[previous.queueId] !== undefined) {
+      if (previous !== undefined && previous.queueId >= delayedDedupFlag) {
+        // A delayed send, sent again: the same send entry, if it was made since the topic was (re)created.
+        if (previous.offset >= topic.createdAt) {
+          const packed = previous.queueId - delayedDedupFlag;
+          return {
+            code: 'ok', queueId: packed >>> delayedDedupPositionBits, offset: -1, duplicate: true,
+            delayed: { logIndex: previous.offset, position: packed & delayedDedupPositionMask, dueMs },
+          };
+        }
+      } else if (previous !== undefined && topic.queues[previous.queueId] !== undefined) {
+        // A topic deleted and created again with fewer queues: its old ids are no duplicates.
         return { code: 'ok', queueId: previous.queueId, offset: previous.offset, duplicate: true };
       }
       let queueId = message.queueId;
@@ -422,6 +528,14 @@ export class BrokerState {
         queueId = message.messageGroup !== '' ? stableHash(message.messageGroup) % writable : topic.roundRobin++ % writable;
       } else if (queueId >= topic.queues.length) {
         return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
+      }
+      if (delayed) {
+        const record: TimerRecord = { dueMs, logIndex, position, topicCreatedAt: topic.createdAt, queueId, tagId: this.tagId(message.tag), storeTimeMs: timeMs };
+        this.timers.add(record, Math.floor(timeMs));
+        const packed = delayedDedupFlag + (queueId << delayedDedupPositionBits) + (position & delayedDedupPositionMask);
+        if (previous === undefined) this.dedup.add(message.topic, message.messageId, packed, logIndex, timeMs);
+        else this.dedup.replace(message.topic, message.messageId, packed, logIndex, timeMs);
+        return { code: 'ok', queueId, offset: -1, duplicate: false, delayed: { logIndex, position, dueMs } };
       }
       const offset = (topic.queues[queueId] as ConsumeQueue).append(logIndex, position, this.tagId(message.tag), timeMs);
       if (previous === undefined) this.dedup.add(message.topic, message.messageId, queueId, offset, timeMs);
@@ -436,12 +550,23 @@ export class BrokerState {
       case 'topic.delete':
         this.topics.delete(command.name);
         for (const k of [...this.popQueues.keys()]) if (k.split('\u0000')[1] === command.name) this.popQueues.delete(k);
+        // Its pending timers stay until they are due, then are dropped (they name the topic by its creation).
+        for (const k of [...this.firedRuns.keys()]) if (k.split('\u0000')[0] === command.name) this.firedRuns.delete(k);
         return { kind: 'done' };
       case 'group.put':
         this.groups.set(command.config.name, command.config);
         return { kind: 'done' };
       case 'receive': return this.receive(logIndex, timeMs, command);
       case 'retention': return this.release(command.throughIndex);
+      case 'timer.fire': return this.fire(timeMs, command.throughMs);
+      case 'timer.cancel': {
+        const { logIndex: at, position, dueMs } = command;
+        if (!Number.isSafeInteger(at) || at < 0 || !Number.isInteger(position) || position < 0 || position > 0xffff_ffff || !Number.isSafeInteger(dueMs) || dueMs < 0) {
+          return { kind: 'error', code: 'bad-request', message: `timer cancel of ${at}/${position} due at ${dueMs}` };
+        }
+        if (this.timers.cancel(at, position, dueMs)) return { kind: 'done' };
+        return { kind: 'error', code: 'not-pending', message: 'no pending delayed message for this recall handle: it was delivered or recalled already (or never stored)' };
+      }
       case 'barrier': return { kind: 'done' };
       case 'ack': return this.withFlight(command, (pop) => { pop.settle(command.offset); return { kind: 'done' }; }, true);
       case 'invisible': return this.withFlight(command, (pop, flight) => {
@@ -507,10 +632,71 @@ export class BrokerState {
     for (const [name, topic] of this.topics) {
       topic.queues.forEach((queue, queueId) => {
         const released = queue.releaseThrough(throughIndex);
-        if (released > 0) this.moveConsumersUp(name, queueId, queue.minOffset, released);
+        if (released === 0) return;
+        this.moveConsumersUp(name, queueId, queue.minOffset, released);
+        const runsKey = key(name, queueId);
+        const runs = this.firedRuns.get(runsKey);
+        if (runs === undefined) return;
+        const held = runs.filter((run) => run.lastOffset >= queue.minOffset);
+        if (held.length === 0) this.firedRuns.delete(runsKey);
+        else this.firedRuns.set(runsKey, held);
       });
     }
     return { kind: 'done' };
+  }
+
+  /**
+   * Moves every pending delayed message due by min(throughMs, the entry's time) — never less
+   * than an earlier fire reached — into its queue, in the store's order, stored at `timeMs`.
+   */
+  private fire(timeMs: number, throughMs: number): CommandOutcome {
+    if (typeof throughMs !== 'number' || Number.isNaN(throughMs)) return { kind: 'error', code: 'bad-request', message: `timer fire through ${String(throughMs)}` };
+    const through = Math.max(this.timers.firedThroughMs, Math.floor(Math.min(throughMs, timeMs)));
+    if (!Number.isSafeInteger(through) || through < 0) return { kind: 'error', code: 'bad-request', message: `timer fire through ${through}` };
+    let byCreation: Map<number, TopicState> | undefined;
+    const topics = new Set<string>();
+    let delivered = 0;
+    let dropped = 0;
+    this.timers.fireThrough(through, (record) => {
+      byCreation ??= new Map([...this.topics.values()].map((topic) => [topic.createdAt, topic]));
+      const topic = byCreation.get(record.topicCreatedAt);
+      const queue = topic?.queues[record.queueId];
+      if (topic === undefined || queue === undefined) {
+        dropped++;
+        return;
+      }
+      const offset = queue.append(record.logIndex, record.position, record.tagId, timeMs, true);
+      this.noteFired(key(topic.config.name, record.queueId), offset, record.logIndex);
+      topics.add(topic.config.name);
+      delivered++;
+    });
+    return { kind: 'fired', delivered, dropped, topics: [...topics].sort(byName) };
+  }
+
+  /** A delivered delayed message went to `offset` of a queue: its send entry is pinned while the queue holds it. */
+  private noteFired(runsKey: string, offset: number, logIndex: number): void {
+    let runs = this.firedRuns.get(runsKey);
+    if (runs === undefined) {
+      runs = [];
+      this.firedRuns.set(runsKey, runs);
+    }
+    const last = runs[runs.length - 1];
+    if (last !== undefined && last.lastOffset === offset - 1) {
+      last.lastOffset = offset;
+      last.minLogIndex = Math.min(last.minLogIndex, logIndex);
+      return;
+    }
+    runs.push({ firstOffset: offset, lastOffset: offset, minLogIndex: logIndex });
+    if (runs.length <= firedRunsMax) return;
+    // Merge the two adjacent runs spanning the fewest offsets (the earliest such pair): the
+    // least log index of the merged run covers both, so the pin only gets more cautious.
+    let best = 0;
+    for (let i = 1; i + 1 < runs.length; i++) {
+      const span = (runs[i + 1] as FiredRun).lastOffset - (runs[i] as FiredRun).firstOffset;
+      if (span < (runs[best + 1] as FiredRun).lastOffset - (runs[best] as FiredRun).firstOffset) best = i;
+    }
+    const [a, b] = [runs[best] as FiredRun, runs[best + 1] as FiredRun];
+    runs.splice(best, 2, { firstOffset: a.firstOffset, lastOffset: b.lastOffset, minLogIndex: Math.min(a.minLogIndex, b.minLogIndex) });
   }
 
   /**
@@ -677,8 +863,10 @@ export class BrokerState {
     }
     while (out.length < command.batch && pop.next < queue.maxOffset) {
       const offset = pop.next++;
-      // A DLQ reference to a message retention released (DLQs are not in log order).
-      if (queue.logIndexAt(offset) < this.retainedFromIndex) {
+      // A DLQ reference to a message retention released (DLQs are not in log order). A
+      // delivered delayed message below retainedFrom is not released: its body is kept
+      // (firstNeededLogIndex) until the prefix it sits in goes.
+      if (queue.logIndexAt(offset) < this.retainedFromIndex && !queue.isDelayedAt(offset)) {
         pop.settle(offset);
         continue;
       }

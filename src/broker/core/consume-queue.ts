@@ -4,6 +4,11 @@
  * a prefix: offsets below `minOffset` are gone, and the queue holds offsets
  * `[minOffset, maxOffset)`.
  *
+ * A record's position field also says whether the message is a delayed one the timer store
+ * delivered (bit 31, `delayedFlag`): such a message's log index may be below the one of the
+ * record before it (its send entry is older than the messages stored while it waited).
+ * `positionAt` gives the position without the flag.
+ *
  * The queue itself is two numbers (its first offset and its count, which snapshots record);
  * its records live behind the QueueRecords port: in files on a broker node
  * (src/server/consume-queue-files.ts), so memory does not grow with the retained messages, or
@@ -163,6 +168,9 @@ export const memoryQueueRecordStore: QueueRecordStore = {
   reader(): QueueRecordStore { return memoryQueueRecordStore; },
 };
 
+/** Set in a stored position: the message is a delivered delayed one (F8). */
+const delayedFlag = 0x8000_0000;
+
 export class ConsumeQueue {
   private constructor(
     readonly identity: QueueIdentity,
@@ -223,16 +231,20 @@ export class ConsumeQueue {
     return this.base;
   }
 
-  append(logIndex: number, position: number, tagId: number, storeTimeMs: number): number {
+  /** `delayed`: a delayed message delivered by the timer store (its send entry may be older than earlier records'). */
+  append(logIndex: number, position: number, tagId: number, storeTimeMs: number, delayed = false): number {
+    assert(Number.isInteger(position) && position >= 0 && position < delayedFlag, `queue record position ${position}`);
     const offset = this.base + this.count;
-    this.records.write(offset, logIndex, position, tagId, storeTimeMs);
+    this.records.write(offset, logIndex, delayed ? (position | delayedFlag) >>> 0 : position, tagId, storeTimeMs);
     this.count++;
     return offset;
   }
 
   // Callers read offsets in [minOffset, maxOffset) only (BrokerState clamps every cursor to it).
   logIndexAt(offset: number): number { return this.records.logIndexAt(offset); }
-  positionAt(offset: number): number { return this.records.positionAt(offset); }
+  positionAt(offset: number): number { return (this.records.positionAt(offset) & ~delayedFlag) >>> 0; }
+  /** Whether the message at `offset` is a delayed one the timer store delivered. */
+  isDelayedAt(offset: number): boolean { return this.records.positionAt(offset) >= delayedFlag; }
   tagIdAt(offset: number): number { return this.records.tagIdAt(offset); }
   storeTimeAt(offset: number): number { return this.records.storeTimeAt(offset); }
 
@@ -250,7 +262,8 @@ export class ConsumeQueue {
 
   /**
    * The last offset whose entry is at or before `logIndex`, or undefined. Log indexes increase
-   * with the offset in a topic's queues (not in a DLQ, whose entries point back at old ones).
+   * with the offset in a topic's queues (not in a DLQ, whose entries point back at old ones,
+   * nor at delivered delayed messages, which point back at their send entries).
    */
   lastOffsetThroughLogIndex(logIndex: number): number | undefined {
     let low = this.base;

@@ -9,13 +9,29 @@
  * Message batches (the hot path) are binary; each message record starts with its length and
  * its body's length, so apply reads the routing fields and skips the rest. Control commands (topic/group admin, receive,
  * ack, offsets) are JSON: small, and far rarer than messages per byte.
+ *
+ * A message record, in order: u32 record length (after this field) | u32 body length |
+ * short topic | short message id | short tag | short message group | i32 queue id |
+ * [TimedMessages only: f64 delivery time, ms since the epoch, 0 = none] | f64 born timestamp |
+ * short born host | u16 n, n × short key | u16 n, n × { short key, long value } | body
+ * (short = u16 length + UTF-8, long = u32 length + UTF-8, big-endian).
+ *
+ * A batch with a delivery time on any message (SPEC F8) is kind TimedMessages: every record
+ * then carries the f64 after its queue id. Batches without one stay kind Messages, byte for
+ * byte what they were before delayed messages existed, so logs written earlier read the same.
+ * Readers of message entries test `isMessagesKind`.
  */
 import { assert } from '../../util/assert.js';
 
 export enum PayloadKind {
   Messages = 1,
   Command = 2,
+  /** Messages whose records each carry a delivery time (see above). */
+  TimedMessages = 3,
 }
+
+/** Whether an entry of this kind holds messages (readRouting and readMessageAt read both kinds). */
+export const isMessagesKind = (kind: PayloadKind): boolean => kind === PayloadKind.Messages || kind === PayloadKind.TimedMessages;
 
 export const payloadHeaderBytes = 9;
 
@@ -36,6 +52,8 @@ export interface MessageInput {
   readonly bornHost: string;
   readonly properties: ReadonlyMap<string, string> | Readonly<Record<string, string>>;
   readonly body: Uint8Array;
+  /** Delayed or scheduled (F8): not delivered before this time, ms since the epoch. Absent or 0: at once. */
+  readonly deliveryTimeMs?: number;
 }
 
 /** What apply needs of a message: everything but keys, properties and body. */
@@ -46,6 +64,8 @@ export interface MessageRouting {
   readonly messageGroup: string;
   readonly queueId: number;
   readonly bodyBytes: number;
+  /** 0 (or absent): deliver at once. readRouting always sets it. */
+  readonly deliveryTimeMs?: number;
 }
 
 export interface StoredMessage extends MessageInput {
@@ -59,8 +79,10 @@ function entriesOf(properties: MessageInput['properties']): [string, string][] {
   return properties instanceof Map ? [...properties.entries()] : Object.entries(properties);
 }
 
-function messageBytes(message: MessageInput, props: [string, string][]): number {
-  let bytes = 4 + 2 * 5 + 4 + 8 + 2 + 2 + 4 + message.body.byteLength;
+const deliveryTimeOf = (message: MessageInput): number => message.deliveryTimeMs ?? 0;
+
+function messageBytes(message: MessageInput, props: [string, string][], timed: boolean): number {
+  let bytes = 4 + 2 * 5 + 4 + (timed ? 8 : 0) + 8 + 2 + 2 + 4 + message.body.byteLength;
   bytes += Buffer.byteLength(message.topic) + Buffer.byteLength(message.messageId) + Buffer.byteLength(message.tag)
     + Buffer.byteLength(message.messageGroup) + Buffer.byteLength(message.bornHost);
   for (const key of message.keys) bytes += 2 + Buffer.byteLength(key);
@@ -81,12 +103,14 @@ export function readHeader(payload: Uint8Array): PayloadHeader {
 
 /** One allocation per batch: sizes first, then one pass of writes. */
 export function encodeMessages(header: Omit<PayloadHeader, 'kind'>, messages: readonly MessageInput[]): Uint8Array {
+  const timed = messages.some((m) => deliveryTimeOf(m) !== 0);
+  for (const m of messages) assert(Number.isFinite(deliveryTimeOf(m)) && deliveryTimeOf(m) >= 0, `message delivery time ${deliveryTimeOf(m)}`);
   const props = messages.map((m) => entriesOf(m.properties));
   let total = payloadHeaderBytes + 4;
-  const sizes = messages.map((m, i) => messageBytes(m, props[i] as [string, string][]));
+  const sizes = messages.map((m, i) => messageBytes(m, props[i] as [string, string][], timed));
   for (const size of sizes) total += size;
   const buffer = Buffer.allocUnsafe(total);
-  writeHeader(buffer, header, PayloadKind.Messages);
+  writeHeader(buffer, header, timed ? PayloadKind.TimedMessages : PayloadKind.Messages);
   let at = payloadHeaderBytes;
   at = buffer.writeUInt32BE(messages.length, at);
   const short = (text: string): void => {
@@ -103,6 +127,7 @@ export function encodeMessages(header: Omit<PayloadHeader, 'kind'>, messages: re
     short(message.tag);
     short(message.messageGroup);
     at = buffer.writeInt32BE(message.queueId, at);
+    if (timed) at = buffer.writeDoubleBE(deliveryTimeOf(message), at);
     at = buffer.writeDoubleBE(message.bornTimestamp, at);
     short(message.bornHost);
     at = buffer.writeUInt16BE(message.keys.length, at);
@@ -139,9 +164,13 @@ function asBuffer(payload: Uint8Array): Buffer {
   return Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
 }
 
+const isTimed = (buffer: Buffer): boolean => buffer.readUInt8(0) === PayloadKind.TimedMessages;
+
 /** The routing fields of every message of a batch, in order, without touching bodies. */
 export function readRouting(payload: Uint8Array): MessageRouting[] {
-  const reader = new Reader(asBuffer(payload), payloadHeaderBytes);
+  const buffer = asBuffer(payload);
+  const timed = isTimed(buffer);
+  const reader = new Reader(buffer, payloadHeaderBytes);
   const count = reader.u32();
   const out: MessageRouting[] = [];
   for (let i = 0; i < count; i++) {
@@ -153,7 +182,8 @@ export function readRouting(payload: Uint8Array): MessageRouting[] {
     const tag = reader.short();
     const messageGroup = reader.short();
     const queueId = reader.i32();
-    out.push({ topic, messageId, tag, messageGroup, queueId, bodyBytes });
+    const deliveryTimeMs = timed ? reader.f64() : 0;
+    out.push({ topic, messageId, tag, messageGroup, queueId, bodyBytes, deliveryTimeMs });
     reader.at = end;
   }
   return out;
@@ -161,7 +191,9 @@ export function readRouting(payload: Uint8Array): MessageRouting[] {
 
 /** The full message at `position` in a batch (for delivery). */
 export function readMessageAt(payload: Uint8Array, position: number): StoredMessage {
-  const reader = new Reader(asBuffer(payload), payloadHeaderBytes);
+  const buffer = asBuffer(payload);
+  const timed = isTimed(buffer);
+  const reader = new Reader(buffer, payloadHeaderBytes);
   const count = reader.u32();
   if (position < 0 || position >= count) throw new Error(`message ${position} is outside a batch of ${count}`);
   for (let i = 0; i < position; i++) {
@@ -175,6 +207,7 @@ export function readMessageAt(payload: Uint8Array, position: number): StoredMess
   const tag = reader.short();
   const messageGroup = reader.short();
   const queueId = reader.i32();
+  const deliveryTimeMs = timed ? reader.f64() : 0;
   const bornTimestamp = reader.f64();
   const bornHost = reader.short();
   const keys: string[] = [];
@@ -185,7 +218,8 @@ export function readMessageAt(payload: Uint8Array, position: number): StoredMess
     properties.set(key, reader.long());
   }
   const body = reader.buffer.subarray(reader.at, reader.at + bodyLength);
-  return { topic, messageId, tag, keys, messageGroup, queueId, bornTimestamp, bornHost, properties, body };
+  const message: StoredMessage = { topic, messageId, tag, keys, messageGroup, queueId, bornTimestamp, bornHost, properties, body };
+  return deliveryTimeMs === 0 ? message : { ...message, deliveryTimeMs };
 }
 
 export function encodeCommand(header: Omit<PayloadHeader, 'kind'>, command: object): Uint8Array {

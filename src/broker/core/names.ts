@@ -18,14 +18,20 @@ export function groupNameProblem(name: string): string | undefined {
   return undefined;
 }
 
-/** The kind of one message: FIFO messages carry a message group (sharding key). */
-export type MessageKind = 'NORMAL' | 'FIFO';
-/** What a topic accepts; MIXED (topics created on first use) takes both kinds. */
+/** The kind of one message: FIFO messages carry a message group (sharding key), DELAY ones a delivery time. */
+export type MessageKind = 'NORMAL' | 'FIFO' | 'DELAY';
+export const messageKinds: readonly MessageKind[] = ['NORMAL', 'FIFO', 'DELAY'];
+/** What a topic accepts; MIXED (topics created on first use) takes every kind. */
 export type TopicType = MessageKind | 'MIXED';
-export const topicTypes: readonly TopicType[] = ['NORMAL', 'FIFO', 'MIXED'];
+export const topicTypes: readonly TopicType[] = ['NORMAL', 'FIFO', 'DELAY', 'MIXED'];
 
 export function topicAccepts(type: TopicType, kind: MessageKind): boolean {
   return type === 'MIXED' || type === kind;
+}
+
+/** The message types a route advertises for a topic (the official producer refuses to send any other type). */
+export function acceptedMessageKinds(type: TopicType): readonly MessageKind[] {
+  return type === 'MIXED' ? messageKinds : [type];
 }
 
 /** Queue permissions as in RocketMQ's PermName: 4 = read, 2 = write. */
@@ -38,7 +44,7 @@ export interface TopicConfig {
   readonly readQueues: number;
   readonly writeQueues: number;
   readonly perm: number;
-  /** NORMAL accepts normal messages; FIFO messages with a message group; MIXED both. */
+  /** NORMAL accepts normal messages; FIFO messages with a message group; DELAY messages with a delivery time; MIXED all three. */
   readonly messageType: TopicType;
 }
 

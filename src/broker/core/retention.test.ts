@@ -32,6 +32,14 @@ describe('retention', () => {
     expect(retentionCut(settings({ logBytesMax: 1 }), view({ segments: [{ firstIndex: 1, lastIndex: 10, bytes: 100 }] }))).toBe(0);
   });
 
+  it('does not release for size or disk pressure what a delayed message pins (no node could delete it); age still releases', () => {
+    const bySize = settings({ maxAgeMs: 1_000 * hour, logBytesMax: 1 });
+    expect(retentionCut(bySize, view({ pinnedFrom: 25 }))).toBe(20);
+    expect(retentionCut(bySize, view({ pinnedFrom: 5 }))).toBe(0);
+    expect(retentionCut(settings({ maxAgeMs: 1_000 * hour }), view({ diskUsedRatio: 0.95, pinnedFrom: 10 }))).toBe(0);
+    expect(retentionCut(settings(), view({ pinnedFrom: 5 }))).toBe(20);
+  });
+
   it('names settings that make no sense', () => {
     expect(retentionSettingsProblem(settings({ maxAgeMs: 0 }))).toMatch(/age/);
     expect(retentionSettingsProblem(settings({ logBytesMax: -5 }))).toMatch(/size/);

@@ -6,7 +6,10 @@
  *
  * A segment goes when it is older than `maxAgeMs` (its newest message), or oldest first while
  * the log is larger than `logBytesMax` or the disk fuller than `diskUsedRatioMax`. The newest
- * segment is never a candidate (it is being written).
+ * segment is never a candidate (it is being written). Delayed messages (F8) pin the log from
+ * the send entry of the oldest one pending or still held in a queue (`pinnedFrom`): no node
+ * deletes a segment from there on, so releasing its messages for size or disk would free
+ * nothing and only lose them; only age releases past the pin (the pinned bodies stay).
  */
 import { assert } from '../../util/assert.js';
 
@@ -35,6 +38,8 @@ export interface RetentionView {
   newestTimeThrough(logIndex: number): number | undefined;
   /** Fraction of the disk in use (undefined when unknown). */
   readonly diskUsedRatio: number | undefined;
+  /** The first log index a delayed message pins (BrokerState.timerPinnedFrom); undefined: none. */
+  readonly pinnedFrom?: number | undefined;
 }
 
 /** A problem with the settings, named for the operator; undefined when they make sense. */
@@ -57,8 +62,9 @@ export function retentionCut(settings: RetentionSettings, view: RetentionView): 
     if (segment.lastIndex < segment.firstIndex) continue; // empty: nothing to release
     const newest = view.newestTimeThrough(segment.lastIndex);
     const expired = newest !== undefined && newest < view.nowMs - settings.maxAgeMs;
-    const oversize = remainingBytes > settings.logBytesMax;
-    if (!expired && !oversize && !diskPressure) break;
+    const pinned = segment.lastIndex >= (view.pinnedFrom ?? Infinity);
+    const oversize = remainingBytes > settings.logBytesMax && !pinned;
+    if (!expired && !oversize && !(diskPressure && !pinned)) break;
     cut = segment.lastIndex;
     remainingBytes -= segment.bytes;
     diskPressure = false;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BrokerState, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type HandleRef } from './broker-state.js';
+import { BrokerState, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type HandleRef, type SendOutcome } from './broker-state.js';
 import type { MessageRouting } from './entry-codec.js';
 import { defaultTopicConfig, dlqTopicOf, permReadWrite, type TopicType } from './names.js';
 import { SnapshotFormatError, sha256Hex, snapshotVersion } from './state-snapshot.js';
@@ -14,7 +14,9 @@ type Op = { readonly dtMs: number } & (
   | { readonly kind: 'topic.put'; readonly topic: string; readonly readQueues: number; readonly writeQueues: number; readonly perm: number; readonly messageType: TopicType }
   | { readonly kind: 'topic.delete'; readonly topic: string }
   | { readonly kind: 'group.put'; readonly group: string; readonly maxDeliveryAttempts: number; readonly fifo: boolean }
-  | { readonly kind: 'send'; readonly messages: readonly MessageRouting[] }
+  | { readonly kind: 'send'; readonly messages: readonly (MessageRouting & { readonly delayMs?: number })[] }
+  | { readonly kind: 'fire'; readonly aheadMs: number }
+  | { readonly kind: 'cancel'; readonly pick: number; readonly stale: boolean }
   | { readonly kind: 'command'; readonly command: BrokerCommand }
   | { readonly kind: 'ack' | 'invisible' | 'dlq'; readonly pick: number; readonly stale: boolean; readonly invisibleMs: number }
   | { readonly kind: 'renew'; readonly picks: readonly number[]; readonly invisibleMs: number }
@@ -36,8 +38,12 @@ const sendOp = fc.record({
   messages: fc.array(fc.record({
     topic: fc.constantFrom('t', 't', 'u', 'x'), messageId: fc.constantFrom('m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9'),
     tag: fc.constantFrom('', 'A', 'B', 'C'), messageGroup: fc.constantFrom('', '', 'k1', 'k2'), queueId: fc.integer({ min: -1, max: 3 }), bodyBytes: fc.constant(1),
+    // Mostly at once; some delayed (a few beyond the maximum delay of 3 days, a few already due).
+    delayMs: fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, { arbitrary: fc.integer({ min: 1, max: 40_000 }), weight: 2 }, { arbitrary: fc.constantFrom(-500, 4 * 24 * 3_600_000), weight: 1 }),
   }), { minLength: 1, maxLength: 5 }),
 });
+const fireOp = fc.record({ dtMs, kind: fc.constant('fire' as const), aheadMs: fc.integer({ min: -5_000, max: 5_000 }) });
+const cancelOp = fc.record({ dtMs, kind: fc.constant('cancel' as const), pick: fc.nat(), stale: fc.boolean() });
 const receiveOp = fc.record({
   dtMs, kind: fc.constant('command' as const),
   command: fc.record({
@@ -70,6 +76,8 @@ const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: releaseOp, weight: 1 },
   { arbitrary: offsetUpdateOp, weight: 1 },
   { arbitrary: offsetResetOp, weight: 1 },
+  { arbitrary: fireOp, weight: 2 },
+  { arbitrary: cancelOp, weight: 1 },
 );
 
 /** Topics with several queues exist from the start, so most traffic lands somewhere. */
@@ -101,6 +109,8 @@ function observe(state: BrokerState): unknown {
     renewalsDue: state.renewalsDue(now + 30_000, (id) => id !== 'c2'),
     autoRenewClients: [...state.autoRenewClients()],
     tags: [0, 1, 2, 3, 4].map((id) => state.tagName(id)),
+    timers: [state.pendingTimers, state.nextTimerDueMs(), state.timerPinnedFrom(), state.firstNeededLogIndex, state.retainedFrom],
+    newest: [0, 5, 20, 60, 1_000].map((index) => state.newestStoreTimeThrough(index)),
   };
 }
 
@@ -109,6 +119,8 @@ class Run {
   index = 0;
   timeMs = 1_000;
   readonly handles: HandleRef[] = [];
+  /** Delayed sends as a recall names them. */
+  readonly delayed: { logIndex: number; position: number; dueMs: number }[] = [];
 
   constructor(public states: BrokerState[]) {}
 
@@ -120,6 +132,7 @@ class Run {
     if (op.kind === 'command' && op.command.op === 'receive' && first?.kind === 'received') {
       for (const d of first.deliveries) this.handles.push({ group: op.command.group, topic: d.topic, queueId: d.queueId, offset: d.offset, seq: d.seq });
     }
+    if (op.kind === 'send') for (const outcome of outcomes[0] as SendOutcome[]) if (outcome.delayed !== undefined) this.delayed.push(outcome.delayed);
     return outcomes;
   }
 
@@ -132,7 +145,12 @@ class Run {
       case 'topic.put': return { op: 'topic.put', config: { name: op.topic, readQueues: op.readQueues, writeQueues: op.writeQueues, perm: op.perm, messageType: op.messageType } };
       case 'topic.delete': return { op: 'topic.delete', name: op.topic };
       case 'group.put': return { op: 'group.put', config: { name: op.group, maxDeliveryAttempts: op.maxDeliveryAttempts, fifo: op.fifo } };
-      case 'send': return [...op.messages];
+      case 'send': return op.messages.map(({ delayMs = 0, ...m }) => ({ ...m, deliveryTimeMs: delayMs === 0 ? 0 : this.timeMs + delayMs }));
+      case 'fire': return { op: 'timer.fire', throughMs: this.timeMs + op.aheadMs };
+      case 'cancel': {
+        const ref = this.delayed[op.pick % Math.max(1, this.delayed.length)] ?? { logIndex: 1, position: 0, dueMs: 1 };
+        return { op: 'timer.cancel', ...ref, dueMs: ref.dueMs + (op.stale ? 1 : 0) };
+      }
       case 'command': return op.command;
       case 'ack': return { op: 'ack', ...handle(op.pick, op.stale) };
       case 'dlq': return { op: 'dlq', ...handle(op.pick, op.stale) };
@@ -229,7 +247,7 @@ describe('broker state snapshots', () => {
 
   it('lists every field of BrokerState that a snapshot must hold (a new field needs the format extended)', () => {
     expect(Object.keys(new BrokerState()).sort()).toEqual(
-      ['clockMs', 'dedup', 'dedupRecords', 'expiredUnconsumed', 'groups', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'topics'],
+      ['clockMs', 'dedup', 'dedupRecords', 'expiredUnconsumed', 'firedRuns', 'groups', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'timers', 'topics'],
     );
   });
 });
@@ -262,11 +280,11 @@ describe('malformed snapshots', () => {
     const flipped = Uint8Array.from(bytes);
     flipped[4] = (flipped[4] as number) ^ 0xff;
     expect(() => BrokerState.restore(flipped)).toThrow(`broker snapshot format version ${snapshotVersion ^ 0xff} is not supported (this build reads version ${snapshotVersion})`);
-    // Version 2 (dedup records always inline, no dedup sequence numbers) is refused by name, as every version but this build's.
-    expect(snapshotVersion).toBe(3);
+    // Version 3 (no timers, no fired runs) is refused by name, as every version but this build's.
+    expect(snapshotVersion).toBe(4);
     const older = Uint8Array.from(bytes);
-    older[4] = 2;
-    expect(() => BrokerState.restore(older)).toThrow('broker snapshot format version 2 is not supported (this build reads version 3)');
+    older[4] = 3;
+    expect(() => BrokerState.restore(older)).toThrow('broker snapshot format version 3 is not supported (this build reads version 4)');
     const foreign = Uint8Array.from(bytes);
     foreign[0] = 0;
     expect(() => BrokerState.restore(foreign)).toThrow(/not a broker snapshot/);

@@ -2,11 +2,11 @@
  * The binary format of a BrokerState snapshot, its byte-level writer and reader, and the
  * SHA-256 behind BrokerState.digest (written here: broker/core may not import node:crypto).
  *
- * Layout, version 3. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
+ * Layout, version 4. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
  * string with lone surrogates, u32 (0x80000000 | code units) + UTF-16LE, so every JS string
  * comes back exactly; configs are JSON (the objects as applied, key order included).
  *
- *   "RMQS" | u8 version = 3 | u8 withRecords | f64 clockMs
+ *   "RMQS" | u8 version = 4 | u8 withRecords | f64 clockMs
  *   tags:          u32 n, n × str                    (tagNames in id order; tagIds is its inverse)
  *   topics:        u32 n, n × { str config JSON, f64 createdAt, f64 roundRobin, u32 queues, queues × ConsumeQueue }
  *                  ConsumeQueue = f64 first offset, u32 count, and when withRecords = 1 four
@@ -23,6 +23,12 @@
  *                  columns n × 4 u32 (128-bit hash of topic and id), n × i32 queueId,
  *                  n × f64 offset, n × f64 timeMs
  *   retention:     f64 retainedFrom (first log index kept), u32 n, n × { str group\0topic\0queue, f64 expired }
+ *   timers:        u8 timersWithRecords, then the TimerStore (timer-store.ts): with 1 its
+ *                  pending records (canonical: sorted by due time, log index, position, as bulk
+ *                  columns), with 0 the wheel's positions in the node's timer files. It is 1
+ *                  when withRecords = 1, and when the timers are kept in memory.
+ *   fired runs:    u32 n, n × { str topic\0queue, u32 m, m × { f64 firstOffset, f64 lastOffset, f64 minLogIndex } }
+ *                  (delivered delayed messages still held in a queue; sorted by key)
  *   (end: trailing bytes are an error)
  *
  * Map order. Where iteration order changes what the state does, it is written and restored
@@ -33,26 +39,28 @@
  * sets by key only) entries are written sorted by code units, so equal states give equal
  * bytes whatever their history.
  *
- * withRecords = 0 (a broker node's own snapshots): the consume-queue records and the dedup
- * records are in the node's queue and dedup files, made durable before the snapshot
- * (QueueRecordStore.sync, DedupRecordStore.sync), and the snapshot says only how far each
- * queue and the dedup ring reach. withRecords = 1 (the simulator's snapshots, and every
- * snapshot sent by InstallSnapshot, to a node that has no such files): the records themselves
- * follow each queue and the dedup range. Version 1 carried the records always and no
- * createdAt; version 2 carried the dedup records always and no sequence number. Like every
- * version before it, this build reads its own version only: an older snapshot is refused
- * with a SnapshotFormatError naming both versions.
+ * withRecords = 0 (a broker node's own snapshots): the consume-queue, dedup and timer records
+ * are in the node's queue, dedup and timer files, made durable before the snapshot
+ * (QueueRecordStore.sync, DedupRecordStore.sync, TimerStore.sync), and the snapshot says only
+ * how far each queue, the dedup ring and the timer log reach. withRecords = 1 (the simulator's
+ * snapshots, the digest, and every snapshot sent by InstallSnapshot, to a node that has no
+ * such files): the records themselves follow each queue, the dedup range and the timers.
+ * Version 1 carried the records always and no createdAt; version 2 carried the dedup records
+ * always and no sequence number; version 3 had no timers and no fired runs (no delayed
+ * messages). Like every version before it, this build reads its own version only: an older
+ * snapshot is refused with a SnapshotFormatError naming both versions.
  *
- * A later version (delay timers, transactions) appends its sections after dedup and bumps
- * the version; the reader reads the older sections the same way for every version it knows.
+ * A later version (transactions) appends its sections after the fired runs and bumps the
+ * version; the reader reads the older sections the same way for every version it knows.
  */
 import { InvariantViolation } from '../../util/assert.js';
 import { ConsumeQueue, QueueRecordsError, type QueueRecordStore } from './consume-queue.js';
 import { DedupRecordsError, DedupWindow, type DedupRecordStore, type DedupWindowLimits } from './dedup-window.js';
 import type { GroupConfig, TopicConfig } from './names.js';
+import { TimerRecordsError, type TimerStore } from './timer-store.js';
 
 export const snapshotMagic = 'RMQS';
-export const snapshotVersion = 3;
+export const snapshotVersion = 4;
 
 /** A snapshot that cannot be read: truncated, damaged, or of a format this build does not know. */
 export class SnapshotFormatError extends Error {
@@ -84,6 +92,13 @@ export interface TopicRecord {
   readonly roundRobin: number;
 }
 
+/** Offsets [firstOffset, lastOffset] of a queue hold delivered delayed messages (and maybe others); the least send-entry log index among them. */
+export interface FiredRun {
+  firstOffset: number;
+  lastOffset: number;
+  minLogIndex: number;
+}
+
 export interface BrokerStateParts {
   readonly clockMs: number;
   readonly tagNames: readonly string[];
@@ -95,6 +110,9 @@ export interface BrokerStateParts {
   readonly dedup: DedupWindow;
   readonly retainedFrom: number;
   readonly expiredUnconsumed: ReadonlyMap<string, number>;
+  /** Encoded by the store; decoding restores into the store given to it. */
+  readonly timers: TimerStore;
+  readonly firedRuns: ReadonlyMap<string, readonly FiredRun[]>;
 }
 
 /** What decoding gives back: fresh objects and maps, owned by the caller. */
@@ -106,6 +124,7 @@ export interface DecodedBrokerState extends BrokerStateParts {
   readonly receiveCursor: Map<string, number>;
   readonly offsets: Map<string, Map<string, number>>;
   readonly expiredUnconsumed: Map<string, number>;
+  readonly firedRuns: Map<string, FiredRun[]>;
 }
 
 const byCodeUnits = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -114,13 +133,13 @@ function sortedEntries<V>(map: ReadonlyMap<string, V>): [string, V][] {
   return [...map.entries()].sort((a, b) => byCodeUnits(a[0], b[0]));
 }
 
-/** Whether a snapshot carries its consume-queue and dedup records (false for bytes that are not a snapshot of this version). */
+/** Whether a snapshot carries its consume-queue, dedup and timer records (false for bytes that are not a snapshot of this version). */
 export function snapshotHasRecords(data: Uint8Array): boolean {
   const versionAt = snapshotMagicBytes.length;
   return data.length > versionAt + 1 && data[versionAt] === snapshotVersion && data[versionAt + 1] === 1;
 }
 
-/** With `withRecords`, the consume-queue and dedup records go into the snapshot too (see the layout above). */
+/** With `withRecords`, the consume-queue, dedup and timer records go into the snapshot too (see the layout above). */
 export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean): Uint8Array {
   const w = new SnapshotWriter();
   w.raw(snapshotMagicBytes);
@@ -173,25 +192,41 @@ export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean)
 
   w.f64(parts.retainedFrom);
   writeNumberMap(w, parts.expiredUnconsumed);
+
+  const timersWithRecords = withRecords || !parts.timers.recordsDurable;
+  w.u8(timersWithRecords ? 1 : 0);
+  parts.timers.encodeInto(w, timersWithRecords);
+  w.u32(parts.firedRuns.size);
+  for (const [k, runs] of sortedEntries(parts.firedRuns)) {
+    w.string(k);
+    w.u32(runs.length);
+    for (const run of runs) {
+      w.f64(run.firstOffset);
+      w.f64(run.lastOffset);
+      w.f64(run.minLogIndex);
+    }
+  }
   return w.finish();
 }
 
 /**
- * Reads a whole snapshot or throws SnapshotFormatError (QueueRecordsError, DedupRecordsError
- * when the files it relies on are missing); never returns part of one (records carried in it
- * may have been written to the stores by then: the restore of another snapshot writes them
- * again).
+ * Reads a whole snapshot or throws SnapshotFormatError (QueueRecordsError, DedupRecordsError,
+ * TimerRecordsError when the files it relies on are missing); never returns part of one
+ * (records carried in it may have been written to the stores by then, and `timers` may hold
+ * part of its timers: the restore of another snapshot writes them again).
  */
-export function decodeBrokerState(data: Uint8Array, store: QueueRecordStore, dedupStore: DedupRecordStore, limits: DedupWindowLimits): DecodedBrokerState {
+export function decodeBrokerState(
+  data: Uint8Array, store: QueueRecordStore, dedupStore: DedupRecordStore, timers: TimerStore, limits: DedupWindowLimits,
+): DecodedBrokerState {
   try {
-    return decodeUnchecked(new SnapshotReader(data), store, dedupStore, limits);
+    return decodeUnchecked(new SnapshotReader(data), store, dedupStore, timers, limits);
   } catch (error) {
-    if (error instanceof SnapshotFormatError || error instanceof QueueRecordsError || error instanceof DedupRecordsError) throw error;
+    if (error instanceof SnapshotFormatError || error instanceof QueueRecordsError || error instanceof DedupRecordsError || error instanceof TimerRecordsError) throw error;
     throw new SnapshotFormatError(`broker snapshot is malformed: ${(error as Error).message}`, { cause: error });
   }
 }
 
-function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, dedupStore: DedupRecordStore, limits: DedupWindowLimits): DecodedBrokerState {
+function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, dedupStore: DedupRecordStore, timers: TimerStore, limits: DedupWindowLimits): DecodedBrokerState {
   r.need(snapshotMagicBytes.length, 'the format magic');
   if (!snapshotMagicBytes.every((byte, i) => r.peek(i) === byte)) {
     throw new SnapshotFormatError(`not a broker snapshot: it does not start with "${snapshotMagic}"`);
@@ -285,8 +320,33 @@ function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, dedupStore:
   if (!Number.isSafeInteger(retainedFrom) || retainedFrom < 1) throw new SnapshotFormatError(`broker snapshot retains from log index ${retainedFrom}`);
   const expiredUnconsumed = readNumberMap(r, 'expired count');
 
+  const timersWithRecords = r.u8();
+  if (timersWithRecords > 1 || (withRecords === 1 && timersWithRecords === 0)) throw new SnapshotFormatError(`broker snapshot has timersWithRecords ${timersWithRecords} (withRecords ${withRecords})`);
+  if (timersWithRecords === 0 && !timers.recordsDurable) {
+    throw new SnapshotFormatError('broker snapshot relies on timer files, and this state keeps its timers in memory');
+  }
+  timers.restore(r, timersWithRecords === 1);
+  const firedRuns = new Map<string, FiredRun[]>();
+  for (let n = r.u32(); n > 0; n--) {
+    const k = r.string();
+    unique(firedRuns, k, 'fired runs of');
+    const runs: FiredRun[] = [];
+    for (let m = r.u32(); m > 0; m--) {
+      const firstOffset = r.f64();
+      const lastOffset = r.f64();
+      const minLogIndex = r.f64();
+      const previous = runs[runs.length - 1];
+      if (![firstOffset, lastOffset, minLogIndex].every((v) => Number.isSafeInteger(v) && v >= 0) || lastOffset < firstOffset || (previous !== undefined && firstOffset <= previous.lastOffset)) {
+        throw new SnapshotFormatError(`broker snapshot has a fired run [${firstOffset}, ${lastOffset}] (least log index ${minLogIndex}) of ${JSON.stringify(k)} out of order`);
+      }
+      runs.push({ firstOffset, lastOffset, minLogIndex });
+    }
+    if (runs.length === 0) throw new SnapshotFormatError(`broker snapshot has no fired runs under ${JSON.stringify(k)}`);
+    firedRuns.set(k, runs);
+  }
+
   if (r.remaining !== 0) throw new SnapshotFormatError(`broker snapshot has ${r.remaining} bytes after its end`);
-  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed };
+  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed, timers, firedRuns };
 }
 
 /** A config as it was applied; its `name` is its map key (not checked further: apply does not check it either). */

@@ -108,8 +108,11 @@ export const timerStoreLimitsDefault: TimerStoreLimits = { maxDelayMs: 3 * 24 * 
 export interface TimerStore {
   /** True when records survive a restart (files): the node's own snapshots then hold positions only. */
   readonly recordsDurable: boolean;
+  readonly limits: TimerStoreLimits;
   /** Pending, uncancelled records. */
   readonly pendingCount: number;
+  /** How far fires have gone (-Infinity before the first): the next fireThrough may not go below it. */
+  readonly firedThroughMs: number;
   /**
    * `nowMs` is the applying entry's time; asserts dueMs <= nowMs + maxDelayMs. A dueMs
    * already past is fine: it fires at the next fireThrough. Each (logIndex, position) is
@@ -426,10 +429,12 @@ export interface TimerWheelOptions {
   /** Slots per cascade bucket: a power of two, at most half the wheel; default an eighth of it. */
   readonly cascadeSlots?: number;
   /**
-   * Negative control for the tests only: a fire that ends inside a slot drops the last record
-   * it should visit there (lost, never visited). The store is wrong with it set.
+   * Negative controls for the tests only; the store is wrong with one set.
+   * 'drop-last-due-of-partial-slot': a fire that ends inside a slot drops the last record it
+   * should visit there (lost, never visited). 'fire-slot-ignoring-due': a fire visits every
+   * record of the slots it reaches, due or not (delivered up to a slot early, and again later).
    */
-  readonly negativeControl?: 'drop-last-due-of-partial-slot';
+  readonly negativeControl?: 'drop-last-due-of-partial-slot' | 'fire-slot-ignoring-due';
 }
 
 interface CascadeBucket {
@@ -474,7 +479,7 @@ export abstract class TimerWheel implements TimerStore {
   private readonly cascades = new Map<number, CascadeBucket>();
   /** The slot being fired; undefined until the first add or fire. Never decreases. */
   private cursor: number | undefined;
-  private firedThroughMs = -Infinity;
+  private firedThrough = -Infinity;
   /** log.end at the last fire: a record was visited iff seq < fireLogEnd && dueMs <= firedThroughMs. */
   private fireLogEnd = 0;
   private pendingTotal = 0;
@@ -519,6 +524,10 @@ export abstract class TimerWheel implements TimerStore {
 
   get pendingCount(): number {
     return this.pendingTotal;
+  }
+
+  get firedThroughMs(): number {
+    return this.firedThrough;
   }
 
   /** Bytes this object holds in typed arrays and maps (the wheel, the fire scratch, cascade buckets, cancellations); a file store adds its buffers. */
@@ -586,7 +595,7 @@ export abstract class TimerWheel implements TimerStore {
   fireThrough(throughMs: number, visit: (record: TimerRecord) => void): void {
     assert(!this.firing, 'timer fire while firing');
     assert(isTimeMs(throughMs), `timers fired through ${throughMs}`);
-    assert(throughMs >= this.firedThroughMs, `timers fired through ${throughMs} after ${this.firedThroughMs}`);
+    assert(throughMs >= this.firedThrough, `timers fired through ${throughMs} after ${this.firedThrough}`);
     const target = this.slotOf(throughMs);
     this.cursor ??= target;
     this.firing = true;
@@ -608,7 +617,7 @@ export abstract class TimerWheel implements TimerStore {
     } finally {
       this.firing = false;
     }
-    this.firedThroughMs = throughMs;
+    this.firedThrough = throughMs;
     this.fireLogEnd = this.log.end;
     if (this.cancelled.size > 0) {
       for (const [key, dueMs] of this.cancelled) if (dueMs <= throughMs) this.cancelled.delete(key);
@@ -635,7 +644,7 @@ export abstract class TimerWheel implements TimerStore {
 
   encodeInto(writer: SnapshotWriter, withRecords: boolean): void {
     assert(!this.firing, 'timer snapshot while firing');
-    writer.f64(this.firedThroughMs);
+    writer.f64(this.firedThrough);
     if (withRecords) {
       const records = this.collectPending();
       const order = records.sortedOrder();
@@ -734,7 +743,7 @@ export abstract class TimerWheel implements TimerStore {
   protected resetWithRecords(firedThroughMs: number, records: TimerColumns): void {
     this.log.restart();
     this.clear();
-    this.firedThroughMs = firedThroughMs;
+    this.firedThrough = firedThroughMs;
     this.fireLogEnd = this.log.end;
     let first = Infinity;
     for (let i = 0; i < records.length; i++) first = Math.min(first, records.dueMs[i] as number);
@@ -750,7 +759,7 @@ export abstract class TimerWheel implements TimerStore {
     for (const chain of [...positions.buckets, ...positions.cascades]) from = Math.min(from, chain.oldest);
     this.log.reopen(from, positions.logEnd);
     this.clear();
-    this.firedThroughMs = positions.firedThroughMs;
+    this.firedThrough = positions.firedThroughMs;
     this.cursor = positions.cursor;
     this.fireLogEnd = positions.fireLogEnd;
     for (const c of positions.buckets) {
@@ -804,7 +813,7 @@ export abstract class TimerWheel implements TimerStore {
   }
 
   private wasVisited(seq: number, dueMs: number): boolean {
-    return seq < this.fireLogEnd && dueMs <= this.firedThroughMs;
+    return seq < this.fireLogEnd && dueMs <= this.firedThrough;
   }
 
   private isCancelled(entry: TimerLogEntry): boolean {
@@ -865,7 +874,9 @@ export abstract class TimerWheel implements TimerStore {
   }
 
   /** Visits the slot's records due by throughMs; `whole`: the fire passes the slot, which then leaves the wheel. */
-  private fireSlot(slot: number, bucket: number, whole: boolean, throughMs: number, visit: (record: TimerRecord) => void): void {
+  private fireSlot(slot: number, bucket: number, passed: boolean, throughMs: number, visit: (record: TimerRecord) => void): void {
+    const ignoringDue = this.options.negativeControl === 'fire-slot-ignoring-due';
+    const whole = passed || ignoringDue;
     const due = this.scratch;
     due.clear();
     let remaining = 0;
@@ -873,7 +884,7 @@ export abstract class TimerWheel implements TimerStore {
     let minLogIndex = Infinity;
     this.walk(this.newest[bucket] as number, this.oldest[bucket] as number, this.chain[bucket] as number, slot, (seq, entry) => {
       if (this.wasVisited(seq, entry.dueMs) || this.isCancelled(entry)) return;
-      if (entry.dueMs <= throughMs) {
+      if (entry.dueMs <= throughMs || ignoringDue) {
         due.push(entry);
         return;
       }
@@ -1001,7 +1012,7 @@ export abstract class TimerWheel implements TimerStore {
     this.cascades.clear();
     this.cancelled.clear();
     this.cursor = undefined;
-    this.firedThroughMs = -Infinity;
+    this.firedThrough = -Infinity;
     this.fireLogEnd = 0;
     this.pendingTotal = 0;
   }
