@@ -72,7 +72,6 @@ export class Forwarder {
       const tried = new Set<string>();
       let outstanding = 0;
       let settled = false;
-      let watch: NodeJS.Timeout | undefined;
       let notLeaderAnswer: { result: T } | undefined;
       const finish = (): void => {
         settled = true;
@@ -104,11 +103,11 @@ export class Forwarder {
           }
         });
       };
-      attempt(address);
-      watch = setInterval(() => {
+      const watch = setInterval(() => {
         const now = options.target();
         if (!settled && now !== undefined && !tried.has(now)) attempt(now);
       }, retryPauseMs);
+      attempt(address);
     });
   }
 
