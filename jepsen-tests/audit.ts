@@ -25,6 +25,7 @@ import { parseSnapshotFile, parseSnapshotFileName } from '../src/commitlog/snaps
 import type { EntryKind, SnapshotMeta } from '../src/raft/types.js';
 import { QueueFileStore } from '../src/server/consume-queue-files.js';
 import { DedupFileStore } from '../src/server/dedup-files.js';
+import { TimerFileStore } from '../src/server/timer-files.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface NodeAudit {
@@ -134,6 +135,7 @@ function rebuild(id: string, firstIndex: number, commitIndex: number, entries: C
     // the node is running) into a snapshot that carries them, as one sent to a peer would.
     const files = new BrokerStateMachine(
       defaultBrokerStateLimits, new QueueFileStore({ dir: path.join(dataDir, 'queues') }), new DedupFileStore({ dir: path.join(dataDir, 'dedup') }).reader(),
+      new TimerFileStore({ dir: path.join(dataDir, 'timers') }).reader(),
     );
     const withRecords = files.snapshotWithRecords(snapshot.data);
     machine.restore(withRecords, snapshot.meta);

@@ -37,6 +37,7 @@ export function namesrvCommand(): Command {
 interface BrokerFlags {
   namesrv: string; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number; registerIntervalMs: number;
   retentionHours: number; retentionBytes: number | undefined; retentionDiskPercent: number; retentionIntervalMs: number;
+  timerMaxDelayMs: number;
 }
 
 function positiveNumber(name: string, max = Infinity): (value: string) => number {
@@ -58,6 +59,7 @@ export function brokerCommand(): Command {
     .option('--retention-hours <h>', 'delete log segments whose newest message is older than this (RocketMQ fileReservedTime)', positiveNumber('--retention-hours'), defaultBrokerNodeSettings.retention.maxAgeMs / 3_600_000)
     .option('--retention-bytes <n>', 'delete the oldest segments while the log is larger than this (default: no size limit)', integer('--retention-bytes', 1))
     .option('--retention-disk-percent <p>', 'delete the oldest segments while the data disk is fuller than this', positiveNumber('--retention-disk-percent', 100), defaultBrokerNodeSettings.retention.diskUsedRatioMax * 100)
+    .option('--timer-max-delay-ms <ms>', 'longest delay of a delayed or scheduled message (RocketMQ timerMaxDelaySec; longer ones are refused with ILLEGAL_DELIVERY_TIME). Must be the same on every node of the broker group: apply refuses longer delays, so nodes set differently would store different messages', integer('--timer-max-delay-ms', 1_000), defaultBrokerNodeSettings.timerMaxDelayMs)
     // Hidden: how often the leader's retention service runs (tests shorten it).
     .addOption(new Option('--retention-interval-ms <ms>', 'retention check period').argParser(integer('--retention-interval-ms', 10)).default(defaultBrokerNodeSettings.retentionIntervalMs).hideHelp())
     .action(async (options: RaftNodeOptions & BrokerFlags) => {
@@ -66,9 +68,10 @@ export function brokerCommand(): Command {
         namesrvAddresses: addressList(options.namesrv), autoCreateTopics: options.autoCreateTopics, autoCreateGroups: options.autoCreateGroups,
         maxBodyBytes: options.maxBodyBytes, registerIntervalMs: options.registerIntervalMs, retentionIntervalMs: options.retentionIntervalMs,
         retention: { maxAgeMs: options.retentionHours * 3_600_000, logBytesMax: options.retentionBytes ?? Infinity, diskUsedRatioMax: options.retentionDiskPercent / 100 },
+        timerMaxDelayMs: options.timerMaxDelayMs,
       };
       const node = await BrokerNode.start(config, exitOnFatal(`raftmq broker ${config.nodeId}`));
-      // The broker's queue and dedup files are cut with the log: they are derived, synced before each snapshot.
+      // The broker's queue, dedup and timer files are cut with the log: they are derived, synced before each snapshot.
       powerFailOnSignal(node.raft, (randomInt) => node.powerFailFiles(randomInt));
       stopOnSignals(`raftmq broker ${config.nodeId}`, () => node.close());
     });

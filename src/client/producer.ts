@@ -7,6 +7,10 @@
  * Retries keep the message id, and the broker de-duplicates on (topic, message id), so a
  * retry after a lost answer does not store a message twice. An error is `definite` only when
  * no attempt can have stored the message.
+ *
+ * Delayed and scheduled messages (F8): `delayLevel` (RocketMQ's 18 levels, 1 s to 2 h) or an
+ * absolute `deliveryTimeMs`; the topic must accept DELAY messages (type DELAY or MIXED). The
+ * receipt's `recallHandle` cancels a pending one with `recallMessage`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions, type GroupRoute, type TopicRoute } from './mq-connection.js';
@@ -21,14 +25,24 @@ export interface Message {
   readonly properties?: Readonly<Record<string, string>>;
   /** Messages with the same key go to the same queue, in order (FIFO topics need one). */
   readonly shardingKey?: string;
+  /** Deliver after RocketMQ delay level 1-18 (`delayLevels`: 1 s, 5 s, 10 s, 30 s, 1 m … 30 m, 1 h, 2 h), counted from the send. */
+  readonly delayLevel?: number;
+  /** Deliver at this time (ms since the epoch), at most the broker's maximum delay ahead (3 days by default). */
+  readonly deliveryTimeMs?: number;
 }
+
+/** RocketMQ's delay levels 1-18, in ms (messageDelayLevel "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"). */
+export const delayLevels: readonly number[] = [1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1_200, 1_800, 3_600, 7_200].map((s) => s * 1_000);
 
 export interface SendReceipt {
   readonly messageId: string;
   readonly topic: string;
   readonly brokerGroup: string;
   readonly queueId: number;
+  /** 0 for a delayed message (it gets its offset when it is delivered). */
   readonly offset: number;
+  /** A delayed message still pending when it was stored: what `recallMessage` takes. '' otherwise. */
+  readonly recallHandle: string;
 }
 
 /** Picks a queue among `queueCount` write queues (of all groups, in route order). */
@@ -59,7 +73,7 @@ const movableLeaderWaitMs = 1_000;
 
 interface Pending {
   readonly message: any;
-  readonly resolve: (result: { offset: number }) => void;
+  readonly resolve: (result: { offset: number; recallHandle: string }) => void;
   readonly reject: (error: MQClientError) => void;
 }
 
@@ -113,6 +127,8 @@ export class Producer {
 
   async send(message: Message, options: { selector?: QueueSelector; messageId?: string } = {}): Promise<SendReceipt> {
     const messageId = options.messageId ?? newMessageId();
+    // Fixed once: every retry asks for the same delivery time.
+    const deliveryTimeMs = deliveryTimeOf(message);
     const deadline = Date.now() + this.sendTimeoutMs;
     let unknownCause: MQClientError | undefined;
     let lastError: MQClientError | undefined;
@@ -129,9 +145,9 @@ export class Producer {
         // of the attempt (at most 1 s) before the send moves on; alone, it gets all of it.
         const elsewhere = unknownCause === undefined && target.movable && (await this.groupCount(message.topic)) > 1;
         const leaderWaitMs = elsewhere ? Math.min(attemptMs / 3, movableLeaderWaitMs) : attemptMs;
-        const { offset } = await this.enqueue(target.group, toV2(message, messageId, target.queueId), attemptMs, leaderWaitMs);
+        const { offset, recallHandle } = await this.enqueue(target.group, toV2(message, messageId, target.queueId, deliveryTimeMs), attemptMs, leaderWaitMs);
         this.avoidUntil.delete(target.group);
-        return { messageId, topic: message.topic, brokerGroup: target.group, queueId: target.queueId, offset };
+        return { messageId, topic: message.topic, brokerGroup: target.group, queueId: target.queueId, offset, recallHandle };
       } catch (error) {
         const failure = error instanceof MQClientError ? error : new MQClientError('UNKNOWN', String(error), false);
         lastError = failure;
@@ -167,13 +183,30 @@ export class Producer {
     if (bodyBytes > this.batchBodyBytesMax) {
       throw new MQClientError('MESSAGE_BODY_TOO_LARGE', `a batch of ${messages.length} messages with ${bodyBytes} body bytes is over the limit of ${this.batchBodyBytesMax}; send it in smaller batches`, true);
     }
+    const deliveryTimes = messages.map(deliveryTimeOf);
     const target = await this.pick(first, undefined, undefined);
     const ids = messages.map(() => newMessageId());
-    const response = await this.connection.unary(target.group, 'SendMessage', { messages: messages.map((m, i) => toV2(m, ids[i] as string, target.queueId)) }, { timeoutMs: this.sendTimeoutMs });
+    const response = await this.connection.unary(target.group, 'SendMessage', { messages: messages.map((m, i) => toV2(m, ids[i] as string, target.queueId, deliveryTimes[i] as number)) }, { timeoutMs: this.sendTimeoutMs });
     const entries: any[] = response.entries ?? [];
     const failed = entries.find((e) => e.status?.code !== 'OK');
     if (failed !== undefined || response.status?.code !== 'OK') throw statusError('batch send', failed?.status ?? response.status);
-    return entries.map((e, i) => ({ messageId: ids[i] as string, topic: first.topic, brokerGroup: target.group, queueId: target.queueId, offset: Number(e.offset) }));
+    return entries.map((e, i) => ({
+      messageId: ids[i] as string, topic: first.topic, brokerGroup: target.group, queueId: target.queueId, offset: Number(e.offset), recallHandle: String(e.recallHandle ?? ''),
+    }));
+  }
+
+  /**
+   * Cancels a delayed message that is still pending (its receipt's `recallHandle`); resolves
+   * with its message id. A delivered, already recalled or unknown one is NOT_FOUND, a handle
+   * that is not a recall handle of `topic` INVALID_RECEIPT_HANDLE (both definite: nothing changed).
+   */
+  async recallMessage(topic: string, recallHandle: string): Promise<string> {
+    // d1~<broker group>~… (src/broker/core/recall-handle.ts): the group that stored the message.
+    const group = recallHandle.startsWith('d1~') ? recallHandle.split('~')[1] : undefined;
+    if (group === undefined || group === '') throw new MQClientError('INVALID_RECEIPT_HANDLE', `${JSON.stringify(recallHandle.slice(0, 80))} is not a recall handle`, true);
+    const response = await this.connection.unary(group, 'RecallMessage', { topic: { name: topic, resourceNamespace: '' }, recallHandle }, { timeoutMs: this.sendTimeoutMs });
+    if (response.status?.code !== 'OK') throw statusError('recall', response.status);
+    return String(response.messageId ?? '');
   }
 
   private async pick(message: Message, selector: QueueSelector | undefined, avoid: Target | undefined): Promise<Target> {
@@ -200,7 +233,7 @@ export class Producer {
   }
 
   /** Queues the message for its group's next SendMessage request (one per event-loop turn). */
-  private enqueue(group: string, message: any, timeoutMs: number, leaderWaitMs: number): Promise<{ offset: number }> {
+  private enqueue(group: string, message: any, timeoutMs: number, leaderWaitMs: number): Promise<{ offset: number; recallHandle: string }> {
     return new Promise((resolve, reject) => {
       let queue = this.outgoing.get(group);
       if (queue === undefined) {
@@ -222,7 +255,7 @@ export class Producer {
         batch.forEach((pending, j) => {
           const entry = entries[j];
           if (entry === undefined) pending.reject(statusError('send', response.status ?? { code: 'INTERNAL_SERVER_ERROR', message: 'no result entry' }));
-          else if (entry.status?.code === 'OK') pending.resolve({ offset: Number(entry.offset) });
+          else if (entry.status?.code === 'OK') pending.resolve({ offset: Number(entry.offset), recallHandle: String(entry.recallHandle ?? '') });
           else pending.reject(statusError('send', entry.status));
         });
       }, (error: MQClientError) => { for (const pending of batch) pending.reject(error); });
@@ -243,13 +276,30 @@ function writableQueues(groups: readonly GroupRoute[], topic: string): Target[] 
   });
 }
 
-function toV2(message: Message, messageId: string, queueId: number): any {
+/** The message's delivery time (0: at once); a local, definite error for a bad level or a FIFO message with a delay. */
+function deliveryTimeOf(message: Message): number {
+  if (message.delayLevel === undefined && message.deliveryTimeMs === undefined) return 0;
+  if (message.delayLevel !== undefined && message.deliveryTimeMs !== undefined) throw new MQClientError('BAD_REQUEST', 'give a message delayLevel or deliveryTimeMs, not both', true);
+  if (message.shardingKey !== undefined) throw new MQClientError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a FIFO message (with a sharding key) cannot be delayed', true);
+  if (message.delayLevel !== undefined) {
+    const delayMs = delayLevels[message.delayLevel - 1];
+    if (!Number.isInteger(message.delayLevel) || delayMs === undefined) throw new MQClientError('ILLEGAL_DELIVERY_TIME', `delay level ${message.delayLevel} is not one of 1-${delayLevels.length}`, true);
+    return Date.now() + delayMs;
+  }
+  const at = message.deliveryTimeMs as number;
+  if (!Number.isSafeInteger(at) || at <= 0) throw new MQClientError('ILLEGAL_DELIVERY_TIME', `delivery time ${at} is not a whole number of ms since the epoch`, true);
+  return at;
+}
+
+function toV2(message: Message, messageId: string, queueId: number, deliveryTimeMs: number): any {
+  const now = Date.now();
   const system: Record<string, unknown> = {
-    keys: message.keys ?? [], messageId, bodyEncoding: 'IDENTITY', messageType: message.shardingKey !== undefined ? 'FIFO' : 'NORMAL',
-    bornTimestamp: { seconds: Math.floor(Date.now() / 1000), nanos: (Date.now() % 1000) * 1e6 }, bornHost: process.env.HOSTNAME ?? '', queueId,
+    keys: message.keys ?? [], messageId, bodyEncoding: 'IDENTITY', messageType: message.shardingKey !== undefined ? 'FIFO' : deliveryTimeMs !== 0 ? 'DELAY' : 'NORMAL',
+    bornTimestamp: { seconds: Math.floor(now / 1000), nanos: (now % 1000) * 1e6 }, bornHost: process.env.HOSTNAME ?? '', queueId,
   };
   if (message.tag !== undefined) system.tag = message.tag;
   if (message.shardingKey !== undefined) system.messageGroup = message.shardingKey;
+  if (deliveryTimeMs !== 0) system.deliveryTimestamp = { seconds: Math.floor(deliveryTimeMs / 1000), nanos: (deliveryTimeMs % 1000) * 1e6 };
   return {
     topic: { name: message.topic, resourceNamespace: '' }, userProperties: message.properties ?? {}, systemProperties: system,
     body: typeof message.body === 'string' ? Buffer.from(message.body) : message.body,

@@ -11,6 +11,7 @@ import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-mac
 import { PeerEntries } from '../broker/peer-entries.js';
 import { RetentionService } from '../broker/retention-service.js';
 import { defaultBrokerStateLimits } from '../broker/core/broker-state.js';
+import { timerStoreLimitsDefault } from '../broker/core/timer-store.js';
 import { RaftNodeClient } from '../client/raft-node-client.js';
 import { defaultRetentionSettings, retentionSettingsProblem, type RetentionSettings } from '../broker/core/retention.js';
 import { BrokerError } from '../broker/errors.js';
@@ -20,6 +21,7 @@ import { loadProtoFile } from '../util/proto-files.js';
 import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import { QueueFileStore } from './consume-queue-files.js';
 import { DedupFileStore } from './dedup-files.js';
+import { TimerFileStore } from './timer-files.js';
 import { Forwarder } from './forwarder.js';
 import { brokerMessagingHandlers } from './messaging-service.js';
 import { NameServerRegistrar } from './namesrv-registrar.js';
@@ -40,6 +42,11 @@ export interface BrokerNodeConfig extends RaftGroupNodeConfig {
   /** What the log keeps (SPEC F16): see core/retention.ts. */
   readonly retention: RetentionSettings;
   readonly retentionIntervalMs: number;
+  /**
+   * The longest delay of a delayed or scheduled message (F8). Apply refuses a longer one, so
+   * every node of a group must have the same value (or they would store different messages).
+   */
+  readonly timerMaxDelayMs: number;
 }
 
 export const defaultBrokerNodeSettings = {
@@ -50,6 +57,7 @@ export const defaultBrokerNodeSettings = {
   holdMs: 2_500,
   retention: defaultRetentionSettings,
   retentionIntervalMs: 10_000,
+  timerMaxDelayMs: timerStoreLimitsDefault.maxDelayMs,
 } as const;
 
 export class BrokerNode {
@@ -62,15 +70,16 @@ export class BrokerNode {
     private readonly peers: RaftNodeClient,
     private readonly queueFiles: QueueFileStore,
     private readonly dedupFiles: DedupFileStore,
+    private readonly timerFiles: TimerFileStore,
   ) {}
 
   /**
    * Power-loss test mode: the cut of the broker's derived files (consume queues, dedup
-   * records), which go with the log's: they are synced before each snapshot, so the cut may
-   * take anything written after the last one. The caller ends the process right after.
+   * records, timers), which go with the log's: they are synced before each snapshot, so the
+   * cut may take anything written after the last one. The caller ends the process right after.
    */
   powerFailFiles(randomInt: (maxExclusive: number) => number): object {
-    return { ...this.queueFiles.powerFail(randomInt), ...this.dedupFiles.powerFail(randomInt) };
+    return { ...this.queueFiles.powerFail(randomInt), ...this.dedupFiles.powerFail(randomInt), ...this.timerFiles.powerFail(randomInt) };
   }
 
   static async start(config: BrokerNodeConfig, onFatal: (error: Error) => void): Promise<BrokerNode> {
@@ -79,10 +88,15 @@ export class BrokerNode {
     }
     const retentionProblem = retentionSettingsProblem(config.retention);
     if (retentionProblem !== undefined) throw new Error(retentionProblem);
-    // Consume-queue and dedup records in files, so memory does not grow with the retained messages or the dedup window.
+    if (!Number.isSafeInteger(config.timerMaxDelayMs) || config.timerMaxDelayMs < 1_000) throw new Error(`timerMaxDelayMs must be a whole number of milliseconds ≥ 1000, not ${config.timerMaxDelayMs}`);
+    // Consume-queue, dedup and timer records in files, so memory does not grow with the
+    // retained messages, the dedup window or the pending delayed messages.
     const queueFiles = new QueueFileStore({ dir: path.join(config.dataDir, 'queues'), powerLossTestMode: config.powerLossTestMode });
     const dedupFiles = new DedupFileStore({ dir: path.join(config.dataDir, 'dedup'), powerLossTestMode: config.powerLossTestMode });
-    const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles, dedupFiles);
+    const timerFiles = new TimerFileStore({
+      dir: path.join(config.dataDir, 'timers'), limits: { ...timerStoreLimitsDefault, maxDelayMs: config.timerMaxDelayMs }, powerLossTestMode: config.powerLossTestMode,
+    });
+    const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles, dedupFiles, timerFiles);
     const forwarder = new Forwarder(config.holdMs);
     // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
     const peers = new RaftNodeClient(config.members.map((m) => m.address));
@@ -149,7 +163,7 @@ export class BrokerNode {
     }, raft.logger);
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles, dedupFiles);
+    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles, dedupFiles, timerFiles);
   }
 
   async close(): Promise<void> {
@@ -161,6 +175,7 @@ export class BrokerNode {
     await this.raft.close();
     this.queueFiles.close();
     this.dedupFiles.close();
+    this.timerFiles.close();
   }
 }
 

@@ -34,6 +34,14 @@ describe('raftmq repair', () => {
     await store.close();
   });
 
+  it('also moves the derived files (queues, dedup records, timers) aside: a restored node rebuilds them', async () => {
+    const dir = await nodeDir();
+    for (const name of ['queues', 'dedup', 'timers']) await fs.mkdir(path.join(dir, name));
+    const moved = await repairDataDir(dir, Date.UTC(2026, 11, 1), inUse(dir));
+    expect(moved.map((p) => path.basename(p).split('.')[0]).sort()).toEqual(['dedup', 'log', 'queues', 'snapshots', 'timers']);
+    expect((await fs.readdir(dir)).filter((name) => !name.includes('.damaged-')).sort()).toEqual(['identity.json', 'meta']);
+  });
+
   it('refuses while the node is running, and a directory that is not a node\'s', async () => {
     const dir = await nodeDir();
     const running = await LevelStableStore.open(path.join(dir, 'meta'));

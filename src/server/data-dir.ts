@@ -36,7 +36,8 @@ export async function claimDataDir(fs: FileSystem, dataDir: string, groupId: str
 }
 
 /**
- * Repair from peers (`raftmq repair`): moves this node's log and snapshots aside (to
+ * Repair from peers (`raftmq repair`): moves this node's log, snapshots and derived files
+ * (consume queues, dedup records, timers) aside (to
  * `<name>.damaged-<time>`, for forensics; delete them when done) and keeps its identity and
  * its term, vote and synced-through mark. Started again, the node has an empty log shorter
  * than its mark, so it abstains from elections until a leader has brought it back (by
@@ -49,7 +50,7 @@ export async function repairDataDir(dataDir: string, nowMs: number, isInUse: () 
   if (await isInUse()) throw new Error(`the node using ${dataDir} is running: stop it first`);
   const moved: string[] = [];
   const stamp = new Date(nowMs).toISOString().replace(/[:.]/g, '-');
-  for (const name of ['log', 'snapshots', 'queues', 'dedup']) {
+  for (const name of ['log', 'snapshots', 'queues', 'dedup', 'timers']) {
     const from = path.join(dataDir, name);
     if (!(await fsp.stat(from).catch(() => undefined))?.isDirectory()) continue;
     const to = path.join(dataDir, `${name}.damaged-${stamp}`);

@@ -10,7 +10,8 @@ import type { BrokerService } from '../broker/broker-service.js';
 import { BrokerError } from '../broker/errors.js';
 import { FilterError } from '../broker/core/filter.js';
 import { parseSubscriptionFilter } from '../broker/core/subscription-filter.js';
-import { defaultGroupConfig, defaultTopicConfig, groupNameProblem, permRead, permWrite, type TopicConfig } from '../broker/core/names.js';
+import { acceptedMessageKinds, defaultGroupConfig, defaultTopicConfig, groupNameProblem, permRead, permWrite, topicNameProblem, type TopicConfig } from '../broker/core/names.js';
+import { parseRecallHandle } from '../broker/core/recall-handle.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
 import {
   durationToMs, forwardedHeader, leaderHeader, msToDuration, msToTimestamp, noForwardHeader, okStatus, outcomeHeader, queueSelectedHeader,
@@ -64,7 +65,7 @@ export function routeQueues(topic: TopicConfig, brokerGroup: string, address: st
     return {
       topic: { name: topic.name, resourceNamespace: '' }, id, broker,
       permission: read && write ? 'READ_WRITE' : read ? 'READ' : write ? 'WRITE' : 'NONE',
-      acceptMessageTypes: topic.messageType === 'MIXED' ? ['NORMAL', 'FIFO'] : [topic.messageType],
+      acceptMessageTypes: acceptedMessageKinds(topic.messageType),
     };
   });
 }
@@ -240,7 +241,8 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
         try {
           const { input, kind } = messageFromV2(message, service.options.maxBodyBytes, honourQueueId);
           const [result] = await service.send([input], kind);
-          return { status: okStatus, messageId, transactionId: messageId, offset: result?.offset ?? 0, recallHandle: '' };
+          // A delayed message has no offset until it is delivered: 0 (the protocol's offset is never negative).
+          return { status: okStatus, messageId, transactionId: messageId, offset: Math.max(0, result?.offset ?? 0), recallHandle: result?.recallHandle ?? '' };
         } catch (error) {
           return { status: statusOf(error).status, messageId, transactionId: '', offset: 0, recallHandle: '' };
         }
@@ -350,6 +352,16 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       const offset = await service.queryOffset(String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0), policy, timestampToMs(request.timestamp) ?? 0);
       return { status: okStatus, offset };
     }, (status) => ({ status, offset: 0 })),
+
+    RecallMessage: unary('RecallMessage', async (request) => {
+      const topic = String(request.topic?.name ?? '');
+      const problem = topicNameProblem(topic);
+      if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
+      const text = String(request.recallHandle ?? '');
+      const handle = parseRecallHandle(text);
+      if (handle === undefined) throw new BrokerError('INVALID_RECEIPT_HANDLE', `malformed recall handle ${JSON.stringify(text.slice(0, 80))}`);
+      return { status: okStatus, messageId: await service.recall(topic, handle) };
+    }, (status) => ({ status, messageId: '' })),
 
     EndTransaction: unary('EndTransaction', () => Promise.resolve({ status: { code: 'UNSUPPORTED' satisfies V2Code, message: 'transactional messages are not supported yet' } })),
   };

@@ -6,6 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
+import { parseRecallHandle } from '../broker/core/recall-handle.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
 import { stableHash } from '../broker/core/broker-state.js';
 import { RouteRegistry, type GroupRoute, type Registration } from '../namesrv/route-registry.js';
@@ -189,6 +190,9 @@ export class NameServerProcess {
       AckMessage: forward('AckMessage', (request) => byHandle(request.entries?.[0]?.receiptHandle, String(request.topic?.name ?? ''))),
       ChangeInvisibleDuration: forward('ChangeInvisibleDuration', (request) => byHandle(request.receiptHandle, String(request.topic?.name ?? '')), (status) => ({ status, receiptHandle: '' })),
       ForwardMessageToDeadLetterQueue: forward('ForwardMessageToDeadLetterQueue', (request) => byHandle(request.receiptHandle, String(request.topic?.name ?? ''))),
+      // A recall goes to the group that stored the delayed message (its recall handle names it).
+      RecallMessage: forward('RecallMessage', (request) => parseRecallHandle(String(request.recallHandle ?? ''))?.brokerGroup ?? this.groupsFor(String(request.topic?.name ?? ''))[0]?.group,
+        (status) => ({ status, messageId: '' })),
       UpdateOffset: forward('UpdateOffset', byQueue),
       GetOffset: forward('GetOffset', byQueue, (status) => ({ status, offset: 0 })),
       QueryOffset: forward('QueryOffset', byQueue, (status) => ({ status, offset: 0 })),

@@ -41,10 +41,18 @@ export function messageFromV2(message: any, maxBodyBytes: number, honourQueueId:
     throw new BrokerError('ILLEGAL_MESSAGE_GROUP', `message group must be 1-63 bytes without control characters`);
   }
   const type = String(system.messageType ?? 'NORMAL');
-  if (type === 'DELAY' || type === 'TRANSACTION' || type === 'LITE' || type === 'PRIORITY') {
+  if (type === 'TRANSACTION' || type === 'LITE' || type === 'PRIORITY') {
     throw new BrokerError('UNSUPPORTED', `${type} messages are not supported yet`);
   }
   if (type === 'FIFO' && messageGroup === '') throw new BrokerError('ILLEGAL_MESSAGE_GROUP', 'a FIFO message needs a message group');
+  // Delayed and scheduled messages (F8): type DELAY with an absolute delivery timestamp; the broker checks the time itself.
+  const deliveryTimeMs = timestampToMs(system.deliveryTimestamp) ?? 0;
+  if (type === 'DELAY') {
+    if (messageGroup !== '') throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a DELAY message cannot have a message group: delayed messages are not ordered');
+    if (deliveryTimeMs <= 0) throw new BrokerError('ILLEGAL_DELIVERY_TIME', 'a DELAY message needs a delivery timestamp');
+  } else if (deliveryTimeMs !== 0) {
+    throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', `a ${type} message cannot have a delivery timestamp (send it as type DELAY)`);
+  }
   const properties: Record<string, string> = message.userProperties ?? {};
   const propertyEntries = Object.entries(properties);
   let propertyBytes = Buffer.byteLength(tag) + keys.reduce((sum, key) => sum + Buffer.byteLength(key), 0);
@@ -56,13 +64,12 @@ export function messageFromV2(message: any, maxBodyBytes: number, honourQueueId:
     throw new BrokerError('MESSAGE_PROPERTIES_TOO_LARGE', `at most ${userPropertiesMax} user properties and ${propertyBytesMax} bytes of properties, tag and keys`);
   }
   const queueId = honourQueueId ? Number(system.queueId ?? 0) : -1;
-  return {
-    kind: messageGroup !== '' ? 'FIFO' : 'NORMAL',
-    input: {
-      topic, messageId, tag, keys, messageGroup, queueId,
-      bornTimestamp: timestampToMs(system.bornTimestamp) ?? 0, bornHost: String(system.bornHost ?? ''), properties, body,
-    },
+  const input: MessageInput = {
+    topic, messageId, tag, keys, messageGroup, queueId,
+    bornTimestamp: timestampToMs(system.bornTimestamp) ?? 0, bornHost: String(system.bornHost ?? ''), properties, body,
   };
+  if (type === 'DELAY') return { kind: 'DELAY', input: { ...input, deliveryTimeMs } };
+  return { kind: messageGroup !== '' ? 'FIFO' : 'NORMAL', input };
 }
 
 /** Upper-case hex MD5: the only digest both the Node and the Java client read the same way. */
@@ -80,7 +87,7 @@ export function messageToV2(delivered: DeliveredMessage | PulledMessage, storeHo
     messageId: message.messageId,
     bodyDigest: bodyDigest(message.body),
     bodyEncoding: 'IDENTITY',
-    messageType: message.messageGroup !== '' ? 'FIFO' : 'NORMAL',
+    messageType: message.messageGroup !== '' ? 'FIFO' : message.deliveryTimeMs !== undefined ? 'DELAY' : 'NORMAL',
     bornTimestamp: msToTimestamp(message.bornTimestamp),
     bornHost: message.bornHost,
     storeTimestamp: msToTimestamp(delivered.storeTimeMs),
@@ -90,6 +97,7 @@ export function messageToV2(delivered: DeliveredMessage | PulledMessage, storeHo
   };
   if (message.tag !== '') system.tag = message.tag;
   if (message.messageGroup !== '') system.messageGroup = message.messageGroup;
+  if (message.deliveryTimeMs !== undefined) system.deliveryTimestamp = msToTimestamp(message.deliveryTimeMs);
   if ('receiptHandle' in delivered) {
     system.receiptHandle = delivered.receiptHandle;
     system.deliveryAttempt = delivered.attempt;
