@@ -473,7 +473,7 @@ export class BrokerService {
       const message = await this.messageAt(delivery.logIndex, delivery.position);
       out.push({
         message, topic: delivery.topic, queueId: delivery.queueId, offset: delivery.offset, attempt: delivery.attempt,
-        storeTimeMs: this.state.queue(delivery.topic, delivery.queueId)?.storeTimeAt(delivery.offset) ?? 0,
+        storeTimeMs: delivery.storeTimeMs,
         receiptHandle: formatReceiptHandle({ brokerGroup: this.options.brokerGroup, topic: delivery.topic, queueId: delivery.queueId, offset: delivery.offset, seq: delivery.seq }),
         invisibleUntilMs: delivery.deadlineMs,
       });

@@ -76,7 +76,7 @@ export class RetentionService {
       nowMs: this.options.clock.wallNowMs(),
       newestTimeThrough: (logIndex) => state.newestStoreTimeThrough(logIndex),
       diskUsedRatio: await this.options.diskUsedRatio(),
-      pinnedFrom: state.timerPinnedFrom(),
+      pinnedFrom: state.pendingTimersFrom(),
     });
     if (cut < state.retainedFrom) return 0;
     const { result } = await raft.propose(encodeCommand({ timeMs: this.options.clock.wallNowMs() }, { op: 'retention', throughIndex: cut }));

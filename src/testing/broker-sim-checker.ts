@@ -4,7 +4,7 @@
  * what the workload reports (sends, reads, deliveries, acks, offsets).
  */
 import type { BrokerState } from '../broker/core/broker-state.js';
-import { PayloadKind, readHeader, readRouting } from '../broker/core/entry-codec.js';
+import { isMessagesKind, readHeader, readRouting, type PayloadKind } from '../broker/core/entry-codec.js';
 import { EntryKind, type Entry } from '../raft/types.js';
 
 /** A consumer group the checker follows, on one topic. */
@@ -140,7 +140,7 @@ export class BrokerChecker {
         void error; // not a broker entry
         continue;
       }
-      if (kind !== PayloadKind.Messages) continue;
+      if (!isMessagesKind(kind)) continue;
       for (const message of readRouting(entry.payload)) if (!this.committedAt.has(message.messageId)) this.committedAt.set(message.messageId, entry.index);
     }
   }

@@ -4,13 +4,21 @@
  * messages reach the DLQ), a FIFO producer and consumer, and a pull consumer that commits
  * queue offsets. Everything goes through the real `BrokerService` of whichever node the client
  * believes leads, and every answer is reported to the checker.
+ *
+ * With `delayed` (F8), `orders` is a MIXED topic and a third producer sends delayed messages
+ * to it (due 0.2-2.5 s ahead, some already due), which the same consumers get once delivered,
+ * and a recaller recalls some of them. Rules: no delayed message is stored (so seen) before
+ * its delivery time; every acknowledged one not recalled is delivered (in the final queues,
+ * or read before retention released it); one recalled (answered OK) is never delivered; once
+ * the cluster is healed, one due after that is delivered within a bound of its due time.
  */
 import type { BrokerService } from '../broker/broker-service.js';
 import { BrokerError } from '../broker/errors.js';
 import type { BrokerState } from '../broker/core/broker-state.js';
 import type { MessageInput } from '../broker/core/entry-codec.js';
 import { matchEverything } from '../broker/core/subscription-filter.js';
-import { dlqTopicOf, permReadWrite, type GroupConfig, type TopicConfig } from '../broker/core/names.js';
+import { dlqTopicOf, permReadWrite, type GroupConfig, type MessageKind, type TopicConfig } from '../broker/core/names.js';
+import { parseRecallHandle } from '../broker/core/recall-handle.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
 import type { BrokerChecker, WatchedGroup } from './broker-sim-checker.js';
 import type { Prng } from './prng.js';
@@ -32,6 +40,15 @@ export interface WorkloadHost {
   sleep(ms: number): Promise<void>;
   after(ms: number, callback: () => void): { cancel(): void };
   trace(line: string): void;
+  /** The true wall clock (the nodes' clocks are off from it by their skew): what a client sets delivery times by. */
+  wallNowMs(): number;
+}
+
+export interface WorkloadOptions {
+  /** Delayed messages (F8) on `orders`, which is then a MIXED topic. */
+  readonly delayed: boolean;
+  /** A delayed message due this long after the heal must be delivered within it (its store time − due time). */
+  readonly latenessBoundMs: number;
 }
 
 export type WorkloadPhase = 'faults' | 'drain' | 'done';
@@ -56,13 +73,17 @@ const [popWatch, fifoWatch, pullWatch] = watchedGroups as [WatchedGroup, Watched
 
 interface SentMessage {
   readonly input: MessageInput;
-  readonly kind: 'NORMAL' | 'FIFO';
-  /** Position of the first acknowledgement; every later one must name the same. */
+  readonly kind: MessageKind;
+  /** Position of the first acknowledgement; every later one must name the same (offset -1: a pending delayed message). */
   acked: { queueId: number; offset: number } | undefined;
   unknownAttempts: number;
   definiteAttempts: number;
   /** Given up after a definite failure (fault phase only). */
   abandoned: boolean;
+  /** A delayed message acknowledged while pending: its recall handle (the same on every acknowledgement). */
+  recallHandle: string;
+  /** Recall answers: OK (it will never be delivered), outcome unknown, NOT_FOUND (it was not pending then). */
+  recall: { ok: number; unknown: number; notFound: number };
 }
 
 type Outcome<T> =
@@ -70,6 +91,14 @@ type Outcome<T> =
   | { readonly ok: false; readonly definite: boolean; readonly code: string };
 
 export interface WorkloadStats {
+  delayedAcked: number;
+  /** Acknowledged delayed messages not stored at the end because a recall of them succeeded (or may have). */
+  delayedRecalled: number;
+  recalls: number;
+  recalledOk: number;
+  delayedDelivered: number;
+  /** Greatest (store time − due time) of a delayed message due after the heal. */
+  latenessMaxMs: number;
   sendCalls: number;
   sendsAcked: number;
   sendsUnknown: number;
@@ -86,7 +115,7 @@ const callTimeoutMs = 3_000;
 
 export class BrokerWorkload {
   phase: WorkloadPhase = 'faults';
-  readonly stats: WorkloadStats = { sendCalls: 0, sendsAcked: 0, sendsUnknown: 0, sendsDefinite: 0, deliveries: 0, acks: 0, nacks: 0, pulled: 0, offsetCommits: 0 };
+  readonly stats: WorkloadStats = { delayedAcked: 0, delayedRecalled: 0, recalls: 0, recalledOk: 0, delayedDelivered: 0, latenessMaxMs: 0, sendCalls: 0, sendsAcked: 0, sendsUnknown: 0, sendsDefinite: 0, deliveries: 0, acks: 0, nacks: 0, pulled: 0, offsetCommits: 0 };
   readonly sent = new Map<string, SentMessage>();
   /** Message ids each pop group was handed. */
   private readonly delivered = new Map<string, Set<string>>();
@@ -94,6 +123,11 @@ export class BrokerWorkload {
   private readonly pulledIds = new Set<string>();
   /** Messages with a send call in flight (not sent again until it ends). */
   private readonly sending = new Set<SentMessage>();
+  /** Message id → the store time of its first read (delayed messages only). */
+  private readonly firstStoreTime = new Map<string, number>();
+  /** When the drain (heal) began, on the true wall clock. */
+  healWallMs = Infinity;
+  private readonly orders: TopicConfig;
   private leaderGuess: string | undefined;
   /** Client sequence: orders every client event (an answer that arrives before a request was sent is ordered before it). */
   private sequence = 0;
@@ -107,7 +141,12 @@ export class BrokerWorkload {
   /** Released messages the watched groups never consumed, as the state counts them (groupProgress.expired). */
   expiredMessages = 0;
 
-  constructor(private readonly host: WorkloadHost, private readonly checker: BrokerChecker, private readonly random: Prng) {}
+  constructor(
+    private readonly host: WorkloadHost, private readonly checker: BrokerChecker, private readonly random: Prng,
+    private readonly options: WorkloadOptions = { delayed: false, latenessBoundMs: Infinity },
+  ) {
+    this.orders = options.delayed ? { ...topics.orders, messageType: 'MIXED' } : topics.orders;
+  }
 
   /** A method, so that a loop re-reads the phase after its awaits. */
   private isDone(): boolean {
@@ -120,7 +159,7 @@ export class BrokerWorkload {
 
   /** Creates the topics and groups (retrying until a leader takes them); resolves when done. */
   async setUp(): Promise<void> {
-    for (const config of Object.values(topics)) await this.until(`create topic ${config.name}`, (e) => e.service.putTopic(config));
+    for (const config of [this.orders, topics.fifo]) await this.until(`create topic ${config.name}`, (e) => e.service.putTopic(config));
     for (const config of Object.values(groups)) await this.until(`create group ${config.name}`, (e) => e.service.putGroup(config));
   }
 
@@ -130,6 +169,7 @@ export class BrokerWorkload {
       [`${fifoWatch.group} consumer`, this.popConsumer(fifoWatch)], ['pull consumer', this.pullConsumer()],
     ];
     for (let g = 0; g < 3; g++) clients.push([`fifo producer k${g}`, this.fifoProducer(`k${g}`)]);
+    if (this.options.delayed) clients.push(['delayed producer', this.delayedProducer()], ['recaller', this.recaller()]);
     // A client that throws is a bug of the simulator (or a broker answer it cannot handle): say so.
     for (const [name, running] of clients) this.running.push(running.catch((error: unknown) => this.checker.violate(`${name} stopped: ${(error as Error).stack ?? String(error)}`)));
   }
@@ -139,6 +179,7 @@ export class BrokerWorkload {
     if (leader === undefined) return false;
     for (const message of this.sent.values()) if (message.acked === undefined && !message.abandoned) return false;
     const state = leader.state;
+    if (state.pendingTimers > 0) return false;
     for (const watch of [popWatch, fifoWatch]) {
       const rows = state.groupProgress(watch.group);
       for (let queueId = 0; queueId < watch.queues; queueId++) {
@@ -211,12 +252,13 @@ export class BrokerWorkload {
 
   // ---- producers -------------------------------------------------------------------------
 
-  private newMessage(topic: string, kind: 'NORMAL' | 'FIFO', messageGroup: string): SentMessage {
+  private newMessage(topic: string, kind: MessageKind, messageGroup: string, deliveryTimeMs = 0): SentMessage {
     const id = `${topic}-${++this.nextOrder}`;
     const body = utf8.encode(`${id}|${'x'.repeat(this.random.int(0, 200))}`);
+    const input: MessageInput = { topic, messageId: id, tag: '', keys: [], messageGroup, queueId: -1, bornTimestamp: 0, bornHost: 'sim', properties: {}, body };
     const message: SentMessage = {
-      input: { topic, messageId: id, tag: '', keys: [], messageGroup, queueId: -1, bornTimestamp: 0, bornHost: 'sim', properties: {}, body },
-      kind, acked: undefined, unknownAttempts: 0, definiteAttempts: 0, abandoned: false,
+      input: kind === 'DELAY' ? { ...input, deliveryTimeMs } : input,
+      kind, acked: undefined, unknownAttempts: 0, definiteAttempts: 0, abandoned: false, recallHandle: '', recall: { ok: 0, unknown: 0, notFound: 0 },
     };
     this.sent.set(id, message);
     return message;
@@ -226,16 +268,20 @@ export class BrokerWorkload {
   private async sendBatch(batch: readonly SentMessage[]): Promise<void> {
     this.stats.sendCalls++;
     const kind = (batch[0] as SentMessage).kind;
-    const record = (results: readonly { queueId: number; offset: number; messageId: string }[]): void => {
+    const record = (results: readonly { queueId: number; offset: number; messageId: string; recallHandle: string }[]): void => {
       results.forEach((result, i) => {
         const message = batch[i] as SentMessage;
         if (result.messageId !== message.input.messageId) this.checker.violate(`send of ${message.input.messageId} answered for ${result.messageId}`);
         if (message.acked === undefined) {
           message.acked = { queueId: result.queueId, offset: result.offset };
+          message.recallHandle = result.recallHandle;
           this.stats.sendsAcked++;
-        } else if (message.acked.queueId !== result.queueId || message.acked.offset !== result.offset) {
-          this.checker.violate(`${message.input.messageId} acknowledged twice at different places: ${message.acked.queueId}/${message.acked.offset} and ${result.queueId}/${result.offset} (stored twice)`);
+          if (message.kind === 'DELAY') this.stats.delayedAcked++;
+        } else if (message.acked.queueId !== result.queueId || message.acked.offset !== result.offset || message.recallHandle !== result.recallHandle) {
+          this.checker.violate(`${message.input.messageId} acknowledged twice at different places: ${message.acked.queueId}/${message.acked.offset} ${message.recallHandle} and ${result.queueId}/${result.offset} ${result.recallHandle} (stored twice)`);
         }
+        if (message.kind !== 'DELAY' && result.recallHandle !== '') this.checker.violate(`${message.input.messageId}, not delayed, was answered with a recall handle`);
+        if (message.kind === 'DELAY' && (result.offset === -1) !== (result.recallHandle !== '')) this.checker.violate(`delayed ${message.input.messageId} answered at offset ${result.offset} with recall handle ${JSON.stringify(result.recallHandle)}`);
       });
     };
     for (const message of batch) this.sending.add(message);
@@ -259,7 +305,7 @@ export class BrokerWorkload {
 
   private async ordersProducer(): Promise<void> {
     const inFlight = new Set<Promise<void>>();
-    const unacknowledged = (): SentMessage[] => [...this.sent.values()].filter((m) => m.input.topic === topics.orders.name && m.acked === undefined && !m.abandoned);
+    const unacknowledged = (): SentMessage[] => [...this.sent.values()].filter((m) => m.input.topic === topics.orders.name && m.kind === 'NORMAL' && m.acked === undefined && !m.abandoned);
     while (this.phase !== 'done') {
       const wanted = unacknowledged();
       if (inFlight.size < 3) {
@@ -287,6 +333,81 @@ export class BrokerWorkload {
         if (message.acked === undefined) await this.pause([10, 100], 30);
       }
       await this.pause([20, 150]);
+    }
+  }
+
+  /**
+   * Delayed messages to `orders`, due 0.2-2.5 s ahead (some already due), one or two a call,
+   * each sent until acknowledged; in bursts of 1-3 s with pauses as long, so that retention
+   * (which a pending delayed message holds back) also gets to compact the logs.
+   */
+  private async delayedProducer(): Promise<void> {
+    const inFlight = new Set<Promise<void>>();
+    const unacknowledged = (): SentMessage[] => [...this.sent.values()].filter((m) => m.kind === 'DELAY' && m.acked === undefined && !m.abandoned);
+    let burstUntil = 0;
+    let quietUntil = 0;
+    while (this.phase !== 'done') {
+      const now = this.host.wallNowMs();
+      if (now >= quietUntil && now >= burstUntil) {
+        burstUntil = now + this.random.int(1_000, 3_000);
+        quietUntil = burstUntil + this.random.int(1_000, 3_000);
+      }
+      const quiet = now >= burstUntil;
+      if (inFlight.size < 2) {
+        const retry = unacknowledged().filter((m) => !this.sending.has(m)).slice(0, this.random.int(1, 2));
+        const fresh = (): SentMessage => this.newMessage(topics.orders.name, 'DELAY', '', Math.round(this.host.wallNowMs()) + (this.random.chance(0.1) ? -300 : this.random.int(200, 2_500)));
+        const batch = retry.length > 0 && (this.phase === 'drain' || quiet || this.random.chance(0.5)) ? retry
+          : this.phase === 'faults' && !quiet ? Array.from({ length: this.random.int(1, 2) }, fresh) : [];
+        if (batch.length > 0) {
+          const sending = this.sendBatch(batch).finally(() => inFlight.delete(sending));
+          inFlight.add(sending);
+        }
+      }
+      await this.pause([40, 200], 30);
+      if (this.phase === 'drain' && inFlight.size === 0 && unacknowledged().length === 0) break;
+    }
+    await Promise.all(inFlight);
+  }
+
+  /** Now and then recalls a delayed message acknowledged as pending (before or after it is due); a NOT_FOUND may be retried too. */
+  private async recaller(): Promise<void> {
+    while (this.phase === 'faults') {
+      await this.pause([100, 400]);
+      const candidates = [...this.sent.values()].filter((m) => m.recallHandle !== '' && m.recall.ok === 0 && (m.recall.unknown + m.recall.notFound === 0 || this.random.chance(0.2)));
+      if (candidates.length === 0 || !this.random.chance(0.5)) continue;
+      const message = this.random.pick(candidates) as SentMessage;
+      const handle = parseRecallHandle(message.recallHandle);
+      if (handle === undefined) {
+        this.checker.violate(`send of ${message.input.messageId} returned an unreadable recall handle ${message.recallHandle}`);
+        return;
+      }
+      this.stats.recalls++;
+      const outcome = await this.call((e) => e.service.recall(handle.topic, handle), () => { message.recall.ok++; });
+      this.tick();
+      if (outcome.ok) {
+        if (outcome.value !== message.input.messageId) this.checker.violate(`recall of ${message.input.messageId} answered for ${outcome.value}`);
+        message.recall.ok++;
+        this.stats.recalledOk++;
+        if (this.firstStoreTime.has(message.input.messageId)) this.checker.violate(`recall of ${message.input.messageId} answered OK after it was delivered`);
+      } else if (outcome.definite && outcome.code === 'NOT_FOUND') {
+        message.recall.notFound++;
+      } else if (!outcome.definite) {
+        message.recall.unknown++;
+      }
+      this.host.trace(`recall ${message.input.messageId}: ${outcome.ok ? 'ok' : outcome.code}`);
+    }
+  }
+
+  /** A read of a message (any consumer, the final reads): a delayed one is never stored before its delivery time, nor at all once recalled. */
+  private checkDelayed(how: string, messageId: string, storeTimeMs: number): void {
+    const sent = this.sent.get(messageId);
+    if (sent?.kind !== 'DELAY') return;
+    const dueMs = sent.input.deliveryTimeMs ?? 0;
+    if (storeTimeMs < dueMs) this.checker.violate(`${how} returned delayed ${messageId} stored at ${storeTimeMs}, before its delivery time ${dueMs}`);
+    if (sent.recall.ok > 0) this.checker.violate(`${how} returned ${messageId}, whose recall was answered OK`);
+    if (!this.firstStoreTime.has(messageId)) {
+      this.firstStoreTime.set(messageId, storeTimeMs);
+      this.stats.delayedDelivered++;
     }
   }
 
@@ -332,6 +453,7 @@ export class BrokerWorkload {
       for (const d of deliveries) {
         this.checker.onRead(`receive(${watch.group})`, d.topic, d.queueId, d.offset, d.message.messageId, this.served(outcome.via, d.topic, d.queueId, d.offset));
         this.checkBody(`receive(${watch.group})`, d.message.messageId, d.message.body);
+        this.checkDelayed(`receive(${watch.group})`, d.message.messageId, d.storeTimeMs);
         this.deliveredTo(watch.group).add(d.message.messageId);
       }
       this.checker.onDeliveries(watch, sentAt, invisibleMs, deliveries.map((d) => ({
@@ -393,6 +515,7 @@ export class BrokerWorkload {
       for (const m of pulled.value.messages) {
         this.checker.onRead('pull', m.topic, m.queueId, m.offset, m.message.messageId, this.served(pulled.via, m.topic, m.queueId, m.offset));
         this.checkBody('pull', m.message.messageId, m.message.body);
+        this.checkDelayed('pull', m.message.messageId, m.storeTimeMs);
         this.pulledIds.add(m.message.messageId);
       }
       this.stats.pulled += pulled.value.messages.length;
@@ -441,6 +564,7 @@ export class BrokerWorkload {
           ids.set(m.offset, m.message.messageId);
           next = m.offset + 1;
           this.checkBody('final read', m.message.messageId, m.message.body);
+          this.checkDelayed('final read', m.message.messageId, m.storeTimeMs);
         }
         if (page.messages.length === 0 && page.nextOffset <= next) return ids;
         next = Math.max(next, page.nextOffset);
@@ -486,6 +610,10 @@ export class BrokerWorkload {
     const released = new Map<string, { topic: string; queueId: number }>();
     for (const [id, message] of this.sent) {
       const at = stored.get(id);
+      if (message.kind === 'DELAY' && message.acked !== undefined) {
+        this.verifyDelayed(id, message, at, view.retainedFrom, firstOf, released);
+        continue;
+      }
       if (message.acked !== undefined) {
         if (at === undefined) {
           const { queueId, offset } = message.acked;
@@ -505,7 +633,8 @@ export class BrokerWorkload {
       if (final === id) continue;
       const [topic, queueId, offset] = position.split('/') as [string, string, string];
       const acked = this.sent.get(id)?.acked;
-      if (final === undefined && stored.get(id) === undefined && (acked === undefined || `${topic}/${acked.queueId}/${acked.offset}` === position)
+      const ackedAt = acked === undefined ? undefined : acked.offset === -1 ? `${topic}/${acked.queueId}/${offset}` : `${topic}/${acked.queueId}/${acked.offset}`;
+      if (final === undefined && stored.get(id) === undefined && (ackedAt === undefined || ackedAt === position)
         && releaseProof(id, topic, Number(queueId), Number(offset)) === undefined) continue;
       this.checker.violate(`a read returned ${id} at ${position}, which holds ${final ?? 'nothing'} in the end (an uncommitted message was delivered)`);
     }
@@ -551,5 +680,41 @@ export class BrokerWorkload {
     this.storedMessages = stored.size;
     for (const [id, at] of stored) if (at.topic === topics.orders.name && !this.pulledIds.has(id)) this.checker.violate(`${id} was never pulled by ${groups.pull.name}`);
     checkExpired(pullWatch, (id) => this.pulledIds.has(id));
+  }
+
+  /**
+   * An acknowledged delayed message at the end: recalled (answered OK) → nowhere; else stored
+   * in the queue it was acknowledged for, or read before retention released it, or released
+   * with proof (its send entry below the first retained index, its queue's prefix released) —
+   * unless a recall's outcome is unknown (then either). One due after the heal was delivered
+   * within the bound.
+   */
+  private verifyDelayed(
+    id: string, message: SentMessage, at: { topic: string; queueId: number; offset: number } | undefined, retainedFrom: number,
+    firstOf: (topic: string, queueId: number) => number, released: Map<string, { topic: string; queueId: number }>,
+  ): void {
+    const acked = message.acked as { queueId: number; offset: number };
+    const dueMs = message.input.deliveryTimeMs ?? 0;
+    if (message.recall.ok > 0) {
+      if (at !== undefined) this.checker.violate(`recalled ${id} (answered OK) is stored at ${at.topic}/${at.queueId}/${at.offset}`);
+      this.stats.delayedRecalled++;
+      return;
+    }
+    if (at !== undefined) {
+      if (at.queueId !== acked.queueId || (acked.offset !== -1 && at.offset !== acked.offset)) this.checker.violate(`acknowledged delayed ${id} at ${acked.queueId}/${acked.offset} is stored at ${at.queueId}/${at.offset}`);
+    } else if (message.recall.unknown > 0 && !this.firstStoreTime.has(id)) {
+      this.stats.delayedRecalled++; // a recall whose outcome is unknown may have taken it
+    } else {
+      // Released with its queue's prefix: its send entry is below the first retained index (a
+      // delivered delayed message goes with the prefix it sits in, after the messages before it).
+      const index = this.checker.committedIndexOf(id);
+      if (index !== undefined && index < retainedFrom && firstOf(message.input.topic, acked.queueId) > 0) released.set(id, { topic: message.input.topic, queueId: acked.queueId });
+      else this.checker.violate(`acknowledged delayed ${id} (due ${dueMs}, queue ${acked.queueId}) was ${this.firstStoreTime.has(id) ? 'delivered, then lost' : 'never delivered'}${message.recall.notFound > 0 ? ' (a recall of it found it not pending)' : ''}`);
+    }
+    const storeTimeMs = this.firstStoreTime.get(id);
+    if (storeTimeMs !== undefined && dueMs >= this.healWallMs + 500) {
+      this.stats.latenessMaxMs = Math.max(this.stats.latenessMaxMs, storeTimeMs - dueMs);
+      if (storeTimeMs - dueMs > this.options.latenessBoundMs) this.checker.violate(`delayed ${id} due ${dueMs}, after the heal, was delivered ${Math.round(storeTimeMs - dueMs)} ms late (bound ${this.options.latenessBoundMs} ms)`);
+    }
   }
 }

@@ -8,6 +8,9 @@
  * are checked against the whole history (broker-sim-checker.ts). The same seed gives the
  * same trace hash.
  *
+ * The clients send delayed messages too (unless `delayed: false`), which the real timer store
+ * (in memory, with a small wheel so that cascades happen) holds until the leader fires them.
+ *
  * Some profiles run the real leader-only `RetentionService` with tiny limits (a few small
  * segments, or seconds of age), so retention entries release queue prefixes, nodes compact
  * their logs below their snapshots, and a follower that lagged or was down is sent an
@@ -21,6 +24,8 @@ import { BrokerError } from '../broker/errors.js';
 import { PeerEntries } from '../broker/peer-entries.js';
 import { RetentionService } from '../broker/retention-service.js';
 import type { RetentionSettings } from '../broker/core/retention.js';
+import { defaultBrokerStateLimits } from '../broker/core/broker-state.js';
+import { MemoryTimerStore, timerStoreLimitsDefault } from '../broker/core/timer-store.js';
 import { CommitLog } from '../commitlog/commit-log.js';
 import { FileSnapshotStore } from '../commitlog/snapshot-store.js';
 import { InvariantViolation } from '../util/assert.js';
@@ -67,9 +72,12 @@ export interface BrokerSimOptions {
   readonly profile?: Partial<BrokerFaultProfile>;
   /**
    * Negative controls: the broker state machine sees entries when appended, not committed;
-   * retention entries release `retentionAhead` more entries than the policy chose.
+   * retention entries release `retentionAhead` more entries than the policy chose; a timer
+   * fire delivers every record of the slots it reaches, due or not.
    */
-  readonly unsafe?: { readonly applyBeforeCommit?: boolean; readonly retentionAhead?: number };
+  readonly unsafe?: { readonly applyBeforeCommit?: boolean; readonly retentionAhead?: number; readonly fireIgnoresDue?: boolean };
+  /** Delayed messages and recalls in the workload (default true; the regression seeds of before F8 run without). */
+  readonly delayed?: boolean;
   /** Check only what clients see (to show those checks alone catch a negative control). */
   readonly blackBoxOnly?: boolean;
   readonly keepTrace?: boolean;
@@ -99,6 +107,9 @@ export interface BrokerSimResult {
     readonly failStops: number;
     readonly snapshotsRestored: number;
     readonly snapshotsInstalled: number;
+    /** Restarts from a node's own snapshot, and installs of a leader's, whose state held pending delayed messages. */
+    readonly restoresWithTimers: number;
+    readonly installsWithTimers: number;
     readonly snapshotsSent: number;
     readonly snapshotSendsFailed: number;
     /** Requests for retained entries to peers (PeerEntries asks for runs of 512), and those that failed. */
@@ -139,6 +150,11 @@ const epochMs = 1_800_000_000_000;
 /** Targeted crashes (snapshot write, install) are at least this far apart. */
 const targetedCrashGapMs = 1_000;
 const noAgeLimitMs = 72 * 3_600_000;
+/** The simulator's timer wheel: 16 slots of 250 ms (4 s), cascade buckets of 4 slots, so longer delays cascade. */
+const simTimerLimits = { ...timerStoreLimitsDefault, precisionMs: 250 };
+const simTimerWheel = { wheelSlots: 16, cascadeSlots: 4 } as const;
+/** Fires at most every 250 ms (fewer entries to simulate than the shipped 100 ms). */
+const simTimerFireIntervalMs = 250;
 
 export function drawBrokerProfile(random: Prng): BrokerFaultProfile {
   return {
@@ -188,7 +204,7 @@ export class BrokerSim {
   private faultsActive = false;
   private nextTargetedCrashMs = 0;
   private counts = {
-    crashes: 0, partitions: 0, pauses: 0, transfers: 0, leaderChanges: 0, failStops: 0, snapshotsRestored: 0, snapshotsInstalled: 0,
+    crashes: 0, partitions: 0, pauses: 0, transfers: 0, leaderChanges: 0, failStops: 0, snapshotsRestored: 0, snapshotsInstalled: 0, restoresWithTimers: 0, installsWithTimers: 0,
     snapshotWriteCrashes: 0, installCrashes: 0, compactions: 0,
   };
 
@@ -208,7 +224,12 @@ export class BrokerSim {
       sleep: (ms) => this.scheduler.sleep(ms),
       after: (ms, callback) => this.scheduler.after(ms, callback),
       trace,
-    }, this.checker, this.random.fork('client'));
+      wallNowMs: () => epochMs + this.scheduler.nowMs,
+    }, this.checker, this.random.fork('client'), {
+      delayed: options.delayed !== false,
+      // The leader fires by its own clock (off by up to the skew), the state clock is the highest leader clock so far.
+      latenessBoundMs: 2 * this.profile.clockSkewMaxMs + simTimerFireIntervalMs + 1_500,
+    });
     this.members = ['n1', 'n2', 'n3'].map((id) => ({ id, address: id }));
     const diskRandom = this.random.fork('disk');
     const skewRandom = this.random.fork('skew');
@@ -264,6 +285,7 @@ export class BrokerSim {
     this.faultsActive = false;
     this.workload.phase = 'drain';
     const startMs = this.scheduler.nowMs;
+    this.workload.healWallMs = epochMs + startMs;
     this.addTrace(`@${startMs} drain: heal, resume, restart`);
     this.network.heal();
     this.network.faults = { ...calmNetwork };
@@ -345,7 +367,8 @@ export class BrokerSim {
       if (report.tornTail !== undefined) this.addTrace(`${slot.id} recovery cut torn tail: ${report.tornTail.bytesDropped} bytes`);
       slot.commitLog = commitLog;
       slot.snapshots = snapshots;
-      const machine = new BrokerStateMachine();
+      const timers = new MemoryTimerStore(simTimerLimits, { ...simTimerWheel, ...(this.options.unsafe?.fireIgnoresDue === true ? { negativeControl: 'fire-slot-ignoring-due' as const } : {}) });
+      const machine = new BrokerStateMachine(defaultBrokerStateLimits, undefined, undefined, timers);
       let restoring = true;
       machine.onApplied(() => {
         if (!isCurrent()) return;
@@ -365,6 +388,7 @@ export class BrokerSim {
         snapshot: () => inner.snapshot(),
         restore: (data, meta) => {
           inner.restore(data, meta);
+          if (isCurrent() && machine.state.pendingTimers > 0) this.counts[restoring ? 'restoresWithTimers' : 'installsWithTimers']++;
           if (restoring || !isCurrent()) return;
           this.counts.snapshotsInstalled++;
           this.disarm(slot);
@@ -422,7 +446,7 @@ export class BrokerSim {
         readCommitted: (peer, fromIndex, maxEntries) => this.transfers.readCommitted(slot, peer.id, fromIndex, maxEntries),
         peers: () => node.members.filter((m) => m.id !== slot.id),
       });
-      const service = new BrokerService({ ...defaultBrokerServiceOptions, brokerGroup: 'sim-broker', readReadyWaitMs: 1_000 }, raft, machine, {
+      const service = new BrokerService({ ...defaultBrokerServiceOptions, brokerGroup: 'sim-broker', readReadyWaitMs: 1_000, timerFireIntervalMs: simTimerFireIntervalMs }, raft, machine, {
         payloadAt: async (index) => {
           if (index < commitLog.firstIndex) return peerEntries.payload(index);
           const [entry] = await commitLog.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });

@@ -4,7 +4,8 @@
  * that applies entries before they are committed is caught — by the full checker and by the
  * client-visible checks alone. Some seeds' profiles run retention with tiny limits, so logs are
  * compacted and lagging or crashed followers are sent snapshots; the seeds together must
- * really do that (it would go unnoticed if it silently stopped).
+ * really do that (it would go unnoticed if it silently stopped). The clients send delayed
+ * messages and recall some (F8): a fire that ignores due times is caught.
  */
 import { describe, expect, it } from 'vitest';
 import { runBrokerSimulation, type BrokerSimResult } from '../../src/testing/broker-sim.js';
@@ -17,6 +18,8 @@ function summary(result: BrokerSimResult): string {
     + `${s.retentionReleases} retention releases, ${s.compactions} compactions, ${s.messagesReleased} acknowledged messages released (${s.messagesExpired} counted expired), `
     + `${s.snapshotsInstalled} snapshots installed (${s.snapshotsSent} sent, ${s.snapshotSendsFailed} failed), ${s.peerReads} peer reads (${s.peerReadsFailed} failed), `
     + `${s.snapshotWriteCrashes} crashes in a snapshot write, ${s.installCrashes} in an install; `
+    + `${s.delayedAcked} delayed acked (${s.delayedDelivered} delivered, ${s.recalls} recalls, ${s.recalledOk} recalled, latest ${Math.round(s.latenessMaxMs)} ms after due once healed; `
+    + `${s.restoresWithTimers} restores and ${s.installsWithTimers} installs with timers pending); `
     + `${s.digestsCompared} digests compared, ${Math.round(s.simulatedMs)} ms simulated`;
 }
 
@@ -40,7 +43,7 @@ describe('broker simulation', () => {
     expect(result.violations).toEqual([]);
     // Not vacuous: the workload ran, and the final reads and digest checks saw it.
     expect(result.stats.sendsAcked).toBeGreaterThan(50);
-    expect(result.stats.messagesStored + result.stats.messagesReleased).toBeGreaterThanOrEqual(result.stats.sendsAcked);
+    expect(result.stats.messagesStored + result.stats.messagesReleased + result.stats.delayedRecalled).toBeGreaterThanOrEqual(result.stats.sendsAcked);
     expect(result.stats.deliveries).toBeGreaterThan(0);
     expect(result.stats.pulled).toBeGreaterThan(0);
     expect(result.stats.digestsCompared).toBeGreaterThan(100);
@@ -58,6 +61,15 @@ describe('broker simulation', () => {
     expect(sum('compactions')).toBeGreaterThan(0);
     expect(sum('messagesReleased')).toBeGreaterThan(0);
     expect(sum('snapshotsInstalled')).toBeGreaterThan(0);
+  });
+
+  it('sends, delivers and recalls delayed messages on those seeds', () => {
+    const sum = (stat: 'delayedAcked' | 'delayedDelivered' | 'recalls' | 'recalledOk'): number => [...results.values()].reduce((total, r) => total + r.stats[stat], 0);
+    expect(results.size).toBe(seeds.length);
+    for (const result of results.values()) expect(result.stats.delayedAcked, `seed ${result.seed}`).toBeGreaterThan(10);
+    expect(sum('delayedDelivered')).toBeGreaterThan(sum('delayedAcked') / 2);
+    expect(sum('recalledOk')).toBeGreaterThan(0);
+    expect(sum('recalls')).toBeGreaterThan(sum('recalledOk'));
   });
 
   it('replays a seed to the same trace', async () => {
@@ -81,17 +93,42 @@ describe('broker simulation', () => {
 
   // An installed node's log starts after its snapshot while its queues point at retained
   // entries before it; made leader, it reads those bodies from a peer (as broker-node.ts does).
+  // A node restarted from its own snapshot, and one installed from the leader's, with delayed
+  // messages pending in it: they are still delivered, once, never before they are due.
+  it('seed 16: nodes restored and installed from snapshots holding pending delayed messages deliver them', async () => {
+    const result = await runBrokerSimulation({ seed: 16 });
+    expect(result.violations).toEqual([]);
+    expect(result.stats.restoresWithTimers).toBeGreaterThan(0);
+    expect(result.stats.installsWithTimers).toBeGreaterThan(0);
+    expect(result.stats.delayedDelivered).toBeGreaterThan(20);
+  });
+
+  // These seeds (and the regressions below) replay scenarios found before delayed messages
+  // existed: they run the workload of then.
   it.each([38, 57])('seed %i: a leader restored by InstallSnapshot serves retained messages through peer reads', async (seed) => {
-    const result = await runBrokerSimulation({ seed });
+    const result = await runBrokerSimulation({ seed, delayed: false });
     expect(result.violations).toEqual([]);
     expect(result.stats.snapshotsInstalled).toBeGreaterThan(0);
     expect(result.stats.peerReads - result.stats.peerReadsFailed).toBeGreaterThan(0);
   });
 
+  // The timer store delivering every record of the slots a fire reaches, due or not: messages
+  // are stored before their delivery time (and, with the wheel left behind, delivered twice).
+  it('catches a timer fire that ignores due times within 3 seeds', async () => {
+    let caught: { seed: number; violation: string } | undefined;
+    for (let seed = 1; seed <= 3 && caught === undefined; seed++) {
+      const result = await runBrokerSimulation({ seed, unsafe: { fireIgnoresDue: true } });
+      const violation = result.violations.find((v) => /before its delivery time/.test(v));
+      if (violation !== undefined) caught = { seed, violation };
+    }
+    console.log('fire-ignoring-due caught:', caught);
+    expect(caught).toBeDefined();
+  });
+
   // A release counts only with proof (below the queue's first offset, committed below the first
   // retained index): a retention that drops messages stored after its own entry is data loss.
   it('catches a retention that releases more than its policy chose', async () => {
-    const result = await runBrokerSimulation({ seed: 1, unsafe: { retentionAhead: 100 }, profile: { segmentBytesMax: 2048, retentionSegments: 4 } });
+    const result = await runBrokerSimulation({ seed: 1, unsafe: { retentionAhead: 100 }, profile: { segmentBytesMax: 2048, retentionSegments: 4 }, delayed: false });
     console.log('retention-ahead caught:', result.violations[0]);
     expect(result.stats.retentionReleases).toBeGreaterThan(0);
     expect(result.violations.some((v) => v.includes("was lost (not below its queue's first offset") || /final read of .* started at offset \d+, beyond its first offset/.test(v))).toBe(true);
@@ -106,7 +143,7 @@ describe('broker simulation: regressions', () => {
   // snapshot whose term was above the stored one, and RaftNode.start's assertion "stored term
   // is below the log's last term" stopped the node at every restart. Start now moves to it.
   it.each([165, 399])('seed %i: a node that crashed with a received snapshot stored but not installed restarts', async (seed) => {
-    const result = await runBrokerSimulation({ seed });
+    const result = await runBrokerSimulation({ seed, delayed: false });
     expect(result.violations).toEqual([]);
   });
 
@@ -116,7 +153,7 @@ describe('broker simulation: regressions', () => {
   // kept offset with nothing counted, although the group consumed the topic (g-fifo on
   // fifo/1, g-pull on orders/0).
   it('seed 689: messages released before a group first reached their queue are counted as expired', async () => {
-    const result = await runBrokerSimulation({ seed: 689 });
+    const result = await runBrokerSimulation({ seed: 689, delayed: false });
     expect(result.violations).toEqual([]);
   });
 
@@ -125,7 +162,7 @@ describe('broker simulation: regressions', () => {
   // from its local state: a committed offset older than one the new leader had acknowledged.
   // Offset reads now wait for a barrier entry, which only a leader with a quorum commits.
   it.each([141, 260])('seed %i: a deposed leader does not serve a stale committed offset', async (seed) => {
-    const result = await runBrokerSimulation({ seed });
+    const result = await runBrokerSimulation({ seed, delayed: false });
     expect(result.violations).toEqual([]);
   });
 });

@@ -83,6 +83,7 @@ export interface Delivery {
   readonly offset: number;
   readonly logIndex: number;
   readonly position: number;
+  readonly storeTimeMs: number;
   readonly attempt: number;
   readonly seq: number;
   readonly deadlineMs: number;
@@ -314,6 +315,16 @@ export class BrokerState {
     return Number.isFinite(least) ? least : undefined;
   }
 
+  /**
+   * The least log index of a pending delayed message (undefined: none). Retention does not
+   * release past it for size or disk: nothing there can be deleted until the message is
+   * delivered. (A delivered one still held in a queue also pins the log, but releasing the
+   * prefix it sits in is what lets it go, so that pin does not hold retention back.)
+   */
+  pendingTimersFrom(): number | undefined {
+    return this.timers.minPendingLogIndex();
+  }
+
   /** Delayed messages waiting for their delivery time (not recalled). */
   get pendingTimers(): number {
     return this.timers.pendingCount;
@@ -331,8 +342,10 @@ export class BrokerState {
 
   /**
    * Store time of the newest message at or before `logIndex` in any topic's queue (for
-   * retention by age); a delivered delayed message counts with its delivery (store) time, so
-   * it is not released by age right after it became visible. Never older than the true answer.
+   * retention by age). A delivered delayed message counts with its delivery (store) time, so
+   * it is not released by age right after it became visible: as far as the fired runs tell,
+   * from the first delivery of its run (exact for a run of one fire; a run that merged several
+   * counts from its oldest, so the runs never hold retention back for good).
    */
   newestStoreTimeThrough(logIndex: number): number | undefined {
     let newest: number | undefined;
@@ -347,7 +360,7 @@ export class BrokerState {
         const offset = queue.lastOffsetThroughLogIndex(logIndex);
         if (offset !== undefined && offset >= queue.minOffset) consider(queue.storeTimeAt(offset));
         for (const run of this.firedRuns.get(key(name, queueId)) ?? []) {
-          if (run.minLogIndex <= logIndex && run.lastOffset >= queue.minOffset) consider(queue.storeTimeAt(run.lastOffset));
+          if (run.minLogIndex <= logIndex && run.lastOffset >= queue.minOffset) consider(queue.storeTimeAt(Math.max(run.firstOffset, queue.minOffset)));
         }
       });
     }
@@ -847,7 +860,10 @@ export class BrokerState {
     const deliver = (offset: number, attempt: number): void => {
       const deadlineMs = timeMs + command.invisibleMs;
       pop.inFlight.set(offset, { attempt, deadlineMs, seq: logIndex, autoRenew: command.autoRenew, clientId: command.clientId });
-      out.push({ topic: state.config.name, queueId, offset, logIndex: queue.logIndexAt(offset), position: queue.positionAt(offset), attempt, seq: logIndex, deadlineMs });
+      out.push({
+        topic: state.config.name, queueId, offset, logIndex: queue.logIndexAt(offset), position: queue.positionAt(offset), storeTimeMs: queue.storeTimeAt(offset),
+        attempt, seq: logIndex, deadlineMs,
+      });
     };
     for (const offset of expired) {
       if (out.length >= command.batch) return deadLettered;

@@ -6,10 +6,10 @@
  *
  * A segment goes when it is older than `maxAgeMs` (its newest message), or oldest first while
  * the log is larger than `logBytesMax` or the disk fuller than `diskUsedRatioMax`. The newest
- * segment is never a candidate (it is being written). Delayed messages (F8) pin the log from
- * the send entry of the oldest one pending or still held in a queue (`pinnedFrom`): no node
- * deletes a segment from there on, so releasing its messages for size or disk would free
- * nothing and only lose them; only age releases past the pin (the pinned bodies stay).
+ * segment is never a candidate (it is being written). A pending delayed message (F8) pins the
+ * log from its send entry (`pinnedFrom`): no node deletes a segment from there on until it is
+ * delivered, so releasing those segments' messages for size or disk would free nothing and
+ * only lose them; only age releases past the pin (the pinned bodies stay).
  */
 import { assert } from '../../util/assert.js';
 
@@ -38,7 +38,7 @@ export interface RetentionView {
   newestTimeThrough(logIndex: number): number | undefined;
   /** Fraction of the disk in use (undefined when unknown). */
   readonly diskUsedRatio: number | undefined;
-  /** The first log index a delayed message pins (BrokerState.timerPinnedFrom); undefined: none. */
+  /** The send entry of the oldest pending delayed message (BrokerState.pendingTimersFrom); undefined: none. */
   readonly pinnedFrom?: number | undefined;
 }
 
