@@ -8,6 +8,7 @@
  * power cuts (src/server/message-index-files.test.ts).
  */
 import fc from 'fast-check';
+import { murmur3Reference } from '../../../test/support/murmur3-reference.js';
 import { describe, expect, it } from 'vitest';
 import { InvariantViolation } from '../../util/assert.js';
 import {
@@ -16,45 +17,6 @@ import {
 } from './message-index.js';
 import { SnapshotReader, SnapshotWriter } from './state-snapshot.js';
 
-// ---- MurmurHash3_x86_128 over bytes, transcribed from SMHasher's MurmurHash3.cpp ----------
-
-function murmurReference(data: Uint8Array, seed: number): number[] {
-  const rotl = (x: number, r: number) => (x << r) | (x >>> (32 - r));
-  const fmix = (h: number) => {
-    h ^= h >>> 16; h = Math.imul(h, 0x85ebca6b); h ^= h >>> 13; h = Math.imul(h, 0xc2b2ae35); return h ^ (h >>> 16);
-  };
-  const c = [0x239b961b, 0xab0e9789, 0x38b34ae5, 0xa1e38b93];
-  const rotations = [15, 16, 17, 18];
-  const mix = (k: number, lane: number) => Math.imul(rotl(Math.imul(k, c[lane] as number), rotations[lane] as number), c[(lane + 1) % 4] as number);
-  const word = (i: number) => (data[i] as number) | ((data[i + 1] as number) << 8) | ((data[i + 2] as number) << 16) | ((data[i + 3] as number) << 24);
-  const h = [seed, seed, seed, seed];
-  const laneRotations = [19, 17, 15, 13];
-  const laneAdds = [0x561ccd1b, 0x0bcaa747, 0x96cd1c35, 0x32ac3b17];
-  const blocks = data.length >>> 4;
-  for (let b = 0; b < blocks; b++) {
-    for (let lane = 0; lane < 4; lane++) {
-      let x = (h[lane] as number) ^ mix(word(16 * b + 4 * lane), lane);
-      x = (rotl(x, laneRotations[lane] as number) + (h[(lane + 1) % 4] as number)) | 0;
-      h[lane] = (Math.imul(x, 5) + (laneAdds[lane] as number)) | 0;
-    }
-  }
-  const rest = data.length & 15;
-  for (let lane = 3; lane >= 0; lane--) {
-    if (rest <= 4 * lane) continue;
-    let k = 0;
-    for (let i = Math.min(rest, 4 * lane + 4) - 1; i >= 4 * lane; i--) k ^= (data[16 * blocks + i] as number) << (8 * (i - 4 * lane));
-    h[lane] = (h[lane] as number) ^ mix(k, lane);
-  }
-  for (let lane = 0; lane < 4; lane++) h[lane] = (h[lane] as number) ^ data.length;
-  const sumUp = () => {
-    h[0] = ((h[0] as number) + (h[1] as number) + (h[2] as number) + (h[3] as number)) | 0;
-    for (let lane = 1; lane < 4; lane++) h[lane] = ((h[lane] as number) + (h[0] as number)) | 0;
-  };
-  sumUp();
-  for (let lane = 0; lane < 4; lane++) h[lane] = fmix(h[lane] as number);
-  sumUp();
-  return h.map((x) => x >>> 0);
-}
 
 /** The documented input: little-endian u32 header words, then UTF-16LE code units. */
 function keyBytes(header: readonly number[], text: string): Uint8Array {
@@ -70,21 +32,11 @@ const keyOf = (words: readonly number[]) => ((words[1] as number) & 0x1f_ffff) *
 const seed = 0x524d5149;
 
 describe('the key hash', () => {
-  it('the byte-level reference passes SMHasher\'s verification value for MurmurHash3_x86_128', () => {
-    const key = new Uint8Array(256);
-    const results = new DataView(new ArrayBuffer(16 * 256));
-    for (let i = 0; i < 256; i++) {
-      key[i] = i;
-      murmurReference(key.subarray(0, i), 256 - i).forEach((word, w) => results.setUint32(16 * i + 4 * w, word, true));
-    }
-    expect(murmurReference(new Uint8Array(results.buffer), 0)[0]).toBe(0xb3ece62a);
-  });
-
   it('is MurmurHash3_x86_128 (seed "RMQI") of the documented bytes, 53 bits of it', () => {
     fc.assert(fc.property(codeUnits, fc.nat({ max: Number.MAX_SAFE_INTEGER }), (text, createdAt) => {
-      expect(messageIdKey(text)).toBe(keyOf(murmurReference(keyBytes([1, text.length], text), seed)));
+      expect(messageIdKey(text)).toBe(keyOf(murmur3Reference(keyBytes([1, text.length], text), seed)));
       const high = Math.floor(createdAt / 2 ** 32);
-      expect(topicKey(createdAt, text)).toBe(keyOf(murmurReference(keyBytes([2, createdAt >>> 0, high, text.length], text), seed)));
+      expect(topicKey(createdAt, text)).toBe(keyOf(murmur3Reference(keyBytes([2, createdAt >>> 0, high, text.length], text), seed)));
       expect(Number.isSafeInteger(messageIdKey(text))).toBe(true);
     }), { seed: 20_240_701, numRuns: 300 });
   });
