@@ -15,7 +15,10 @@ export interface ReceivedMessage {
   readonly properties: Readonly<Record<string, string>>;
   readonly body: Buffer;
   readonly bornTimestampMs: number;
+  /** For a delayed message, when it became visible (its delivery); else when it was stored. */
   readonly storeTimestampMs: number;
+  /** A delayed or scheduled message's delivery time (ms since the epoch); 0 for others. */
+  readonly deliveryTimeMs: number;
   /** Pop-style (SimpleConsumer) only. */
   readonly receiptHandle: string;
   readonly deliveryAttempt: number;
@@ -45,7 +48,7 @@ export function fromV2(message: any, brokerGroup: string): ReceivedMessage {
     messageId: String(system.messageId ?? ''), topic: String(message.topic?.name ?? ''), brokerGroup,
     queueId: Number(system.queueId ?? 0), offset: Number(system.queueOffset ?? 0), tag: system.tag ?? '', keys: system.keys ?? [],
     shardingKey: system.messageGroup ?? '', properties: message.userProperties ?? {}, body,
-    bornTimestampMs: ms(system.bornTimestamp), storeTimestampMs: ms(system.storeTimestamp),
+    bornTimestampMs: ms(system.bornTimestamp), storeTimestampMs: ms(system.storeTimestamp), deliveryTimeMs: ms(system.deliveryTimestamp),
     receiptHandle: system.receiptHandle ?? '', deliveryAttempt: Number(system.deliveryAttempt ?? 0), intact,
   };
 }

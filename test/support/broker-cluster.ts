@@ -66,6 +66,13 @@ export class BrokerCluster {
     this.local.startNode(id);
   }
 
+  /** SIGKILLs every node (a whole-group crash); returns their ids, for restart. */
+  async killAll(): Promise<string[]> {
+    const ids = this.local.members.map((m) => m.id).filter((id) => this.local.isRunning(id));
+    for (const id of ids) await this.local.signal(id, 'SIGKILL');
+    return ids;
+  }
+
   output(): string {
     return [...this.local.output.entries()].map(([id, lines]) => `--- ${id}\n${lines.join('')}`).join('\n');
   }
