@@ -6,6 +6,9 @@
  * short or damaged file is a TimerRecordsError naming it; I/O failures stop apply the same
  * way; a snapshot restores into a store whose wheel is configured otherwise; and memory, by the
  * store's own accounting, stays at a bound set by configuration with 300,000 timers pending.
+ * Then the store under BrokerState with queue and dedup files, as on a node: a positions-only
+ * snapshot restores after a crash and replay continues it, a peer restores the records it is
+ * sent, and a missing or unwritable timer file stops the node (TimerRecordsError).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
