@@ -75,6 +75,9 @@ export function splitAddress(address: string): [string, number] {
   return [address.slice(0, at), Number(address.slice(at + 1))];
 }
 
+/** When a settings answer is repeated after the first (see Telemetry). */
+const settingsEchoDelaysMs = [1_000, 3_000, 7_000, 15_000, 30_000] as const;
+
 /** The Settings a client gets back on Telemetry: its own, completed with the server's values. */
 export function settingsReply(settings: any, group: { maxDeliveryAttempts: number; fifo: boolean } | undefined, maxBodyBytes: number): any {
   const reply: any = {
@@ -204,16 +207,38 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     Telemetry: (call: grpc.ServerDuplexStream<any, any>) => {
       const clientId = clientIdOf(call);
+      // The official Node client (1.0.8) sends its settings as soon as the first topic's route
+      // names a new endpoint, but only starts listening for the answer after it has fetched the
+      // routes of all its topics: an answer that comes in between is lost and its startup()
+      // waits for good (or until its 5-minute settings sync). So the answer is repeated a
+      // little later; a client takes each as the same settings.
+      const echoes = new Set<NodeJS.Timeout>();
       call.on('data', (command: any) => {
         const settings = command?.settings;
         if (settings === null || settings === undefined) return;
         const groupName = settings.subscription?.group?.name;
         service.touchClient(clientId, String(settings.clientType ?? ''), groupName ?? undefined);
         const group = groupName === undefined ? undefined : service.state.group(groupName) ?? defaultGroupConfig(groupName);
-        call.write({ status: okStatus, settings: settingsReply(settings, group, service.options.maxBodyBytes) });
+        const reply = { status: okStatus, settings: settingsReply(settings, group, service.options.maxBodyBytes) };
+        call.write(reply);
+        for (const afterMs of settingsEchoDelaysMs) {
+          const echo = setTimeout(() => {
+            echoes.delete(echo);
+            if (!call.writableEnded && !call.destroyed) call.write(reply);
+          }, afterMs);
+          echoes.add(echo);
+        }
       });
-      call.on('end', () => call.end());
-      call.on('error', () => undefined);
+      const stopEchoes = (): void => {
+        for (const echo of echoes) clearTimeout(echo);
+        echoes.clear();
+      };
+      call.on('end', () => {
+        stopEchoes();
+        call.end();
+      });
+      call.on('error', stopEchoes);
+      call.on('cancelled', stopEchoes);
     },
 
     NotifyClientTermination: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
