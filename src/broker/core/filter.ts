@@ -1,4 +1,4 @@
-/** Broker-side tag filters (F11): `*` (or empty) matches everything, `a || b` a set of tags. */
+/** Broker-side tag filters (F11): `*` (or empty) matches everything, `a || b` a set of tags. SQL92 is sql-filter.ts; subscription-filter.ts picks one. */
 export interface TagFilter {
   /** undefined: every message matches. */
   readonly tags: ReadonlySet<string> | undefined;
@@ -14,7 +14,6 @@ export class FilterError extends Error {
 }
 
 export function parseTagFilter(type: string, expression: string): TagFilter {
-  if (type === 'SQL') throw new FilterError('SQL92 filters are not supported yet; use a TAG expression', true);
   if (type !== 'TAG' && type !== 'FILTER_TYPE_UNSPECIFIED' && type !== '') throw new FilterError(`unknown filter type ${type}`);
   const text = expression.trim();
   if (text === '' || text === '*') return matchAll;
