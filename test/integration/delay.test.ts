@@ -17,6 +17,7 @@ import { Producer } from '../../src/client/producer.js';
 import { SimpleConsumer } from '../../src/client/simple-consumer.js';
 import { BrokerCluster } from '../support/broker-cluster.js';
 import { waitFor } from '../support/process-cluster.js';
+import { UncaughtGuard } from '../support/uncaught-guard.js';
 
 const maxDelayMs = 600_000;
 
@@ -70,20 +71,15 @@ describe('delayed and scheduled messages on a real cluster', () => {
   // Snapshots often, so that the restarted group restores its timers from snapshots.
   const cluster = new BrokerCluster({ autoCreateTopics: false, extraArgs: ['--snapshot-entries', '20', '--timer-max-delay-ms', String(maxDelayMs)] });
   const closers: (() => unknown)[] = [];
-  // The official client (1.0.8) drops its stream listeners on shutdown, so a connection reset
-  // arriving afterwards is an uncaught exception (as in official-client.test.ts): collected,
-  // and none may come before shutdown began.
-  const uncaught: { error: Error; afterShutdown: boolean }[] = [];
-  let shuttingDown = false;
-  const onUncaught = (error: Error): void => { uncaught.push({ error, afterShutdown: shuttingDown }); };
-  process.on('uncaughtException', onUncaught);
+  // Late connection resets from the official client are tolerated after shutdown only (UncaughtGuard).
+  const uncaught = new UncaughtGuard();
   afterAll(async () => {
-    shuttingDown = true;
+    uncaught.shutdownBegins();
     for (const close of closers.reverse()) await Promise.race([Promise.resolve().then(close).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 10_000))]);
     await cluster.stop();
     await new Promise((resolve) => setTimeout(resolve, 500));
-    process.off('uncaughtException', onUncaught);
-    expect(uncaught.filter((u) => !u.afterShutdown || (u.error as { code?: number }).code !== 14).map((u) => u.error.message)).toEqual([]);
+    uncaught.release();
+    expect(uncaught.unexpected()).toEqual([]);
   });
 
   it('delivers at the delivery time, through a leader kill and a whole-group restart; recalls; refuses bad times', async () => {

@@ -7,25 +7,22 @@
 import { Producer } from 'rocketmq-client-nodejs';
 import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import { BrokerCluster } from '../support/broker-cluster.js';
+import { UncaughtGuard } from '../support/uncaught-guard.js';
 
 describe('official client and a paused leader', () => {
   const cluster = new BrokerCluster({ autoCreateTopics: false });
   let producer: Producer | undefined;
   let paused: string | undefined;
-  // The client (1.0.8) throws a connection reset that arrives after its shutdown as an
-  // uncaught exception (see official-client.test.ts); only those are tolerated.
-  let shuttingDown = false;
-  const uncaught: { error: Error; afterShutdown: boolean }[] = [];
-  const onUncaught = (error: Error): void => { uncaught.push({ error, afterShutdown: shuttingDown }); };
-  process.on('uncaughtException', onUncaught);
+  // Late connection resets from the official client are tolerated after shutdown only (UncaughtGuard).
+  const uncaught = new UncaughtGuard();
   afterAll(async () => {
-    shuttingDown = true;
+    uncaught.shutdownBegins();
     if (paused !== undefined) await cluster.local.signal(paused, 'SIGCONT').catch(() => undefined);
     await Promise.race([producer?.shutdown().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 10_000))]);
     await cluster.stop();
     await new Promise((resolve) => setTimeout(resolve, 500));
-    process.off('uncaughtException', onUncaught);
-    expect(uncaught.filter((u) => !u.afterShutdown || (u.error as { code?: number }).code !== 14).map((u) => u.error.message)).toEqual([]);
+    uncaught.release();
+    expect(uncaught.unexpected()).toEqual([]);
   });
 
   it('sends with no application error across an 8 s SIGSTOP of the leader', async () => {
@@ -67,6 +64,6 @@ describe('official client and a paused leader', () => {
     console.log(`paused ${paused}: ${acked} acknowledged, slowest send ${slowestMs} ms`);
     // No send spent a whole attempt (3 s) waiting on the paused node before trying again.
     expect(slowestMs).toBeLessThan(3_000);
-    expect(uncaught).toEqual([]);
+    expect(uncaught.caught).toEqual([]);
   }, 120_000);
 });

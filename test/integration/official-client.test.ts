@@ -8,6 +8,7 @@ import { PushConsumer, Producer, SimpleConsumer } from 'rocketmq-client-nodejs';
 import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import { BrokerCluster } from '../support/broker-cluster.js';
 import { waitFor } from '../support/process-cluster.js';
+import { UncaughtGuard } from '../support/uncaught-guard.js';
 
 /** `promise`, or a clear failure naming `what` once `ms` have passed (a stalled step must not eat the whole test timeout silently). */
 async function within<T>(what: string, ms: number, promise: Promise<T>): Promise<T> {
@@ -41,21 +42,16 @@ async function sendAll(count: number, concurrency: number, send: (i: number) => 
 describe('official rocketmq-client-nodejs through the access point', () => {
   const cluster = new BrokerCluster({ autoCreateTopics: false });
   const closers: (() => Promise<unknown>)[] = [];
-  // The client (1.0.8) removes its stream listeners on shutdown, so a connection reset that
-  // arrives afterwards is thrown as an uncaught exception. Such errors are collected; the test
-  // demands none before shutdown began.
-  const uncaught: { error: Error; afterShutdown: boolean }[] = [];
-  let shuttingDown = false;
-  const onUncaught = (error: Error): void => { uncaught.push({ error, afterShutdown: shuttingDown }); };
-  process.on('uncaughtException', onUncaught);
+  // Late connection resets from the official client are tolerated after shutdown only (UncaughtGuard).
+  const uncaught = new UncaughtGuard();
   afterAll(async () => {
-    shuttingDown = true;
+    uncaught.shutdownBegins();
     // The official PushConsumer's shutdown waits out its long polls (≤ 23 s); never let it hang the suite.
     for (const close of closers.reverse()) await Promise.race([close().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 30_000))]);
     await cluster.stop();
     await new Promise((resolve) => setTimeout(resolve, 500));
-    process.off('uncaughtException', onUncaught);
-    expect(uncaught.filter((u) => !u.afterShutdown || (u.error as { code?: number }).code !== 14).map((u) => u.error.message)).toEqual([]);
+    uncaught.release();
+    expect(uncaught.unexpected()).toEqual([]);
   });
 
   it('sends normal and FIFO messages across leader kills without an application error, and the consumers get every one', async () => {
@@ -145,6 +141,6 @@ describe('official rocketmq-client-nodejs through the access point', () => {
       const firstSeen = list.filter((n, i) => list.indexOf(n) === i);
       expect(firstSeen).toEqual(Array.from({ length: perGroup }, (_, n) => n));
     }
-    expect(uncaught).toEqual([]);
+    expect(uncaught.caught).toEqual([]);
   }, 180_000);
 });
