@@ -17,10 +17,11 @@ import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   IndexKind, MemoryIndexFiles, MemoryMessageIndexStore, MessageIndexError, SegmentedIndex, decodeMessageIndex, emptyIndexExtent, hitsPerFindMax,
-  messageIdKey, type IndexExtent, type IndexHit, type IndexLayout, type IndexQuery, type KeyHash, type MessageIndex, type MessageIndexStore,
+  messageIdKey, type IndexExtent, type IndexLayout, type KeyHash, type MessageIndex, type MessageIndexStore,
 } from '../broker/core/message-index.js';
 import { SnapshotReader, SnapshotWriter } from '../broker/core/state-snapshot.js';
 import { MessageIndexFileStore, type MessageIndexFileOptions } from './message-index-files.js';
+import { findAll, IndexReference, type Added } from '../../test/support/message-index-model.js';
 
 let root: string;
 beforeEach(() => { root = fs.mkdtempSync(path.join(os.tmpdir(), 'raftmq-mi-')); });
@@ -45,35 +46,6 @@ const hex = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteO
 const decode = (bytes: Uint8Array, withRecords: boolean, store: MessageIndexStore): MessageIndex => decodeMessageIndex(new SnapshotReader(bytes), withRecords, store);
 
 const indexFiles = (dir: string): string[] => (fs.existsSync(dir) ? fs.readdirSync(dir).sort() : []);
-
-// ---- the model ----------------------------------------------------------------------------
-
-interface Added { readonly key: number; readonly kind: number; readonly logIndex: number; readonly position: number; readonly timeMs: number }
-
-/** Every entry ever added, in order; a query filters and reverses (newest first = reverse add order). */
-class Reference {
-  entries: Added[] = [];
-  releasedBelow = 0;
-  find(k: number, fromMs: number, toMs: number): IndexHit[] {
-    return this.entries
-      .filter((e) => e.key === k && e.timeMs >= fromMs && e.timeMs <= toMs && e.logIndex >= this.releasedBelow)
-      .reverse()
-      .map(({ logIndex, position, kind, timeMs }) => ({ logIndex, position, kind, timeMs }));
-  }
-}
-
-/** Every hit of a query, paging with its `limit` and `readsMax` through `resume`. */
-function findAll(index: MessageIndex, query: IndexQuery): IndexHit[] {
-  const hits: IndexHit[] = [];
-  let result = index.find(query);
-  for (let calls = 0; ; calls++) {
-    expect(result.hits.length).toBeLessThanOrEqual(query.limit);
-    hits.push(...result.hits);
-    if (result.resume === undefined) return hits;
-    expect(calls).toBeLessThan(10_000);
-    result = index.find({ ...query, resume: result.resume });
-  }
-}
 
 /** One implementation under test: how it snapshots, restores and crashes. */
 interface Subject {
@@ -150,7 +122,7 @@ function randomFrom(seed: number): (maxExclusive: number) => number {
  * made since that snapshot, and must reach the same bytes.
  */
 function runModel(ops: readonly Op[], subjects: readonly Subject[]): void {
-  const reference = new Reference();
+  const reference = new IndexReference();
   const history: ({ readonly add: Added } | { readonly release: number })[] = [];
   let snapshots = [{ bytes: subjects.map((s) => s.snapshot()), at: 0 }];
   let logIndex = 1;

@@ -13,9 +13,10 @@ import { describe, expect, it } from 'vitest';
 import { InvariantViolation } from '../../util/assert.js';
 import {
   IndexKind, MemoryMessageIndex, MemoryMessageIndexStore, decodeMessageIndex, emptyIndexExtent, hitsPerFindMax, messageIdKey, topicKey,
-  type IndexHit, type IndexLayout, type IndexQuery, type KeyHash, type MessageIndex,
+  type IndexLayout, type KeyHash, type MessageIndex,
 } from './message-index.js';
 import { SnapshotReader, SnapshotWriter } from './state-snapshot.js';
+import { findAll, IndexReference, type Added } from '../../../test/support/message-index-model.js';
 
 
 /** The documented input: little-endian u32 header words, then UTF-16LE code units. */
@@ -58,36 +59,6 @@ describe('the key hash', () => {
     expect(Math.max(...slots)).toBeLessThan(255);
   });
 });
-
-// ---- the reference model -------------------------------------------------------------------
-
-interface Added { readonly key: number; readonly kind: number; readonly logIndex: number; readonly position: number; readonly timeMs: number }
-
-/** Every entry ever added, in order; a query filters and reverses. */
-class Reference {
-  entries: Added[] = [];
-  releasedBelow = 0;
-  find(key: number, fromMs: number, toMs: number): IndexHit[] {
-    return this.entries
-      .filter((e) => e.key === key && e.timeMs >= fromMs && e.timeMs <= toMs && e.logIndex >= this.releasedBelow)
-      .reverse()
-      .map(({ logIndex, position, kind, timeMs }) => ({ logIndex, position, kind, timeMs }));
-  }
-}
-
-/** Every hit of a query, paging with `limit` and `readsMax` through `resume`. */
-function findAll(index: MessageIndex, query: IndexQuery): IndexHit[] {
-  const hits: IndexHit[] = [];
-  let resume = query.resume;
-  for (let calls = 0; calls < 100_000; calls++) {
-    const result = index.find(resume === undefined ? query : { ...query, resume });
-    expect(result.hits.length).toBeLessThanOrEqual(query.limit);
-    hits.push(...result.hits);
-    if (result.resume === undefined) return hits;
-    resume = result.resume;
-  }
-  throw new Error('a walk that does not end');
-}
 
 /** Bytes as hex, compared as strings (toEqual on typed arrays is slow, element by element). */
 const hex = (bytes: Uint8Array): string => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
@@ -217,7 +188,7 @@ describe('MemoryMessageIndex against the model', () => {
     fc.assert(fc.property(fc.array(opArbitrary, { minLength: 10, maxLength: 150, size: 'max' }), (ops) => {
       const store = new MemoryMessageIndexStore(tiny);
       let index = store.open(emptyIndexExtent(tiny));
-      const reference = new Reference();
+      const reference = new IndexReference();
       /** Every add and release, for replay; snapshots say how much of it they cover. */
       const history: ({ readonly add: Added } | { readonly release: number })[] = [];
       const snapshots: { readonly bytes: Uint8Array; readonly at: number }[] = [{ bytes: encode(index), at: 0 }];
