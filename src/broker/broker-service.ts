@@ -12,11 +12,17 @@
  * when its wall clock reaches it, proposes `timer.fire` through its clock (at most one fire in
  * flight, at least `timerFireIntervalMs` apart); applying it makes the due messages visible
  * on every node alike and wakes long polls. A new leader picks up where the old one stopped.
+ *
+ * Transactions (F9): a TRANSACTION send is stored as a half message (its own entries: kind
+ * HalfMessages) and answered with a transaction id (transaction-id.ts); endTransaction
+ * proposes `txn.end`. The leader looks for transactions due for a check-back every
+ * `transactionCheckTickMs` and proposes `txn.check` with its check policy; the nodes holding
+ * the producers' Telemetry streams do the asking (BrokerStateMachine.onTransactionChecks).
  */
 import type { ProposalError } from '../raft/node/errors.js';
 import type { Disposable, ServiceClock } from '../util/clock.js';
 import { BrokerError } from './errors.js';
-import type { ApplyResult, BrokerStateMachine } from './broker-state-machine.js';
+import type { ApplyResult, BrokerStateMachine, TransactionCheckRound } from './broker-state-machine.js';
 import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } from './core/broker-state.js';
 import { formatRecallHandle, type RecallHandle } from './core/recall-handle.js';
 import { encodeCommand, encodeMessages, readMessageAt, type MessageInput, type StoredMessage } from './core/entry-codec.js';
@@ -26,6 +32,8 @@ import {
   defaultGroupConfig, defaultTopicConfig, dlqTopicPrefix, groupConfigProblem, permRead, topicAccepts, topicConfigProblem, type GroupConfig, type MessageKind, type TopicConfig,
 } from './core/names.js';
 import { formatReceiptHandle, type ReceiptHandle } from './core/receipt-handle.js';
+import { formatTransactionId, type TransactionId } from './core/transaction-id.js';
+import { checkPolicyProblem, defaultTransactionCheckPolicy, type TransactionCheckPolicy } from './core/transactions.js';
 
 /** The Raft node as the broker service sees it. */
 export interface RaftPort {
@@ -69,6 +77,10 @@ export interface BrokerServiceOptions {
   readonly pastDeliveryToleranceMs: number;
   /** The leader proposes timer fires at most this often (each fire delivers everything due by then). */
   readonly timerFireIntervalMs: number;
+  /** When open transactions are checked back, and how often before they are rolled back. */
+  readonly transactionCheck: TransactionCheckPolicy;
+  /** How often the leader looks for transactions due for a check-back. */
+  readonly transactionCheckTickMs: number;
 }
 
 export const defaultBrokerServiceOptions: Omit<BrokerServiceOptions, 'brokerGroup'> = {
@@ -83,10 +95,14 @@ export const defaultBrokerServiceOptions: Omit<BrokerServiceOptions, 'brokerGrou
   readReadyWaitMs: 2_500,
   pastDeliveryToleranceMs: 30_000,
   timerFireIntervalMs: 100,
+  transactionCheck: defaultTransactionCheckPolicy,
+  transactionCheckTickMs: 250,
 };
 
 export interface DeliveredMessage {
   readonly message: StoredMessage;
+  /** A committed transactional message: its transaction id; '' otherwise. */
+  readonly transactionId: string;
   readonly topic: string;
   readonly queueId: number;
   readonly offset: number;
@@ -98,6 +114,7 @@ export interface DeliveredMessage {
 
 export interface PulledMessage {
   readonly message: StoredMessage;
+  readonly transactionId: string;
   readonly topic: string;
   readonly queueId: number;
   readonly offset: number;
@@ -111,10 +128,14 @@ export interface SendResult {
   readonly offset: number;
   /** A pending delayed message: what RecallMessage takes to cancel it (recall-handle.ts); '' otherwise. */
   readonly recallHandle: string;
+  /** A transactional message: its open transaction's id (transaction-id.ts); '' otherwise. */
+  readonly transactionId: string;
 }
 
 interface QueuedSend {
   readonly message: MessageInput;
+  /** A transaction's half message (proposed in entries of its own kind). */
+  readonly half: boolean;
   readonly bytes: number;
   readonly resolve: (result: SendResult) => void;
   readonly reject: (error: Error) => void;
@@ -137,6 +158,8 @@ export class BrokerService {
   private payloadCacheBytes = 0;
   private readonly changeWaiters = new Map<() => void, string>();
   private timer: Disposable | undefined;
+  private checkTimer: Disposable | undefined;
+  private checking = false;
   private closed = false;
   /** The leader's next timer fire: its timer and when it goes off (monotonic time). */
   private fireTimer: Disposable | undefined;
@@ -158,18 +181,27 @@ export class BrokerService {
     });
   }
 
+  /** Every applied check-back round (on every node; see BrokerStateMachine.onTransactionChecks). */
+  onTransactionChecks(listener: (round: TransactionCheckRound, entryTimeMs: number) => void): () => void {
+    return this.machine.onTransactionChecks(listener);
+  }
+
   get state(): BrokerStateMachine['state'] {
     return this.machine.state;
   }
 
   /** Starts the leader-only services. */
   start(intervalMs = 2_000): void {
+    const problem = checkPolicyProblem(this.options.transactionCheck);
+    if (problem !== undefined) throw new Error(problem);
     this.timer = this.clock.every(intervalMs, () => { this.runLeaderServices().catch(() => undefined); });
+    this.checkTimer = this.clock.every(this.options.transactionCheckTickMs, () => { void this.checkTransactions(); });
   }
 
   close(): void {
     this.closed = true;
     this.timer?.dispose();
+    this.checkTimer?.dispose();
     this.fireTimer?.dispose();
     for (const wake of [...this.changeWaiters.keys()]) wake();
     for (const send of this.queued.splice(0)) send.reject(new BrokerError('HA_NOT_AVAILABLE', 'broker is shutting down'));
@@ -284,10 +316,14 @@ export class BrokerService {
       if (message.queueId >= Math.min(topic.writeQueues, this.state.maxOffsets(topic.name).length)) {
         throw new BrokerError('BAD_REQUEST', `topic ${topic.name} has ${topic.writeQueues} write queues; queue ${message.queueId} does not exist`);
       }
+      if (kind === 'TRANSACTION' && ((message.deliveryTimeMs ?? 0) !== 0 || message.messageGroup !== '')) {
+        throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a transactional message cannot have a delivery time or a message group');
+      }
     }
     this.requireLeader();
+    const half = kind === 'TRANSACTION';
     return Promise.all(messages.map((message) => new Promise<SendResult>((resolve, reject) => {
-      this.queued.push({ message, bytes: message.body.byteLength + 256, resolve, reject });
+      this.queued.push({ message, half, bytes: message.body.byteLength + 256, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         this.clock.soon(() => this.flushSends());
@@ -333,7 +369,9 @@ export class BrokerService {
     while (this.queued.length > 0) {
       let bytes = 0;
       let count = 0;
-      while (count < this.queued.length && count < this.options.batchMessagesMax && (count === 0 || bytes + (this.queued[count] as QueuedSend).bytes <= this.options.batchBytesMax)) {
+      const half = (this.queued[0] as QueuedSend).half;
+      while (count < this.queued.length && count < this.options.batchMessagesMax && (this.queued[count] as QueuedSend).half === half
+        && (count === 0 || bytes + (this.queued[count] as QueuedSend).bytes <= this.options.batchBytesMax)) {
         bytes += (this.queued[count] as QueuedSend).bytes;
         count++;
       }
@@ -343,7 +381,7 @@ export class BrokerService {
   }
 
   private proposeBatch(batch: QueuedSend[]): void {
-    const payload = encodeMessages({ timeMs: this.clock.wallNowMs() }, batch.map((s) => s.message));
+    const payload = encodeMessages({ timeMs: this.clock.wallNowMs() }, batch.map((s) => s.message), (batch[0] as QueuedSend).half);
     this.raft.propose(payload).then(
       ({ result }) => {
         if (result.kind !== 'messages') {
@@ -360,7 +398,8 @@ export class BrokerService {
           const recallHandle = outcome.delayed === undefined ? '' : formatRecallHandle({
             brokerGroup: this.options.brokerGroup, topic: send.message.topic, messageId: send.message.messageId, ...outcome.delayed,
           });
-          send.resolve({ messageId: send.message.messageId, queueId: outcome.queueId, offset: outcome.offset, recallHandle });
+          const transactionId = outcome.half === undefined ? '' : formatTransactionId({ brokerGroup: this.options.brokerGroup, ...outcome.half });
+          send.resolve({ messageId: send.message.messageId, queueId: outcome.queueId, offset: outcome.offset, recallHandle, transactionId });
         });
       },
       (error: ProposalError) => {
@@ -451,6 +490,20 @@ export class BrokerService {
     return handle.messageId;
   }
 
+  /**
+   * EndTransaction: commits (the message becomes visible) or rolls back the transaction `id`
+   * names, sent with `messageId`. Repeating the same end is answered OK; ending an unknown
+   * transaction, or one that ended the other way, is INVALID_TRANSACTION_ID.
+   */
+  async endTransaction(topic: string, id: TransactionId, messageId: string, commit: boolean): Promise<void> {
+    if (id.brokerGroup !== this.options.brokerGroup) {
+      throw new BrokerError('INVALID_TRANSACTION_ID', `the transaction id belongs to broker group ${id.brokerGroup}, not ${this.options.brokerGroup}`);
+    }
+    this.requireTopic(topic);
+    const outcome = await this.command({ op: 'txn.end', topic, logIndex: id.logIndex, position: id.position, messageId, commit });
+    if (outcome.kind === 'error') throw new BrokerError(outcome.code === 'topic-not-found' ? 'TOPIC_NOT_FOUND' : outcome.code === 'bad-request' ? 'BAD_REQUEST' : 'INVALID_TRANSACTION_ID', outcome.message);
+  }
+
   private handleRef(group: string, handle: ReceiptHandle): HandleRef {
     if (handle.brokerGroup !== this.options.brokerGroup) {
       throw new BrokerError('INVALID_RECEIPT_HANDLE', `the receipt handle belongs to broker group ${handle.brokerGroup}, not ${this.options.brokerGroup}`);
@@ -461,7 +514,9 @@ export class BrokerService {
   private async handleCommand(command: BrokerCommand): Promise<CommandOutcome> {
     const outcome = await this.command(command);
     if (outcome.kind === 'error') {
-      const code = ({ 'invalid-handle': 'INVALID_RECEIPT_HANDLE', 'topic-not-found': 'TOPIC_NOT_FOUND', 'not-pending': 'NOT_FOUND', 'bad-request': 'BAD_REQUEST' } as const)[outcome.code];
+      const code = ({
+        'invalid-handle': 'INVALID_RECEIPT_HANDLE', 'topic-not-found': 'TOPIC_NOT_FOUND', 'not-pending': 'NOT_FOUND', 'bad-request': 'BAD_REQUEST', 'already-ended': 'INVALID_TRANSACTION_ID',
+      } as const)[outcome.code];
       throw new BrokerError(code, outcome.message);
     }
     return outcome;
@@ -472,7 +527,8 @@ export class BrokerService {
     for (const delivery of deliveries) {
       const message = await this.messageAt(delivery.logIndex, delivery.position);
       out.push({
-        message, topic: delivery.topic, queueId: delivery.queueId, offset: delivery.offset, attempt: delivery.attempt,
+        message, transactionId: this.transactionIdOf(message, delivery.logIndex, delivery.position),
+        topic: delivery.topic, queueId: delivery.queueId, offset: delivery.offset, attempt: delivery.attempt,
         storeTimeMs: delivery.storeTimeMs,
         receiptHandle: formatReceiptHandle({ brokerGroup: this.options.brokerGroup, topic: delivery.topic, queueId: delivery.queueId, offset: delivery.offset, seq: delivery.seq }),
         invisibleUntilMs: delivery.deadlineMs,
@@ -504,7 +560,10 @@ export class BrokerService {
         const released = queue.logIndexAt(offset) < this.state.retainedFrom && !queue.isDelayedAt(offset);
         if (!released && filterMatches(request.filter.tags, this.state.tagName(queue.tagIdAt(offset)))) {
           const message = await this.messageAt(queue.logIndexAt(offset), queue.positionAt(offset));
-          if (sqlMatches(request.filter, message)) messages.push({ message, topic: request.topic, queueId: request.queueId, offset, storeTimeMs: queue.storeTimeAt(offset) });
+          if (sqlMatches(request.filter, message)) {
+            const transactionId = this.transactionIdOf(message, queue.logIndexAt(offset), queue.positionAt(offset));
+            messages.push({ message, transactionId, topic: request.topic, queueId: request.queueId, offset, storeTimeMs: queue.storeTimeAt(offset) });
+          }
         }
         offset++;
       }
@@ -613,6 +672,10 @@ export class BrokerService {
     return new BrokerError('INTERNAL_SERVER_ERROR', error.message ?? String(error), false);
   }
 
+  private transactionIdOf(message: StoredMessage, logIndex: number, position: number): string {
+    return message.transactional === true ? formatTransactionId({ brokerGroup: this.options.brokerGroup, logIndex, position }) : '';
+  }
+
   async messageAt(logIndex: number, position: number): Promise<StoredMessage> {
     let payload = this.payloadCache.get(logIndex);
     if (payload === undefined) {
@@ -674,6 +737,23 @@ export class BrokerService {
     }
   }
 
+  // ---- transactions: the leader's check-back rounds --------------------------------------------
+
+  private async checkTransactions(): Promise<void> {
+    if (this.closed || this.checking || this.raft.role !== 'leader' || this.machine.lastAppliedTerm !== this.raft.term) return;
+    const policy = this.options.transactionCheck;
+    const nowMs = Math.floor(this.clock.wallNowMs());
+    if (!this.state.transactionCheckDue(nowMs, policy)) return;
+    this.checking = true;
+    try {
+      await this.command({ op: 'txn.check', throughMs: nowMs, policy });
+    } catch {
+      // Not the leader any more, or the outcome is unknown: whoever leads checks again.
+    } finally {
+      this.checking = false;
+    }
+  }
+
   private async runLeaderServices(): Promise<void> {
     if (this.closed || this.raft.role !== 'leader' || this.machine.lastAppliedTerm !== this.raft.term) return;
     const now = this.clock.nowMs();
@@ -694,6 +774,7 @@ function sendFailure(outcome: SendOutcome, message: MessageInput): BrokerError {
     case 'not-writable': return new BrokerError('FORBIDDEN', `topic ${message.topic} is not writable`);
     case 'bad-queue': return new BrokerError('BAD_REQUEST', `topic ${message.topic} has no queue ${message.queueId}`);
     case 'illegal-delivery-time': return new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${message.deliveryTimeMs ?? 0} is more than the maximum delay after the entry that stores it`);
+    case 'too-many-transactions': return new BrokerError('TOO_MANY_REQUESTS', `too many open transactions in this broker group; end some (commit or roll back) and send again`);
     case 'ok': return new BrokerError('INTERNAL_SERVER_ERROR', 'not a failure');
   }
 }

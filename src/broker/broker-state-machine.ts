@@ -8,11 +8,16 @@
  * (`queueRecords`, `dedupRecords`, `timers`), a snapshot records how far each queue's files,
  * the dedup ring and the timer log reach, synced before it is taken; one sent to another node
  * carries the records (snapshotWithRecords).
+ *
+ * Transaction check-backs are applied on every node alike, and every node tells its
+ * `onTransactionChecks` listeners: the node holding a producer's Telemetry stream asks it.
  */
 import { InvariantViolation } from '../util/assert.js';
 import { EntryKind, type Entry } from '../raft/types.js';
 import type { SnapshotMeta, StateMachine } from '../raft/node/ports.js';
-import { BrokerState, defaultBrokerStateLimits, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type SendOutcome } from './core/broker-state.js';
+import {
+  BrokerState, defaultBrokerStateLimits, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type SendOutcome, type TransactionCheck,
+} from './core/broker-state.js';
 import { memoryQueueRecordStore, QueueRecordsError, type QueueRecordStore } from './core/consume-queue.js';
 import { DedupRecordsError, memoryDedupRecordStore, type DedupRecordStore } from './core/dedup-window.js';
 import { snapshotHasRecords } from './core/state-snapshot.js';
@@ -28,11 +33,18 @@ export type ApplyResult =
 
 const none: ApplyResult = { kind: 'none' };
 
+/** One applied check-back round: the transactions to ask about, and those rolled back after their last check. */
+export interface TransactionCheckRound {
+  readonly checks: readonly TransactionCheck[];
+  readonly expired: readonly TransactionCheck[];
+}
+
 export class BrokerStateMachine implements StateMachine<ApplyResult> {
   private stateValue: BrokerState;
   private lastApplied = 0;
   private lastAppliedTermValue = 0;
   private readonly listeners = new Set<(topics: ReadonlySet<string>) => void>();
+  private readonly checkListeners = new Set<(round: TransactionCheckRound, entryTimeMs: number) => void>();
 
   constructor(
     private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
@@ -61,6 +73,15 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
   onApplied(listener: (topics: ReadonlySet<string>) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Called for every applied check-back round that asks about a transaction or rolls one back,
+   * with the entry's time (a node replaying old entries at start-up sees old times).
+   */
+  onTransactionChecks(listener: (round: TransactionCheckRound, entryTimeMs: number) => void): () => void {
+    this.checkListeners.add(listener);
+    return () => this.checkListeners.delete(listener);
   }
 
   apply(entries: readonly Entry[]): ApplyResult[] {
@@ -119,13 +140,15 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
       if (isMessagesKind(header.kind)) {
         const routing = readRouting(entry.payload);
         for (const message of routing) touched.add(message.topic);
-        return { kind: 'messages', outcomes: this.stateValue.applyMessages(entry.index, timeMs, routing) };
+        return { kind: 'messages', outcomes: this.stateValue.applyMessages(entry.index, timeMs, routing, header.kind === PayloadKind.HalfMessages) };
       }
       if (header.kind === PayloadKind.Command) {
         const command = readCommand(entry.payload) as BrokerCommand;
         if (command.op === 'invisible' || command.op === 'release' || command.op === 'offset.reset' || command.op === 'topic.put' || command.op === 'retention') touched.add('*');
         const outcome = this.stateValue.applyCommand(entry.index, timeMs, command);
         if (outcome.kind === 'fired') for (const topic of outcome.topics) touched.add(topic);
+        if (outcome.kind === 'txn-ended' && outcome.stored) touched.add(outcome.topic);
+        if (outcome.kind === 'txn-checked' && outcome.checks.length + outcome.expired.length > 0) for (const listener of this.checkListeners) listener(outcome, timeMs);
         return { kind: 'command', outcome };
       }
       return { kind: 'malformed', message: `unknown broker payload kind ${String(header.kind)}` };

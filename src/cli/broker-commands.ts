@@ -38,6 +38,17 @@ interface BrokerFlags {
   namesrv: string; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number; registerIntervalMs: number;
   retentionHours: number; retentionBytes: number | undefined; retentionDiskPercent: number; retentionIntervalMs: number;
   timerMaxDelayMs: number;
+  txnCheckAfterMs: number; txnCheckIntervalMs: number; txnChecksMax: number;
+}
+
+/** "500ms,10s,1m,2h" → milliseconds. */
+function durationList(name: string): (value: string) => number[] {
+  const units: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+  return (value) => value.split(',').map((part) => {
+    const match = /^\s*(\d+)(ms|s|m|h)?\s*$/.exec(part);
+    if (match === null) throw new InvalidArgumentError(`${name}: ${JSON.stringify(part)} is not a duration like 500ms, 10s, 1m or 2h`);
+    return Number(match[1]) * (units[match[2] ?? 'ms'] as number);
+  });
 }
 
 function positiveNumber(name: string, max = Infinity): (value: string) => number {
@@ -60,6 +71,9 @@ export function brokerCommand(): Command {
     .option('--retention-bytes <n>', 'delete the oldest segments while the log is larger than this (default: no size limit)', integer('--retention-bytes', 1))
     .option('--retention-disk-percent <p>', 'delete the oldest segments while the data disk is fuller than this', positiveNumber('--retention-disk-percent', 100), defaultBrokerNodeSettings.retention.diskUsedRatioMax * 100)
     .option('--timer-max-delay-ms <ms>', 'longest delay of a delayed or scheduled message (RocketMQ timerMaxDelaySec; longer ones are refused with ILLEGAL_DELIVERY_TIME). Must be the same on every node of the broker group: apply refuses longer delays, so nodes set differently would store different messages', integer('--timer-max-delay-ms', 1_000), defaultBrokerNodeSettings.timerMaxDelayMs)
+    .option('--txn-check-after-ms <ms>', 'ask the producer about a transaction left open this long after its half message was stored (RocketMQ transactionTimeOut)', integer('--txn-check-after-ms', 0), defaultBrokerNodeSettings.transactionCheck.checkAfterMs)
+    .option('--txn-check-interval-ms <ms>', 'ask again this often while it stays open', integer('--txn-check-interval-ms', 1), defaultBrokerNodeSettings.transactionCheck.checkIntervalMs)
+    .option('--txn-checks-max <n>', 'after this many unanswered check-backs, roll the transaction back and log it (RocketMQ transactionCheckMax)', integer('--txn-checks-max', 0), defaultBrokerNodeSettings.transactionCheck.checksMax)
     // Hidden: how often the leader's retention service runs (tests shorten it).
     .addOption(new Option('--retention-interval-ms <ms>', 'retention check period').argParser(integer('--retention-interval-ms', 10)).default(defaultBrokerNodeSettings.retentionIntervalMs).hideHelp())
     .action(async (options: RaftNodeOptions & BrokerFlags) => {
@@ -69,6 +83,7 @@ export function brokerCommand(): Command {
         maxBodyBytes: options.maxBodyBytes, registerIntervalMs: options.registerIntervalMs, retentionIntervalMs: options.retentionIntervalMs,
         retention: { maxAgeMs: options.retentionHours * 3_600_000, logBytesMax: options.retentionBytes ?? Infinity, diskUsedRatioMax: options.retentionDiskPercent / 100 },
         timerMaxDelayMs: options.timerMaxDelayMs,
+        transactionCheck: { checkAfterMs: options.txnCheckAfterMs, checkIntervalMs: options.txnCheckIntervalMs, checksMax: options.txnChecksMax },
       };
       const node = await BrokerNode.start(config, exitOnFatal(`raftmq broker ${config.nodeId}`));
       // The broker's queue, dedup and timer files are cut with the log: they are derived, synced before each snapshot.
@@ -95,10 +110,10 @@ export function topicCommand(): Command {
     .option('--write-queues <n>', 'writable queues per broker group', integer('--write-queues', 1))
     .option('--queues <n>', 'read and write queues per broker group', integer('--queues', 1))
     .addOption(new Option('--perm <perm>', 'permissions').choices(['rw', 'r', 'w', 'none']))
-    .addOption(new Option('--type <type>', 'message type (DELAY: delayed and scheduled messages only; MIXED: all)').choices(['NORMAL', 'FIFO', 'DELAY', 'MIXED']))
+    .addOption(new Option('--type <type>', 'message type (DELAY: delayed and scheduled messages only; TRANSACTION: transactional messages only; MIXED: all)').choices(['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION', 'MIXED']))
     .option('--broker-group <name>', 'only this broker group')
     .addOption(namesrvOption());
-  type SettingsOptions = { readQueues?: number; writeQueues?: number; queues?: number; perm?: string; type?: 'NORMAL' | 'FIFO' | 'DELAY' | 'MIXED'; brokerGroup?: string; namesrv: string };
+  type SettingsOptions = { readQueues?: number; writeQueues?: number; queues?: number; perm?: string; type?: 'NORMAL' | 'FIFO' | 'DELAY' | 'TRANSACTION' | 'MIXED'; brokerGroup?: string; namesrv: string };
   const toSettings = (o: SettingsOptions) => ({
     ...(o.readQueues ?? o.queues) === undefined ? {} : { readQueues: (o.readQueues ?? o.queues) as number },
     ...(o.writeQueues ?? o.queues) === undefined ? {} : { writeQueues: (o.writeQueues ?? o.queues) as number },
@@ -153,9 +168,10 @@ export function groupCommand(): Command {
   group.command('create <name>').description('create or update a consumer group')
     .option('--max-delivery-attempts <n>', 'deliveries before a message moves to %DLQ%<group>', integer('--max-delivery-attempts', 1), 17)
     .option('--fifo', 'deliver each queue in order, one message (or batch) at a time', false)
+    .option('--retry-backoff <list>', 'how long a message a push consumer failed waits, by attempt, comma separated (e.g. 5s,30s,2m; the last repeats; default RocketMQ\'s levels 10s,30s,1m,2m … 1h,2h)', durationList('--retry-backoff'))
     .addOption(namesrvOption())
-    .action(async (name: string, o: { maxDeliveryAttempts: number; fifo: boolean; namesrv: string }) => withAdmin(o.namesrv, async (admin) => {
-      await admin.createGroup(name, { maxDeliveryAttempts: o.maxDeliveryAttempts, fifo: o.fifo });
+    .action(async (name: string, o: { maxDeliveryAttempts: number; fifo: boolean; retryBackoff?: number[]; namesrv: string }) => withAdmin(o.namesrv, async (admin) => {
+      await admin.createGroup(name, { maxDeliveryAttempts: o.maxDeliveryAttempts, fifo: o.fifo, ...(o.retryBackoff === undefined ? {} : { retryBackoffMs: o.retryBackoff }) });
       console.log(`group ${name} saved`);
     }));
   group.command('reset-offset <name>').description('move the group\'s offsets on a topic back (or forward) to a time')

@@ -18,7 +18,7 @@ export interface TopicSettings {
   readonly writeQueues?: number;
   /** 6 read+write, 4 read only, 2 write only, 0 none. */
   readonly perm?: number;
-  readonly messageType?: 'NORMAL' | 'FIFO' | 'DELAY' | 'MIXED';
+  readonly messageType?: 'NORMAL' | 'FIFO' | 'DELAY' | 'TRANSACTION' | 'MIXED';
 }
 
 export interface TopicInfo {
@@ -35,6 +35,8 @@ export interface GroupInfo {
   readonly brokerGroup: string;
   readonly name: string;
   readonly maxDeliveryAttempts: number;
+  /** Empty: RocketMQ's levels. */
+  readonly retryBackoffMs: readonly number[];
   readonly fifo: boolean;
   readonly members: readonly string[];
   readonly queues: ReadonlyArray<{ topic: string; queueId: number; offset: number; maxOffset: number; inFlight: number; expired: number }>;
@@ -175,8 +177,9 @@ export class Admin {
     return out;
   }
 
-  async createGroup(name: string, settings: { maxDeliveryAttempts?: number; fifo?: boolean } = {}, brokerGroup?: string): Promise<void> {
-    const config = { name, maxDeliveryAttempts: settings.maxDeliveryAttempts ?? 17, fifo: settings.fifo ?? false };
+  /** `retryBackoffMs`: the push retry back-off by attempt (absent: RocketMQ's levels 10 s, 30 s, 1 m …). */
+  async createGroup(name: string, settings: { maxDeliveryAttempts?: number; fifo?: boolean; retryBackoffMs?: readonly number[] } = {}, brokerGroup?: string): Promise<void> {
+    const config = { name, maxDeliveryAttempts: settings.maxDeliveryAttempts ?? 17, fifo: settings.fifo ?? false, retryBackoffMs: settings.retryBackoffMs ?? [] };
     for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'PutGroup', { config });
   }
 
@@ -187,6 +190,7 @@ export class Admin {
       for (const g of response.groups ?? []) {
         out.push({
           brokerGroup: group, name: g.config.name, maxDeliveryAttempts: g.config.maxDeliveryAttempts, fifo: g.config.fifo, members: g.members ?? [],
+          retryBackoffMs: (g.config.retryBackoffMs ?? []).map(Number),
           queues: (g.queues ?? []).map((q: any) => ({ topic: q.topic, queueId: q.queueId, offset: Number(q.offset), maxOffset: Number(q.maxOffset), inFlight: Number(q.inFlight), expired: Number(q.expired ?? 0) })),
         });
       }

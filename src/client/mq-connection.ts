@@ -152,6 +152,11 @@ export class MQConnection {
     return channel;
   }
 
+  /** A Telemetry stream to one node (any node of a group serves it). */
+  telemetry(address: string): grpc.ClientDuplexStream<any, any> {
+    return this.channel(address).Telemetry(this.metadata());
+  }
+
   metadata(): grpc.Metadata {
     const metadata = new grpc.Metadata();
     metadata.set('x-mq-client-id', this.clientId);

@@ -11,9 +11,15 @@
  * Delayed and scheduled messages (F8): `delayLevel` (RocketMQ's 18 levels, 1 s to 2 h) or an
  * absolute `deliveryTimeMs`; the topic must accept DELAY messages (type DELAY or MIXED). The
  * receipt's `recallHandle` cancels a pending one with `recallMessage`.
+ *
+ * Transactions (F9): `beginTransaction()`, then the transaction's `send` and `commit` or
+ * `rollback` (transaction.ts); a `transactionChecker` answers the broker's check-backs for
+ * transactions left open, on streams `start(topics)` opens (name the topics you send
+ * transactional messages to). The topic must accept TRANSACTION messages (TRANSACTION or MIXED).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions, type GroupRoute, type TopicRoute } from './mq-connection.js';
+import { endTransaction, Transaction, TransactionCheckStreams, type TransactionalReceipt, type TransactionChecker, type TransactionResolution } from './transaction.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -59,6 +65,10 @@ export interface ProducerOptions extends ConnectionOptions {
   readonly coalesceMax?: number;
   /** Bodies of one `sendBatch`, in total (default 32 MiB, the broker's own per-request limit). */
   readonly batchBodyBytesMax?: number;
+  /** Answers the broker's check-backs of transactions this producer's application left open (see transaction.ts). */
+  readonly transactionChecker?: TransactionChecker;
+  /** Errors of the check-back side (a checker that threw, an answer that failed); default: ignored. */
+  readonly onCheckError?: (error: Error) => void;
 }
 
 interface Target {
@@ -73,7 +83,7 @@ const movableLeaderWaitMs = 1_000;
 
 interface Pending {
   readonly message: any;
-  readonly resolve: (result: { offset: number; recallHandle: string }) => void;
+  readonly resolve: (result: { offset: number; recallHandle: string; transactionId: string }) => void;
   readonly reject: (error: MQClientError) => void;
 }
 
@@ -106,6 +116,9 @@ export class Producer {
   private readonly avoidUntil = new Map<string, number>();
   private readonly roundRobin = new Map<string, number>();
   private readonly outgoing = new Map<string, Pending[]>();
+  private readonly checkerOption: TransactionChecker | undefined;
+  private readonly onCheckError: (error: Error) => void;
+  private checkStreams: TransactionCheckStreams | undefined;
 
   constructor(options: ProducerOptions) {
     this.connection = new MQConnection(options);
@@ -114,21 +127,46 @@ export class Producer {
     this.faultAvoidanceMs = options.faultAvoidanceMs ?? 30_000;
     this.coalesceMax = options.coalesceMax ?? 256;
     this.batchBodyBytesMax = options.batchBodyBytesMax ?? 32 * 1024 * 1024;
+    this.checkerOption = options.transactionChecker;
+    this.onCheckError = options.onCheckError ?? (() => undefined);
   }
 
-  /** Fetches routes for `topics` now so the first send does not pay for it. */
+  /**
+   * Fetches routes for `topics` now so the first send does not pay for it; with a
+   * transactionChecker, opens the check-back streams of these topics' broker groups.
+   */
   async start(topics: readonly string[] = []): Promise<void> {
     for (const topic of topics) await this.connection.requireRoutes(topic);
+    if (this.checkerOption !== undefined && topics.length > 0 && this.checkStreams === undefined) {
+      this.checkStreams = new TransactionCheckStreams(this.connection, topics, this.checkerOption, this.onCheckError);
+      await this.checkStreams.start();
+    }
   }
 
   shutdown(): void {
+    this.checkStreams?.close();
     this.connection.close();
   }
 
-  async send(message: Message, options: { selector?: QueueSelector; messageId?: string } = {}): Promise<SendReceipt> {
+  /** A new transaction: its `send` stores half messages, its `commit` or `rollback` ends them. */
+  beginTransaction(): Transaction {
+    return new Transaction(
+      async (message) => (await this.sendOne(message, {}, true)) as TransactionalReceipt,
+      (receipt, resolution: TransactionResolution) => endTransaction(this.connection, receipt, resolution, 'SOURCE_CLIENT', this.sendTimeoutMs),
+    );
+  }
+
+  send(message: Message, options: { selector?: QueueSelector; messageId?: string } = {}): Promise<SendReceipt> {
+    return this.sendOne(message, options, false);
+  }
+
+  private async sendOne(message: Message, options: { selector?: QueueSelector; messageId?: string }, transactional: boolean): Promise<SendReceipt | TransactionalReceipt> {
     const messageId = options.messageId ?? newMessageId();
     // Fixed once: every retry asks for the same delivery time.
     const deliveryTimeMs = deliveryTimeOf(message);
+    if (transactional && (deliveryTimeMs !== 0 || message.shardingKey !== undefined)) {
+      throw new MQClientError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a transactional message cannot be delayed or have a sharding key', true);
+    }
     const deadline = Date.now() + this.sendTimeoutMs;
     let unknownCause: MQClientError | undefined;
     let lastError: MQClientError | undefined;
@@ -145,9 +183,10 @@ export class Producer {
         // of the attempt (at most 1 s) before the send moves on; alone, it gets all of it.
         const elsewhere = unknownCause === undefined && target.movable && (await this.groupCount(message.topic)) > 1;
         const leaderWaitMs = elsewhere ? Math.min(attemptMs / 3, movableLeaderWaitMs) : attemptMs;
-        const { offset, recallHandle } = await this.enqueue(target.group, toV2(message, messageId, target.queueId, deliveryTimeMs), attemptMs, leaderWaitMs);
+        const { offset, recallHandle, transactionId } = await this.enqueue(target.group, toV2(message, messageId, target.queueId, deliveryTimeMs, transactional), attemptMs, leaderWaitMs);
         this.avoidUntil.delete(target.group);
-        return { messageId, topic: message.topic, brokerGroup: target.group, queueId: target.queueId, offset, recallHandle };
+        const receipt = { messageId, topic: message.topic, brokerGroup: target.group, queueId: target.queueId, offset, recallHandle };
+        return transactional ? { ...receipt, transactionId } : receipt;
       } catch (error) {
         const failure = error instanceof MQClientError ? error : new MQClientError('UNKNOWN', String(error), false);
         lastError = failure;
@@ -233,7 +272,7 @@ export class Producer {
   }
 
   /** Queues the message for its group's next SendMessage request (one per event-loop turn). */
-  private enqueue(group: string, message: any, timeoutMs: number, leaderWaitMs: number): Promise<{ offset: number; recallHandle: string }> {
+  private enqueue(group: string, message: any, timeoutMs: number, leaderWaitMs: number): Promise<{ offset: number; recallHandle: string; transactionId: string }> {
     return new Promise((resolve, reject) => {
       let queue = this.outgoing.get(group);
       if (queue === undefined) {
@@ -255,7 +294,7 @@ export class Producer {
         batch.forEach((pending, j) => {
           const entry = entries[j];
           if (entry === undefined) pending.reject(statusError('send', response.status ?? { code: 'INTERNAL_SERVER_ERROR', message: 'no result entry' }));
-          else if (entry.status?.code === 'OK') pending.resolve({ offset: Number(entry.offset), recallHandle: String(entry.recallHandle ?? '') });
+          else if (entry.status?.code === 'OK') pending.resolve({ offset: Number(entry.offset), recallHandle: String(entry.recallHandle ?? ''), transactionId: String(entry.transactionId ?? '') });
           else pending.reject(statusError('send', entry.status));
         });
       }, (error: MQClientError) => { for (const pending of batch) pending.reject(error); });
@@ -291,10 +330,11 @@ function deliveryTimeOf(message: Message): number {
   return at;
 }
 
-function toV2(message: Message, messageId: string, queueId: number, deliveryTimeMs: number): any {
+function toV2(message: Message, messageId: string, queueId: number, deliveryTimeMs: number, transactional = false): any {
   const now = Date.now();
   const system: Record<string, unknown> = {
-    keys: message.keys ?? [], messageId, bodyEncoding: 'IDENTITY', messageType: message.shardingKey !== undefined ? 'FIFO' : deliveryTimeMs !== 0 ? 'DELAY' : 'NORMAL',
+    keys: message.keys ?? [], messageId, bodyEncoding: 'IDENTITY',
+    messageType: transactional ? 'TRANSACTION' : message.shardingKey !== undefined ? 'FIFO' : deliveryTimeMs !== 0 ? 'DELAY' : 'NORMAL',
     bornTimestamp: { seconds: Math.floor(now / 1000), nanos: (now % 1000) * 1e6 }, bornHost: process.env.HOSTNAME ?? '', queueId,
   };
   if (message.tag !== undefined) system.tag = message.tag;

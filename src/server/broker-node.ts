@@ -23,6 +23,8 @@ import { QueueFileStore } from './consume-queue-files.js';
 import { DedupFileStore } from './dedup-files.js';
 import { TimerFileStore } from './timer-files.js';
 import { Forwarder } from './forwarder.js';
+import { TransactionChecks } from './transaction-checks.js';
+import { checkPolicyProblem, defaultTransactionCheckPolicy, type TransactionCheckPolicy } from '../broker/core/transactions.js';
 import { brokerMessagingHandlers } from './messaging-service.js';
 import { NameServerRegistrar } from './namesrv-registrar.js';
 import { RaftGroupNode, type RaftGroupNodeConfig } from './raft-group-node.js';
@@ -47,6 +49,8 @@ export interface BrokerNodeConfig extends RaftGroupNodeConfig {
    * every node of a group must have the same value (or they would store different messages).
    */
   readonly timerMaxDelayMs: number;
+  /** Transaction check-backs (F9): first after, then every, then rolled back after the last (used by whichever node leads). */
+  readonly transactionCheck: TransactionCheckPolicy;
 }
 
 export const defaultBrokerNodeSettings = {
@@ -58,6 +62,7 @@ export const defaultBrokerNodeSettings = {
   retention: defaultRetentionSettings,
   retentionIntervalMs: 10_000,
   timerMaxDelayMs: timerStoreLimitsDefault.maxDelayMs,
+  transactionCheck: defaultTransactionCheckPolicy,
 } as const;
 
 export class BrokerNode {
@@ -71,6 +76,7 @@ export class BrokerNode {
     private readonly queueFiles: QueueFileStore,
     private readonly dedupFiles: DedupFileStore,
     private readonly timerFiles: TimerFileStore,
+    private readonly transactionChecks: TransactionChecks,
   ) {}
 
   /**
@@ -89,6 +95,8 @@ export class BrokerNode {
     const retentionProblem = retentionSettingsProblem(config.retention);
     if (retentionProblem !== undefined) throw new Error(retentionProblem);
     if (!Number.isSafeInteger(config.timerMaxDelayMs) || config.timerMaxDelayMs < 1_000) throw new Error(`timerMaxDelayMs must be a whole number of milliseconds ≥ 1000, not ${config.timerMaxDelayMs}`);
+    const checkProblem = checkPolicyProblem(config.transactionCheck);
+    if (checkProblem !== undefined) throw new Error(checkProblem);
     // Consume-queue, dedup and timer records in files, so memory does not grow with the
     // retained messages, the dedup window or the pending delayed messages.
     const queueFiles = new QueueFileStore({ dir: path.join(config.dataDir, 'queues'), powerLossTestMode: config.powerLossTestMode });
@@ -100,7 +108,7 @@ export class BrokerNode {
     const forwarder = new Forwarder(config.holdMs);
     // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
     const peers = new RaftNodeClient(config.members.map((m) => m.address));
-    const ref: { service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService } = {};
+    const ref: { service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService; checks?: TransactionChecks } = {};
     const raft = await RaftGroupNode.start(config, onFatal, {
       stateMachine: machine,
       snapshotForPeer: (data) => machine.snapshotWithRecords(data),
@@ -117,6 +125,7 @@ export class BrokerNode {
         const options: BrokerServiceOptions = {
           ...defaultBrokerServiceOptions, brokerGroup: config.groupId, autoCreateTopics: config.autoCreateTopics,
           autoCreateGroups: config.autoCreateGroups, maxBodyBytes: config.maxBodyBytes, readReadyWaitMs: config.holdMs,
+          transactionCheck: config.transactionCheck,
         };
         const raftPort: RaftPort = {
           propose: (payload) => node.propose(payload),
@@ -139,8 +148,10 @@ export class BrokerNode {
           clock: systemClock, logger,
         });
         const selfAddress = config.members.find((m) => m.id === config.nodeId)?.address ?? '';
+        const transactionChecks = new TransactionChecks(service, config.groupId, selfAddress, logger);
+        ref.checks = transactionChecks;
         const messaging = brokerMessagingHandlers({
-          brokerGroup: config.groupId, selfAddress, service, forwarder, logger,
+          brokerGroup: config.groupId, selfAddress, service, forwarder, logger, transactionChecks,
           isLeader: () => node.role === 'leader', leaderAddress,
         });
         return [[messagingServiceDefinition, messaging], [adminDefinition, adminHandlers(service, () => node.role === 'leader', leaderAddress)]];
@@ -163,13 +174,14 @@ export class BrokerNode {
     }, raft.logger);
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles, dedupFiles, timerFiles);
+    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles, dedupFiles, timerFiles, ref.checks as TransactionChecks);
   }
 
   async close(): Promise<void> {
     this.registrar.close();
     this.retention.close();
     this.peers.close();
+    this.transactionChecks.close();
     this.service.close();
     this.forwarder.close();
     await this.raft.close();
@@ -218,7 +230,11 @@ function adminHandlers(service: BrokerService, isLeader: () => boolean, leaderAd
       topics: service.state.topicList().map((config) => ({ config, maxOffsets: service.state.maxOffsets(config.name) })),
     }), (result) => ({ result, topics: [] })),
     PutGroup: unary(async (request) => {
-      const config: GroupConfig = { name: String(request.config?.name ?? ''), maxDeliveryAttempts: Number(request.config?.maxDeliveryAttempts ?? 0), fifo: request.config?.fifo === true };
+      const levels: number[] = (request.config?.retryBackoffMs ?? []).map(Number);
+      const config: GroupConfig = {
+        name: String(request.config?.name ?? ''), maxDeliveryAttempts: Number(request.config?.maxDeliveryAttempts ?? 0), fifo: request.config?.fifo === true,
+        ...(levels.length === 0 ? {} : { retryBackoffMs: levels }),
+      };
       await service.putGroup(config);
       return ok;
     }),

@@ -25,13 +25,15 @@ export class HoldExpiredError extends Error {
 const retryPauseMs = 50;
 
 /**
- * Calls that repeating has no further effect on: a send is de-duplicated by its message id,
- * an ack by its receipt handle, the rest only read. Such a call that has no answer yet when
+ * Calls that repeating has no further effect on: a send is de-duplicated by its message id
+ * (a transactional one stores a second half message, which its check-backs end and whose
+ * commit the message id de-duplicates), an ack by its receipt handle, an EndTransaction is
+ * answered alike when repeated, the rest only read. Such a call that has no answer yet when
  * the group's leader changes is also sent to the new leader, and the first leader's answer
  * wins: a leader that stopped answering (paused, cut off) keeps its connections open, so
  * waiting on it would spend the client's whole attempt.
  */
-const repeatableMethods: ReadonlySet<string> = new Set(['SendMessage', 'AckMessage', 'QueryRoute', 'QueryAssignment', 'GetOffset', 'QueryOffset', 'Heartbeat']);
+const repeatableMethods: ReadonlySet<string> = new Set(['SendMessage', 'AckMessage', 'EndTransaction', 'QueryRoute', 'QueryAssignment', 'GetOffset', 'QueryOffset', 'Heartbeat']);
 
 /** True when the response or error means "try the (new) leader", with no effect having happened. */
 function isNotLeaderAnswer(response: any): boolean {

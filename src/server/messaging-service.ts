@@ -10,14 +10,18 @@ import type { BrokerService } from '../broker/broker-service.js';
 import { BrokerError } from '../broker/errors.js';
 import { FilterError } from '../broker/core/filter.js';
 import { parseSubscriptionFilter } from '../broker/core/subscription-filter.js';
-import { acceptedMessageKinds, defaultGroupConfig, defaultTopicConfig, groupNameProblem, permRead, permWrite, topicNameProblem, type TopicConfig } from '../broker/core/names.js';
+import {
+  acceptedMessageKinds, defaultGroupConfig, defaultRetryBackoffMs, defaultTopicConfig, groupNameProblem, permRead, permWrite, topicNameProblem, type GroupConfig, type TopicConfig,
+} from '../broker/core/names.js';
 import { parseRecallHandle } from '../broker/core/recall-handle.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
+import { parseTransactionId } from '../broker/core/transaction-id.js';
 import {
   durationToMs, forwardedHeader, leaderHeader, msToDuration, msToTimestamp, noForwardHeader, okStatus, outcomeHeader, queueSelectedHeader,
-  rebalanceHeader, timestampToMs, type V2Code, type V2Status,
+  rebalanceHeader, timestampToMs, type V2Status,
 } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder } from './forwarder.js';
+import type { TransactionChecks } from './transaction-checks.js';
 import { messageFromV2, messageToV2 } from './v2-messages.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
@@ -31,6 +35,8 @@ export interface BrokerEndpointContext {
   leaderAddress(): string | undefined;
   readonly forwarder: Forwarder;
   readonly logger: Logger;
+  /** The producers this node's Telemetry streams hold, for transaction check-backs. */
+  readonly transactionChecks: TransactionChecks;
 }
 
 const receiveBatchMax = 32;
@@ -79,7 +85,7 @@ export function splitAddress(address: string): [string, number] {
 const settingsEchoDelaysMs = [1_000, 3_000, 7_000, 15_000, 30_000] as const;
 
 /** The Settings a client gets back on Telemetry: its own, completed with the server's values. */
-export function settingsReply(settings: any, group: { maxDeliveryAttempts: number; fifo: boolean } | undefined, maxBodyBytes: number): any {
+export function settingsReply(settings: any, group: GroupConfig | undefined, maxBodyBytes: number): any {
   const reply: any = {
     clientType: settings.clientType, accessPoint: settings.accessPoint, requestTimeout: settings.requestTimeout, userAgent: settings.userAgent,
   };
@@ -87,7 +93,14 @@ export function settingsReply(settings: any, group: { maxDeliveryAttempts: numbe
     reply.backoffPolicy = { maxAttempts: 3, exponentialBackoff: { initial: msToDuration(10), max: msToDuration(1_000), multiplier: 2 } };
     reply.publishing = { topics: settings.publishing.topics ?? [], maxBodySize: maxBodyBytes, validateMessageType: true };
   } else if (settings.subscription !== null && settings.subscription !== undefined) {
-    reply.backoffPolicy = { maxAttempts: group?.maxDeliveryAttempts ?? 17, exponentialBackoff: { initial: msToDuration(1_000), max: msToDuration(60_000), multiplier: 2 } };
+    // The group's retry levels (the broker enforces them on push nacks either way). The Node
+    // client has no customized back-off (it would treat the policy as "no retries"), so it
+    // gets the exponential curve through the first and last level.
+    const levels = group?.retryBackoffMs ?? defaultRetryBackoffMs;
+    const maxAttempts = group?.maxDeliveryAttempts ?? 17;
+    reply.backoffPolicy = settings.userAgent?.language === 'NODE_JS' || settings.userAgent?.language === 'NODEJS'
+      ? { maxAttempts, exponentialBackoff: { initial: msToDuration(levels[0] ?? 0), max: msToDuration(levels[levels.length - 1] ?? 0), multiplier: 2 } }
+      : { maxAttempts, customizedBackoff: { next: levels.map(msToDuration) } };
     reply.subscription = {
       group: settings.subscription.group, subscriptions: settings.subscription.subscriptions ?? [], fifo: group?.fifo ?? false,
       receiveBatchSize: receiveBatchMax, longPollingTimeout: msToDuration(defaultPollMs),
@@ -220,6 +233,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
         service.touchClient(clientId, String(settings.clientType ?? ''), groupName ?? undefined);
         const group = groupName === undefined ? undefined : service.state.group(groupName) ?? defaultGroupConfig(groupName);
         const reply = { status: okStatus, settings: settingsReply(settings, group, service.options.maxBodyBytes) };
+        ctx.transactionChecks.noteSettings(clientId, call, settings);
         call.write(reply);
         for (const afterMs of settingsEchoDelaysMs) {
           const echo = setTimeout(() => {
@@ -232,6 +246,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       const stopEchoes = (): void => {
         for (const echo of echoes) clearTimeout(echo);
         echoes.clear();
+        ctx.transactionChecks.streamClosed(clientId, call);
       };
       call.on('end', () => {
         stopEchoes();
@@ -267,7 +282,9 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
           const { input, kind } = messageFromV2(message, service.options.maxBodyBytes, honourQueueId);
           const [result] = await service.send([input], kind);
           // A delayed message has no offset until it is delivered: 0 (the protocol's offset is never negative).
-          return { status: okStatus, messageId, transactionId: messageId, offset: Math.max(0, result?.offset ?? 0), recallHandle: result?.recallHandle ?? '' };
+          // Apache answers the message id as the transaction id of a message that is not transactional.
+          const transactionId = result?.transactionId || messageId;
+          return { status: okStatus, messageId, transactionId, offset: Math.max(0, result?.offset ?? 0), recallHandle: result?.recallHandle ?? '' };
         } catch (error) {
           return { status: statusOf(error).status, messageId, transactionId: '', offset: 0, recallHandle: '' };
         }
@@ -388,6 +405,19 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       return { status: okStatus, messageId: await service.recall(topic, handle) };
     }, (status) => ({ status, messageId: '' })),
 
-    EndTransaction: unary('EndTransaction', () => Promise.resolve({ status: { code: 'UNSUPPORTED' satisfies V2Code, message: 'transactional messages are not supported yet' } })),
+    EndTransaction: unary('EndTransaction', async (request) => {
+      const topic = String(request.topic?.name ?? '');
+      const problem = topicNameProblem(topic);
+      if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
+      const text = String(request.transactionId ?? '');
+      const id = parseTransactionId(text);
+      if (id === undefined) throw new BrokerError('INVALID_TRANSACTION_ID', `malformed transaction id ${JSON.stringify(text.slice(0, 80))}`);
+      const messageId = String(request.messageId ?? '');
+      if (messageId === '') throw new BrokerError('ILLEGAL_MESSAGE_ID', 'EndTransaction needs the message id of the transaction');
+      const resolution = String(request.resolution ?? '');
+      if (resolution !== 'COMMIT' && resolution !== 'ROLLBACK') throw new BrokerError('BAD_REQUEST', `transaction resolution must be COMMIT or ROLLBACK, not ${JSON.stringify(resolution)}`);
+      await service.endTransaction(topic, id, messageId, resolution === 'COMMIT');
+      return { status: okStatus };
+    }),
   };
 }

@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { parseRecallHandle } from '../broker/core/recall-handle.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
+import { parseTransactionId } from '../broker/core/transaction-id.js';
 import { stableHash } from '../broker/core/broker-state.js';
 import { RouteRegistry, type GroupRoute, type Registration } from '../namesrv/route-registry.js';
 import { loadProtoFile } from '../util/proto-files.js';
@@ -196,7 +197,8 @@ export class NameServerProcess {
       UpdateOffset: forward('UpdateOffset', byQueue),
       GetOffset: forward('GetOffset', byQueue, (status) => ({ status, offset: 0 })),
       QueryOffset: forward('QueryOffset', byQueue, (status) => ({ status, offset: 0 })),
-      EndTransaction: (_call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => callback(null, { status: { code: 'UNSUPPORTED', message: 'transactional messages are not supported yet' } }),
+      // To the group holding the half message (its transaction id names it).
+      EndTransaction: forward('EndTransaction', (request) => parseTransactionId(String(request.transactionId ?? ''))?.brokerGroup ?? this.groupsFor(String(request.topic?.name ?? ''))[0]?.group),
       Telemetry: (call: grpc.ServerDuplexStream<any, any>) => this.proxyTelemetry(call),
     };
   }
@@ -206,17 +208,48 @@ export class NameServerProcess {
    * settings). When that leader goes away, reconnect to the next one and re-send the client's
    * last settings, so the client never sees its stream break (official clients treat a broken
    * stream badly). The client's own end or cancel ends everything.
+   *
+   * Every other group gets a stream too, with the same settings: a transaction check-back
+   * (RecoverOrphanedTransactionCommand) comes from the group that holds the transaction, down
+   * a stream of that group's. Only the first stream's settings answers go to the client (the
+   * groups' answers may differ, and one is what the client asked for).
    */
   private proxyTelemetry(call: grpc.ServerDuplexStream<any, any>): void {
     let upstream: grpc.ClientDuplexStream<any, any> | undefined;
+    let upstreamGroup: string | undefined;
+    const others = new Map<string, grpc.ClientDuplexStream<any, any>>();
     let lastSettings: any;
     const pending: any[] = [];
     let ended = false;
     let connecting = false;
+    const connectOthers = (): void => {
+      if (ended || lastSettings === undefined) return;
+      for (const group of this.registry.groups(Date.now())) {
+        if (group.group === upstreamGroup || others.has(group.group) || group.leader === undefined) continue;
+        const stream = this.forwarder.telemetry(group.leader.address, call.metadata);
+        others.set(group.group, stream);
+        const drop = (): void => {
+          if (others.get(group.group) !== stream) return;
+          others.delete(group.group);
+          stream.cancel();
+        };
+        stream.on('data', (command: any) => {
+          if (!ended && others.get(group.group) === stream && (command?.settings === undefined || command?.settings === null)) call.write(command);
+        });
+        stream.on('error', drop);
+        stream.on('end', drop);
+        stream.write(lastSettings);
+      }
+    };
+    const othersTimer = setInterval(connectOthers, 1_000);
+    othersTimer.unref();
     const finish = (): void => {
       if (ended) return;
       ended = true;
+      clearInterval(othersTimer);
       upstream?.cancel();
+      for (const stream of others.values()) stream.cancel();
+      others.clear();
     };
     const connect = (): void => {
       if (ended || connecting) return;
@@ -230,6 +263,10 @@ export class NameServerProcess {
         }
         const stream = this.forwarder.telemetry(group.leader.address, call.metadata);
         upstream = stream;
+        upstreamGroup = group.group;
+        // This group's own secondary stream, if it had one, is the primary now.
+        others.get(group.group)?.cancel();
+        others.delete(group.group);
         connecting = false;
         const reconnect = (): void => {
           if (upstream !== stream || ended) return;
@@ -249,9 +286,12 @@ export class NameServerProcess {
       if (command?.settings !== undefined && command?.settings !== null) lastSettings = command;
       if (upstream === undefined) pending.push(command);
       else upstream.write(command);
+      for (const stream of others.values()) stream.write(command);
+      connectOthers();
     });
     call.on('end', () => {
       upstream?.end();
+      for (const stream of others.values()) stream.end();
       finish();
       call.end();
     });

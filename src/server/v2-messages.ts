@@ -41,10 +41,11 @@ export function messageFromV2(message: any, maxBodyBytes: number, honourQueueId:
     throw new BrokerError('ILLEGAL_MESSAGE_GROUP', `message group must be 1-63 bytes without control characters`);
   }
   const type = String(system.messageType ?? 'NORMAL');
-  if (type === 'TRANSACTION' || type === 'LITE' || type === 'PRIORITY') {
+  if (type === 'LITE' || type === 'PRIORITY') {
     throw new BrokerError('UNSUPPORTED', `${type} messages are not supported yet`);
   }
   if (type === 'FIFO' && messageGroup === '') throw new BrokerError('ILLEGAL_MESSAGE_GROUP', 'a FIFO message needs a message group');
+  if (type === 'TRANSACTION' && messageGroup !== '') throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a TRANSACTION message cannot have a message group');
   // Delayed and scheduled messages (F8): type DELAY with an absolute delivery timestamp; the broker checks the time itself.
   const deliveryTimeMs = timestampToMs(system.deliveryTimestamp) ?? 0;
   if (type === 'DELAY') {
@@ -69,6 +70,7 @@ export function messageFromV2(message: any, maxBodyBytes: number, honourQueueId:
     bornTimestamp: timestampToMs(system.bornTimestamp) ?? 0, bornHost: String(system.bornHost ?? ''), properties, body,
   };
   if (type === 'DELAY') return { kind: 'DELAY', input: { ...input, deliveryTimeMs } };
+  if (type === 'TRANSACTION') return { kind: 'TRANSACTION', input };
   return { kind: messageGroup !== '' ? 'FIFO' : 'NORMAL', input };
 }
 
@@ -82,12 +84,14 @@ export function messageToV2(delivered: DeliveredMessage | PulledMessage, storeHo
   const userProperties: Record<string, string> = Object.fromEntries(message.properties);
   if (message.messageGroup !== '') userProperties.__SHARDINGKEY = message.messageGroup;
   if (delivered.topic !== message.topic) userProperties.__ORIGIN_TOPIC = message.topic;
+  // Apache RocketMQ's own property: applications (and the official client's tests) read it.
+  if (delivered.transactionId !== '') userProperties.__transactionId__ = delivered.transactionId;
   const system: Record<string, unknown> = {
     keys: message.keys,
     messageId: message.messageId,
     bodyDigest: bodyDigest(message.body),
     bodyEncoding: 'IDENTITY',
-    messageType: message.messageGroup !== '' ? 'FIFO' : message.deliveryTimeMs !== undefined ? 'DELAY' : 'NORMAL',
+    messageType: message.transactional === true ? 'TRANSACTION' : message.messageGroup !== '' ? 'FIFO' : message.deliveryTimeMs !== undefined ? 'DELAY' : 'NORMAL',
     bornTimestamp: msToTimestamp(message.bornTimestamp),
     bornHost: message.bornHost,
     storeTimestamp: msToTimestamp(delivered.storeTimeMs),

@@ -160,8 +160,7 @@ describe('official client upstream tests (apache/rocketmq-clients nodejs/test) a
         }
       }, 45_000);
 
-      // enabled when transactions land (issue 10)
-      it.skip('should send transaction message', async () => {
+      it('should send transaction message', async () => {
         showOutputOnFailure();
         const tag = uniqueTag();
         producer = newProducer({ maxAttempts: 2, checker: { check: async () => TransactionResolution.COMMIT } });

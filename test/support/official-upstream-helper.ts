@@ -28,9 +28,8 @@ export const upstreamTopics = {
 /** The upstream default consumer group (ROCKETMQ_NODEJS_CLIENT_GROUP unset). */
 export const upstreamConsumerGroup = 'nodejs-unittest-group';
 
-// The upstream script gives TopicTestForTransaction `message.type=TRANSACTION`; RaftMQ has no
-// such topic type yet, and MIXED accepts every message type the broker supports.
-const topicTypes: Record<keyof typeof upstreamTopics, string> = { normal: 'NORMAL', fifo: 'FIFO', delay: 'DELAY', transaction: 'MIXED' };
+// As the upstream script creates them (`message.type=…`).
+const topicTypes: Record<keyof typeof upstreamTopics, string> = { normal: 'NORMAL', fifo: 'FIFO', delay: 'DELAY', transaction: 'TRANSACTION' };
 
 export interface UpstreamDev {
   /** The access point: the official client's `endpoints`. */

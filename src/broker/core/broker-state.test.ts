@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BrokerState, type BrokerCommand, type CommandOutcome, type Delivery } from './broker-state.js';
 import { PayloadKind, encodeMessages, isMessagesKind, readHeader, readMessageAt, readRouting, type MessageInput } from './entry-codec.js';
-import { defaultTopicConfig, dlqTopicOf } from './names.js';
+import { defaultRetryBackoffMs, defaultTopicConfig, dlqTopicOf, groupConfigProblem, type GroupConfig } from './names.js';
 
 const message = (topic: string, messageId: string, extra: Partial<MessageInput> = {}): MessageInput => ({
   topic, messageId, tag: '', keys: [], messageGroup: '', queueId: -1, bornTimestamp: 1, bornHost: 'h', properties: {}, body: Buffer.from(messageId), ...extra,
@@ -117,10 +117,37 @@ describe('broker state', () => {
     expect(h.state.groupProgress('g')[0]).toMatchObject({ offset: 1, inFlight: 1 });
   });
 
+  it('backs a nacked push delivery off by RocketMQ\'s retry levels (10 s, 30 s, 1 m …), or the group\'s own, honouring a longer request', () => {
+    const backoffs = (group: GroupConfig, requestedMs: number, rounds: number): number[] => {
+      const h = new Harness();
+      h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), writeQueues: 1, readQueues: 1 } });
+      h.run({ op: 'group.put', config: group });
+      h.send(message('t', 'failing'));
+      const out: number[] = [];
+      for (let round = 0; round < rounds; round++) {
+        const outcome = h.run({ op: 'receive', group: group.name, topic: 't', queueId: -1, tags: null, batch: 1, invisibleMs: 60_000, autoRenew: true, clientId: 'c1' });
+        const d = outcome.kind === 'received' ? outcome.deliveries[0] : undefined;
+        if (d === undefined) throw new Error(`round ${round}: nothing delivered`);
+        const nackedAt = h.timeMs;
+        h.run({ op: 'invisible', group: group.name, topic: d.topic, queueId: d.queueId, offset: d.offset, seq: d.seq, invisibleMs: requestedMs });
+        const deadline = h.state.nextDeadline(group.name, 't') as number;
+        out.push(deadline - nackedAt);
+        h.timeMs = deadline;
+      }
+      return out;
+    };
+    expect(backoffs({ name: 'push', maxDeliveryAttempts: 30, fifo: false }, 7, 4)).toEqual([10_000, 30_000, 60_000, 120_000]);
+    expect(backoffs({ name: 'push', maxDeliveryAttempts: 30, fifo: false }, 45_000, 3)).toEqual([45_000, 45_000, 60_000]);
+    expect(backoffs({ name: 'push', maxDeliveryAttempts: 30, fifo: false, retryBackoffMs: [100, 200] }, 0, 4)).toEqual([100, 200, 200, 200]);
+    expect(defaultRetryBackoffMs.length).toBe(16);
+    expect(groupConfigProblem({ name: 'g', maxDeliveryAttempts: 3, fifo: false, retryBackoffMs: [] })).toMatch(/retry back-off/);
+    expect(groupConfigProblem({ name: 'g', maxDeliveryAttempts: 3, fifo: false, retryBackoffMs: [-1] })).toMatch(/retry back-off/);
+  });
+
   it('stops renewing a push delivery once it is nacked, so it comes back and reaches the DLQ after max attempts', () => {
     const h = new Harness();
     h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), writeQueues: 1, readQueues: 1 } });
-    h.run({ op: 'group.put', config: { name: 'push', maxDeliveryAttempts: 3, fifo: false } });
+    h.run({ op: 'group.put', config: { name: 'push', maxDeliveryAttempts: 3, fifo: false, retryBackoffMs: [1_000] } });
     h.send(message('t', 'failing'));
     const attempts: number[] = [];
     for (let round = 0; round < 6; round++) {

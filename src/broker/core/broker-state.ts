@@ -21,6 +21,14 @@
  * delivered message still held in a queue (`firedRuns`, a few runs per queue), so no held
  * record loses its body; readers skip a record below retainedFrom (a DLQ's reference to a
  * released message) unless it is such a delivered one (ConsumeQueue.isDelayedAt).
+ *
+ * Transactions (F9). A half message (entry kind HalfMessages) opens a transaction in the
+ * transaction table (transactions.ts) with the queue it will go to; `txn.end` COMMIT puts it
+ * there like a fired delayed message (stored at the commit's time, its body pinned by the
+ * fired runs while the queue holds it; a message id the dedup window already holds is not
+ * stored twice), ROLLBACK forgets it; `txn.check` (the leader's) counts a check-back for
+ * every transaction due and rolls back those past the last check. Open transactions pin the
+ * log like pending delayed messages.
  */
 import { assert } from '../../util/assert.js';
 import { DedupWindow, memoryDedupRecordStore, type DedupRecordStore } from './dedup-window.js';
@@ -30,7 +38,10 @@ import { decodeBrokerState, encodeBrokerState, sha256Hex, type FiredRun } from '
 import type { MessageRouting } from './entry-codec.js';
 import { MemoryTimerStore, type TimerRecord, type TimerStore } from './timer-store.js';
 import {
-  defaultGroupConfig, dlqTopicOf, dlqTopicPrefix, permRead, permReadWrite, permWrite, type GroupConfig, type TopicConfig,
+  checkPolicyProblem, defaultTransactionLimits, TransactionTable, type HalfMessage, type TransactionCheckPolicy, type TransactionEnd, type TransactionLimits,
+} from './transactions.js';
+import {
+  defaultGroupConfig, dlqTopicOf, dlqTopicPrefix, permRead, permReadWrite, permWrite, retryBackoffMs, type GroupConfig, type TopicConfig,
 } from './names.js';
 
 export type BrokerCommand =
@@ -54,6 +65,10 @@ export type BrokerCommand =
   | { readonly op: 'timer.fire'; readonly throughMs: number }
   /** RecallMessage: the pending delayed message stored at (logIndex, position), due at dueMs, is never delivered. */
   | { readonly op: 'timer.cancel'; readonly logIndex: number; readonly position: number; readonly dueMs: number }
+  /** EndTransaction: the transaction whose half message is at (logIndex, position), sent with `messageId`, is committed or rolled back. */
+  | { readonly op: 'txn.end'; readonly topic: string; readonly logIndex: number; readonly position: number; readonly messageId: string; readonly commit: boolean }
+  /** Transaction check-back (proposed by the leader): every open transaction due by `throughMs` under `policy` is checked once more, or rolled back after the last check. */
+  | { readonly op: 'txn.check'; readonly throughMs: number; readonly policy: TransactionCheckPolicy }
   /** Changes nothing: a read that waits for it to apply sees everything committed before the read began (a linearizable read through the log). */
   | { readonly op: 'barrier' };
 
@@ -68,13 +83,26 @@ export interface HandleRef {
 }
 
 export interface SendOutcome {
-  readonly code: 'ok' | 'topic-not-found' | 'not-writable' | 'bad-queue' | 'illegal-delivery-time';
+  readonly code: 'ok' | 'topic-not-found' | 'not-writable' | 'bad-queue' | 'illegal-delivery-time' | 'too-many-transactions';
   readonly queueId: number;
   /** -1 for a delayed message (it has no offset until it is delivered). */
   readonly offset: number;
   readonly duplicate: boolean;
   /** A delayed message, pending in the timer store: what names it for a recall. */
   readonly delayed?: { readonly logIndex: number; readonly position: number; readonly dueMs: number };
+  /** A half message: its open transaction, named by where the half is stored. */
+  readonly half?: { readonly logIndex: number; readonly position: number };
+}
+
+/** A transaction a check-back asks about, or one rolled back after its last check. */
+export interface TransactionCheck {
+  readonly logIndex: number;
+  readonly position: number;
+  readonly messageId: string;
+  readonly topic: string;
+  /** Check-backs so far, this one included. */
+  readonly checks: number;
+  readonly storeTimeMs: number;
 }
 
 export interface Delivery {
@@ -91,11 +119,15 @@ export interface Delivery {
 
 export type CommandOutcome =
   | { readonly kind: 'done' }
-  | { readonly kind: 'error'; readonly code: 'topic-not-found' | 'invalid-handle' | 'bad-request' | 'not-pending'; readonly message: string }
+  | { readonly kind: 'error'; readonly code: 'topic-not-found' | 'invalid-handle' | 'bad-request' | 'not-pending' | 'already-ended'; readonly message: string }
   | { readonly kind: 'received'; readonly deliveries: readonly Delivery[]; readonly deadLettered: number }
   | { readonly kind: 'handle'; readonly seq: number }
   /** A timer fire: how many due messages went into their queues (and which topics got them), how many were dropped with their topic. */
-  | { readonly kind: 'fired'; readonly delivered: number; readonly dropped: number; readonly topics: readonly string[] };
+  | { readonly kind: 'fired'; readonly delivered: number; readonly dropped: number; readonly topics: readonly string[] }
+  /** A transaction ended: `stored` when a commit put its message into a queue (false: a rollback, a repeated end, or a message id already stored). */
+  | { readonly kind: 'txn-ended'; readonly topic: string; readonly stored: boolean }
+  /** A check-back round: the transactions to ask about, and those rolled back after their last check. */
+  | { readonly kind: 'txn-checked'; readonly checks: readonly TransactionCheck[]; readonly expired: readonly TransactionCheck[] };
 
 interface InFlight {
   attempt: number;
@@ -153,9 +185,11 @@ interface TopicState {
   roundRobin: number;
 }
 
+/** Limits that change what apply does: the same on every node of a group. */
 export interface BrokerStateLimits {
   readonly dedupWindowMs: number;
   readonly dedupEntriesMax: number;
+  readonly transactions?: TransactionLimits;
 }
 
 export const defaultBrokerStateLimits: BrokerStateLimits = { dedupWindowMs: 10 * 60_000, dedupEntriesMax: 1_000_000 };
@@ -173,6 +207,12 @@ const delayedDedupPositionMask = (1 << delayedDedupPositionBits) - 1;
 
 /** Runs of delivered delayed messages kept per queue (adjacent runs merge beyond it). */
 const firedRunsMax = 8;
+
+const minDefined = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined ? b : b === undefined ? a : Math.min(a, b));
+
+const checkOf = (half: HalfMessage): TransactionCheck => ({ logIndex: half.logIndex, position: half.position, messageId: half.messageId, topic: half.topic, checks: half.checks, storeTimeMs: half.storeTimeMs });
+
+const endText = (end: TransactionEnd): string => (end === 'commit' ? 'committed' : end === 'rollback' ? 'rolled back' : 'rolled back after its last unanswered check-back');
 
 /** localeCompare for people, code units to break its ties: listings never depend on Map order. */
 const byName = (a: string, b: string): number => a.localeCompare(b) || (a < b ? -1 : a > b ? 1 : 0);
@@ -220,6 +260,7 @@ export class BrokerState {
    * index in each (topic\0queue → runs by offset): their send entries must stay in the log.
    */
   private readonly firedRuns = new Map<string, FiredRun[]>();
+  private transactions: TransactionTable;
 
   constructor(
     private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
@@ -231,6 +272,7 @@ export class BrokerState {
     private readonly timers: TimerStore = new MemoryTimerStore(),
   ) {
     this.dedup = DedupWindow.create(limits, dedupRecords);
+    this.transactions = new TransactionTable(limits.transactions ?? defaultTransactionLimits);
   }
 
   /**
@@ -251,6 +293,7 @@ export class BrokerState {
       clockMs: this.clockMs, tagNames: this.tagNames, topics: this.topics, groups: this.groups, popQueues: this.popQueues,
       receiveCursor: this.receiveCursor, offsets: this.offsets, dedup: this.dedup,
       retainedFrom: this.retainedFromIndex, expiredUnconsumed: this.expiredUnconsumed, timers: this.timers, firedRuns: this.firedRuns,
+      transactions: this.transactions,
     }, withRecords);
   }
 
@@ -266,7 +309,7 @@ export class BrokerState {
   ): BrokerState {
     // The state first: its empty window opens the dedup store, which the decoded window's records then replace.
     const state = new BrokerState(limits, queueRecords, dedupRecords, timers);
-    const parts = decodeBrokerState(data, queueRecords, dedupRecords, timers, limits);
+    const parts = decodeBrokerState(data, queueRecords, dedupRecords, timers, { ...limits, transactions: limits.transactions ?? defaultTransactionLimits });
     state.clockMs = parts.clockMs;
     state.tagNames.length = 0;
     state.tagIds.clear();
@@ -280,6 +323,7 @@ export class BrokerState {
     state.retainedFromIndex = parts.retainedFrom;
     for (const [k, count] of parts.expiredUnconsumed) state.expiredUnconsumed.set(k, count);
     for (const [k, runs] of parts.firedRuns) state.firedRuns.set(k, runs);
+    state.transactions = parts.transactions;
     return state;
   }
 
@@ -308,21 +352,36 @@ export class BrokerState {
     return Math.min(this.retainedFromIndex, this.timerPinnedFrom() ?? Infinity);
   }
 
-  /** The least log index of a pending delayed message or of a delivered one still held in a queue (undefined: none). */
+  /** The least log index of a pending delayed message, an open transaction's half, or a delivered one of those still held in a queue (undefined: none). */
   timerPinnedFrom(): number | undefined {
-    let least = this.timers.minPendingLogIndex() ?? Infinity;
+    let least = this.pendingTimersFrom() ?? Infinity;
     for (const runs of this.firedRuns.values()) for (const run of runs) if (run.minLogIndex < least) least = run.minLogIndex;
     return Number.isFinite(least) ? least : undefined;
   }
 
   /**
-   * The least log index of a pending delayed message (undefined: none). Retention does not
-   * release past it for size or disk: nothing there can be deleted until the message is
-   * delivered. (A delivered one still held in a queue also pins the log, but releasing the
+   * The least log index of a pending delayed message or an open transaction's half message
+   * (undefined: none). Retention does not release past it for size or disk: nothing there can
+   * be deleted until the message is delivered or its transaction ends. (A delivered one still held in a queue also pins the log, but releasing the
    * prefix it sits in is what lets it go, so that pin does not hold retention back.)
    */
   pendingTimersFrom(): number | undefined {
-    return this.timers.minPendingLogIndex();
+    return minDefined(this.timers.minPendingLogIndex(), this.transactions.firstOpenLogIndex());
+  }
+
+  /** Transactions whose half message is stored and not yet committed or rolled back. */
+  get openTransactions(): number {
+    return this.transactions.openCount;
+  }
+
+  /** The open transactions, oldest first (for listings). */
+  openTransactionList(): readonly HalfMessage[] {
+    return this.transactions.openList();
+  }
+
+  /** Whether a check-back round under `policy` at `throughMs` would find a transaction due (the leader proposes one only then). */
+  transactionCheckDue(throughMs: number, policy: TransactionCheckPolicy): boolean {
+    return this.transactions.anyDue(throughMs, policy);
   }
 
   /** Delayed messages waiting for their delivery time (not recalled). */
@@ -510,12 +569,13 @@ export class BrokerState {
    * A message due after `timeMs` goes into the timer store (refused if due more than the
    * store's maximum delay after it); one due by then is stored at once.
    */
-  applyMessages(logIndex: number, timeMs: number, messages: readonly MessageRouting[]): SendOutcome[] {
+  applyMessages(logIndex: number, timeMs: number, messages: readonly MessageRouting[], half = false): SendOutcome[] {
     this.dedup.expire(timeMs);
     return messages.map((message, position) => {
       const topic = this.topics.get(message.topic);
       if (topic === undefined) return { code: 'topic-not-found', queueId: -1, offset: -1, duplicate: false };
       if ((topic.config.perm & permWrite) === 0) return { code: 'not-writable', queueId: -1, offset: -1, duplicate: false };
+      if (half) return this.openTransaction(logIndex, timeMs, position, message, topic);
       const dueMs = message.deliveryTimeMs ?? 0;
       const delayed = dueMs > timeMs;
       if (delayed && !(Number.isSafeInteger(dueMs) && dueMs <= Math.floor(timeMs) + this.timers.limits.maxDelayMs)) {
@@ -557,8 +617,30 @@ export class BrokerState {
     });
   }
 
+  /**
+   * A half message opens a transaction (whatever the dedup window holds: a commit checks it).
+   * Its queue is chosen now, as for any send, so a FIFO message's group keeps its queue.
+   */
+  private openTransaction(logIndex: number, timeMs: number, position: number, message: MessageRouting, topic: TopicState): SendOutcome {
+    let queueId = message.queueId;
+    if (queueId < 0) {
+      const writable = Math.min(topic.config.writeQueues, topic.queues.length);
+      queueId = message.messageGroup !== '' ? stableHash(message.messageGroup) % writable : topic.roundRobin++ % writable;
+    } else if (queueId >= topic.queues.length) {
+      return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
+    }
+    const opened = this.transactions.add({
+      logIndex, position, messageId: message.messageId, topic: topic.config.name, topicCreatedAt: topic.createdAt, queueId, tagId: this.tagId(message.tag),
+      storeTimeMs: timeMs, checks: 0, lastCheckMs: 0,
+    });
+    if (!opened) return { code: 'too-many-transactions', queueId: -1, offset: -1, duplicate: false };
+    return { code: 'ok', queueId, offset: -1, duplicate: false, half: { logIndex, position } };
+  }
+
   applyCommand(logIndex: number, timeMs: number, command: BrokerCommand): CommandOutcome {
     switch (command.op) {
+      case 'txn.end': return this.endTransaction(timeMs, command);
+      case 'txn.check': return this.checkTransactions(timeMs, command.throughMs, command.policy);
       case 'topic.put': return this.putTopic(command.config, logIndex);
       case 'topic.delete':
         this.topics.delete(command.name);
@@ -583,7 +665,7 @@ export class BrokerState {
       case 'barrier': return { kind: 'done' };
       case 'ack': return this.withFlight(command, (pop) => { pop.settle(command.offset); return { kind: 'done' }; }, true);
       case 'invisible': return this.withFlight(command, (pop, flight) => {
-        flight.deadlineMs = timeMs + this.nackDelay(command.invisibleMs, flight);
+        flight.deadlineMs = timeMs + this.nackDelay(command.invisibleMs, flight, this.groups.get(command.group) ?? defaultGroupConfig(command.group));
         flight.seq = logIndex;
         // The client set this deadline itself (a push consumer's nack, a simple consumer's
         // extension): leader-side renewal must not push it back, or a nacked message would
@@ -632,6 +714,59 @@ export class BrokerState {
   }
 
   // ---- internals -----------------------------------------------------------------------
+
+  private endTransaction(timeMs: number, command: Extract<BrokerCommand, { op: 'txn.end' }>): CommandOutcome {
+    const { logIndex, position, messageId, commit } = command;
+    if (!Number.isSafeInteger(logIndex) || logIndex < 1 || !Number.isInteger(position) || position < 0 || typeof messageId !== 'string' || typeof commit !== 'boolean') {
+      return { kind: 'error', code: 'bad-request', message: `transaction end of ${String(logIndex)}/${String(position)}` };
+    }
+    this.transactions.expire(timeMs);
+    const half = this.transactions.get(logIndex, position);
+    if (half === undefined) {
+      const ended = this.transactions.endedAs(logIndex, position);
+      if (ended === undefined || ended.messageId !== messageId) {
+        return { kind: 'error', code: 'not-pending', message: `no transaction of message ${messageId} is open here: unknown, or ended too long ago to remember` };
+      }
+      if ((ended.end === 'commit') === commit) return { kind: 'txn-ended', topic: '', stored: false };
+      return { kind: 'error', code: 'already-ended', message: `the transaction of message ${messageId} was already ${endText(ended.end)}; it cannot be ${commit ? 'committed' : 'rolled back'}` };
+    }
+    if (half.messageId !== messageId || half.topic !== command.topic) {
+      return { kind: 'error', code: 'invalid-handle', message: `the transaction id names message ${half.messageId} of topic ${half.topic}, not ${messageId} of ${String(command.topic)}` };
+    }
+    const topic = this.topics.get(half.topic);
+    const queue = topic?.createdAt === half.topicCreatedAt ? topic.queues[half.queueId] : undefined;
+    this.transactions.end(half, commit && queue !== undefined ? 'commit' : 'rollback', timeMs);
+    if (!commit) return { kind: 'txn-ended', topic: half.topic, stored: false };
+    if (topic === undefined || queue === undefined) {
+      return { kind: 'error', code: 'topic-not-found', message: `topic ${half.topic} was deleted while the transaction of message ${messageId} was open; it is rolled back` };
+    }
+    const previous = this.dedup.find(half.topic, messageId);
+    if (previous !== undefined && previous.queueId < delayedDedupFlag && topic.queues[previous.queueId] !== undefined) return { kind: 'txn-ended', topic: half.topic, stored: false };
+    const offset = queue.append(half.logIndex, half.position, half.tagId, timeMs, true);
+    this.noteFired(key(half.topic, half.queueId), offset, half.logIndex);
+    if (previous === undefined) this.dedup.add(half.topic, messageId, half.queueId, offset, timeMs);
+    else this.dedup.replace(half.topic, messageId, half.queueId, offset, timeMs);
+    return { kind: 'txn-ended', topic: half.topic, stored: true };
+  }
+
+  private checkTransactions(timeMs: number, throughMs: number, policy: TransactionCheckPolicy): CommandOutcome {
+    const problem = typeof policy === 'object' && policy !== null ? checkPolicyProblem(policy) : 'no transaction check policy';
+    if (problem !== undefined || typeof throughMs !== 'number' || Number.isNaN(throughMs)) return { kind: 'error', code: 'bad-request', message: problem ?? `transaction check through ${String(throughMs)}` };
+    this.transactions.expire(timeMs);
+    const checks: TransactionCheck[] = [];
+    const expired: TransactionCheck[] = [];
+    for (const half of this.transactions.due(Math.min(throughMs, timeMs), policy)) {
+      if (half.checks >= policy.checksMax) {
+        this.transactions.end(half, 'expired', timeMs);
+        expired.push(checkOf(half));
+        continue;
+      }
+      half.checks++;
+      half.lastCheckMs = timeMs;
+      checks.push(checkOf(half));
+    }
+    return { kind: 'txn-checked', checks, expired };
+  }
 
   /**
    * Retention: every queue drops its messages stored at or before `throughIndex`; a consumer
@@ -905,10 +1040,15 @@ export class BrokerState {
     (dlq.queues[0] as ConsumeQueue).append(source.logIndexAt(offset), source.positionAt(offset), source.tagIdAt(offset), timeMs);
   }
 
-  /** A push consumer's nack asks for ~0-10 ms (a client unit bug): back off by attempt instead. */
-  private nackDelay(requestedMs: number, flight: InFlight): number {
+  /**
+   * A push consumer's nack (of an auto-renewed delivery) backs off by the group's retry levels:
+   * the official Node client asks for ~0-10 ms (it reads the settings' back-off seconds as
+   * milliseconds), so a longer request is honoured and a shorter one gets the level. A simple
+   * consumer sets its own invisible time, which is taken as it is.
+   */
+  private nackDelay(requestedMs: number, flight: InFlight, group: GroupConfig): number {
     if (!flight.autoRenew) return Math.max(0, requestedMs);
-    return Math.max(requestedMs, Math.min(1_000 * 2 ** (flight.attempt - 1), 60_000));
+    return Math.max(requestedMs, retryBackoffMs(group, flight.attempt));
   }
 
   private withFlight(ref: HandleRef, act: (pop: PopQueue, flight: InFlight) => CommandOutcome, settledIsDone: boolean): CommandOutcome {

@@ -20,6 +20,10 @@
  * then carries the f64 after its queue id. Batches without one stay kind Messages, byte for
  * byte what they were before delayed messages existed, so logs written earlier read the same.
  * Readers of message entries test `isMessagesKind`.
+ *
+ * A batch of transactional half messages (SPEC F9) is kind HalfMessages: records exactly as
+ * in Messages (a half message cannot be delayed), stored but not visible until its
+ * transaction is committed (transactions.ts).
  */
 import { assert } from '../../util/assert.js';
 
@@ -28,10 +32,12 @@ export enum PayloadKind {
   Command = 2,
   /** Messages whose records each carry a delivery time (see above). */
   TimedMessages = 3,
+  /** Half messages of transactions (see above). */
+  HalfMessages = 4,
 }
 
 /** Whether an entry of this kind holds messages (readRouting and readMessageAt read both kinds). */
-export const isMessagesKind = (kind: PayloadKind): boolean => kind === PayloadKind.Messages || kind === PayloadKind.TimedMessages;
+export const isMessagesKind = (kind: PayloadKind): boolean => kind === PayloadKind.Messages || kind === PayloadKind.TimedMessages || kind === PayloadKind.HalfMessages;
 
 export const payloadHeaderBytes = 9;
 
@@ -70,6 +76,8 @@ export interface MessageRouting {
 
 export interface StoredMessage extends MessageInput {
   readonly properties: ReadonlyMap<string, string>;
+  /** Stored as a transaction's half message (entry kind HalfMessages), delivered once committed. */
+  readonly transactional?: true;
 }
 
 const utf8 = new TextEncoder();
@@ -101,16 +109,17 @@ export function readHeader(payload: Uint8Array): PayloadHeader {
   return { kind: view.readUInt8(0) as PayloadKind, timeMs: view.readDoubleBE(1) };
 }
 
-/** One allocation per batch: sizes first, then one pass of writes. */
-export function encodeMessages(header: Omit<PayloadHeader, 'kind'>, messages: readonly MessageInput[]): Uint8Array {
+/** One allocation per batch: sizes first, then one pass of writes. `half`: a batch of transactional half messages (none delayed). */
+export function encodeMessages(header: Omit<PayloadHeader, 'kind'>, messages: readonly MessageInput[], half = false): Uint8Array {
   const timed = messages.some((m) => deliveryTimeOf(m) !== 0);
+  assert(!(half && timed), 'a half message cannot have a delivery time');
   for (const m of messages) assert(Number.isFinite(deliveryTimeOf(m)) && deliveryTimeOf(m) >= 0, `message delivery time ${deliveryTimeOf(m)}`);
   const props = messages.map((m) => entriesOf(m.properties));
   let total = payloadHeaderBytes + 4;
   const sizes = messages.map((m, i) => messageBytes(m, props[i] as [string, string][], timed));
   for (const size of sizes) total += size;
   const buffer = Buffer.allocUnsafe(total);
-  writeHeader(buffer, header, timed ? PayloadKind.TimedMessages : PayloadKind.Messages);
+  writeHeader(buffer, header, half ? PayloadKind.HalfMessages : timed ? PayloadKind.TimedMessages : PayloadKind.Messages);
   let at = payloadHeaderBytes;
   at = buffer.writeUInt32BE(messages.length, at);
   const short = (text: string): void => {
@@ -219,6 +228,7 @@ export function readMessageAt(payload: Uint8Array, position: number): StoredMess
   }
   const body = reader.buffer.subarray(reader.at, reader.at + bodyLength);
   const message: StoredMessage = { topic, messageId, tag, keys, messageGroup, queueId, bornTimestamp, bornHost, properties, body };
+  if (buffer.readUInt8(0) === PayloadKind.HalfMessages) return { ...message, transactional: true };
   return deliveryTimeMs === 0 ? message : { ...message, deliveryTimeMs };
 }
 

@@ -18,12 +18,12 @@ export function groupNameProblem(name: string): string | undefined {
   return undefined;
 }
 
-/** The kind of one message: FIFO messages carry a message group (sharding key), DELAY ones a delivery time. */
-export type MessageKind = 'NORMAL' | 'FIFO' | 'DELAY';
-export const messageKinds: readonly MessageKind[] = ['NORMAL', 'FIFO', 'DELAY'];
+/** The kind of one message: FIFO messages carry a message group (sharding key), DELAY ones a delivery time, TRANSACTION ones are half messages until committed. */
+export type MessageKind = 'NORMAL' | 'FIFO' | 'DELAY' | 'TRANSACTION';
+export const messageKinds: readonly MessageKind[] = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION'];
 /** What a topic accepts; MIXED (topics created on first use) takes every kind. */
 export type TopicType = MessageKind | 'MIXED';
-export const topicTypes: readonly TopicType[] = ['NORMAL', 'FIFO', 'DELAY', 'MIXED'];
+export const topicTypes: readonly TopicType[] = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION', 'MIXED'];
 
 export function topicAccepts(type: TopicType, kind: MessageKind): boolean {
   return type === 'MIXED' || type === kind;
@@ -54,6 +54,21 @@ export interface GroupConfig {
   readonly maxDeliveryAttempts: number;
   /** FIFO groups never hand out a later message of a queue while an earlier one is in flight. */
   readonly fifo: boolean;
+  /**
+   * Retry back-off (F10): how long a message a push consumer failed stays invisible, by
+   * attempt (entry i after the failure of attempt i + 1; the last entry repeats). Absent:
+   * RocketMQ's levels, `defaultRetryBackoffMs`.
+   */
+  readonly retryBackoffMs?: readonly number[];
+}
+
+/** RocketMQ's consumer retry levels (delay levels 3-18): 10 s, 30 s, 1 m, 2 m … 10 m, 20 m, 30 m, 1 h, 2 h. */
+export const defaultRetryBackoffMs: readonly number[] = [10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1_200, 1_800, 3_600, 7_200].map((s) => s * 1_000);
+
+/** The back-off before redelivering a message whose attempt `attempt` (1-based) failed. */
+export function retryBackoffMs(config: GroupConfig, attempt: number): number {
+  const levels = config.retryBackoffMs ?? defaultRetryBackoffMs;
+  return levels[Math.min(Math.max(attempt, 1), levels.length) - 1] ?? 0;
 }
 
 export const defaultQueueCount = 8;
@@ -76,6 +91,10 @@ export function groupConfigProblem(config: GroupConfig): string | undefined {
   if (nameProblem !== undefined) return nameProblem;
   if (!Number.isInteger(config.maxDeliveryAttempts) || config.maxDeliveryAttempts < 1 || config.maxDeliveryAttempts > 1000) {
     return `maxDeliveryAttempts must be an integer in 1..1000, not ${config.maxDeliveryAttempts}`;
+  }
+  const levels = config.retryBackoffMs;
+  if (levels !== undefined && (!Array.isArray(levels) || levels.length < 1 || levels.length > 64 || !levels.every((ms) => Number.isSafeInteger(ms) && ms >= 0 && ms <= 12 * 3_600_000))) {
+    return `retry back-off must be 1 to 64 whole numbers of milliseconds, each at most 12 h, not ${JSON.stringify(levels)}`;
   }
   return undefined;
 }

@@ -6,7 +6,7 @@ import type { MessageRouting } from './entry-codec.js';
 import { defaultTopicConfig, dlqTopicOf, permReadWrite, type TopicType } from './names.js';
 import { SnapshotFormatError, sha256Hex, snapshotVersion } from './state-snapshot.js';
 
-const limits: BrokerStateLimits = { dedupWindowMs: 20_000, dedupEntriesMax: 6 };
+const limits: BrokerStateLimits = { dedupWindowMs: 20_000, dedupEntriesMax: 6, transactions: { openMax: 5, endedKeepMs: 30_000, endedMax: 4 } };
 const groups = ['g', 'h'];
 const topics = ['t', 'u', 'x', dlqTopicOf('g')];
 
@@ -14,7 +14,9 @@ type Op = { readonly dtMs: number } & (
   | { readonly kind: 'topic.put'; readonly topic: string; readonly readQueues: number; readonly writeQueues: number; readonly perm: number; readonly messageType: TopicType }
   | { readonly kind: 'topic.delete'; readonly topic: string }
   | { readonly kind: 'group.put'; readonly group: string; readonly maxDeliveryAttempts: number; readonly fifo: boolean }
-  | { readonly kind: 'send'; readonly messages: readonly (MessageRouting & { readonly delayMs?: number })[] }
+  | { readonly kind: 'send'; readonly messages: readonly (MessageRouting & { readonly delayMs?: number })[]; readonly half?: boolean }
+  | { readonly kind: 'txn.end'; readonly pick: number; readonly commit: boolean; readonly wrongId: boolean }
+  | { readonly kind: 'txn.check'; readonly aheadMs: number; readonly checkAfterMs: number; readonly checkIntervalMs: number; readonly checksMax: number }
   | { readonly kind: 'fire'; readonly aheadMs: number }
   | { readonly kind: 'cancel'; readonly pick: number; readonly stale: boolean }
   | { readonly kind: 'command'; readonly command: BrokerCommand }
@@ -41,6 +43,18 @@ const sendOp = fc.record({
     // Mostly at once; some delayed (a few beyond the maximum delay of 3 days, a few already due).
     delayMs: fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, { arbitrary: fc.integer({ min: 1, max: 40_000 }), weight: 2 }, { arbitrary: fc.constantFrom(-500, 4 * 24 * 3_600_000), weight: 1 }),
   }), { minLength: 1, maxLength: 5 }),
+});
+const halfSendOp = fc.record({
+  dtMs, kind: fc.constant('send' as const), half: fc.constant(true),
+  messages: fc.array(fc.record({
+    topic: fc.constantFrom('t', 'u', 'x'), messageId: fc.constantFrom('m0', 'm1', 'm2', 'h0', 'h1'), tag: fc.constantFrom('', 'A'), messageGroup: fc.constant(''),
+    queueId: fc.integer({ min: -1, max: 3 }), bodyBytes: fc.constant(1),
+  }), { minLength: 1, maxLength: 3 }),
+});
+const txnEndOp = fc.record({ dtMs, kind: fc.constant('txn.end' as const), pick: fc.nat(), commit: fc.boolean(), wrongId: fc.boolean() });
+const txnCheckOp = fc.record({
+  dtMs, kind: fc.constant('txn.check' as const), aheadMs: fc.integer({ min: -2_000, max: 2_000 }), checkAfterMs: fc.integer({ min: 0, max: 10_000 }),
+  checkIntervalMs: fc.integer({ min: 1, max: 10_000 }), checksMax: fc.integer({ min: 0, max: 3 }),
 });
 const fireOp = fc.record({ dtMs, kind: fc.constant('fire' as const), aheadMs: fc.integer({ min: -5_000, max: 5_000 }) });
 const cancelOp = fc.record({ dtMs, kind: fc.constant('cancel' as const), pick: fc.nat(), stale: fc.boolean() });
@@ -78,6 +92,9 @@ const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: offsetResetOp, weight: 1 },
   { arbitrary: fireOp, weight: 2 },
   { arbitrary: cancelOp, weight: 1 },
+  { arbitrary: halfSendOp, weight: 2 },
+  { arbitrary: txnEndOp, weight: 2 },
+  { arbitrary: txnCheckOp, weight: 1 },
 );
 
 /** Topics with several queues exist from the start, so most traffic lands somewhere. */
@@ -110,6 +127,7 @@ function observe(state: BrokerState): unknown {
     autoRenewClients: [...state.autoRenewClients()],
     tags: [0, 1, 2, 3, 4].map((id) => state.tagName(id)),
     timers: [state.pendingTimers, state.nextTimerDueMs(), state.timerPinnedFrom(), state.firstNeededLogIndex, state.retainedFrom],
+    transactions: [state.openTransactions, state.openTransactionList(), state.pendingTimersFrom(), state.transactionCheckDue(now + 5_000, { checkAfterMs: 1_000, checkIntervalMs: 1_000, checksMax: 2 })],
     newest: [0, 5, 20, 60, 1_000].map((index) => state.newestStoreTimeThrough(index)),
   };
 }
@@ -121,6 +139,8 @@ class Run {
   readonly handles: HandleRef[] = [];
   /** Delayed sends as a recall names them. */
   readonly delayed: { logIndex: number; position: number; dueMs: number }[] = [];
+  /** Half messages as EndTransaction names them. */
+  readonly halves: { logIndex: number; position: number; messageId: string; topic: string }[] = [];
 
   constructor(public states: BrokerState[]) {}
 
@@ -132,11 +152,17 @@ class Run {
     if (op.kind === 'command' && op.command.op === 'receive' && first?.kind === 'received') {
       for (const d of first.deliveries) this.handles.push({ group: op.command.group, topic: d.topic, queueId: d.queueId, offset: d.offset, seq: d.seq });
     }
-    if (op.kind === 'send') for (const outcome of outcomes[0] as SendOutcome[]) if (outcome.delayed !== undefined) this.delayed.push(outcome.delayed);
+    if (op.kind === 'send') {
+      (outcomes[0] as SendOutcome[]).forEach((outcome, i) => {
+        if (outcome.delayed !== undefined) this.delayed.push(outcome.delayed);
+        const message = op.messages[i] as MessageRouting;
+        if (outcome.half !== undefined) this.halves.push({ ...outcome.half, messageId: message.messageId, topic: message.topic });
+      });
+    }
     return outcomes;
   }
 
-  private resolve(op: Op): MessageRouting[] | BrokerCommand {
+  private resolve(op: Op): MessageRouting[] | BrokerCommand | { half: MessageRouting[] } {
     const handle = (pick: number, stale: boolean): HandleRef => {
       const ref = this.handles[pick % Math.max(1, this.handles.length)] ?? { group: 'g', topic: 't', queueId: 0, offset: 0, seq: 1 };
       return stale ? { ...ref, seq: ref.seq - 1 } : ref;
@@ -145,7 +171,15 @@ class Run {
       case 'topic.put': return { op: 'topic.put', config: { name: op.topic, readQueues: op.readQueues, writeQueues: op.writeQueues, perm: op.perm, messageType: op.messageType } };
       case 'topic.delete': return { op: 'topic.delete', name: op.topic };
       case 'group.put': return { op: 'group.put', config: { name: op.group, maxDeliveryAttempts: op.maxDeliveryAttempts, fifo: op.fifo } };
-      case 'send': return op.messages.map(({ delayMs = 0, ...m }) => ({ ...m, deliveryTimeMs: delayMs === 0 ? 0 : this.timeMs + delayMs }));
+      case 'send': {
+        const messages = op.messages.map(({ delayMs = 0, ...m }) => ({ ...m, deliveryTimeMs: delayMs === 0 ? 0 : this.timeMs + delayMs }));
+        return op.half === true ? { half: messages } : messages;
+      }
+      case 'txn.end': {
+        const ref = this.halves[op.pick % Math.max(1, this.halves.length)] ?? { logIndex: 1, position: 0, messageId: 'm0', topic: 't' };
+        return { op: 'txn.end', ...ref, messageId: op.wrongId ? `${ref.messageId}-x` : ref.messageId, commit: op.commit };
+      }
+      case 'txn.check': return { op: 'txn.check', throughMs: this.timeMs + op.aheadMs, policy: { checkAfterMs: op.checkAfterMs, checkIntervalMs: op.checkIntervalMs, checksMax: op.checksMax } };
       case 'fire': return { op: 'timer.fire', throughMs: this.timeMs + op.aheadMs };
       case 'cancel': {
         const ref = this.delayed[op.pick % Math.max(1, this.delayed.length)] ?? { logIndex: 1, position: 0, dueMs: 1 };
@@ -159,8 +193,9 @@ class Run {
     }
   }
 
-  private applyTo(state: BrokerState, input: MessageRouting[] | BrokerCommand): unknown {
+  private applyTo(state: BrokerState, input: MessageRouting[] | BrokerCommand | { half: MessageRouting[] }): unknown {
     const timeMs = state.advanceClock(this.timeMs);
+    if ('half' in input) return state.applyMessages(this.index, timeMs, input.half, true);
     return Array.isArray(input) ? state.applyMessages(this.index, timeMs, input) : state.applyCommand(this.index, timeMs, input);
   }
 }
@@ -247,7 +282,7 @@ describe('broker state snapshots', () => {
 
   it('lists every field of BrokerState that a snapshot must hold (a new field needs the format extended)', () => {
     expect(Object.keys(new BrokerState()).sort()).toEqual(
-      ['clockMs', 'dedup', 'dedupRecords', 'expiredUnconsumed', 'firedRuns', 'groups', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'timers', 'topics'],
+      ['clockMs', 'dedup', 'dedupRecords', 'expiredUnconsumed', 'firedRuns', 'groups', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'timers', 'topics', 'transactions'],
     );
   });
 });
@@ -279,18 +314,29 @@ describe('malformed snapshots', () => {
     const bytes = sample();
     const flipped = Uint8Array.from(bytes);
     flipped[4] = (flipped[4] as number) ^ 0xff;
-    expect(() => BrokerState.restore(flipped)).toThrow(`broker snapshot format version ${snapshotVersion ^ 0xff} is not supported (this build reads version ${snapshotVersion})`);
-    // Version 3 (no timers, no fired runs) is refused by name, as every version but this build's.
-    expect(snapshotVersion).toBe(4);
+    expect(() => BrokerState.restore(flipped)).toThrow(`broker snapshot format version ${snapshotVersion ^ 0xff} is not supported (this build reads versions 4 to ${snapshotVersion})`);
+    // Version 3 (no timers, no fired runs) is refused by name; version 4 is read as a state without transactions.
+    expect(snapshotVersion).toBe(5);
     const older = Uint8Array.from(bytes);
     older[4] = 3;
-    expect(() => BrokerState.restore(older)).toThrow('broker snapshot format version 3 is not supported (this build reads version 4)');
+    expect(() => BrokerState.restore(older)).toThrow('broker snapshot format version 3 is not supported (this build reads versions 4 to 5)');
     const foreign = Uint8Array.from(bytes);
     foreign[0] = 0;
     expect(() => BrokerState.restore(foreign)).toThrow(/not a broker snapshot/);
     const longer = new Uint8Array(bytes.byteLength + 1);
     longer.set(bytes);
     expect(() => BrokerState.restore(longer)).toThrow('broker snapshot has 1 bytes after its end');
+  });
+
+  it('reads a version 4 snapshot (an upgraded node) as a state without transactions', () => {
+    const bytes = sample();
+    // Version 5 appends the transaction section: with none open or ended, two zero counts.
+    expect([...bytes.subarray(bytes.byteLength - 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+    const v4 = Uint8Array.from(bytes.subarray(0, bytes.byteLength - 8));
+    v4[4] = 4;
+    const restored = BrokerState.restore(v4, limits);
+    expectSameBytes(restored.snapshot(), bytes);
+    expect(restored.openTransactions).toBe(0);
   });
 
   it('rejects a count far beyond the bytes without allocating for it', () => {

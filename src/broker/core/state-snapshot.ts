@@ -2,11 +2,11 @@
  * The binary format of a BrokerState snapshot, its byte-level writer and reader, and the
  * SHA-256 behind BrokerState.digest (written here: broker/core may not import node:crypto).
  *
- * Layout, version 4. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
+ * Layout, version 5. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
  * string with lone surrogates, u32 (0x80000000 | code units) + UTF-16LE, so every JS string
  * comes back exactly; configs are JSON (the objects as applied, key order included).
  *
- *   "RMQS" | u8 version = 4 | u8 withRecords | f64 clockMs
+ *   "RMQS" | u8 version = 5 | u8 withRecords | f64 clockMs
  *   tags:          u32 n, n × str                    (tagNames in id order; tagIds is its inverse)
  *   topics:        u32 n, n × { str config JSON, f64 createdAt, f64 roundRobin, u32 queues, queues × ConsumeQueue }
  *                  ConsumeQueue = f64 first offset, u32 count, and when withRecords = 1 four
@@ -29,6 +29,8 @@
  *                  when withRecords = 1, and when the timers are kept in memory.
  *   fired runs:    u32 n, n × { str topic\0queue, u32 m, m × { f64 firstOffset, f64 lastOffset, f64 minLogIndex } }
  *                  (delivered delayed messages still held in a queue; sorted by key)
+ *   transactions:  the TransactionTable (transactions.ts): open transactions and those ended
+ *                  lately, in their map orders (both are behaviour: log order, end order)
  *   (end: trailing bytes are an error)
  *
  * Map order. Where iteration order changes what the state does, it is written and restored
@@ -47,20 +49,24 @@
  * such files): the records themselves follow each queue, the dedup range and the timers.
  * Version 1 carried the records always and no createdAt; version 2 carried the dedup records
  * always and no sequence number; version 3 had no timers and no fired runs (no delayed
- * messages). Like every version before it, this build reads its own version only: an older
- * snapshot is refused with a SnapshotFormatError naming both versions.
+ * messages); version 4 had no transactions. This build writes version 5 and reads versions 4
+ * (as a state without transactions, so a node upgraded in place starts from its snapshot) and
+ * 5; an older one is refused with a SnapshotFormatError naming the versions it reads.
  *
- * A later version (transactions) appends its sections after the fired runs and bumps the
- * version; the reader reads the older sections the same way for every version it knows.
+ * A later version appends its sections after the last one and bumps the version; the reader
+ * reads the older sections the same way for every version it knows.
  */
 import { InvariantViolation } from '../../util/assert.js';
 import { ConsumeQueue, QueueRecordsError, type QueueRecordStore } from './consume-queue.js';
 import { DedupRecordsError, DedupWindow, type DedupRecordStore, type DedupWindowLimits } from './dedup-window.js';
 import type { GroupConfig, TopicConfig } from './names.js';
 import { TimerRecordsError, type TimerStore } from './timer-store.js';
+import { TransactionTable, type TransactionLimits } from './transactions.js';
 
 export const snapshotMagic = 'RMQS';
-export const snapshotVersion = 4;
+export const snapshotVersion = 5;
+/** The oldest version this build reads (see the layout). */
+export const snapshotVersionMin = 4;
 
 /** A snapshot that cannot be read: truncated, damaged, or of a format this build does not know. */
 export class SnapshotFormatError extends Error {
@@ -113,6 +119,7 @@ export interface BrokerStateParts {
   /** Encoded by the store; decoding restores into the store given to it. */
   readonly timers: TimerStore;
   readonly firedRuns: ReadonlyMap<string, readonly FiredRun[]>;
+  readonly transactions: TransactionTable;
 }
 
 /** What decoding gives back: fresh objects and maps, owned by the caller. */
@@ -136,7 +143,8 @@ function sortedEntries<V>(map: ReadonlyMap<string, V>): [string, V][] {
 /** Whether a snapshot carries its consume-queue, dedup and timer records (false for bytes that are not a snapshot of this version). */
 export function snapshotHasRecords(data: Uint8Array): boolean {
   const versionAt = snapshotMagicBytes.length;
-  return data.length > versionAt + 1 && data[versionAt] === snapshotVersion && data[versionAt + 1] === 1;
+  const version = data[versionAt] ?? 0;
+  return data.length > versionAt + 1 && version >= snapshotVersionMin && version <= snapshotVersion && data[versionAt + 1] === 1;
 }
 
 /** With `withRecords`, the consume-queue, dedup and timer records go into the snapshot too (see the layout above). */
@@ -206,6 +214,7 @@ export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean)
       w.f64(run.minLogIndex);
     }
   }
+  parts.transactions.encodeInto(w);
   return w.finish();
 }
 
@@ -216,7 +225,7 @@ export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean)
  * part of its timers: the restore of another snapshot writes them again).
  */
 export function decodeBrokerState(
-  data: Uint8Array, store: QueueRecordStore, dedupStore: DedupRecordStore, timers: TimerStore, limits: DedupWindowLimits,
+  data: Uint8Array, store: QueueRecordStore, dedupStore: DedupRecordStore, timers: TimerStore, limits: DedupWindowLimits & { readonly transactions: TransactionLimits },
 ): DecodedBrokerState {
   try {
     return decodeUnchecked(new SnapshotReader(data), store, dedupStore, timers, limits);
@@ -226,15 +235,17 @@ export function decodeBrokerState(
   }
 }
 
-function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, dedupStore: DedupRecordStore, timers: TimerStore, limits: DedupWindowLimits): DecodedBrokerState {
+function decodeUnchecked(
+  r: SnapshotReader, store: QueueRecordStore, dedupStore: DedupRecordStore, timers: TimerStore, limits: DedupWindowLimits & { readonly transactions: TransactionLimits },
+): DecodedBrokerState {
   r.need(snapshotMagicBytes.length, 'the format magic');
   if (!snapshotMagicBytes.every((byte, i) => r.peek(i) === byte)) {
     throw new SnapshotFormatError(`not a broker snapshot: it does not start with "${snapshotMagic}"`);
   }
   r.skip(snapshotMagicBytes.length);
   const version = r.u8();
-  if (version !== snapshotVersion) {
-    throw new SnapshotFormatError(`broker snapshot format version ${version} is not supported (this build reads version ${snapshotVersion})`);
+  if (version < snapshotVersionMin || version > snapshotVersion) {
+    throw new SnapshotFormatError(`broker snapshot format version ${version} is not supported (this build reads versions ${snapshotVersionMin} to ${snapshotVersion})`);
   }
   const withRecords = r.u8();
   if (withRecords > 1) throw new SnapshotFormatError(`broker snapshot has withRecords ${withRecords} (not 0 or 1)`);
@@ -344,9 +355,10 @@ function decodeUnchecked(r: SnapshotReader, store: QueueRecordStore, dedupStore:
     if (runs.length === 0) throw new SnapshotFormatError(`broker snapshot has no fired runs under ${JSON.stringify(k)}`);
     firedRuns.set(k, runs);
   }
+  const transactions = version >= 5 ? TransactionTable.decode(r, limits.transactions) : new TransactionTable(limits.transactions);
 
   if (r.remaining !== 0) throw new SnapshotFormatError(`broker snapshot has ${r.remaining} bytes after its end`);
-  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed, timers, firedRuns };
+  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed, timers, firedRuns, transactions };
 }
 
 /** A config as it was applied; its `name` is its map key (not checked further: apply does not check it either). */
