@@ -267,8 +267,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       callback(null, { status: okStatus });
     },
 
-    SendMessage: unary('SendMessage', async (request, call) => {
-      const honourQueueId = header(call, queueSelectedHeader) === '1';
+    SendMessage: unary('SendMessage', async (request) => {
       const messages: any[] = request.messages ?? [];
       if (messages.length === 0) return { status: { code: 'BAD_REQUEST', message: 'no messages to send' }, entries: [] };
       const requestBodyBytes = messages.reduce((sum, message) => sum + (message?.body?.length ?? 0), 0);
@@ -279,7 +278,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       const entries = await Promise.all(messages.map(async (message) => {
         const messageId = String(message?.systemProperties?.messageId ?? '');
         try {
-          const { input, kind } = messageFromV2(message, service.options.maxBodyBytes, honourQueueId);
+          const { input, kind } = messageFromV2(message, service.options.maxBodyBytes);
           const [result] = await service.send([input], kind);
           // A delayed message has no offset until it is delivered: 0 (the protocol's offset is never negative).
           // Apache answers the message id as the transaction id of a message that is not transactional.

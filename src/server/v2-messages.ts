@@ -15,8 +15,14 @@ const userPropertiesMax = 128;
 const propertyBytesMax = 16 * 1024;
 const messageGroupBytesMax = 64;
 
-/** Checks one message of a SendMessage request; throws a BrokerError with the protocol's code. */
-export function messageFromV2(message: any, maxBodyBytes: number, honourQueueId: boolean): { input: MessageInput; kind: MessageKind } {
+/**
+ * Checks one message of a SendMessage request; throws a BrokerError with the protocol's code.
+ * The message goes to the queue the client chose (`queue_id`, 0 when absent): the official
+ * clients name that queue in their send receipt, with the offset the broker answers. (The
+ * Node client 1.0.8 always chooses queue 0, upstream issue #1093: its messages share one
+ * queue per broker group; our client and the Java client spread them.)
+ */
+export function messageFromV2(message: any, maxBodyBytes: number): { input: MessageInput; kind: MessageKind } {
   const topic = String(message?.topic?.name ?? '');
   const namespace = String(message?.topic?.resourceNamespace ?? '');
   if (namespace !== '') throw new BrokerError('BAD_REQUEST', `namespaces are not supported (got ${JSON.stringify(namespace)})`);
@@ -64,7 +70,8 @@ export function messageFromV2(message: any, maxBodyBytes: number, honourQueueId:
   if (propertyEntries.length > userPropertiesMax || propertyBytes > propertyBytesMax) {
     throw new BrokerError('MESSAGE_PROPERTIES_TOO_LARGE', `at most ${userPropertiesMax} user properties and ${propertyBytesMax} bytes of properties, tag and keys`);
   }
-  const queueId = honourQueueId ? Number(system.queueId ?? 0) : -1;
+  const queueId = Number(system.queueId ?? 0);
+  if (!Number.isInteger(queueId) || queueId < 0) throw new BrokerError('BAD_REQUEST', `queue id ${String(system.queueId)} is not a queue`);
   const input: MessageInput = {
     topic, messageId, tag, keys, messageGroup, queueId,
     bornTimestamp: timestampToMs(system.bornTimestamp) ?? 0, bornHost: String(system.bornHost ?? ''), properties, body,

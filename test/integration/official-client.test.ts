@@ -6,6 +6,7 @@
  */
 import { PushConsumer, Producer, SimpleConsumer } from 'rocketmq-client-nodejs';
 import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
+import { Admin } from '../../src/client/admin.js';
 import { BrokerCluster } from '../support/broker-cluster.js';
 import { waitFor } from '../support/process-cluster.js';
 import { UncaughtGuard } from '../support/uncaught-guard.js';
@@ -143,4 +144,24 @@ describe('official rocketmq-client-nodejs through the access point', () => {
     }
     expect(uncaught.caught).toEqual([]);
   }, 180_000);
+
+  it('stores each message in the queue its send receipt names, at the receipt\'s offset', async () => {
+    if (cluster.namesrv === '') await cluster.start();
+    await cluster.admin.createTopic('receipts', { readQueues: 4, writeQueues: 4 });
+    const producer = new Producer({ endpoints: cluster.accessPoint, topics: ['receipts'], requestTimeout: 3000 } as never);
+    await producer.startup();
+    closers.push(() => producer.shutdown());
+    const receipts = new Map<string, { queueId: number; offset: number }>();
+    for (let i = 0; i < 12; i++) {
+      const receipt = await producer.send({ topic: 'receipts', body: Buffer.from(`r${i}`) } as never) as { messageId: string; offset: number; messageQueue: { queueId: number } };
+      receipts.set(receipt.messageId, { queueId: receipt.messageQueue.queueId, offset: Number(receipt.offset) });
+    }
+    const reader = new Admin({ nameServers: [cluster.namesrv] });
+    const stored = new Map<string, { queueId: number; offset: number }>();
+    for (let queueId = 0; queueId < 4; queueId++) {
+      for (const message of (await reader.readQueue('g1', 'receipts', queueId, 0, 100)).messages) stored.set(message.messageId, { queueId, offset: message.offset });
+    }
+    reader.close();
+    expect(stored).toEqual(receipts);
+  }, 60_000);
 });
