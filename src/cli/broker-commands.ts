@@ -221,8 +221,14 @@ export function produceCommand(): Command {
     .option('--tag <tag>', 'message tag')
     .option('--key <key>', 'sharding key: same key, same queue, in order (FIFO topics)')
     .option('--inflight <n>', 'sends in flight', integer('--inflight', 1), 64)
+    .option('--delay-ms <ms>', 'deliver this long after the send (a delayed message; DELAY or MIXED topics)', integer('--delay-ms', 1))
+    .option('--transaction <end>', 'send each message in a transaction, then commit or roll it back (TRANSACTION or MIXED topics)', (value: string) => {
+      if (value !== 'commit' && value !== 'rollback') throw new InvalidArgumentError('--transaction is commit or rollback');
+      return value;
+    })
     .addOption(namesrvOption())
-    .action(async (o: { topic: string; count: number; size: number; body?: string; tag?: string; key?: string; inflight: number; namesrv: string }) => {
+    .action(async (o: { topic: string; count: number; size: number; body?: string; tag?: string; key?: string; inflight: number; delayMs?: number; transaction?: 'commit' | 'rollback'; namesrv: string }) => {
+      if (o.delayMs !== undefined && o.transaction !== undefined) throw new Error('give --delay-ms or --transaction, not both: a message is delayed or transactional');
       const producer = new Producer({ nameServers: addressList(o.namesrv) });
       const body = o.body !== undefined ? Buffer.from(o.body) : Buffer.alloc(o.size, 0x61);
       let next = 0;
@@ -238,9 +244,21 @@ export function produceCommand(): Command {
           while (next < o.count) {
             next++;
             try {
-              const receipt = await producer.send({ topic: o.topic, body, ...(o.tag === undefined ? {} : { tag: o.tag }), ...(o.key === undefined ? {} : { shardingKey: o.key }) });
+              const message = {
+                topic: o.topic, body, ...(o.tag === undefined ? {} : { tag: o.tag }), ...(o.key === undefined ? {} : { shardingKey: o.key }),
+                ...(o.delayMs === undefined ? {} : { deliveryTimeMs: Date.now() + o.delayMs }),
+              };
+              let receipt;
+              if (o.transaction === undefined) {
+                receipt = await producer.send(message);
+              } else {
+                const transaction = producer.beginTransaction();
+                receipt = await transaction.send(message);
+                await (o.transaction === 'commit' ? transaction.commit() : transaction.rollback());
+              }
               acked++;
-              if (o.count === 1) console.log(`sent ${receipt.messageId} to ${receipt.brokerGroup} queue ${receipt.queueId} offset ${receipt.offset}`);
+              const where = receipt.recallHandle !== '' ? `(delayed; recall handle ${receipt.recallHandle})` : o.transaction !== undefined ? `(transaction ${o.transaction === 'commit' ? 'committed' : 'rolled back'})` : `offset ${receipt.offset}`;
+              if (o.count === 1) console.log(`sent ${receipt.messageId} to ${receipt.brokerGroup} queue ${receipt.queueId} ${where}`);
             } catch (error) {
               lastError = (error as Error).message;
               if (error instanceof MQClientError && !error.definite) unknown++;
