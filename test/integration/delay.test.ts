@@ -16,7 +16,7 @@ import { SimpleConsumer } from '../../src/client/simple-consumer.js';
 import { BrokerCluster } from '../support/broker-cluster.js';
 import { waitFor } from '../support/process-cluster.js';
 import { codeOf, percentile, Receiver } from '../support/receiver.js';
-import { UncaughtGuard } from '../support/uncaught-guard.js';
+import { shutDownGuarded, UncaughtGuard } from '../support/uncaught-guard.js';
 
 const maxDelayMs = 600_000;
 
@@ -27,12 +27,7 @@ describe('delayed and scheduled messages on a real cluster', () => {
   // Late connection resets from the official client are tolerated after shutdown only (UncaughtGuard).
   const uncaught = new UncaughtGuard();
   afterAll(async () => {
-    uncaught.shutdownBegins();
-    for (const close of closers.reverse()) await Promise.race([Promise.resolve().then(close).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 10_000))]);
-    await cluster.stop();
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    uncaught.release();
-    expect(uncaught.unexpected()).toEqual([]);
+    expect(await shutDownGuarded(uncaught, closers, () => cluster.stop())).toEqual([]);
   });
 
   it('delivers at the delivery time, through a leader kill and a whole-group restart; recalls; refuses bad times', async () => {

@@ -15,7 +15,7 @@ import { SimpleConsumer } from '../../src/client/simple-consumer.js';
 import { LocalCluster, freePorts } from '../../src/cli/local-cluster.js';
 import { cliPath, waitFor } from '../support/process-cluster.js';
 import { Receiver } from '../support/receiver.js';
-import { UncaughtGuard } from '../support/uncaught-guard.js';
+import { shutDownGuarded, UncaughtGuard } from '../support/uncaught-guard.js';
 
 const { TransactionResolution } = definition;
 
@@ -25,12 +25,10 @@ describe('transaction check-backs across two broker groups', () => {
   let dataRoot = '';
   const uncaught = new UncaughtGuard();
   afterAll(async () => {
-    uncaught.shutdownBegins();
-    for (const close of closers.reverse()) await Promise.race([Promise.resolve().then(close).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 10_000))]);
-    for (const cluster of clusters) await cluster.stop({ kill: true, removeData: true });
-    if (dataRoot !== '') await fs.rm(dataRoot, { recursive: true, force: true });
-    uncaught.release();
-    expect(uncaught.unexpected()).toEqual([]);
+    expect(await shutDownGuarded(uncaught, closers, async () => {
+      for (const cluster of clusters) await cluster.stop({ kill: true, removeData: true });
+      if (dataRoot !== '') await fs.rm(dataRoot, { recursive: true, force: true });
+    })).toEqual([]);
   });
 
   it('commits abandoned transactions of both groups through the checker of a client of the access point', async () => {

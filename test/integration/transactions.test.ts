@@ -20,7 +20,7 @@ import type { TransactionResolution } from '../../src/client/transaction.js';
 import { BrokerCluster } from '../support/broker-cluster.js';
 import { waitFor } from '../support/process-cluster.js';
 import { codeOf, percentile, Receiver } from '../support/receiver.js';
-import { UncaughtGuard } from '../support/uncaught-guard.js';
+import { shutDownGuarded, UncaughtGuard } from '../support/uncaught-guard.js';
 
 const { TransactionResolution: OfficialResolution } = definition;
 
@@ -44,12 +44,7 @@ describe('transactional messages on a real cluster', () => {
   // Late connection resets from the official client are tolerated after shutdown only (UncaughtGuard).
   const uncaught = new UncaughtGuard();
   afterAll(async () => {
-    uncaught.shutdownBegins();
-    for (const close of closers.reverse()) await Promise.race([Promise.resolve().then(close).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 10_000))]);
-    await cluster.stop();
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    uncaught.release();
-    expect(uncaught.unexpected()).toEqual([]);
+    expect(await shutDownGuarded(uncaught, closers, () => cluster.stop())).toEqual([]);
   });
 
   it('commits, rolls back and checks back, through a leader kill, with both clients; refuses bad ends', async () => {

@@ -27,3 +27,17 @@ export class UncaughtGuard {
 }
 
 export const isConnectionReset = (error: Error): boolean => (error as { code?: number }).code === 14;
+
+/**
+ * The end of a test that uses the official client: runs `closers` newest first (each given at
+ * most `closeWaitMs`: the official PushConsumer's shutdown waits out its long polls), then
+ * `stop` (the cluster), and returns the uncaught exceptions that were not tolerated.
+ */
+export async function shutDownGuarded(uncaught: UncaughtGuard, closers: (() => unknown)[], stop: () => Promise<unknown>, closeWaitMs = 10_000): Promise<string[]> {
+  uncaught.shutdownBegins();
+  for (const close of closers.reverse()) await Promise.race([Promise.resolve().then(close).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, closeWaitMs))]);
+  await stop();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  uncaught.release();
+  return uncaught.unexpected();
+}
