@@ -2,11 +2,13 @@
  * The checker on hand-written histories, one per anomaly (as the Redpanda suite tests its
  * own), plus fast-check properties: dropping any acknowledged value from a clean history's
  * reads is always reported as lost, and under retention only a value below its queue's first
- * offset whose entry a majority saw committed below the retained index is released.
+ * offset whose entry a majority saw committed below the retained index is released. The
+ * delayed-message rules (checkDelayed) get their own: the negative controls are an early
+ * delivery and a lost acknowledged value, each of which must fail the run.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { check, type CheckInput, type LeaderObservation, type RetentionInput } from './checker.js';
+import { check, type CheckInput, type DelayCheckOptions, type LeaderObservation, type RetentionInput } from './checker.js';
 import type { Op, OpInput, Read } from './history.js';
 
 class Builder {
@@ -286,5 +288,156 @@ describe('queue checker under retention', () => {
         expect(result.lost).toBe(expectedLost);
         expect(result.released + result.lost + reads.length).toBe(count);
       }), { numRuns: 200 });
+  });
+});
+
+/** Wall-clock time 0 of the hand-written delayed histories (the history's monotonic 0). */
+const epochMs = 1_800_000_000_000;
+const wall = (s: number): number => epochMs + s * 1_000;
+const delayOptions: DelayCheckOptions = { toleranceMs: 50, latenessBoundMs: 15_000 };
+
+/** A delayed send invoked at `atS`, due at `dueS`, completed 10 ms later. */
+const delayedSend = (b: Builder, process: string, value: string, outcome: 'ok' | 'fail' | 'info', atS: number, dueS: number): Builder => {
+  b.add({ type: 'invoke', process, f: 'delay-send', value, dueMs: wall(dueS), wallMs: wall(atS) }, atS);
+  return b.add({ type: outcome, process, f: 'delay-send', value, dueMs: wall(dueS), wallMs: wall(atS + 0.01), ...(outcome === 'ok' ? { queue: 0 } : { error: 'x' }) }, atS + 0.01);
+};
+
+/** Messages received at `atS` by a delayed-message consumer: [queue, offset, value, stored at (s)]. */
+const delayedReceive = (b: Builder, f: 'delay-read' | 'delay-receive' | 'delay-drain', atS: number, messages: Array<[number, number, string, number]>): Builder => {
+  const process = f === 'delay-read' ? 'delay-reader' : f === 'delay-receive' ? 'delay-consumer' : 'delay-drain';
+  b.add({ type: 'invoke', process, f }, atS - 0.001);
+  return b.add({ type: 'ok', process, f, reads: messages.map(([q, o, v]) => [q, o, v] as const), storedMs: messages.map(([, , , storedS]) => wall(storedS)), wallMs: wall(atS) }, atS);
+};
+
+/** Three delayed values: d0-0 due at 3 s, d0-1 at 5 s, d0-2 (outcome unknown, never seen) at 6 s; delivered on time and drained at 20 s. */
+const cleanDelayed = (): Builder => {
+  const b = new Builder();
+  delayedSend(b, 'delay-0', 'd0-0', 'ok', 1, 3);
+  delayedSend(b, 'delay-0', 'd0-1', 'ok', 2, 5);
+  delayedSend(b, 'delay-0', 'd2-0', 'info', 2.5, 6);
+  delayedReceive(b, 'delay-read', 3.12, [[0, 0, 'd0-0', 3.1]]);
+  delayedReceive(b, 'delay-receive', 3.2, [[0, 0, 'd0-0', 3.1]]);
+  delayedReceive(b, 'delay-read', 5.3, [[1, 0, 'd0-1', 5.1]]);
+  return delayedReceive(b, 'delay-drain', 20, [[0, 0, 'd0-0', 3.1], [1, 0, 'd0-1', 5.1]]);
+};
+
+describe('delayed-message checker', () => {
+  it('passes a history where every acknowledged value arrives after its due time; an unknown one may stay away', () => {
+    const result = run(cleanDelayed(), { delay: delayOptions });
+    expect(result.verdict).toBe('pass');
+    expect(result.delay).toMatchObject({ acked: 2, indeterminate: 1, delivered: 2, recovered: 0, early: 0, visibleEarly: 0, lost: 0, late: 0, duplicated: 0, redelivered: 0, drained: true });
+    expect(result.delay?.lateness).toMatchObject({ count: 2, p50Ms: 120, maxMs: 300 });
+    expect(result.delay?.fireLag).toMatchObject({ p50Ms: 100, maxMs: 100 });
+  });
+
+  it('without delay options, the delayed operations are left alone (the queue checks do not see them)', () => {
+    expect(run(cleanDelayed())).toMatchObject({ verdict: 'pass', delay: null, acked: 0, read: 0 });
+  });
+
+  it('negative control: fails a history with an early delivery, however briefly the value was early', () => {
+    const b = cleanDelayed();
+    delayedSend(b, 'delay-1', 'd1-0', 'ok', 21, 25);
+    delayedReceive(b, 'delay-receive', 24.9, [[2, 0, 'd1-0', 25]]); // 100 ms early; the broker's own stamp looks right
+    delayedReceive(b, 'delay-drain', 30, [[2, 0, 'd1-0', 25]]);
+    const result = run(b, { delay: delayOptions });
+    expect(result.verdict).toBe('fail');
+    expect(result.delay).toMatchObject({ early: 1, visibleEarly: 0, lost: 0 });
+    expect(result.delay?.earlyValues).toEqual([{ value: 'd1-0', dueMs: wall(25), receivedMs: wall(24.9), by: 'delay-consumer' }]);
+    expect(result.reasons.join()).toMatch(/delayed: 1 early .*d1-0 100 ms early/);
+    // Within the tolerance it is not early; a store timestamp before the due time is, on its own.
+    const within = cleanDelayed();
+    delayedSend(within, 'delay-1', 'd1-0', 'ok', 21, 25);
+    delayedReceive(within, 'delay-read', 24.97, [[2, 0, 'd1-0', 24.9]]);
+    delayedReceive(within, 'delay-drain', 30, [[2, 0, 'd1-0', 24.9]]);
+    expect(run(within, { delay: delayOptions }).delay).toMatchObject({ early: 0, visibleEarly: 1 });
+    expect(run(within, { delay: delayOptions }).verdict).toBe('fail');
+  });
+
+  it('counts an early delivery of a value whose send outcome was unknown too', () => {
+    const b = cleanDelayed();
+    delayedReceive(b, 'delay-read', 5.5, [[3, 0, 'd2-0', 5.5]]); // d2-0 is due at 6 s
+    expect(run(b, { delay: delayOptions }).delay).toMatchObject({ early: 1, recovered: 1 });
+  });
+
+  it('negative control: fails a history with an acknowledged delayed value never received', () => {
+    const b = cleanDelayed();
+    delayedSend(b, 'delay-1', 'd1-0', 'ok', 21, 25);
+    delayedReceive(b, 'delay-drain', 45, []);
+    const result = run(b, { delay: delayOptions });
+    expect(result.verdict).toBe('fail');
+    expect(result.delay).toMatchObject({ lost: 1, lostValues: ['d1-0'], lostAfterReceive: 0, early: 0 });
+    expect(result.reasons.join()).toMatch(/delayed: 1 lost/);
+  });
+
+  it('counts a value a consumer received but the drain (every queue from offset 0) did not find as lost', () => {
+    const b = cleanDelayed();
+    delayedSend(b, 'delay-1', 'd1-0', 'ok', 21, 25);
+    delayedReceive(b, 'delay-read', 25.2, [[2, 0, 'd1-0', 25.1]]);
+    delayedReceive(b, 'delay-drain', 40, []);
+    expect(run(b, { delay: delayOptions }).delay).toMatchObject({ lost: 1, lostAfterReceive: 1 });
+    // Under retention the drain may miss a released prefix: any receive counts.
+    expect(run(b, { delay: { ...delayOptions, drainDecides: false } }).delay).toMatchObject({ lost: 0 });
+  });
+
+  it('bounds lateness from max(due, the heal of the faults begun by the due time)', () => {
+    const b = new Builder();
+    b.add({ type: 'info', process: 'nemesis', f: 'start-kill', value: { targetsLeader: false } }, 1);
+    delayedSend(b, 'delay-0', 'd0-0', 'ok', 0.5, 2); // due during the fault: owed from its heal at 11 s
+    delayedSend(b, 'delay-0', 'd0-1', 'ok', 0.6, 1.5);
+    b.add({ type: 'info', process: 'nemesis', f: 'stop-kill', value: {} }, 11);
+    delayedSend(b, 'delay-0', 'd0-2', 'ok', 12, 13); // due after it: owed from its due time
+    delayedReceive(b, 'delay-read', 24, [[0, 0, 'd0-0', 23.9], [0, 1, 'd0-1', 23.9]]);
+    delayedReceive(b, 'delay-read', 29, [[1, 0, 'd0-2', 28.9]]);
+    delayedReceive(b, 'delay-drain', 40, [[0, 0, 'd0-0', 23.9], [0, 1, 'd0-1', 23.9], [1, 0, 'd0-2', 28.9]]);
+    const result = run(b, { delay: delayOptions });
+    expect(result.delay).toMatchObject({ late: 1, early: 0, lost: 0 });
+    expect(result.delay?.lateValues).toEqual([{ value: 'd0-2', dueMs: wall(13), fromMs: wall(13), receivedMs: wall(29) }]);
+    expect(result.delay?.latenessAfterHeal).toMatchObject({ count: 3, maxMs: 16_000, p50Ms: 13_000 });
+    expect(result.delay?.lateness).toMatchObject({ maxMs: 22_500 });
+    expect(result.verdict).toBe('fail');
+    expect(run(b, { delay: { ...delayOptions, latenessBoundMs: 20_000 } }).verdict).toBe('pass');
+  });
+
+  it('counts duplicates and SimpleConsumer redeliveries without failing; fails one offset with two values and values never sent', () => {
+    const b = cleanDelayed();
+    delayedReceive(b, 'delay-receive', 21, [[0, 0, 'd0-0', 3.1]]); // redelivered after a lost ack
+    delayedReceive(b, 'delay-drain', 22, [[3, 5, 'd0-1', 5.1]]); // stored a second time
+    const counted = run(b, { delay: delayOptions });
+    expect(counted.verdict).toBe('pass');
+    expect(counted.delay).toMatchObject({ duplicated: 1, redelivered: 1 });
+    delayedReceive(b, 'delay-read', 23, [[3, 5, 'd9-9', 5.1]]);
+    const wrong = run(b, { delay: delayOptions });
+    expect(wrong.verdict).toBe('fail');
+    expect(wrong.delay).toMatchObject({ unexpected: 1, inconsistentOffsets: 1 });
+  });
+
+  it('calls a delayed run with no acknowledged delayed send invalid, not passed', () => {
+    const b = new Builder();
+    delayedSend(b, 'delay-0', 'd0-0', 'info', 1, 3);
+    delayedReceive(b, 'delay-drain', 20, []);
+    const result = run(b, { delay: delayOptions });
+    expect(result.verdict).toBe('invalid');
+    expect(result.reasons.join()).toMatch(/no delayed send was acknowledged/);
+  });
+
+  it('any delivery moved before its due time beyond the tolerance is reported early, and any dropped value lost (property)', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 30 }), fc.nat(), fc.integer({ min: 51, max: 8_000 }), (count, pick, earlyByMs) => {
+      const build = (mutate: 'early' | 'drop' | 'none'): Builder => {
+        const b = new Builder();
+        for (let i = 0; i < count; i++) delayedSend(b, 'delay-0', `d0-${i}`, 'ok', i * 0.1, i * 0.1 + 8);
+        const victim = pick % count;
+        const reads: Array<[number, number, string, number]> = [];
+        for (let i = 0; i < count; i++) {
+          if (mutate === 'drop' && i === victim) continue;
+          reads.push([0, i, `d0-${i}`, i * 0.1 + 8.05]);
+        }
+        delayedReceive(b, 'delay-read', 12, reads);
+        if (mutate === 'early') delayedReceive(b, 'delay-receive', victim * 0.1 + 8 - earlyByMs / 1_000, [[0, victim, `d0-${victim}`, victim * 0.1 + 8.05]]);
+        return delayedReceive(b, 'delay-drain', 30, reads);
+      };
+      expect(run(build('none'), { delay: delayOptions }).verdict).toBe('pass');
+      expect(run(build('early'), { delay: delayOptions }).delay?.early).toBe(1);
+      expect(run(build('drop'), { delay: delayOptions }).delay?.lost).toBe(1);
+    }), { numRuns: 100 });
   });
 });

@@ -9,8 +9,10 @@
  * nodes at a log index below the first index retention kept. Anything else missing is lost
  * (`lostBelowFirstOffset` counts the lost values that sat below a first offset without that
  * proof), so a bug that drops data cannot pass for retention.
+ *
+ * Delayed messages (`CheckInput.delay`, the DelayWorkload's operations): see checkDelayed.
  */
-import { completions, faultWindows, readFunctions, type Op, type Read } from './history.js';
+import { completions, delayReadFunctions, faultWindows, readFunctions, type FaultWindow, type Op, type Read } from './history.js';
 
 export interface LeaderObservation {
   readonly timeNs: number;
@@ -90,6 +92,8 @@ export interface CheckResult {
   /** Faults aimed at the leader: from their start to the first acknowledged enqueue invoked after it, within the fault. */
   readonly failovers: Array<{ fault: string; startS: number; failoverMs: number | null }>;
   readonly effects: FaultEffects;
+  /** The delayed-message rules, when the run had the delay workload (else null). */
+  readonly delay: DelayCheckResult | null;
 }
 
 export type LostPlace = 'prefix' | 'middle' | 'postfix';
@@ -140,6 +144,8 @@ export interface CheckInput {
   readonly retention?: RetentionInput | undefined;
   /** See CheckResult.committedLogConflicts (LogWatch). */
   readonly committedLogConflicts?: number | undefined;
+  /** Check the delayed-message workload's operations with these settings (see checkDelayed). */
+  readonly delay?: DelayCheckOptions | undefined;
 }
 
 const producerOf = (value: string): { producer: string; counter: number } => {
@@ -323,6 +329,8 @@ export function check(input: CheckInput): CheckResult {
   if (finalBound !== undefined && lastRecovery !== undefined && (finalRecoveryMs === null || finalRecoveryMs > finalBound)) {
     reasons.push(`liveness: no enqueue acknowledged within ${finalBound} ms of the last heal (${finalRecoveryMs === null ? 'none at all' : `first after ${finalRecoveryMs.toFixed(0)} ms`})`);
   }
+  const delay = input.delay === undefined ? null : checkDelayed(ops, windows, input.delay);
+  if (delay !== null) reasons.push(...delay.reasons.map((reason) => `delayed: ${reason}`));
   let verdict: CheckResult['verdict'] = reasons.length > 0 ? 'fail' : 'pass';
   if (verdict === 'pass' && producersBehind.length > 0) {
     verdict = 'unknown';
@@ -330,6 +338,7 @@ export function check(input: CheckInput): CheckResult {
   }
   if (verdict === 'pass') {
     const invalid = invalidReasons(effects, input.faultEventsMin);
+    if (delay !== null && delay.acked === 0) invalid.push('no delayed send was acknowledged');
     const required = retention?.required;
     if (retention !== undefined && required !== undefined && retention.snapshotsInstalled < required.snapshotsInstalledMin) {
       invalid.push(`${retention.snapshotsInstalled} snapshots installed (at least ${required.snapshotsInstalledMin} required)`);
@@ -353,6 +362,208 @@ export function check(input: CheckInput): CheckResult {
     divergence: input.divergence, drainComplete: producersBehind.length === 0, producersBehind: limit(producersBehind), recoveries,
     maxRecoveryMs: measured.length === 0 ? null : Math.max(...measured), finalRecoveryMs, effects,
     failovers: failovers.map(({ fault, startS, failoverMs }) => ({ fault, startS, failoverMs })),
+    delay,
+  };
+}
+
+export interface DelayCheckOptions {
+  /**
+   * A receive more than this before the due time is early. Producers, brokers and consumers
+   * run on one host and read the same system clock, the due time is whole milliseconds and
+   * travels losslessly (seconds + nanos), the broker fires only when its clock has reached it
+   * and the consumer takes its time after the response arrived: a correct broker is never
+   * early by even 1 ms. The tolerance only absorbs a step of the system clock during the run
+   * (NTP); a broker bug (a fire through the wrong time, a due time rounded to its 1 s timer
+   * slot, a message that bypassed the timer store) is early by far more.
+   */
+  readonly toleranceMs: number;
+  /** Every acknowledged value must first be received within this many ms of max(due, the heal of the faults begun by then). */
+  readonly latenessBoundMs: number;
+  /** Lost means missing from the final drain (false under retention, which may release the topic's prefix: then missing from every read). */
+  readonly drainDecides?: boolean | undefined;
+}
+
+export interface Lateness {
+  readonly count: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+}
+
+export interface DelayCheckResult {
+  readonly reasons: string[];
+  readonly toleranceMs: number;
+  readonly latenessBoundMs: number;
+  readonly attempted: number;
+  readonly acked: number;
+  readonly failed: number;
+  readonly indeterminate: number;
+  /** Acknowledged values received (by any consumer or the drain). */
+  readonly delivered: number;
+  /** Values whose send outcome was unknown that were received (allowed). */
+  readonly recovered: number;
+  /** Values (acknowledged or unknown) received more than `toleranceMs` before their due time: a failure. */
+  readonly early: number;
+  readonly earlyValues: Array<{ value: string; dueMs: number; receivedMs: number; by: string }>;
+  /** Values whose store timestamp (when the broker made them visible, by its own account) is before their due time beyond the tolerance: a failure. */
+  readonly visibleEarly: number;
+  /** Acknowledged values never received (missing from the final drain): a failure. */
+  readonly lost: number;
+  readonly lostValues: string[];
+  /** Of `lost`: values a live consumer received that the final drain, reading every queue from offset 0, did not find. */
+  readonly lostAfterReceive: number;
+  /** Acknowledged values first received later than the bound after max(due, heal): a failure. */
+  readonly late: number;
+  readonly lateValues: Array<{ value: string; dueMs: number; fromMs: number; receivedMs: number }>;
+  /** Values never sent, and definitely failed sends that were delivered: failures. */
+  readonly unexpected: number;
+  readonly abortedRead: number;
+  /** One (queue, offset) with two values: a failure. */
+  readonly inconsistentOffsets: number;
+  /** Values stored at more than one (queue, offset): allowed, counted. */
+  readonly duplicated: number;
+  /** SimpleConsumer receives beyond the first of each value (a lost ack, a released delivery): allowed, counted. */
+  readonly redelivered: number;
+  /** First receive − due, over the acknowledged values received. */
+  readonly lateness: Lateness | null;
+  /** First receive − max(due, heal): what the bound applies to. */
+  readonly latenessAfterHeal: Lateness | null;
+  /** Store timestamp − due (the broker's fire lag), over the first receive of each acknowledged value. */
+  readonly fireLag: Lateness | null;
+  /** Whether the final drain ran. */
+  readonly drained: boolean;
+}
+
+function lateness(values: readonly number[]): Lateness | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = (p: number): number => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
+  return { count: sorted.length, p50Ms: rank(50), p99Ms: rank(99), maxMs: sorted[sorted.length - 1] as number };
+}
+
+/**
+ * The delayed-message rules, on the DelayWorkload's operations (f `delay-send` and the reads
+ * of delayReadFunctions), all times on the wall clock the processes share:
+ * 1. no value, acknowledged or unknown, is received before its due time (less the tolerance),
+ *    nor stamped visible by the broker before it (`early`, `visibleEarly`);
+ * 2. every acknowledged value is received (`lost` = 0; with a drain, the drain must find it);
+ * 3. each acknowledged value is first received within `latenessBoundMs` of max(due, H), where
+ *    H is the latest heal (stop) of the fault windows that had begun by the due time: a value
+ *    due while the group was cut or down is owed only once that fault is over (`late`).
+ * A value whose send outcome is unknown may or may not appear. Duplicates (one value at two
+ * offsets) and SimpleConsumer redeliveries are allowed and counted; a value never sent, a
+ * definitely failed send that appears, and one offset with two values are failures.
+ * Fault windows are in the history's monotonic time; they are put on the wall clock through
+ * the (wall, monotonic) pairs the delayed operations carry (the median offset: a clock step
+ * during the run moves it by no more than the step).
+ */
+export function checkDelayed(ops: readonly Op[], windows: readonly FaultWindow[], options: DelayCheckOptions): DelayCheckResult {
+  const due = new Map<string, number>();
+  const attempted = new Set<string>();
+  const acked = new Set<string>();
+  const failed = new Set<string>();
+  const indeterminate = new Set<string>();
+  const firstReceive = new Map<string, { atMs: number; storedMs: number }>();
+  const drainValues = new Set<string>();
+  const liveValues = new Set<string>();
+  const positionsByValue = new Map<string, Set<string>>();
+  const valuesAt = new Map<string, Set<string>>();
+  const earlyValues: DelayCheckResult['earlyValues'] = [];
+  const early = new Set<string>();
+  const visibleEarly = new Set<string>();
+  const simpleReceives = new Map<string, number>();
+  const offsets: number[] = [];
+  let drained = false;
+  for (const op of ops) {
+    if (op.wallMs !== undefined) offsets.push(op.wallMs - op.time / 1e6);
+    if (op.f === 'delay-send') {
+      const value = String(op.value);
+      if (op.dueMs !== undefined) due.set(value, op.dueMs);
+      if (op.type === 'invoke') attempted.add(value);
+      else if (op.type === 'ok') acked.add(value);
+      else if (op.type === 'fail') failed.add(value);
+      else indeterminate.add(value);
+      continue;
+    }
+    if (!delayReadFunctions.has(op.f) || op.type !== 'ok' || op.reads === undefined) continue;
+    if (op.f === 'delay-drain') drained = true;
+    const atMs = op.wallMs ?? Number.NaN;
+    (op.reads as Read[]).forEach(([queue, offset, value], i) => {
+      const storedMs = op.storedMs?.[i] ?? Number.NaN;
+      const key = `${queue}:${offset}`;
+      (valuesAt.get(key) ?? valuesAt.set(key, new Set()).get(key) as Set<string>).add(value);
+      (positionsByValue.get(value) ?? positionsByValue.set(value, new Set()).get(value) as Set<string>).add(key);
+      if (op.f === 'delay-drain') drainValues.add(value);
+      else liveValues.add(value);
+      if (op.f === 'delay-receive') simpleReceives.set(value, (simpleReceives.get(value) ?? 0) + 1);
+      const first = firstReceive.get(value);
+      if (first === undefined || atMs < first.atMs) firstReceive.set(value, { atMs, storedMs });
+      const dueMs = due.get(value);
+      if (dueMs === undefined) return;
+      if (atMs < dueMs - options.toleranceMs && !early.has(value)) {
+        early.add(value);
+        if (earlyValues.length < 20) earlyValues.push({ value, dueMs, receivedMs: atMs, by: String(op.process) });
+      }
+      if (storedMs < dueMs - options.toleranceMs) visibleEarly.add(value);
+    });
+  }
+
+  const sortedOffsets = [...offsets].sort((a, b) => a - b);
+  const wallOffsetMs = sortedOffsets[Math.floor(sortedOffsets.length / 2)] ?? 0;
+  const heals = windows.map((w) => ({ startMs: wallOffsetMs + w.startNs / 1e6, stopMs: wallOffsetMs + w.stopNs / 1e6 }));
+  const owedFrom = (dueMs: number): number => heals.reduce((from, w) => (w.startMs <= dueMs ? Math.max(from, w.stopMs) : from), dueMs);
+
+  const finalValues = drained && options.drainDecides !== false ? drainValues : new Set([...drainValues, ...liveValues]);
+  const lostValues: string[] = [];
+  let lostAfterReceive = 0;
+  const latenessDue: number[] = [];
+  const latenessHeal: number[] = [];
+  const fireLags: number[] = [];
+  const lateValues: DelayCheckResult['lateValues'] = [];
+  let late = 0;
+  let delivered = 0;
+  for (const value of acked) {
+    const dueMs = due.get(value) as number;
+    const first = firstReceive.get(value);
+    if (!finalValues.has(value)) {
+      lostValues.push(value);
+      if (first !== undefined) lostAfterReceive++;
+      continue;
+    }
+    if (first === undefined) continue;
+    delivered++;
+    const fromMs = owedFrom(dueMs);
+    latenessDue.push(first.atMs - dueMs);
+    latenessHeal.push(first.atMs - fromMs);
+    if (Number.isFinite(first.storedMs)) fireLags.push(first.storedMs - dueMs);
+    if (first.atMs - fromMs > options.latenessBoundMs) {
+      late++;
+      if (lateValues.length < 20) lateValues.push({ value, dueMs, fromMs, receivedMs: first.atMs });
+    }
+  }
+  const received = [...firstReceive.keys()];
+  const unexpected = received.filter((v) => !attempted.has(v)).length;
+  const abortedRead = received.filter((v) => failed.has(v)).length;
+  const recovered = received.filter((v) => indeterminate.has(v)).length;
+  const inconsistentOffsets = [...valuesAt.values()].filter((values) => values.size > 1).length;
+  const duplicated = [...positionsByValue.values()].filter((positions) => positions.size > 1).length;
+  const redelivered = [...simpleReceives.values()].reduce((sum, n) => sum + n - 1, 0);
+
+  const reasons: string[] = [];
+  const must = (count: number, what: string): void => { if (count > 0) reasons.push(`${count} ${what}`); };
+  must(early.size, `early (received more than ${options.toleranceMs} ms before the due time: ${earlyValues.slice(0, 3).map((e) => `${e.value} ${e.dueMs - e.receivedMs} ms early`).join(', ')})`);
+  must(visibleEarly.size, 'made visible early (store timestamp before the due time)');
+  must(lostValues.length, `lost (acknowledged, never received${lostAfterReceive > 0 ? `; ${lostAfterReceive} received, then missing from the drain` : ''})`);
+  must(late, `late (first received more than ${options.latenessBoundMs} ms after max(due, heal))`);
+  must(unexpected, 'unexpected');
+  must(abortedRead, 'aborted reads (failed send delivered)');
+  must(inconsistentOffsets, 'inconsistent offsets');
+  return {
+    reasons, toleranceMs: options.toleranceMs, latenessBoundMs: options.latenessBoundMs,
+    attempted: attempted.size, acked: acked.size, failed: failed.size, indeterminate: indeterminate.size, delivered, recovered,
+    early: early.size, earlyValues, visibleEarly: visibleEarly.size, lost: lostValues.length, lostValues: limit(lostValues, 100), lostAfterReceive,
+    late, lateValues, unexpected, abortedRead, inconsistentOffsets, duplicated, redelivered,
+    lateness: lateness(latenessDue), latenessAfterHeal: lateness(latenessHeal), fireLag: lateness(fireLags), drained,
   };
 }
 

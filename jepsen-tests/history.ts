@@ -24,12 +24,24 @@ export interface Op {
   readonly reads?: readonly Read[];
   readonly error?: string;
   readonly node?: string;
+  /** Delayed messages (DelayWorkload): the wall clock (ms since the epoch) when the event happened. */
+  readonly wallMs?: number;
+  /** Delayed sends: the delivery time asked for (ms since the epoch, the same clock as wallMs). */
+  readonly dueMs?: number;
+  /** Delayed receives: per read, when the broker says the message became visible (its store timestamp). */
+  readonly storedMs?: readonly number[];
 }
 
 export type OpInput = Omit<Op, 'index' | 'time'>;
 
 /** The operations whose `reads` are messages received: group polls, the log reader, the drain. */
 export const readFunctions: ReadonlySet<string> = new Set(['dequeue', 'read', 'drain']);
+
+/**
+ * The delayed-message workload's receives (its own topic, never mixed with the queue
+ * workload's): a broadcasting pull reader, a SimpleConsumer group, the final drain.
+ */
+export const delayReadFunctions: ReadonlySet<string> = new Set(['delay-read', 'delay-receive', 'delay-drain']);
 
 export class History {
   readonly ops: Op[] = [];

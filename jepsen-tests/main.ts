@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * `npm run jepsen -- --nemesis partition-leader,power-loss --time 60 --nodes 3`   one test
- * `npm run jepsen:smoke`     tier T2: 7 configurations (≤ 60 s of faults each), then the negative controls
+ * `npm run jepsen:smoke`     tier T2: 8 configurations (≤ 60 s of faults each), then the negative controls
  * `npm run jepsen:nightly`   tier T3: the full matrix, 300 s each, with a summary table
  * Output goes to jepsen-tests/results/<run>/ (history.jsonl, results.json, report.html, logs).
  * Exits non-zero unless every safe run passes and every negative control is caught.
@@ -11,7 +11,7 @@ import { writeFile, mkdir } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { integer } from '../src/cli/node-options.js';
 import { faultKinds, type NemesisName } from './nemesis.js';
-import { runTest, type RetentionConfig, type RunConfig, type RunResult } from './run.js';
+import { runTest, type DelayConfig, type RetentionConfig, type RunConfig, type RunResult } from './run.js';
 import type { UnsafeSwitch } from './cluster.js';
 
 const defaultOut = path.resolve('jepsen-tests/results');
@@ -40,6 +40,16 @@ export const tinyRetention: RetentionConfig = {
   snapshotsInstalledMin: 1,
   compactedNodesMin: 3,
 };
+
+/**
+ * The delayed-message workload (DelayWorkload, checkDelayed): 2 sequential producers at 10
+ * sends a second (at most 3,000 each), each value due 1–8 s after its send, on a DELAY topic
+ * of its own, beside the queue workload. Early beyond 50 ms is a failure (one host, one clock:
+ * the tolerance only absorbs a clock step, see DelayCheckOptions.toleranceMs); so is an
+ * acknowledged value not received within 15 s of max(due, the heal of the faults begun by
+ * then): a smoke fault lasts at most 6 s, restarting a node takes a few.
+ */
+export const delayWorkload: DelayConfig = { producers: 2, ratePerProducer: 10, delayMs: [1_000, 8_000], sendsMax: 3_000, toleranceMs: 50, latenessBoundMs: 15_000 };
 
 /** Tier T2 (FAULTS §6.4): short calm, faults every few seconds. */
 function smokeConfig(name: string, nemesis: NemesisName[], overrides: Partial<RunConfig> = {}): RunConfig {
@@ -80,6 +90,7 @@ export const smokeMatrix = (): RunConfig[] => [
   smokeConfig('halves+power-loss', ['partition-halves', 'power-loss']),
   smokeConfig('pause-kill+part-kill', ['pause-kill', 'part-kill']),
   smokeConfig('tiny-retention', ['partition-leader', 'kill', 'power-loss'], { retention: tinyRetention }),
+  smokeConfig('delay', ['kill', 'partition-leader'], { delay: delayWorkload }),
 ];
 
 export const nightlyMatrix = (): RunConfig[] => [
@@ -97,6 +108,8 @@ export const nightlyMatrix = (): RunConfig[] => [
   nightlyConfig('5n-one-way+halves', ['partition-one-way', 'partition-halves'], 5),
   nightlyConfig('5n-mixed', ['mixed'], 5),
   { ...nightlyConfig('tiny-retention', ['partition-leader', 'kill', 'power-loss']), retention: tinyRetention },
+  // Fault periods last up to 10 s here and may take the whole group down (then restarts): a 25 s bound.
+  { ...nightlyConfig('delay-mixed', ['mixed']), delay: { ...delayWorkload, sendsMax: 10_000, latenessBoundMs: 25_000 } },
 ];
 
 interface Control {
@@ -129,11 +142,18 @@ async function negativeControl(control: Control, runsMax: number, seed: number):
   return { caughtInRun: undefined, results };
 }
 
+function delayCell(r: RunResult): string {
+  const d = r.check.delay;
+  if (d === null) return '—';
+  const l = d.lateness;
+  return `${d.acked} / ${d.early} / ${d.lost} / ${d.late}, ${l === null ? '—' : `${l.p50Ms.toFixed(0)} / ${l.p99Ms.toFixed(0)} / ${l.maxMs.toFixed(0)}`}`;
+}
+
 function summaryTable(results: readonly RunResult[]): string {
-  const header = '| config | nodes | verdict | acked | unknown | faults | leader changes | lost | released | duplicated | divergence | snapshots installed | compacted nodes | max recovery (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|';
+  const header = '| config | nodes | verdict | acked | unknown | faults | leader changes | lost | released | duplicated | divergence | snapshots installed | compacted nodes | max recovery (ms) | delayed: acked / early / lost / late, lateness p50 / p99 / max (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|';
   const rows = results.map((r) => {
     const installs = Object.values(r.retentionEffects.snapshotsInstalled).reduce((a, b) => a + b, 0);
-    return `| ${r.name} | ${r.config.nodes} | ${r.check.verdict} | ${r.check.acked} | ${r.check.indeterminate} | ${r.check.effects.faultEvents} | ${r.check.effects.leaderChanges} | ${r.check.lost}${r.check.lostBelowFirstOffset > 0 ? ` (${r.check.lostBelowFirstOffset} below a first offset)` : ''} | ${r.check.released} | ${r.check.duplicated.length} | ${r.check.divergence} | ${installs} | ${r.audit?.compactedNodes ?? '—'} | ${r.check.maxRecoveryMs === null ? '—' : r.check.maxRecoveryMs.toFixed(0)} |`;
+    return `| ${r.name} | ${r.config.nodes} | ${r.check.verdict} | ${r.check.acked} | ${r.check.indeterminate} | ${r.check.effects.faultEvents} | ${r.check.effects.leaderChanges} | ${r.check.lost}${r.check.lostBelowFirstOffset > 0 ? ` (${r.check.lostBelowFirstOffset} below a first offset)` : ''} | ${r.check.released} | ${r.check.duplicated.length} | ${r.check.divergence} | ${installs} | ${r.audit?.compactedNodes ?? '—'} | ${r.check.maxRecoveryMs === null ? '—' : r.check.maxRecoveryMs.toFixed(0)} | ${delayCell(r)} |`;
   });
   return [header, ...rows].join('\n');
 }
@@ -176,27 +196,31 @@ async function main(): Promise<void> {
     .addOption(new Option('--unsafe <switch>', 'negative control: run an unsafe build on purpose').choices(['ack-before-fsync', 'ack-before-quorum']))
     .option('--out <dir>', 'results directory', defaultOut)
     .option('--tiny-retention', 'brokers with tiny segments, snapshots and retention (compaction and InstallSnapshot during the run)', false)
+    .option('--delay', 'also run the delayed-message workload and its checks (DELAY topic, values due 1-8 s after the send)', false)
     .option('--failover-bound-ms <ms>', 'fail unless the majority acknowledges a write this soon after each fault aimed at the leader', integer('--failover-bound-ms', 1))
-    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number; tinyRetention: boolean }) => {
+    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number; tinyRetention: boolean; delay: boolean }) => {
       const nodes = Number(options.nodes);
       const result = await runTest(smokeConfig(options.nemesis.join('+'), options.nemesis, {
         nodes, timeS: options.time, producers: 2 * nodes, ratePerProducer: options.rate, outDir: path.resolve(options.out), unsafe: options.unsafe,
         faultEventsMin: Math.max(1, Math.floor(options.time / 15)), failoverBoundMs: options.failoverBoundMs,
         ...(options.tinyRetention ? { retention: { ...tinyRetention, compactedNodesMin: nodes } } : {}), ...(options.seed === undefined ? {} : { seed: options.seed }),
+        ...(options.delay ? { delay: delayWorkload } : {}),
       }));
       process.exitCode = result.check.verdict === 'pass' || (options.unsafe !== undefined && result.check.lost > 0) ? 0 : 1;
     });
-  program.command('smoke').description('tier T2: 7 configurations (≤ 60 s of faults each) and the negative controls (CI)')
-    .option('--only <names>', 'run only these configurations (comma separated); the negative controls always run')
-    .action(async (options: { only?: string }) => {
+  program.command('smoke').description('tier T2: 8 configurations (≤ 60 s of faults each) and the negative controls (CI)')
+    .option('--only <names>', 'run only these configurations (comma separated)')
+    .option('--no-controls', 'skip the negative controls (to run one configuration locally; CI always runs them)')
+    .action(async (options: { only?: string; controls: boolean }) => {
       const only = options.only?.split(',');
-      process.exitCode = await runMatrix('smoke', smokeMatrix().filter((c) => only === undefined || only.includes(c.name)), true);
+      process.exitCode = await runMatrix('smoke', smokeMatrix().filter((c) => only === undefined || only.includes(c.name)), options.controls);
     });
   program.command('nightly').description('tier T3: the full matrix, 300 s each')
     .option('--only <names>', 'run only these configurations (comma separated)')
-    .action(async (options: { only?: string }) => {
+    .option('--no-controls', 'skip the negative controls')
+    .action(async (options: { only?: string; controls: boolean }) => {
       const only = options.only?.split(',');
-      process.exitCode = await runMatrix('nightly', nightlyMatrix().filter((c) => only === undefined || only.includes(c.name)), true);
+      process.exitCode = await runMatrix('nightly', nightlyMatrix().filter((c) => only === undefined || only.includes(c.name)), options.controls);
     });
   await program.parseAsync(process.argv);
 }

@@ -4,10 +4,10 @@
  * with every fault window shaded by kind, acknowledged-but-unread messages per queue, every
  * acknowledged or unknown send placed by time and outcome (the lost plot), the leader/term
  * timeline per node, recovery times,
- * the fault list with what each did, the replica audit, and retention (what was released,
- * snapshots installed, logs compacted).
+ * the fault list with what each did, the replica audit, retention (what was released,
+ * snapshots installed, logs compacted), and the delayed-message checks when the run had them.
  */
-import type { CheckResult } from './checker.js';
+import type { CheckResult, DelayCheckResult, Lateness } from './checker.js';
 import { completions, faultWindows, readFunctions, type FaultWindow, type Op, type Read } from './history.js';
 import type { RunResult } from './run.js';
 
@@ -209,6 +209,20 @@ function table(rows: ReadonlyArray<readonly [string, string | number]>): string 
   return `<table>${rows.map(([k, v]) => `<tr><th>${escape(k)}</th><td>${escape(String(v))}</td></tr>`).join('')}</table>`;
 }
 
+function delayRows(d: DelayCheckResult): string {
+  const ms = (l: Lateness | null): string => (l === null ? 'none' : `p50 ${l.p50Ms.toFixed(0)} ms, p99 ${l.p99Ms.toFixed(0)} ms, max ${l.maxMs.toFixed(0)} ms (${l.count} values)`);
+  return table([
+    ['sends attempted / acknowledged / failed / unknown (unknown delivered)', `${d.attempted} / ${d.acked} / ${d.failed} / ${d.indeterminate} (${d.recovered})`],
+    [`early (received more than ${d.toleranceMs} ms before the due time)`, d.early], ['made visible early (broker store timestamp before the due time)', d.visibleEarly],
+    ['lost (acknowledged, never received)', `${d.lost}${d.lostAfterReceive > 0 ? ` (${d.lostAfterReceive} received, then missing from the drain)` : ''}`],
+    [`late (first received more than ${d.latenessBoundMs} ms after max(due, heal))`, d.late], ['unexpected / aborted reads / inconsistent offsets', `${d.unexpected} / ${d.abortedRead} / ${d.inconsistentOffsets}`],
+    ['duplicated (one value at two offsets; allowed) / SimpleConsumer redeliveries', `${d.duplicated} / ${d.redelivered}`],
+    ['lateness: first receive − due', ms(d.lateness)], ['lateness: first receive − max(due, heal)', ms(d.latenessAfterHeal)], ['fire lag: store timestamp − due', ms(d.fireLag)],
+    ['final drain ran', d.drained ? 'yes' : 'no'],
+  ]) + ([...d.earlyValues.map((e) => `early: ${e.value} due ${e.dueMs}, received ${e.receivedMs} by ${e.by}`), ...d.lostValues.slice(0, 20).map((v) => `lost: ${v}`),
+    ...d.lateValues.map((l) => `late: ${l.value} due ${l.dueMs}, owed from ${l.fromMs}, received ${l.receivedMs}`)].map((line) => escape(line)).join('\n').replace(/^(.+)$/s, '<pre>$1</pre>'));
+}
+
 export function renderReport(input: { run: RunResult; ops: readonly Op[]; samples: readonly NodeSample[]; commit: string }): string {
   const { run, ops, samples } = input;
   const c = run.check;
@@ -269,6 +283,7 @@ ${table([['run', run.runDir], ['commit', input.commit], ['seed', run.config.seed
 <h2>Recovery after each fault</h2><table><tr><th>fault</th><th>healed at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${recoveries}</table>
 <h2>Failover during faults aimed at the leader</h2><table><tr><th>fault</th><th>started at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${c.failovers.map((f) => `<tr><td>${escape(f.fault)}</td><td>${f.startS.toFixed(1)}</td><td>${f.failoverMs === null ? 'none during the fault' : f.failoverMs.toFixed(0)}</td></tr>`).join('')}</table>
 <h2>Replica audit</h2>${auditRows}
+${c.delay === null || c.delay === undefined ? '' : `<h2>Delayed messages</h2><p>values due 1–8 s after their send on a DELAY topic; times on the wall clock the processes share</p>${delayRows(c.delay)}`}
 <h2>Retention, snapshots and compaction</h2>${retentionRows}${[...(effectsOfRetention?.logWatch?.conflictDetails ?? []), ...(effectsOfRetention?.logWatch?.staleReadDetails ?? [])].length > 0 ? `<pre>${escape([...(effectsOfRetention?.logWatch?.conflictDetails ?? []), ...(effectsOfRetention?.logWatch?.staleReadDetails ?? [])].join('\n'))}</pre>` : ''}
 ${lists}
 <h2>Nemesis operations</h2><table><tr><th>time (s)</th><th>operation</th><th>details</th></tr>${faults}</table>

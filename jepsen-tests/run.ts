@@ -6,17 +6,17 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { Admin } from '../src/client/admin.js';
+import { Admin, type TopicSettings } from '../src/client/admin.js';
 import { Prng } from '../src/testing/prng.js';
 import { auditReplicas, type AuditResult } from './audit.js';
-import { check, type CheckResult, type LeaderObservation, type RetentionInput, type RetentionMinimums } from './checker.js';
+import { check, type CheckResult, type Lateness, type LeaderObservation, type RetentionInput, type RetentionMinimums } from './checker.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { JepsenCluster, type UnsafeSwitch } from './cluster.js';
 import { History } from './history.js';
 import { LogWatch, type LogWatchSummary } from './log-watch.js';
 import { Nemesis, type NemesisName } from './nemesis.js';
 import { renderReport, type NodeSample } from './report.js';
-import { Workload } from './workload.js';
+import { DelayWorkload, Workload } from './workload.js';
 
 export interface RunConfig {
   readonly name: string;
@@ -38,6 +38,18 @@ export interface RunConfig {
   readonly failoverBoundMs?: number | undefined;
   /** Tiny retention (main.ts): broker flags, and what the run must show to count. */
   readonly retention?: RetentionConfig | undefined;
+  /** The delayed-message workload (DelayWorkload) and its checker rules, alongside the queue workload. */
+  readonly delay?: DelayConfig | undefined;
+}
+
+/** See DelayWorkloadConfig and DelayCheckOptions. */
+export interface DelayConfig {
+  readonly producers: number;
+  readonly ratePerProducer: number;
+  readonly delayMs: readonly [number, number];
+  readonly sendsMax: number;
+  readonly toleranceMs: number;
+  readonly latenessBoundMs: number;
 }
 
 /** Extra `raftmq broker` flags (segments, snapshots, retention), and what the run must show to count. */
@@ -70,6 +82,8 @@ export interface RunResult {
 
 const topic = 'jepsen';
 const queues = 4;
+/** The delay workload's topic: type DELAY (it accepts only messages with a delivery time). */
+const delayTopic = 'jepsen-delay';
 /** The brokers' default: 15 ticks of 20 ms, each wait randomised up to twice that. */
 const electionTimeoutMs = 300;
 /** Starting a node process and replaying its log takes seconds on 2 shared cores (5 nodes: up to ~5 s). */
@@ -103,6 +117,8 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   let poller: Promise<void> = Promise.resolve();
   let audit: AuditResult | undefined;
   let workload: Workload | undefined;
+  let delayWorkload: DelayWorkload | undefined;
+  let delayDrained = false;
   let watch: LogWatch | undefined;
   const log = (text: string): void => console.log(`jepsen ${config.name}: ${text}`);
   const stopOnSignal = (): void => { polling = false; void cluster?.stop().finally(() => process.exit(130)); };
@@ -115,7 +131,7 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     const running = cluster;
     log(`${config.nodes} nodes in network namespaces (${cluster.ids.map((id) => `${id}=${running.address(id)}`).join(', ')}), NameServer ${cluster.namesrv}; run directory ${runDir}`);
     await cluster.waitForLeader(30_000);
-    watch = new LogWatch(cluster.local.members, topic);
+    watch = new LogWatch(cluster.local.members, config.delay === undefined ? [topic] : [topic, delayTopic]);
     watch.start();
     poller = (async () => {
       while (polling) {
@@ -131,14 +147,20 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     })();
     const admin = new Admin({ nameServers: [cluster.namesrv] });
     try {
-      // The leader may not have registered with the NameServer yet.
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await admin.createTopic(topic, { readQueues: queues, writeQueues: queues });
-          break;
-        } catch (error) {
-          if (attempt >= 40) throw error;
-          await sleep(500);
+      // The leader may not have registered with the NameServer yet; a retry after an attempt
+      // whose outcome was unknown may find the topic created.
+      const topics: Array<[string, TopicSettings]> = [[topic, { readQueues: queues, writeQueues: queues }]];
+      if (config.delay !== undefined) topics.push([delayTopic, { readQueues: queues, writeQueues: queues, messageType: 'DELAY' }]);
+      for (const [name, settings] of topics) {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await admin.createTopic(name, settings);
+            break;
+          } catch (error) {
+            if (attempt > 0 && /already exists/.test((error as Error).message)) break;
+            if (attempt >= 40) throw error;
+            await sleep(500);
+          }
         }
       }
     } finally {
@@ -149,6 +171,11 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
       consumers: config.nodes, ratePerProducer: config.ratePerProducer,
     });
     workload.start();
+    if (config.delay !== undefined) {
+      const d = config.delay;
+      delayWorkload = new DelayWorkload(history, { nameServers: [cluster.namesrv], topic: delayTopic, producers: d.producers, ratePerProducer: d.ratePerProducer, delayMs: d.delayMs, sendsMax: d.sendsMax }, rng.fork('delay'));
+      delayWorkload.start();
+    }
     await sleep(config.calmStartS * 1_000);
     log(`nemesis ${config.nemesis.join('+')} for ${config.timeS} s`);
     const nemesis = new Nemesis(cluster, history, { kinds: config.nemesis, calmMs: config.calmMs, faultMs: config.faultMs, electionTimeoutMs }, rng.fork('nemesis'));
@@ -157,11 +184,20 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     log(`healed after ${nemesis.events} fault events; recovering for ${config.recoveryS} s`);
     await cluster.waitForLeader(30_000).catch(() => undefined);
     await sleep(config.recoveryS * 1_000);
-    await workload.stopProducers();
+    await Promise.all([workload.stopProducers(), delayWorkload?.stopProducers()]);
+    // The delayed values still pending are delivered (and drained) meanwhile.
+    const delayFinished = delayWorkload?.finish(config.delay?.latenessBoundMs ?? 0, config.drainS * 1_000).catch((error: unknown) => {
+      log(`delay workload: ${(error as Error).message}`);
+      return false;
+    });
     await workload.stopConsumers();
     log(`draining (up to ${config.drainS} s)`);
     const drained = await workload.drain(config.drainS * 1_000);
     log(drained ? 'drain read every acknowledged value' : 'drain timed out');
+    if (delayFinished !== undefined) {
+      delayDrained = await delayFinished;
+      log(delayDrained ? 'delay drain read every acknowledged delayed value' : 'delay drain timed out');
+    }
     const acked = new Map<string, { queue: number; offset: number }>();
     for (const op of history.ops) if (op.f === 'enqueue' && op.type === 'ok' && op.queue !== undefined && op.offset !== undefined) acked.set(String(op.value), { queue: op.queue, offset: op.offset });
     const reader = watch;
@@ -196,7 +232,8 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   }
   const result = check({ ops: history.ops, leaders, divergence: audit?.divergence ?? 1, leaderFaultMinMs: 4 * electionTimeoutMs, faultEventsMin: config.faultEventsMin, failoverBoundMs: config.failoverBoundMs,
     // Ten election timeouts (FAULTS §6.3) plus the restart of every node the last fault stopped.
-    finalHealBoundMs: 10 * electionTimeoutMs + nodeRestartAllowanceMs, retention, committedLogConflicts: watch?.summary().conflicts });
+    finalHealBoundMs: 10 * electionTimeoutMs + nodeRestartAllowanceMs, retention, committedLogConflicts: watch?.summary().conflicts,
+    delay: config.delay === undefined ? undefined : { toleranceMs: config.delay.toleranceMs, latenessBoundMs: config.delay.latenessBoundMs, drainDecides: config.retention === undefined } });
   const durationS = (Date.now() - startedAt) / 1_000;
   const enqueueSpan = Math.max(1, config.calmStartS + config.timeS + config.recoveryS);
   const run: RunResult = { name: config.name, runDir, config, check: result, audit, retentionEffects, durationS, ackedPerSecond: result.acked / enqueueSpan };
@@ -206,6 +243,13 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   await writeFile(path.join(runDir, 'nodes.jsonl'), samples.map((sample) => JSON.stringify(sample)).join('\n'));
   log(`${result.verdict.toUpperCase()}: acked ${result.acked}, lost ${result.lost} (below a first offset ${result.lostBelowFirstOffset}), released ${result.released}, unexpected ${result.unexpected}, duplicated ${result.duplicated.length}, divergence ${result.divergence}, committed-log conflicts ${result.committedLogConflicts}, leader changes ${result.effects.leaderChanges}, faults ${result.effects.faultEvents}${result.reasons.length > 0 ? ` — ${result.reasons.join('; ')}` : ''}`);
   log(`snapshots installed ${installs} (${Object.entries(retentionEffects.snapshotsInstalled).map(([id, n]) => `${id} ${n}`).join(', ')}), compacted nodes ${audit?.compactedNodes ?? '?'} (first index at the end ${Object.entries(retentionEffects.firstIndexAtEnd).map(([id, n]) => `${id} ${n}`).join(', ')}), retained from index ${audit?.retainedFrom ?? '?'}, first offsets ${audit?.firstOffsets.join('/') ?? '?'}, reads that jumped over released offsets ${result.skipsOverReleased}`);
+  const d = result.delay;
+  if (d !== null) {
+    const ms = (l: Lateness | null): string => (l === null ? 'none' : `p50 ${l.p50Ms.toFixed(0)} / p99 ${l.p99Ms.toFixed(0)} / max ${l.maxMs.toFixed(0)} ms`);
+    log(`delayed: acked ${d.acked}, unknown ${d.indeterminate} (${d.recovered} delivered), failed ${d.failed}; early ${d.early}, visible early ${d.visibleEarly}, lost ${d.lost}, late ${d.late} (bound ${d.latenessBoundMs} ms), duplicated ${d.duplicated}, redelivered ${d.redelivered}${delayDrained ? '' : ', drain incomplete'}; lateness after due ${ms(d.lateness)}, after max(due, heal) ${ms(d.latenessAfterHeal)}, fire lag ${ms(d.fireLag)}; timed entries ${retentionEffects.logWatch?.timedEntries ?? '?'}, timer fires ${retentionEffects.logWatch?.timerFires ?? '?'}`);
+    if (d.lost > 0) log(`lost delayed values (committed index per the log watcher): ${d.lostValues.slice(0, 10).map((v) => `${v}@${watch?.committedIndexOf(v) ?? 'none'}`).join(', ')}`);
+    if (d.early > 0) log(`early delayed values: ${d.earlyValues.slice(0, 10).map((e) => `${e.value} due ${e.dueMs} received ${e.receivedMs} by ${e.by}`).join('; ')}`);
+  }
   const staleReads = retentionEffects.logWatch?.staleReads ?? 0;
   if (staleReads > 0) log(`WARNING: ReadCommitted answered ${staleReads} entries as committed that the node then replaced (a broker bug, see log-watch.ts): ${retentionEffects.logWatch?.staleReadDetails.slice(0, 3).join('; ')}`);
   log(`report: ${path.join(runDir, 'report.html')}`);

@@ -21,8 +21,10 @@
 import { MQClientError } from '../src/client/mq-connection.js';
 import { Producer } from '../src/client/producer.js';
 import { PullConsumer } from '../src/client/pull-consumer.js';
+import { SimpleConsumer } from '../src/client/simple-consumer.js';
 import type { ReceivedMessage } from '../src/client/messages.js';
 import type { QueueRef } from '../src/client/pull-consumer.js';
+import type { Prng } from '../src/testing/prng.js';
 import type { History, Read } from './history.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -179,4 +181,173 @@ export class Workload {
 /** The protocol's MessageQueue resource for one queue. */
 function queueResource(ref: QueueRef): object {
   return { topic: { name: ref.topic, resourceNamespace: '' }, id: ref.queueId, broker: { name: ref.brokerGroup, id: 0 } };
+}
+
+export interface DelayWorkloadConfig {
+  readonly nameServers: readonly string[];
+  /** A topic of type DELAY, used by nothing else. */
+  readonly topic: string;
+  readonly producers: number;
+  /** Sends per second per producer (each producer is sequential). */
+  readonly ratePerProducer: number;
+  /** Each delivery time is drawn uniformly from this many ms after the send. */
+  readonly delayMs: readonly [number, number];
+  /** At most this many sends per producer. */
+  readonly sendsMax: number;
+}
+
+/**
+ * The delayed-message workload, on its own DELAY topic (so the queue workload's checks never
+ * see it): sequential producers send unique `d<process>-<counter>` values, each with a
+ * delivery time drawn from `delayMs` ahead (invoke / ok / fail / info with `dueMs`, and
+ * `info` retires the process as in the queue workload); a broadcasting PullConsumer reads
+ * every queue by offset from 0 (`delay-read`) and a SimpleConsumer group receives and acks
+ * (`delay-receive`, 5 s invisibility), both recording the wall clock when the client handed
+ * over the messages (`wallMs`) and the broker's store timestamp of each (`storedMs`: when the
+ * timer made it visible). Producers, brokers and consumers run on this host and read the same
+ * system clock, so a receive time is directly comparable with a due time. After the
+ * producers stop, `finish` keeps the consumers going until every acknowledged value has been
+ * received or the lateness bound has passed for the latest due time, then a fresh reader
+ * drains every queue from offset 0 (`delay-drain`): what it does not find is lost. Every loop
+ * is bounded by a flag and by time, every send count by `sendsMax`.
+ */
+export class DelayWorkload {
+  private producing = true;
+  private consuming = true;
+  private readonly producerLoops: Promise<void>[] = [];
+  private readonly consumerLoops: Promise<void>[] = [];
+  /** Acknowledged sends: value → due time (ms since the epoch). */
+  readonly acked = new Map<string, number>();
+  /** Values the live consumers (not the drain) received. */
+  readonly received = new Set<string>();
+
+  constructor(private readonly history: History, private readonly config: DelayWorkloadConfig, private readonly rng: Prng) {}
+
+  start(): void {
+    for (let worker = 0; worker < this.config.producers; worker++) this.producerLoops.push(this.produce(worker));
+    this.consumerLoops.push(this.read('delay-reader', 'delay-read', 'jepsen-delay-reader', () => this.consuming, (reads) => { for (const [, , value] of reads) this.received.add(value); }));
+    this.consumerLoops.push(this.receive('delay-consumer', 'jepsen-delay-consumers', () => this.consuming));
+  }
+
+  async stopProducers(): Promise<void> {
+    this.producing = false;
+    await Promise.all(this.producerLoops);
+  }
+
+  /**
+   * After the producers stopped (and the faults healed): waits until the live consumers have
+   * received every acknowledged value, or until `lateBoundMs` after the latest due time (what
+   * is not in by then is late or lost anyway), stops them, then drains for up to `drainMs`.
+   * Resolves true when the drain read every acknowledged value.
+   */
+  async finish(lateBoundMs: number, drainMs: number): Promise<boolean> {
+    let latestDue = Date.now();
+    for (const dueMs of this.acked.values()) latestDue = Math.max(latestDue, dueMs);
+    const waitUntil = Math.min(latestDue + lateBoundMs, Date.now() + 120_000);
+    while (Date.now() < waitUntil && [...this.acked.keys()].some((value) => !this.received.has(value))) await sleep(200);
+    this.consuming = false;
+    await Promise.all(this.consumerLoops);
+    const deadline = Date.now() + drainMs;
+    const seen = new Set<string>();
+    const missing = (): number => [...this.acked.keys()].filter((value) => !seen.has(value)).length;
+    let idleSince = Date.now();
+    await this.read('delay-drain', 'delay-drain', `jepsen-delay-drain-${Date.now()}`, () => {
+      if (Date.now() >= deadline) return false;
+      // Once everything acknowledged is in, keep reading a little for late (unknown) sends.
+      return missing() > 0 || Date.now() - idleSince < 2_000;
+    }, (reads) => {
+      if (reads.length > 0) idleSince = Date.now();
+      for (const [, , value] of reads) seen.add(value);
+    });
+    return missing() === 0;
+  }
+
+  private async produce(worker: number): Promise<void> {
+    const concurrency = this.config.producers;
+    const producer = new Producer({ nameServers: this.config.nameServers, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000, faultAvoidanceMs: 0 });
+    const intervalMs = 1_000 / this.config.ratePerProducer;
+    const [delayMin, delayMax] = this.config.delayMs;
+    let processNo = worker;
+    let counter = 0;
+    try {
+      for (let sends = 0; this.producing && sends < this.config.sendsMax; sends++) {
+        const started = Date.now();
+        const process = `delay-${processNo}`;
+        const value = `d${processNo}-${counter++}`;
+        const dueMs = started + this.rng.int(delayMin, delayMax);
+        this.history.add({ type: 'invoke', process, f: 'delay-send', value, dueMs, wallMs: started });
+        try {
+          const receipt = await producer.send({ topic: this.config.topic, body: value, deliveryTimeMs: dueMs });
+          this.acked.set(value, dueMs);
+          this.history.add({ type: 'ok', process, f: 'delay-send', value, dueMs, queue: receipt.queueId, wallMs: Date.now() });
+        } catch (error) {
+          const definite = error instanceof MQClientError && error.definite;
+          this.history.add({ type: definite ? 'fail' : 'info', process, f: 'delay-send', value, dueMs, wallMs: Date.now(), error: (error as Error).message.slice(0, 200) });
+          if (!definite) {
+            processNo += concurrency; // a process with an unknown outcome is retired
+            counter = 0;
+          }
+        }
+        await sleep(Math.max(0, intervalMs - (Date.now() - started)));
+      }
+    } finally {
+      producer.shutdown();
+    }
+  }
+
+  /** A broadcasting PullConsumer that reads every queue of the topic by offset from 0. */
+  private async read(processId: string, f: 'delay-read' | 'delay-drain', group: string, keepGoing: () => boolean, onReads: (reads: Read[]) => void): Promise<void> {
+    const consumer = new PullConsumer({
+      nameServers: this.config.nameServers, group, mode: 'broadcasting', consumeFrom: 'first', autoCommitIntervalMs: 0,
+      rebalanceIntervalMs: 1_000, requestTimeoutMs: 2_000, longPollMs: 500,
+    });
+    consumer.subscribe(this.config.topic);
+    let started = false;
+    try {
+      while (!started && keepGoing()) {
+        try {
+          await consumer.start();
+          started = true;
+        } catch {
+          await sleep(250); // no leader yet: keep trying while the run lasts
+        }
+      }
+      while (started && keepGoing()) {
+        this.history.add({ type: 'invoke', process: processId, f });
+        const messages = await consumer.poll(500, 128);
+        const wallMs = Date.now();
+        const reads = toReads(messages);
+        this.history.add({ type: 'ok', process: processId, f, reads, storedMs: messages.map((m) => m.storeTimestampMs), wallMs });
+        onReads(reads);
+      }
+    } finally {
+      await consumer.shutdown();
+    }
+  }
+
+  /** A SimpleConsumer group member: receive (long poll), then ack each message. */
+  private async receive(processId: string, group: string, keepGoing: () => boolean): Promise<void> {
+    const consumer = new SimpleConsumer({ nameServers: this.config.nameServers, group, awaitMs: 1_000, requestTimeoutMs: 2_000 }).subscribe(this.config.topic);
+    try {
+      while (keepGoing()) {
+        this.history.add({ type: 'invoke', process: processId, f: 'delay-receive' });
+        let messages: ReceivedMessage[];
+        try {
+          messages = await consumer.receive(32, 5_000);
+        } catch (error) {
+          this.history.add({ type: 'fail', process: processId, f: 'delay-receive', error: (error as Error).message.slice(0, 200), wallMs: Date.now() });
+          await sleep(250);
+          continue;
+        }
+        const wallMs = Date.now();
+        const reads = toReads(messages);
+        this.history.add({ type: 'ok', process: processId, f: 'delay-receive', reads, storedMs: messages.map((m) => m.storeTimestampMs), wallMs });
+        for (const [, , value] of reads) this.received.add(value);
+        // A lost ack makes the message visible again after 5 s: a redelivery, counted by the checker.
+        for (const message of messages) await consumer.ack(message).catch(() => undefined);
+      }
+    } finally {
+      consumer.shutdown();
+    }
+  }
 }
