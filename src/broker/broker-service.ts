@@ -304,6 +304,10 @@ export class BrokerService {
    * original queue and offset instead of storing it twice.
    */
   async send(messages: readonly MessageInput[], kind: MessageKind): Promise<SendResult[]> {
+    // The topic checks below read the state: a new leader's may not hold every topic yet (it
+    // has not applied the log it inherited), and would answer TOPIC_NOT_FOUND for one that
+    // exists, or auto-create it again over its configuration.
+    await this.awaitReadReady();
     for (const message of messages) {
       if (message.body.byteLength > this.options.maxBodyBytes) {
         throw new BrokerError('MESSAGE_BODY_TOO_LARGE', `message body of ${message.body.byteLength} bytes exceeds the limit of ${this.options.maxBodyBytes}`);
