@@ -11,6 +11,11 @@
  *
  * Transaction check-backs are applied on every node alike, and every node tells its
  * `onTransactionChecks` listeners: the node holding a producer's Telemetry stream asks it.
+ *
+ * The message index (query and trace) is built by apply from each batch's ids and keys (the
+ * keys read here, see readMessageKeys); its files (`messageIndexes`) are synced before each
+ * snapshot like the others. A MessageIndexError (an index file that could not be written)
+ * stops the node like a queue, dedup or timer file error.
  */
 import { InvariantViolation } from '../util/assert.js';
 import { EntryKind, type Entry } from '../raft/types.js';
@@ -22,7 +27,8 @@ import { memoryQueueRecordStore, QueueRecordsError, type QueueRecordStore } from
 import { DedupRecordsError, memoryDedupRecordStore, type DedupRecordStore } from './core/dedup-window.js';
 import { snapshotHasRecords } from './core/state-snapshot.js';
 import { MemoryTimerStore, TimerRecordsError, type TimerStore } from './core/timer-store.js';
-import { PayloadKind, isMessagesKind, readCommand, readHeader, readRouting } from './core/entry-codec.js';
+import { MessageIndexError, disabledMessageIndexStore, type MessageIndexStore } from './core/message-index.js';
+import { PayloadKind, isMessagesKind, payloadHeaderBytes, readCommand, readHeader, readRouting } from './core/entry-codec.js';
 
 export type ApplyResult =
   | { readonly kind: 'messages'; readonly outcomes: readonly SendOutcome[] }
@@ -52,8 +58,14 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
     private readonly dedupRecords: DedupRecordStore = memoryDedupRecordStore,
     /** The pending delayed messages (the state owns its contents: a restore replaces them). */
     private readonly timers: TimerStore = new MemoryTimerStore(),
+    /**
+     * Where the message index lives (the state owns its contents: a restore replaces them):
+     * files on a broker node, memory in tests. None by default (the broker simulator's
+     * machines: their snapshots, install timings and seeded scenarios stay as they were).
+     */
+    private readonly messageIndexes: MessageIndexStore = disabledMessageIndexStore,
   ) {
-    this.stateValue = new BrokerState(limits, queueRecords, dedupRecords, timers);
+    this.stateValue = new BrokerState(limits, queueRecords, dedupRecords, timers, messageIndexes);
   }
 
   get state(): BrokerState {
@@ -114,11 +126,11 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
    */
   snapshotWithRecords(data: Uint8Array): Uint8Array {
     if (snapshotHasRecords(data)) return data;
-    return BrokerState.restore(data, this.limits, this.queueRecords.reader(), this.dedupRecords.reader(), this.timers.reader()).snapshot({ withRecords: true });
+    return BrokerState.restore(data, this.limits, this.queueRecords.reader(), this.dedupRecords.reader(), this.timers.reader(), this.messageIndexes.reader()).snapshot({ withRecords: true });
   }
 
   restore(data: Uint8Array, meta: SnapshotMeta): void {
-    this.stateValue = BrokerState.restore(data, this.limits, this.queueRecords, this.dedupRecords, this.timers);
+    this.stateValue = BrokerState.restore(data, this.limits, this.queueRecords, this.dedupRecords, this.timers, this.messageIndexes);
     this.lastApplied = meta.index;
     this.lastAppliedTermValue = meta.term;
     const everything = new Set(['*']);
@@ -139,8 +151,13 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
     try {
       if (isMessagesKind(header.kind)) {
         const routing = readRouting(entry.payload);
-        for (const message of routing) touched.add(message.topic);
-        return { kind: 'messages', outcomes: this.stateValue.applyMessages(entry.index, timeMs, routing, header.kind === PayloadKind.HalfMessages) };
+        const keys = readMessageKeys(entry.payload);
+        const messages = routing.map((message, i) => {
+          touched.add(message.topic);
+          const ofMessage = keys[i] as readonly string[];
+          return ofMessage.length === 0 ? message : { ...message, keys: ofMessage };
+        });
+        return { kind: 'messages', outcomes: this.stateValue.applyMessages(entry.index, timeMs, messages, header.kind === PayloadKind.HalfMessages) };
       }
       if (header.kind === PayloadKind.Command) {
         const command = readCommand(entry.payload) as BrokerCommand;
@@ -155,8 +172,51 @@ export class BrokerStateMachine implements StateMachine<ApplyResult> {
     } catch (error) {
       // A bug, not bad input, or a queue, dedup or timer file that could not be written or read:
       // the node must stop rather than continue in a state the other nodes do not have.
-      if (error instanceof InvariantViolation || error instanceof QueueRecordsError || error instanceof DedupRecordsError || error instanceof TimerRecordsError) throw error;
+      if (error instanceof InvariantViolation || error instanceof QueueRecordsError || error instanceof DedupRecordsError || error instanceof TimerRecordsError || error instanceof MessageIndexError) throw error;
       return { kind: 'malformed', message: `entry ${entry.index} could not be applied: ${(error as Error).message}` };
     }
   }
+}
+
+const noKeys: readonly string[] = [];
+
+/**
+ * The keys of every message of a batch, in order, without touching properties or bodies (the
+ * message index's input; readRouting leaves them out). Reads the record layout of
+ * core/entry-codec.ts: u32 record length | u32 body length | 4 short strings (topic, id, tag,
+ * message group) | i32 queue id | [TimedMessages: f64] | f64 born time | short born host |
+ * u16 n, n × short key | …; a record too short for its keys throws (the entry is malformed).
+ */
+export function readMessageKeys(payload: Uint8Array): (readonly string[])[] {
+  const buffer = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  const timed = buffer.readUInt8(0) === PayloadKind.TimedMessages;
+  let at = payloadHeaderBytes;
+  const count = buffer.readUInt32BE(at);
+  at += 4;
+  const out: (readonly string[])[] = [];
+  const skipShort = (): void => { at += 2 + buffer.readUInt16BE(at); };
+  for (let i = 0; i < count; i++) {
+    const end = at + 4 + buffer.readUInt32BE(at);
+    at += 8; // record length, body length
+    for (let field = 0; field < 4; field++) skipShort();
+    at += 4 + (timed ? 8 : 0) + 8; // queue id, delivery time, born time
+    skipShort(); // born host
+    const n = buffer.readUInt16BE(at);
+    at += 2;
+    if (n === 0) {
+      out.push(noKeys);
+    } else {
+      const keys: string[] = [];
+      for (let k = 0; k < n; k++) {
+        const length = buffer.readUInt16BE(at);
+        if (at + 2 + length > end) throw new RangeError(`message ${i}'s keys run past its record`);
+        keys.push(buffer.toString('utf8', at + 2, at + 2 + length));
+        at += 2 + length;
+      }
+      out.push(keys);
+    }
+    if (at > end) throw new RangeError(`message ${i}'s record is shorter than its fields`);
+    at = end;
+  }
+  return out;
 }

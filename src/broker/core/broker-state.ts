@@ -29,6 +29,20 @@
  * stored twice), ROLLBACK forgets it; `txn.check` (the leader's) counts a check-back for
  * every transaction due and rolls back those past the last check. Open transactions pin the
  * log like pending delayed messages.
+ *
+ * The message index (message-index.ts; SPEC F12, F20) is part of this state: apply adds its
+ * entries, all at the applied entry's log index and (monotone) time, so every node builds
+ * the same one, and it is in snapshots and the digest like the rest. What is indexed when:
+ *  - a message stored, made pending (delayed) or opened as a half message by a send entry:
+ *    MessageId under its id and Key under each of its keys (scoped to the topic's creation),
+ *    at (send entry, position); a duplicate (the dedup window's) or refused one is not;
+ *  - under the message's location (send entry, position): Delivered (receive: attempt and
+ *    queue in the position), DeadLettered (a receive past the last attempt, or a dlq
+ *    command), Acked, Nacked (invisible), Stored (a timer fire or a commit put it in its
+ *    queue), RolledBack (EndTransaction or the last check-back), Recalled (timer.cancel).
+ * Retention releases the index below `firstNeededLogIndex` (never above a body still read).
+ * Entries are added after the state change they describe; an index write that fails throws
+ * MessageIndexError, which stops the node (BrokerStateMachine rethrows it).
  */
 import { assert } from '../../util/assert.js';
 import { DedupWindow, memoryDedupRecordStore, type DedupRecordStore } from './dedup-window.js';
@@ -37,6 +51,10 @@ import { filterFromJson, filterMatches, type TagFilter } from './filter.js';
 import { decodeBrokerState, encodeBrokerState, sha256Hex, type FiredRun } from './state-snapshot.js';
 import type { MessageRouting } from './entry-codec.js';
 import { MemoryTimerStore, type TimerRecord, type TimerStore } from './timer-store.js';
+import {
+  IndexKind, MemoryMessageIndex, MemoryMessageIndexStore, emptyIndexExtent, eventPosition, messageIdKey, messageLocationKey, topicKey,
+  type MessageIndex, type MessageIndexStore,
+} from './message-index.js';
 import {
   checkPolicyProblem, defaultTransactionLimits, TransactionTable, type HalfMessage, type TransactionCheckPolicy, type TransactionEnd, type TransactionLimits,
 } from './transactions.js';
@@ -71,6 +89,12 @@ export type BrokerCommand =
   | { readonly op: 'txn.check'; readonly throughMs: number; readonly policy: TransactionCheckPolicy }
   /** Changes nothing: a read that waits for it to apply sees everything committed before the read began (a linearizable read through the log). */
   | { readonly op: 'barrier' };
+
+/** A message as apply takes it: its routing, and its keys for the message index (none when absent). */
+export type IndexedRouting = MessageRouting & { readonly keys?: readonly string[] };
+
+/** Positions in an entry's batch the index holds (every batch the broker proposes is far smaller). */
+const indexPositionMax = 0xff_ffff;
 
 /** What a receipt handle names: one delivery of one message to one group. */
 export interface HandleRef {
@@ -261,6 +285,8 @@ export class BrokerState {
    */
   private readonly firedRuns = new Map<string, FiredRun[]>();
   private transactions: TransactionTable;
+  /** The message index (query and trace): its entries are a function of the applied entries. */
+  private index: MessageIndex;
 
   constructor(
     private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
@@ -270,9 +296,14 @@ export class BrokerState {
     private readonly dedupRecords: DedupRecordStore = memoryDedupRecordStore,
     /** Pending delayed messages (its state is this state's: a restore replaces it). Files on a broker node, memory in the simulator. */
     private readonly timers: TimerStore = new MemoryTimerStore(),
+    /** Where the message index lives: files on a broker node, memory in the simulator and tests. */
+    private readonly indexStore: MessageIndexStore = new MemoryMessageIndexStore(),
+    /** An index to start from instead of a new empty one of `indexStore` (restore: a placeholder the snapshot's replaces). */
+    index?: MessageIndex,
   ) {
     this.dedup = DedupWindow.create(limits, dedupRecords);
     this.transactions = new TransactionTable(limits.transactions ?? defaultTransactionLimits);
+    this.index = index ?? indexStore.open(emptyIndexExtent(indexStore.layout));
   }
 
   /**
@@ -286,30 +317,34 @@ export class BrokerState {
     if (!withRecords) {
       this.queueRecords.sync(this.queueIdentities());
       this.dedupRecords.sync();
-      // Timers in memory are carried whatever the rest does (the timer section says which).
+      // Timers and an index in memory are carried whatever the rest does (their sections say which).
       if (this.timers.recordsDurable) this.timers.sync();
+      if (this.index.recordsDurable) this.index.sync();
     }
     return encodeBrokerState({
       clockMs: this.clockMs, tagNames: this.tagNames, topics: this.topics, groups: this.groups, popQueues: this.popQueues,
       receiveCursor: this.receiveCursor, offsets: this.offsets, dedup: this.dedup,
       retainedFrom: this.retainedFromIndex, expiredUnconsumed: this.expiredUnconsumed, timers: this.timers, firedRuns: this.firedRuns,
-      transactions: this.transactions,
+      transactions: this.transactions, index: this.index,
     }, withRecords);
   }
 
   /**
    * A state equal to the one that took the snapshot; throws SnapshotFormatError on bytes it
-   * cannot read, QueueRecordsError, DedupRecordsError or TimerRecordsError when the files it
-   * relies on are missing. `timers` takes the snapshot's timers (its own state is replaced).
+   * cannot read, QueueRecordsError, DedupRecordsError, TimerRecordsError or MessageIndexError
+   * when the files it relies on are missing. `timers` takes the snapshot's timers (its own
+   * state is replaced); `indexStore` opens the snapshot's message index (a snapshot of
+   * version 4 or 5 has none: a new empty one).
    */
   static restore(
     data: Uint8Array, limits: BrokerStateLimits = defaultBrokerStateLimits,
     queueRecords: QueueRecordStore = memoryQueueRecordStore, dedupRecords: DedupRecordStore = memoryDedupRecordStore,
-    timers: TimerStore = new MemoryTimerStore(),
+    timers: TimerStore = new MemoryTimerStore(), indexStore: MessageIndexStore = new MemoryMessageIndexStore(),
   ): BrokerState {
     // The state first: its empty window opens the dedup store, which the decoded window's records then replace.
-    const state = new BrokerState(limits, queueRecords, dedupRecords, timers);
-    const parts = decodeBrokerState(data, queueRecords, dedupRecords, timers, { ...limits, transactions: limits.transactions ?? defaultTransactionLimits });
+    // Its index is a placeholder in memory (opening one of `indexStore` would close the index in use, should decoding fail).
+    const state = new BrokerState(limits, queueRecords, dedupRecords, timers, indexStore, new MemoryMessageIndex());
+    const parts = decodeBrokerState(data, queueRecords, dedupRecords, timers, { ...limits, transactions: limits.transactions ?? defaultTransactionLimits }, indexStore);
     state.clockMs = parts.clockMs;
     state.tagNames.length = 0;
     state.tagIds.clear();
@@ -324,6 +359,7 @@ export class BrokerState {
     for (const [k, count] of parts.expiredUnconsumed) state.expiredUnconsumed.set(k, count);
     for (const [k, runs] of parts.firedRuns) state.firedRuns.set(k, runs);
     state.transactions = parts.transactions;
+    state.index = parts.index;
     return state;
   }
 
@@ -397,6 +433,21 @@ export class BrokerState {
   /** The longest delay apply accepts (the same on every node: apply refuses longer ones). */
   get timerMaxDelayMs(): number {
     return this.timers.limits.maxDelayMs;
+  }
+
+  /** The message index (query and trace): read it, never add to it (apply does). A restore replaces it. */
+  get messageIndex(): MessageIndex {
+    return this.index;
+  }
+
+  /** The log index of the entry that created topic `name` (what scopes its keys in the index), or undefined. */
+  topicCreatedAt(name: string): number | undefined {
+    return this.topics.get(name)?.createdAt;
+  }
+
+  /** Whether the transaction whose half message is at (logIndex, position) is open. */
+  transactionOpen(logIndex: number, position: number): boolean {
+    return this.transactions.get(logIndex, position) !== undefined;
   }
 
   /**
@@ -569,52 +620,91 @@ export class BrokerState {
    * A message due after `timeMs` goes into the timer store (refused if due more than the
    * store's maximum delay after it); one due by then is stored at once.
    */
-  applyMessages(logIndex: number, timeMs: number, messages: readonly MessageRouting[], half = false): SendOutcome[] {
+  applyMessages(logIndex: number, timeMs: number, messages: readonly IndexedRouting[], half = false): SendOutcome[] {
     this.dedup.expire(timeMs);
     return messages.map((message, position) => {
-      const topic = this.topics.get(message.topic);
-      if (topic === undefined) return { code: 'topic-not-found', queueId: -1, offset: -1, duplicate: false };
-      if ((topic.config.perm & permWrite) === 0) return { code: 'not-writable', queueId: -1, offset: -1, duplicate: false };
-      if (half) return this.openTransaction(logIndex, timeMs, position, message, topic);
-      const dueMs = message.deliveryTimeMs ?? 0;
-      const delayed = dueMs > timeMs;
-      if (delayed && !(Number.isSafeInteger(dueMs) && dueMs <= Math.floor(timeMs) + this.timers.limits.maxDelayMs)) {
-        return { code: 'illegal-delivery-time', queueId: -1, offset: -1, duplicate: false };
-      }
-      const previous = this.dedup.find(message.topic, message.messageId);
-      if (previous !== undefined && previous.queueId >= delayedDedupFlag) {
-        // A delayed send, sent again: the same send entry, if it was made since the topic was (re)created.
-        if (previous.offset >= topic.createdAt) {
-          const packed = previous.queueId - delayedDedupFlag;
-          return {
-            code: 'ok', queueId: packed >>> delayedDedupPositionBits, offset: -1, duplicate: true,
-            delayed: { logIndex: previous.offset, position: packed & delayedDedupPositionMask, dueMs },
-          };
-        }
-      } else if (previous !== undefined && topic.queues[previous.queueId] !== undefined) {
-        // A topic deleted and created again with fewer queues: its old ids are no duplicates.
-        return { code: 'ok', queueId: previous.queueId, offset: previous.offset, duplicate: true };
-      }
-      let queueId = message.queueId;
-      if (queueId < 0) {
-        const writable = Math.min(topic.config.writeQueues, topic.queues.length);
-        queueId = message.messageGroup !== '' ? stableHash(message.messageGroup) % writable : topic.roundRobin++ % writable;
-      } else if (queueId >= topic.queues.length) {
-        return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
-      }
-      if (delayed) {
-        const record: TimerRecord = { dueMs, logIndex, position, topicCreatedAt: topic.createdAt, queueId, tagId: this.tagId(message.tag), storeTimeMs: timeMs };
-        this.timers.add(record, Math.floor(timeMs));
-        const packed = delayedDedupFlag + (queueId << delayedDedupPositionBits) + (position & delayedDedupPositionMask);
-        if (previous === undefined) this.dedup.add(message.topic, message.messageId, packed, logIndex, timeMs);
-        else this.dedup.replace(message.topic, message.messageId, packed, logIndex, timeMs);
-        return { code: 'ok', queueId, offset: -1, duplicate: false, delayed: { logIndex, position, dueMs } };
-      }
-      const offset = (topic.queues[queueId] as ConsumeQueue).append(logIndex, position, this.tagId(message.tag), timeMs);
-      if (previous === undefined) this.dedup.add(message.topic, message.messageId, queueId, offset, timeMs);
-      else this.dedup.replace(message.topic, message.messageId, queueId, offset, timeMs);
-      return { code: 'ok', queueId, offset, duplicate: false };
+      const outcome = this.applyMessage(logIndex, timeMs, message, position, half);
+      if (outcome.code === 'ok' && !outcome.duplicate) this.indexMessage(logIndex, timeMs, message, position);
+      return outcome;
     });
+  }
+
+  /** A stored (or pending, or half) message under its id and each of its keys. */
+  private indexMessage(logIndex: number, timeMs: number, message: IndexedRouting, position: number): void {
+    if (position > indexPositionMax || !this.indexable(logIndex, timeMs)) return; // no entry the broker proposes has that many messages
+    this.index.add(messageIdKey(message.messageId), IndexKind.MessageId, logIndex, position, timeMs);
+    const keys = message.keys;
+    if (keys === undefined || keys.length === 0) return;
+    const createdAt = (this.topics.get(message.topic) as TopicState).createdAt;
+    keys.forEach((k, i) => {
+      if (k !== '' && keys.indexOf(k) === i) this.index.add(topicKey(createdAt, k), IndexKind.Key, logIndex, position, timeMs);
+    });
+  }
+
+  /** A trace event of the message stored at (at, position), made by entry `logIndex`. */
+  private traceEvent(kind: IndexKind, at: number, position: number, logIndex: number, timeMs: number, attempt: number, queueId: number): void {
+    if (!this.indexable(logIndex, timeMs)) return;
+    this.index.add(messageLocationKey(at, position), kind, logIndex, eventPosition(attempt, queueId), timeMs);
+  }
+
+  /**
+   * Whether an entry at (logIndex, timeMs) may be added: never below the last one. Applied
+   * entries always may (the log only goes up, and apply's clock is monotone); a caller that
+   * applies an older history again to a restored state (tests do) gets no index entries for it.
+   */
+  private indexable(logIndex: number, timeMs: number): boolean {
+    return logIndex >= this.index.lastAddedLogIndex && timeMs >= this.index.lastAddedTimeMs;
+  }
+
+  /** A trace event of the message a delivery's handle names (its queue holds it: in-flight offsets are never released). */
+  private traceAt(kind: IndexKind, ref: HandleRef, logIndex: number, timeMs: number, attempt: number): void {
+    const queue = this.queue(ref.topic, ref.queueId) as ConsumeQueue;
+    this.traceEvent(kind, queue.logIndexAt(ref.offset), queue.positionAt(ref.offset), logIndex, timeMs, attempt, ref.queueId);
+  }
+
+  private applyMessage(logIndex: number, timeMs: number, message: IndexedRouting, position: number, half: boolean): SendOutcome {
+    const topic = this.topics.get(message.topic);
+    if (topic === undefined) return { code: 'topic-not-found', queueId: -1, offset: -1, duplicate: false };
+    if ((topic.config.perm & permWrite) === 0) return { code: 'not-writable', queueId: -1, offset: -1, duplicate: false };
+    if (half) return this.openTransaction(logIndex, timeMs, position, message, topic);
+    const dueMs = message.deliveryTimeMs ?? 0;
+    const delayed = dueMs > timeMs;
+    if (delayed && !(Number.isSafeInteger(dueMs) && dueMs <= Math.floor(timeMs) + this.timers.limits.maxDelayMs)) {
+      return { code: 'illegal-delivery-time', queueId: -1, offset: -1, duplicate: false };
+    }
+    const previous = this.dedup.find(message.topic, message.messageId);
+    if (previous !== undefined && previous.queueId >= delayedDedupFlag) {
+      // A delayed send, sent again: the same send entry, if it was made since the topic was (re)created.
+      if (previous.offset >= topic.createdAt) {
+        const packed = previous.queueId - delayedDedupFlag;
+        return {
+          code: 'ok', queueId: packed >>> delayedDedupPositionBits, offset: -1, duplicate: true,
+          delayed: { logIndex: previous.offset, position: packed & delayedDedupPositionMask, dueMs },
+        };
+      }
+    } else if (previous !== undefined && topic.queues[previous.queueId] !== undefined) {
+      // A topic deleted and created again with fewer queues: its old ids are no duplicates.
+      return { code: 'ok', queueId: previous.queueId, offset: previous.offset, duplicate: true };
+    }
+    let queueId = message.queueId;
+    if (queueId < 0) {
+      const writable = Math.min(topic.config.writeQueues, topic.queues.length);
+      queueId = message.messageGroup !== '' ? stableHash(message.messageGroup) % writable : topic.roundRobin++ % writable;
+    } else if (queueId >= topic.queues.length) {
+      return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
+    }
+    if (delayed) {
+      const record: TimerRecord = { dueMs, logIndex, position, topicCreatedAt: topic.createdAt, queueId, tagId: this.tagId(message.tag), storeTimeMs: timeMs };
+      this.timers.add(record, Math.floor(timeMs));
+      const packed = delayedDedupFlag + (queueId << delayedDedupPositionBits) + (position & delayedDedupPositionMask);
+      if (previous === undefined) this.dedup.add(message.topic, message.messageId, packed, logIndex, timeMs);
+      else this.dedup.replace(message.topic, message.messageId, packed, logIndex, timeMs);
+      return { code: 'ok', queueId, offset: -1, duplicate: false, delayed: { logIndex, position, dueMs } };
+    }
+    const offset = (topic.queues[queueId] as ConsumeQueue).append(logIndex, position, this.tagId(message.tag), timeMs);
+    if (previous === undefined) this.dedup.add(message.topic, message.messageId, queueId, offset, timeMs);
+    else this.dedup.replace(message.topic, message.messageId, queueId, offset, timeMs);
+    return { code: 'ok', queueId, offset, duplicate: false };
   }
 
   /**
@@ -639,8 +729,8 @@ export class BrokerState {
 
   applyCommand(logIndex: number, timeMs: number, command: BrokerCommand): CommandOutcome {
     switch (command.op) {
-      case 'txn.end': return this.endTransaction(timeMs, command);
-      case 'txn.check': return this.checkTransactions(timeMs, command.throughMs, command.policy);
+      case 'txn.end': return this.endTransaction(logIndex, timeMs, command);
+      case 'txn.check': return this.checkTransactions(logIndex, timeMs, command.throughMs, command.policy);
       case 'topic.put': return this.putTopic(command.config, logIndex);
       case 'topic.delete':
         this.topics.delete(command.name);
@@ -653,17 +743,24 @@ export class BrokerState {
         return { kind: 'done' };
       case 'receive': return this.receive(logIndex, timeMs, command);
       case 'retention': return this.release(command.throughIndex);
-      case 'timer.fire': return this.fire(timeMs, command.throughMs);
+      case 'timer.fire': return this.fire(logIndex, timeMs, command.throughMs);
       case 'timer.cancel': {
         const { logIndex: at, position, dueMs } = command;
         if (!Number.isSafeInteger(at) || at < 0 || !Number.isInteger(position) || position < 0 || position > 0xffff_ffff || !Number.isSafeInteger(dueMs) || dueMs < 0) {
           return { kind: 'error', code: 'bad-request', message: `timer cancel of ${at}/${position} due at ${dueMs}` };
         }
-        if (this.timers.cancel(at, position, dueMs)) return { kind: 'done' };
+        if (this.timers.cancel(at, position, dueMs)) {
+          if (position <= indexPositionMax) this.traceEvent(IndexKind.Recalled, at, position, logIndex, timeMs, 0, 0);
+          return { kind: 'done' };
+        }
         return { kind: 'error', code: 'not-pending', message: 'no pending delayed message for this recall handle: it was delivered or recalled already (or never stored)' };
       }
       case 'barrier': return { kind: 'done' };
-      case 'ack': return this.withFlight(command, (pop) => { pop.settle(command.offset); return { kind: 'done' }; }, true);
+      case 'ack': return this.withFlight(command, (pop, flight) => {
+        pop.settle(command.offset);
+        this.traceAt(IndexKind.Acked, command, logIndex, timeMs, flight.attempt);
+        return { kind: 'done' };
+      }, true);
       case 'invisible': return this.withFlight(command, (pop, flight) => {
         flight.deadlineMs = timeMs + this.nackDelay(command.invisibleMs, flight, this.groups.get(command.group) ?? defaultGroupConfig(command.group));
         flight.seq = logIndex;
@@ -672,10 +769,11 @@ export class BrokerState {
         // never come back.
         flight.autoRenew = false;
         void pop;
+        this.traceAt(IndexKind.Nacked, command, logIndex, timeMs, flight.attempt);
         return { kind: 'handle', seq: logIndex };
       }, false);
-      case 'dlq': return this.withFlight(command, (pop) => {
-        this.deadLetter(logIndex, command.group, command.topic, command.queueId, command.offset, timeMs);
+      case 'dlq': return this.withFlight(command, (pop, flight) => {
+        this.deadLetter(logIndex, command.group, command.topic, command.queueId, command.offset, timeMs, flight.attempt);
         pop.settle(command.offset);
         return { kind: 'done' };
       }, true);
@@ -715,7 +813,7 @@ export class BrokerState {
 
   // ---- internals -----------------------------------------------------------------------
 
-  private endTransaction(timeMs: number, command: Extract<BrokerCommand, { op: 'txn.end' }>): CommandOutcome {
+  private endTransaction(entryIndex: number, timeMs: number, command: Extract<BrokerCommand, { op: 'txn.end' }>): CommandOutcome {
     const { logIndex, position, messageId, commit } = command;
     if (!Number.isSafeInteger(logIndex) || logIndex < 1 || !Number.isInteger(position) || position < 0 || typeof messageId !== 'string' || typeof commit !== 'boolean') {
       return { kind: 'error', code: 'bad-request', message: `transaction end of ${String(logIndex)}/${String(position)}` };
@@ -736,6 +834,7 @@ export class BrokerState {
     const topic = this.topics.get(half.topic);
     const queue = topic?.createdAt === half.topicCreatedAt ? topic.queues[half.queueId] : undefined;
     this.transactions.end(half, commit && queue !== undefined ? 'commit' : 'rollback', timeMs);
+    if (!commit || queue === undefined) this.traceEvent(IndexKind.RolledBack, half.logIndex, half.position, entryIndex, timeMs, half.checks, half.queueId);
     if (!commit) return { kind: 'txn-ended', topic: half.topic, stored: false };
     if (topic === undefined || queue === undefined) {
       return { kind: 'error', code: 'topic-not-found', message: `topic ${half.topic} was deleted while the transaction of message ${messageId} was open; it is rolled back` };
@@ -744,12 +843,13 @@ export class BrokerState {
     if (previous !== undefined && previous.queueId < delayedDedupFlag && topic.queues[previous.queueId] !== undefined) return { kind: 'txn-ended', topic: half.topic, stored: false };
     const offset = queue.append(half.logIndex, half.position, half.tagId, timeMs, true);
     this.noteFired(key(half.topic, half.queueId), offset, half.logIndex);
+    this.traceEvent(IndexKind.Stored, half.logIndex, half.position, entryIndex, timeMs, 0, half.queueId);
     if (previous === undefined) this.dedup.add(half.topic, messageId, half.queueId, offset, timeMs);
     else this.dedup.replace(half.topic, messageId, half.queueId, offset, timeMs);
     return { kind: 'txn-ended', topic: half.topic, stored: true };
   }
 
-  private checkTransactions(timeMs: number, throughMs: number, policy: TransactionCheckPolicy): CommandOutcome {
+  private checkTransactions(logIndex: number, timeMs: number, throughMs: number, policy: TransactionCheckPolicy): CommandOutcome {
     const problem = typeof policy === 'object' && policy !== null ? checkPolicyProblem(policy) : 'no transaction check policy';
     if (problem !== undefined || typeof throughMs !== 'number' || Number.isNaN(throughMs)) return { kind: 'error', code: 'bad-request', message: problem ?? `transaction check through ${String(throughMs)}` };
     this.transactions.expire(timeMs);
@@ -758,6 +858,7 @@ export class BrokerState {
     for (const half of this.transactions.due(Math.min(throughMs, timeMs), policy)) {
       if (half.checks >= policy.checksMax) {
         this.transactions.end(half, 'expired', timeMs);
+        this.traceEvent(IndexKind.RolledBack, half.logIndex, half.position, logIndex, timeMs, half.checks, half.queueId);
         expired.push(checkOf(half));
         continue;
       }
@@ -790,6 +891,8 @@ export class BrokerState {
         else this.firedRuns.set(runsKey, held);
       });
     }
+    // Not above a body still read (a pending or held delayed message's send entry).
+    this.index.releaseBelow(this.firstNeededLogIndex);
     return { kind: 'done' };
   }
 
@@ -797,7 +900,7 @@ export class BrokerState {
    * Moves every pending delayed message due by min(throughMs, the entry's time) — never less
    * than an earlier fire reached — into its queue, in the store's order, stored at `timeMs`.
    */
-  private fire(timeMs: number, throughMs: number): CommandOutcome {
+  private fire(logIndex: number, timeMs: number, throughMs: number): CommandOutcome {
     if (typeof throughMs !== 'number' || Number.isNaN(throughMs)) return { kind: 'error', code: 'bad-request', message: `timer fire through ${String(throughMs)}` };
     const through = Math.max(this.timers.firedThroughMs, Math.floor(Math.min(throughMs, timeMs)));
     if (!Number.isSafeInteger(through) || through < 0) return { kind: 'error', code: 'bad-request', message: `timer fire through ${through}` };
@@ -815,6 +918,7 @@ export class BrokerState {
       }
       const offset = queue.append(record.logIndex, record.position, record.tagId, timeMs, true);
       this.noteFired(key(topic.config.name, record.queueId), offset, record.logIndex);
+      this.traceEvent(IndexKind.Stored, record.logIndex, record.position, logIndex, timeMs, 0, record.queueId);
       topics.add(topic.config.name);
       delivered++;
     });
@@ -995,6 +1099,7 @@ export class BrokerState {
     const deliver = (offset: number, attempt: number): void => {
       const deadlineMs = timeMs + command.invisibleMs;
       pop.inFlight.set(offset, { attempt, deadlineMs, seq: logIndex, autoRenew: command.autoRenew, clientId: command.clientId });
+      this.traceEvent(IndexKind.Delivered, queue.logIndexAt(offset), queue.positionAt(offset), logIndex, timeMs, attempt, queueId);
       out.push({
         topic: state.config.name, queueId, offset, logIndex: queue.logIndexAt(offset), position: queue.positionAt(offset), storeTimeMs: queue.storeTimeAt(offset),
         attempt, seq: logIndex, deadlineMs,
@@ -1004,7 +1109,7 @@ export class BrokerState {
       if (out.length >= command.batch) return deadLettered;
       const flight = pop.inFlight.get(offset) as InFlight;
       if (flight.attempt >= group.maxDeliveryAttempts) {
-        this.deadLetter(logIndex, group.name, state.config.name, queueId, offset, timeMs);
+        this.deadLetter(logIndex, group.name, state.config.name, queueId, offset, timeMs, flight.attempt);
         pop.settle(offset);
         deadLettered++;
         continue;
@@ -1031,9 +1136,10 @@ export class BrokerState {
   }
 
   /** The group's DLQ gets a reference to the same stored message (no copy of the body). */
-  private deadLetter(logIndex: number, group: string, topic: string, queueId: number, offset: number, timeMs: number): void {
+  private deadLetter(logIndex: number, group: string, topic: string, queueId: number, offset: number, timeMs: number, attempt: number): void {
     const source = this.queue(topic, queueId);
     assert(source !== undefined, 'dead-lettering from a missing queue');
+    this.traceEvent(IndexKind.DeadLettered, source.logIndexAt(offset), source.positionAt(offset), logIndex, timeMs, attempt, queueId);
     const dlqName = dlqTopicOf(group);
     if (!this.topics.has(dlqName)) this.putTopic({ name: dlqName, readQueues: 1, writeQueues: 1, perm: permReadWrite, messageType: 'NORMAL' }, logIndex);
     const dlq = this.topics.get(dlqName) as TopicState;

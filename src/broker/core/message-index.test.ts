@@ -12,7 +12,7 @@ import { murmur3Reference } from '../../../test/support/murmur3-reference.js';
 import { describe, expect, it } from 'vitest';
 import { InvariantViolation } from '../../util/assert.js';
 import {
-  IndexKind, MemoryMessageIndex, MemoryMessageIndexStore, decodeMessageIndex, emptyIndexExtent, hitsPerFindMax, messageIdKey, topicKey,
+  IndexKind, MemoryMessageIndex, MemoryMessageIndexStore, decodeMessageIndex, disabledMessageIndexStore, memoryIndexLayoutDefault, emptyIndexExtent, hitsPerFindMax, messageIdKey, messageLocationKey, topicKey,
   type IndexLayout, type KeyHash, type MessageIndex,
 } from './message-index.js';
 import { SnapshotReader, SnapshotWriter } from './state-snapshot.js';
@@ -40,6 +40,16 @@ describe('the key hash', () => {
       expect(topicKey(createdAt, text)).toBe(keyOf(murmur3Reference(keyBytes([2, createdAt >>> 0, high, text.length], text), seed)));
       expect(Number.isSafeInteger(messageIdKey(text))).toBe(true);
     }), { seed: 20_240_701, numRuns: 300 });
+  });
+
+  it('keys a message location by the documented bytes, apart from ids and keys', () => {
+    fc.assert(fc.property(fc.nat({ max: Number.MAX_SAFE_INTEGER }), fc.nat({ max: 0xffff_ffff }), (logIndex, position) => {
+      const high = Math.floor(logIndex / 2 ** 32);
+      expect(messageLocationKey(logIndex, position)).toBe(keyOf(murmur3Reference(keyBytes([3, logIndex >>> 0, high, position], ''), seed)));
+    }), { seed: 20_240_702, numRuns: 300 });
+    expect(messageLocationKey(1, 0)).not.toBe(messageLocationKey(0, 1));
+    expect(messageLocationKey(2 ** 32 + 1, 0)).not.toBe(messageLocationKey(1, 0));
+    expect(() => messageLocationKey(-1, 0)).toThrow(InvariantViolation);
   });
 
   it('keeps ids, keys and topics apart, and spreads over the slots', () => {
@@ -182,6 +192,20 @@ const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ op: 'snapshot' as const }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('restore' as const), which: fc.nat() }) },
 );
+
+describe('DisabledMessageIndex', () => {
+  it('keeps nothing, encodes as an empty index, and reads any index snapshot as one', () => {
+    const disabled = disabledMessageIndexStore.open(emptyIndexExtent(memoryIndexLayoutDefault));
+    disabled.add(key(1), IndexKind.MessageId, 5, 0, 10);
+    expect(disabled.find({ key: key(1), ...all }).hits).toEqual([]);
+    expect(hex(encode(disabled))).toBe(hex(encode(new MemoryMessageIndex())));
+    const full = new MemoryMessageIndex();
+    for (let i = 0; i < 10; i++) full.add(key(i), IndexKind.Key, i + 1, 0, 100 + i);
+    const read = decodeMessageIndex(new SnapshotReader(encode(full)), true, disabledMessageIndexStore);
+    expect(read.extent.entryCount).toBe(0);
+    expect(read.lastAddedLogIndex).toBe(Infinity);
+  });
+});
 
 describe('MemoryMessageIndex against the model', () => {
   it('answers as the filtered array does, through releases and restores of older snapshots replayed', () => {

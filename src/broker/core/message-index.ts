@@ -1,11 +1,15 @@
 /**
  * The message index behind query and trace (SPEC F12, F20), like RocketMQ's IndexFile: apply
  * adds entries (a stored message under its id and under each of its keys; trace events —
- * delivered, acknowledged, nacked, dead-lettered — under the message id), and admin queries
+ * delivered, acknowledged, nacked, dead-lettered, stored by a timer fire or a commit, rolled
+ * back, recalled — under the message's location, `messageLocationKey`: apply knows a queue
+ * record's log index and position, not the message id in that entry), and admin queries
  * later ask for the entries of one key in a time range. An entry says where to look (log
  * index, position in the entry's batch), what it is (kind) and when (store time); the caller
  * reads those log entries and drops hash collisions by comparing the real id or key, so the
- * index keeps a 53-bit key hash, not the key.
+ * index keeps a 53-bit key hash, not the key. A trace event's log index is the entry that
+ * made it (a receive, an ack, a fire, …) and its position packs the delivery attempt and the
+ * queue id (`eventPosition`): the caller checks the event against the command it reads there.
  *
  * Layout (shared by both implementations, and the on-disk format of src/server/message-index-files.ts).
  * Entries are numbered from 0 in add order (`seq`). They go to a run of fixed-size index
@@ -47,8 +51,31 @@ import type { SnapshotReader, SnapshotWriter } from './state-snapshot.js';
  * What an entry records. Append-only: never renumber or reuse a value (files and snapshots
  * store it). Unknown kinds (1..255) are stored and returned as they are.
  */
-export const IndexKind = { MessageId: 1, Key: 2, Delivered: 3, Acked: 4, Nacked: 5, DeadLettered: 6 } as const;
+export const IndexKind = {
+  MessageId: 1, Key: 2, Delivered: 3, Acked: 4, Nacked: 5, DeadLettered: 6,
+  /** A delayed message fired, or a transactional one committed: it went into its queue at this entry. */
+  Stored: 7,
+  /** A transaction's half message rolled back (by EndTransaction, or after its last check-back). */
+  RolledBack: 8,
+  /** A pending delayed message recalled. */
+  Recalled: 9,
+} as const;
 export type IndexKind = (typeof IndexKind)[keyof typeof IndexKind];
+
+/** Queue ids take the low 10 bits of an event's position (queueCountMax is 1024). */
+const eventQueueBits = 10;
+const eventAttemptMax = (1 << (24 - eventQueueBits)) - 1;
+
+/** A trace event's position: the delivery attempt (capped at 16383; 0 where none) above the queue id. */
+export function eventPosition(attempt: number, queueId: number): number {
+  assert(Number.isInteger(queueId) && queueId >= 0 && queueId < 1 << eventQueueBits, `a trace event of queue ${queueId}`);
+  return Math.min(Math.max(0, Math.floor(attempt)), eventAttemptMax) * (1 << eventQueueBits) + queueId;
+}
+
+/** What eventPosition packed. */
+export function eventOf(position: number): { readonly attempt: number; readonly queueId: number } {
+  return { attempt: Math.floor(position / (1 << eventQueueBits)), queueId: position & ((1 << eventQueueBits) - 1) };
+}
 
 /** A key's hash: a non-negative integer below 2^53 (messageIdKey, topicKey). */
 export type KeyHash = number & { readonly __brand: 'KeyHash' };
@@ -125,6 +152,9 @@ export interface MessageIndex {
   /** True when the entries survive a restart (files): snapshots then record the extent only. */
   readonly recordsDurable: boolean;
   readonly extent: IndexExtent;
+  /** The last added entry's log index and time (extent.lastLogIndex, lastTimeMs, without building the extent): an add may not be below them (Infinity: the index takes none). */
+  readonly lastAddedLogIndex: number;
+  readonly lastAddedTimeMs: number;
   /** Bytes held in memory (slot table, buffers, caches; all entries for the memory implementation). */
   readonly heldBytes: number;
   /**
@@ -298,6 +328,14 @@ export class SegmentedIndex implements MessageIndex {
       layout: this.layout, entryCount: this.entryCount, firstFile: this.firstFile, releasedBelow: this.releasedBelow,
       lastLogIndex: this.lastLogIndex, lastTimeMs: this.lastTimeMs,
     };
+  }
+
+  get lastAddedLogIndex(): number {
+    return this.lastLogIndex;
+  }
+
+  get lastAddedTimeMs(): number {
+    return this.lastTimeMs;
   }
 
   get heldBytes(): number {
@@ -714,12 +752,59 @@ export class MemoryMessageIndexStore implements MessageIndexStore {
   }
 }
 
+// ---- no index ------------------------------------------------------------------------------
+
+/**
+ * An index that keeps nothing: adds are dropped, finds answer nothing, and it encodes as an
+ * empty index of its layout (a snapshot of it reads back into any store as an empty index).
+ * For states that need no query or trace — the broker simulator's machines, whose snapshot
+ * sizes (and so their install timings, and the scenarios its seeds replay) stay as they were.
+ */
+export class DisabledMessageIndex implements MessageIndex {
+  readonly recordsDurable = false;
+  /** Infinity: no add is ever due (BrokerState asks before computing a key). */
+  readonly lastAddedLogIndex = Infinity;
+  readonly lastAddedTimeMs = Infinity;
+  readonly heldBytes = 0;
+  readonly extent: IndexExtent;
+  constructor(layout: IndexLayout = memoryIndexLayoutDefault) {
+    this.extent = emptyIndexExtent(layout);
+  }
+
+  add(): void {}
+
+  find(): IndexFindResult {
+    return { hits: [], resume: undefined };
+  }
+
+  releaseBelow(): void {}
+
+  encodeInto(writer: SnapshotWriter): void {
+    const { layout } = this.extent;
+    writer.u8(encodingVersion);
+    writer.u32(layout.entriesPerFile);
+    writer.u32(layout.slotsPerFile);
+    for (let i = 0; i < 5; i++) writer.f64(0);
+  }
+
+  sync(): void {}
+}
+
+/** Indexes that keep nothing (DisabledMessageIndex); a snapshot's index is read and dropped. */
+export const disabledMessageIndexStore: MessageIndexStore = {
+  recordsDurable: false,
+  layout: memoryIndexLayoutDefault,
+  open: (extent) => new DisabledMessageIndex(extent.layout),
+  reader: () => disabledMessageIndexStore,
+};
+
 // ---- the key hash ----------------------------------------------------------------------------
 
 /** Fixed, so every node hashes alike. ("RMQI") */
 const hashSeed = 0x524d_5149;
 const domainMessageId = 1;
 const domainTopicKey = 2;
+const domainLocation = 3;
 /** The input as 32-bit words, reused (grown for long keys). */
 let words = new Int32Array(64);
 
@@ -750,6 +835,23 @@ export function topicKey(topicCreatedAt: number, key: string): KeyHash {
   words[2] = Math.floor(topicCreatedAt / 0x1_0000_0000);
   words[3] = units;
   return murmur(w, 16 + 2 * units);
+}
+
+/**
+ * A stored message's key by where it is stored: the entry (log index) and its position in
+ * the batch, which name one message for good (a delayed or transactional one keeps its send
+ * entry's location when it is stored later; a DLQ holds references to it). The hash of the
+ * little-endian bytes
+ *   u32 3 | u32 logIndex mod 2^32 | u32 floor(logIndex / 2^32) | u32 position
+ */
+export function messageLocationKey(logIndex: number, position: number): KeyHash {
+  assert(Number.isSafeInteger(logIndex) && logIndex >= 0, `a message location at log index ${logIndex}`);
+  assert(Number.isInteger(position) && position >= 0 && position <= 0xffff_ffff, `a message location at position ${position}`);
+  words[0] = domainLocation;
+  words[1] = logIndex >>> 0;
+  words[2] = Math.floor(logIndex / 0x1_0000_0000);
+  words[3] = position | 0;
+  return murmur(words, 16);
 }
 
 /** Writes `text`'s code units, two a word (low one first), from word `from`; zero-pads to whole 16-byte blocks. */

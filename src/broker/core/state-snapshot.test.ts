@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BrokerState, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type HandleRef, type SendOutcome } from './broker-state.js';
+import { BrokerState, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type HandleRef, type IndexedRouting, type SendOutcome } from './broker-state.js';
 import type { MessageRouting } from './entry-codec.js';
 import { defaultTopicConfig, dlqTopicOf, permReadWrite, type TopicType } from './names.js';
 import { SnapshotFormatError, sha256Hex, snapshotVersion } from './state-snapshot.js';
@@ -14,7 +14,7 @@ type Op = { readonly dtMs: number } & (
   | { readonly kind: 'topic.put'; readonly topic: string; readonly readQueues: number; readonly writeQueues: number; readonly perm: number; readonly messageType: TopicType }
   | { readonly kind: 'topic.delete'; readonly topic: string }
   | { readonly kind: 'group.put'; readonly group: string; readonly maxDeliveryAttempts: number; readonly fifo: boolean }
-  | { readonly kind: 'send'; readonly messages: readonly (MessageRouting & { readonly delayMs?: number })[]; readonly half?: boolean }
+  | { readonly kind: 'send'; readonly messages: readonly (IndexedRouting & { readonly delayMs?: number })[]; readonly half?: boolean }
   | { readonly kind: 'txn.end'; readonly pick: number; readonly commit: boolean; readonly wrongId: boolean }
   | { readonly kind: 'txn.check'; readonly aheadMs: number; readonly checkAfterMs: number; readonly checkIntervalMs: number; readonly checksMax: number }
   | { readonly kind: 'fire'; readonly aheadMs: number }
@@ -40,6 +40,8 @@ const sendOp = fc.record({
   messages: fc.array(fc.record({
     topic: fc.constantFrom('t', 't', 'u', 'x'), messageId: fc.constantFrom('m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9'),
     tag: fc.constantFrom('', 'A', 'B', 'C'), messageGroup: fc.constantFrom('', '', 'k1', 'k2'), queueId: fc.integer({ min: -1, max: 3 }), bodyBytes: fc.constant(1),
+    // Keys for the message index (snapshots carry it: a restored state must index alike).
+    keys: fc.array(fc.constantFrom('order-1', 'order-2', 'customer', ''), { maxLength: 2 }),
     // Mostly at once; some delayed (a few beyond the maximum delay of 3 days, a few already due).
     delayMs: fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, { arbitrary: fc.integer({ min: 1, max: 40_000 }), weight: 2 }, { arbitrary: fc.constantFrom(-500, 4 * 24 * 3_600_000), weight: 1 }),
   }), { minLength: 1, maxLength: 5 }),
@@ -282,7 +284,7 @@ describe('broker state snapshots', () => {
 
   it('lists every field of BrokerState that a snapshot must hold (a new field needs the format extended)', () => {
     expect(Object.keys(new BrokerState()).sort()).toEqual(
-      ['clockMs', 'dedup', 'dedupRecords', 'expiredUnconsumed', 'firedRuns', 'groups', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'timers', 'topics', 'transactions'],
+      ['clockMs', 'dedup', 'dedupRecords', 'expiredUnconsumed', 'firedRuns', 'groups', 'index', 'indexStore', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'timers', 'topics', 'transactions'],
     );
   });
 });
@@ -315,11 +317,11 @@ describe('malformed snapshots', () => {
     const flipped = Uint8Array.from(bytes);
     flipped[4] = (flipped[4] as number) ^ 0xff;
     expect(() => BrokerState.restore(flipped)).toThrow(`broker snapshot format version ${snapshotVersion ^ 0xff} is not supported (this build reads versions 4 to ${snapshotVersion})`);
-    // Version 3 (no timers, no fired runs) is refused by name; version 4 is read as a state without transactions.
-    expect(snapshotVersion).toBe(5);
+    // Version 3 (no timers, no fired runs) is refused by name; version 4 is read as a state without transactions, 5 without a message index.
+    expect(snapshotVersion).toBe(6);
     const older = Uint8Array.from(bytes);
     older[4] = 3;
-    expect(() => BrokerState.restore(older)).toThrow('broker snapshot format version 3 is not supported (this build reads versions 4 to 5)');
+    expect(() => BrokerState.restore(older)).toThrow('broker snapshot format version 3 is not supported (this build reads versions 4 to 6)');
     const foreign = Uint8Array.from(bytes);
     foreign[0] = 0;
     expect(() => BrokerState.restore(foreign)).toThrow(/not a broker snapshot/);
@@ -328,14 +330,34 @@ describe('malformed snapshots', () => {
     expect(() => BrokerState.restore(longer)).toThrow('broker snapshot has 1 bytes after its end');
   });
 
-  it('reads a version 4 snapshot (an upgraded node) as a state without transactions', () => {
+  /** Version 6 appends the message index section: u8 with records, then (memory index) its extent (50 bytes with the flag) and 28 bytes an entry. */
+  const indexSectionBytes = (state: BrokerState): number => 50 + 28 * state.messageIndex.extent.entryCount;
+  const emptyIndexSection = (): Uint8Array => { const empty = new BrokerState().snapshot(); return empty.subarray(empty.byteLength - 50); };
+  const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => { const out = new Uint8Array(a.byteLength + b.byteLength); out.set(a); out.set(b, a.byteLength); return out; };
+
+  it('reads a version 5 snapshot (an upgraded node) as a state whose message index is new and empty', () => {
     const bytes = sample();
+    const original = BrokerState.restore(bytes, limits);
+    expect(original.messageIndex.extent.entryCount).toBeGreaterThan(3);
+    const withoutIndex = bytes.subarray(0, bytes.byteLength - indexSectionBytes(original));
+    const v5 = Uint8Array.from(withoutIndex);
+    v5[4] = 5;
+    const restored = BrokerState.restore(v5, limits);
+    expect(restored.messageIndex.extent).toEqual({ ...original.messageIndex.extent, entryCount: 0, lastLogIndex: 0, lastTimeMs: 0, releasedBelow: 0, firstFile: 0 });
+    expectSameBytes(restored.snapshot(), concat(withoutIndex, emptyIndexSection()));
+    // A truncated index section is still an error in version 6.
+    expect(() => BrokerState.restore(bytes.subarray(0, bytes.byteLength - indexSectionBytes(original) + 1), limits)).toThrow(SnapshotFormatError);
+  });
+
+  it('reads a version 4 snapshot (an upgraded node) as a state without transactions or message index', () => {
+    const bytes = sample();
+    const withoutIndex = bytes.subarray(0, bytes.byteLength - indexSectionBytes(BrokerState.restore(bytes, limits)));
     // Version 5 appends the transaction section: with none open or ended, two zero counts.
-    expect([...bytes.subarray(bytes.byteLength - 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
-    const v4 = Uint8Array.from(bytes.subarray(0, bytes.byteLength - 8));
+    expect([...withoutIndex.subarray(withoutIndex.byteLength - 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+    const v4 = Uint8Array.from(withoutIndex.subarray(0, withoutIndex.byteLength - 8));
     v4[4] = 4;
     const restored = BrokerState.restore(v4, limits);
-    expectSameBytes(restored.snapshot(), bytes);
+    expectSameBytes(restored.snapshot(), concat(withoutIndex, emptyIndexSection()));
     expect(restored.openTransactions).toBe(0);
   });
 
@@ -365,11 +387,13 @@ describe('large states', () => {
     return state;
   };
 
-  it('writes consume queues as columns: bytes grow linearly, under 40 per message (24 of them the columns)', () => {
+  it('writes consume queues as columns: bytes grow linearly, under 40 per message (24 of them the columns) besides the message index (28 an entry)', () => {
     const half = fill(100_000).snapshot().byteLength;
     const state = fill(200_000);
     const bytes = state.snapshot();
-    expect(bytes.byteLength / 200_000).toBeLessThan(40);
+    // One index entry a message (its id; these have no keys).
+    expect(state.messageIndex.extent.entryCount).toBe(200_000);
+    expect((bytes.byteLength - 50 - 28 * 200_000) / 200_000).toBeLessThan(40);
     expect(bytes.byteLength / half).toBeGreaterThan(1.9);
     expect(bytes.byteLength / half).toBeLessThan(2.1);
 

@@ -2,11 +2,11 @@
  * The binary format of a BrokerState snapshot, its byte-level writer and reader, and the
  * SHA-256 behind BrokerState.digest (written here: broker/core may not import node:crypto).
  *
- * Layout, version 5. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
+ * Layout, version 6. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
  * string with lone surrogates, u32 (0x80000000 | code units) + UTF-16LE, so every JS string
  * comes back exactly; configs are JSON (the objects as applied, key order included).
  *
- *   "RMQS" | u8 version = 5 | u8 withRecords | f64 clockMs
+ *   "RMQS" | u8 version = 6 | u8 withRecords | f64 clockMs
  *   tags:          u32 n, n × str                    (tagNames in id order; tagIds is its inverse)
  *   topics:        u32 n, n × { str config JSON, f64 createdAt, f64 roundRobin, u32 queues, queues × ConsumeQueue }
  *                  ConsumeQueue = f64 first offset, u32 count, and when withRecords = 1 four
@@ -31,6 +31,10 @@
  *                  (delivered delayed messages still held in a queue; sorted by key)
  *   transactions:  the TransactionTable (transactions.ts): open transactions and those ended
  *                  lately, in their map orders (both are behaviour: log order, end order)
+ *   message index: u8 indexWithRecords, then the MessageIndex (message-index.ts,
+ *                  SegmentedIndex.encodeInto): its extent, and with 1 its entries oldest first;
+ *                  with 0 the entries are in the node's index files (MessageIndex.sync). It is
+ *                  1 when withRecords = 1, and when the index is kept in memory.
  *   (end: trailing bytes are an error)
  *
  * Map order. Where iteration order changes what the state does, it is written and restored
@@ -49,9 +53,11 @@
  * such files): the records themselves follow each queue, the dedup range and the timers.
  * Version 1 carried the records always and no createdAt; version 2 carried the dedup records
  * always and no sequence number; version 3 had no timers and no fired runs (no delayed
- * messages); version 4 had no transactions. This build writes version 5 and reads versions 4
- * (as a state without transactions, so a node upgraded in place starts from its snapshot) and
- * 5; an older one is refused with a SnapshotFormatError naming the versions it reads.
+ * messages); version 4 had no transactions; version 5 had no message index. This build writes
+ * version 6 and reads versions 4 (as a state without transactions) and 5 (as one whose
+ * message index is new and empty: messages applied before it are not found by query or
+ * trace), so a node upgraded in place starts from its snapshot, and 6; an older one is
+ * refused with a SnapshotFormatError naming the versions it reads.
  *
  * A later version appends its sections after the last one and bumps the version; the reader
  * reads the older sections the same way for every version it knows.
@@ -61,10 +67,11 @@ import { ConsumeQueue, QueueRecordsError, type QueueRecordStore } from './consum
 import { DedupRecordsError, DedupWindow, type DedupRecordStore, type DedupWindowLimits } from './dedup-window.js';
 import type { GroupConfig, TopicConfig } from './names.js';
 import { TimerRecordsError, type TimerStore } from './timer-store.js';
+import { MessageIndexError, decodeMessageIndex, emptyIndexExtent, type MessageIndex, type MessageIndexStore } from './message-index.js';
 import { TransactionTable, type TransactionLimits } from './transactions.js';
 
 export const snapshotMagic = 'RMQS';
-export const snapshotVersion = 5;
+export const snapshotVersion = 6;
 /** The oldest version this build reads (see the layout). */
 export const snapshotVersionMin = 4;
 
@@ -120,6 +127,7 @@ export interface BrokerStateParts {
   readonly timers: TimerStore;
   readonly firedRuns: ReadonlyMap<string, readonly FiredRun[]>;
   readonly transactions: TransactionTable;
+  readonly index: MessageIndex;
 }
 
 /** What decoding gives back: fresh objects and maps, owned by the caller. */
@@ -215,28 +223,34 @@ export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean)
     }
   }
   parts.transactions.encodeInto(w);
+  const indexWithRecords = withRecords || !parts.index.recordsDurable;
+  w.u8(indexWithRecords ? 1 : 0);
+  parts.index.encodeInto(w, indexWithRecords);
   return w.finish();
 }
 
 /**
  * Reads a whole snapshot or throws SnapshotFormatError (QueueRecordsError, DedupRecordsError,
- * TimerRecordsError when the files it relies on are missing); never returns part of one
- * (records carried in it may have been written to the stores by then, and `timers` may hold
- * part of its timers: the restore of another snapshot writes them again).
+ * TimerRecordsError, MessageIndexError when the files it relies on are missing); never returns
+ * part of one (records carried in it may have been written to the stores by then, `timers`
+ * may hold part of its timers, and `indexStore` may have opened its index: the restore of
+ * another snapshot writes them again).
  */
 export function decodeBrokerState(
   data: Uint8Array, store: QueueRecordStore, dedupStore: DedupRecordStore, timers: TimerStore, limits: DedupWindowLimits & { readonly transactions: TransactionLimits },
+  indexStore: MessageIndexStore,
 ): DecodedBrokerState {
   try {
-    return decodeUnchecked(new SnapshotReader(data), store, dedupStore, timers, limits);
+    return decodeUnchecked(new SnapshotReader(data), store, dedupStore, timers, limits, indexStore);
   } catch (error) {
-    if (error instanceof SnapshotFormatError || error instanceof QueueRecordsError || error instanceof DedupRecordsError || error instanceof TimerRecordsError) throw error;
+    if (error instanceof SnapshotFormatError || error instanceof QueueRecordsError || error instanceof DedupRecordsError || error instanceof TimerRecordsError || error instanceof MessageIndexError) throw error;
     throw new SnapshotFormatError(`broker snapshot is malformed: ${(error as Error).message}`, { cause: error });
   }
 }
 
 function decodeUnchecked(
   r: SnapshotReader, store: QueueRecordStore, dedupStore: DedupRecordStore, timers: TimerStore, limits: DedupWindowLimits & { readonly transactions: TransactionLimits },
+  indexStore: MessageIndexStore,
 ): DecodedBrokerState {
   r.need(snapshotMagicBytes.length, 'the format magic');
   if (!snapshotMagicBytes.every((byte, i) => r.peek(i) === byte)) {
@@ -357,8 +371,21 @@ function decodeUnchecked(
   }
   const transactions = version >= 5 ? TransactionTable.decode(r, limits.transactions) : new TransactionTable(limits.transactions);
 
+  let index: MessageIndex;
+  if (version >= 6) {
+    const indexWithRecords = r.u8();
+    if (indexWithRecords > 1 || (withRecords === 1 && indexWithRecords === 0)) throw new SnapshotFormatError(`broker snapshot has indexWithRecords ${indexWithRecords} (withRecords ${withRecords})`);
+    if (indexWithRecords === 0 && !indexStore.recordsDurable) {
+      throw new SnapshotFormatError('broker snapshot relies on message index files, and this state keeps its message index in memory');
+    }
+    index = decodeMessageIndex(r, indexWithRecords === 1, indexStore);
+  } else {
+    // No index yet: a new, empty one (the messages applied before are not indexed).
+    index = indexStore.open(emptyIndexExtent(indexStore.layout));
+  }
+
   if (r.remaining !== 0) throw new SnapshotFormatError(`broker snapshot has ${r.remaining} bytes after its end`);
-  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed, timers, firedRuns, transactions };
+  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed, timers, firedRuns, transactions, index };
 }
 
 /** A config as it was applied; its `name` is its map key (not checked further: apply does not check it either). */
