@@ -22,6 +22,7 @@ import { addressList, exitOnFatal, integer, parseMembers, powerFailOnSignal, raf
 import { Admin } from '../client/admin.js';
 import { runDevCluster } from './dev-cluster.js';
 import { dlqCommand } from './dlq-commands.js';
+import { messageCommand } from './message-commands.js';
 import { plainWhenPiped, roleCell } from './tables.js';
 
 const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
@@ -202,6 +203,7 @@ function buildProgram(): Command {
     .addCommand(produceCommand())
     .addCommand(consumeCommand())
     .addCommand(dlqCommand())
+    .addCommand(messageCommand())
     .addCommand(clusterCommand())
     .addCommand(nodeCommand())
     .addCommand(statusCommand())

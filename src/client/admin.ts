@@ -1,6 +1,7 @@
 /**
  * Admin (F20): topics and consumer groups on every broker group, offsets, the cluster view
- * from the NameServer, and leadership transfer. Operator calls go to each group's leader.
+ * from the NameServer, leadership transfer, and query and trace of messages (F12: by id, by
+ * key or store time in a topic, each message's trace). Operator calls go to each group's leader.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
@@ -67,6 +68,77 @@ export interface ClusterNodeInfo {
   /** Non-zero while the node abstains from elections after losing synced log entries. */
   readonly abstainingUntil: number;
   readonly lastSeenMsAgo: number;
+}
+
+/** A stored message as a query finds it (on one broker group). */
+export interface MessageInfo {
+  readonly brokerGroup: string;
+  readonly messageId: string;
+  readonly topic: string;
+  readonly tag: string;
+  readonly keys: readonly string[];
+  readonly messageGroup: string;
+  readonly bornHost: string;
+  readonly bornTimeMs: number;
+  readonly properties: Readonly<Record<string, string>>;
+  readonly bodyBytes: number;
+  /** The body's first bytes (at most 1 KiB). */
+  readonly bodyPreview: Buffer;
+  /** Its send entry in the group's log, and its position in that entry. */
+  readonly logIndex: number;
+  readonly position: number;
+  /** The send entry's term (undefined: the serving node's log does not hold it). */
+  readonly term: number | undefined;
+  readonly sentTimeMs: number;
+  readonly type: 'NORMAL' | 'DELAY' | 'TRANSACTION';
+  readonly deliveryTimeMs: number;
+  /** stored | pending (delayed, not due) | half (transaction open) | rolled-back | recalled | ended */
+  readonly state: string;
+  /** Its queue record while its queue holds it. */
+  readonly queueId: number | undefined;
+  readonly offset: number | undefined;
+  /** When it went into its queue (undefined: not yet, or never). */
+  readonly storeTimeMs: number | undefined;
+}
+
+export interface MessageTraceEvent {
+  /** delivered | acked | nacked | dead-lettered | stored | rolled-back | recalled */
+  readonly event: string;
+  readonly timeMs: number;
+  readonly logIndex: number;
+  readonly term: number | undefined;
+  readonly group: string;
+  readonly clientId: string;
+  readonly attempt: number;
+  readonly topic: string;
+  readonly queueId: number;
+  readonly offset: number | undefined;
+  readonly detail: string;
+}
+
+export interface MessageTraceInfo {
+  readonly message: MessageInfo;
+  /** Oldest first. */
+  readonly events: readonly MessageTraceEvent[];
+}
+
+export interface MessageQueryResult<T> {
+  readonly items: readonly T[];
+  /** More matched than the limit. */
+  readonly more: boolean;
+  /** Candidates whose log entries retention released (not returned). */
+  readonly released: number;
+}
+
+export interface FindMessagesQuery {
+  readonly topic: string;
+  /** Messages sent with this key (newest first); without it, messages stored in the time range (oldest first). */
+  readonly key?: string;
+  /** Inclusive, ms since the epoch. */
+  readonly fromMs?: number;
+  readonly toMs?: number;
+  /** 1..1000 (default 32), over all broker groups. */
+  readonly limit?: number;
 }
 
 export class Admin {
@@ -252,6 +324,59 @@ export class Admin {
     return { messages, nextOffset: offset };
   }
 
+  // ---- query and trace (F12) --------------------------------------------------------------------
+
+  /** The messages stored with id `messageId` on every broker group (in `topic` only, if given), newest first. */
+  async getMessage(messageId: string, options: { readonly topic?: string; readonly limit?: number } = {}): Promise<MessageQueryResult<MessageInfo>> {
+    if (messageId === '') throw new MQClientError('ILLEGAL_MESSAGE_ID', 'a message id is needed', true);
+    const limit = checkQueryLimit(options.limit);
+    const parts = [];
+    for (const group of await this.brokerGroups()) {
+      parts.push(await this.call(group, 'QueryMessage', { messageId, topic: options.topic ?? '', limit }));
+    }
+    return merge(parts.map((r) => ({ items: (r.messages ?? []).map(messageFromProto), more: r.more === true, released: Number(r.released ?? 0) })), limit, (a, b) => b.sentTimeMs - a.sentTimeMs);
+  }
+
+  /**
+   * Messages of a topic on every broker group hosting it: with `key`, those sent with it
+   * (newest first; `fromMs`/`toMs` bound the send time); without, those stored in the time
+   * range (oldest first).
+   */
+  async findMessages(query: FindMessagesQuery): Promise<MessageQueryResult<MessageInfo>> {
+    const limit = checkQueryLimit(query.limit);
+    if (query.topic === '') throw new MQClientError('BAD_REQUEST', 'a topic is needed', true);
+    if ((query.key ?? '') === '' && query.fromMs === undefined && query.toMs === undefined) throw new MQClientError('BAD_REQUEST', 'give a key or a time range', true);
+    for (const [name, value] of [['start', query.fromMs], ['end', query.toMs]] as const) {
+      if (value !== undefined && (!Number.isSafeInteger(value) || value <= 0)) throw new MQClientError('BAD_REQUEST', `the time range's ${name} ${value} is not a time (ms since the epoch)`, true);
+    }
+    if (query.fromMs !== undefined && query.toMs !== undefined && query.fromMs > query.toMs) {
+      throw new MQClientError('BAD_REQUEST', `the time range starts (${new Date(query.fromMs).toISOString()}) after it ends (${new Date(query.toMs).toISOString()})`, true);
+    }
+    const hosting = [...new Set((await this.listTopics()).filter((t) => t.name === query.topic).map((t) => t.brokerGroup))];
+    if (hosting.length === 0) throw new MQClientError('TOPIC_NOT_FOUND', `topic ${query.topic} does not exist`, true);
+    const parts = [];
+    for (const group of hosting) {
+      parts.push(await this.call(group, 'QueryMessage', { topic: query.topic, key: query.key ?? '', fromMs: query.fromMs ?? 0, toMs: query.toMs ?? 0, limit }));
+    }
+    const byKey = (query.key ?? '') !== '';
+    return merge(parts.map((r) => ({ items: (r.messages ?? []).map(messageFromProto), more: r.more === true, released: Number(r.released ?? 0) })), limit,
+      byKey ? (a, b) => b.sentTimeMs - a.sentTimeMs : (a, b) => (a.storeTimeMs ?? 0) - (b.storeTimeMs ?? 0));
+  }
+
+  /** The trace of every message stored with id `messageId` (in `topic` only, if given), on every broker group. */
+  async traceMessage(messageId: string, options: { readonly topic?: string } = {}): Promise<MessageQueryResult<MessageTraceInfo>> {
+    if (messageId === '') throw new MQClientError('ILLEGAL_MESSAGE_ID', 'a message id is needed', true);
+    const parts = [];
+    for (const group of await this.brokerGroups()) {
+      const r = await this.call(group, 'TraceMessage', { messageId, topic: options.topic ?? '' });
+      parts.push({
+        items: (r.traces ?? []).map((t: any): MessageTraceInfo => ({ message: messageFromProto(t.message), events: (t.events ?? []).map(eventFromProto) })),
+        more: r.more === true, released: Number(r.released ?? 0),
+      });
+    }
+    return merge(parts, Infinity, (a, b) => b.message.sentTimeMs - a.message.sentTimeMs);
+  }
+
   /** The offset `group` committed on one queue (a linearizable read), or undefined if none. */
   async committedOffset(group: string, brokerGroup: string, topic: string, queueId: number): Promise<number | undefined> {
     const response = await this.connection.unary(brokerGroup, 'GetOffset', { group: { name: group, resourceNamespace: '' }, messageQueue: messageQueue(brokerGroup, topic, queueId) });
@@ -267,6 +392,40 @@ export class Admin {
   }
 }
 
+function messageFromProto(m: any): MessageInfo {
+  const optional = (value: unknown, none: number): number | undefined => (Number(value) === none ? undefined : Number(value));
+  return {
+    brokerGroup: m.brokerGroup, messageId: m.messageId, topic: m.topic, tag: m.tag, keys: m.keys ?? [], messageGroup: m.messageGroup, bornHost: m.bornHost,
+    bornTimeMs: Number(m.bornTimestampMs), properties: m.properties ?? {}, bodyBytes: Number(m.bodyBytes), bodyPreview: Buffer.from(m.bodyPreview ?? []),
+    logIndex: Number(m.logIndex), position: Number(m.position), term: optional(m.term, 0), sentTimeMs: Number(m.sentTimestampMs), type: m.messageType,
+    deliveryTimeMs: Number(m.deliveryTimestampMs), state: m.state, queueId: optional(m.queueId, -1), offset: optional(m.queueOffset, -1),
+    storeTimeMs: optional(m.storeTimestampMs, 0),
+  };
+}
+
+function eventFromProto(e: any): MessageTraceEvent {
+  return {
+    event: e.event, timeMs: Number(e.timestampMs), logIndex: Number(e.logIndex), term: Number(e.term) === 0 ? undefined : Number(e.term), group: e.group,
+    clientId: e.clientId, attempt: Number(e.attempt), topic: e.topic, queueId: Number(e.queueId), offset: Number(e.queueOffset) === -1 ? undefined : Number(e.queueOffset),
+    detail: e.detail,
+  };
+}
+
+const queryLimitMax = 1000;
+
+function checkQueryLimit(limit: number | undefined): number {
+  const value = limit ?? 32;
+  if (!Number.isInteger(value) || value < 1 || value > queryLimitMax) throw new MQClientError('BAD_REQUEST', `limit ${value} must be a whole number in 1..${queryLimitMax}`, true);
+  return value;
+}
+
 function messageQueue(brokerGroup: string, topic: string, queueId: number): object {
   return { topic: { name: topic, resourceNamespace: '' }, id: queueId, broker: { name: brokerGroup, id: 0 } };
+}
+
+function merge<T>(parts: readonly MessageQueryResult<T>[], limit: number, order: (a: T, b: T) => number): MessageQueryResult<T> {
+  const all = parts.flatMap((p) => p.items).sort(order);
+  return {
+    items: all.slice(0, limit), more: all.length > limit || parts.some((p) => p.more), released: parts.reduce((sum, p) => sum + p.released, 0),
+  };
 }

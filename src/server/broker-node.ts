@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions, type RaftPort } from '../broker/broker-service.js';
 import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
+import { MessageQuery, type FoundMessage, type TraceEvent } from '../broker/message-query.js';
 import { PeerEntries } from '../broker/peer-entries.js';
 import { RetentionService } from '../broker/retention-service.js';
 import { defaultBrokerStateLimits } from '../broker/core/broker-state.js';
@@ -22,6 +23,7 @@ import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import { QueueFileStore } from './consume-queue-files.js';
 import { DedupFileStore } from './dedup-files.js';
 import { TimerFileStore } from './timer-files.js';
+import { MessageIndexFileStore } from './message-index-files.js';
 import { Forwarder } from './forwarder.js';
 import { TransactionChecks } from './transaction-checks.js';
 import { checkPolicyProblem, defaultTransactionCheckPolicy, type TransactionCheckPolicy } from '../broker/core/transactions.js';
@@ -76,16 +78,20 @@ export class BrokerNode {
     private readonly queueFiles: QueueFileStore,
     private readonly dedupFiles: DedupFileStore,
     private readonly timerFiles: TimerFileStore,
+    private readonly indexFiles: MessageIndexFileStore,
     private readonly transactionChecks: TransactionChecks,
   ) {}
 
   /**
    * Power-loss test mode: the cut of the broker's derived files (consume queues, dedup
-   * records, timers), which go with the log's: they are synced before each snapshot, so the
-   * cut may take anything written after the last one. The caller ends the process right after.
+   * records, timers, the message index), which go with the log's: they are synced before each
+   * snapshot, so the cut may take anything written after the last one. The caller ends the
+   * process right after.
    */
   powerFailFiles(randomInt: (maxExclusive: number) => number): object {
-    return { ...this.queueFiles.powerFail(randomInt), ...this.dedupFiles.powerFail(randomInt), ...this.timerFiles.powerFail(randomInt) };
+    return {
+      ...this.queueFiles.powerFail(randomInt), ...this.dedupFiles.powerFail(randomInt), ...this.timerFiles.powerFail(randomInt), ...this.indexFiles.powerFail(randomInt),
+    };
   }
 
   static async start(config: BrokerNodeConfig, onFatal: (error: Error) => void): Promise<BrokerNode> {
@@ -97,14 +103,15 @@ export class BrokerNode {
     if (!Number.isSafeInteger(config.timerMaxDelayMs) || config.timerMaxDelayMs < 1_000) throw new Error(`timerMaxDelayMs must be a whole number of milliseconds ≥ 1000, not ${config.timerMaxDelayMs}`);
     const checkProblem = checkPolicyProblem(config.transactionCheck);
     if (checkProblem !== undefined) throw new Error(checkProblem);
-    // Consume-queue, dedup and timer records in files, so memory does not grow with the
-    // retained messages, the dedup window or the pending delayed messages.
+    // Consume-queue, dedup and timer records and the message index in files, so memory does not
+    // grow with the retained messages, the dedup window, the pending delayed messages or the index.
     const queueFiles = new QueueFileStore({ dir: path.join(config.dataDir, 'queues'), powerLossTestMode: config.powerLossTestMode });
     const dedupFiles = new DedupFileStore({ dir: path.join(config.dataDir, 'dedup'), powerLossTestMode: config.powerLossTestMode });
     const timerFiles = new TimerFileStore({
       dir: path.join(config.dataDir, 'timers'), limits: { ...timerStoreLimitsDefault, maxDelayMs: config.timerMaxDelayMs }, powerLossTestMode: config.powerLossTestMode,
     });
-    const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles, dedupFiles, timerFiles);
+    const indexFiles = new MessageIndexFileStore({ dir: path.join(config.dataDir, 'index'), powerLossTestMode: config.powerLossTestMode });
+    const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles, dedupFiles, timerFiles, indexFiles);
     const forwarder = new Forwarder(config.holdMs);
     // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
     const peers = new RaftNodeClient(config.members.map((m) => m.address));
@@ -133,13 +140,17 @@ export class BrokerNode {
           get term() { return node.term; },
           leaderAddress,
         };
-        const service = new BrokerService(options, raftPort, machine, {
-          payloadAt: async (index) => {
+        const logReader = {
+          payloadAt: async (index: number): Promise<Uint8Array> => {
             if (index < log.firstIndex) return peerEntries.payload(index);
             const [entry] = await log.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
             if (entry === undefined) throw new BrokerError('INTERNAL_SERVER_ERROR', `log entry ${index} is missing (deleted by retention?)`);
             return entry.payload;
           },
+        };
+        const service = new BrokerService(options, raftPort, machine, logReader, systemClock);
+        const query = new MessageQuery({ brokerGroup: config.groupId, readReadyWaitMs: config.holdMs }, raftPort, machine, {
+          payloadAt: logReader.payloadAt, termAt: (index) => log.termAt(index),
         }, systemClock);
         ref.service = service;
         ref.retention = new RetentionService({
@@ -154,7 +165,7 @@ export class BrokerNode {
           brokerGroup: config.groupId, selfAddress, service, forwarder, logger, transactionChecks,
           isLeader: () => node.role === 'leader', leaderAddress,
         });
-        return [[messagingServiceDefinition, messaging], [adminDefinition, adminHandlers(service, () => node.role === 'leader', leaderAddress)]];
+        return [[messagingServiceDefinition, messaging], [adminDefinition, adminHandlers(service, query, () => node.role === 'leader', leaderAddress)]];
       },
     });
     const service = ref.service as BrokerService;
@@ -174,7 +185,7 @@ export class BrokerNode {
     }, raft.logger);
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles, dedupFiles, timerFiles, ref.checks as TransactionChecks);
+    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles, dedupFiles, timerFiles, indexFiles, ref.checks as TransactionChecks);
   }
 
   async close(): Promise<void> {
@@ -188,10 +199,11 @@ export class BrokerNode {
     this.queueFiles.close();
     this.dedupFiles.close();
     this.timerFiles.close();
+    this.indexFiles.close();
   }
 }
 
-function adminHandlers(service: BrokerService, isLeader: () => boolean, leaderAddress: () => string | undefined): grpc.UntypedServiceImplementation {
+function adminHandlers(service: BrokerService, query: MessageQuery, isLeader: () => boolean, leaderAddress: () => string | undefined): grpc.UntypedServiceImplementation {
   const failure = (error: unknown): any => {
     if (error instanceof BrokerError) {
       const code = error.code === 'HA_NOT_AVAILABLE' ? 'NOT_LEADER' : error.code;
@@ -246,6 +258,53 @@ function adminHandlers(service: BrokerService, isLeader: () => boolean, leaderAd
       await service.resetOffset(String(request.group), String(request.topic), Number(request.timestampMs));
       return ok;
     }),
+    QueryMessage: unary(async (request) => {
+      const found = await queryMessages(query, request);
+      return { result: ok, messages: found.items.map(messageToProto), more: found.more, released: found.released };
+    }, (result) => ({ result, messages: [] })),
+    TraceMessage: unary(async (request) => {
+      const messageId = String(request.messageId ?? '');
+      const topic = String(request.topic ?? '');
+      const found = await query.trace(messageId, topic === '' ? {} : { topic });
+      return {
+        result: ok, more: found.more, released: found.released,
+        traces: found.items.map((trace) => ({ message: messageToProto(trace.message), events: trace.events.map(eventToProto) })),
+      };
+    }, (result) => ({ result, traces: [] })),
+  };
+}
+
+/** QueryMessage: by id (topic optional), or in a topic by key (and a send-time range) or by a store-time range. */
+async function queryMessages(query: MessageQuery, request: any): ReturnType<MessageQuery['byId']> {
+  const messageId = String(request.messageId ?? '');
+  const topic = String(request.topic ?? '');
+  const key = String(request.key ?? '');
+  const bound = (value: unknown): number | undefined => (Number(value ?? 0) === 0 ? undefined : Number(value));
+  const range = { fromMs: bound(request.fromMs), toMs: bound(request.toMs) };
+  const limit = Number(request.limit ?? 0);
+  if (messageId !== '') {
+    if (key !== '' || range.fromMs !== undefined || range.toMs !== undefined) throw new BrokerError('BAD_REQUEST', 'a query names a message id, or a key or a time range in a topic, not both');
+    return query.byId(messageId, { limit, ...(topic === '' ? {} : { topic }) });
+  }
+  if (topic === '') throw new BrokerError('BAD_REQUEST', 'a query by key or time range needs a topic');
+  if (key !== '') return query.byKey(topic, key, { limit, ...range });
+  if (range.fromMs === undefined && range.toMs === undefined) throw new BrokerError('BAD_REQUEST', 'a query needs a message id, a key or a time range');
+  return query.byStoreTime(topic, { limit, ...range });
+}
+
+function messageToProto(m: FoundMessage): object {
+  return {
+    messageId: m.messageId, topic: m.topic, tag: m.tag, keys: m.keys, messageGroup: m.messageGroup, bornHost: m.bornHost, bornTimestampMs: m.bornTimeMs,
+    properties: m.properties, bodyBytes: m.bodyBytes, bodyPreview: Buffer.from(m.bodyPreview.buffer, m.bodyPreview.byteOffset, m.bodyPreview.byteLength), brokerGroup: m.brokerGroup,
+    logIndex: m.logIndex, position: m.position, term: m.term ?? 0, sentTimestampMs: m.sentTimeMs, messageType: m.type, deliveryTimestampMs: m.deliveryTimeMs,
+    state: m.state, queueId: m.queueId ?? -1, queueOffset: m.offset ?? -1, storeTimestampMs: m.storeTimeMs ?? 0,
+  };
+}
+
+function eventToProto(e: TraceEvent): object {
+  return {
+    event: e.event, timestampMs: e.timeMs, logIndex: e.logIndex, term: e.term ?? 0, group: e.group, clientId: e.clientId, attempt: e.attempt,
+    topic: e.topic, queueId: e.queueId, queueOffset: e.offset ?? -1, detail: e.detail,
   };
 }
 
