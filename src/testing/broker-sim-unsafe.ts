@@ -87,3 +87,28 @@ export function retentionAhead(raft: RaftPort, ahead: number): RaftPort {
     leaderAddress: () => raft.leaderAddress(),
   };
 }
+
+/** Which way transactionEndsFlipped breaks EndTransaction. */
+export type TransactionEndsFlip = 'rollback-stores' | 'commit-drops';
+
+/**
+ * NEGATIVE CONTROL, simulator only. EndTransaction that does the other thing: every `txn.end`
+ * the node proposes with ROLLBACK is proposed as COMMIT ('rollback-stores': a rolled-back
+ * message is stored anyway, and the ROLLBACK still answered OK), or every COMMIT as ROLLBACK
+ * ('commit-drops': a committed message is dropped). Every node applies the same entry, so
+ * only the transaction rules (broker-sim-transactions.ts) can tell.
+ */
+export function transactionEndsFlipped(raft: RaftPort, flip: TransactionEndsFlip): RaftPort {
+  const from = flip === 'commit-drops';
+  return {
+    propose: (payload) => {
+      const header = readHeader(payload);
+      const command = header.kind === PayloadKind.Command ? readCommand(payload) as BrokerCommand : undefined;
+      if (command?.op !== 'txn.end' || command.commit !== from) return raft.propose(payload);
+      return raft.propose(encodeCommand({ timeMs: header.timeMs }, { ...command, commit: !from }));
+    },
+    get role() { return raft.role; },
+    get term() { return raft.term; },
+    leaderAddress: () => raft.leaderAddress(),
+  };
+}

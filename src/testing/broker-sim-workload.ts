@@ -11,8 +11,15 @@
  * its delivery time; every acknowledged one not recalled is delivered (in the final queues,
  * or read before retention released it); one recalled (answered OK) is never delivered; once
  * the cluster is healed, one due after that is delivered within a bound of its due time.
+ *
+ * With `transactions` (F9), `orders` is a MIXED topic too, a transactional producer sends half
+ * messages to it and commits, rolls back or abandons them, and a checker client plays the
+ * producer's transaction checker: it hears every node's applied check-back rounds and answers
+ * each check with the message's decision (or never). The rules are in
+ * broker-sim-transactions.ts; the drain waits until the leader has no transaction open.
  */
 import type { BrokerService } from '../broker/broker-service.js';
+import type { TransactionCheckRound } from '../broker/broker-state-machine.js';
 import { BrokerError } from '../broker/errors.js';
 import type { BrokerState } from '../broker/core/broker-state.js';
 import type { MessageInput } from '../broker/core/entry-codec.js';
@@ -20,7 +27,10 @@ import { matchEverything } from '../broker/core/subscription-filter.js';
 import { dlqTopicOf, permReadWrite, type GroupConfig, type MessageKind, type TopicConfig } from '../broker/core/names.js';
 import { parseRecallHandle } from '../broker/core/recall-handle.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
+import { parseTransactionId } from '../broker/core/transaction-id.js';
+import { defaultTransactionCheckPolicy, type TransactionCheckPolicy } from '../broker/core/transactions.js';
 import type { BrokerChecker, WatchedGroup } from './broker-sim-checker.js';
+import { TransactionBook, type TransactionPlan, type TransactionRecord, type TransactionStats } from './broker-sim-transactions.js';
 import type { Prng } from './prng.js';
 
 /** A live broker node as a client reaches it. */
@@ -49,6 +59,10 @@ export interface WorkloadOptions {
   readonly delayed: boolean;
   /** A delayed message due this long after the heal must be delivered within it (its store time − due time). */
   readonly latenessBoundMs: number;
+  /** Transactional messages (F9) on `orders` (then a MIXED topic), and a checker client answering check-backs. */
+  readonly transactions?: boolean;
+  /** The nodes' check-back policy (what the rules hold the check rounds to). */
+  readonly transactionCheck?: TransactionCheckPolicy;
 }
 
 export type WorkloadPhase = 'faults' | 'drain' | 'done';
@@ -84,6 +98,8 @@ interface SentMessage {
   recallHandle: string;
   /** Recall answers: OK (it will never be delivered), outcome unknown, NOT_FOUND (it was not pending then). */
   recall: { ok: number; unknown: number; notFound: number };
+  /** A transactional message: its decision, what its producer does, and its transactions. */
+  readonly txn?: TransactionPlan;
 }
 
 type Outcome<T> =
@@ -108,6 +124,7 @@ export interface WorkloadStats {
   nacks: number;
   pulled: number;
   offsetCommits: number;
+  transactions: TransactionStats;
 }
 
 const utf8 = new TextEncoder();
@@ -115,7 +132,7 @@ const callTimeoutMs = 3_000;
 
 export class BrokerWorkload {
   phase: WorkloadPhase = 'faults';
-  readonly stats: WorkloadStats = { delayedAcked: 0, delayedRecalled: 0, recalls: 0, recalledOk: 0, delayedDelivered: 0, latenessMaxMs: 0, sendCalls: 0, sendsAcked: 0, sendsUnknown: 0, sendsDefinite: 0, deliveries: 0, acks: 0, nacks: 0, pulled: 0, offsetCommits: 0 };
+  readonly stats: WorkloadStats;
   readonly sent = new Map<string, SentMessage>();
   /** Message ids each pop group was handed. */
   private readonly delivered = new Map<string, Set<string>>();
@@ -133,6 +150,9 @@ export class BrokerWorkload {
   private sequence = 0;
   private nextOrder = 0;
   private readonly running: Promise<void>[] = [];
+  private readonly book: TransactionBook;
+  /** Transactional producer tasks still running (the drain waits for them). */
+  private transactionTasks = 0;
   /** Set by verify(). */
   storedMessages = 0;
   deadLettered = 0;
@@ -145,7 +165,12 @@ export class BrokerWorkload {
     private readonly host: WorkloadHost, private readonly checker: BrokerChecker, private readonly random: Prng,
     private readonly options: WorkloadOptions = { delayed: false, latenessBoundMs: Infinity },
   ) {
-    this.orders = options.delayed ? { ...topics.orders, messageType: 'MIXED' } : topics.orders;
+    this.orders = options.delayed || options.transactions === true ? { ...topics.orders, messageType: 'MIXED' } : topics.orders;
+    this.book = new TransactionBook((id) => this.sent.get(id)?.txn, options.transactionCheck ?? defaultTransactionCheckPolicy, (message) => this.checker.violate(message));
+    this.stats = {
+      delayedAcked: 0, delayedRecalled: 0, recalls: 0, recalledOk: 0, delayedDelivered: 0, latenessMaxMs: 0, sendCalls: 0, sendsAcked: 0, sendsUnknown: 0, sendsDefinite: 0,
+      deliveries: 0, acks: 0, nacks: 0, pulled: 0, offsetCommits: 0, transactions: this.book.stats,
+    };
   }
 
   /** A method, so that a loop re-reads the phase after its awaits. */
@@ -170,6 +195,7 @@ export class BrokerWorkload {
     ];
     for (let g = 0; g < 3; g++) clients.push([`fifo producer k${g}`, this.fifoProducer(`k${g}`)]);
     if (this.options.delayed) clients.push(['delayed producer', this.delayedProducer()], ['recaller', this.recaller()]);
+    if (this.options.transactions === true) clients.push(['transactional producer', this.transactionalProducer()]);
     // A client that throws is a bug of the simulator (or a broker answer it cannot handle): say so.
     for (const [name, running] of clients) this.running.push(running.catch((error: unknown) => this.checker.violate(`${name} stopped: ${(error as Error).stack ?? String(error)}`)));
   }
@@ -179,7 +205,7 @@ export class BrokerWorkload {
     if (leader === undefined) return false;
     for (const message of this.sent.values()) if (message.acked === undefined && !message.abandoned) return false;
     const state = leader.state;
-    if (state.pendingTimers > 0) return false;
+    if (state.pendingTimers > 0 || state.openTransactions > 0 || this.transactionTasks > 0) return false;
     for (const watch of [popWatch, fifoWatch]) {
       const rows = state.groupProgress(watch.group);
       for (let queueId = 0; queueId < watch.queues; queueId++) {
@@ -398,6 +424,158 @@ export class BrokerWorkload {
     }
   }
 
+  // ---- transactions (F9) ------------------------------------------------------------------
+
+  /**
+   * Transactions of one or two half messages a send call, up to three such calls' transactions
+   * running at once while faults run; in the drain it finishes those it runs (their sends are
+   * not retried then, their ends are, until answered).
+   */
+  private async transactionalProducer(): Promise<void> {
+    const running = new Set<Promise<void>>();
+    while (this.phase === 'faults') {
+      if (running.size < 3) {
+        this.transactionTasks++;
+        const task = this.transactionalBatch().finally(() => {
+          this.transactionTasks--;
+          running.delete(task);
+        });
+        running.add(task);
+      }
+      await this.pause([50, 300]);
+    }
+    await Promise.all(running);
+  }
+
+  private newTransactional(): SentMessage {
+    const decision = this.random.pick(['commit', 'commit', 'rollback', 'never'] as const);
+    const producerEnd = decision === 'never' ? 'abandon' : this.random.pick(['decision', 'decision', 'decision', 'decision', 'decision', 'opposite', 'abandon', 'abandon'] as const);
+    const txn: TransactionPlan = { decision, producerEnd, contradict: this.random.chance(0.2), resend: this.random.chance(0.15), transactions: [], commitSentAt: undefined, read: false };
+    const id = `${topics.orders.name}-${++this.nextOrder}`;
+    const body = utf8.encode(`${id}|${'x'.repeat(this.random.int(0, 200))}`);
+    const input: MessageInput = { topic: topics.orders.name, messageId: id, tag: '', keys: [], messageGroup: '', queueId: -1, bornTimestamp: 0, bornHost: 'sim', properties: {}, body };
+    const message: SentMessage = { input, kind: 'TRANSACTION', acked: undefined, unknownAttempts: 0, definiteAttempts: 0, abandoned: false, recallHandle: '', recall: { ok: 0, unknown: 0, notFound: 0 }, txn };
+    this.sent.set(id, message);
+    this.book.stats.transactional++;
+    return message;
+  }
+
+  private async transactionalBatch(): Promise<void> {
+    const batch = Array.from({ length: this.random.int(1, 2) }, () => this.newTransactional());
+    for (let attempt = 0; ; attempt++) {
+      const unacked = batch.filter((m) => m.acked === undefined);
+      if (unacked.length === 0) break;
+      await this.sendHalves(unacked);
+      if (batch.every((m) => m.acked !== undefined) || this.phase !== 'faults' || attempt >= 3) break;
+      await this.pause([20, 150]);
+    }
+    // A half message whose send never answered may still be stored: its check-back is answered.
+    for (const message of batch) if (message.acked === undefined) message.abandoned = true;
+    // A producer that lost the answer sends again: a second transaction of the message, which it ends, the first left to the check-back.
+    const resend = batch.filter((m) => m.acked !== undefined && m.txn?.resend === true);
+    if (resend.length > 0 && this.phase === 'faults') await this.sendHalves(resend);
+    await Promise.all(batch.filter((m) => m.acked !== undefined).map((m) => this.endOwnTransaction(m)));
+  }
+
+  /** One send call of half messages; every answer names a new transaction (a late one too). */
+  private async sendHalves(batch: readonly SentMessage[]): Promise<void> {
+    this.stats.sendCalls++;
+    const record = (results: readonly { messageId: string; queueId: number; offset: number; recallHandle: string; transactionId: string }[]): void => {
+      results.forEach((result, i) => {
+        const message = batch[i] as SentMessage;
+        const id = parseTransactionId(result.transactionId);
+        if (result.messageId !== message.input.messageId || id === undefined || result.offset !== -1 || result.recallHandle !== '') {
+          this.checker.violate(`transactional send of ${message.input.messageId} answered ${JSON.stringify(result)}`);
+          return;
+        }
+        if (message.acked === undefined) {
+          message.acked = { queueId: result.queueId, offset: -1 };
+          this.stats.sendsAcked++;
+        }
+        const transaction = this.book.onHalfAcked(message.input.messageId, id, result.queueId);
+        if (transaction !== undefined) this.host.trace(`half ${message.input.messageId} = transaction ${transaction.key} (${message.txn?.decision}/${message.txn?.producerEnd})`);
+      });
+    };
+    const outcome = await this.call((e) => e.service.send(batch.map((m) => m.input), 'TRANSACTION'), (late) => record(late));
+    this.tick();
+    if (outcome.ok) {
+      record(outcome.value);
+      return;
+    }
+    for (const message of batch) {
+      if (outcome.definite) message.definiteAttempts++;
+      else message.unknownAttempts++;
+    }
+    if (outcome.definite) this.stats.sendsDefinite++;
+    else this.stats.sendsUnknown++;
+    this.host.trace(`half ${batch.map((m) => m.input.messageId).join(',')} ${outcome.definite ? 'failed' : 'unknown'} ${outcome.code}`);
+  }
+
+  /** The producer ends the transaction its (last) send answered: retried until answered, or left to the check-back. */
+  private async endOwnTransaction(message: SentMessage): Promise<void> {
+    const plan = message.txn as TransactionPlan;
+    const transaction = plan.transactions.filter((t) => t.id !== undefined).pop();
+    if (transaction === undefined || plan.producerEnd === 'abandon') return;
+    await this.pause([0, 500], 0); // the local transaction
+    const commit = (plan.decision === 'commit') === (plan.producerEnd === 'decision');
+    let status: 'ok' | 'unknown' | 'definite' = 'unknown';
+    for (let tries = 1; !this.isDone(); tries++) {
+      status = await this.endTransaction(transaction, commit, 'producer');
+      if (status !== 'unknown' || (this.phase === 'faults' && tries >= 3 && this.random.chance(0.5))) break;
+      await this.pause([20, 200], 50);
+    }
+    if (status !== 'ok' || !plan.contradict || this.isDone()) return;
+    // A producer that changes its mind: the other end must not be answered OK.
+    const other = await this.endTransaction(transaction, !commit, 'producer');
+    if (other === 'definite') this.book.stats.contradictionsRefused++;
+  }
+
+  /** One EndTransaction call (through whichever node the client believes leads), recorded in the book. */
+  private async endTransaction(transaction: TransactionRecord, commit: boolean, by: 'producer' | 'checker'): Promise<'ok' | 'unknown' | 'definite'> {
+    const attempt = this.book.endStarted(transaction, commit, by, this.tick());
+    const { logIndex, position, messageId } = transaction;
+    const outcome = await this.call(
+      (e) => e.service.endTransaction(topics.orders.name, transaction.id ?? { brokerGroup: e.service.options.brokerGroup, logIndex, position }, messageId, commit),
+      () => this.book.endOk(transaction, attempt),
+    );
+    this.tick();
+    if (outcome.ok) this.book.endOk(transaction, attempt);
+    else this.book.endFailed(attempt, outcome.definite, outcome.code);
+    this.host.trace(`end ${transaction.key} ${messageId} ${commit ? 'COMMIT' : 'ROLLBACK'} (${by}): ${outcome.ok ? 'ok' : outcome.code}`);
+    return outcome.ok ? 'ok' : outcome.definite ? 'definite' : 'unknown';
+  }
+
+  /**
+   * A check-back round that node `node` applied (every node tells of each round it applies,
+   * replays at start-up too): the book records it; when `reachable` (the node could reach
+   * the producer), the producer's transaction checker answers each check once, with the
+   * application's decision, a little later.
+   */
+  onTransactionChecks(node: string, round: TransactionCheckRound, entryTimeMs: number, reachable: boolean): void {
+    if (this.options.transactions !== true) return;
+    const ask = this.book.onCheckRound(node, round, entryTimeMs);
+    if (!reachable || this.phase === 'done') {
+      // Not asked here: another node (or the next check) asks.
+      for (const { record, check } of ask) record.asked.delete(check.checks);
+      return;
+    }
+    for (const { record } of ask) {
+      const decision = this.sent.get(record.messageId)?.txn?.decision;
+      if (decision === undefined || decision === 'never') continue;
+      this.book.stats.checksAnswered++;
+      this.host.after(this.random.int(0, 100), () => {
+        if (this.isDone()) return;
+        this.endTransaction(record, decision === 'commit', 'checker').catch((error: unknown) => this.checker.violate(`transaction checker stopped: ${(error as Error).stack ?? String(error)}`));
+      });
+    }
+  }
+
+  /** A read of a transactional message: never before a COMMIT of it was sent (the rest is checked at the end). */
+  private checkTransactional(how: string, messageId: string): void {
+    const plan = this.sent.get(messageId)?.txn;
+    if (plan !== undefined) this.book.onRead(how, plan, messageId);
+  }
+
   /** A read of a message (any consumer, the final reads): a delayed one is never stored before its delivery time, nor at all once recalled. */
   private checkDelayed(how: string, messageId: string, storeTimeMs: number): void {
     const sent = this.sent.get(messageId);
@@ -454,6 +632,7 @@ export class BrokerWorkload {
         this.checker.onRead(`receive(${watch.group})`, d.topic, d.queueId, d.offset, d.message.messageId, this.served(outcome.via, d.topic, d.queueId, d.offset));
         this.checkBody(`receive(${watch.group})`, d.message.messageId, d.message.body);
         this.checkDelayed(`receive(${watch.group})`, d.message.messageId, d.storeTimeMs);
+        this.checkTransactional(`receive(${watch.group})`, d.message.messageId);
         this.deliveredTo(watch.group).add(d.message.messageId);
       }
       this.checker.onDeliveries(watch, sentAt, invisibleMs, deliveries.map((d) => ({
@@ -516,6 +695,7 @@ export class BrokerWorkload {
         this.checker.onRead('pull', m.topic, m.queueId, m.offset, m.message.messageId, this.served(pulled.via, m.topic, m.queueId, m.offset));
         this.checkBody('pull', m.message.messageId, m.message.body);
         this.checkDelayed('pull', m.message.messageId, m.storeTimeMs);
+        this.checkTransactional('pull', m.message.messageId);
         this.pulledIds.add(m.message.messageId);
       }
       this.stats.pulled += pulled.value.messages.length;
@@ -565,6 +745,7 @@ export class BrokerWorkload {
           next = m.offset + 1;
           this.checkBody('final read', m.message.messageId, m.message.body);
           this.checkDelayed('final read', m.message.messageId, m.storeTimeMs);
+          this.checkTransactional('final read', m.message.messageId);
         }
         if (page.messages.length === 0 && page.nextOffset <= next) return ids;
         next = Math.max(next, page.nextOffset);
@@ -610,6 +791,12 @@ export class BrokerWorkload {
     const released = new Map<string, { topic: string; queueId: number }>();
     for (const [id, message] of this.sent) {
       const at = stored.get(id);
+      if (message.txn !== undefined) {
+        const release = this.book.verify(id, message.txn, at, view.retainedFrom, (queueId) => firstOf(message.input.topic, queueId));
+        if (release !== undefined) released.set(id, { topic: message.input.topic, queueId: release.releasedFrom });
+        this.book.verifyEnds(id, message.txn);
+        continue;
+      }
       if (message.kind === 'DELAY' && message.acked !== undefined) {
         this.verifyDelayed(id, message, at, view.retainedFrom, firstOf, released);
         continue;
@@ -632,7 +819,9 @@ export class BrokerWorkload {
       const final = contents.get(position);
       if (final === id) continue;
       const [topic, queueId, offset] = position.split('/') as [string, string, string];
-      const acked = this.sent.get(id)?.acked;
+      const sent = this.sent.get(id);
+      // A transactional message's queue is its committed transaction's (book.verify checks it).
+      const acked = sent?.txn === undefined ? sent?.acked : undefined;
       const ackedAt = acked === undefined ? undefined : acked.offset === -1 ? `${topic}/${acked.queueId}/${offset}` : `${topic}/${acked.queueId}/${acked.offset}`;
       if (final === undefined && stored.get(id) === undefined && (ackedAt === undefined || ackedAt === position)
         && releaseProof(id, topic, Number(queueId), Number(offset)) === undefined) continue;

@@ -11,6 +11,11 @@
  * The clients send delayed messages too (unless `delayed: false`), which the real timer store
  * (in memory, with a small wheel so that cascades happen) holds until the leader fires them.
  *
+ * With `transactions`, the clients send transactional messages too (F9): the leader checks
+ * open transactions back with a short policy (first after 300 ms, then every 300 ms, rolled
+ * back after 3 checks), every node tells the workload's transaction checker of each check
+ * round it applies, and the drain waits until no transaction is open.
+ *
  * Some profiles run the real leader-only `RetentionService` with tiny limits (a few small
  * segments, or seconds of age), so retention entries release queue prefixes, nodes compact
  * their logs below their snapshots, and a follower that lagged or was down is sent an
@@ -35,7 +40,7 @@ import { RaftNode } from '../raft/node/raft-node.js';
 import type { HardState, Member, NodeId } from '../raft/types.js';
 import { BrokerChecker } from './broker-sim-checker.js';
 import { SimTransfers } from './broker-sim-transfer.js';
-import { applyOnAppend, retentionAhead } from './broker-sim-unsafe.js';
+import { applyOnAppend, retentionAhead, transactionEndsFlipped, type TransactionEndsFlip } from './broker-sim-unsafe.js';
 import { BrokerWorkload, watchedGroups, type BrokerEndpoint, type WorkloadStats } from './broker-sim-workload.js';
 import { Prng } from './prng.js';
 import { drawProfile, type FaultProfile } from './sim-cluster.js';
@@ -73,11 +78,14 @@ export interface BrokerSimOptions {
   /**
    * Negative controls: the broker state machine sees entries when appended, not committed;
    * retention entries release `retentionAhead` more entries than the policy chose; a timer
-   * fire delivers every record of the slots it reaches, due or not.
+   * fire delivers every record of the slots it reaches, due or not; EndTransaction ROLLBACK
+   * stores the message anyway ('rollback-stores'), or COMMIT drops it ('commit-drops').
    */
-  readonly unsafe?: { readonly applyBeforeCommit?: boolean; readonly retentionAhead?: number; readonly fireIgnoresDue?: boolean };
+  readonly unsafe?: { readonly applyBeforeCommit?: boolean; readonly retentionAhead?: number; readonly fireIgnoresDue?: boolean; readonly transactionEnds?: TransactionEndsFlip };
   /** Delayed messages and recalls in the workload (default true; the regression seeds of before F8 run without). */
   readonly delayed?: boolean;
+  /** Transactional messages, ended by the producer or through check-backs (default false: the seeds of before F9 replay as they were). */
+  readonly transactions?: boolean;
   /** Check only what clients see (to show those checks alone catch a negative control). */
   readonly blackBoxOnly?: boolean;
   readonly keepTrace?: boolean;
@@ -110,6 +118,9 @@ export interface BrokerSimResult {
     /** Restarts from a node's own snapshot, and installs of a leader's, whose state held pending delayed messages. */
     readonly restoresWithTimers: number;
     readonly installsWithTimers: number;
+    /** The same with open transactions in the state. */
+    readonly restoresWithTransactions: number;
+    readonly installsWithTransactions: number;
     readonly snapshotsSent: number;
     readonly snapshotSendsFailed: number;
     /** Requests for retained entries to peers (PeerEntries asks for runs of 512), and those that failed. */
@@ -155,6 +166,8 @@ const simTimerLimits = { ...timerStoreLimitsDefault, precisionMs: 250 };
 const simTimerWheel = { wheelSlots: 16, cascadeSlots: 4 } as const;
 /** Fires at most every 250 ms (fewer entries to simulate than the shipped 100 ms). */
 const simTimerFireIntervalMs = 250;
+/** Check-backs within a run (the shipped policy waits 6 s and asks 15 times): an abandoned transaction is rolled back ~1.2 s after its send. */
+const simTransactionCheck = { checkAfterMs: 300, checkIntervalMs: 300, checksMax: 3 } as const;
 
 export function drawBrokerProfile(random: Prng): BrokerFaultProfile {
   return {
@@ -205,6 +218,7 @@ export class BrokerSim {
   private nextTargetedCrashMs = 0;
   private counts = {
     crashes: 0, partitions: 0, pauses: 0, transfers: 0, leaderChanges: 0, failStops: 0, snapshotsRestored: 0, snapshotsInstalled: 0, restoresWithTimers: 0, installsWithTimers: 0,
+    restoresWithTransactions: 0, installsWithTransactions: 0,
     snapshotWriteCrashes: 0, installCrashes: 0, compactions: 0,
   };
 
@@ -227,6 +241,8 @@ export class BrokerSim {
       wallNowMs: () => epochMs + this.scheduler.nowMs,
     }, this.checker, this.random.fork('client'), {
       delayed: options.delayed !== false,
+      transactions: options.transactions === true,
+      transactionCheck: simTransactionCheck,
       // The leader fires by its own clock (off by up to the skew), the state clock is the highest leader clock so far.
       latenessBoundMs: 2 * this.profile.clockSkewMaxMs + simTimerFireIntervalMs + 1_500,
     });
@@ -305,7 +321,8 @@ export class BrokerSim {
     if (!converged()) {
       const states = this.slots.map((s) => `${s.id}:${s.node?.role ?? 'down'}/t${s.node?.term}/c${s.node?.commitIndex}/a${s.node?.appliedIndex}${s.node?.failed ? `/failed:${s.node.failed.message}` : ''}`).join(' ');
       const unacked = [...this.workload.sent.values()].filter((m) => m.acked === undefined && !m.abandoned).length;
-      this.checker.violate(`liveness: not drained within ${boundMs} ms after faults stopped (${unacked} sends unacknowledged; ${states})`);
+      const open = this.options.transactions === true ? `, ${this.leader()?.state.openTransactions ?? '?'} transactions open on the leader` : '';
+      this.checker.violate(`liveness: not drained within ${boundMs} ms after faults stopped (${unacked} sends unacknowledged${open}; ${states})`);
       return;
     }
     this.workload.phase = 'done';
@@ -370,6 +387,12 @@ export class BrokerSim {
       const timers = new MemoryTimerStore(simTimerLimits, { ...simTimerWheel, ...(this.options.unsafe?.fireIgnoresDue === true ? { negativeControl: 'fire-slot-ignoring-due' as const } : {}) });
       const machine = new BrokerStateMachine(defaultBrokerStateLimits, undefined, undefined, timers);
       let restoring = true;
+      // Every node tells of each check round it applies (replays at start-up too); a paused node reaches no producer.
+      if (this.options.transactions === true) {
+        machine.onTransactionChecks((round, entryTimeMs) => {
+          if (isCurrent()) this.workload.onTransactionChecks(slot.id, round, entryTimeMs, !this.network.isPaused(slot.id));
+        });
+      }
       machine.onApplied(() => {
         if (!isCurrent()) return;
         if (restoring) this.counts.snapshotsRestored++;
@@ -389,6 +412,7 @@ export class BrokerSim {
         restore: (data, meta) => {
           inner.restore(data, meta);
           if (isCurrent() && machine.state.pendingTimers > 0) this.counts[restoring ? 'restoresWithTimers' : 'installsWithTimers']++;
+          if (isCurrent() && machine.state.openTransactions > 0) this.counts[restoring ? 'restoresWithTransactions' : 'installsWithTransactions']++;
           if (restoring || !isCurrent()) return;
           this.counts.snapshotsInstalled++;
           this.disarm(slot);
@@ -435,18 +459,22 @@ export class BrokerSim {
         await node.close();
         return;
       }
-      const raft = {
+      const nodeRaft = {
         propose: (payload: Uint8Array) => node.propose(payload),
         get role() { return node.role; },
         get term() { return node.term; },
         leaderAddress: () => node.leaderId,
       };
+      const flip = this.options.unsafe?.transactionEnds;
+      const raft = flip === undefined ? nodeRaft : transactionEndsFlipped(nodeRaft, flip);
       // As broker-node.ts: entries before this node's log (it was restored by InstallSnapshot) come from a peer.
       const peerEntries = new PeerEntries({
         readCommitted: (peer, fromIndex, maxEntries) => this.transfers.readCommitted(slot, peer.id, fromIndex, maxEntries),
         peers: () => node.members.filter((m) => m.id !== slot.id),
       });
-      const service = new BrokerService({ ...defaultBrokerServiceOptions, brokerGroup: 'sim-broker', readReadyWaitMs: 1_000, timerFireIntervalMs: simTimerFireIntervalMs }, raft, machine, {
+      const service = new BrokerService({
+        ...defaultBrokerServiceOptions, brokerGroup: 'sim-broker', readReadyWaitMs: 1_000, timerFireIntervalMs: simTimerFireIntervalMs, transactionCheck: simTransactionCheck,
+      }, raft, machine, {
         payloadAt: async (index) => {
           if (index < commitLog.firstIndex) return peerEntries.payload(index);
           const [entry] = await commitLog.read({ fromIndex: index, throughIndex: index, bytesMax: 1 });
