@@ -264,15 +264,17 @@ export class BrokerService {
     return config;
   }
 
-  async putTopic(config: TopicConfig): Promise<void> {
+  /** `mode` create: BAD_REQUEST if it exists; update: TOPIC_NOT_FOUND if it does not; decided when the entry applies. */
+  async putTopic(config: TopicConfig, mode?: 'create' | 'update'): Promise<void> {
     const problem = topicConfigProblem(config);
     if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
+    await this.awaitReadReady();
     const existing = this.state.topic(config.name);
     if (existing !== undefined && Math.max(config.readQueues, config.writeQueues) < Math.max(existing.readQueues, existing.writeQueues)) {
       // Queue files are never dropped; fewer readable/writable queues are set via the counts.
       if (config.readQueues < 1 || config.writeQueues < 1) throw new BrokerError('BAD_REQUEST', 'queue counts must stay at least 1');
     }
-    await this.command({ op: 'topic.put', config });
+    await this.handleCommand(mode === undefined ? { op: 'topic.put', config } : { op: 'topic.put', config, mode });
   }
 
   async deleteTopic(name: string): Promise<void> {
@@ -353,7 +355,8 @@ export class BrokerService {
     }
   }
 
-  private async ensureTopic(name: string): Promise<TopicConfig> {
+  /** The topic, created (MIXED, default queues) when it does not exist and auto-creation is on (or it is a DLQ). */
+  async ensureTopic(name: string): Promise<TopicConfig> {
     const existing = this.state.topic(name);
     if (existing !== undefined) return existing;
     if (!this.options.autoCreateTopics && !name.startsWith(dlqTopicPrefix)) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${name} does not exist and auto-creation is off; create it with \`raftmq topic create ${name}\``);
@@ -361,7 +364,8 @@ export class BrokerService {
     if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
     let creating = this.topicCreations.get(name);
     if (creating === undefined) {
-      creating = this.command({ op: 'topic.put', config: defaultTopicConfig(name, 'MIXED') }).then(() => undefined).finally(() => this.topicCreations.delete(name));
+      // Create-only: a topic someone else created meanwhile keeps its configuration.
+      creating = this.command({ op: 'topic.put', config: defaultTopicConfig(name, 'MIXED'), mode: 'create' }).then(() => undefined).finally(() => this.topicCreations.delete(name));
       this.topicCreations.set(name, creating);
     }
     await creating;
@@ -519,7 +523,7 @@ export class BrokerService {
     const outcome = await this.command(command);
     if (outcome.kind === 'error') {
       const code = ({
-        'invalid-handle': 'INVALID_RECEIPT_HANDLE', 'topic-not-found': 'TOPIC_NOT_FOUND', 'not-pending': 'NOT_FOUND', 'bad-request': 'BAD_REQUEST', 'already-ended': 'INVALID_TRANSACTION_ID',
+        'invalid-handle': 'INVALID_RECEIPT_HANDLE', 'topic-not-found': 'TOPIC_NOT_FOUND', 'not-pending': 'NOT_FOUND', 'bad-request': 'BAD_REQUEST', 'already-ended': 'INVALID_TRANSACTION_ID', 'topic-exists': 'BAD_REQUEST',
       } as const)[outcome.code];
       throw new BrokerError(code, outcome.message);
     }

@@ -228,9 +228,8 @@ function adminHandlers(service: BrokerService, query: MessageQuery, isLeader: ()
   return {
     PutTopic: unary(async (request) => {
       const config = topicFromProto(request.config);
-      if (request.createOnly === true && service.state.topic(config.name) !== undefined) throw new BrokerError('BAD_REQUEST', `topic ${config.name} already exists`);
-      if (request.createOnly !== true && service.state.topic(config.name) === undefined) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${config.name} does not exist`);
-      await service.putTopic(config);
+      // Decided when the entry applies: a new leader's state may not hold every topic yet.
+      await service.putTopic(config, request.createOnly === true ? 'create' : 'update');
       return ok;
     }),
     DeleteTopic: unary(async (request) => {

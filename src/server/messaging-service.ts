@@ -11,7 +11,7 @@ import { BrokerError } from '../broker/errors.js';
 import { FilterError } from '../broker/core/filter.js';
 import { parseSubscriptionFilter } from '../broker/core/subscription-filter.js';
 import {
-  acceptedMessageKinds, defaultGroupConfig, defaultRetryBackoffMs, defaultTopicConfig, groupNameProblem, permRead, permWrite, topicNameProblem, type GroupConfig, type TopicConfig,
+  acceptedMessageKinds, defaultGroupConfig, defaultRetryBackoffMs, groupNameProblem, permRead, permWrite, topicNameProblem, type GroupConfig, type TopicConfig,
 } from '../broker/core/names.js';
 import { parseRecallHandle } from '../broker/core/recall-handle.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
@@ -202,7 +202,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       const name = String(request.topic?.name ?? '');
       let topic = service.state.topic(name);
       if (topic === undefined && service.options.autoCreateTopics) {
-        await service.putTopic(defaultTopicConfig(name, 'MIXED'));
+        await service.ensureTopic(name);
         topic = service.state.topic(name);
       }
       if (topic === undefined) return { status: { code: 'TOPIC_NOT_FOUND', message: `topic ${name} does not exist` }, messageQueues: [] };

@@ -112,7 +112,7 @@ describe('broker simulation', () => {
 
   // These seeds (and the regressions below) replay scenarios found before delayed messages
   // existed: they run the workload of then.
-  it.each([27, 57])('seed %i: a leader restored by InstallSnapshot serves retained messages through peer reads', async (seed) => {
+  it.each([27, 187])('seed %i: a leader restored by InstallSnapshot serves retained messages through peer reads', async (seed) => {
     const result = await runBrokerSimulation({ seed, delayed: false });
     expect(result.violations).toEqual([]);
     expect(result.stats.snapshotsInstalled).toBeGreaterThan(0);

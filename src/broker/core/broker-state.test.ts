@@ -144,6 +144,17 @@ describe('broker state', () => {
     expect(groupConfigProblem({ name: 'g', maxDeliveryAttempts: 3, fifo: false, retryBackoffMs: [-1] })).toMatch(/retry back-off/);
   });
 
+  it('decides create-only and update-only topic puts when they apply: an auto-creation never overwrites a topic created first', () => {
+    const h = new Harness();
+    const delay = { ...defaultTopicConfig('t', 'DELAY'), readQueues: 4, writeQueues: 4 };
+    expect(h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), readQueues: 1, writeQueues: 1 }, mode: 'update' })).toMatchObject({ kind: 'error', code: 'topic-not-found' });
+    expect(h.run({ op: 'topic.put', config: delay, mode: 'create' })).toEqual({ kind: 'done' });
+    expect(h.run({ op: 'topic.put', config: defaultTopicConfig('t', 'MIXED'), mode: 'create' })).toMatchObject({ kind: 'error', code: 'topic-exists' });
+    expect(h.state.topic('t')).toEqual(delay);
+    expect(h.run({ op: 'topic.put', config: { ...delay, perm: 4 }, mode: 'update' })).toEqual({ kind: 'done' });
+    expect(h.state.topic('t')?.perm).toBe(4);
+  });
+
   it('stops renewing a push delivery once it is nacked, so it comes back and reaches the DLQ after max attempts', () => {
     const h = new Harness();
     h.run({ op: 'topic.put', config: { ...defaultTopicConfig('t'), writeQueues: 1, readQueues: 1 } });

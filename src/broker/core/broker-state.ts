@@ -63,7 +63,8 @@ import {
 } from './names.js';
 
 export type BrokerCommand =
-  | { readonly op: 'topic.put'; readonly config: TopicConfig }
+  /** `mode` create: refused if the topic exists; update: refused if it does not (decided at apply, so no stale read races it); absent: either. */
+  | { readonly op: 'topic.put'; readonly config: TopicConfig; readonly mode?: 'create' | 'update' }
   | { readonly op: 'topic.delete'; readonly name: string }
   | { readonly op: 'group.put'; readonly config: GroupConfig }
   | {
@@ -143,7 +144,7 @@ export interface Delivery {
 
 export type CommandOutcome =
   | { readonly kind: 'done' }
-  | { readonly kind: 'error'; readonly code: 'topic-not-found' | 'invalid-handle' | 'bad-request' | 'not-pending' | 'already-ended'; readonly message: string }
+  | { readonly kind: 'error'; readonly code: 'topic-not-found' | 'invalid-handle' | 'bad-request' | 'not-pending' | 'already-ended' | 'topic-exists'; readonly message: string }
   | { readonly kind: 'received'; readonly deliveries: readonly Delivery[]; readonly deadLettered: number }
   | { readonly kind: 'handle'; readonly seq: number }
   /** A timer fire: how many due messages went into their queues (and which topics got them), how many were dropped with their topic. */
@@ -231,6 +232,13 @@ const delayedDedupPositionMask = (1 << delayedDedupPositionBits) - 1;
 
 /** Runs of delivered delayed messages kept per queue (adjacent runs merge beyond it). */
 const firedRunsMax = 8;
+
+/** The queue a message goes to: the one it names, or (-1) round robin, or by its message group's hash (FIFO). Advances the round robin. */
+function chooseQueue(topic: TopicState, message: MessageRouting): number {
+  if (message.queueId >= 0) return message.queueId;
+  const writable = Math.min(topic.config.writeQueues, topic.queues.length);
+  return message.messageGroup !== '' ? stableHash(message.messageGroup) % writable : topic.roundRobin++ % writable;
+}
 
 const minDefined = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined ? b : b === undefined ? a : Math.min(a, b));
 
@@ -686,13 +694,8 @@ export class BrokerState {
       // A topic deleted and created again with fewer queues: its old ids are no duplicates.
       return { code: 'ok', queueId: previous.queueId, offset: previous.offset, duplicate: true };
     }
-    let queueId = message.queueId;
-    if (queueId < 0) {
-      const writable = Math.min(topic.config.writeQueues, topic.queues.length);
-      queueId = message.messageGroup !== '' ? stableHash(message.messageGroup) % writable : topic.roundRobin++ % writable;
-    } else if (queueId >= topic.queues.length) {
-      return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
-    }
+    const queueId = chooseQueue(topic, message);
+    if (queueId >= topic.queues.length) return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
     if (delayed) {
       const record: TimerRecord = { dueMs, logIndex, position, topicCreatedAt: topic.createdAt, queueId, tagId: this.tagId(message.tag), storeTimeMs: timeMs };
       this.timers.add(record, Math.floor(timeMs));
@@ -712,13 +715,8 @@ export class BrokerState {
    * Its queue is chosen now, as for any send, so a FIFO message's group keeps its queue.
    */
   private openTransaction(logIndex: number, timeMs: number, position: number, message: MessageRouting, topic: TopicState): SendOutcome {
-    let queueId = message.queueId;
-    if (queueId < 0) {
-      const writable = Math.min(topic.config.writeQueues, topic.queues.length);
-      queueId = message.messageGroup !== '' ? stableHash(message.messageGroup) % writable : topic.roundRobin++ % writable;
-    } else if (queueId >= topic.queues.length) {
-      return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
-    }
+    const queueId = chooseQueue(topic, message);
+    if (queueId >= topic.queues.length) return { code: 'bad-queue', queueId, offset: -1, duplicate: false };
     const opened = this.transactions.add({
       logIndex, position, messageId: message.messageId, topic: topic.config.name, topicCreatedAt: topic.createdAt, queueId, tagId: this.tagId(message.tag),
       storeTimeMs: timeMs, checks: 0, lastCheckMs: 0,
@@ -731,7 +729,12 @@ export class BrokerState {
     switch (command.op) {
       case 'txn.end': return this.endTransaction(logIndex, timeMs, command);
       case 'txn.check': return this.checkTransactions(logIndex, timeMs, command.throughMs, command.policy);
-      case 'topic.put': return this.putTopic(command.config, logIndex);
+      case 'topic.put': {
+        const exists = this.topics.has(command.config.name);
+        if (command.mode === 'create' && exists) return { kind: 'error', code: 'topic-exists', message: `topic ${command.config.name} already exists` };
+        if (command.mode === 'update' && !exists) return { kind: 'error', code: 'topic-not-found', message: `topic ${command.config.name} does not exist` };
+        return this.putTopic(command.config, logIndex);
+      }
       case 'topic.delete':
         this.topics.delete(command.name);
         for (const k of [...this.popQueues.keys()]) if (k.split('\u0000')[1] === command.name) this.popQueues.delete(k);
