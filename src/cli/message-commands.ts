@@ -49,7 +49,7 @@ function messageId(value: string): string {
 
 const time = (ms: number | undefined): string => (ms === undefined || ms <= 0 ? '' : new Date(ms).toISOString());
 const printable = (text: string): string => text.replace(/[\x00-\x1f\x7f]/g, '.');
-const preview = (m: MessageInfo): string => printable(m.bodyPreview.subarray(0, previewBytes).toString('utf8')) + (m.bodyBytes > previewBytes ? '…' : '');
+const preview = (m: MessageInfo): string => printable(Buffer.from(m.bodyPreview.subarray(0, previewBytes)).toString('utf8')) + (m.bodyBytes > previewBytes ? '…' : '');
 const host = (m: MessageInfo): string => (m.bornHost === '' ? '(host not given)' : m.bornHost);
 const queueCell = (m: MessageInfo): string => (m.queueId === undefined ? '' : `${m.queueId}@${m.offset ?? '?'}`);
 const entryCell = (logIndex: number, term: number | undefined): string => `${logIndex}${term === undefined ? '' : ` (term ${term})`}`;
@@ -68,7 +68,7 @@ function stateText(m: MessageInfo): string {
 }
 
 /** JSON for machines: the body preview as text. */
-const messageJson = (m: MessageInfo): object => ({ ...m, bodyPreview: m.bodyPreview.toString('utf8') });
+const messageJson = (m: MessageInfo): object => ({ ...m, bodyPreview: Buffer.from(m.bodyPreview).toString('utf8') });
 
 async function withAdmin<T>(namesrv: string, action: (admin: Admin) => Promise<T>): Promise<T> {
   const admin = new Admin({ nameServers: addressList(namesrv) });

@@ -6,6 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { loadProtoFile } from '../util/proto-files.js';
+import { queryLimitMax, type FoundMessage as MessageInfo, type MessageTrace as MessageTraceInfo, type QueryResult as MessageQueryResult, type TraceEvent as MessageTraceEvent } from '../util/message-query-shapes.js';
 import { fromV2, type ReceivedMessage } from './messages.js';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
 import { RaftNodeClient } from './raft-node-client.js';
@@ -70,65 +71,8 @@ export interface ClusterNodeInfo {
   readonly lastSeenMsAgo: number;
 }
 
-/** A stored message as a query finds it (on one broker group). */
-export interface MessageInfo {
-  readonly brokerGroup: string;
-  readonly messageId: string;
-  readonly topic: string;
-  readonly tag: string;
-  readonly keys: readonly string[];
-  readonly messageGroup: string;
-  readonly bornHost: string;
-  readonly bornTimeMs: number;
-  readonly properties: Readonly<Record<string, string>>;
-  readonly bodyBytes: number;
-  /** The body's first bytes (at most 1 KiB). */
-  readonly bodyPreview: Buffer;
-  /** Its send entry in the group's log, and its position in that entry. */
-  readonly logIndex: number;
-  readonly position: number;
-  /** The send entry's term (undefined: the serving node's log does not hold it). */
-  readonly term: number | undefined;
-  readonly sentTimeMs: number;
-  readonly type: 'NORMAL' | 'DELAY' | 'TRANSACTION';
-  readonly deliveryTimeMs: number;
-  /** stored | pending (delayed, not due) | half (transaction open) | rolled-back | recalled | ended */
-  readonly state: string;
-  /** Its queue record while its queue holds it. */
-  readonly queueId: number | undefined;
-  readonly offset: number | undefined;
-  /** When it went into its queue (undefined: not yet, or never). */
-  readonly storeTimeMs: number | undefined;
-}
-
-export interface MessageTraceEvent {
-  /** delivered | acked | nacked | dead-lettered | stored | rolled-back | recalled */
-  readonly event: string;
-  readonly timeMs: number;
-  readonly logIndex: number;
-  readonly term: number | undefined;
-  readonly group: string;
-  readonly clientId: string;
-  readonly attempt: number;
-  readonly topic: string;
-  readonly queueId: number;
-  readonly offset: number | undefined;
-  readonly detail: string;
-}
-
-export interface MessageTraceInfo {
-  readonly message: MessageInfo;
-  /** Oldest first. */
-  readonly events: readonly MessageTraceEvent[];
-}
-
-export interface MessageQueryResult<T> {
-  readonly items: readonly T[];
-  /** More matched than the limit. */
-  readonly more: boolean;
-  /** Candidates whose log entries retention released (not returned). */
-  readonly released: number;
-}
+/** A stored message as a query finds it (on one broker group), an event of its trace, a query's answer: the broker's shapes. */
+export type { FoundMessage as MessageInfo, MessageTrace as MessageTraceInfo, QueryResult as MessageQueryResult, TraceEvent as MessageTraceEvent } from '../util/message-query-shapes.js';
 
 export interface FindMessagesQuery {
   readonly topic: string;
@@ -410,8 +354,6 @@ function eventFromProto(e: any): MessageTraceEvent {
     detail: e.detail,
   };
 }
-
-const queryLimitMax = 1000;
 
 function checkQueryLimit(limit: number | undefined): number {
   const value = limit ?? 32;
