@@ -3,9 +3,11 @@
  * cluster. (`node`, `status`, `propose`, `members` work on a bare Raft group.)
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { defaultNamesrv, namesrvOption, withAdmin } from './admin-session.js';
+
+export { defaultNamesrv };
 import Table from 'cli-table3';
 import cliProgress from 'cli-progress';
-import { Admin } from '../client/admin.js';
 import { MQClientError } from '../client/mq-connection.js';
 import { Producer } from '../client/producer.js';
 import { PullConsumer } from '../client/pull-consumer.js';
@@ -14,7 +16,6 @@ import { NameServerProcess, defaultNameServerSettings } from '../server/namesrv-
 import { addressList, exitOnFatal, integer, powerFailOnSignal, raftNodeConfig, stopOnSignals, withRaftNodeOptions, type RaftNodeOptions } from './node-options.js';
 import { plainWhenPiped, roleCell } from './tables.js';
 
-export const defaultNamesrv = '127.0.0.1:9876';
 export const defaultAccessPoint = '127.0.0.1:8081';
 
 export function namesrvCommand(): Command {
@@ -91,17 +92,6 @@ export function brokerCommand(): Command {
       stopOnSignals(`raftmq broker ${config.nodeId}`, () => node.close());
     });
 }
-
-async function withAdmin(namesrv: string, action: (admin: Admin) => Promise<void>): Promise<void> {
-  const admin = new Admin({ nameServers: addressList(namesrv) });
-  try {
-    await action(admin);
-  } finally {
-    admin.close();
-  }
-}
-
-const namesrvOption = (): Option => new Option('--namesrv <list>', 'NameServer addresses, comma separated').default(defaultNamesrv);
 
 export function topicCommand(): Command {
   const topic = new Command('topic').description('create, update, delete and list topics');

@@ -17,7 +17,7 @@ import type { ReceivedMessage } from '../client/messages.js';
 import { MQClientError } from '../client/mq-connection.js';
 import { Producer, type Message } from '../client/producer.js';
 import { dlqTopicOf, groupNameProblem } from '../broker/core/names.js';
-import { defaultNamesrv } from './broker-commands.js';
+import { namesrvOption, withAdmin } from './admin-session.js';
 import { addressList, integer } from './node-options.js';
 import { plainWhenPiped } from './tables.js';
 
@@ -114,17 +114,6 @@ function entryOf(queue: DlqQueue, message: ReceivedMessage): DlqEntry {
   };
 }
 
-async function withClients<T>(namesrv: string, action: (admin: Admin) => Promise<T>): Promise<T> {
-  const admin = new Admin({ nameServers: addressList(namesrv) });
-  try {
-    return await action(admin);
-  } finally {
-    admin.close();
-  }
-}
-
-const namesrvOption = (): Option => new Option('--namesrv <list>', 'NameServer addresses, comma separated').default(defaultNamesrv);
-
 function listCommand(): Command {
   return new Command('list')
     .description('the dead-lettered messages of a consumer group on every broker group (read-only)')
@@ -132,7 +121,7 @@ function listCommand(): Command {
     .option('--limit <n>', 'at most this many messages', integer('--limit', 1), 100)
     .option('--json', 'one JSON document for machines')
     .addOption(namesrvOption())
-    .action(async (o: { group: string; limit: number; json?: boolean; namesrv: string }) => withClients(o.namesrv, async (admin) => {
+    .action(async (o: { group: string; limit: number; json?: boolean; namesrv: string }) => withAdmin(o.namesrv, async (admin) => {
       const { topic, queues } = await locate(admin, o.group);
       const entries: DlqEntry[] = [];
       let more = false;
@@ -275,7 +264,7 @@ function resendCommand(): Command {
     .option('--limit <n>', 'resend at most this many (the oldest not resent yet)', integer('--limit', 1))
     .addOption(new Option('--message-id <id...>', 'resend exactly these messages (found by scanning the DLQ); the progress offset is not moved').conflicts('limit'))
     .addOption(namesrvOption())
-    .action(async (o: ResendOptions) => withClients(o.namesrv, async (admin) => {
+    .action(async (o: ResendOptions) => withAdmin(o.namesrv, async (admin) => {
       const location = await locate(admin, o.group);
       const resendGroup = resendGroupOf(o.group);
       const total = location.queues.reduce((sum, q) => sum + q.maxOffset, 0);

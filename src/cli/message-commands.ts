@@ -7,13 +7,13 @@
  * Times are printed in UTC (ISO 8601); `--from`/`--to` take ms since the epoch, an ISO 8601
  * date, `now`, or a time back from now (`-30s`, `-15m`, `-2h`, `-1d`).
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import Table from 'cli-table3';
-import { Admin, type MessageInfo, type MessageQueryResult, type MessageTraceEvent, type MessageTraceInfo } from '../client/admin.js';
+import { type MessageInfo, type MessageQueryResult, type MessageTraceEvent, type MessageTraceInfo } from '../client/admin.js';
 import { MQClientError } from '../client/mq-connection.js';
 import { dlqTopicOf, topicNameProblem } from '../broker/core/names.js';
-import { defaultNamesrv } from './broker-commands.js';
-import { addressList, integer } from './node-options.js';
+import { namesrvOption, withAdmin } from './admin-session.js';
+import { integer } from './node-options.js';
 import { plainWhenPiped } from './tables.js';
 
 const previewBytes = 40;
@@ -69,17 +69,6 @@ function stateText(m: MessageInfo): string {
 
 /** JSON for machines: the body preview as text. */
 const messageJson = (m: MessageInfo): object => ({ ...m, bodyPreview: Buffer.from(m.bodyPreview).toString('utf8') });
-
-async function withAdmin<T>(namesrv: string, action: (admin: Admin) => Promise<T>): Promise<T> {
-  const admin = new Admin({ nameServers: addressList(namesrv) });
-  try {
-    return await action(admin);
-  } finally {
-    admin.close();
-  }
-}
-
-const namesrvOption = (): Option => new Option('--namesrv <list>', 'NameServer addresses, comma separated').default(defaultNamesrv);
 
 function releasedNote(result: MessageQueryResult<unknown>): string {
   return result.released > 0 ? `; ${result.released} index entries name log entries retention released` : '';
