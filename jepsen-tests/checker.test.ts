@@ -4,12 +4,15 @@
  * reads is always reported as lost, and under retention only a value below its queue's first
  * offset whose entry a majority saw committed below the retained index is released. The
  * delayed-message rules (checkDelayed) get their own: the negative controls are an early
- * delivery and a lost acknowledged value, each of which must fail the run.
+ * delivery and a lost acknowledged value, each of which must fail the run. The transactional
+ * rules (checkTransactions) too: a rolled-back value delivered and a committed value missing
+ * are the negative controls.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { check, type CheckInput, type DelayCheckOptions, type LeaderObservation, type RetentionInput } from './checker.js';
 import type { Op, OpInput, Read } from './history.js';
+import type { TransactionCheckOptions } from './transaction-checker.js';
 
 class Builder {
   readonly ops: Op[] = [];
@@ -438,6 +441,230 @@ describe('delayed-message checker', () => {
       expect(run(build('none'), { delay: delayOptions }).verdict).toBe('pass');
       expect(run(build('early'), { delay: delayOptions }).delay?.early).toBe(1);
       expect(run(build('drop'), { delay: delayOptions }).delay?.lost).toBe(1);
+    }), { numRuns: 100 });
+  });
+});
+
+const txnOptions: TransactionCheckOptions = { checkAfterMs: 2_000, checkIntervalMs: 2_000, checksMax: 3, latenessBoundMs: 20_000 };
+
+/** Transactional operations, with times in seconds. */
+class TxnHistory {
+  readonly b = new Builder();
+  private offset = 0;
+
+  half(value: string, outcome: 'ok' | 'fail' | 'info', atS: number, process = `txn-${value}`): this {
+    this.b.add({ type: 'invoke', process, f: 'txn-send', value, fate: value.slice(0, value.indexOf('/')) }, atS);
+    this.b.add(outcome === 'ok' ? { type: 'ok', process, f: 'txn-send', value, queue: 0, transactionId: `t1~jepsen~${Math.round(atS * 100)}~0` } : { type: outcome, process, f: 'txn-send', value, error: 'x' }, atS + 0.01);
+    return this;
+  }
+
+  end(value: string, resolution: 'COMMIT' | 'ROLLBACK', outcome: 'ok' | 'fail' | 'info', atS: number, process = `txn-${value}`): this {
+    this.b.add({ type: 'invoke', process, f: 'txn-end', value, resolution }, atS);
+    this.b.add({ type: outcome, process, f: 'txn-end', value, resolution, ...(outcome === 'ok' ? {} : { error: 'x' }) }, atS + 0.01);
+    return this;
+  }
+
+  check(value: string, resolution: 'COMMIT' | 'ROLLBACK' | 'none', atS: number): this {
+    this.b.add({ type: 'info', process: 'txn-checker-0', f: 'txn-check', value, resolution }, atS);
+    return this;
+  }
+
+  deliver(f: 'txn-read' | 'txn-receive' | 'txn-drain', atS: number, values: string[], at?: Array<[number, number]>): this {
+    const process = f === 'txn-drain' ? 'txn-drain' : f === 'txn-read' ? 'txn-reader' : 'txn-consumer';
+    this.b.add({ type: 'invoke', process, f }, atS - 0.001);
+    this.b.add({ type: 'ok', process, f, reads: values.map((v, i) => [at?.[i]?.[0] ?? 0, at?.[i]?.[1] ?? this.offsetOf(v), v] as const) }, atS);
+    return this;
+  }
+
+  state(value: string, state: string, atS: number): this {
+    this.b.add({ type: 'info', process: 'txn-settle', f: 'txn-state', value, state }, atS);
+    return this;
+  }
+
+  lateCommit(value: string, outcome: 'ok' | 'fail' | 'info', atS: number): this {
+    const process = `txn-probe-${value}`;
+    this.b.add({ type: 'invoke', process, f: 'txn-late-commit', value, resolution: 'COMMIT' }, atS);
+    this.b.add({ type: outcome, process, f: 'txn-late-commit', value, resolution: 'COMMIT' }, atS + 0.01);
+    return this;
+  }
+
+  private readonly offsets = new Map<string, number>();
+
+  /** One offset per value, in order of first delivery. */
+  private offsetOf(value: string): number {
+    if (!this.offsets.has(value)) this.offsets.set(value, this.offset++);
+    return this.offsets.get(value) as number;
+  }
+}
+
+/**
+ * One transaction of each fate, everything as it should be: committed by the sender and
+ * delivered; rolled back by it; abandoned and committed by a check-back, then delivered;
+ * abandoned and rolled back by one; never answered, rolled back after 3 checks (late COMMIT
+ * refused). Drained at 40 s. The settle phase's states come before the drain.
+ */
+const cleanTxn = (): TxnHistory => new TxnHistory()
+  .half('commit/0-0', 'ok', 1).end('commit/0-0', 'COMMIT', 'ok', 1.2)
+  .half('rollback/0-1', 'ok', 1.5).end('rollback/0-1', 'ROLLBACK', 'ok', 1.6)
+  .deliver('txn-read', 1.5, ['commit/0-0'])
+  .half('abandon-commit/0-2', 'ok', 2).half('abandon-rollback/0-3', 'ok', 2.2).half('unanswered/0-4', 'ok', 2.4)
+  .check('abandon-commit/0-2', 'COMMIT', 4.05).check('abandon-rollback/0-3', 'ROLLBACK', 4.25).check('unanswered/0-4', 'none', 4.45)
+  .deliver('txn-receive', 4.3, ['abandon-commit/0-2'])
+  .check('unanswered/0-4', 'none', 6.5).check('unanswered/0-4', 'none', 8.5)
+  .state('commit/0-0', 'stored', 30).state('rollback/0-1', 'rolled-back', 30).state('abandon-commit/0-2', 'stored', 30)
+  .state('abandon-rollback/0-3', 'rolled-back', 30).state('unanswered/0-4', 'rolled-back', 30)
+  .lateCommit('rollback/0-1', 'fail', 31).lateCommit('abandon-rollback/0-3', 'fail', 31).lateCommit('unanswered/0-4', 'fail', 31)
+  .deliver('txn-drain', 40, ['commit/0-0', 'abandon-commit/0-2']);
+
+const runTxn = (h: TxnHistory, options: TransactionCheckOptions = txnOptions) => run(h.b, { transactions: options });
+
+describe('transactional-message checker', () => {
+  it('passes a clean history of every fate and gives the figures', () => {
+    const result = runTxn(cleanTxn());
+    expect(result.reasons).toEqual([]);
+    expect(result.verdict).toBe('pass');
+    expect(result.transactions).toMatchObject({
+      acked: 5, committed: 1, rolledBack: 1, abandonedCommitted: 1, abandonedRolledBack: 1, unansweredRolledBack: 1, delivered: 2,
+      lost: 0, rolledBackDelivered: 0, late: 0, duplicated: 0, visibleBeforeCommit: 0, checkedEarly: 0, notRolledBack: 0, stateMismatch: 0,
+      lateCommitAccepted: 0, lateCommitRefused: 3, checkBacks: 5, valuesCheckedBack: 3, redelivered: 0, drained: true,
+      ackedByFate: { 'commit': 1, 'rollback': 1, 'abandon-commit': 1, 'abandon-rollback': 1, 'unanswered': 1 },
+    });
+    expect(result.transactions?.unansweredAsks).toMatchObject({ p50Ms: 3, maxMs: 3 });
+    expect(result.transactions?.checkBackLatency?.p50Ms).toBeCloseTo(2_040, 0);
+    expect(result.transactions?.checkBackDelivery?.maxMs).toBeCloseTo(2_290, 0);
+    expect(result.transactions?.deliveryAfterCommit?.maxMs).toBeCloseTo(290, 0);
+  });
+
+  it('without transaction options, the transactional operations are left alone', () => {
+    expect(run(cleanTxn().b)).toMatchObject({ verdict: 'pass', transactions: null, acked: 0 });
+  });
+
+  it('negative control: fails a history in which a rolled-back value is delivered', () => {
+    const result = runTxn(cleanTxn().deliver('txn-drain', 41, ['rollback/0-1']));
+    expect(result.verdict).toBe('fail');
+    expect(result.transactions).toMatchObject({ rolledBackDelivered: 1, rolledBackDeliveredValues: ['rollback/0-1'], stateMismatch: 1 });
+    expect(result.reasons.join()).toMatch(/transactions: 1 rolled-back values delivered \(rollback\/0-1\)/);
+  });
+
+  it('negative control: fails a history in which a value whose COMMIT was answered OK is missing', () => {
+    const h = new TxnHistory().half('commit/0-0', 'ok', 1).end('commit/0-0', 'COMMIT', 'ok', 1.2).deliver('txn-read', 1.5, ['commit/0-0']);
+    const result = runTxn(h.deliver('txn-drain', 40, []));
+    expect(result.verdict).toBe('fail');
+    expect(result.transactions).toMatchObject({ lost: 1, lostCommitted: 1, lostValues: ['commit/0-0'] });
+    expect(result.reasons.join()).toMatch(/transactions: 1 lost .*1 of them committed OK/);
+  });
+
+  it('every other rolled-back fate delivered fails too, whatever its sends and ends did', () => {
+    for (const value of ['abandon-rollback/0-3', 'unanswered/0-4']) expect(runTxn(cleanTxn().deliver('txn-receive', 35, [value])).transactions?.rolledBackDelivered).toBe(1);
+    // A rollback-decided value whose half send was unknown must never appear either.
+    const unknown = cleanTxn().half('rollback/3-0', 'info', 5).deliver('txn-drain', 42, ['rollback/3-0']);
+    expect(runTxn(unknown)).toMatchObject({ verdict: 'fail', transactions: { rolledBackDelivered: 1 } });
+    // Nor one whose own ROLLBACK failed or was unknown (the check-back rolls it back).
+    const endUnknown = cleanTxn().half('rollback/4-0', 'ok', 5).end('rollback/4-0', 'ROLLBACK', 'info', 5.1).check('rollback/4-0', 'ROLLBACK', 7.2).deliver('txn-drain', 42, ['rollback/4-0']);
+    expect(runTxn(endUnknown).transactions).toMatchObject({ rolledBackDelivered: 1, endUnknown: 1 });
+  });
+
+  it('owes a commit-decided value with an acknowledged half whatever its own end did: the check-back commits it', () => {
+    const abandoned = cleanTxn().half('abandon-commit/5-0', 'ok', 5);
+    expect(runTxn(abandoned).transactions).toMatchObject({ lost: 1, lostCommitted: 0, lostValues: ['abandon-commit/5-0'] });
+    const endFailed = cleanTxn().half('commit/5-1', 'ok', 5).end('commit/5-1', 'COMMIT', 'info', 5.2);
+    expect(runTxn(endFailed)).toMatchObject({ verdict: 'fail', transactions: { lost: 1, endUnknown: 1 } });
+    const finished = cleanTxn().half('commit/5-1', 'ok', 5).end('commit/5-1', 'COMMIT', 'fail', 5.2).check('commit/5-1', 'COMMIT', 7.1).deliver('txn-drain', 20, ['commit/5-1']);
+    expect(runTxn(finished)).toMatchObject({ verdict: 'pass', transactions: { lost: 0, commitFinishedByCheckBack: 1, endFailed: 1 } });
+  });
+
+  it('a commit-decided value whose half send was unknown may or may not be delivered', () => {
+    expect(runTxn(cleanTxn().half('commit/6-0', 'info', 5))).toMatchObject({ verdict: 'pass', transactions: { indeterminate: 1, recovered: 0, lost: 0 } });
+    const came = cleanTxn().half('abandon-commit/6-1', 'info', 5).check('abandon-commit/6-1', 'COMMIT', 7.1).deliver('txn-drain', 41, ['abandon-commit/6-1']);
+    expect(runTxn(came)).toMatchObject({ verdict: 'pass', transactions: { recovered: 1 } });
+  });
+
+  it('fails a value delivered before any commit of it was asked for (a half message visible)', () => {
+    const h = cleanTxn().half('commit/7-0', 'ok', 5).deliver('txn-read', 5.1, ['commit/7-0']).end('commit/7-0', 'COMMIT', 'ok', 5.2).deliver('txn-drain', 41, ['commit/7-0']);
+    const result = runTxn(h);
+    expect(result.verdict).toBe('fail');
+    expect(result.transactions).toMatchObject({ visibleBeforeCommit: 1, visibleBeforeCommitValues: ['commit/7-0'], lost: 0 });
+    const abandoned = cleanTxn().half('abandon-commit/7-1', 'ok', 5).deliver('txn-drain', 41, ['abandon-commit/7-1']);
+    expect(runTxn(abandoned).transactions?.visibleBeforeCommit).toBe(1);
+  });
+
+  it('fails values stored twice, at one offset with another value, never sent, or whose half send definitely failed', () => {
+    const twice = cleanTxn().deliver('txn-drain', 41, ['commit/0-0'], [[3, 9]]);
+    expect(runTxn(twice)).toMatchObject({ verdict: 'fail', transactions: { duplicated: 1 } });
+    const wrong = cleanTxn().half('commit/8-0', 'fail', 5).deliver('txn-drain', 41, ['commit/8-0', 'commit/9-9'], [[0, 0], [2, 2]]);
+    expect(runTxn(wrong).transactions).toMatchObject({ abortedRead: 1, unexpected: 1, inconsistentOffsets: 1 });
+    // A SimpleConsumer redelivery (same queue and offset) is counted, not failed.
+    expect(runTxn(cleanTxn().deliver('txn-receive', 10, ['abandon-commit/0-2']))).toMatchObject({ verdict: 'pass', transactions: { redelivered: 1 } });
+  });
+
+  it('bounds the first delivery from max(due, the heal of the faults begun by then)', () => {
+    const h = new TxnHistory();
+    h.b.add({ type: 'info', process: 'nemesis', f: 'start-kill', value: { targetsLeader: false } }, 2.5);
+    h.half('abandon-commit/0-0', 'ok', 1); // due at 3 s, during the fault: owed from its heal at 10 s
+    h.b.add({ type: 'info', process: 'nemesis', f: 'stop-kill', value: {} }, 10);
+    h.half('commit/0-1', 'ok', 11).end('commit/0-1', 'COMMIT', 'ok', 11.2); // due at its COMMIT's OK, 11.21 s
+    h.check('abandon-commit/0-0', 'COMMIT', 12).deliver('txn-read', 29, ['abandon-commit/0-0']).deliver('txn-read', 32, ['commit/0-1']);
+    h.deliver('txn-drain', 40, ['abandon-commit/0-0', 'commit/0-1']);
+    const result = runTxn(h);
+    expect(result.transactions).toMatchObject({ late: 1, lost: 0 });
+    expect(result.transactions?.lateValues.map((l) => l.value)).toEqual(['commit/0-1']);
+    expect(result.transactions?.latenessAfterHeal?.maxMs).toBeCloseTo(20_790, 0);
+    expect(runTxn(h, { ...txnOptions, latenessBoundMs: 21_000 }).transactions?.late).toBe(0);
+  });
+
+  it('fails an unanswered transaction still open after the settle, a late COMMIT accepted, and a broker state that contradicts the drain', () => {
+    const open = cleanTxn().half('unanswered/1-0', 'ok', 5).state('unanswered/1-0', 'half', 39);
+    expect(runTxn(open)).toMatchObject({ verdict: 'fail', transactions: { notRolledBack: 1 } });
+    const accepted = cleanTxn().half('unanswered/1-0', 'ok', 5).state('unanswered/1-0', 'rolled-back', 30).lateCommit('unanswered/1-0', 'ok', 31);
+    expect(runTxn(accepted)).toMatchObject({ verdict: 'fail', transactions: { lateCommitAccepted: 1, unansweredRolledBack: 1 } });
+    const stored = cleanTxn().half('commit/1-1', 'ok', 5).end('commit/1-1', 'COMMIT', 'ok', 5.1).state('commit/1-1', 'stored', 30);
+    expect(runTxn(stored).transactions).toMatchObject({ stateMismatch: 1, lost: 1 });
+    // No state (the query failed) is no verdict.
+    const unknown = cleanTxn().half('unanswered/1-2', 'ok', 5).state('unanswered/1-2', 'unknown', 39);
+    expect(runTxn(unknown)).toMatchObject({ verdict: 'pass', transactions: { stateUnknown: 1, notRolledBack: 0 } });
+  });
+
+  it('fails a check-back that came before checkAfterMs had passed since the half was sent', () => {
+    const h = cleanTxn().half('abandon-rollback/2-0', 'ok', 5).check('abandon-rollback/2-0', 'ROLLBACK', 6.5);
+    expect(runTxn(h)).toMatchObject({ verdict: 'fail', transactions: { checkedEarly: 1 } });
+  });
+
+  it('calls a transaction run that never acknowledged some fate, or saw no check-back, invalid', () => {
+    const h = new TxnHistory().half('commit/0-0', 'ok', 1).end('commit/0-0', 'COMMIT', 'ok', 1.2).deliver('txn-drain', 10, ['commit/0-0']);
+    const result = runTxn(h);
+    expect(result.verdict).toBe('invalid');
+    expect(result.reasons.join()).toMatch(/no transactional half send was acknowledged for fate rollback, abandon-commit, abandon-rollback, unanswered/);
+    expect(result.reasons.join()).toMatch(/no transaction was checked back/);
+  });
+
+  it('any commit-decided value dropped from the drain is lost, and any rollback-decided one added to a read is a rolled-back delivery (property)', () => {
+    const fates = ['commit', 'rollback', 'abandon-commit', 'abandon-rollback', 'unanswered'] as const;
+    fc.assert(fc.property(fc.array(fc.constantFrom(...fates), { minLength: 5, maxLength: 30 }), fc.nat(), (drawn, pick) => {
+      const all = [...fates, ...drawn];
+      const build = (mutate: 'none' | 'drop' | 'leak'): TxnHistory => {
+        const h = new TxnHistory();
+        const values = all.map((fate, i) => `${fate}/0-${i}`);
+        values.forEach((value, i) => {
+          const at = 1 + i * 0.1;
+          h.half(value, 'ok', at);
+          const fate = all[i] as typeof fates[number];
+          if (fate === 'commit') h.end(value, 'COMMIT', 'ok', at + 0.05);
+          if (fate === 'rollback') h.end(value, 'ROLLBACK', 'ok', at + 0.05);
+        });
+        values.forEach((value, i) => {
+          const fate = all[i] as typeof fates[number];
+          if (fate !== 'commit') h.check(value, fate === 'abandon-commit' ? 'COMMIT' : fate === 'unanswered' ? 'none' : 'ROLLBACK', 10 + i * 0.1);
+        });
+        const owed = values.filter((v) => v.startsWith('commit/') || v.startsWith('abandon-commit/'));
+        const rolled = values.filter((v) => !owed.includes(v));
+        const victim = owed[pick % owed.length] as string;
+        const drained = mutate === 'drop' ? owed.filter((v) => v !== victim) : owed;
+        if (mutate === 'leak') drained.push(rolled[pick % rolled.length] as string);
+        return h.deliver('txn-drain', 15, drained);
+      };
+      expect(runTxn(build('none')).verdict).toBe('pass');
+      expect(runTxn(build('drop')).transactions).toMatchObject({ lost: 1, rolledBackDelivered: 0 });
+      expect(runTxn(build('leak')).transactions).toMatchObject({ lost: 0, rolledBackDelivered: 1 });
     }), { numRuns: 100 });
   });
 });

@@ -11,8 +11,11 @@
  * proof), so a bug that drops data cannot pass for retention.
  *
  * Delayed messages (`CheckInput.delay`, the DelayWorkload's operations): see checkDelayed.
+ * Transactional messages (`CheckInput.transactions`, the TransactionWorkload's): see
+ * checkTransactions in transaction-checker.ts.
  */
 import { completions, delayReadFunctions, faultWindows, readFunctions, type FaultWindow, type Op, type Read } from './history.js';
+import { checkTransactions, type TransactionCheckOptions, type TransactionCheckResult } from './transaction-checker.js';
 
 export interface LeaderObservation {
   readonly timeNs: number;
@@ -94,6 +97,8 @@ export interface CheckResult {
   readonly effects: FaultEffects;
   /** The delayed-message rules, when the run had the delay workload (else null). */
   readonly delay: DelayCheckResult | null;
+  /** The transactional-message rules, when the run had the transaction workload (else null). */
+  readonly transactions: TransactionCheckResult | null;
 }
 
 export type LostPlace = 'prefix' | 'middle' | 'postfix';
@@ -146,6 +151,8 @@ export interface CheckInput {
   readonly committedLogConflicts?: number | undefined;
   /** Check the delayed-message workload's operations with these settings (see checkDelayed). */
   readonly delay?: DelayCheckOptions | undefined;
+  /** Check the transactional-message workload's operations with these settings (see checkTransactions). */
+  readonly transactions?: TransactionCheckOptions | undefined;
 }
 
 const producerOf = (value: string): { producer: string; counter: number } => {
@@ -331,6 +338,8 @@ export function check(input: CheckInput): CheckResult {
   }
   const delay = input.delay === undefined ? null : checkDelayed(ops, windows, input.delay);
   if (delay !== null) reasons.push(...delay.reasons.map((reason) => `delayed: ${reason}`));
+  const transactions = input.transactions === undefined ? null : checkTransactions(ops, windows, input.transactions);
+  if (transactions !== null) reasons.push(...transactions.reasons.map((reason) => `transactions: ${reason}`));
   let verdict: CheckResult['verdict'] = reasons.length > 0 ? 'fail' : 'pass';
   if (verdict === 'pass' && producersBehind.length > 0) {
     verdict = 'unknown';
@@ -339,6 +348,11 @@ export function check(input: CheckInput): CheckResult {
   if (verdict === 'pass') {
     const invalid = invalidReasons(effects, input.faultEventsMin);
     if (delay !== null && delay.acked === 0) invalid.push('no delayed send was acknowledged');
+    if (transactions !== null) {
+      const unexercised = Object.entries(transactions.ackedByFate).filter(([, n]) => n === 0).map(([fate]) => fate);
+      if (unexercised.length > 0) invalid.push(`no transactional half send was acknowledged for fate ${unexercised.join(', ')}`);
+      if (transactions.checkBacks === 0) invalid.push('no transaction was checked back');
+    }
     const required = retention?.required;
     if (retention !== undefined && required !== undefined && retention.snapshotsInstalled < required.snapshotsInstalledMin) {
       invalid.push(`${retention.snapshotsInstalled} snapshots installed (at least ${required.snapshotsInstalledMin} required)`);
@@ -362,7 +376,7 @@ export function check(input: CheckInput): CheckResult {
     divergence: input.divergence, drainComplete: producersBehind.length === 0, producersBehind: limit(producersBehind), recoveries,
     maxRecoveryMs: measured.length === 0 ? null : Math.max(...measured), finalRecoveryMs, effects,
     failovers: failovers.map(({ fault, startS, failoverMs }) => ({ fault, startS, failoverMs })),
-    delay,
+    delay, transactions,
   };
 }
 

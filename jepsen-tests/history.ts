@@ -30,6 +30,14 @@ export interface Op {
   readonly dueMs?: number;
   /** Delayed receives: per read, when the broker says the message became visible (its store timestamp). */
   readonly storedMs?: readonly number[];
+  /** Transactional sends (TransactionWorkload): how the value's transaction is meant to end, decided before the send. */
+  readonly fate?: string;
+  /** Transaction ends and check-backs: COMMIT or ROLLBACK ('none': the check-back was left unanswered). */
+  readonly resolution?: string;
+  /** Transactional sends and check-backs: the transaction id (t1~<group>~<log index>~<position>). */
+  readonly transactionId?: string;
+  /** After the run: the broker's own account of a transactional message (QueryMessage state: half, stored, rolled-back, ended). */
+  readonly state?: string;
 }
 
 export type OpInput = Omit<Op, 'index' | 'time'>;
@@ -42,6 +50,12 @@ export const readFunctions: ReadonlySet<string> = new Set(['dequeue', 'read', 'd
  * workload's): a broadcasting pull reader, a SimpleConsumer group, the final drain.
  */
 export const delayReadFunctions: ReadonlySet<string> = new Set(['delay-read', 'delay-receive', 'delay-drain']);
+
+/**
+ * The transactional-message workload's receives (its own topic): a broadcasting pull reader,
+ * a SimpleConsumer group, the final drain.
+ */
+export const txnReadFunctions: ReadonlySet<string> = new Set(['txn-read', 'txn-receive', 'txn-drain']);
 
 export class History {
   readonly ops: Op[] = [];

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * `npm run jepsen -- --nemesis partition-leader,power-loss --time 60 --nodes 3`   one test
- * `npm run jepsen:smoke`     tier T2: 8 configurations (≤ 60 s of faults each), then the negative controls
- * `npm run jepsen:nightly`   tier T3: the full matrix, 300 s each, with a summary table
+ * `npm run jepsen:smoke`     tier T2: 9 configurations (≤ 60 s of faults each), then the negative controls
+ * `npm run jepsen:nightly`   tier T3: the full matrix (16 configurations), 300 s each, with a summary table
  * Output goes to jepsen-tests/results/<run>/ (history.jsonl, results.json, report.html, logs).
  * Exits non-zero unless every safe run passes and every negative control is caught.
  */
@@ -11,7 +11,7 @@ import { writeFile, mkdir } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { integer } from '../src/cli/node-options.js';
 import { faultKinds, type NemesisName } from './nemesis.js';
-import { runTest, type DelayConfig, type RetentionConfig, type RunConfig, type RunResult } from './run.js';
+import { runTest, type DelayConfig, type RetentionConfig, type RunConfig, type RunResult, type TransactionConfig } from './run.js';
 import type { UnsafeSwitch } from './cluster.js';
 
 const defaultOut = path.resolve('jepsen-tests/results');
@@ -50,6 +50,25 @@ export const tinyRetention: RetentionConfig = {
  * then): a smoke fault lasts at most 6 s, restarting a node takes a few.
  */
 export const delayWorkload: DelayConfig = { producers: 2, ratePerProducer: 10, delayMs: [1_000, 8_000], sendsMax: 3_000, toleranceMs: 50, latenessBoundMs: 15_000 };
+
+/**
+ * The transactional-message workload (TransactionWorkload, checkTransactions): 3 sequential
+ * senders at 5 transactions a second (at most 3,000 each) on a TRANSACTION topic of its own,
+ * beside the queue workload, and 2 producers that only answer check-backs. Fates, drawn per
+ * value: 35 % committed by the sender, 20 % rolled back by it, 20 % abandoned and committed by
+ * a check-back, 10 % abandoned and rolled back by one, 15 % never answered (the broker must
+ * roll them back after the last check). Short check-backs, so all of it happens within a run:
+ * the first 2 s after the half, then every 2 s, rolled back after 10 unanswered checks (22 s):
+ * a smoke fault lasts at most 6 s, so even checks lost while the node holding the checkers'
+ * streams is cut off leave a commit-decided transaction many checks to go. A
+ * commit-decided value must be delivered within 20 s of max(due, the heal of the faults
+ * begun by then).
+ */
+export const transactionWorkload: TransactionConfig = {
+  producers: 3, checkers: 2, ratePerProducer: 5, sendsMax: 3_000,
+  fateWeights: { 'commit': 35, 'rollback': 20, 'abandon-commit': 20, 'abandon-rollback': 10, 'unanswered': 15 },
+  endHoldMs: [0, 300], checkAfterMs: 2_000, checkIntervalMs: 2_000, checksMax: 10, latenessBoundMs: 20_000, settleMs: 20_000,
+};
 
 /** Tier T2 (FAULTS §6.4): short calm, faults every few seconds. */
 function smokeConfig(name: string, nemesis: NemesisName[], overrides: Partial<RunConfig> = {}): RunConfig {
@@ -91,6 +110,7 @@ export const smokeMatrix = (): RunConfig[] => [
   smokeConfig('pause-kill+part-kill', ['pause-kill', 'part-kill']),
   smokeConfig('tiny-retention', ['partition-leader', 'kill', 'power-loss'], { retention: tinyRetention }),
   smokeConfig('delay', ['kill', 'partition-leader'], { delay: delayWorkload }),
+  smokeConfig('transactions', ['kill', 'partition-leader'], { transactions: transactionWorkload }),
 ];
 
 export const nightlyMatrix = (): RunConfig[] => [
@@ -110,6 +130,8 @@ export const nightlyMatrix = (): RunConfig[] => [
   { ...nightlyConfig('tiny-retention', ['partition-leader', 'kill', 'power-loss']), retention: tinyRetention },
   // Fault periods last up to 10 s here and may take the whole group down (then restarts): a 25 s bound.
   { ...nightlyConfig('delay-mixed', ['mixed']), delay: { ...delayWorkload, sendsMax: 10_000, latenessBoundMs: 25_000 } },
+  // Fault periods last up to 10 s and may take the whole group down: 15 checks (32 s before an unanswered one is rolled back), a 30 s bound.
+  { ...nightlyConfig('transactions-mixed', ['mixed']), transactions: { ...transactionWorkload, sendsMax: 10_000, checksMax: 15, latenessBoundMs: 30_000 } },
 ];
 
 interface Control {
@@ -149,11 +171,18 @@ function delayCell(r: RunResult): string {
   return `${d.acked} / ${d.early} / ${d.lost} / ${d.late}, ${l === null ? '—' : `${l.p50Ms.toFixed(0)} / ${l.p99Ms.toFixed(0)} / ${l.maxMs.toFixed(0)}`}`;
 }
 
+function transactionCell(r: RunResult): string {
+  const t = r.check.transactions;
+  if (t === null || t === undefined) return '—';
+  const l = t.checkBackDelivery;
+  return `${t.acked} / ${t.committed} / ${t.rolledBack} / ${t.abandonedCommitted} / ${t.unansweredRolledBack} / ${t.lost} / ${t.rolledBackDelivered}, ${l === null ? '—' : `${l.p50Ms.toFixed(0)} / ${l.maxMs.toFixed(0)}`}`;
+}
+
 function summaryTable(results: readonly RunResult[]): string {
-  const header = '| config | nodes | verdict | acked | unknown | faults | leader changes | lost | released | duplicated | divergence | snapshots installed | compacted nodes | max recovery (ms) | delayed: acked / early / lost / late, lateness p50 / p99 / max (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|';
+  const header = '| config | nodes | verdict | acked | unknown | faults | leader changes | lost | released | duplicated | divergence | snapshots installed | compacted nodes | max recovery (ms) | delayed: acked / early / lost / late, lateness p50 / p99 / max (ms) | transactions: halves acked / committed / rolled back / abandoned→committed / rolled back after last check / lost / rolled-back delivered, abandoned→delivered p50 / max (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|';
   const rows = results.map((r) => {
     const installs = Object.values(r.retentionEffects.snapshotsInstalled).reduce((a, b) => a + b, 0);
-    return `| ${r.name} | ${r.config.nodes} | ${r.check.verdict} | ${r.check.acked} | ${r.check.indeterminate} | ${r.check.effects.faultEvents} | ${r.check.effects.leaderChanges} | ${r.check.lost}${r.check.lostBelowFirstOffset > 0 ? ` (${r.check.lostBelowFirstOffset} below a first offset)` : ''} | ${r.check.released} | ${r.check.duplicated.length} | ${r.check.divergence} | ${installs} | ${r.audit?.compactedNodes ?? '—'} | ${r.check.maxRecoveryMs === null ? '—' : r.check.maxRecoveryMs.toFixed(0)} | ${delayCell(r)} |`;
+    return `| ${r.name} | ${r.config.nodes} | ${r.check.verdict} | ${r.check.acked} | ${r.check.indeterminate} | ${r.check.effects.faultEvents} | ${r.check.effects.leaderChanges} | ${r.check.lost}${r.check.lostBelowFirstOffset > 0 ? ` (${r.check.lostBelowFirstOffset} below a first offset)` : ''} | ${r.check.released} | ${r.check.duplicated.length} | ${r.check.divergence} | ${installs} | ${r.audit?.compactedNodes ?? '—'} | ${r.check.maxRecoveryMs === null ? '—' : r.check.maxRecoveryMs.toFixed(0)} | ${delayCell(r)} | ${transactionCell(r)} |`;
   });
   return [header, ...rows].join('\n');
 }
@@ -197,18 +226,19 @@ async function main(): Promise<void> {
     .option('--out <dir>', 'results directory', defaultOut)
     .option('--tiny-retention', 'brokers with tiny segments, snapshots and retention (compaction and InstallSnapshot during the run)', false)
     .option('--delay', 'also run the delayed-message workload and its checks (DELAY topic, values due 1-8 s after the send)', false)
+    .option('--transactions', 'also run the transactional-message workload and its checks (TRANSACTION topic; commits, rollbacks, check-backs)', false)
     .option('--failover-bound-ms <ms>', 'fail unless the majority acknowledges a write this soon after each fault aimed at the leader', integer('--failover-bound-ms', 1))
-    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number; tinyRetention: boolean; delay: boolean }) => {
+    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number; tinyRetention: boolean; delay: boolean; transactions: boolean }) => {
       const nodes = Number(options.nodes);
       const result = await runTest(smokeConfig(options.nemesis.join('+'), options.nemesis, {
         nodes, timeS: options.time, producers: 2 * nodes, ratePerProducer: options.rate, outDir: path.resolve(options.out), unsafe: options.unsafe,
         faultEventsMin: Math.max(1, Math.floor(options.time / 15)), failoverBoundMs: options.failoverBoundMs,
         ...(options.tinyRetention ? { retention: { ...tinyRetention, compactedNodesMin: nodes } } : {}), ...(options.seed === undefined ? {} : { seed: options.seed }),
-        ...(options.delay ? { delay: delayWorkload } : {}),
+        ...(options.delay ? { delay: delayWorkload } : {}), ...(options.transactions ? { transactions: transactionWorkload } : {}),
       }));
       process.exitCode = result.check.verdict === 'pass' || (options.unsafe !== undefined && result.check.lost > 0) ? 0 : 1;
     });
-  program.command('smoke').description('tier T2: 8 configurations (≤ 60 s of faults each) and the negative controls (CI)')
+  program.command('smoke').description('tier T2: 9 configurations (≤ 60 s of faults each) and the negative controls (CI)')
     .option('--only <names>', 'run only these configurations (comma separated)')
     .option('--no-controls', 'skip the negative controls (to run one configuration locally; CI always runs them)')
     .action(async (options: { only?: string; controls: boolean }) => {

@@ -5,9 +5,11 @@
  * acknowledged or unknown send placed by time and outcome (the lost plot), the leader/term
  * timeline per node, recovery times,
  * the fault list with what each did, the replica audit, retention (what was released,
- * snapshots installed, logs compacted), and the delayed-message checks when the run had them.
+ * snapshots installed, logs compacted), and the delayed-message and transactional-message
+ * checks when the run had them.
  */
 import type { CheckResult, DelayCheckResult, Lateness } from './checker.js';
+import type { TransactionCheckResult } from './transaction-checker.js';
 import { completions, faultWindows, readFunctions, type FaultWindow, type Op, type Read } from './history.js';
 import type { RunResult } from './run.js';
 
@@ -223,6 +225,31 @@ function delayRows(d: DelayCheckResult): string {
     ...d.lateValues.map((l) => `late: ${l.value} due ${l.dueMs}, owed from ${l.fromMs}, received ${l.receivedMs}`)].map((line) => escape(line)).join('\n').replace(/^(.+)$/s, '<pre>$1</pre>'));
 }
 
+function transactionRows(t: TransactionCheckResult): string {
+  const ms = (l: Lateness | null): string => (l === null ? 'none' : `p50 ${l.p50Ms.toFixed(0)} ms, p99 ${l.p99Ms.toFixed(0)} ms, max ${l.maxMs.toFixed(0)} ms (${l.count} values)`);
+  return table([
+    ['half sends attempted / acknowledged / failed / unknown (unknown commit-decided delivered)', `${t.attempted} / ${t.acked} / ${t.failed} / ${t.indeterminate} (${t.recovered})`],
+    ['acknowledged halves by fate', Object.entries(t.ackedByFate).map(([fate, n]) => `${fate} ${n}`).join(', ')],
+    ['ends by the sender: COMMIT OK / ROLLBACK OK / failed / unknown', `${t.committed} / ${t.rolledBack} / ${t.endFailed} / ${t.endUnknown}`],
+    ['abandoned → committed by a check-back / commits finished by a check-back after the sender\'s end failed', `${t.abandonedCommitted} / ${t.commitFinishedByCheckBack}`],
+    ['abandoned → rolled back by a check-back / never answered → rolled back after the last check (late COMMIT refused)', `${t.abandonedRolledBack} / ${t.unansweredRolledBack}`],
+    ['rolled-back values delivered', t.rolledBackDelivered], ['lost (commit-decided, acknowledged half; of them committed OK)', `${t.lost} (${t.lostCommitted})`],
+    [`late (first delivered more than ${t.latenessBoundMs} ms after max(due, heal))`, t.late],
+    ['duplicated / inconsistent offsets / unexpected / aborted reads', `${t.duplicated} / ${t.inconsistentOffsets} / ${t.unexpected} / ${t.abortedRead}`],
+    ['delivered before any commit was asked for', t.visibleBeforeCommit], [`checked back before ${t.checkAfterMs} ms`, t.checkedEarly],
+    ['never answered, still open after the settle / broker state contradicting the deliveries / state unknown', `${t.notRolledBack} / ${t.stateMismatch} / ${t.stateUnknown}`],
+    ['late COMMITs of rolled-back transactions: accepted / refused / unknown', `${t.lateCommitAccepted} / ${t.lateCommitRefused} / ${t.lateCommitUnknown}`],
+    ['check-backs / values checked back / asks per never-answered value', `${t.checkBacks} / ${t.valuesCheckedBack} / ${t.unansweredAsks === null ? 'none' : `p50 ${t.unansweredAsks.p50Ms}, max ${t.unansweredAsks.maxMs}`}`],
+    ['SimpleConsumer redeliveries', t.redelivered],
+    ['first check-back − half acknowledged', ms(t.checkBackLatency)], ['abandoned, committed by check-back: first delivery − half acknowledged', ms(t.checkBackDelivery)],
+    ['committed by the sender: first delivery − COMMIT OK', ms(t.deliveryAfterCommit)], ['first delivery − max(due, heal)', ms(t.latenessAfterHeal)],
+    ['final drain ran', t.drained ? 'yes' : 'no'],
+  ]) + ([...t.rolledBackDeliveredValues.slice(0, 20).map((v) => `rolled back, delivered: ${v}`), ...t.lostValues.slice(0, 20).map((v) => `lost: ${v}`),
+    ...t.lateValues.map((l) => `late: ${l.value} due ${l.dueS.toFixed(1)} s, owed from ${l.owedFromS.toFixed(1)} s, delivered ${l.deliveredS.toFixed(1)} s`),
+    ...t.visibleBeforeCommitValues.map((v) => `delivered before a commit was asked for: ${v}`), ...t.duplicatedValues.map((d) => `duplicated: ${JSON.stringify(d)}`),
+    ...t.stateMismatchValues.map((m) => `state mismatch: ${JSON.stringify(m)}`)].map((line) => escape(line)).join('\n').replace(/^(.+)$/s, '<pre>$1</pre>'));
+}
+
 export function renderReport(input: { run: RunResult; ops: readonly Op[]; samples: readonly NodeSample[]; commit: string }): string {
   const { run, ops, samples } = input;
   const c = run.check;
@@ -284,6 +311,7 @@ ${table([['run', run.runDir], ['commit', input.commit], ['seed', run.config.seed
 <h2>Failover during faults aimed at the leader</h2><table><tr><th>fault</th><th>started at (s)</th><th>first acknowledged new enqueue after (ms)</th></tr>${c.failovers.map((f) => `<tr><td>${escape(f.fault)}</td><td>${f.startS.toFixed(1)}</td><td>${f.failoverMs === null ? 'none during the fault' : f.failoverMs.toFixed(0)}</td></tr>`).join('')}</table>
 <h2>Replica audit</h2>${auditRows}
 ${c.delay === null || c.delay === undefined ? '' : `<h2>Delayed messages</h2><p>values due 1–8 s after their send on a DELAY topic; times on the wall clock the processes share</p>${delayRows(c.delay)}`}
+${c.transactions === null || c.transactions === undefined ? '' : `<h2>Transactional messages</h2><p>values on a TRANSACTION topic, each with its fate decided before the send (committed or rolled back by the sender, abandoned and ended by a check-back, or never answered); check-backs after ${c.transactions.checkAfterMs} ms</p>${transactionRows(c.transactions)}`}
 <h2>Retention, snapshots and compaction</h2>${retentionRows}${[...(effectsOfRetention?.logWatch?.conflictDetails ?? []), ...(effectsOfRetention?.logWatch?.staleReadDetails ?? [])].length > 0 ? `<pre>${escape([...(effectsOfRetention?.logWatch?.conflictDetails ?? []), ...(effectsOfRetention?.logWatch?.staleReadDetails ?? [])].join('\n'))}</pre>` : ''}
 ${lists}
 <h2>Nemesis operations</h2><table><tr><th>time (s)</th><th>operation</th><th>details</th></tr>${faults}</table>

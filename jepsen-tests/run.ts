@@ -17,6 +17,8 @@ import { LogWatch, type LogWatchSummary } from './log-watch.js';
 import { Nemesis, type NemesisName } from './nemesis.js';
 import { renderReport, type NodeSample } from './report.js';
 import { DelayWorkload, Workload } from './workload.js';
+import { TransactionWorkload } from './transaction-workload.js';
+import type { TransactionFate } from './transaction-checker.js';
 
 export interface RunConfig {
   readonly name: string;
@@ -40,7 +42,30 @@ export interface RunConfig {
   readonly retention?: RetentionConfig | undefined;
   /** The delayed-message workload (DelayWorkload) and its checker rules, alongside the queue workload. */
   readonly delay?: DelayConfig | undefined;
+  /** The transactional-message workload (TransactionWorkload) and its checker rules, alongside the queue workload. */
+  readonly transactions?: TransactionConfig | undefined;
 }
+
+/** See TransactionWorkloadConfig and TransactionCheckOptions; the check-back policy is passed to every broker. */
+export interface TransactionConfig {
+  readonly producers: number;
+  readonly checkers: number;
+  readonly ratePerProducer: number;
+  readonly sendsMax: number;
+  readonly fateWeights: Readonly<Record<TransactionFate, number>>;
+  readonly endHoldMs: readonly [number, number];
+  readonly checkAfterMs: number;
+  readonly checkIntervalMs: number;
+  readonly checksMax: number;
+  readonly latenessBoundMs: number;
+  /** How long past the last check of the latest unanswered transaction the settle phase waits for the broker to roll it back. */
+  readonly settleMs: number;
+}
+
+/** The `raftmq broker` flags of a transaction run's check-back policy. */
+export const transactionBrokerArgs = (t: TransactionConfig): string[] => [
+  '--txn-check-after-ms', String(t.checkAfterMs), '--txn-check-interval-ms', String(t.checkIntervalMs), '--txn-checks-max', String(t.checksMax),
+];
 
 /** See DelayWorkloadConfig and DelayCheckOptions. */
 export interface DelayConfig {
@@ -84,6 +109,8 @@ const topic = 'jepsen';
 const queues = 4;
 /** The delay workload's topic: type DELAY (it accepts only messages with a delivery time). */
 const delayTopic = 'jepsen-delay';
+/** The transaction workload's topic: type TRANSACTION. */
+const txnTopic = 'jepsen-txn';
 /** The brokers' default: 15 ticks of 20 ms, each wait randomised up to twice that. */
 const electionTimeoutMs = 300;
 /** Starting a node process and replaying its log takes seconds on 2 shared cores (5 nodes: up to ~5 s). */
@@ -119,6 +146,8 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   let workload: Workload | undefined;
   let delayWorkload: DelayWorkload | undefined;
   let delayDrained = false;
+  let txnWorkload: TransactionWorkload | undefined;
+  let txnDrained = false;
   let watch: LogWatch | undefined;
   const log = (text: string): void => console.log(`jepsen ${config.name}: ${text}`);
   const stopOnSignal = (): void => { polling = false; void cluster?.stop().finally(() => process.exit(130)); };
@@ -126,12 +155,13 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   process.once('SIGTERM', stopOnSignal);
   try {
     cluster = await JepsenCluster.start({
-      nodes: config.nodes, runDir, unsafe: config.unsafe, brokerArgs: config.retention?.brokerArgs,
+      nodes: config.nodes, runDir, unsafe: config.unsafe,
+      brokerArgs: [...(config.retention?.brokerArgs ?? []), ...(config.transactions === undefined ? [] : transactionBrokerArgs(config.transactions))],
     });
     const running = cluster;
     log(`${config.nodes} nodes in network namespaces (${cluster.ids.map((id) => `${id}=${running.address(id)}`).join(', ')}), NameServer ${cluster.namesrv}; run directory ${runDir}`);
     await cluster.waitForLeader(30_000);
-    watch = new LogWatch(cluster.local.members, config.delay === undefined ? [topic] : [topic, delayTopic]);
+    watch = new LogWatch(cluster.local.members, [topic, ...(config.delay === undefined ? [] : [delayTopic]), ...(config.transactions === undefined ? [] : [txnTopic])]);
     watch.start();
     poller = (async () => {
       while (polling) {
@@ -151,6 +181,7 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
       // whose outcome was unknown may find the topic created.
       const topics: Array<[string, TopicSettings]> = [[topic, { readQueues: queues, writeQueues: queues }]];
       if (config.delay !== undefined) topics.push([delayTopic, { readQueues: queues, writeQueues: queues, messageType: 'DELAY' }]);
+      if (config.transactions !== undefined) topics.push([txnTopic, { readQueues: queues, writeQueues: queues, messageType: 'TRANSACTION' }]);
       for (const [name, settings] of topics) {
         for (let attempt = 0; ; attempt++) {
           try {
@@ -176,6 +207,14 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
       delayWorkload = new DelayWorkload(history, { nameServers: [cluster.namesrv], topic: delayTopic, producers: d.producers, ratePerProducer: d.ratePerProducer, delayMs: d.delayMs, sendsMax: d.sendsMax }, rng.fork('delay'));
       delayWorkload.start();
     }
+    if (config.transactions !== undefined) {
+      const t = config.transactions;
+      txnWorkload = new TransactionWorkload(history, {
+        nameServers: [cluster.namesrv], topic: txnTopic, producers: t.producers, checkers: t.checkers, ratePerProducer: t.ratePerProducer, sendsMax: t.sendsMax,
+        fateWeights: t.fateWeights, endHoldMs: t.endHoldMs, checkAfterMs: t.checkAfterMs, checkIntervalMs: t.checkIntervalMs, checksMax: t.checksMax,
+      }, rng.fork('transactions'));
+      txnWorkload.start();
+    }
     await sleep(config.calmStartS * 1_000);
     log(`nemesis ${config.nemesis.join('+')} for ${config.timeS} s`);
     const nemesis = new Nemesis(cluster, history, { kinds: config.nemesis, calmMs: config.calmMs, faultMs: config.faultMs, electionTimeoutMs }, rng.fork('nemesis'));
@@ -184,10 +223,15 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     log(`healed after ${nemesis.events} fault events; recovering for ${config.recoveryS} s`);
     await cluster.waitForLeader(30_000).catch(() => undefined);
     await sleep(config.recoveryS * 1_000);
-    await Promise.all([workload.stopProducers(), delayWorkload?.stopProducers()]);
+    await Promise.all([workload.stopProducers(), delayWorkload?.stopProducers(), txnWorkload?.stopProducers()]);
     // The delayed values still pending are delivered (and drained) meanwhile.
     const delayFinished = delayWorkload?.finish(config.delay?.latenessBoundMs ?? 0, config.drainS * 1_000).catch((error: unknown) => {
       log(`delay workload: ${(error as Error).message}`);
+      return false;
+    });
+    // The transactions left open are checked back, rolled back or committed, and drained meanwhile.
+    const txnFinished = txnWorkload?.finish(config.transactions?.latenessBoundMs ?? 0, config.transactions?.settleMs ?? 0, config.drainS * 1_000).catch((error: unknown) => {
+      log(`transaction workload: ${(error as Error).message}`);
       return false;
     });
     await workload.stopConsumers();
@@ -197,6 +241,10 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     if (delayFinished !== undefined) {
       delayDrained = await delayFinished;
       log(delayDrained ? 'delay drain read every acknowledged delayed value' : 'delay drain timed out');
+    }
+    if (txnFinished !== undefined) {
+      txnDrained = await txnFinished;
+      log(txnDrained ? 'transaction drain read every commit-decided acknowledged value' : 'transaction drain timed out');
     }
     const acked = new Map<string, { queue: number; offset: number }>();
     for (const op of history.ops) if (op.f === 'enqueue' && op.type === 'ok' && op.queue !== undefined && op.offset !== undefined) acked.set(String(op.value), { queue: op.queue, offset: op.offset });
@@ -233,7 +281,10 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   const result = check({ ops: history.ops, leaders, divergence: audit?.divergence ?? 1, leaderFaultMinMs: 4 * electionTimeoutMs, faultEventsMin: config.faultEventsMin, failoverBoundMs: config.failoverBoundMs,
     // Ten election timeouts (FAULTS §6.3) plus the restart of every node the last fault stopped.
     finalHealBoundMs: 10 * electionTimeoutMs + nodeRestartAllowanceMs, retention, committedLogConflicts: watch?.summary().conflicts,
-    delay: config.delay === undefined ? undefined : { toleranceMs: config.delay.toleranceMs, latenessBoundMs: config.delay.latenessBoundMs, drainDecides: config.retention === undefined } });
+    delay: config.delay === undefined ? undefined : { toleranceMs: config.delay.toleranceMs, latenessBoundMs: config.delay.latenessBoundMs, drainDecides: config.retention === undefined },
+    transactions: config.transactions === undefined ? undefined : {
+      checkAfterMs: config.transactions.checkAfterMs, checkIntervalMs: config.transactions.checkIntervalMs, checksMax: config.transactions.checksMax, latenessBoundMs: config.transactions.latenessBoundMs,
+    } });
   const durationS = (Date.now() - startedAt) / 1_000;
   const enqueueSpan = Math.max(1, config.calmStartS + config.timeS + config.recoveryS);
   const run: RunResult = { name: config.name, runDir, config, check: result, audit, retentionEffects, durationS, ackedPerSecond: result.acked / enqueueSpan };
@@ -249,6 +300,20 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     log(`delayed: acked ${d.acked}, unknown ${d.indeterminate} (${d.recovered} delivered), failed ${d.failed}; early ${d.early}, visible early ${d.visibleEarly}, lost ${d.lost}, late ${d.late} (bound ${d.latenessBoundMs} ms), duplicated ${d.duplicated}, redelivered ${d.redelivered}${delayDrained ? '' : ', drain incomplete'}; lateness after due ${ms(d.lateness)}, after max(due, heal) ${ms(d.latenessAfterHeal)}, fire lag ${ms(d.fireLag)}; timed entries ${retentionEffects.logWatch?.timedEntries ?? '?'}, timer fires ${retentionEffects.logWatch?.timerFires ?? '?'}`);
     if (d.lost > 0) log(`lost delayed values (committed index per the log watcher): ${d.lostValues.slice(0, 10).map((v) => `${v}@${watch?.committedIndexOf(v) ?? 'none'}`).join(', ')}`);
     if (d.early > 0) log(`early delayed values: ${d.earlyValues.slice(0, 10).map((e) => `${e.value} due ${e.dueMs} received ${e.receivedMs} by ${e.by}`).join('; ')}`);
+  }
+  const t = result.transactions;
+  if (t !== null) {
+    const ms = (l: Lateness | null): string => (l === null ? 'none' : `p50 ${l.p50Ms.toFixed(0)} / p99 ${l.p99Ms.toFixed(0)} / max ${l.maxMs.toFixed(0)} ms`);
+    log(`transactions: halves acked ${t.acked} (${Object.entries(t.ackedByFate).map(([fate, n]) => `${fate} ${n}`).join(', ')}), unknown ${t.indeterminate} (${t.recovered} delivered), failed ${t.failed}; `
+      + `committed ${t.committed}, rolled back ${t.rolledBack} (ends failed ${t.endFailed}, unknown ${t.endUnknown}); abandoned→committed by check-back ${t.abandonedCommitted}, commits finished by check-back ${t.commitFinishedByCheckBack}, `
+      + `abandoned→rolled back ${t.abandonedRolledBack}, rolled back after the last check ${t.unansweredRolledBack} (late commits refused ${t.lateCommitRefused}, accepted ${t.lateCommitAccepted}, unknown ${t.lateCommitUnknown}); `
+      + `lost ${t.lost} (committed OK ${t.lostCommitted}), rolled-back delivered ${t.rolledBackDelivered}, late ${t.late} (bound ${t.latenessBoundMs} ms), duplicated ${t.duplicated}, visible before commit ${t.visibleBeforeCommit}, `
+      + `checked early ${t.checkedEarly}, not rolled back ${t.notRolledBack}, state mismatches ${t.stateMismatch} (unknown ${t.stateUnknown}), unexpected ${t.unexpected}, redelivered ${t.redelivered}${txnDrained ? '' : ', drain incomplete'}; `
+      + `check-backs ${t.checkBacks} over ${t.valuesCheckedBack} values (unanswered asked ${t.unansweredAsks === null ? 'never' : `p50 ${t.unansweredAsks.p50Ms} / max ${t.unansweredAsks.maxMs}`} times); `
+      + `first check-back after the half's ack ${ms(t.checkBackLatency)}; abandoned→delivered ${ms(t.checkBackDelivery)}; delivered after COMMIT ${ms(t.deliveryAfterCommit)}; after max(due, heal) ${ms(t.latenessAfterHeal)}`);
+    if (t.lost > 0) log(`lost transactional values: ${t.lostValues.slice(0, 10).join(', ')}`);
+    if (t.rolledBackDelivered > 0) log(`rolled-back values delivered: ${t.rolledBackDeliveredValues.slice(0, 10).join(', ')}`);
+    if (t.stateMismatch > 0) log(`state mismatches: ${t.stateMismatchValues.slice(0, 10).map((m) => JSON.stringify(m)).join('; ')}`);
   }
   const staleReads = retentionEffects.logWatch?.staleReads ?? 0;
   if (staleReads > 0) log(`WARNING: ReadCommitted answered ${staleReads} entries as committed that the node then replaced (a broker bug, see log-watch.ts): ${retentionEffects.logWatch?.staleReadDetails.slice(0, 3).join('; ')}`);
