@@ -43,6 +43,7 @@ import { SimTransfers } from './broker-sim-transfer.js';
 import { applyOnAppend, retentionAhead, transactionEndsFlipped, type TransactionEndsFlip } from './broker-sim-unsafe.js';
 import { BrokerWorkload, watchedGroups, type BrokerEndpoint, type WorkloadStats } from './broker-sim-workload.js';
 import { Prng } from './prng.js';
+import { MemoryMessageIndexStore } from '../broker/core/message-index.js';
 import { drawProfile, type FaultProfile } from './sim-cluster.js';
 import { SimDisk, SimDiskError } from './sim-disk.js';
 import { SimNetwork, calmNetwork } from './sim-network.js';
@@ -86,6 +87,11 @@ export interface BrokerSimOptions {
   readonly delayed?: boolean;
   /** Transactional messages, ended by the producer or through check-backs (default false: the seeds of before F9 replay as they were). */
   readonly transactions?: boolean;
+  /**
+   * Every node keeps the message index (query and trace) in memory, in its state and snapshots,
+   * so the per-batch digest comparison covers it (default false: the seeds of before F12 replay as they were).
+   */
+  readonly messageIndex?: boolean;
   /** Check only what clients see (to show those checks alone catch a negative control). */
   readonly blackBoxOnly?: boolean;
   readonly keepTrace?: boolean;
@@ -385,7 +391,7 @@ export class BrokerSim {
       slot.commitLog = commitLog;
       slot.snapshots = snapshots;
       const timers = new MemoryTimerStore(simTimerLimits, { ...simTimerWheel, ...(this.options.unsafe?.fireIgnoresDue === true ? { negativeControl: 'fire-slot-ignoring-due' as const } : {}) });
-      const machine = new BrokerStateMachine(defaultBrokerStateLimits, undefined, undefined, timers);
+      const machine = new BrokerStateMachine(defaultBrokerStateLimits, undefined, undefined, timers, this.options.messageIndex === true ? new MemoryMessageIndexStore() : undefined);
       let restoring = true;
       // Every node tells of each check round it applies (replays at start-up too); a paused node reaches no producer.
       if (this.options.transactions === true) {

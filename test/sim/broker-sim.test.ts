@@ -143,6 +143,20 @@ describe('broker simulation', () => {
 });
 
 /**
+ * The message index (F12, F20) in every node's state: the per-batch digest comparison then
+ * covers it, so every node must index the same entries alike, through crashes, restarts from
+ * snapshots and installs (seed 7 installs one holding an index).
+ */
+describe('broker simulation: message index', () => {
+  it.each([2, 7])('seed %i: every node builds the same message index', async (seed) => {
+    const result = await runBrokerSimulation({ seed, messageIndex: true, transactions: seed % 2 === 0 });
+    expect(result.violations).toEqual([]);
+    expect(result.stats.digestsCompared).toBeGreaterThan(100);
+    if (seed === 7) expect(result.stats.snapshotsInstalled).toBeGreaterThan(0);
+  });
+});
+
+/**
  * Transactional messages (F9; seeds swept with `transactions: true`): half messages committed,
  * rolled back, abandoned to the check-back (300 ms, then every 300 ms, rolled back after 3
  * checks) and answered by the producer's transaction checker, under faults.
