@@ -9,6 +9,9 @@
  * `heal()` returns how many packets each cut discarded.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -23,6 +26,42 @@ export interface NetNode {
 }
 
 const prefix = 'rmqj';
+
+/** One harness process at a time owns the `rmqj*` namespaces of this machine (removeStale deletes them all). */
+const lockPath = path.join(os.tmpdir(), 'raftmq-jepsen-netns.lock');
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Takes the machine's namespace lock for this process (kept until it exits), or refuses while another live run holds it. */
+function lockNamespaces(): void {
+  let owner: number | undefined;
+  try {
+    owner = Number(readFileSync(lockPath, 'utf8').trim());
+  } catch {
+    // no lock yet
+  }
+  if (owner === process.pid) return;
+  if (owner !== undefined && Number.isInteger(owner) && owner > 0 && isAlive(owner)) {
+    throw new Error(`another jepsen run (pid ${owner}) is using this machine's network namespaces (${lockPath}); two runs would delete each other's: wait for it to end`);
+  }
+  if (owner !== undefined) unlinkSync(lockPath); // its owner is gone (or it is unreadable)
+  // wx: of two runs starting at once, one gets the lock and the other an EEXIST error.
+  writeFileSync(lockPath, `${process.pid}\n`, { flag: 'wx' });
+  process.once('exit', () => {
+    try {
+      if (readFileSync(lockPath, 'utf8').trim() === String(process.pid)) unlinkSync(lockPath);
+    } catch {
+      // gone already
+    }
+  });
+}
 
 async function sh(command: string, args: readonly string[]): Promise<string> {
   try {
@@ -54,6 +93,7 @@ export class NamespaceNet {
   /** Creates the bridge and one namespace per node; `destroy()` removes them. */
   static async create(nodeIds: readonly string[]): Promise<NamespaceNet> {
     await ensureNetTools();
+    lockNamespaces();
     await NamespaceNet.removeStale();
     const subnet = 100 + Math.floor(Math.random() * 150);
     const tag = `${prefix}${subnet}`;
