@@ -14,17 +14,26 @@
  *   counts only when the committed-log watcher saw the value's entry committed by a majority
  *   at an index below the node's first retained index (BrokerState.retainedFrom); anything
  *   else missing is missing, however low its offset.
+ * A node's snapshot names records in its consume-queue, dedup, timer and message-index files;
+ * they are read (read only) into a snapshot that carries them, and the rebuilt state keeps
+ * them in memory, its message index included (the digest covers the index, so the nodes'
+ * indexes are compared too).
  */
 import { readdir, readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { BrokerStateMachine } from '../src/broker/broker-state-machine.js';
 import { defaultBrokerStateLimits } from '../src/broker/core/broker-state.js';
+import { memoryQueueRecordStore } from '../src/broker/core/consume-queue.js';
+import { memoryDedupRecordStore } from '../src/broker/core/dedup-window.js';
+import { MemoryMessageIndexStore } from '../src/broker/core/message-index.js';
+import { MemoryTimerStore } from '../src/broker/core/timer-store.js';
 import { readMessageAt } from '../src/broker/core/entry-codec.js';
 import { RaftNodeClient, type CommittedEntry } from '../src/client/raft-node-client.js';
 import { parseSnapshotFile, parseSnapshotFileName } from '../src/commitlog/snapshot-store.js';
 import type { EntryKind, SnapshotMeta } from '../src/raft/types.js';
 import { QueueFileStore } from '../src/server/consume-queue-files.js';
 import { DedupFileStore } from '../src/server/dedup-files.js';
+import { fileIndexLayoutDefault, MessageIndexFileStore } from '../src/server/message-index-files.js';
 import { TimerFileStore } from '../src/server/timer-files.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -128,14 +137,16 @@ async function readReplica(client: RaftNodeClient, id: string, address: string, 
 }
 
 function rebuild(id: string, firstIndex: number, commitIndex: number, entries: CommittedEntry[], snapshot: ParsedSnapshot | undefined, dataDir: string): Replica {
-  const machine = new BrokerStateMachine();
+  // Every node is rebuilt alike, its message index in memory in the nodes' file layout (the
+  // digest covers the index and its layout, so a node rebuilt from no snapshot compares equal).
+  const machine = new BrokerStateMachine(defaultBrokerStateLimits, memoryQueueRecordStore, memoryDedupRecordStore, new MemoryTimerStore(), new MemoryMessageIndexStore(fileIndexLayoutDefault));
   const snapshotIndex = snapshot?.meta.index ?? 0;
   if (snapshot !== undefined) {
-    // The node's snapshots count records in its queue and dedup files: read them (read only,
-    // the node is running) into a snapshot that carries them, as one sent to a peer would.
+    // The node's snapshots count records in its queue, dedup, timer and index files: read them
+    // (read only, the node is running) into a snapshot that carries them, as one sent to a peer would.
     const files = new BrokerStateMachine(
       defaultBrokerStateLimits, new QueueFileStore({ dir: path.join(dataDir, 'queues') }), new DedupFileStore({ dir: path.join(dataDir, 'dedup') }).reader(),
-      new TimerFileStore({ dir: path.join(dataDir, 'timers') }).reader(),
+      new TimerFileStore({ dir: path.join(dataDir, 'timers') }).reader(), new MessageIndexFileStore({ dir: path.join(dataDir, 'index') }).reader(),
     );
     const withRecords = files.snapshotWithRecords(snapshot.data);
     machine.restore(withRecords, snapshot.meta);
