@@ -108,7 +108,8 @@ export class TransactionCheckStreams {
   private readonly streams = new Map<string, grpc.ClientDuplexStream<any, any>>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  private turn = 0;
+  /** Where each group's stream starts among its nodes: random, so that producers do not all pick the same node. */
+  private turn = Math.floor(Math.random() * 1_000);
 
   constructor(
     private readonly connection: MQConnection,

@@ -73,6 +73,9 @@ export class TransactionChecks {
     const producer = candidates[this.turn++ % candidates.length] as ProducerStream;
     try {
       const message = await this.service.messageAt(check.logIndex, check.position);
+      // A round replayed at start-up (or one overtaken by an end while the message was read)
+      // asks about a transaction that may have ended in an entry applied since: not again.
+      if (!this.service.state.transactionOpen(check.logIndex, check.position)) return;
       const transactionId = formatTransactionId({ brokerGroup: this.brokerGroup, logIndex: check.logIndex, position: check.position });
       const view = messageToV2({ message, transactionId, topic: check.topic, queueId: 0, offset: 0, storeTimeMs: check.storeTimeMs }, this.storeHost);
       if (!producer.call.writableEnded && !producer.call.destroyed) {
