@@ -90,6 +90,33 @@ describe('SQL92 subscriptions', () => {
     expect(bodies.sort()).toEqual(expectedBodies().sort());
   });
 
+  it('filters the same after the leader is SIGKILLed: a new group of each client gets exactly the selection from the new leader', async () => {
+    cluster.restart(await cluster.killLeader());
+    await cluster.leader(20_000);
+    const ours = new SimpleConsumer({ nameServers: [cluster.namesrv], group: 'sql-after-kill', awaitMs: 1_000 }).subscribe('orders', { sql: expression });
+    closers.push(() => ours.shutdown());
+    const official = new OfficialSimpleConsumer({
+      endpoints: cluster.accessPoint, consumerGroup: 'sql-official-after-kill', subscriptions: new Map([['orders', new FilterExpression(expression, sqlType as never)]]), awaitDuration: 1000, requestTimeout: 3000,
+    } as never);
+    await official.startup();
+    closers.push(() => official.shutdown());
+    const fromOurs: string[] = [];
+    const fromOfficial: string[] = [];
+    const until = Date.now() + 40_000;
+    while ((fromOurs.length < expectedBodies().length || fromOfficial.length < expectedBodies().length) && Date.now() < until) {
+      for (const m of await ours.receive(32, 10_000).catch(() => [])) {
+        fromOurs.push(m.body.toString());
+        await ours.ack(m).catch(() => undefined);
+      }
+      for (const message of await official.receive(32, 10_000).catch(() => [])) {
+        fromOfficial.push(message.body.toString());
+        await official.ack(message).catch(() => undefined);
+      }
+    }
+    expect(fromOurs.sort()).toEqual(expectedBodies().sort());
+    expect(fromOfficial.sort()).toEqual(expectedBodies().sort());
+  }, 90_000);
+
   it('refuses a bad expression with ILLEGAL_FILTER_EXPRESSION naming the column', async () => {
     const consumer = new SimpleConsumer({ nameServers: [cluster.namesrv], group: 'sql-bad', awaitMs: 500 }).subscribe('orders', { sql: 'amount > ' });
     closers.push(() => consumer.shutdown());
