@@ -195,13 +195,13 @@ describe('official client upstream tests (apache/rocketmq-clients nodejs/test) a
         await within('consumer startup', 15_000, simpleConsumer.startup());
       }, 30_000);
 
-      // Skipped: RaftMQ has no ACL (README: TLS/ACL not yet), so a wrong accessKey is not refused with ForbiddenException.
+      // Skipped until client authentication lands (issue 12): RaftMQ has no ACL yet, so a wrong accessKey is not refused with ForbiddenException.
       it.skip('should fail when accessKey invalid', async () => {
         simpleConsumer = newSimpleConsumer({ sessionCredentials: { ...sessionCredentials, accessKey: 'wrong' }, consumerGroup: upstreamConsumerGroup, subscriptions: new Map().set(topics.delay, FilterExpression.SUB_ALL) });
         await expect(within('consumer startup', 15_000, simpleConsumer.startup())).rejects.toThrow(/Startup the rocketmq client failed, .+? error=ForbiddenException: .+? Username is not matched/);
       }, 30_000);
 
-      // Skipped: RaftMQ has no ACL (README: TLS/ACL not yet), so a wrong accessSecret is not refused with ForbiddenException.
+      // Skipped until client authentication lands (issue 12): RaftMQ has no ACL yet, so a wrong accessSecret is not refused with ForbiddenException.
       it.skip('should fail when accessSecret invalid', async () => {
         simpleConsumer = newSimpleConsumer({ sessionCredentials: { ...sessionCredentials, accessSecret: 'wrong' }, consumerGroup: upstreamConsumerGroup, subscriptions: new Map().set(topics.delay, FilterExpression.SUB_ALL) });
         await expect(within('consumer startup', 15_000, simpleConsumer.startup())).rejects.toThrow(/Startup the rocketmq client failed, .+? error=ForbiddenException: .+? Check signature failed for accessKey/);
