@@ -17,8 +17,7 @@ import { LogWatch, type LogWatchSummary } from './log-watch.js';
 import { Nemesis, type NemesisName } from './nemesis.js';
 import { renderReport, type NodeSample } from './report.js';
 import { DelayWorkload, Workload } from './workload.js';
-import { TransactionWorkload } from './transaction-workload.js';
-import type { TransactionFate } from './transaction-checker.js';
+import { TransactionWorkload, type TransactionWorkloadConfig } from './transaction-workload.js';
 
 export interface RunConfig {
   readonly name: string;
@@ -47,16 +46,7 @@ export interface RunConfig {
 }
 
 /** See TransactionWorkloadConfig and TransactionCheckOptions; the check-back policy is passed to every broker. */
-export interface TransactionConfig {
-  readonly producers: number;
-  readonly checkers: number;
-  readonly ratePerProducer: number;
-  readonly sendsMax: number;
-  readonly fateWeights: Readonly<Record<TransactionFate, number>>;
-  readonly endHoldMs: readonly [number, number];
-  readonly checkAfterMs: number;
-  readonly checkIntervalMs: number;
-  readonly checksMax: number;
+export interface TransactionConfig extends Omit<TransactionWorkloadConfig, 'nameServers' | 'topic'> {
   readonly latenessBoundMs: number;
   /** How long past the last check of the latest unanswered transaction the settle phase waits for the broker to roll it back. */
   readonly settleMs: number;
