@@ -25,14 +25,15 @@ import { BrokerError } from './errors.js';
 import type { ApplyResult, BrokerStateMachine, TransactionCheckRound } from './broker-state-machine.js';
 import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } from './core/broker-state.js';
 import { formatRecallHandle, type RecallHandle } from './core/recall-handle.js';
-import { encodeCommand, encodeMessages, readMessageAt, type MessageInput, type StoredMessage } from './core/entry-codec.js';
-import { filterMatches, filterToJson } from './core/filter.js';
+import { encodeCommand, encodeMessages, type MessageInput, type StoredMessage } from './core/entry-codec.js';
+import { filterToJson } from './core/filter.js';
 import { sqlMatches, type SubscriptionFilter } from './core/subscription-filter.js';
 import {
   defaultGroupConfig, defaultTopicConfig, dlqTopicPrefix, groupConfigProblem, permRead, topicAccepts, topicConfigProblem, type GroupConfig, type MessageKind, type TopicConfig,
 } from './core/names.js';
 import { formatReceiptHandle, type ReceiptHandle } from './core/receipt-handle.js';
 import { formatTransactionId, type TransactionId } from './core/transaction-id.js';
+import { PayloadCache, readQueueBatch } from './queue-reader.js';
 import { checkPolicyProblem, defaultTransactionCheckPolicy, type TransactionCheckPolicy } from './core/transactions.js';
 
 /** The Raft node as the broker service sees it. */
@@ -147,15 +148,13 @@ interface ClientRecord {
   kind: string;
 }
 
-const payloadCacheBytesMax = 64 * 1024 * 1024;
-
 export class BrokerService {
   private queued: QueuedSend[] = [];
   private flushScheduled = false;
   private readonly clients = new Map<string, ClientRecord>();
   private readonly topicCreations = new Map<string, Promise<void>>();
-  private readonly payloadCache = new Map<number, Uint8Array>();
-  private payloadCacheBytes = 0;
+  /** Entries' payloads for every read of messages (pull, receive, check-backs); see queue-reader.ts. */
+  private readonly payloadCache = new PayloadCache((logIndex) => this.log.payloadAt(logIndex));
   private readonly changeWaiters = new Map<() => void, string>();
   private timer: Disposable | undefined;
   private checkTimer: Disposable | undefined;
@@ -559,22 +558,11 @@ export class BrokerService {
       // Looked up each round: a snapshot install replaces the state.
       const queue = this.state.queue(request.topic, request.queueId);
       if (queue === undefined) throw new BrokerError('TOPIC_NOT_FOUND', `topic ${topic.name} was deleted`);
-      const messages: PulledMessage[] = [];
       // Below the first offset retention kept, reading starts at the oldest message kept.
-      let offset = Math.max(Math.min(request.offset, queue.maxOffset), queue.minOffset);
-      while (offset < queue.maxOffset && messages.length < request.batch) {
-        // A DLQ's reference to a message retention released (DLQs are not in log order); a
-        // delivered delayed message's body is kept while its queue holds it.
-        const released = queue.logIndexAt(offset) < this.state.retainedFrom && !queue.isDelayedAt(offset);
-        if (!released && filterMatches(request.filter.tags, this.state.tagName(queue.tagIdAt(offset)))) {
-          const message = await this.messageAt(queue.logIndexAt(offset), queue.positionAt(offset));
-          if (sqlMatches(request.filter, message)) {
-            const transactionId = this.transactionIdOf(message, queue.logIndexAt(offset), queue.positionAt(offset));
-            messages.push({ message, transactionId, topic: request.topic, queueId: request.queueId, offset, storeTimeMs: queue.storeTimeAt(offset) });
-          }
-        }
-        offset++;
-      }
+      const fromOffset = Math.max(Math.min(request.offset, queue.maxOffset), queue.minOffset);
+      const { messages, nextOffset: offset } = await readQueueBatch(queue, { topic: request.topic, queueId: request.queueId, fromOffset, batch: request.batch, filter: request.filter }, {
+        retainedFrom: this.state.retainedFrom, tagName: (tagId) => this.state.tagName(tagId), transactionIdOf: (message, logIndex, position) => this.transactionIdOf(message, logIndex, position),
+      }, this.payloadCache);
       const remaining = pollUntil - this.clock.nowMs();
       if (messages.length > 0 || offset > request.offset || remaining <= 0 || this.closed) return { messages, nextOffset: offset };
       await this.waitForChange(request.topic, Math.min(remaining, 1_000));
@@ -684,19 +672,8 @@ export class BrokerService {
     return message.transactional === true ? formatTransactionId({ brokerGroup: this.options.brokerGroup, logIndex, position }) : '';
   }
 
-  async messageAt(logIndex: number, position: number): Promise<StoredMessage> {
-    let payload = this.payloadCache.get(logIndex);
-    if (payload === undefined) {
-      payload = await this.log.payloadAt(logIndex);
-      this.payloadCache.set(logIndex, payload);
-      this.payloadCacheBytes += payload.byteLength;
-      for (const [index, cached] of this.payloadCache) {
-        if (this.payloadCacheBytes <= payloadCacheBytesMax) break;
-        this.payloadCache.delete(index);
-        this.payloadCacheBytes -= cached.byteLength;
-      }
-    }
-    return readMessageAt(payload, position);
+  messageAt(logIndex: number, position: number): Promise<StoredMessage> {
+    return this.payloadCache.messageAt(logIndex, position);
   }
 
   // ---- delayed messages: the leader's timer fires ---------------------------------------------
