@@ -102,21 +102,31 @@ describe('broker simulation', () => {
   // entries before it; made leader, it reads those bodies from a peer (as broker-node.ts does).
   // A node restarted from its own snapshot, and one installed from the leader's, with delayed
   // messages pending in it: they are still delivered, once, never before they are due.
-  it('seed 21: nodes restored and installed from snapshots holding pending delayed messages deliver them', async () => {
-    const result = await runBrokerSimulation({ seed: 21 });
-    expect(result.violations).toEqual([]);
-    expect(result.stats.restoresWithTimers).toBeGreaterThan(0);
-    expect(result.stats.installsWithTimers).toBeGreaterThan(0);
-    expect(result.stats.delayedDelivered).toBeGreaterThan(20);
+  // Which seed shows a scenario moves whenever the timing of the nodes changes (a reordered
+  // write, a batch cut differently): each scenario runs on a few seeds, every one must keep
+  // every promise, and at least one must show the scenario.
+  const timerScenarioSeeds = [7, 14, 21, 30];
+  it(`nodes restored and installed from snapshots holding pending delayed messages deliver them (one of seeds ${timerScenarioSeeds.join(', ')})`, async () => {
+    const shown: number[] = [];
+    for (const seed of timerScenarioSeeds) {
+      const result = await runBrokerSimulation({ seed });
+      expect(result.violations, `seed ${seed}`).toEqual([]);
+      if (result.stats.restoresWithTimers > 0 && result.stats.installsWithTimers > 0 && result.stats.delayedDelivered > 20) shown.push(seed);
+    }
+    expect(shown.length, 'a seed that restores and installs snapshots with delayed messages pending').toBeGreaterThan(0);
   });
 
   // These seeds (and the regressions below) replay scenarios found before delayed messages
   // existed: they run the workload of then.
-  it.each([27, 187])('seed %i: a leader restored by InstallSnapshot serves retained messages through peer reads', async (seed) => {
-    const result = await runBrokerSimulation({ seed, delayed: false });
-    expect(result.violations).toEqual([]);
-    expect(result.stats.snapshotsInstalled).toBeGreaterThan(0);
-    expect(result.stats.peerReads - result.stats.peerReadsFailed).toBeGreaterThan(0);
+  const peerReadSeeds = [19, 27, 187];
+  it(`a leader restored by InstallSnapshot serves retained messages through peer reads (one of seeds ${peerReadSeeds.join(', ')})`, async () => {
+    const shown: number[] = [];
+    for (const seed of peerReadSeeds) {
+      const result = await runBrokerSimulation({ seed, delayed: false });
+      expect(result.violations, `seed ${seed}`).toEqual([]);
+      if (result.stats.snapshotsInstalled > 0 && result.stats.peerReads - result.stats.peerReadsFailed > 0) shown.push(seed);
+    }
+    expect(shown.length, 'a seed that installs a snapshot and then reads bodies from a peer').toBeGreaterThan(0);
   });
 
   // The timer store delivering every record of the slots a fire reaches, due or not: messages
@@ -162,7 +172,7 @@ describe('broker simulation: message index', () => {
  * checks) and answered by the producer's transaction checker, under faults.
  */
 describe('broker simulation: transactions', () => {
-  const transactionSeeds = [32, 128, 147];
+  const transactionSeeds = [32, 60, 128, 147];
   const transactionResults = new Map<number, BrokerSimResult>();
 
   it.each(transactionSeeds)('seed %i: no rolled-back or uncommitted message is seen, every committed one is delivered once', async (seed) => {

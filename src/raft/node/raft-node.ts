@@ -386,19 +386,26 @@ export class RaftNode<Result = unknown> {
     // The negative control writes but skips the fsync before answering (NATS 2.12's bug).
     const sync = this.options.flushMode === 'sync' && this.options.unsafeAckBeforeFsync !== true;
     if (this.core.role === 'leader' && ready.hardState === undefined && ready.snapshot === undefined && ready.truncateFrom === undefined && ready.entries.length > 0) {
-      // Raft thesis §10.2.1: the leader may send its new entries before they are durable on
-      // its own disk; the core counts the leader's copy toward commit only after advance(),
-      // i.e. after the sync below. Followers still persist before they answer.
-      await log.append(ready.entries, { sync: false });
-      await this.sendMessages(ready.messages);
+      // Raft thesis §10.2.1: the leader may send its new entries before they are even written
+      // on its own disk; the core counts the leader's copy toward commit only after advance(),
+      // i.e. after the sync below. Followers still persist before they answer. What it
+      // applies meanwhile was committed with its own durable copy (the core counts only
+      // that), so the answers to clients need not wait for this ready's write and sync.
+      const written = log.append(ready.entries, { sync: false });
+      // A failed write must stop the node, not surface as an unhandled rejection while the
+      // sends and applies below run: it is awaited right after them.
+      written.catch(() => undefined);
+      await this.sendMessages(ready.messages, ready.entries);
+      await this.applyCommitted(ready.commitIndex);
+      await written;
       if (sync) {
         await log.sync();
         await this.recordSynced();
       }
     } else {
       await this.persistThenSend(ready, sync);
+      await this.applyCommitted(ready.commitIndex);
     }
-    await this.applyCommitted(ready.commitIndex);
     if (ready.softState !== undefined) this.noteSoftState(ready.softState);
     this.core.advance(ready);
     // Received snapshots at or below the commit index are installed, superseded or not needed.
@@ -507,8 +514,11 @@ export class RaftNode<Result = unknown> {
     if (last !== this.durableHardState.syncedThrough) await this.saveHardState({ syncedThrough: last });
   }
 
-  /** Fills each append with its entries from the log (already durable) and sends it. */
-  private async sendMessages(messages: readonly RaftMessage[]): Promise<void> {
+  /**
+   * Fills each append with its entries and sends it: entries of this ready (`fresh`, which a
+   * leader sends while its own write is still under way) from memory, older ones from the log.
+   */
+  private async sendMessages(messages: readonly RaftMessage[], fresh: readonly Entry[] = []): Promise<void> {
     // In steady state every follower gets the same range: read each range once per ready.
     const ranges = new Map<string, Entry[]>();
     for (const message of messages) {
@@ -518,7 +528,7 @@ export class RaftNode<Result = unknown> {
         const key = `${fromIndex}-${throughIndex}`;
         let entries = ranges.get(key);
         if (entries === undefined) {
-          entries = await this.options.log.read({ fromIndex, throughIndex, bytesMax: Infinity });
+          entries = await this.entriesFor(fromIndex, throughIndex, fresh);
           ranges.set(key, entries);
         }
         message.entries = entries;
@@ -528,6 +538,16 @@ export class RaftNode<Result = unknown> {
       }
       this.options.transport.send(message);
     }
+  }
+
+  private async entriesFor(fromIndex: LogIndex, throughIndex: LogIndex, fresh: readonly Entry[]): Promise<Entry[]> {
+    const firstFresh = fresh.length === 0 ? Infinity : (fresh[0] as Entry).index;
+    const older = fromIndex < firstFresh
+      ? await this.options.log.read({ fromIndex, throughIndex: Math.min(throughIndex, firstFresh - 1), bytesMax: Infinity })
+      : [];
+    if (throughIndex < firstFresh) return older;
+    const start = Math.max(fromIndex, firstFresh) - firstFresh;
+    return older.concat(fresh.slice(start, throughIndex - firstFresh + 1));
   }
 
   private async applyCommitted(commitIndex: LogIndex): Promise<void> {
