@@ -34,6 +34,7 @@ export function parseMembers(value: string): Member[] {
 export interface RaftNodeOptions {
   group: string; id: string; members: Member[]; data: string; flush: 'sync' | 'async'; flushIntervalMs: number; tickMs: number;
   electionTicks: number; heartbeatTicks: number; segmentBytes: number; snapshotEntries: number; snapshotBytes: number; logLevel: string;
+  peerLane: boolean;
 }
 
 /** Adds the options of one Raft group member to `command`. */
@@ -51,6 +52,7 @@ export function withRaftNodeOptions(command: Command): Command {
     .option('--segment-bytes <n>', 'commitlog segment size', integer('--segment-bytes', 4096), defaultRaftGroupNodeConfig.segmentBytesMax)
     .option('--snapshot-entries <n>', 'write a state snapshot after this many applied entries', integer('--snapshot-entries', 1), defaultRaftGroupNodeConfig.snapshotEveryEntries)
     .option('--snapshot-bytes <n>', '... or after this many bytes of applied entries', integer('--snapshot-bytes', 1), defaultRaftGroupNodeConfig.snapshotEveryBytes)
+    .option('--no-peer-lane', 'replicate over gRPC only: no peer lane (plain TCP on the raft port + 1000, which leaders use for appends when a follower has it)')
     .option('--log-level <level>', 'pino log level', defaultRaftGroupNodeConfig.logLevel);
 }
 
@@ -61,6 +63,7 @@ export function raftNodeConfig(options: RaftNodeOptions): RaftGroupNodeConfig {
     flushMode: options.flush, flushIntervalMs: options.flushIntervalMs, tickIntervalMs: options.tickMs,
     electionTimeoutTicks: options.electionTicks, heartbeatIntervalTicks: options.heartbeatTicks,
     segmentBytesMax: options.segmentBytes, snapshotEveryEntries: options.snapshotEntries, snapshotEveryBytes: options.snapshotBytes, logLevel: options.logLevel,
+    peerLane: options.peerLane,
     // Test-only switches (the fault-injection harness sets them); never in production.
     unsafeAckBeforeFsync: process.env.RAFTMQ_UNSAFE_ACK_BEFORE_FSYNC === '1',
     unsafeAckBeforeQuorum: process.env.RAFTMQ_UNSAFE_ACK_BEFORE_QUORUM === '1',

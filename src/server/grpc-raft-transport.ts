@@ -6,6 +6,7 @@ import {
   type NodeId, type RaftMessage, type SnapshotMeta, type Term, type VoteRejectReason, type VoteRequest, type VoteResponse,
 } from '../raft/types.js';
 import { loadProtoFile } from '../util/proto-files.js';
+import { PeerLane, type LaneAddress, type LaneStats, type PeerLaneSettings } from './peer-lane.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -59,13 +60,18 @@ export interface GrpcRaftTransportOptions {
   readonly snapshotFileForPeer?: (stored: StoredSnapshot) => Promise<Uint8Array>;
   /** Bytes of snapshot file per chunk (default 1 MiB). */
   readonly snapshotChunkBytes?: number;
+  /**
+   * Appends and their answers over the peer lane (peer-lane.ts) when the peer has one, gRPC
+   * otherwise. Without this option they always use gRPC. Listening is separate: `listenLane`.
+   */
+  readonly lane?: PeerLaneSettings;
   /** Whole-transfer deadline of one snapshot stream (default 10 minutes). */
   readonly snapshotDeadlineMs?: number;
   /** A snapshot stream that makes no progress (no chunk written) for this long is cancelled (default 60 s). */
   readonly snapshotStallMs?: number;
 }
 
-export interface TransportStats {
+export interface TransportStats extends LaneStats {
   sent: number;
   dropped: number;
   rejectedInbound: number;
@@ -154,13 +160,19 @@ class PeerLink {
  * instead).
  */
 export class GrpcRaftTransport implements Transport {
-  readonly stats: TransportStats = { sent: 0, dropped: 0, rejectedInbound: 0, snapshotsSent: 0, snapshotsSendFailed: 0, snapshotsReceived: 0 };
+  readonly stats: TransportStats = {
+    sent: 0, dropped: 0, rejectedInbound: 0, snapshotsSent: 0, snapshotsSendFailed: 0, snapshotsReceived: 0,
+    laneFramesSent: 0, laneFramesReceived: 0, laneConnections: 0,
+  };
   private readonly links = new Map<NodeId, PeerLink>();
   private readonly inboundAppendStreams = new Map<NodeId, grpc.ServerDuplexStream<any, any>>();
   /** Leader side: the snapshot stream running to each peer (at most one each). */
   private readonly snapshotSends = new Map<NodeId, AbortController>();
   /** Follower side: the snapshot being received. */
   private inboundSnapshot: InboundSnapshot | undefined;
+  /** Follower side: which way the last append from each leader came, so the answer goes back that way. */
+  private readonly appendArrivedOn = new Map<NodeId, 'lane' | 'grpc'>();
+  private readonly lane: PeerLane | undefined;
   private receiver: ((message: RaftMessage) => void) | undefined;
   private closed = false;
   private readonly snapshotChunkBytes: number;
@@ -171,6 +183,30 @@ export class GrpcRaftTransport implements Transport {
     if (!Number.isSafeInteger(this.snapshotChunkBytes) || this.snapshotChunkBytes < 1 || this.snapshotChunkBytes > peerMessageBytesMax / 2) {
       throw new RangeError(`snapshotChunkBytes must be an integer from 1 to ${peerMessageBytesMax / 2}, not ${this.snapshotChunkBytes}`);
     }
+    if (options.lane !== undefined) {
+      this.lane = new PeerLane({
+        ...options.lane, groupId: options.groupId, selfId: options.selfId, logger: options.logger, counters: this.stats,
+        frameBytesMax: options.lane.frameBytesMax ?? peerMessageBytesMax,
+        refusal: (claim) => this.refusal(claim),
+        isMember: (id) => options.members().some((m) => m.id === id),
+        receive: (message) => {
+          if (message.type === 'append-request') this.appendArrivedOn.set(message.from, 'lane');
+          this.receiver?.(message);
+        },
+      });
+    }
+  }
+
+  /**
+   * Accepts peer lane connections (needs the `lane` option). Listens on `address`, by default
+   * this node's lane address (its raft port + 1000); resolves with the address bound.
+   */
+  async listenLane(address?: LaneAddress): Promise<LaneAddress> {
+    if (this.lane === undefined) throw new Error('this transport has no peer lane (the lane option is not set)');
+    const self = this.options.members().find((m) => m.id === this.options.selfId);
+    const target = address ?? (self === undefined ? undefined : this.lane.addressOf(self));
+    if (target === undefined) throw new Error(`node ${this.options.selfId} has no lane address (its raft port + 1000 is not a port)`);
+    return this.lane.listen(target);
   }
 
   /** Where inbound messages go (the RaftNode), set once the node exists. */
@@ -182,7 +218,7 @@ export class GrpcRaftTransport implements Transport {
     if (this.closed) return;
     try {
       if (message.type === 'append-response') {
-        this.sendOnInboundStream(message);
+        this.sendAppendResponse(message);
         return;
       }
       const link = this.linkTo(message.to);
@@ -194,6 +230,7 @@ export class GrpcRaftTransport implements Transport {
       this.stats.sent++;
       switch (message.type) {
         case 'append-request': {
+          if (this.sendOnLane(link, message)) return;
           const stream = link.appendStreamFor();
           if (stream.writableLength > (this.options.streamBufferBytesMax ?? 32 * 1024 * 1024)) {
             this.stats.dropped++;
@@ -229,6 +266,7 @@ export class GrpcRaftTransport implements Transport {
             peer = pb.from as NodeId;
             this.inboundAppendStreams.set(peer, call);
           }
+          this.appendArrivedOn.set(pb.from as NodeId, 'grpc');
           const message = decodeSafely(() => this.decodeAppendRequest(pb));
           if (message === undefined) {
             this.stats.rejectedInbound++;
@@ -252,6 +290,7 @@ export class GrpcRaftTransport implements Transport {
 
   close(): void {
     this.closed = true;
+    this.lane?.close();
     for (const send of this.snapshotSends.values()) send.abort();
     this.inboundSnapshot?.stop('the follower is shutting down');
     for (const link of this.links.values()) link.close();
@@ -626,18 +665,42 @@ export class GrpcRaftTransport implements Transport {
     return undefined;
   }
 
-  private sendOnInboundStream(message: AppendResponse): void {
+  /** Leader side: the append on the lane if it is open to that peer (true: sent or dropped there); false: use gRPC. */
+  private sendOnLane(link: PeerLink, message: AppendRequest): boolean {
+    if (this.lane === undefined) return false;
+    const result = this.lane.sendAppendRequest(message, { id: link.id, address: link.address });
+    if (result === 'dropped') this.stats.dropped++;
+    return result !== 'unavailable';
+  }
+
+  /** Follower side: answers the way the leader's last append came (lane or gRPC), else the other way. */
+  private sendAppendResponse(message: AppendResponse): void {
+    const lane = this.lane;
+    const laneFirst = lane !== undefined && this.appendArrivedOn.get(message.to) !== 'grpc';
+    if (laneFirst && this.answerOnLane(lane, message)) return;
+    if (this.sendOnInboundStream(message)) return;
+    if (!laneFirst && lane !== undefined && this.answerOnLane(lane, message)) return;
+    this.stats.dropped++;
+  }
+
+  private answerOnLane(lane: PeerLane, message: AppendResponse): boolean {
+    const result = lane.sendAppendResponse(message);
+    if (result === 'sent') this.stats.sent++;
+    if (result === 'dropped') this.stats.dropped++;
+    return result !== 'unavailable';
+  }
+
+  /** False if there is no inbound append stream from `message.to`. */
+  private sendOnInboundStream(message: AppendResponse): boolean {
     const call = this.inboundAppendStreams.get(message.to);
-    if (call === undefined) {
-      this.stats.dropped++;
-      return;
-    }
+    if (call === undefined) return false;
     this.stats.sent++;
     call.write({
       groupId: this.options.groupId, from: message.from, to: message.to, term: message.term, success: message.success,
       matchIndex: message.matchIndex, reason: message.reason ?? '', conflictIndex: message.conflictIndex,
       conflictTerm: message.conflictTerm, lastIndex: message.lastIndex, rejectedPrevIndex: message.rejectedPrevIndex,
     });
+    return true;
   }
 
   private encodeAppendRequest(message: AppendRequest): object {

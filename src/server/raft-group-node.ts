@@ -50,6 +50,11 @@ export interface RaftGroupNodeConfig {
   readonly unsafeAckBeforeQuorum: boolean;
   /** Test-only: keep unsynced commitlog writes in memory so a kill loses them (power loss). */
   readonly powerLossTestMode: boolean;
+  /**
+   * Appends and their answers over the peer lane (plain TCP on the raft port + 1000, see
+   * peer-lane.ts) where the peer has one; gRPC otherwise. Default on; false: gRPC only.
+   */
+  readonly peerLane?: boolean;
 }
 
 export const defaultRaftGroupNodeConfig = {
@@ -143,6 +148,7 @@ export class RaftGroupNode<Result = unknown> {
       onSnapshotSent: (peer, ok) => nodeRef.node?.reportSnapshot(peer, ok),
       onSnapshotReceived: (message, data) => nodeRef.node?.receiveSnapshot(message, data),
       ...(hooks?.snapshotForPeer === undefined ? {} : { snapshotFileForPeer: snapshotFileForPeer(snapshots, hooks.snapshotForPeer) }),
+      ...(config.peerLane === false ? {} : { lane: {} }),
     });
     // Without hooks R is undefined (see the overloads), which is what the hash chain returns.
     const stateMachine = hooks?.stateMachine ?? (new HashChainStateMachine() as StateMachine<undefined> as StateMachine<R>);
@@ -175,7 +181,8 @@ export class RaftGroupNode<Result = unknown> {
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(self.address, grpc.ServerCredentials.createInsecure(), (error) => (error === null ? resolve() : reject(new Error(`cannot listen on ${self.address}: ${error.message}`))));
     });
-    logger.info({ address: self.address, flushMode: config.flushMode, members: config.members }, 'raft node listening');
+    const lane = config.peerLane === false ? 'off' : await listenLane(transport, logger);
+    logger.info({ address: self.address, lane, flushMode: config.flushMode, members: config.members }, 'raft node listening');
     return instance;
   }
 
@@ -304,6 +311,20 @@ export class RaftGroupNode<Result = unknown> {
         );
       },
     };
+  }
+}
+
+/**
+ * Starts the peer lane's listener; a node whose lane port is taken still runs (leaders then
+ * replicate to it over gRPC), so a clash on a port the operator never named does not stop it.
+ */
+async function listenLane(transport: GrpcRaftTransport, logger: pino.Logger): Promise<string> {
+  try {
+    const bound = await transport.listenLane();
+    return `${bound.host}:${bound.port}`;
+  } catch (error) {
+    logger.warn({ err: (error as Error).message }, 'peer lane not listening: leaders replicate to this node over gRPC (slower); free the port (raft port + 1000) or start with --no-peer-lane');
+    return 'not listening';
   }
 }
 
