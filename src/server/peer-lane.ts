@@ -293,6 +293,7 @@ export class PeerLane {
   private readonly unverified = new Set<FramedSocket>();
   private server: net.Server | undefined;
   private lastEncoded: EncodedAppend | undefined;
+  private prunedAtMs = 0;
   private closed = false;
 
   constructor(private readonly options: PeerLaneOptions) {
@@ -330,6 +331,7 @@ export class PeerLane {
   /** Sends a leader's append on the lane to `member`, dialing it if needed. */
   sendAppendRequest(message: AppendRequest, member: Member): LaneSendResult {
     if (this.closed) return 'unavailable';
+    this.pruneRemovedPeers();
     const address = this.addressOf(member);
     if (address === undefined) return 'unavailable';
     let lane = this.outbound.get(member.id);
@@ -371,6 +373,18 @@ export class PeerLane {
     for (const connection of [...this.inbound.values(), ...this.unverified]) connection.destroy();
     this.inbound.clear();
     this.unverified.clear();
+  }
+
+  /** Closes lanes to nodes that are no longer members (at most once a second; a leader never sends to them again). */
+  private pruneRemovedPeers(): void {
+    const now = Date.now();
+    if (now - this.prunedAtMs < 1_000) return;
+    this.prunedAtMs = now;
+    for (const [peer, lane] of this.outbound) {
+      if (this.options.isMember(peer)) continue;
+      lane.close();
+      this.outbound.delete(peer);
+    }
   }
 
   private encode(message: AppendRequest): Buffer {
