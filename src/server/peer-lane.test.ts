@@ -161,6 +161,19 @@ describe('peer lane', () => {
     expect(upgraded.transport.stats.laneFramesSent + upgraded.transport.stats.laneFramesReceived).toBe(0);
   });
 
+  it('closes the lane to a node removed from the group', async () => {
+    const sockets = recordingSockets();
+    const leader = await startNode('n1', { lane: { sockets } });
+    await startNode('n2');
+    await startNode('n3');
+    await openLane(leader, 'n2');
+    const toRemoved = sockets.dialed.at(-1) as net.Socket;
+    members = members.filter((m) => m.id !== 'n2');
+    await sleep(1_100); // pruning runs at most once a second
+    leader.transport.send(append('n1', 'n3', 0, 0, 0));
+    await waitFor('the lane to the removed node to close', () => toRemoved.destroyed);
+  });
+
   it('keeps memory bounded for a peer that never reads, and counts what it drops', async () => {
     // A listener that completes the handshake and then never reads again.
     const stalled: net.Socket[] = [];
