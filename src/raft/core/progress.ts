@@ -28,10 +28,16 @@ export interface Progress {
    * whole heartbeat interval mean a message was lost (heartbeat answers do not count).
    */
   matchAtLastHeartbeat: LogIndex;
+  /**
+   * Ticks for which appends have been in flight with no advance of `match`. Only an election
+   * timeout of them counts as lost appends: a follower that is merely slow (a long fsync, a
+   * pause, a busy machine) would only be slowed further by getting the same entries again.
+   */
+  stalledTicks: number;
 }
 
 export function newProgress(next: LogIndex): Progress {
-  return { match: 0, next, state: 'probe', pendingSnapshot: 0, snapshotBackoffTicks: 0, inflight: [], probeSent: false, recentActive: true, matchAtLastHeartbeat: 0 };
+  return { match: 0, next, state: 'probe', pendingSnapshot: 0, snapshotBackoffTicks: 0, inflight: [], probeSent: false, recentActive: true, matchAtLastHeartbeat: 0, stalledTicks: 0 };
 }
 
 /** Back to one append at a time from `next` (after a refusal or lost appends). */
@@ -40,6 +46,7 @@ export function becomeProbe(progress: Progress, next: LogIndex): void {
   progress.next = next;
   progress.inflight = [];
   progress.probeSent = false;
+  progress.stalledTicks = 0;
 }
 
 /** The follower's match point is known: pipeline from just after it. */
@@ -48,6 +55,7 @@ export function becomeReplicate(progress: Progress): void {
   progress.next = progress.match + 1;
   progress.inflight = [];
   progress.probeSent = false;
+  progress.stalledTicks = 0;
 }
 
 /** Appends pause while a snapshot through `index` is streamed to the follower. */
@@ -56,4 +64,5 @@ export function becomeSnapshot(progress: Progress, index: LogIndex): void {
   progress.pendingSnapshot = index;
   progress.inflight = [];
   progress.probeSent = false;
+  progress.stalledTicks = 0;
 }

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { RaftCore, type RaftCoreConfig } from './raft-core.js';
-import { EntryKind, type Entry, type Member, type RaftMessage, type VoteResponse } from '../types.js';
+import { EntryKind, type AppendRequest, type Entry, type Member, type RaftMessage, type VoteResponse } from '../types.js';
 
 const members = (n: number): Member[] => Array.from({ length: n }, (_, i) => ({ id: `n${i + 1}`, address: `n${i + 1}:1` }));
 
@@ -243,7 +243,7 @@ describe('RaftCore', () => {
 
   // Regression (found by the simulator, seeds 1052/1115/1308/1326/1506): a lost append in the
   // pipeline was never re-sent because heartbeat answers counted as progress.
-  it('re-sends an append lost from the pipeline within a couple of heartbeats', () => {
+  it('re-sends an append lost from the pipeline once an election timeout passes without progress, not after one slow heartbeat', () => {
     const group = new Group(3);
     group.tick('n1', 25);
     group.core('n1').propose([payload('a')]);
@@ -252,7 +252,28 @@ describe('RaftCore', () => {
     group.core('n1').propose([payload('b')]);
     group.stabilize();
     expect(group.logs.get('n2')?.length).toBe(2); // 'b' was lost on the way to n2
-    group.tick('n1', 6); // two heartbeat intervals
+    group.tick('n1', 6); // three heartbeat intervals: n2 may just be slow, nothing is sent again
+    expect(group.logs.get('n2')?.length).toBe(2);
+    group.tick('n1', 8); // past the election timeout (10 ticks): lost, probed and re-sent
+    expect(group.logs.get('n2')?.length).toBe(3);
+  });
+
+  it('a probe outstanding at a heartbeat is asked again without its entries, and replication resumes from the answer', () => {
+    const group = new Group(3);
+    group.tick('n1', 25);
+    group.core('n1').propose([payload('a')]);
+    group.stabilize();
+    group.dropOnce = (m) => m.type === 'append-request' && m.to === 'n2' && m.entryCount > 0;
+    group.core('n1').propose([payload('b')]);
+    group.stabilize();
+    // Lost after an election timeout: n1 probes n2 from 'b', and that probe is dropped too.
+    group.dropOnce = (m) => m.type === 'append-request' && m.to === 'n2' && m.entryCount > 0;
+    for (let i = 0; i < 20 && group.dropOnce !== undefined; i++) group.tick('n1', 1);
+    expect(group.dropOnce).toBeUndefined();
+    const before = group.sent.length;
+    group.tick('n1', 2); // the next heartbeat: an empty probe at the same point, then the entries
+    const sent = group.sent.slice(before).filter((m): m is AppendRequest => m.type === 'append-request' && m.to === 'n2');
+    expect(sent[0]?.entryCount).toBe(0);
     expect(group.logs.get('n2')?.length).toBe(3);
   });
 

@@ -775,7 +775,12 @@ export class RaftCore {
       return;
     }
     if (progress.state === 'probe') {
-      if (progress.probeSent && !heartbeat) return;
+      if (progress.probeSent) {
+        // The probe's entries may still be on their way (a slow follower): ask again without
+        // them. Its answer finds the match point either way; entries follow once it is known.
+        if (heartbeat) this.sendEmptyProbe(peer, progress);
+        return;
+      }
       this.sendAppendRange(peer, progress.next);
       progress.probeSent = true;
       return;
@@ -800,6 +805,14 @@ export class RaftCore {
     }
     // In the snapshot state the answers are ignored: the heartbeat only keeps the follower's election timer quiet.
     this.send({ type: 'append-request', from: this.id, to: peer, term: this.termValue, prevIndex: progress.match, prevTerm: prevTerm ?? 0, entryCount: 0, commitIndex: Math.min(this.commit, progress.match), entries: [] });
+  }
+
+  /** An append with no entries at `next - 1`: answered with success (the match point) or a refusal with back-off hints. */
+  private sendEmptyProbe(peer: NodeId, progress: Progress): void {
+    const prevIndex = progress.next - 1;
+    const prevTerm = this.log.termAt(prevIndex);
+    assert(prevTerm !== undefined, `no term for probe prevIndex ${prevIndex}`);
+    this.send({ type: 'append-request', from: this.id, to: peer, term: this.termValue, prevIndex, prevTerm, entryCount: 0, commitIndex: Math.min(this.commit, prevIndex), entries: [] });
   }
 
   private sendSnapshot(peer: NodeId, progress: Progress): void {
@@ -847,11 +860,14 @@ export class RaftCore {
       for (const [peer, progress] of this.progress) {
         progress.snapshotBackoffTicks = Math.max(0, progress.snapshotBackoffTicks - this.config.heartbeatIntervalTicks);
         if (progress.state === 'replicate' && progress.inflight.length > 0 && progress.match === progress.matchAtLastHeartbeat) {
-          // Appends were lost (a broken stream): resume by probing from the known match.
-          becomeProbe(progress, progress.match + 1);
+          progress.stalledTicks += this.config.heartbeatIntervalTicks;
+          // An election timeout without progress: appends were lost (a broken stream), so
+          // resume by probing from the known match.
+          if (progress.stalledTicks >= this.config.electionTimeoutTicks) becomeProbe(progress, progress.match + 1);
+        } else {
+          progress.stalledTicks = 0;
         }
         progress.matchAtLastHeartbeat = progress.match;
-        progress.probeSent = false;
         this.sendAppend(peer, true);
       }
     }
