@@ -5,8 +5,9 @@
  * A log entry holds a batch of up to `batchMessagesMax` messages, spread over the topic's
  * queues, so consecutive offsets of one queue usually point into the same entry and the
  * queues of a topic read the same entries. The cache keeps each entry's payload once (a
- * committed entry never changes), loads each entry at most once however many readers miss it
- * at the same time, and evicts the least recently used entries beyond its byte budget.
+ * committed entry never changes) with the index of its records (entry-records.ts), loads each
+ * entry at most once however many readers miss it at the same time, and evicts the least
+ * recently used entries beyond its byte budget.
  *
  * A batch read walks the queue's records and decodes and filters the messages synchronously
  * while their entries are cached; at an entry that is not, it starts loading the next few the
@@ -14,10 +15,11 @@
  * read from the log.
  */
 import { assert } from '../util/assert.js';
-import { readMessageAt, type StoredMessage } from './core/entry-codec.js';
+import type { StoredMessage } from './core/entry-codec.js';
 import { filterMatches } from './core/filter.js';
 import { sqlMatches, type SubscriptionFilter } from './core/subscription-filter.js';
 import type { PulledMessage } from './broker-service.js';
+import { EntryRecords } from './entry-records.js';
 
 /** Bytes of entry payloads the cache keeps (beyond it the least recently used go). */
 export const payloadCacheBytesMax = 64 * 1024 * 1024;
@@ -27,8 +29,8 @@ export const entryLoadsPerWindowMax = 16;
 /** Committed entries' payloads, by log index, within a byte budget. */
 export class PayloadCache {
   /** In order of last use, oldest first (a Map iterates in insertion order; a use re-inserts). */
-  private readonly payloads = new Map<number, Uint8Array>();
-  private readonly loading = new Map<number, Promise<Uint8Array>>();
+  private readonly payloads = new Map<number, EntryRecords>();
+  private readonly loading = new Map<number, Promise<EntryRecords>>();
   private bytes = 0;
 
   constructor(
@@ -51,8 +53,8 @@ export class PayloadCache {
     return this.payloads.has(logIndex);
   }
 
-  /** The payload when it is cached (counts as a use), without waiting. */
-  peek(logIndex: number): Uint8Array | undefined {
+  /** The entry when it is cached (counts as a use), without waiting. */
+  peek(logIndex: number): EntryRecords | undefined {
     const payload = this.payloads.get(logIndex);
     if (payload !== undefined) {
       this.payloads.delete(logIndex);
@@ -61,8 +63,8 @@ export class PayloadCache {
     return payload;
   }
 
-  /** The payload, loaded from the log at most once for any number of concurrent callers. */
-  get(logIndex: number): Promise<Uint8Array> {
+  /** The entry, loaded from the log at most once for any number of concurrent callers. */
+  get(logIndex: number): Promise<EntryRecords> {
     const cached = this.peek(logIndex);
     if (cached !== undefined) return Promise.resolve(cached);
     let pending = this.loading.get(logIndex);
@@ -70,8 +72,9 @@ export class PayloadCache {
       pending = this.load(logIndex).then(
         (payload) => {
           this.loading.delete(logIndex);
-          this.insert(logIndex, payload);
-          return payload;
+          const entry = new EntryRecords(payload);
+          this.insert(logIndex, entry);
+          return entry;
         },
         (error: unknown) => {
           this.loading.delete(logIndex);
@@ -84,10 +87,10 @@ export class PayloadCache {
   }
 
   async messageAt(logIndex: number, position: number): Promise<StoredMessage> {
-    return readMessageAt(this.peek(logIndex) ?? await this.get(logIndex), position);
+    return (this.peek(logIndex) ?? await this.get(logIndex)).messageAt(position);
   }
 
-  private insert(logIndex: number, payload: Uint8Array): void {
+  private insert(logIndex: number, payload: EntryRecords): void {
     // Only a load inserts, and a load runs only for an index that is neither cached nor loading.
     assert(!this.payloads.has(logIndex), `payload of entry ${logIndex} cached twice`);
     this.payloads.set(logIndex, payload);
@@ -146,15 +149,15 @@ export async function readQueueBatch(
   for (; offset < queue.maxOffset && messages.length < request.batch; offset++) {
     if (!selectedByRecord(queue, offset, context, request.filter)) continue;
     const logIndex = queue.logIndexAt(offset);
-    let payload = cache.peek(logIndex);
-    if (payload === undefined) {
+    let entry = cache.peek(logIndex);
+    if (entry === undefined) {
       prefetch(queue, offset + 1, Math.min(queue.maxOffset, offset + request.batch - messages.length), logIndex, context, request.filter, cache);
-      payload = await cache.get(logIndex);
+      entry = await cache.get(logIndex);
       // Retention may have released records while we waited: the next read starts at what the queue holds.
       if (offset < queue.minOffset) break;
     }
     const position = queue.positionAt(offset);
-    const message = readMessageAt(payload, position);
+    const message = entry.messageAt(position);
     if (!sqlMatches(request.filter, message)) continue;
     messages.push({
       message, transactionId: context.transactionIdOf(message, logIndex, position),

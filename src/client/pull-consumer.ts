@@ -9,8 +9,9 @@
  * was polled but not processed before a crash is read again by the next owner).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { filterExpressionToV2, fromV2, type FilterExpression, type ReceivedMessage } from './messages.js';
+import { filterExpressionToV2, type FilterExpression, type ReceivedMessage } from './messages.js';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
+import { PullStreams } from './pull-stream.js';
 import * as grpc from '@grpc/grpc-js';
 import { rebalanceHeader } from '../util/rocketmq-v2.js';
 
@@ -45,6 +46,8 @@ export class ProcessQueue {
   committed = -1;
   generation = 0;
   dropped = false;
+  /** The fetch loop, waiting for room in a full buffer. */
+  private spaceWaiter: (() => void) | undefined;
 
   constructor(readonly ref: QueueRef, readonly filter: FilterExpression) {}
 
@@ -55,7 +58,25 @@ export class ProcessQueue {
     return min;
   }
 
+  /** Resolves when messages leave the buffer (take), or after `ms` (PushConsumer's orderly dispatch takes them itself). */
+  bufferSpace(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.wakeFetcher(), ms);
+      this.spaceWaiter = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  wakeFetcher(): void {
+    const wake = this.spaceWaiter;
+    this.spaceWaiter = undefined;
+    wake?.();
+  }
+
   resetTo(offset: number): void {
+    this.wakeFetcher();
     this.generation++;
     this.buffer.length = 0;
     this.inProgress.clear();
@@ -64,10 +85,15 @@ export class ProcessQueue {
   }
 }
 
+/** A fetch loop with a full buffer looks again this often even if take() did not wake it. */
+const fullBufferRecheckMs = 20;
+
 const queueKey = (ref: QueueRef): string => `${ref.brokerGroup}\u0000${ref.topic}\u0000${ref.queueId}`;
 
 export class PullConsumer {
   readonly connection: MQConnection;
+  /** PullMessage calls, decoded lean on channels of their own (pull-stream.ts). */
+  private readonly pulls: PullStreams;
   protected readonly queues = new Map<string, ProcessQueue>();
   private readonly subscriptions = new Map<string, FilterExpression>();
   private readonly mode: 'clustering' | 'broadcasting';
@@ -82,6 +108,7 @@ export class PullConsumer {
   constructor(readonly options: PullConsumerOptions) {
     if (!/^[A-Za-z0-9_-]{1,120}$/.test(options.group)) throw new MQClientError('ILLEGAL_CONSUMER_GROUP', `consumer group name ${JSON.stringify(options.group)} is invalid`, true);
     this.connection = new MQConnection(options);
+    this.pulls = new PullStreams(this.connection);
     this.mode = options.mode ?? 'clustering';
   }
 
@@ -111,6 +138,8 @@ export class PullConsumer {
     const groups = new Set([...this.queues.values()].map((q) => q.ref.brokerGroup));
     await Promise.all([...groups].map((g) => this.connection.unary(g, 'NotifyClientTermination', { group: { name: this.options.group, resourceNamespace: '' } }).catch(() => undefined)));
     for (const wake of this.arrivals) wake();
+    for (const q of this.queues.values()) q.wakeFetcher();
+    this.pulls.close();
     this.connection.close();
   }
 
@@ -179,6 +208,7 @@ export class PullConsumer {
         if (!finished) q.inProgress.add(message.offset);
         out.push(message);
       }
+      q.wakeFetcher();
     }
     this.pollCursor++;
     return out;
@@ -273,27 +303,29 @@ export class PullConsumer {
     return Number(response.offset);
   }
 
+  /**
+   * Keeps the queue's buffer filled ahead of the application: a long poll for the next batch
+   * as soon as the last one is buffered, while the buffer is below `bufferedPerQueueMax`.
+   */
   private async fetchLoop(q: ProcessQueue): Promise<void> {
     const bufferMax = this.options.bufferedPerQueueMax ?? 512;
     const longPollMs = this.options.longPollMs ?? 5_000;
     while (this.running && !q.dropped) {
       if (q.buffer.length >= bufferMax) {
-        await sleep(20);
+        await q.bufferSpace(fullBufferRecheckMs);
         continue;
       }
       const generation = q.generation;
       try {
-        const frames = await this.connection.stream(q.ref.brokerGroup, 'PullMessage', {
+        const answer = await this.pulls.pull(q.ref.brokerGroup, {
           group: this.groupResource(), messageQueue: this.mq(q.ref), offset: q.nextPullOffset, batchSize: this.options.pullBatchSize ?? 32,
           filterExpression: filterExpressionToV2(q.filter), longPollingTimeout: { seconds: Math.floor(longPollMs / 1000), nanos: 0 },
         }, longPollMs + this.connection.requestTimeoutMs);
         if (generation !== q.generation || q.dropped) continue;
-        const status = frames.find((f) => f.content === 'status')?.status;
+        const { status, messages } = answer;
         if (status !== undefined && status.code !== 'OK' && status.code !== 'MESSAGE_NOT_FOUND') throw statusError('pull', status);
-        const messages = frames.filter((f) => f.content === 'message').map((f) => fromV2(f.message, q.ref.brokerGroup));
-        const next = frames.find((f) => f.content === 'nextOffset');
-        q.buffer.push(...messages);
-        if (next !== undefined) q.nextPullOffset = Number(next.nextOffset);
+        for (const message of messages) q.buffer.push(message);
+        if (answer.nextOffset !== undefined) q.nextPullOffset = answer.nextOffset;
         else if (messages.length > 0) q.nextPullOffset = (messages[messages.length - 1] as ReceivedMessage).offset + 1;
         if (messages.length > 0) this.onArrival();
       } catch {

@@ -22,6 +22,7 @@ import {
 } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder } from './forwarder.js';
 import type { TransactionChecks } from './transaction-checks.js';
+import { pullResponseFrames } from './pull-response.js';
 import { messageFromV2, messageToV2 } from './v2-messages.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
@@ -367,11 +368,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       const { messages, nextOffset } = await service.pull({
         topic, queueId: Number(request.messageQueue?.id ?? 0), offset: Number(request.offset ?? 0), batch, filter, pollMs: pollMsFor(request, call),
       });
-      return [
-        { status: messages.length > 0 ? okStatus : { code: 'MESSAGE_NOT_FOUND', message: 'no new message' } },
-        ...messages.map((m) => ({ message: messageToV2(m, ctx.selfAddress) })),
-        { nextOffset },
-      ];
+      return pullResponseFrames(messages, nextOffset, ctx.selfAddress);
     }),
 
     UpdateOffset: unary('UpdateOffset', async (request) => {
