@@ -4,18 +4,36 @@
  * freshly resolved leader until the hold budget runs out (official clients give each attempt
  * ~3 s and retry at once, so failing fast would burn their attempts). Used by followers and by
  * the access point.
+ *
+ * Calls travel as bytes: the access point hands over the request exactly as the client
+ * encoded it and gets the leader's response bytes back ({@link Forwarder.unaryRaw},
+ * {@link Forwarder.serverStreamRaw}); whether an answer means "not the leader" is read from
+ * its status field on the wire (v2-wire.ts). A caller that holds a decoded request (a
+ * follower's handlers) uses {@link Forwarder.unary} / {@link Forwarder.serverStream}, which
+ * encode and decode around the same byte path.
  */
 import * as grpc from '@grpc/grpc-js';
-import { clientChannelOptions, forwardedHeader, MessagingClient } from '../util/rocketmq-v2.js';
+import { clientChannelOptions, forwardedHeader, messagingServiceDefinition } from '../util/rocketmq-v2.js';
+import { int32At, responseStatusCode } from './v2-wire.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
 export interface ForwardOptions {
-  /** Where to send the call now; undefined while no leader is known. */
+  /**
+   * Where to send the call now; undefined while no leader is known. Called again while the
+   * call waits (every {@link retryPauseMs}); a caller that passes the same function for every
+   * call to one group lets concurrent calls share one evaluation per check.
+   */
   readonly target: () => string | undefined;
   readonly metadata: grpc.Metadata;
   /** The caller's own deadline (ms since epoch, Infinity when none). */
   readonly deadlineMs: number;
+}
+
+/** A unary answer: the response (bytes or decoded) and the trailers it came with. */
+export interface Forwarded<T> {
+  readonly response: T;
+  readonly trailer: grpc.Metadata | undefined;
 }
 
 export class HoldExpiredError extends Error {
@@ -23,6 +41,12 @@ export class HoldExpiredError extends Error {
 }
 
 const retryPauseMs = 50;
+/** Deadlines of forwarded calls whose caller set none. */
+const unaryDeadlineMsDefault = 30_000;
+const streamDeadlineMsDefault = 60_000;
+
+/** Status.code HA_NOT_AVAILABLE (definition.proto): the node is not the leader (or has none). */
+const haNotAvailableCode = 50002;
 
 /**
  * Calls that repeating has no further effect on: a send is de-duplicated by its message id
@@ -35,33 +59,111 @@ const retryPauseMs = 50;
  */
 const repeatableMethods: ReadonlySet<string> = new Set(['SendMessage', 'AckMessage', 'EndTransaction', 'QueryRoute', 'QueryAssignment', 'GetOffset', 'QueryOffset', 'Heartbeat']);
 
-/** True when the response or error means "try the (new) leader", with no effect having happened. */
-function isNotLeaderAnswer(response: any): boolean {
-  return response?.status?.code === 'HA_NOT_AVAILABLE';
+/** True when the response bytes mean "try the (new) leader", with no effect having happened. */
+export function isNotLeaderAnswer(response: Uint8Array): boolean {
+  return int32At(response, responseStatusCode) === haNotAvailableCode;
+}
+
+const identity = (bytes: Buffer): Buffer => bytes;
+
+interface MethodPath {
+  readonly path: string;
+  readonly definition: grpc.MethodDefinition<any, any>;
+}
+
+function methodOf(method: string): MethodPath {
+  const definition = messagingServiceDefinition[method];
+  if (definition === undefined) throw new RangeError(`MessagingService has no method ${method}`);
+  return { path: definition.path, definition };
+}
+
+/**
+ * One check every {@link retryPauseMs} for all calls waiting on a leader change (rather than
+ * a timer per call): each distinct target function is evaluated once per check.
+ */
+class LeaderWatch {
+  private readonly watchers = new Set<{ readonly target: () => string | undefined; readonly onTarget: (address: string) => void }>();
+  private timer: NodeJS.Timeout | undefined;
+
+  /** Calls `onTarget` with each new value of `target()`; the returned function stops it. */
+  add(target: () => string | undefined, onTarget: (address: string) => void): () => void {
+    const watcher = { target, onTarget };
+    this.watchers.add(watcher);
+    if (this.timer === undefined) {
+      this.timer = setInterval(() => this.check(), retryPauseMs);
+      this.timer.unref();
+    }
+    return () => {
+      this.watchers.delete(watcher);
+      if (this.watchers.size === 0 && this.timer !== undefined) {
+        clearInterval(this.timer);
+        this.timer = undefined;
+      }
+    };
+  }
+
+  private check(): void {
+    const now = new Map<() => string | undefined, string | undefined>();
+    for (const watcher of [...this.watchers]) {
+      if (!now.has(watcher.target)) now.set(watcher.target, watcher.target());
+      const address = now.get(watcher.target);
+      if (address !== undefined) watcher.onTarget(address);
+    }
+  }
+
+  close(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    this.watchers.clear();
+  }
 }
 
 export class Forwarder {
+  /** One identity-serializer client (one HTTP/2 connection) per node address. */
   private readonly clients = new Map<string, grpc.Client>();
+  private readonly watch = new LeaderWatch();
 
   constructor(private readonly holdMs: number) {}
 
-  private client(address: string): any {
+  private client(address: string): grpc.Client {
     let client = this.clients.get(address);
     if (client === undefined) {
-      client = new MessagingClient(address, grpc.credentials.createInsecure(), clientChannelOptions);
+      client = new grpc.Client(address, grpc.credentials.createInsecure(), clientChannelOptions);
       this.clients.set(address, client);
     }
     return client;
   }
 
   /**
-   * Forwards a unary call. Resolves with the leader's response, or with the last not-leader
-   * answer when the hold budget ran out; rejects with the last transport error otherwise.
+   * Forwards a unary call's request bytes. Resolves with the leader's response bytes, or with
+   * the last not-leader answer when the hold budget ran out; rejects with the last transport
+   * error otherwise.
    */
-  unary(method: string, request: unknown, options: ForwardOptions): Promise<{ response: any; trailer: grpc.Metadata | undefined }> {
-    const once = (address: string, metadata: grpc.Metadata): Promise<{ response: any; trailer: grpc.Metadata | undefined }> => this.callOnce(address, method, request, metadata, options.deadlineMs);
-    const notLeader = (result: { response: any }): boolean => isNotLeaderAnswer(result.response);
+  unaryRaw(method: string, request: Buffer, options: ForwardOptions): Promise<Forwarded<Buffer>> {
+    const { path } = methodOf(method);
+    const once = (address: string, metadata: grpc.Metadata): Promise<Forwarded<Buffer>> => this.callOnce(address, path, request, metadata, options.deadlineMs);
+    const notLeader = (result: Forwarded<Buffer>): boolean => isNotLeaderAnswer(result.response);
     return this.hold(options, repeatableMethods.has(method) ? (address, metadata) => this.untilLeaderChanges(address, metadata, options, once, notLeader) : once, notLeader);
+  }
+
+  /** {@link unaryRaw} for a decoded request; the response comes back decoded. */
+  async unary(method: string, request: unknown, options: ForwardOptions): Promise<Forwarded<any>> {
+    const { definition } = methodOf(method);
+    const { response, trailer } = await this.unaryRaw(method, definition.requestSerialize(request), options);
+    return { response: definition.responseDeserialize(response), trailer };
+  }
+
+  /** Forwards a server-streaming call's bytes; frames are collected and handed over only on success. */
+  serverStreamRaw(method: string, request: Buffer, options: ForwardOptions): Promise<Buffer[]> {
+    const { path } = methodOf(method);
+    return this.hold(options, (address, metadata) => this.streamOnce(address, path, request, metadata, options.deadlineMs), (frames) => frames.some(isNotLeaderAnswer));
+  }
+
+  /** {@link serverStreamRaw} for a decoded request; the frames come back decoded. */
+  async serverStream(method: string, request: unknown, options: ForwardOptions): Promise<any[]> {
+    const { definition } = methodOf(method);
+    const frames = await this.serverStreamRaw(method, definition.requestSerialize(request), options);
+    return frames.map((frame) => definition.responseDeserialize(frame));
   }
 
   /**
@@ -75,9 +177,11 @@ export class Forwarder {
       let outstanding = 0;
       let settled = false;
       let notLeaderAnswer: { result: T } | undefined;
+      // Assigned below, before any answer can come in (answers arrive in a later turn).
+      let stopWatching = (): void => undefined;
       const finish = (): void => {
         settled = true;
-        clearInterval(watch);
+        stopWatching();
       };
       const attempt = (to: string): void => {
         tried.add(to);
@@ -105,17 +209,11 @@ export class Forwarder {
           }
         });
       };
-      const watch = setInterval(() => {
-        const now = options.target();
-        if (!settled && now !== undefined && !tried.has(now)) attempt(now);
-      }, retryPauseMs);
       attempt(address);
+      stopWatching = this.watch.add(options.target, (now) => {
+        if (!settled && !tried.has(now)) attempt(now);
+      });
     });
-  }
-
-  /** Forwards a server-streaming call; frames are collected and handed over only on success. */
-  serverStream(method: string, request: unknown, options: ForwardOptions): Promise<any[]> {
-    return this.hold(options, (address, metadata) => this.streamOnce(address, method, request, metadata, options.deadlineMs), (frames) => frames.some(isNotLeaderAnswer));
   }
 
   /** Tries the current target until it answers as leader or the hold budget runs out. */
@@ -148,34 +246,44 @@ export class Forwarder {
     }
   }
 
-  /** A bidirectional Telemetry stream to `address`. */
+  /** A bidirectional Telemetry stream to `address` (decoded commands both ways). */
   telemetry(address: string, metadata: grpc.Metadata): grpc.ClientDuplexStream<any, any> {
     const forwarded = metadata.clone();
     forwarded.set(forwardedHeader, '1');
-    return this.client(address).Telemetry(forwarded);
+    const { path, definition } = methodOf('Telemetry');
+    return this.client(address).makeBidiStreamRequest(path, definition.requestSerialize, definition.responseDeserialize, forwarded);
   }
 
   close(): void {
+    this.watch.close();
     for (const client of this.clients.values()) client.close();
     this.clients.clear();
   }
 
-  private callOnce(address: string, method: string, request: unknown, metadata: grpc.Metadata, deadlineMs: number): Promise<{ response: any; trailer: grpc.Metadata | undefined }> {
+  private callOnce(address: string, path: string, request: Buffer, metadata: grpc.Metadata, deadlineMs: number): Promise<Forwarded<Buffer>> {
     return new Promise((resolve, reject) => {
-      let trailer: grpc.Metadata | undefined;
-      const call = this.client(address)[method](request, metadata, { deadline: deadlineMs === Infinity ? Date.now() + 30_000 : deadlineMs }, (error: grpc.ServiceError | null, response: any) => {
-        if (error !== null) reject(error);
-        else resolve({ response, trailer });
+      const deadline = deadlineMs === Infinity ? Date.now() + unaryDeadlineMsDefault : deadlineMs;
+      const result: { response: Buffer; trailer: grpc.Metadata | undefined } = { response: Buffer.alloc(0), trailer: undefined };
+      const call = this.client(address).makeUnaryRequest(path, identity, identity, request, metadata, { deadline }, (error, response) => {
+        if (error !== null || response === undefined) {
+          reject(error ?? new Error('no response'));
+          return;
+        }
+        result.response = response;
+        resolve(result);
       });
-      call.on('status', (status: grpc.StatusObject) => { trailer = status.metadata; });
+      // grpc-js calls the callback first and emits 'status' (with the trailers) right after, in
+      // the same turn, so the trailers are in place before anyone awaiting `result` runs.
+      call.on('status', (status: grpc.StatusObject) => { result.trailer = status.metadata; });
     });
   }
 
-  private streamOnce(address: string, method: string, request: unknown, metadata: grpc.Metadata, deadlineMs: number): Promise<any[]> {
+  private streamOnce(address: string, path: string, request: Buffer, metadata: grpc.Metadata, deadlineMs: number): Promise<Buffer[]> {
     return new Promise((resolve, reject) => {
-      const frames: any[] = [];
-      const call = this.client(address)[method](request, metadata, { deadline: deadlineMs === Infinity ? Date.now() + 60_000 : deadlineMs });
-      call.on('data', (frame: any) => frames.push(frame));
+      const frames: Buffer[] = [];
+      const deadline = deadlineMs === Infinity ? Date.now() + streamDeadlineMsDefault : deadlineMs;
+      const call = this.client(address).makeServerStreamRequest(path, identity, identity, request, metadata, { deadline });
+      call.on('data', (frame: Buffer) => frames.push(frame));
       call.on('error', (error: grpc.ServiceError) => reject(error));
       call.on('end', () => resolve(frames));
     });

@@ -15,6 +15,7 @@ import { loadProtoFile } from '../util/proto-files.js';
 import { messagingServiceDefinition, okStatus, type V2Status } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder } from './forwarder.js';
 import { splitAddress } from './messaging-service.js';
+import { requestRouting, stringAt, WireFormatError, type FieldPath } from './v2-wire.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -30,6 +31,38 @@ export interface NameServerConfig {
 }
 
 export const defaultNameServerSettings = { expiryMs: 6_000, holdMs: 2_500, logLevel: 'info' } as const;
+
+/** Memoised per-group leader targets kept at most (see leaderOf). */
+const leaderTargetsMax = 1_024;
+
+/** Methods whose request the access point passes on as bytes (and the response back as bytes). */
+const bytesMethods: ReadonlySet<string> = new Set([
+  'SendMessage', 'ReceiveMessage', 'PullMessage', 'AckMessage', 'ChangeInvisibleDuration', 'ForwardMessageToDeadLetterQueue', 'RecallMessage',
+  'UpdateOffset', 'GetOffset', 'QueryOffset', 'EndTransaction', 'Heartbeat', 'NotifyClientTermination',
+]);
+
+const identity = (bytes: Buffer): Buffer => bytes;
+
+/** MessagingService with identity (de)serializers for {@link bytesMethods}; the rest decode as usual. */
+const accessPointDefinition: grpc.ServiceDefinition = Object.fromEntries(Object.entries(messagingServiceDefinition).map(([method, definition]) => [
+  method, bytesMethods.has(method) ? { ...definition, requestDeserialize: identity, responseSerialize: identity } : definition,
+]));
+
+function encodeResponse(method: string, response: unknown): Buffer {
+  const definition = messagingServiceDefinition[method];
+  if (definition === undefined) throw new RangeError(`MessagingService has no method ${method}`);
+  return definition.responseSerialize(response);
+}
+
+/**
+ * The leader itself refused the request's bytes (gRPC's own answer to input it cannot
+ * decode): passed on to the client as it is, as the access point answered when it decoded
+ * every request itself. Every other failure means no leader was reached.
+ */
+function isLeaderAnswer(error: Error): error is grpc.ServiceError {
+  const { code, details } = error as Partial<grpc.ServiceError>;
+  return code === grpc.status.INTERNAL && typeof details === 'string' && details.startsWith('Error deserializing request');
+}
 
 export class NameServerProcess {
   readonly registry: RouteRegistry;
@@ -56,7 +89,7 @@ export class NameServerProcess {
     instance.servers.push(namesrv);
     if (config.accessPointAddress !== '') {
       const access = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 * 1024, 'grpc.max_send_message_length': 64 * 1024 * 1024 });
-      access.addService(messagingServiceDefinition, instance.accessPointHandlers());
+      access.addService(accessPointDefinition, instance.accessPointHandlers());
       await bind(access, config.accessPointAddress);
       instance.servers.push(access);
     }
@@ -104,12 +137,22 @@ export class NameServerProcess {
 
   // ---- access point ----------------------------------------------------------------------
 
+  /** One target function per group, so that calls waiting on one group share its checks. */
+  private readonly leaderTargets = new Map<string, () => string | undefined>();
+
   private leaderOf(group: string): () => string | undefined {
-    return () => this.registry.group(group, Date.now())?.leader?.address;
+    let target = this.leaderTargets.get(group);
+    if (target === undefined) {
+      target = () => this.registry.group(group, Date.now())?.leader?.address;
+      // Group names can come from requests (a queue's broker name): keep the memo bounded.
+      if (this.leaderTargets.size >= leaderTargetsMax) this.leaderTargets.clear();
+      this.leaderTargets.set(group, target);
+    }
+    return target;
   }
 
   /** Groups for a topic; when no group hosts it yet, every group (one may auto-create it). */
-  private groupsFor(topic: string): GroupRoute[] {
+  private groupsFor(topic: string): readonly GroupRoute[] {
     const hosting = this.registry.routesFor(topic, Date.now());
     return hosting.length > 0 ? hosting : this.registry.groups(Date.now()).slice(0, 1);
   }
@@ -119,42 +162,81 @@ export class NameServerProcess {
     return { ...queue, broker: { ...queue.broker, endpoints: { scheme: /^\d+\.\d+\.\d+\.\d+$/.test(host) ? 'IPv4' : 'DOMAIN_NAME', addresses: [{ host, port }] } } };
   }
 
+  /**
+   * The access point's handlers. Calls that it passes on unchanged (every data path) are
+   * handled as bytes: the routing fields are read from the wire (v2-wire.ts) and the request
+   * and the leader's response travel as they are. QueryRoute and QueryAssignment (whose
+   * answers advertise this address) and Telemetry (which fans out) are decoded.
+   */
   private accessPointHandlers(): grpc.UntypedServiceImplementation {
     const noGroup = (what: string): V2Status => ({ code: 'HA_NOT_AVAILABLE', message: `no broker group is registered ${what}` });
-    const forward = (method: string, pickGroup: (request: any) => string | undefined, errorShape: (status: V2Status) => any = (status) => ({ status })) =>
-      (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
-        const group = pickGroup(call.request);
-        if (group === undefined) {
-          callback(null, errorShape(noGroup('for this request')));
+    const unreachable = (group: string, error: Error): V2Status => ({ code: 'HA_NOT_AVAILABLE', message: `broker group ${group} has no reachable leader: ${error.message}` });
+    /** Reads the group to route to; a request the wire reader cannot parse is answered as gRPC answers undecodable input. */
+    const routeOf = (request: Buffer, pickGroup: (request: Buffer) => string | undefined): { group: string | undefined } | grpc.ServiceError => {
+      try {
+        return { group: pickGroup(request) };
+      } catch (error) {
+        if (!(error instanceof WireFormatError)) throw error;
+        return Object.assign(new Error('Error deserializing request'), { code: grpc.status.INTERNAL, details: 'Error deserializing request', metadata: new grpc.Metadata() });
+      }
+    };
+    const forward = (method: string, pickGroup: (request: Buffer) => string | undefined, errorShape: (status: V2Status) => any = (status) => ({ status })) => {
+      const encode = (status: V2Status): Buffer => encodeResponse(method, errorShape(status));
+      return (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>): void => {
+        const route = routeOf(call.request, pickGroup);
+        if (!('group' in route)) {
+          callback(route);
           return;
         }
-        this.forwarder.unary(method, call.request, { target: this.leaderOf(group), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
+        const { group } = route;
+        if (group === undefined) {
+          callback(null, encode(noGroup('for this request')));
+          return;
+        }
+        this.forwarder.unaryRaw(method, call.request, { target: this.leaderOf(group), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
           ({ response, trailer }) => callback(null, response, trailer),
-          (error: Error) => callback(null, errorShape({ code: 'HA_NOT_AVAILABLE', message: `broker group ${group} has no reachable leader: ${error.message}` })),
+          (error: Error) => (isLeaderAnswer(error) ? callback(error) : callback(null, encode(unreachable(group, error)))),
         );
       };
-    const forwardStream = (method: string, pickGroup: (request: any) => string | undefined) => (call: grpc.ServerWritableStream<any, any>): void => {
-      const group = pickGroup(call.request);
-      const finish = (frames: any[]): void => {
-        for (const frame of frames) call.write(frame);
-        call.end();
-      };
-      if (group === undefined) {
-        finish([{ status: noGroup('for this request') }]);
-        return;
-      }
-      this.forwarder.serverStream(method, call.request, { target: this.leaderOf(group), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
-        (frames) => finish(frames),
-        (error: Error) => finish([{ status: { code: 'HA_NOT_AVAILABLE', message: `broker group ${group} has no reachable leader: ${error.message}` } }]),
-      );
     };
-    const byQueue = (request: any): string | undefined => request.messageQueue?.broker?.name || this.groupsFor(String(request.messageQueue?.topic?.name ?? ''))[0]?.group;
-    const byHandle = (handle: string, topic: string): string | undefined => parseReceiptHandle(String(handle ?? ''))?.brokerGroup ?? this.groupsFor(topic)[0]?.group;
-    const broadcast = (method: string) => (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
-      for (const group of this.registry.groups(Date.now())) {
-        this.forwarder.unary(method, call.request, { target: this.leaderOf(group.group), metadata: call.metadata, deadlineMs: Date.now() + 2_000 }).catch(() => undefined);
-      }
-      callback(null, { status: okStatus });
+    const forwardStream = (method: string, pickGroup: (request: Buffer) => string | undefined) => {
+      const encode = (status: V2Status): Buffer => encodeResponse(method, { status });
+      return (call: grpc.ServerWritableStream<Buffer, Buffer>): void => {
+        const finish = (frames: readonly Buffer[]): void => {
+          for (const frame of frames) call.write(frame);
+          call.end();
+        };
+        const route = routeOf(call.request, pickGroup);
+        if (!('group' in route)) {
+          call.emit('error', route);
+          return;
+        }
+        const { group } = route;
+        if (group === undefined) {
+          finish([encode(noGroup('for this request'))]);
+          return;
+        }
+        this.forwarder.serverStreamRaw(method, call.request, { target: this.leaderOf(group), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
+          (frames) => finish(frames),
+          (error: Error) => (isLeaderAnswer(error) ? call.emit('error', error) : finish([encode(unreachable(group, error))])),
+        );
+      };
+    };
+    /** By the queue's broker name, else by its topic. */
+    const byQueue = (paths: { readonly queueBroker: FieldPath; readonly queueTopic: FieldPath }) => (request: Buffer): string | undefined =>
+      stringAt(request, paths.queueBroker) || this.groupsFor(stringAt(request, paths.queueTopic))[0]?.group;
+    /** By the group a receipt handle names, else by the topic. */
+    const byHandle = (paths: { readonly handle: FieldPath; readonly topic: FieldPath }) => (request: Buffer): string | undefined =>
+      parseReceiptHandle(stringAt(request, paths.handle))?.brokerGroup ?? this.groupsFor(stringAt(request, paths.topic))[0]?.group;
+    const okAnswer = (method: string): Buffer => encodeResponse(method, { status: okStatus });
+    const broadcast = (method: string) => {
+      const ok = okAnswer(method);
+      return (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>): void => {
+        for (const group of this.registry.groups(Date.now())) {
+          this.forwarder.unaryRaw(method, call.request, { target: this.leaderOf(group.group), metadata: call.metadata, deadlineMs: Date.now() + 2_000 }).catch(() => undefined);
+        }
+        callback(null, ok);
+      };
     };
     /** Calls every group that hosts the topic and merges their queue lists under our address. */
     const gather = (method: string, field: 'messageQueues' | 'assignments') => (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
@@ -179,26 +261,27 @@ export class NameServerProcess {
       QueryAssignment: gather('QueryAssignment', 'assignments'),
       Heartbeat: broadcast('Heartbeat'),
       NotifyClientTermination: broadcast('NotifyClientTermination'),
+      // The first message's topic's groups, and among them the message group's (by hash) or any.
       SendMessage: forward('SendMessage', (request) => {
-        const first = request.messages?.[0];
-        const groups = this.groupsFor(String(first?.topic?.name ?? ''));
+        const groups = this.groupsFor(stringAt(request, requestRouting.SendMessage.topic));
         if (groups.length === 0) return undefined;
-        const key = String(first?.systemProperties?.messageGroup ?? '');
+        const key = stringAt(request, requestRouting.SendMessage.messageGroup);
         return groups[(key === '' ? Math.floor(Math.random() * groups.length) : stableHash(key) % groups.length)]?.group;
       }, (status) => ({ status, entries: [] })),
-      ReceiveMessage: forwardStream('ReceiveMessage', byQueue),
-      PullMessage: forwardStream('PullMessage', byQueue),
-      AckMessage: forward('AckMessage', (request) => byHandle(request.entries?.[0]?.receiptHandle, String(request.topic?.name ?? ''))),
-      ChangeInvisibleDuration: forward('ChangeInvisibleDuration', (request) => byHandle(request.receiptHandle, String(request.topic?.name ?? '')), (status) => ({ status, receiptHandle: '' })),
-      ForwardMessageToDeadLetterQueue: forward('ForwardMessageToDeadLetterQueue', (request) => byHandle(request.receiptHandle, String(request.topic?.name ?? ''))),
+      ReceiveMessage: forwardStream('ReceiveMessage', byQueue(requestRouting.ReceiveMessage)),
+      PullMessage: forwardStream('PullMessage', byQueue(requestRouting.PullMessage)),
+      AckMessage: forward('AckMessage', byHandle(requestRouting.AckMessage)),
+      ChangeInvisibleDuration: forward('ChangeInvisibleDuration', byHandle(requestRouting.ChangeInvisibleDuration), (status) => ({ status, receiptHandle: '' })),
+      ForwardMessageToDeadLetterQueue: forward('ForwardMessageToDeadLetterQueue', byHandle(requestRouting.ForwardMessageToDeadLetterQueue)),
       // A recall goes to the group that stored the delayed message (its recall handle names it).
-      RecallMessage: forward('RecallMessage', (request) => parseRecallHandle(String(request.recallHandle ?? ''))?.brokerGroup ?? this.groupsFor(String(request.topic?.name ?? ''))[0]?.group,
-        (status) => ({ status, messageId: '' })),
-      UpdateOffset: forward('UpdateOffset', byQueue),
-      GetOffset: forward('GetOffset', byQueue, (status) => ({ status, offset: 0 })),
-      QueryOffset: forward('QueryOffset', byQueue, (status) => ({ status, offset: 0 })),
+      RecallMessage: forward('RecallMessage', (request) => parseRecallHandle(stringAt(request, requestRouting.RecallMessage.handle))?.brokerGroup
+        ?? this.groupsFor(stringAt(request, requestRouting.RecallMessage.topic))[0]?.group, (status) => ({ status, messageId: '' })),
+      UpdateOffset: forward('UpdateOffset', byQueue(requestRouting.UpdateOffset)),
+      GetOffset: forward('GetOffset', byQueue(requestRouting.GetOffset), (status) => ({ status, offset: 0 })),
+      QueryOffset: forward('QueryOffset', byQueue(requestRouting.QueryOffset), (status) => ({ status, offset: 0 })),
       // To the group holding the half message (its transaction id names it).
-      EndTransaction: forward('EndTransaction', (request) => parseTransactionId(String(request.transactionId ?? ''))?.brokerGroup ?? this.groupsFor(String(request.topic?.name ?? ''))[0]?.group),
+      EndTransaction: forward('EndTransaction', (request) => parseTransactionId(stringAt(request, requestRouting.EndTransaction.handle))?.brokerGroup
+        ?? this.groupsFor(stringAt(request, requestRouting.EndTransaction.topic))[0]?.group),
       Telemetry: (call: grpc.ServerDuplexStream<any, any>) => this.proxyTelemetry(call),
     };
   }
