@@ -207,7 +207,18 @@ export class MQConnection {
   }
 
   /** A server-streaming call to the leader of `group`; frames are returned when it ends. */
-  async stream(group: string, method: string, request: object, timeoutMs: number): Promise<any[]> {
+  stream(group: string, method: string, request: object, timeoutMs: number): Promise<any[]> {
+    return this.onLeader(group, method, async (address) => {
+      const { frames, trailer } = await this.streamOnce(address, method, request, timeoutMs);
+      return { value: frames, notLeader: frames.some((f) => f.status?.code === 'HA_NOT_AVAILABLE'), trailer };
+    });
+  }
+
+  /**
+   * Runs one call (`once`) against the leader of `group`: follows not-leader answers and
+   * retries nodes it cannot reach until the leader wait passes. Any other gRPC error ends it.
+   */
+  async onLeader<T>(group: string, method: string, once: (address: string) => Promise<{ value: T; notLeader: boolean; trailer: grpc.Metadata | undefined }>): Promise<T> {
     const until = Date.now() + this.leaderWaitMs;
     let attempts = 0;
     for (;;) {
@@ -215,11 +226,11 @@ export class MQConnection {
       const address = await this.leaderOf(group).catch(() => undefined);
       if (address !== undefined) {
         try {
-          const { frames, trailer } = await this.streamOnce(address, method, request, timeoutMs);
-          const notLeader = frames.find((f) => f.status?.code === 'HA_NOT_AVAILABLE');
-          if (notLeader === undefined) return frames;
+          const { value, notLeader, trailer } = await once(address);
+          if (!notLeader) return value;
           this.followLeaderHint(group, address, trailer);
         } catch (error) {
+          if (error instanceof MQClientError) throw error;
           const serviceError = error as grpc.ServiceError;
           this.leaders.delete(group);
           if (serviceError.code !== grpc.status.UNAVAILABLE) throw new MQClientError(grpc.status[serviceError.code] ?? 'UNKNOWN', `${method} to ${address}: ${serviceError.message}`, false, { cause: error });

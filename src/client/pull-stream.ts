@@ -1,15 +1,14 @@
 /**
  * PullMessage calls of our PullConsumer: the same requests and leader-following as
- * MQConnection.stream, on channels of their own that decode the response frames with
+ * every MQConnection call, on channels of their own that decode the response frames with
  * pull-frames.ts (messages straight into ReceivedMessage) and open a wider HTTP/2 flow-control
  * window. With the default 64 KiB window, shared by every stream of a connection, a broker
  * answering eight queues' pulls of hundreds of 1 KiB messages stops every 64 KiB until this
  * process has read them and said so; the drain then runs at the pace of two event loops'
  * turns, not of their CPUs.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { clientChannelOptions, leaderHeader, messagingServiceDefinition } from '../util/rocketmq-v2.js';
+import { clientChannelOptions, messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import type { ReceivedMessage } from './messages.js';
 import { MQClientError, type MQConnection } from './mq-connection.js';
 import { decodePullFrame, type PullFrame } from './pull-frames.js';
@@ -28,8 +27,6 @@ export interface PullAnswer {
 
 export class PullStreams {
   private readonly clients = new Map<string, grpc.Client>();
-  /** Leaders learnt from this path's answers and the NameServer. */
-  private readonly leaders = new Map<string, string>();
   private closed = false;
 
   constructor(private readonly connection: MQConnection) {}
@@ -40,45 +37,13 @@ export class PullStreams {
     this.clients.clear();
   }
 
-  /**
-   * One PullMessage to the leader of `group`, following not-leader answers and retrying
-   * unreachable nodes until the connection's leader wait passes (as MQConnection.stream does).
-   */
-  async pull(group: string, request: object, timeoutMs: number): Promise<PullAnswer> {
-    const until = Date.now() + (this.connection.options.leaderWaitMs ?? 5_000);
-    let attempts = 0;
-    for (;;) {
+  /** One PullMessage to the leader of `group`, found and followed as for every other call (MQConnection.onLeader). */
+  pull(group: string, request: object, timeoutMs: number): Promise<PullAnswer> {
+    return this.connection.onLeader(group, 'PullMessage', async (address) => {
       if (this.closed) throw new MQClientError('CLIENT_CLOSED', 'the client was shut down', true);
-      const address = await this.leaderOf(group).catch(() => undefined);
-      if (address !== undefined) {
-        try {
-          const { answer, trailer } = await this.pullOnce(address, group, request, timeoutMs);
-          if (answer.status?.code !== 'HA_NOT_AVAILABLE') return answer;
-          this.followLeaderHint(group, address, trailer);
-        } catch (error) {
-          const serviceError = error as grpc.ServiceError;
-          this.leaders.delete(group);
-          if (serviceError.code !== grpc.status.UNAVAILABLE) throw new MQClientError(grpc.status[serviceError.code] ?? 'UNKNOWN', `PullMessage to ${address}: ${serviceError.message}`, false, { cause: error });
-        }
-      }
-      attempts++;
-      if (Date.now() >= until) throw new MQClientError('NO_LEADER', `broker group ${group} has no reachable leader after ${attempts} attempts`, true);
-      await sleep(Math.min(20 * attempts, 200));
-    }
-  }
-
-  private async leaderOf(group: string): Promise<string | undefined> {
-    const known = this.leaders.get(group);
-    if (known !== undefined) return known;
-    const found = (await this.connection.routes('', true)).find((g) => g.group === group && g.leaderAddress !== '')?.leaderAddress;
-    if (found !== undefined) this.leaders.set(group, found);
-    return found;
-  }
-
-  private followLeaderHint(group: string, address: string, trailer: grpc.Metadata | undefined): void {
-    const hinted = trailer?.get(leaderHeader)[0];
-    if (hinted !== undefined && String(hinted) !== address) this.leaders.set(group, String(hinted));
-    else this.leaders.delete(group);
+      const { answer, trailer } = await this.pullOnce(address, group, request, timeoutMs);
+      return { value: answer, notLeader: answer.status?.code === 'HA_NOT_AVAILABLE', trailer };
+    });
   }
 
   private client(address: string): grpc.Client {

@@ -243,7 +243,8 @@ describe('RaftCore', () => {
 
   // Regression (found by the simulator, seeds 1052/1115/1308/1326/1506): a lost append in the
   // pipeline was never re-sent because heartbeat answers counted as progress.
-  it('re-sends an append lost from the pipeline once an election timeout passes without progress, not after one slow heartbeat', () => {
+  /** n1 leads n2 and n3; 'a' is everywhere, the append carrying 'b' to n2 was dropped. */
+  function groupThatLostAnAppendToN2(): Group {
     const group = new Group(3);
     group.tick('n1', 25);
     group.core('n1').propose([payload('a')]);
@@ -251,6 +252,11 @@ describe('RaftCore', () => {
     group.dropOnce = (m) => m.type === 'append-request' && m.to === 'n2' && m.entryCount > 0;
     group.core('n1').propose([payload('b')]);
     group.stabilize();
+    return group;
+  }
+
+  it('re-sends an append lost from the pipeline once an election timeout passes without progress, not after one slow heartbeat', () => {
+    const group = groupThatLostAnAppendToN2();
     expect(group.logs.get('n2')?.length).toBe(2); // 'b' was lost on the way to n2
     group.tick('n1', 6); // three heartbeat intervals: n2 may just be slow, nothing is sent again
     expect(group.logs.get('n2')?.length).toBe(2);
@@ -259,13 +265,7 @@ describe('RaftCore', () => {
   });
 
   it('a probe outstanding at a heartbeat is asked again without its entries, and replication resumes from the answer', () => {
-    const group = new Group(3);
-    group.tick('n1', 25);
-    group.core('n1').propose([payload('a')]);
-    group.stabilize();
-    group.dropOnce = (m) => m.type === 'append-request' && m.to === 'n2' && m.entryCount > 0;
-    group.core('n1').propose([payload('b')]);
-    group.stabilize();
+    const group = groupThatLostAnAppendToN2();
     // Lost after an election timeout: n1 probes n2 from 'b', and that probe is dropped too.
     group.dropOnce = (m) => m.type === 'append-request' && m.to === 'n2' && m.entryCount > 0;
     for (let i = 0; i < 20 && group.dropOnce !== undefined; i++) group.tick('n1', 1);
