@@ -1,196 +1,267 @@
 /**
  * `npm run bench` — end-to-end produce and consume on one 3-node broker group (SYNC_FLUSH,
  * 1 KiB bodies, 1/64/256 in flight) through our client (straight to the leader) and through
- * the official rocketmq-client-nodejs Producer (through the access point), side by side in
- * the same run with a 3-node NATS JetStream R3 stream (file storage). nats-server is
- * installed from Debian's packages when missing (as ../shared/peers/nats-bench.sh does);
- * without it, the NATS rows are skipped with a note. Every phase is bounded in count and time.
+ * the official rocketmq-client-nodejs Producer (straight to the leader, then through the access
+ * point), side by side in the same run with two Raft-replicated peers: a 3-node NATS JetStream
+ * R3 stream (file storage; bench/nats-peer.ts) and a 3-node RabbitMQ quorum queue (publisher
+ * confirms; bench/rabbitmq-peer.ts). Both peers are installed from Debian's packages when
+ * missing; a peer that cannot be had is skipped with a note. Each system runs alone: RaftMQ's
+ * processes are stopped before NATS starts, NATS's before RabbitMQ's, since every row also
+ * reports the CPU its servers and this client used per message. Every phase is bounded in
+ * count and time.
  *
- *   npm run bench [-- --seconds 8 --size 1024 --inflight 1,64,256 --json --no-nats]
+ *   npm run bench [-- --seconds 8 --size 1024 --inflight 1,64,256 --drain 50000 --json
+ *                     --no-nats --no-rabbitmq --cpu-prof DIR]
+ *
+ * With --cpu-prof DIR the RaftMQ server processes (brokers n1..n3 and the NameServer with its
+ * access point) run under `node --cpu-prof`, writing DIR/<id>.<stamp>.cpuprofile when they stop;
+ * the bench prints each phase's `--window` for `node dist/bench/profile-top.js`.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Table from 'cli-table3';
-import { Command } from 'commander';
-import { AckPolicy, connect, DeliverPolicy, StorageType } from 'nats';
-import { Producer as OfficialProducer } from 'rocketmq-client-nodejs';
+import { Command, InvalidArgumentError } from 'commander';
+import { Producer as OfficialProducer, type ProducerOptions } from 'rocketmq-client-nodejs';
 import { Admin } from '../src/client/admin.js';
 import { Producer } from '../src/client/producer.js';
 import { PullConsumer } from '../src/client/pull-consumer.js';
 import { LocalCluster, freePorts } from '../src/cli/local-cluster.js';
 import { plainWhenPiped } from '../src/cli/tables.js';
+import { closedLoop, countCap, ensureDebianBinary, measure, onInterrupt, round, type Row } from './bench-support.js';
+import { NATS, benchNats } from './nats-peer.js';
+import { RABBITMQ, benchRabbitMQ, ensureRabbitMQ } from './rabbitmq-peer.js';
 
-interface Row {
-  system: string;
-  phase: string;
-  inflight: number;
-  messages: number;
-  seconds: number;
-  msgs_s: number;
-  p50_ms: number;
-  p99_ms: number;
+const OURS = 'RaftMQ, our client';
+const DIRECT = 'RaftMQ, official client direct to leader';
+const VIA_AP = 'RaftMQ, official client via access point';
+
+interface Options {
+  readonly seconds: number;
+  readonly size: number;
+  readonly inflights: readonly number[];
+  readonly drain: number;
+  readonly cpuProf?: string;
 }
 
-const percentile = (sorted: number[], p: number): number => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number);
-const round = (n: number, digits = 2): number => Number(n.toFixed(digits));
-
-/** Closed loop: `inflight` workers, each awaiting its send before the next; bounded in count and time. */
-async function closedLoop(system: string, inflight: number, seconds: number, countMax: number, send: () => Promise<unknown>): Promise<Row> {
-  const latencies: number[] = [];
-  let issued = 0;
-  const started = performance.now();
-  const until = started + seconds * 1000;
-  await Promise.all(Array.from({ length: inflight }, async () => {
-    while (issued < countMax && performance.now() < until) {
-      issued++;
-      const t = performance.now();
-      await send();
-      latencies.push(performance.now() - t);
-    }
-  }));
-  const elapsed = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  return { system, phase: 'produce', inflight, messages: latencies.length, seconds: round(elapsed), msgs_s: Math.round(latencies.length / elapsed), p50_ms: round(percentile(latencies, 50)), p99_ms: round(percentile(latencies, 99)) };
+/** A phase's span on the monotonic clock V8 stamps its CPU profiles with (µs), to turn into a profile-top --window. */
+interface PhaseSpan {
+  readonly label: string;
+  readonly startUs: number;
+  readonly endUs: number;
 }
 
-function ensureNatsServer(): string | undefined {
-  const found = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' }).stdout.trim();
-  if (found !== '') return found;
-  if (process.getuid?.() !== 0) return undefined;
-  console.error('bench: installing nats-server from Debian packages (apt-get) for the same-run comparison...');
-  spawnSync('apt-get', ['update', '-qq'], { stdio: 'ignore' });
-  spawnSync('apt-get', ['install', '-y', '-qq', 'nats-server'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  const again = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' }).stdout.trim();
-  return again === '' ? undefined : again;
-}
+const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
-async function benchNats(binary: string, dir: string, options: { inflights: number[]; seconds: number; size: number; drain: number }): Promise<Row[]> {
-  const ports = await freePorts(6);
-  const client = ports.slice(0, 3);
-  const routes = ports.slice(3).map((p) => `nats-route://127.0.0.1:${p}`).join(', ');
-  const processes: ChildProcess[] = [];
-  try {
-    for (let i = 0; i < 3; i++) {
-      const conf = path.join(dir, `nats-n${i + 1}.conf`);
-      await fs.writeFile(conf, `server_name: n${i + 1}\nlisten: 127.0.0.1:${client[i]}\njetstream { store_dir: "${path.join(dir, `nats-n${i + 1}`)}", max_memory_store: 256MB, max_file_store: 20GB }\ncluster { name: bench, listen: 127.0.0.1:${ports[3 + i]}, routes: [ ${routes} ] }\n`);
-      processes.push(spawn(binary, ['-c', conf], { stdio: 'ignore' }));
-    }
-    const servers = client.map((p) => `127.0.0.1:${p}`);
-    const retry = async <T>(fn: () => Promise<T>): Promise<T> => {
-      for (let i = 0; ; i++) {
-        try { return await fn(); } catch (error) { if (i > 60) throw error; await new Promise((r) => setTimeout(r, 500)); }
-      }
-    };
-    const admin = await retry(() => connect({ servers }));
-    const jsm = await retry(() => admin.jetstreamManager({ timeout: 2000 }));
-    await retry(() => jsm.streams.add({ name: 'BENCH', subjects: ['bench'], storage: StorageType.File, num_replicas: 3 }));
-    const info = await jsm.streams.info('BENCH');
-    const leaderName = info.cluster?.leader ?? 'n1';
-    const leader = servers[Number(leaderName.slice(1)) - 1] as string;
-    await admin.close();
-    const nc = await connect({ servers: leader });
-    const js = nc.jetstream();
-    const payload = randomBytes(options.size);
-    const rows: Row[] = [];
-    for (const inflight of options.inflights) rows.push(await closedLoop('NATS JetStream R3', inflight, options.seconds, inflight === 1 ? 5_000 : 100_000, () => js.publish('bench', payload)));
-    const jsm2 = await nc.jetstreamManager();
-    const total = (await jsm2.streams.info('BENCH')).state.messages;
-    await jsm2.consumers.add('BENCH', { durable_name: 'drain', ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
-    const consumer = await js.consumers.get('BENCH', 'drain');
-    const want = Math.min(total, options.drain);
-    const started = performance.now();
-    let got = 0;
-    while (got < want && performance.now() - started < 120_000) {
-      const batch = await consumer.fetch({ max_messages: 1000, expires: 2000 });
-      for await (const m of batch) {
-        m.ack();
-        got++;
-        if (got >= want) break;
-      }
-    }
-    const seconds = (performance.now() - started) / 1000;
-    rows.push({ system: 'NATS JetStream R3', phase: 'consume', inflight: 0, messages: got, seconds: round(seconds), msgs_s: Math.round(got / seconds), p50_ms: 0, p99_ms: 0 });
-    await nc.close();
-    return rows;
-  } finally {
-    for (const p of processes) p.kill('SIGKILL');
-  }
-}
+const positiveInteger = (name: string, max: number) => (value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`${name} must be an integer from 1 to ${max}, not '${value}'`);
+  return n;
+};
 
-async function main(): Promise<void> {
+function parseOptions(): Options & { json: boolean; nats: boolean; rabbitmq: boolean } {
   const program = new Command('bench')
-    .option('--seconds <s>', 'seconds per produce phase', (v) => Number(v), 8)
-    .option('--size <bytes>', 'body size', (v) => Number(v), 1024)
-    .option('--inflight <list>', 'in-flight levels', '1,64,256')
-    .option('--drain <n>', 'messages to consume in the drain phase', (v) => Number(v), 50_000)
+    .option('--seconds <s>', 'seconds per produce phase (each also stops at 5,000 messages at 1 in flight, 100,000 above)', (v) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n <= 0 || n > 600) throw new InvalidArgumentError(`--seconds must be a number above 0 and at most 600, not '${v}'`);
+      return n;
+    }, 8)
+    .option('--size <bytes>', 'body size', positiveInteger('--size', 4 * 1024 * 1024), 1024)
+    .option('--inflight <list>', 'in-flight levels, comma-separated', (v) => v.split(',').map((part) => positiveInteger('each --inflight level', 4096)(part.trim())), [1, 64, 256])
+    .option('--drain <n>', 'messages to consume in each drain phase (topped up first if the produce phases stored fewer)', positiveInteger('--drain', 1_000_000), 50_000)
     .option('--no-nats', 'skip the NATS JetStream comparison')
-    .option('--json', 'one JSON object per row');
+    .option('--no-rabbitmq', 'skip the RabbitMQ quorum queue comparison')
+    .option('--cpu-prof <dir>', 'run the RaftMQ servers under node --cpu-prof, writing .cpuprofile files to <dir>')
+    .option('--json', 'one JSON object per row')
+    .allowExcessArguments(false);
   program.parse(process.argv);
-  const options = program.opts<{ seconds: number; size: number; inflight: string; drain: number; nats: boolean; json?: boolean }>();
-  const inflights = options.inflight.split(',').map(Number);
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-bench-'));
+  const o = program.opts<{ seconds: number; size: number; inflight: number[]; drain: number; nats: boolean; rabbitmq: boolean; cpuProf?: string; json?: boolean }>();
+  return { seconds: o.seconds, size: o.size, inflights: o.inflight, drain: o.drain, nats: o.nats, rabbitmq: o.rabbitmq, json: o.json === true, ...(o.cpuProf === undefined ? {} : { cpuProf: path.resolve(o.cpuProf) }) };
+}
+
+/**
+ * The official clients' logger: warnings and errors to stderr, the rest dropped. Its default
+ * gives each client an egg-logger on the same ~/logs file, whose stream the first client's
+ * shutdown closes, so the second client's shutdown logged "log stream had been closed" stacks.
+ */
+const officialLogger: NonNullable<ProducerOptions['logger']> = {
+  info: () => undefined,
+  warn: (...args: unknown[]) => console.error('official client:', ...args),
+  error: (...args: unknown[]) => console.error('official client:', ...args),
+};
+
+/** Every RaftMQ phase, with the cluster alone on the machine; the cluster is stopped before this returns. */
+async function benchRaftMQ(dir: string, options: Options, spans: PhaseSpan[]): Promise<Row[]> {
   const ports = await freePorts(5);
   const namesrv = `127.0.0.1:${ports[3]}`;
   const accessPoint = `127.0.0.1:${ports[4]}`;
-  const cluster = new LocalCluster({ groupId: 'bench', dataRoot: dir, ports: ports.slice(0, 3), flush: 'sync', output: 'capture', role: 'broker', namesrv: [namesrv], logLevel: 'warn' });
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+  // --cpu-prof is refused in NODE_OPTIONS, so it goes on the command line: the launcher prefix
+  // execs node (keeping the pid) with the flags before the script ($0 is node, $@ the script and its arguments).
+  const profiling = options.cpuProf === undefined ? {} : {
+    launcher: (id: string): readonly string[] => ['sh', '-c', `exec "$0" --cpu-prof --cpu-prof-dir "$RAFTMQ_BENCH_CPU_PROF_DIR" --cpu-prof-name ${id}.${stamp}.cpuprofile "$@"`],
+    env: { RAFTMQ_BENCH_CPU_PROF_DIR: options.cpuProf },
+  };
+  const cluster = new LocalCluster({ groupId: 'bench', dataRoot: path.join(dir, 'raftmq'), ports: ports.slice(0, 3), flush: 'sync', output: 'capture', role: 'broker', namesrv: [namesrv], logLevel: 'warn', ...profiling });
+  const stop = (): Promise<void> => cluster.stop({ kill: false, removeData: false });
+  const unregister = onInterrupt(stop);
   const rows: Row[] = [];
   const body = randomBytes(options.size);
+  let pids: number[] = [];
+  const phase = async (system: string, phaseName: Row['phase'], inflight: number, run: Parameters<typeof measure>[4]): Promise<void> => {
+    const startUs = monotonicUs();
+    const row = await measure(system, phaseName, inflight, pids, run);
+    spans.push({ label: `${system}, ${phaseName}${phaseName === 'produce' ? ` at ${inflight} in flight` : ''}`, startUs, endUs: monotonicUs() });
+    rows.push(row);
+  };
   try {
     cluster.startNameServer(namesrv, accessPoint);
     cluster.startAll();
+    pids = [...cluster.processes.values()].map((child) => child.pid).filter((pid): pid is number => pid !== undefined);
     const admin = new Admin({ nameServers: [namesrv] });
-    const until = Date.now() + 30_000;
-    while (!(await admin.cluster().catch(() => [])).some((n) => n.isLeader)) {
-      if (Date.now() > until) throw new Error('no leader within 30 s');
-      await new Promise((r) => setTimeout(r, 100));
+    try {
+      const until = Date.now() + 30_000;
+      while (!(await admin.cluster().catch(() => [])).some((n) => n.isLeader)) {
+        if (Date.now() > until) throw new Error('no leader within 30 s');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await admin.createTopic('bench', { readQueues: 8, writeQueues: 8 });
+      await admin.createTopic('bench-official', { readQueues: 8, writeQueues: 8 });
+
+      const producer = new Producer({ nameServers: [namesrv], sendTimeoutMs: 10_000 });
+      await producer.start(['bench']);
+      const send = (): Promise<unknown> => producer.send({ topic: 'bench', body });
+      const warmUp = 500;
+      for (let i = 0; i < warmUp; i++) await send();
+      for (const inflight of options.inflights) await phase(OURS, 'produce', inflight, () => closedLoop(inflight, options.seconds, countCap(inflight), send));
+      const stored = warmUp + rows.reduce((sum, r) => sum + r.messages, 0);
+      if (stored < options.drain) await closedLoop(256, 120, options.drain - stored, send); // top up: every system drains the same count
+      producer.shutdown();
+      const consumer = new PullConsumer({ nameServers: [namesrv], group: 'bench-drain', pullBatchSize: 256, bufferedPerQueueMax: 4096 });
+      consumer.subscribe('bench');
+      try {
+        await phase(OURS, 'consume', 0, async () => {
+          const started = performance.now();
+          await consumer.start();
+          let got = 0;
+          while (got < options.drain && performance.now() - started < 120_000) got += (await consumer.poll(1_000, Math.min(4096, options.drain - got))).length;
+          return { messages: got };
+        });
+      } finally {
+        await consumer.shutdown();
+      }
+
+      const leader = (await admin.cluster()).find((n) => n.isLeader && n.group === 'bench');
+      if (leader === undefined) throw new Error('no leader of group bench for the official client');
+      for (const [system, endpoints] of [[DIRECT, leader.address], [VIA_AP, accessPoint]] as const) {
+        const official = new OfficialProducer({ endpoints, namespace: '', topics: ['bench-official'], logger: officialLogger });
+        await official.startup();
+        try {
+          const officialSend = (): Promise<unknown> => official.send({ topic: 'bench-official', body });
+          await closedLoop(64, 15, 200, officialSend); // warm-up: connections and routes
+          for (const inflight of options.inflights) await phase(system, 'produce', inflight, () => closedLoop(inflight, options.seconds, countCap(inflight), officialSend));
+        } finally {
+          await official.shutdown();
+        }
+      }
+    } finally {
+      admin.close();
     }
-    await admin.createTopic('bench', { readQueues: 8, writeQueues: 8 });
-    await admin.createTopic('bench-official', { readQueues: 8, writeQueues: 8 });
-    admin.close();
-
-    const producer = new Producer({ nameServers: [namesrv], sendTimeoutMs: 10_000 });
-    await producer.start(['bench']);
-    for (let i = 0; i < 500; i++) await producer.send({ topic: 'bench', body }); // warm-up
-    for (const inflight of inflights) rows.push(await closedLoop('RaftMQ, our client', inflight, options.seconds, inflight === 1 ? 5_000 : 100_000, () => producer.send({ topic: 'bench', body })));
-    producer.shutdown();
-    const consumer = new PullConsumer({ nameServers: [namesrv], group: 'bench-drain', pullBatchSize: 256, bufferedPerQueueMax: 4096 });
-    consumer.subscribe('bench');
-    const started = performance.now();
-    await consumer.start();
-    let got = 0;
-    while (got < options.drain && performance.now() - started < 120_000) got += (await consumer.poll(1_000, 4096)).length;
-    const seconds = (performance.now() - started) / 1000;
-    rows.push({ system: 'RaftMQ, our client', phase: 'consume', inflight: 0, messages: got, seconds: round(seconds), msgs_s: Math.round(got / seconds), p50_ms: 0, p99_ms: 0 });
-    await consumer.shutdown();
-
-    const official = new OfficialProducer({ endpoints: accessPoint, topics: ['bench-official'] } as never);
-    await official.startup();
-    for (const inflight of inflights) rows.push(await closedLoop('RaftMQ, official client via access point', inflight, options.seconds, inflight === 1 ? 5_000 : 100_000, () => official.send({ topic: 'bench-official', body })));
-    await official.shutdown();
+    return rows;
   } finally {
-    await cluster.stop({ kill: false, removeData: false });
+    unregister();
+    await stop();
   }
-  let natsNote = '';
-  if (options.nats) {
-    const binary = ensureNatsServer();
-    if (binary === undefined) natsNote = 'nats-server is not installed and could not be installed (needs root and Debian packages): NATS rows skipped';
-    else rows.push(...await benchNats(binary, dir, { inflights, seconds: options.seconds, size: options.size, drain: options.drain }));
+}
+
+/** For each profile the servers wrote, each phase as a profile-top --window (seconds from the profile's start). */
+async function profileWindows(dir: string, spans: readonly PhaseSpan[]): Promise<string[]> {
+  const lines: string[] = [];
+  const files = (await fs.readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.cpuprofile')).sort();
+  for (const file of files) {
+    const profile = JSON.parse(await fs.readFile(path.join(dir, file), 'utf8')) as { startTime?: unknown };
+    if (typeof profile.startTime !== 'number') continue;
+    const start = profile.startTime;
+    lines.push(`  ${path.join(dir, file)}`);
+    for (const span of spans) lines.push(`    --window ${round((span.startUs - start) / 1e6, 1)},${round((span.endUs - span.startUs) / 1e6, 1)}  ${span.label}`);
   }
-  await fs.rm(dir, { recursive: true, force: true });
-  const nats = new Map(rows.filter((r) => r.system.startsWith('NATS')).map((r) => [`${r.phase}/${r.inflight}`, r.msgs_s]));
-  const withRatio = rows.map((r) => ({ ...r, vs_nats: nats.has(`${r.phase}/${r.inflight}`) && !r.system.startsWith('NATS') ? round(r.msgs_s / (nats.get(`${r.phase}/${r.inflight}`) as number)) : null }));
-  if (options.json === true) {
-    for (const row of withRatio) console.log(JSON.stringify(row));
+  return lines;
+}
+
+/** Adds the ratio columns: msgs/s of a RaftMQ row over each peer's (and an access-point row over the direct one) at the same phase and in flight. */
+function withRatios(rows: readonly Row[]): Array<Row & { vs_nats: number | null; vs_rabbitmq: number | null; vs_direct: number | null }> {
+  const rate = (system: string, r: Row): number | undefined => rows.find((o) => o.system === system && o.phase === r.phase && o.inflight === r.inflight)?.msgs_s;
+  const ratio = (r: Row, system: string, applies: boolean): number | null => {
+    const base = applies ? rate(system, r) : undefined;
+    return base === undefined || base === 0 ? null : round(r.msgs_s / base);
+  };
+  return rows.map((r) => {
+    const peer = r.system === NATS || r.system === RABBITMQ;
+    return { ...r, vs_nats: ratio(r, NATS, !peer), vs_rabbitmq: ratio(r, RABBITMQ, !peer), vs_direct: ratio(r, DIRECT, r.system === VIA_AP) };
+  });
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions();
+  if (options.cpuProf !== undefined) await fs.mkdir(options.cpuProf, { recursive: true });
+  // Installs first, so apt-get never runs while something is measured.
+  const notes: string[] = [];
+  const natsBinary = options.nats ? ensureNatsServer(notes) : undefined;
+  const rabbitScripts = options.rabbitmq ? ensureRabbitMQPeer(notes) : undefined;
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'raftmq-bench-'));
+  const rows: Row[] = [];
+  const spans: PhaseSpan[] = [];
+  let peerFailed = false;
+  try {
+    rows.push(...await benchRaftMQ(dir, options, spans));
+    const peer = async (name: string, run: () => Promise<Row[]>): Promise<void> => {
+      try {
+        rows.push(...await run());
+      } catch (error) {
+        peerFailed = true;
+        notes.push(`${name} rows missing: the run failed: ${(error as Error).message}`);
+      }
+    };
+    if (natsBinary !== undefined) await peer('NATS', () => benchNats(natsBinary, dir, options));
+    if (rabbitScripts !== undefined) await peer('RabbitMQ', () => benchRabbitMQ(rabbitScripts, dir, options));
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+  const table = withRatios(rows);
+  if (options.json) {
+    for (const row of table) console.log(JSON.stringify(row));
+    for (const note of notes) console.error(`bench: ${note}`);
   } else {
-    const table = new Table({ head: ['system', 'phase', 'in flight', 'messages', 'msgs/s', 'p50 ms', 'p99 ms', '× NATS R3'], ...plainWhenPiped() });
-    for (const r of withRatio) table.push([r.system, r.phase, r.phase === 'consume' ? '-' : r.inflight, r.messages, r.msgs_s, r.phase === 'consume' ? '-' : r.p50_ms, r.phase === 'consume' ? '-' : r.p99_ms, r.vs_nats ?? '']);
-    console.log(table.toString());
-    console.log(`1 KiB bodies; RaftMQ: 3 broker processes, SYNC_FLUSH (fdatasync on a quorum before the ack); NATS JetStream R3: file storage, which acknowledges before fsync. All on this machine in this run.${natsNote === '' ? '' : `\n${natsNote}`}`);
+    const dash = (r: Row, value: number): number | string => (r.phase === 'consume' ? '-' : value);
+    const out = new Table({ head: ['system', 'phase', 'in flight', 'messages', 'msgs/s', 'p50 ms', 'p99 ms', 'server CPU µs/msg', 'client CPU µs/msg', '× NATS R3', '× RabbitMQ', '× direct'], ...plainWhenPiped() });
+    for (const r of table) out.push([r.system, r.phase, dash(r, r.inflight), r.messages, r.msgs_s, dash(r, r.p50_ms), dash(r, r.p99_ms), r.server_cpu_us_per_msg, r.client_cpu_us_per_msg, r.vs_nats ?? '', r.vs_rabbitmq ?? '', r.vs_direct ?? '']);
+    console.log(out.toString());
+    console.log([
+      `${options.size} B bodies. RaftMQ: 3 broker processes, SYNC_FLUSH (fdatasync on a quorum before the ack); server CPU counts the brokers and the NameServer with its access point.`,
+      'NATS JetStream R3: file storage, which acknowledges before fsync; server CPU counts the 3 nats-server processes.',
+      'RabbitMQ: quorum queue with 3 replicas, publisher confirms (fsync on a quorum before the confirm); server CPU counts the 3 Erlang VMs.',
+      'Each system ran alone, one after the other, all on this machine in this run; × columns are msgs/s ratios at the same phase and in flight.',
+      ...notes,
+    ].join('\n'));
   }
-  process.exit(0);
+  if (options.cpuProf !== undefined) {
+    const windows = await profileWindows(options.cpuProf, spans);
+    console.error(windows.length === 0 ? `bench: no .cpuprofile files in ${options.cpuProf}` : ['bench: CPU profiles (node dist/bench/profile-top.js FILE --window start,len):', ...windows].join('\n'));
+  }
+  process.exit(peerFailed ? 1 : 0);
+}
+
+function ensureNatsServer(notes: string[]): string | undefined {
+  const binary = ensureDebianBinary('nats-server', 'nats-server');
+  if (binary === undefined) notes.push('nats-server is not installed and could not be installed (needs root and Debian packages): NATS rows skipped');
+  return binary;
+}
+
+function ensureRabbitMQPeer(notes: string[]): string | undefined {
+  const scripts = ensureRabbitMQ();
+  if (scripts === undefined) notes.push('rabbitmq-server is not installed and could not be installed (needs root and Debian packages): RabbitMQ rows skipped');
+  return scripts;
 }
 
 main().catch((error: unknown) => {
