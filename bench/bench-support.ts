@@ -197,14 +197,18 @@ let interruptHandled = false;
 /**
  * Registers `stop` to run if the bench is interrupted (SIGINT/SIGTERM) before the phase's own
  * `finally` runs it; returns the function that unregisters it. The first registration installs
- * the handlers, which run every registered stop (bounded by their own grace periods) and exit 130.
+ * the handlers, which run every registered stop, the last registered first (each bounded by its own
+ * grace periods), and exit 130.
  */
 export function onInterrupt(stop: () => Promise<void>): () => void {
   if (!interruptHandled) {
     interruptHandled = true;
     const handler = (signal: NodeJS.Signals): void => {
       console.error(`bench: ${signal}: stopping the servers it started`);
-      void Promise.allSettled([...cleanups].map((fn) => fn())).then(() => process.exit(130));
+      void (async () => {
+        for (const fn of [...cleanups].reverse()) await fn().catch(() => undefined); // last registered first, like finally blocks
+        process.exit(130);
+      })();
     };
     process.once('SIGINT', handler);
     process.once('SIGTERM', handler);

@@ -213,6 +213,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const spans: PhaseSpan[] = [];
   let peerFailed = false;
+  const unregister = onInterrupt(() => fs.rm(dir, { recursive: true, force: true }));
   try {
     rows.push(...await benchRaftMQ(dir, options, spans));
     const peer = async (name: string, run: () => Promise<Row[]>): Promise<void> => {
@@ -226,6 +227,7 @@ async function main(): Promise<void> {
     if (natsBinary !== undefined) await peer('NATS', () => benchNats(natsBinary, dir, options));
     if (rabbitScripts !== undefined) await peer('RabbitMQ', () => benchRabbitMQ(rabbitScripts, dir, options));
   } finally {
+    unregister();
     await fs.rm(dir, { recursive: true, force: true });
   }
   const table = withRatios(rows);
@@ -239,8 +241,8 @@ async function main(): Promise<void> {
     console.log(out.toString());
     console.log([
       `${options.size} B bodies. RaftMQ: 3 broker processes, SYNC_FLUSH (fdatasync on a quorum before the ack); server CPU counts the brokers and the NameServer with its access point.`,
-      'NATS JetStream R3: file storage, which acknowledges before fsync; server CPU counts the 3 nats-server processes.',
-      'RabbitMQ: quorum queue with 3 replicas, publisher confirms (fsync on a quorum before the confirm); server CPU counts the 3 Erlang VMs.',
+      ...(rows.some((r) => r.system === NATS) ? ['NATS JetStream R3: file storage, which acknowledges before fsync; server CPU counts the 3 nats-server processes.'] : []),
+      ...(rows.some((r) => r.system === RABBITMQ) ? ['RabbitMQ: quorum queue with 3 replicas, publisher confirms (fsync on a quorum before the confirm); server CPU counts the 3 Erlang VMs.'] : []),
       'Each system ran alone, one after the other, all on this machine in this run; × columns are msgs/s ratios at the same phase and in flight.',
       ...notes,
     ].join('\n'));

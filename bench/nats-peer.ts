@@ -10,7 +10,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { AckPolicy, connect, DeliverPolicy, StorageType } from 'nats';
 import { freePorts } from '../src/cli/local-cluster.js';
-import { closedLoop, countCap, measure, sleep, stopChild, type Row } from './bench-support.js';
+import { closedLoop, countCap, measure, onInterrupt, sleep, stopChild, type Row } from './bench-support.js';
 
 export const NATS = 'NATS JetStream R3';
 
@@ -26,6 +26,8 @@ export async function benchNats(binary: string, dir: string, options: PeerOption
   const client = ports.slice(0, 3);
   const routes = ports.slice(3).map((p) => `nats-route://127.0.0.1:${p}`).join(', ');
   const processes: ChildProcess[] = [];
+  const stop = async (): Promise<void> => { await Promise.all(processes.map((p) => stopChild(p, 10_000))); };
+  const unregister = onInterrupt(stop);
   try {
     for (let i = 0; i < 3; i++) {
       const conf = path.join(dir, `nats-n${i + 1}.conf`);
@@ -77,6 +79,7 @@ export async function benchNats(binary: string, dir: string, options: PeerOption
       await nc.close();
     }
   } finally {
-    await Promise.all(processes.map((p) => stopChild(p, 10_000)));
+    unregister();
+    await stop();
   }
 }
