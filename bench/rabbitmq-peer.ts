@@ -29,7 +29,13 @@ const NODES = ['rabbit1', 'rabbit2', 'rabbit3'] as const;
  * the rabbitmq user, which would drop the private environment.)
  */
 export function ensureRabbitMQ(): string | undefined {
+  const installed = scriptsDir();
+  if (installed !== undefined && spawnText('sh', ['-c', 'command -v epmd']).trim() !== '') return installed; // /usr/sbin may be off a non-root PATH
   if (ensureDebianBinary('rabbitmq-server', 'rabbitmq-server') === undefined || ensureDebianBinary('epmd', 'erlang-base') === undefined) return undefined;
+  return scriptsDir();
+}
+
+function scriptsDir(): string | undefined {
   const listing = spawnText('dpkg', ['-L', 'rabbitmq-server']);
   const ctl = listing.split('\n').find((line) => /rabbitmq_server-[^/]+\/sbin\/rabbitmqctl$/.test(line));
   return ctl === undefined ? undefined : path.dirname(ctl);
