@@ -61,6 +61,12 @@ export interface BrokerServiceOptions {
    * clear error well below gRPC's 64 MiB frame limit, which would answer RESOURCE_EXHAUSTED.
    */
   readonly requestBodyBytesMax: number;
+  /**
+   * Sends waiting for the quorum (queued or proposed, not yet answered), in bytes: beyond it a
+   * request is refused with TOO_MANY_REQUESTS rather than queued, so a producer faster than
+   * the disks meets back-pressure instead of growing the broker's memory.
+   */
+  readonly sendBacklogBytesMax: number;
   /** Messages and bytes per Raft entry when coalescing sends. */
   readonly batchMessagesMax: number;
   readonly batchBytesMax: number;
@@ -89,6 +95,7 @@ export const defaultBrokerServiceOptions: Omit<BrokerServiceOptions, 'brokerGrou
   autoCreateGroups: true,
   maxBodyBytes: 4 * 1024 * 1024,
   requestBodyBytesMax: 32 * 1024 * 1024,
+  sendBacklogBytesMax: 64 * 1024 * 1024,
   batchMessagesMax: 1024,
   batchBytesMax: 4 * 1024 * 1024,
   autoRenewInvisibleMs: 60_000,
@@ -133,13 +140,35 @@ export interface SendResult {
   readonly transactionId: string;
 }
 
+/** One message of a send request: checked by the protocol layer, or refused by it already. */
+export type SendItem = { readonly message: MessageInput; readonly kind: MessageKind } | { readonly problem: BrokerError };
+/** A message's answer: where it is stored, or why it was not (definite unless INTERNAL_SERVER_ERROR). */
+export type SendAnswer = SendResult | BrokerError;
+
+/** One request's answers, completed when the last of its queued messages is answered. */
+interface SendRequest {
+  readonly answers: SendAnswer[];
+  remaining: number;
+  readonly resolve: (answers: SendAnswer[]) => void;
+}
+
 interface QueuedSend {
   readonly message: MessageInput;
   /** A transaction's half message (proposed in entries of its own kind). */
   readonly half: boolean;
   readonly bytes: number;
-  readonly resolve: (result: SendResult) => void;
-  readonly reject: (error: Error) => void;
+  readonly request: SendRequest;
+  /** The message's place in its request. */
+  readonly slot: number;
+}
+
+/** What a queued send is counted as beyond its body (routing fields, properties, bookkeeping). */
+const queuedSendOverheadBytes = 256;
+
+function answerSend(send: QueuedSend, answer: SendAnswer): void {
+  const { request } = send;
+  request.answers[send.slot] = answer;
+  if (--request.remaining === 0) request.resolve(request.answers);
 }
 
 interface ClientRecord {
@@ -151,6 +180,8 @@ interface ClientRecord {
 export class BrokerService {
   private queued: QueuedSend[] = [];
   private flushScheduled = false;
+  /** Bytes of sends queued or proposed and not yet answered (see sendBacklogBytesMax). */
+  private backlogBytes = 0;
   private readonly clients = new Map<string, ClientRecord>();
   private readonly topicCreations = new Map<string, Promise<void>>();
   /** Entries' payloads for every read of messages (pull, receive, check-backs); see queue-reader.ts. */
@@ -203,7 +234,7 @@ export class BrokerService {
     this.checkTimer?.dispose();
     this.fireTimer?.dispose();
     for (const wake of [...this.changeWaiters.keys()]) wake();
-    for (const send of this.queued.splice(0)) send.reject(new BrokerError('HA_NOT_AVAILABLE', 'broker is shutting down'));
+    for (const send of this.queued.splice(0)) answerSend(send, new BrokerError('HA_NOT_AVAILABLE', 'broker is shutting down'));
   }
 
   // ---- clients -------------------------------------------------------------------------
@@ -300,58 +331,120 @@ export class BrokerService {
   // ---- sending ---------------------------------------------------------------------------
 
   /**
-   * Stores messages; resolves once a quorum holds them and they are applied. Concurrent calls
-   * share Raft entries. A retried message id within the de-duplication window returns the
-   * original queue and offset instead of storing it twice.
+   * Stores messages, all or none of them checked: resolves once a quorum holds them and they
+   * are applied, or rejects with the first message's failure. See {@link sendEach}.
    */
   async send(messages: readonly MessageInput[], kind: MessageKind): Promise<SendResult[]> {
-    // The topic checks below read the state: a new leader's may not hold every topic yet (it
-    // has not applied the log it inherited), and would answer TOPIC_NOT_FOUND for one that
-    // exists, or auto-create it again over its configuration.
     await this.awaitReadReady();
     for (const message of messages) {
-      if (message.body.byteLength > this.options.maxBodyBytes) {
-        throw new BrokerError('MESSAGE_BODY_TOO_LARGE', `message body of ${message.body.byteLength} bytes exceeds the limit of ${this.options.maxBodyBytes}`);
-      }
-      this.checkDeliveryTime(message);
-      const topic = await this.ensureTopic(message.topic);
-      if (!topicAccepts(topic.messageType, kind)) {
-        throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', `topic ${topic.name} accepts ${topic.messageType} messages, not ${kind}`);
-      }
-      if (message.queueId >= Math.min(topic.writeQueues, this.state.maxOffsets(topic.name).length)) {
-        throw new BrokerError('BAD_REQUEST', `topic ${topic.name} has ${topic.writeQueues} write queues; queue ${message.queueId} does not exist`);
-      }
-      if (kind === 'TRANSACTION' && ((message.deliveryTimeMs ?? 0) !== 0 || message.messageGroup !== '')) {
-        throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a transactional message cannot have a delivery time or a message group');
+      const problem = await this.sendProblem(message, kind);
+      if (problem !== undefined) throw problem;
+    }
+    const answers = await this.enqueueSends(messages.map((message) => ({ message, kind })));
+    const failed = answers.find((answer) => answer instanceof BrokerError);
+    if (failed !== undefined) throw failed;
+    return answers as SendResult[];
+  }
+
+  /**
+   * Stores one request's messages (a SendMessage call): each is checked and answered on its
+   * own, and the request completes once every message is applied or refused. Concurrent
+   * requests share Raft entries. A retried message id within the de-duplication window gets
+   * the original queue and offset instead of being stored twice. While more than
+   * `sendBacklogBytesMax` of sends wait for the quorum, a request is refused at once with
+   * TOO_MANY_REQUESTS (nothing stored; the clients back off and retry) instead of queueing.
+   */
+  async sendEach(items: readonly SendItem[]): Promise<SendAnswer[]> {
+    // The topic checks read the state: a new leader's may not hold every topic yet (it has
+    // not applied the log it inherited), and would answer TOPIC_NOT_FOUND for one that
+    // exists, or auto-create it again over its configuration.
+    await this.awaitReadReady();
+    const checked: Array<SendItem | undefined> = new Array(items.length);
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i] as SendItem;
+      checked[i] = 'problem' in item ? item : await this.sendProblem(item.message, item.kind).then((problem) => (problem === undefined ? item : { problem }));
+    }
+    return this.enqueueSends(checked as SendItem[]);
+  }
+
+  /** Why a message cannot be sent as `kind`, judged on this node's state; undefined when it can. */
+  private async sendProblem(message: MessageInput, kind: MessageKind): Promise<BrokerError | undefined> {
+    if (message.body.byteLength > this.options.maxBodyBytes) {
+      return new BrokerError('MESSAGE_BODY_TOO_LARGE', `message body of ${message.body.byteLength} bytes exceeds the limit of ${this.options.maxBodyBytes}`);
+    }
+    const timeProblem = this.deliveryTimeProblem(message);
+    if (timeProblem !== undefined) return timeProblem;
+    let topic = this.state.topic(message.topic);
+    if (topic === undefined) {
+      try {
+        topic = await this.ensureTopic(message.topic);
+      } catch (error) {
+        if (error instanceof BrokerError) return error;
+        throw error;
       }
     }
+    if (!topicAccepts(topic.messageType, kind)) {
+      return new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', `topic ${topic.name} accepts ${topic.messageType} messages, not ${kind}`);
+    }
+    if (message.queueId >= Math.min(topic.writeQueues, this.state.maxOffsets(topic.name).length)) {
+      return new BrokerError('BAD_REQUEST', `topic ${topic.name} has ${topic.writeQueues} write queues; queue ${message.queueId} does not exist`);
+    }
+    if (kind === 'TRANSACTION' && ((message.deliveryTimeMs ?? 0) !== 0 || message.messageGroup !== '')) {
+      return new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a transactional message cannot have a delivery time or a message group');
+    }
+    return undefined;
+  }
+
+  /** Queues the checked messages for the next Raft entries; one completion for the request. */
+  private enqueueSends(items: readonly SendItem[]): Promise<SendAnswer[]> {
     this.requireLeader();
-    const half = kind === 'TRANSACTION';
-    return Promise.all(messages.map((message) => new Promise<SendResult>((resolve, reject) => {
-      this.queued.push({ message, half, bytes: message.body.byteLength + 256, resolve, reject });
+    const answers: SendAnswer[] = new Array(items.length);
+    let bytes = 0;
+    for (const item of items) if (!('problem' in item)) bytes += item.message.body.byteLength + queuedSendOverheadBytes;
+    if (this.backlogBytes > 0 && this.backlogBytes + bytes > this.options.sendBacklogBytesMax) {
+      const busy = new BrokerError('TOO_MANY_REQUESTS', `broker group ${this.options.brokerGroup} has ${this.backlogBytes} bytes of sends waiting for its quorum (the limit is ${this.options.sendBacklogBytesMax}); nothing of this request was stored: send it again after a short pause`);
+      return Promise.resolve(items.map((item) => ('problem' in item ? item.problem : busy)));
+    }
+    return new Promise((resolve) => {
+      const request: SendRequest = { answers, remaining: 0, resolve };
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i] as SendItem;
+        if ('problem' in item) {
+          answers[i] = item.problem;
+          continue;
+        }
+        request.remaining++;
+        this.queued.push({ message: item.message, half: item.kind === 'TRANSACTION', bytes: item.message.body.byteLength + queuedSendOverheadBytes, request, slot: i });
+      }
+      if (request.remaining === 0) {
+        resolve(answers);
+        return;
+      }
+      this.backlogBytes += bytes;
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         this.clock.soon(() => this.flushSends());
       }
-    })));
+    });
   }
 
   /** A delivery time must be a whole number of ms, at most the maximum delay ahead and at most the tolerance behind; FIFO messages take none. */
-  private checkDeliveryTime(message: MessageInput): void {
+  private deliveryTimeProblem(message: MessageInput): BrokerError | undefined {
     const dueMs = message.deliveryTimeMs ?? 0;
-    if (dueMs === 0) return;
+    if (dueMs === 0) return undefined;
     if (message.messageGroup !== '') {
-      throw new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a FIFO message (one with a message group) cannot have a delivery time: delayed messages are not ordered');
+      return new BrokerError('MESSAGE_PROPERTY_CONFLICT_WITH_TYPE', 'a FIFO message (one with a message group) cannot have a delivery time: delayed messages are not ordered');
     }
-    if (!Number.isSafeInteger(dueMs) || dueMs < 0) throw new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${dueMs} is not a whole number of milliseconds since the epoch`);
+    if (!Number.isSafeInteger(dueMs) || dueMs < 0) return new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${dueMs} is not a whole number of milliseconds since the epoch`);
     const now = this.clock.wallNowMs();
     const maxDelayMs = this.state.timerMaxDelayMs;
     if (dueMs > now + maxDelayMs) {
-      throw new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${dueMs} (ms since the epoch) is ${Math.round(dueMs - now)} ms ahead; the maximum delay is ${maxDelayMs} ms`);
+      return new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${dueMs} (ms since the epoch) is ${Math.round(dueMs - now)} ms ahead; the maximum delay is ${maxDelayMs} ms`);
     }
     if (dueMs < now - this.options.pastDeliveryToleranceMs) {
-      throw new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${dueMs} (ms since the epoch) is ${Math.round(now - dueMs)} ms in the past (at most ${this.options.pastDeliveryToleranceMs} ms is tolerated)`);
+      return new BrokerError('ILLEGAL_DELIVERY_TIME', `delivery time ${dueMs} (ms since the epoch) is ${Math.round(now - dueMs)} ms in the past (at most ${this.options.pastDeliveryToleranceMs} ms is tolerated)`);
     }
+    return undefined;
   }
 
   /** The topic, created (MIXED, default queues) when it does not exist and auto-creation is on (or it is a DLQ). */
@@ -383,35 +476,37 @@ export class BrokerService {
         count++;
       }
       const batch = this.queued.splice(0, count);
-      this.proposeBatch(batch);
+      this.proposeBatch(batch, bytes);
     }
   }
 
-  private proposeBatch(batch: QueuedSend[]): void {
+  private proposeBatch(batch: QueuedSend[], bytes: number): void {
     const payload = encodeMessages({ timeMs: this.clock.wallNowMs() }, batch.map((s) => s.message), (batch[0] as QueuedSend).half);
     this.raft.propose(payload).then(
       ({ result }) => {
+        this.backlogBytes -= bytes;
         if (result.kind !== 'messages') {
           const failure = new BrokerError('INTERNAL_SERVER_ERROR', result.kind === 'malformed' ? result.message : 'unexpected apply result');
-          for (const send of batch) send.reject(failure);
+          for (const send of batch) answerSend(send, failure);
           return;
         }
         batch.forEach((send, i) => {
           const outcome = result.outcomes[i] as SendOutcome;
           if (outcome.code !== 'ok') {
-            send.reject(sendFailure(outcome, send.message));
+            answerSend(send, sendFailure(outcome, send.message));
             return;
           }
           const recallHandle = outcome.delayed === undefined ? '' : formatRecallHandle({
             brokerGroup: this.options.brokerGroup, topic: send.message.topic, messageId: send.message.messageId, ...outcome.delayed,
           });
           const transactionId = outcome.half === undefined ? '' : formatTransactionId({ brokerGroup: this.options.brokerGroup, ...outcome.half });
-          send.resolve({ messageId: send.message.messageId, queueId: outcome.queueId, offset: outcome.offset, recallHandle, transactionId });
+          answerSend(send, { messageId: send.message.messageId, queueId: outcome.queueId, offset: outcome.offset, recallHandle, transactionId });
         });
       },
       (error: ProposalError) => {
+        this.backlogBytes -= bytes;
         const failure = this.proposalFailure(error);
-        for (const send of batch) send.reject(failure);
+        for (const send of batch) answerSend(send, failure);
       },
     );
   }

@@ -36,7 +36,7 @@ export function namesrvCommand(): Command {
 }
 
 interface BrokerFlags {
-  namesrv: string; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number; registerIntervalMs: number;
+  namesrv: string; autoCreateTopics: boolean; autoCreateGroups: boolean; maxBodyBytes: number; sendBacklogBytes: number; registerIntervalMs: number;
   retentionHours: number; retentionBytes: number | undefined; retentionDiskPercent: number; retentionIntervalMs: number;
   timerMaxDelayMs: number;
   txnCheckAfterMs: number; txnCheckIntervalMs: number; txnChecksMax: number;
@@ -67,6 +67,7 @@ export function brokerCommand(): Command {
     .option('--auto-create-topics', 'create unknown topics on first use (8 queues)', false)
     .option('--no-auto-create-groups', 'refuse consumer groups that were not created first')
     .option('--max-body-bytes <n>', 'largest message body accepted', integer('--max-body-bytes', 1), defaultBrokerNodeSettings.maxBodyBytes)
+    .option('--send-backlog-bytes <n>', 'bytes of sends that may wait for the quorum; beyond it a send is refused with TOO_MANY_REQUESTS (clients back off and retry) instead of queueing in memory', integer('--send-backlog-bytes', 1), defaultBrokerNodeSettings.sendBacklogBytesMax)
     .option('--register-interval-ms <ms>', 'NameServer re-registration period', integer('--register-interval-ms', 100), defaultBrokerNodeSettings.registerIntervalMs)
     .option('--retention-hours <h>', 'delete log segments whose newest message is older than this (RocketMQ fileReservedTime)', positiveNumber('--retention-hours'), defaultBrokerNodeSettings.retention.maxAgeMs / 3_600_000)
     .option('--retention-bytes <n>', 'delete the oldest segments while the log is larger than this (default: no size limit)', integer('--retention-bytes', 1))
@@ -81,7 +82,7 @@ export function brokerCommand(): Command {
       const config: BrokerNodeConfig = {
         ...defaultBrokerNodeSettings, ...raftNodeConfig(options),
         namesrvAddresses: addressList(options.namesrv), autoCreateTopics: options.autoCreateTopics, autoCreateGroups: options.autoCreateGroups,
-        maxBodyBytes: options.maxBodyBytes, registerIntervalMs: options.registerIntervalMs, retentionIntervalMs: options.retentionIntervalMs,
+        maxBodyBytes: options.maxBodyBytes, sendBacklogBytesMax: options.sendBacklogBytes, registerIntervalMs: options.registerIntervalMs, retentionIntervalMs: options.retentionIntervalMs,
         retention: { maxAgeMs: options.retentionHours * 3_600_000, logBytesMax: options.retentionBytes ?? Infinity, diskUsedRatioMax: options.retentionDiskPercent / 100 },
         timerMaxDelayMs: options.timerMaxDelayMs,
         transactionCheck: { checkAfterMs: options.txnCheckAfterMs, checkIntervalMs: options.txnCheckIntervalMs, checksMax: options.txnChecksMax },

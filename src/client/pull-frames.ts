@@ -11,6 +11,7 @@
  * pull-frames.test.ts compares the two over random messages.
  */
 import { hash } from 'node:crypto';
+import { WireReader } from '../util/protobuf-wire.js';
 import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import type { ReceivedMessage } from './messages.js';
 
@@ -178,102 +179,4 @@ function decodeMapEntry(reader: WireReader, end: number, into: Record<string, st
   // A plain assignment of '__proto__' would set the prototype instead of a property.
   if (key === '__proto__') Object.defineProperty(into, key, { value, enumerable: true, writable: true, configurable: true });
   else into[key] = value;
-}
-
-/** Protobuf wire-format reading over `[at, end)` of a buffer; every read checks its bounds. */
-class WireReader {
-  /** Bits 32..63 of the last varint64. */
-  private high = 0;
-
-  constructor(private readonly buffer: Buffer, public at: number, private readonly end: number) {}
-
-  done(): boolean {
-    return this.at >= this.end;
-  }
-
-  /** A varint of up to 64 bits as a number (exact below 2^53; larger ones round). */
-  varint(): number {
-    let result = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      if (this.at >= this.end) throw new Error('truncated varint');
-      const byte = this.buffer[this.at++] as number;
-      result += (byte & 0x7f) * scale;
-      if (byte < 0x80) return result;
-      scale *= 128;
-    }
-    throw new Error('varint longer than 10 bytes');
-  }
-
-  /** int32 (a negative one is sent as the 10-byte varint of its 64-bit two's complement). */
-  int32(): number {
-    return this.varint64() | 0;
-  }
-
-  /** int64 as a number (exact within ±2^53; a negative one comes back negative). */
-  int64(): number {
-    const low = this.varint64();
-    return (this.high | 0) * 2 ** 32 + low;
-  }
-
-  /** A varint's low 32 bits (returned, unsigned) and high 32 bits (in `high`), exactly. */
-  private varint64(): number {
-    let low = 0;
-    let high = 0;
-    for (let i = 0; i < 10; i++) {
-      if (this.at >= this.end) throw new Error('truncated varint');
-      const byte = this.buffer[this.at++] as number;
-      if (i < 4) low |= (byte & 0x7f) << (7 * i);
-      else if (i === 4) {
-        low |= (byte & 0x0f) << 28;
-        high |= (byte & 0x7f) >>> 4;
-      } else high |= (byte & 0x7f) << (7 * i - 32);
-      if (byte < 0x80) {
-        this.high = high >>> 0;
-        return low >>> 0;
-      }
-    }
-    throw new Error('varint longer than 10 bytes');
-  }
-
-  /** The length of a length-delimited field; returns where it ends. */
-  lengthDelimited(): number {
-    const length = this.varint();
-    const end = this.at + length;
-    if (end > this.end) throw new Error('length-delimited field runs past its message');
-    return end;
-  }
-
-  string(): string {
-    const end = this.lengthDelimited();
-    const text = end === this.at ? '' : this.buffer.toString('utf8', this.at, end);
-    this.at = end;
-    return text;
-  }
-
-  /** The bytes up to `end` (a view of the frame, not a copy). */
-  bytes(end: number): Buffer {
-    const bytes = this.buffer.subarray(this.at, end);
-    this.at = end;
-    return bytes;
-  }
-
-  skip(tag: number): void {
-    switch (tag & 7) {
-      case 0: this.varint(); return;
-      case 1: this.advance(8); return;
-      case 2: this.at = this.lengthDelimited(); return;
-      case 5: this.advance(4); return;
-      default: throw new Error(`wire type ${tag & 7} (field ${Math.floor(tag / 8)}) is not supported`);
-    }
-  }
-
-  expectAt(end: number): void {
-    if (this.at !== end) throw new Error('a field runs past its message');
-  }
-
-  private advance(bytes: number): void {
-    if (this.at + bytes > this.end) throw new Error('truncated fixed-width field');
-    this.at += bytes;
-  }
 }

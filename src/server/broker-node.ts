@@ -19,7 +19,6 @@ import { BrokerError } from '../broker/errors.js';
 import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '../broker/core/names.js';
 import { systemClock } from '../util/clock.js';
 import { loadProtoFile } from '../util/proto-files.js';
-import { messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import { QueueFileStore } from './consume-queue-files.js';
 import { DedupFileStore } from './dedup-files.js';
 import { TimerFileStore } from './timer-files.js';
@@ -27,7 +26,7 @@ import { MessageIndexFileStore } from './message-index-files.js';
 import { Forwarder } from './forwarder.js';
 import { TransactionChecks } from './transaction-checks.js';
 import { checkPolicyProblem, defaultTransactionCheckPolicy, type TransactionCheckPolicy } from '../broker/core/transactions.js';
-import { brokerMessagingHandlers } from './messaging-service.js';
+import { brokerMessagingDefinition, brokerMessagingHandlers } from './messaging-service.js';
 import { NameServerRegistrar } from './namesrv-registrar.js';
 import { RaftGroupNode, type RaftGroupNodeConfig } from './raft-group-node.js';
 
@@ -40,6 +39,8 @@ export interface BrokerNodeConfig extends RaftGroupNodeConfig {
   readonly autoCreateTopics: boolean;
   readonly autoCreateGroups: boolean;
   readonly maxBodyBytes: number;
+  /** Bytes of sends waiting for the quorum beyond which a send is refused with TOO_MANY_REQUESTS (BrokerServiceOptions). */
+  readonly sendBacklogBytesMax: number;
   readonly registerIntervalMs: number;
   /** How long a follower (or the access point) holds a call while the group elects a leader. */
   readonly holdMs: number;
@@ -59,6 +60,7 @@ export const defaultBrokerNodeSettings = {
   autoCreateTopics: false,
   autoCreateGroups: true,
   maxBodyBytes: defaultBrokerServiceOptions.maxBodyBytes,
+  sendBacklogBytesMax: defaultBrokerServiceOptions.sendBacklogBytesMax,
   registerIntervalMs: 2_000,
   holdMs: 2_500,
   retention: defaultRetentionSettings,
@@ -98,6 +100,9 @@ export class BrokerNode {
     if (!Number.isInteger(config.maxBodyBytes) || config.maxBodyBytes < 1 || config.maxBodyBytes > 64 * 1024 * 1024) {
       throw new Error(`maxBodyBytes must be an integer in 1..67108864, not ${config.maxBodyBytes}`);
     }
+    if (!Number.isSafeInteger(config.sendBacklogBytesMax) || config.sendBacklogBytesMax < 1) {
+      throw new Error(`sendBacklogBytesMax must be a whole number of bytes ≥ 1, not ${config.sendBacklogBytesMax}`);
+    }
     const retentionProblem = retentionSettingsProblem(config.retention);
     if (retentionProblem !== undefined) throw new Error(retentionProblem);
     if (!Number.isSafeInteger(config.timerMaxDelayMs) || config.timerMaxDelayMs < 1_000) throw new Error(`timerMaxDelayMs must be a whole number of milliseconds ≥ 1000, not ${config.timerMaxDelayMs}`);
@@ -131,7 +136,7 @@ export class BrokerNode {
         };
         const options: BrokerServiceOptions = {
           ...defaultBrokerServiceOptions, brokerGroup: config.groupId, autoCreateTopics: config.autoCreateTopics,
-          autoCreateGroups: config.autoCreateGroups, maxBodyBytes: config.maxBodyBytes, readReadyWaitMs: config.holdMs,
+          autoCreateGroups: config.autoCreateGroups, maxBodyBytes: config.maxBodyBytes, sendBacklogBytesMax: config.sendBacklogBytesMax, readReadyWaitMs: config.holdMs,
           transactionCheck: config.transactionCheck,
         };
         const raftPort: RaftPort = {
@@ -165,7 +170,7 @@ export class BrokerNode {
           brokerGroup: config.groupId, selfAddress, service, forwarder, logger, transactionChecks,
           isLeader: () => node.role === 'leader', leaderAddress,
         });
-        return [[messagingServiceDefinition, messaging], [adminDefinition, adminHandlers(service, query, () => node.role === 'leader', leaderAddress)]];
+        return [[brokerMessagingDefinition, messaging], [adminDefinition, adminHandlers(service, query, () => node.role === 'leader', leaderAddress)]];
       },
     });
     const service = ref.service as BrokerService;

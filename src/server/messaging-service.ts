@@ -6,7 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { BrokerService } from '../broker/broker-service.js';
+import type { BrokerService, SendItem } from '../broker/broker-service.js';
 import { BrokerError } from '../broker/errors.js';
 import { FilterError } from '../broker/core/filter.js';
 import { parseSubscriptionFilter } from '../broker/core/subscription-filter.js';
@@ -17,13 +17,15 @@ import { parseRecallHandle } from '../broker/core/recall-handle.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
 import { parseTransactionId } from '../broker/core/transaction-id.js';
 import {
-  durationToMs, forwardedHeader, leaderHeader, msToDuration, msToTimestamp, noForwardHeader, okStatus, outcomeHeader, queueSelectedHeader,
+  durationToMs, forwardedHeader, leaderHeader, messagingServiceDefinition, msToDuration, msToTimestamp, noForwardHeader, okStatus, outcomeHeader, queueSelectedHeader,
   rebalanceHeader, timestampToMs, type V2Status,
 } from '../util/rocketmq-v2.js';
-import { callDeadlineMs, Forwarder } from './forwarder.js';
+import { callDeadlineMs, Forwarder, type ForwardOptions } from './forwarder.js';
 import type { TransactionChecks } from './transaction-checks.js';
 import { pullResponseFrames } from './pull-response.js';
+import { decodeSendMessageRequest, encodeSendMessageResponse, type SendEntryOut, type SendMessageIn } from './send-message-codec.js';
 import { messageFromV2, messageToV2 } from './v2-messages.js';
+import { WireFormatError } from '../util/protobuf-wire.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -39,6 +41,17 @@ export interface BrokerEndpointContext {
   /** The producers this node's Telemetry streams hold, for transaction check-backs. */
   readonly transactionChecks: TransactionChecks;
 }
+
+const identity = (bytes: Buffer): Buffer => bytes;
+
+/**
+ * MessagingService as a broker node registers it: SendMessage takes and answers bytes, which
+ * its handler decodes and encodes itself (send-message-codec.ts), and a follower forwards as
+ * they came; every other method is decoded by proto-loader.
+ */
+export const brokerMessagingDefinition: grpc.ServiceDefinition = Object.fromEntries(Object.entries(messagingServiceDefinition).map(([method, definition]) => [
+  method, method === 'SendMessage' ? { ...definition, requestDeserialize: identity, responseSerialize: identity } : definition,
+]));
 
 const receiveBatchMax = 32;
 const invisibleMsMin = 1_000;
@@ -128,30 +141,43 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     return { status: { code: 'HA_NOT_AVAILABLE', message: `not the leader of broker group ${ctx.brokerGroup}${leader === undefined ? '; election in progress' : `; leader is ${leader}`}` }, leader };
   };
 
-  const unary = (method: string, serve: (request: any, call: grpc.ServerUnaryCall<any, any>) => Promise<any>, errorShape: (status: V2Status) => any = (status) => ({ status })) =>
-    (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
-      const route = mustForward(call);
-      if (route === 'forward') {
-        ctx.forwarder.unary(method, call.request, { target: () => ctx.leaderAddress(), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
-          ({ response, trailer }) => callback(null, response, trailer),
-          (error: grpc.ServiceError) => callback(null, errorShape({ code: 'HA_NOT_AVAILABLE', message: `leader of broker group ${ctx.brokerGroup} unreachable: ${error.message}` }), trailerFor(false, undefined)),
-        );
-        return;
-      }
-      if (route === 'refuse') {
-        const { status, leader } = notLeader();
-        callback(null, errorShape(status), trailerFor(true, leader));
-        return;
-      }
-      serve(call.request, call).then(
-        (response) => callback(null, response),
-        (error: unknown) => {
-          const { status, definite, leader } = statusOf(error);
-          if (status.code === 'INTERNAL_SERVER_ERROR') ctx.logger.warn({ err: error, method }, 'call failed');
-          callback(null, errorShape(status), trailerFor(definite, leader));
-        },
+  /**
+   * A unary method: served here on the leader, forwarded to it from a follower, or refused
+   * with the leader's address. `forward` passes the request on (decoded, or as bytes for a
+   * method registered with identity serializers: see brokerMessagingDefinition).
+   */
+  const unaryWith = <Req, Res>(
+    method: string,
+    forward: (request: Req, options: ForwardOptions) => Promise<{ response: Res; trailer: grpc.Metadata | undefined }>,
+    serve: (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>,
+    errorShape: (status: V2Status) => Res,
+  ) => (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void => {
+    const route = mustForward(call);
+    if (route === 'forward') {
+      forward(call.request, { target: () => ctx.leaderAddress(), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
+        ({ response, trailer }) => callback(null, response, trailer),
+        (error: grpc.ServiceError) => callback(null, errorShape({ code: 'HA_NOT_AVAILABLE', message: `leader of broker group ${ctx.brokerGroup} unreachable: ${error.message}` }), trailerFor(false, undefined)),
       );
-    };
+      return;
+    }
+    if (route === 'refuse') {
+      const { status, leader } = notLeader();
+      callback(null, errorShape(status), trailerFor(true, leader));
+      return;
+    }
+    serve(call.request, call).then(
+      (response) => callback(null, response),
+      (error: unknown) => {
+        const { status, definite, leader } = statusOf(error);
+        if (status.code === 'INTERNAL_SERVER_ERROR') ctx.logger.warn({ err: error, method }, 'call failed');
+        callback(null, errorShape(status), trailerFor(definite, leader));
+      },
+    );
+  };
+  const unary = (method: string, serve: (request: any, call: grpc.ServerUnaryCall<any, any>) => Promise<any>, errorShape: (status: V2Status) => any = (status) => ({ status })) =>
+    unaryWith<any, any>(method, (request, options) => ctx.forwarder.unary(method, request, options), serve, errorShape);
+  const unaryBytes = (method: string, serve: (request: Buffer, call: grpc.ServerUnaryCall<Buffer, Buffer>) => Promise<Buffer>, errorShape: (status: V2Status) => Buffer) =>
+    unaryWith<Buffer, Buffer>(method, (request, options) => ctx.forwarder.unaryRaw(method, request, options), serve, errorShape);
 
   const serverStream = (method: string, serve: (request: any, call: grpc.ServerWritableStream<any, any>) => Promise<any[]>) =>
     (call: grpc.ServerWritableStream<any, any>): void => {
@@ -268,31 +294,46 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       callback(null, { status: okStatus });
     },
 
-    SendMessage: unary('SendMessage', async (request) => {
-      const messages: any[] = request.messages ?? [];
-      if (messages.length === 0) return { status: { code: 'BAD_REQUEST', message: 'no messages to send' }, entries: [] };
-      const requestBodyBytes = messages.reduce((sum, message) => sum + (message?.body?.length ?? 0), 0);
-      if (requestBodyBytes > service.options.requestBodyBytesMax) {
-        const status = { code: 'MESSAGE_BODY_TOO_LARGE', message: `the request's ${messages.length} message bodies total ${requestBodyBytes} bytes, over the limit of ${service.options.requestBodyBytesMax} per request; send them in smaller batches` };
-        return { status, entries: messages.map((message) => ({ status, messageId: String(message?.systemProperties?.messageId ?? ''), transactionId: '', offset: 0, recallHandle: '' })) };
+    SendMessage: unaryBytes('SendMessage', async (request) => {
+      let messages: SendMessageIn[];
+      try {
+        messages = decodeSendMessageRequest(request);
+      } catch (error) {
+        if (error instanceof WireFormatError) throw new BrokerError('BAD_REQUEST', `the SendMessage request is not a valid SendMessageRequest: ${error.message}`);
+        throw error;
       }
-      const entries = await Promise.all(messages.map(async (message) => {
-        const messageId = String(message?.systemProperties?.messageId ?? '');
+      if (messages.length === 0) return encodeSendMessageResponse({ code: 'BAD_REQUEST', message: 'no messages to send' }, []);
+      let requestBodyBytes = 0;
+      for (const message of messages) requestBodyBytes += message.body.byteLength;
+      if (requestBodyBytes > service.options.requestBodyBytesMax) {
+        const status: V2Status = { code: 'MESSAGE_BODY_TOO_LARGE', message: `the request's ${messages.length} message bodies total ${requestBodyBytes} bytes, over the limit of ${service.options.requestBodyBytesMax} per request; send them in smaller batches` };
+        return encodeSendMessageResponse(status, messages.map((message) => ({ status, messageId: message.messageId, transactionId: '', offset: 0, recallHandle: '' })));
+      }
+      const items = messages.map((message): SendItem => {
         try {
           const { input, kind } = messageFromV2(message, service.options.maxBodyBytes);
-          const [result] = await service.send([input], kind);
-          // A delayed message has no offset until it is delivered: 0 (the protocol's offset is never negative).
-          // Apache answers the message id as the transaction id of a message that is not transactional.
-          const transactionId = result?.transactionId || messageId;
-          return { status: okStatus, messageId, transactionId, offset: Math.max(0, result?.offset ?? 0), recallHandle: result?.recallHandle ?? '' };
+          return { message: input, kind };
         } catch (error) {
-          return { status: statusOf(error).status, messageId, transactionId: '', offset: 0, recallHandle: '' };
+          if (error instanceof BrokerError) return { problem: error };
+          throw error;
         }
-      }));
+      });
+      const answers = await service.sendEach(items);
+      let failed: V2Status | undefined;
+      const entries = answers.map((answer, i): SendEntryOut => {
+        const messageId = (messages[i] as SendMessageIn).messageId;
+        if (answer instanceof BrokerError) {
+          const status: V2Status = { code: answer.code, message: answer.message };
+          failed ??= status;
+          return { status, messageId, transactionId: '', offset: 0, recallHandle: '' };
+        }
+        // A delayed message has no offset until it is delivered: 0 (the protocol's offset is never negative).
+        // Apache answers the message id as the transaction id of a message that is not transactional.
+        return { status: okStatus, messageId, transactionId: answer.transactionId || messageId, offset: Math.max(0, answer.offset), recallHandle: answer.recallHandle };
+      });
       // An entry's INTERNAL_SERVER_ERROR means its outcome is unknown; every other code is definite.
-      const failed = entries.find((entry) => entry.status.code !== 'OK');
-      return { status: failed?.status ?? okStatus, entries };
-    }, (status) => ({ status, entries: [] })),
+      return encodeSendMessageResponse(failed ?? okStatus, entries);
+    }, (status) => encodeSendMessageResponse(status, [])),
 
     ReceiveMessage: serverStream('ReceiveMessage', async (request, call) => {
       checkQueueGroup(request);

@@ -15,9 +15,9 @@
  * definition.proto), which never renumber fields; a new routing field is a new path here.
  */
 
-export class WireFormatError extends Error {
-  override readonly name = 'WireFormatError';
-}
+import { WireFormatError } from '../util/protobuf-wire.js';
+
+export { WireFormatError };
 
 /**
  * One step into a message: a singular field's number (its occurrences merge), or `[n]` for

@@ -85,3 +85,18 @@ export const clientChannelOptions: grpc.ChannelOptions = {
   'grpc.initial_reconnect_backoff_ms': 100,
   'grpc.max_reconnect_backoff_ms': 1_000,
 };
+
+/** An enum of the protocol as (name → number), read from the .proto definition itself. */
+function enumNumbers(name: string): ReadonlyMap<string, number> {
+  const type = definition[`apache.rocketmq.v2.${name}`] as protoLoader.EnumTypeDefinition | undefined;
+  if (type === undefined || type.format !== 'Protocol Buffer 3 EnumDescriptorProto') throw new Error(`apache.rocketmq.v2.${name} is not an enum`);
+  const values = (type.type as { value: Array<{ name: string; number: number }> }).value;
+  return new Map(values.map((v) => [v.name, v.number]));
+}
+
+/** Status.code's numbers, for the hand-written encoders of the hot path. */
+export const v2CodeNumbers: ReadonlyMap<string, number> = enumNumbers('Code');
+
+/** MessageType's names by number ("7" for a number the definition does not know, as proto-loader gives it). */
+const messageTypeNames: ReadonlyMap<number, string> = new Map([...enumNumbers('MessageType')].map(([name, number]) => [number, name]));
+export const v2MessageTypeName = (number: number): string => messageTypeNames.get(number) ?? String(number);

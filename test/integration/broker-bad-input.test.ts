@@ -1,12 +1,14 @@
 /**
  * Bad input gets a clear, definite error and changes nothing: unknown topics (auto-create
  * off), invalid topic and group names, oversize bodies (limit configurable), malformed,
- * stale and foreign receipt handles.
+ * stale and foreign receipt handles, SendMessage bytes that are not protobuf.
  */
+import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MQClientError } from '../../src/client/mq-connection.js';
 import { Producer } from '../../src/client/producer.js';
 import { SimpleConsumer } from '../../src/client/simple-consumer.js';
+import { messagingServiceDefinition } from '../../src/util/rocketmq-v2.js';
 import { BrokerCluster } from '../support/broker-cluster.js';
 
 describe('broker bad input', () => {
@@ -58,6 +60,27 @@ describe('broker bad input', () => {
     const response = await producer.connection.unary('east', 'SendMessage', { messages: raw }, { timeoutMs: 20_000 });
     expect(response.status).toMatchObject({ code: 'MESSAGE_BODY_TOO_LARGE', message: expect.stringMatching(/per request/) });
     expect(response.entries).toHaveLength(9);
+    expect((await cluster.admin.listTopics()).find((t) => t.name === 'known')?.maxOffsets).toEqual(before);
+  });
+
+  it('answers a SendMessage request that is not valid protobuf with a definite BAD_REQUEST, on the leader and through a follower, and stores nothing', async () => {
+    const before = (await cluster.admin.listTopics()).find((t) => t.name === 'known')?.maxOffsets;
+    const definition = messagingServiceDefinition.SendMessage as NonNullable<typeof messagingServiceDefinition.SendMessage>;
+    const valid = definition.requestSerialize({ messages: [{ topic: { name: 'known' }, systemProperties: { messageId: 'CUT-1', messageType: 'NORMAL' }, body: Buffer.from('x') }] });
+    const truncated = valid.subarray(0, valid.length - 3);
+    const nodes = await cluster.admin.cluster();
+    for (const node of [nodes.find((n) => n.isLeader), nodes.find((n) => !n.isLeader)]) {
+      const client = new grpc.Client(node?.address ?? '', grpc.credentials.createInsecure());
+      try {
+        const bytes = await new Promise<Buffer>((resolve, reject) => {
+          client.makeUnaryRequest(definition.path, (b: Buffer) => b, (b: Buffer) => b, truncated, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (error, value) => (error ? reject(error) : resolve(value as Buffer)));
+        });
+        const response = definition.responseDeserialize(bytes);
+        expect(response.status, `answer of ${node?.nodeId}`).toMatchObject({ code: 'BAD_REQUEST', message: expect.stringMatching(/not a valid SendMessageRequest/) });
+      } finally {
+        client.close();
+      }
+    }
     expect((await cluster.admin.listTopics()).find((t) => t.name === 'known')?.maxOffsets).toEqual(before);
   });
 
