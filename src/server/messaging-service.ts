@@ -22,7 +22,7 @@ import {
 } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder, type ForwardOptions } from './forwarder.js';
 import type { TransactionChecks } from './transaction-checks.js';
-import { pullResponseFrames } from './pull-response.js';
+import { pullResponseFrames, pullStatusFrame } from './pull-response.js';
 import { decodeSendMessageRequest, encodeSendMessageResponse, type SendEntryOut, type SendMessageIn } from './send-message-codec.js';
 import { messageFromV2, messageToV2 } from './v2-messages.js';
 import { WireFormatError } from '../util/protobuf-wire.js';
@@ -47,11 +47,21 @@ const identity = (bytes: Buffer): Buffer => bytes;
 /**
  * MessagingService as a broker node registers it: SendMessage takes and answers bytes, which
  * its handler decodes and encodes itself (send-message-codec.ts), and a follower forwards as
- * they came; every other method is decoded by proto-loader.
+ * they came; PullMessage's frames are encoded by hand (pull-response.ts); every other method
+ * is decoded and encoded by proto-loader.
  */
 export const brokerMessagingDefinition: grpc.ServiceDefinition = Object.fromEntries(Object.entries(messagingServiceDefinition).map(([method, definition]) => [
-  method, method === 'SendMessage' ? { ...definition, requestDeserialize: identity, responseSerialize: identity } : definition,
+  method,
+  method === 'SendMessage' ? { ...definition, requestDeserialize: identity, responseSerialize: identity }
+    : method === 'PullMessage' ? { ...definition, responseSerialize: identity } : definition,
 ]));
+
+/** A decoded request's bytes again, to forward it. */
+function requestBytes(method: string, request: unknown): Buffer {
+  const definition = messagingServiceDefinition[method];
+  if (definition === undefined) throw new RangeError(`MessagingService has no method ${method}`);
+  return definition.requestSerialize(request);
+}
 
 const receiveBatchMax = 32;
 const invisibleMsMin = 1_000;
@@ -179,33 +189,46 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
   const unaryBytes = (method: string, serve: (request: Buffer, call: grpc.ServerUnaryCall<Buffer, Buffer>) => Promise<Buffer>, errorShape: (status: V2Status) => Buffer) =>
     unaryWith<Buffer, Buffer>(method, (request, options) => ctx.forwarder.unaryRaw(method, request, options), serve, errorShape);
 
-  const serverStream = (method: string, serve: (request: any, call: grpc.ServerWritableStream<any, any>) => Promise<any[]>) =>
-    (call: grpc.ServerWritableStream<any, any>): void => {
-      const route = mustForward(call);
-      const finish = (frames: any[], trailer?: grpc.Metadata): void => {
-        for (const frame of frames) call.write(frame);
-        call.end(trailer);
-      };
-      if (route === 'forward') {
-        ctx.forwarder.serverStream(method, call.request, { target: () => ctx.leaderAddress(), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
-          (frames) => finish(frames),
-          (error: grpc.ServiceError) => finish([{ status: { code: 'HA_NOT_AVAILABLE', message: `leader unreachable: ${error.message}` } }]),
-        );
-        return;
-      }
-      if (route === 'refuse') {
-        const { status, leader } = notLeader();
-        finish([{ status }], trailerFor(true, leader));
-        return;
-      }
-      serve(call.request, call).then(
-        (frames) => finish(frames),
-        (error: unknown) => {
-          const { status, definite, leader } = statusOf(error);
-          finish([{ status }], trailerFor(definite, leader));
-        },
-      );
+  /**
+   * A server-streaming method, routed as {@link unaryWith} routes; `statusFrame` is the one
+   * frame a failed call answers. `forward` passes the request on and collects the frames
+   * (decoded, or as bytes for a method registered with an identity response serializer).
+   */
+  const serverStreamWith = <Frame>(
+    method: string,
+    forward: (request: any, options: ForwardOptions) => Promise<Frame[]>,
+    serve: (request: any, call: grpc.ServerWritableStream<any, Frame>) => Promise<Frame[]>,
+    statusFrame: (status: V2Status) => Frame,
+  ) => (call: grpc.ServerWritableStream<any, Frame>): void => {
+    const route = mustForward(call);
+    const finish = (frames: Frame[], trailer?: grpc.Metadata): void => {
+      for (const frame of frames) call.write(frame);
+      call.end(trailer);
     };
+    if (route === 'forward') {
+      forward(call.request, { target: () => ctx.leaderAddress(), metadata: call.metadata, deadlineMs: callDeadlineMs(call) }).then(
+        (frames) => finish(frames),
+        (error: grpc.ServiceError) => finish([statusFrame({ code: 'HA_NOT_AVAILABLE', message: `leader unreachable: ${error.message}` })]),
+      );
+      return;
+    }
+    if (route === 'refuse') {
+      const { status, leader } = notLeader();
+      finish([statusFrame(status)], trailerFor(true, leader));
+      return;
+    }
+    serve(call.request, call).then(
+      (frames) => finish(frames),
+      (error: unknown) => {
+        const { status, definite, leader } = statusOf(error);
+        finish([statusFrame(status)], trailerFor(definite, leader));
+      },
+    );
+  };
+  const serverStream = (method: string, serve: (request: any, call: grpc.ServerWritableStream<any, any>) => Promise<any[]>) =>
+    serverStreamWith<any>(method, (request, options) => ctx.forwarder.serverStream(method, request, options), serve, (status) => ({ status }));
+  const serverStreamBytes = (method: string, serve: (request: any, call: grpc.ServerWritableStream<any, Buffer>) => Promise<Buffer[]>, statusFrame: (status: V2Status) => Buffer) =>
+    serverStreamWith<Buffer>(method, (request, options) => ctx.forwarder.serverStreamRaw(method, requestBytes(method, request), options), serve, statusFrame);
 
   const groupOf = (request: any): string => {
     const name = String(request.group?.name ?? '');
@@ -401,7 +424,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       return { status: okStatus, assignments: [{ messageQueue: { ...queues[0], id: -1 } }] };
     }, (status) => ({ status, assignments: [] })),
 
-    PullMessage: serverStream('PullMessage', async (request, call) => {
+    PullMessage: serverStreamBytes('PullMessage', async (request, call) => {
       checkQueueGroup(request);
       const topic = String(request.messageQueue?.topic?.name ?? '');
       const filter = parseSubscriptionFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
@@ -410,7 +433,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
         topic, queueId: Number(request.messageQueue?.id ?? 0), offset: Number(request.offset ?? 0), batch, filter, pollMs: pollMsFor(request, call),
       });
       return pullResponseFrames(messages, nextOffset, ctx.selfAddress);
-    }),
+    }, pullStatusFrame),
 
     UpdateOffset: unary('UpdateOffset', async (request) => {
       checkQueueGroup(request);

@@ -139,6 +139,38 @@ export class WireWriter {
     return this.varint(value);
   }
 
+  /** A varint field written even when 0 (a proto3 `optional` or oneof member that is present). */
+  uintPresent(field: number, value: number): this {
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`field ${field}: ${value} is not a non-negative safe integer`);
+    this.varint(field << 3);
+    return this.varint(value);
+  }
+
+  /** An int64 field (a negative value as the 10-byte two's complement varint). */
+  int64(field: number, value: number): this {
+    if (value >= 0) return this.uint(field, value);
+    if (!Number.isSafeInteger(value)) throw new RangeError(`field ${field}: ${value} is not a safe integer`);
+    this.varint(field << 3).reserve(10);
+    // Two's complement over 64 bits, seven bits at a time: the low 32 bits, then the high ones (all ones above 2^53).
+    let low = value % 4294967296 >>> 0;
+    let high = Math.floor(value / 4294967296) >>> 0;
+    for (let i = 0; i < 9; i++) {
+      this.buffer[this.at++] = (low & 0x7f) | 0x80;
+      low = (low >>> 7) | ((high & 0x7f) << 25);
+      high >>>= 7;
+    }
+    this.buffer[this.at++] = low & 0x01;
+    return this;
+  }
+
+  /** A string field written even when empty (present). */
+  stringPresent(field: number, value: string): this {
+    const length = Buffer.byteLength(value);
+    this.varint((field << 3) | 2).varint(length).reserve(length);
+    this.at += this.buffer.write(value, this.at, 'utf8');
+    return this;
+  }
+
   string(field: number, value: string): this {
     if (value === '') return this;
     const length = Buffer.byteLength(value);
