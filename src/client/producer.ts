@@ -268,7 +268,7 @@ export class Producer {
 
   /** How many broker groups can take messages of `topic` (routes are cached by the connection). */
   private async groupCount(topic: string): Promise<number> {
-    return new Set(writableQueues(await this.connection.requireRoutes(topic), topic).map((q) => q.group)).size;
+    return writable(await this.connection.requireRoutes(topic), topic).groupCount;
   }
 
   /** Queues the message for its group's next SendMessage request (one per event-loop turn). */
@@ -307,7 +307,30 @@ function retryable(code: string): boolean {
   return ['INTERNAL_SERVER_ERROR', 'HA_NOT_AVAILABLE', 'NO_LEADER', 'UNAVAILABLE', 'DEADLINE_EXCEEDED', 'TOO_MANY_REQUESTS', 'PROXY_TIMEOUT', 'UNKNOWN', 'TIMEOUT'].includes(code);
 }
 
-function writableQueues(groups: readonly GroupRoute[], topic: string): Target[] {
+/**
+ * The writable queues of `topic`, computed once per routes answer (the connection hands out
+ * the same array until it refreshes them): every send asks, twice.
+ */
+const writableQueuesCache = new WeakMap<readonly GroupRoute[], Map<string, { readonly queues: readonly Target[]; readonly groupCount: number }>>();
+
+function writable(groups: readonly GroupRoute[], topic: string): { readonly queues: readonly Target[]; readonly groupCount: number } {
+  let byTopic = writableQueuesCache.get(groups);
+  if (byTopic === undefined) {
+    byTopic = new Map();
+    writableQueuesCache.set(groups, byTopic);
+  }
+  let found = byTopic.get(topic);
+  if (found === undefined) {
+    const queues = computeWritableQueues(groups, topic);
+    found = { queues, groupCount: new Set(queues.map((q) => q.group)).size };
+    byTopic.set(topic, found);
+  }
+  return found;
+}
+
+const writableQueues = (groups: readonly GroupRoute[], topic: string): readonly Target[] => writable(groups, topic).queues;
+
+function computeWritableQueues(groups: readonly GroupRoute[], topic: string): Target[] {
   return groups.flatMap((g) => {
     const route: TopicRoute | undefined = g.topics.find((t) => t.name === topic);
     if (route === undefined || (route.perm & 2) === 0) return [];
