@@ -138,6 +138,11 @@ export class BrokerWorkload {
   private readonly delivered = new Map<string, Set<string>>();
   /** Message ids the pull consumer read. */
   private readonly pulledIds = new Set<string>();
+  /**
+   * The lowest offset each watched group was ever handed on each queue ("group/topic/queueId"):
+   * what was released below it went before the group read that queue at all.
+   */
+  private readonly firstReadOffsets = new Map<string, number>();
   /** Messages with a send call in flight (not sent again until it ends). */
   private readonly sending = new Set<SentMessage>();
   /** Message id → the store time of its first read (delayed messages only). */
@@ -630,6 +635,7 @@ export class BrokerWorkload {
       this.stats.deliveries += deliveries.length;
       for (const d of deliveries) {
         this.checker.onRead(`receive(${watch.group})`, d.topic, d.queueId, d.offset, d.message.messageId, this.served(outcome.via, d.topic, d.queueId, d.offset));
+        this.noteFirstRead(watch.group, d.topic, d.queueId, d.offset);
         this.checkBody(`receive(${watch.group})`, d.message.messageId, d.message.body);
         this.checkDelayed(`receive(${watch.group})`, d.message.messageId, d.storeTimeMs);
         this.checkTransactional(`receive(${watch.group})`, d.message.messageId);
@@ -664,6 +670,11 @@ export class BrokerWorkload {
     }
   }
 
+  private noteFirstRead(group: string, topic: string, queueId: number, offset: number): void {
+    const k = `${group}/${topic}/${queueId}`;
+    if (offset < (this.firstReadOffsets.get(k) ?? Infinity)) this.firstReadOffsets.set(k, offset);
+  }
+
   private async pullConsumer(): Promise<void> {
     const watch = pullWatch;
     const local: (number | undefined)[] = Array.from({ length: watch.queues }, () => undefined);
@@ -693,6 +704,7 @@ export class BrokerWorkload {
       }
       for (const m of pulled.value.messages) {
         this.checker.onRead('pull', m.topic, m.queueId, m.offset, m.message.messageId, this.served(pulled.via, m.topic, m.queueId, m.offset));
+        this.noteFirstRead(watch.group, m.topic, m.queueId, m.offset);
         this.checkBody('pull', m.message.messageId, m.message.body);
         this.checkDelayed('pull', m.message.messageId, m.storeTimeMs);
         this.checkTransactional('pull', m.message.messageId);
@@ -788,7 +800,8 @@ export class BrokerWorkload {
       return undefined;
     };
     // Every acknowledged send is where its acknowledgement said, or released; a message only ever failed definitely is nowhere.
-    const released = new Map<string, { topic: string; queueId: number }>();
+    /** Released acknowledged messages: their queue, and their offset where the acknowledgement named one. */
+    const released = new Map<string, { topic: string; queueId: number; offset?: number }>();
     for (const [id, message] of this.sent) {
       const at = stored.get(id);
       if (message.txn !== undefined) {
@@ -805,7 +818,7 @@ export class BrokerWorkload {
         if (at === undefined) {
           const { queueId, offset } = message.acked;
           const problem = releaseProof(id, message.input.topic, queueId, offset);
-          if (problem === undefined) released.set(id, { topic: message.input.topic, queueId });
+          if (problem === undefined) released.set(id, { topic: message.input.topic, queueId, offset });
           else this.checker.violate(`acknowledged ${id} (${queueId}/${offset}) was lost (${problem})`);
         } else if (at.queueId !== message.acked.queueId || at.offset !== message.acked.offset) this.checker.violate(`acknowledged ${id} at ${message.acked.queueId}/${message.acked.offset} is stored at ${at.queueId}/${at.offset}`);
       } else if (message.unknownAttempts === 0 && at !== undefined) {
@@ -847,7 +860,11 @@ export class BrokerWorkload {
     const checkExpired = (watch: WatchedGroup, consumed: (id: string) => boolean): void => {
       for (let queueId = 0; queueId < watch.queues; queueId++) {
         let unconsumed = 0;
-        for (const [id, at] of released) if (at.topic === watch.topic && at.queueId === queueId && !consumed(id)) unconsumed++;
+        // A message released before the group had read anything of this queue is owed a count only
+        // if the broker knew the group then (a position on the topic), which the checker cannot see:
+        // those below the first offset it was ever handed are not required (the broker may count them).
+        const firstRead = this.firstReadOffsets.get(`${watch.group}/${watch.topic}/${queueId}`) ?? Infinity;
+        for (const [id, at] of released) if (at.topic === watch.topic && at.queueId === queueId && (at.offset ?? Infinity) >= firstRead && !consumed(id)) unconsumed++;
         const expired = view.expired.get(`${watch.group}/${watch.topic}/${queueId}`) ?? 0;
         this.expiredMessages += expired;
         if (expired < unconsumed) this.checker.violate(`${watch.group}: ${unconsumed} acknowledged messages of ${watch.topic}/${queueId} were released before it consumed them, but only ${expired} are counted as expired`);
