@@ -42,6 +42,11 @@ describe('a producer with two broker groups', () => {
     admin = new Admin({ nameServers: [namesrv] });
     await waitFor('both groups to register a leader', async () => (await admin!.cluster().catch(() => [])).filter((n) => n.isLeader).length === 2, 20_000);
     await admin.createTopic('spread', { readQueues: 2, writeQueues: 2 });
+    // Each group registers its topics every 300 ms: until both have, the routes name one group only.
+    await waitFor('both groups to advertise the topic', async () => {
+      const groups = await admin!.connection.routes('spread', true).catch(() => []);
+      return ['ga', 'gb'].every((name) => groups.some((g) => g.group === name && g.topics.some((t) => t.name === 'spread' && t.writeQueues > 0)));
+    }, 10_000);
 
     producer = new Producer({ nameServers: [namesrv], sendTimeoutMs: 3_000 });
     await producer.start(['spread']);
