@@ -79,7 +79,7 @@ function decodeMessage(reader: WireReader, end: number, brokerGroup: string): Re
   while (reader.at < end) {
     const tag = reader.varint();
     switch (tag) {
-      case (1 << 3) | 2: topic = decodeResourceName(reader, reader.lengthDelimited()); break;
+      case (1 << 3) | 2: topic = reader.stringPair(reader.lengthDelimited())[1]; break;
       case (2 << 3) | 2: decodeMapEntry(reader, reader.lengthDelimited(), properties); break;
       case (3 << 3) | 2: system = decodeSystem(reader, reader.lengthDelimited(), system); break;
       case (4 << 3) | 2: body = reader.bytes(reader.lengthDelimited()); break;
@@ -115,9 +115,9 @@ function decodeSystem(reader: WireReader, end: number, into: SystemFields | unde
       case (2 << 3) | 2: s.keys.push(reader.string()); break;
       case (3 << 3) | 2: s.messageId = reader.string(); break;
       case (4 << 3) | 2: decodeDigest(reader, reader.lengthDelimited(), s); break;
-      case (7 << 3) | 2: s.bornTimestampMs = decodeTimestamp(reader, reader.lengthDelimited()); break;
-      case (9 << 3) | 2: s.storeTimestampMs = decodeTimestamp(reader, reader.lengthDelimited()); break;
-      case (11 << 3) | 2: s.deliveryTimeMs = decodeTimestamp(reader, reader.lengthDelimited()); break;
+      case (7 << 3) | 2: s.bornTimestampMs = reader.timestampMs(reader.lengthDelimited()); break;
+      case (9 << 3) | 2: s.storeTimestampMs = reader.timestampMs(reader.lengthDelimited()); break;
+      case (11 << 3) | 2: s.deliveryTimeMs = reader.timestampMs(reader.lengthDelimited()); break;
       case (12 << 3) | 2: s.receiptHandle = reader.string(); break;
       case (13 << 3) | 0: s.queueId = reader.int32(); break;
       case (14 << 3) | 0: s.queueOffset = reader.int64(); break;
@@ -141,41 +141,8 @@ function decodeDigest(reader: WireReader, end: number, s: SystemFields): void {
   reader.expectAt(end);
 }
 
-/** google.protobuf.Timestamp as ms since the epoch (what fromV2's `ms` computes). */
-function decodeTimestamp(reader: WireReader, end: number): number {
-  let seconds = 0;
-  let nanos = 0;
-  while (reader.at < end) {
-    const tag = reader.varint();
-    if (tag === ((1 << 3) | 0)) seconds = reader.int64();
-    else if (tag === ((2 << 3) | 0)) nanos = reader.int32();
-    else reader.skip(tag);
-  }
-  reader.expectAt(end);
-  return seconds * 1000 + Math.floor(nanos / 1e6);
-}
-
-function decodeResourceName(reader: WireReader, end: number): string {
-  let name = '';
-  while (reader.at < end) {
-    const tag = reader.varint();
-    if (tag === ((2 << 3) | 2)) name = reader.string();
-    else reader.skip(tag);
-  }
-  reader.expectAt(end);
-  return name;
-}
-
 function decodeMapEntry(reader: WireReader, end: number, into: Record<string, string>): void {
-  let key = '';
-  let value = '';
-  while (reader.at < end) {
-    const tag = reader.varint();
-    if (tag === ((1 << 3) | 2)) key = reader.string();
-    else if (tag === ((2 << 3) | 2)) value = reader.string();
-    else reader.skip(tag);
-  }
-  reader.expectAt(end);
+  const [key, value] = reader.stringPair(end);
   // A plain assignment of '__proto__' would set the prototype instead of a property.
   if (key === '__proto__') Object.defineProperty(into, key, { value, enumerable: true, writable: true, configurable: true });
   else into[key] = value;

@@ -13,7 +13,7 @@
  * encode and decode around the same byte path.
  */
 import * as grpc from '@grpc/grpc-js';
-import { clientChannelOptions, forwardedHeader, messagingServiceDefinition } from '../util/rocketmq-v2.js';
+import { clientChannelOptions, forwardedHeader, identityBytes, messagingServiceDefinition } from '../util/rocketmq-v2.js';
 import { int32At, responseStatusCode } from './v2-wire.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
@@ -64,14 +64,13 @@ export function isNotLeaderAnswer(response: Uint8Array): boolean {
   return int32At(response, responseStatusCode) === haNotAvailableCode;
 }
 
-const identity = (bytes: Buffer): Buffer => bytes;
-
-interface MethodPath {
+export interface MethodPath {
   readonly path: string;
   readonly definition: grpc.MethodDefinition<any, any>;
 }
 
-function methodOf(method: string): MethodPath {
+/** A MessagingService method's path and definition; an unknown method is a programming error. */
+export function methodOf(method: string): MethodPath {
   const definition = messagingServiceDefinition[method];
   if (definition === undefined) throw new RangeError(`MessagingService has no method ${method}`);
   return { path: definition.path, definition };
@@ -264,7 +263,7 @@ export class Forwarder {
     return new Promise((resolve, reject) => {
       const deadline = deadlineMs === Infinity ? Date.now() + unaryDeadlineMsDefault : deadlineMs;
       const result: { response: Buffer; trailer: grpc.Metadata | undefined } = { response: Buffer.alloc(0), trailer: undefined };
-      const call = this.client(address).makeUnaryRequest(path, identity, identity, request, metadata, { deadline }, (error, response) => {
+      const call = this.client(address).makeUnaryRequest(path, identityBytes, identityBytes, request, metadata, { deadline }, (error, response) => {
         if (error !== null || response === undefined) {
           reject(error ?? new Error('no response'));
           return;
@@ -282,7 +281,7 @@ export class Forwarder {
     return new Promise((resolve, reject) => {
       const frames: Buffer[] = [];
       const deadline = deadlineMs === Infinity ? Date.now() + streamDeadlineMsDefault : deadlineMs;
-      const call = this.client(address).makeServerStreamRequest(path, identity, identity, request, metadata, { deadline });
+      const call = this.client(address).makeServerStreamRequest(path, identityBytes, identityBytes, request, metadata, { deadline });
       call.on('data', (frame: Buffer) => frames.push(frame));
       call.on('error', (error: grpc.ServiceError) => reject(error));
       call.on('end', () => resolve(frames));

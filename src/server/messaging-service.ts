@@ -17,10 +17,10 @@ import { parseRecallHandle } from '../broker/core/recall-handle.js';
 import { parseReceiptHandle } from '../broker/core/receipt-handle.js';
 import { parseTransactionId } from '../broker/core/transaction-id.js';
 import {
-  durationToMs, forwardedHeader, leaderHeader, messagingServiceDefinition, msToDuration, msToTimestamp, noForwardHeader, okStatus, outcomeHeader, queueSelectedHeader,
-  rebalanceHeader, timestampToMs, type V2Status,
+  durationToMs, forwardedHeader, identityBytes, leaderHeader, messagingServiceDefinition, msToDuration, msToTimestamp, noForwardHeader, okStatus, outcomeHeader,
+  queueSelectedHeader, rebalanceHeader, timestampToMs, type V2Status,
 } from '../util/rocketmq-v2.js';
-import { callDeadlineMs, Forwarder, type ForwardOptions } from './forwarder.js';
+import { callDeadlineMs, Forwarder, methodOf, type ForwardOptions } from './forwarder.js';
 import type { TransactionChecks } from './transaction-checks.js';
 import { pullResponseFrames, pullStatusFrame } from './pull-response.js';
 import { decodeSendMessageRequest, encodeSendMessageResponse, type SendEntryOut, type SendMessageIn } from './send-message-codec.js';
@@ -42,8 +42,6 @@ export interface BrokerEndpointContext {
   readonly transactionChecks: TransactionChecks;
 }
 
-const identity = (bytes: Buffer): Buffer => bytes;
-
 /**
  * MessagingService as a broker node registers it: SendMessage takes and answers bytes, which
  * its handler decodes and encodes itself (send-message-codec.ts), and a follower forwards as
@@ -52,16 +50,10 @@ const identity = (bytes: Buffer): Buffer => bytes;
  */
 export const brokerMessagingDefinition: grpc.ServiceDefinition = Object.fromEntries(Object.entries(messagingServiceDefinition).map(([method, definition]) => [
   method,
-  method === 'SendMessage' ? { ...definition, requestDeserialize: identity, responseSerialize: identity }
-    : method === 'PullMessage' ? { ...definition, responseSerialize: identity } : definition,
+  method === 'SendMessage' ? { ...definition, requestDeserialize: identityBytes, responseSerialize: identityBytes }
+    : method === 'PullMessage' ? { ...definition, responseSerialize: identityBytes } : definition,
 ]));
 
-/** A decoded request's bytes again, to forward it. */
-function requestBytes(method: string, request: unknown): Buffer {
-  const definition = messagingServiceDefinition[method];
-  if (definition === undefined) throw new RangeError(`MessagingService has no method ${method}`);
-  return definition.requestSerialize(request);
-}
 
 const receiveBatchMax = 32;
 const invisibleMsMin = 1_000;
@@ -228,7 +220,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
   const serverStream = (method: string, serve: (request: any, call: grpc.ServerWritableStream<any, any>) => Promise<any[]>) =>
     serverStreamWith<any>(method, (request, options) => ctx.forwarder.serverStream(method, request, options), serve, (status) => ({ status }));
   const serverStreamBytes = (method: string, serve: (request: any, call: grpc.ServerWritableStream<any, Buffer>) => Promise<Buffer[]>, statusFrame: (status: V2Status) => Buffer) =>
-    serverStreamWith<Buffer>(method, (request, options) => ctx.forwarder.serverStreamRaw(method, requestBytes(method, request), options), serve, statusFrame);
+    serverStreamWith<Buffer>(method, (request, options) => ctx.forwarder.serverStreamRaw(method, methodOf(method).definition.requestSerialize(request), options), serve, statusFrame);
 
   const groupOf = (request: any): string => {
     const name = String(request.group?.name ?? '');

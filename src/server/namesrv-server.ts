@@ -12,7 +12,7 @@ import { parseTransactionId } from '../broker/core/transaction-id.js';
 import { stableHash } from '../broker/core/broker-state.js';
 import { RouteRegistry, type GroupRoute, type Registration } from '../namesrv/route-registry.js';
 import { loadProtoFile } from '../util/proto-files.js';
-import { messagingServiceDefinition, okStatus, type V2Status } from '../util/rocketmq-v2.js';
+import { identityBytes, messagingServiceDefinition, okStatus, type V2Status } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder } from './forwarder.js';
 import { splitAddress } from './messaging-service.js';
 import { requestRouting, stringAt, WireFormatError, type FieldPath } from './v2-wire.js';
@@ -41,11 +41,9 @@ const bytesMethods: ReadonlySet<string> = new Set([
   'UpdateOffset', 'GetOffset', 'QueryOffset', 'EndTransaction', 'Heartbeat', 'NotifyClientTermination',
 ]);
 
-const identity = (bytes: Buffer): Buffer => bytes;
-
 /** MessagingService with identity (de)serializers for {@link bytesMethods}; the rest decode as usual. */
 const accessPointDefinition: grpc.ServiceDefinition = Object.fromEntries(Object.entries(messagingServiceDefinition).map(([method, definition]) => [
-  method, bytesMethods.has(method) ? { ...definition, requestDeserialize: identity, responseSerialize: identity } : definition,
+  method, bytesMethods.has(method) ? { ...definition, requestDeserialize: identityBytes, responseSerialize: identityBytes } : definition,
 ]));
 
 function encodeResponse(method: string, response: unknown): Buffer {

@@ -13,7 +13,7 @@
 import { hash } from 'node:crypto';
 import type { PulledMessage } from '../broker/broker-service.js';
 import { WireWriter } from '../util/protobuf-wire.js';
-import { okStatus, v2CodeNumbers, type V2Status } from '../util/rocketmq-v2.js';
+import { okStatus, v2CodeNumber, type V2Status } from '../util/rocketmq-v2.js';
 
 /** apache.rocketmq.v2 enum numbers (definition.proto). */
 const digestMd5 = 2;
@@ -37,9 +37,7 @@ export function pullResponseFrames(messages: readonly PulledMessage[], nextOffse
 
 /** A `status` frame: what a PullMessage call that failed answers, alone. */
 export function pullStatusFrame(status: V2Status): Buffer {
-  const code = v2CodeNumbers.get(status.code);
-  if (code === undefined) throw new RangeError(`status code ${status.code} is not in apache.rocketmq.v2.Code`);
-  return new WireWriter(16 + status.message.length * 3).message(statusField, (w) => w.uint(1, code).string(2, status.message)).finish();
+  return new WireWriter(16 + status.message.length * 3).message(statusField, (w) => w.uint(1, v2CodeNumber(status.code)).string(2, status.message)).finish();
 }
 
 function timestamp(writer: WireWriter, field: number, ms: number): void {

@@ -13,7 +13,7 @@
  * (service.proto, definition.proto), which never renumber fields.
  */
 import { WireReader, WireWriter } from '../util/protobuf-wire.js';
-import { v2CodeNumbers, type V2Status } from '../util/rocketmq-v2.js';
+import { v2CodeNumber, type V2Status } from '../util/rocketmq-v2.js';
 
 /** One Message of a SendMessageRequest, as far as the broker reads it. */
 export interface SendMessageIn {
@@ -82,22 +82,28 @@ const noSystemFields = (): SystemFields => ({
 const emptyBody = new Uint8Array(0);
 
 function decodeMessage(reader: WireReader, end: number): SendMessageIn {
-  let topic = { name: '', namespace: '' };
+  let namespace = '';
+  let topic = '';
   const userProperties = new Map<string, string>();
   let system = noSystemFields();
   let body: Uint8Array = emptyBody;
   while (reader.at < end) {
     const field = reader.varint();
     switch (field) {
-      case tag(1, lengthDelimited): topic = decodeResource(reader, reader.lengthDelimited()); break;
-      case tag(2, lengthDelimited): decodeMapEntry(reader, reader.lengthDelimited(), userProperties); break;
+      case tag(1, lengthDelimited): [namespace, topic] = reader.stringPair(reader.lengthDelimited()); break;
+      case tag(2, lengthDelimited): {
+        // A key given again keeps its first place in the order (as an object's property would).
+        const [key, value] = reader.stringPair(reader.lengthDelimited());
+        userProperties.set(key, value);
+        break;
+      }
       case tag(3, lengthDelimited): system = decodeSystem(reader, reader.lengthDelimited()); break;
       case tag(4, lengthDelimited): body = reader.bytes(reader.lengthDelimited()); break;
       default: reader.skip(field);
     }
   }
   reader.expectAt(end);
-  return { topic: topic.name, namespace: topic.namespace, ...system, userProperties, body };
+  return { topic, namespace, ...system, userProperties, body };
 }
 
 function decodeSystem(reader: WireReader, end: number): SystemFields {
@@ -109,9 +115,9 @@ function decodeSystem(reader: WireReader, end: number): SystemFields {
       case tag(2, lengthDelimited): s.keys.push(reader.string()); break;
       case tag(3, lengthDelimited): s.messageId = reader.string(); break;
       case tag(6, varint): s.messageType = reader.int32(); break;
-      case tag(7, lengthDelimited): s.bornTimestampMs = decodeTimestamp(reader, reader.lengthDelimited()); break;
+      case tag(7, lengthDelimited): s.bornTimestampMs = reader.timestampMs(reader.lengthDelimited()); break;
       case tag(8, lengthDelimited): s.bornHost = reader.string(); break;
-      case tag(11, lengthDelimited): s.deliveryTimestampMs = decodeTimestamp(reader, reader.lengthDelimited()); break;
+      case tag(11, lengthDelimited): s.deliveryTimestampMs = reader.timestampMs(reader.lengthDelimited()); break;
       case tag(13, varint): s.queueId = reader.int32(); break;
       case tag(17, lengthDelimited): s.messageGroup = reader.string(); break;
       default: reader.skip(field); // digest, encoding, store fields, receipt, durations, trace context, DLQ: not read on a send
@@ -121,55 +127,8 @@ function decodeSystem(reader: WireReader, end: number): SystemFields {
   return s;
 }
 
-/** google.protobuf.Timestamp as ms since the epoch (what timestampToMs computes). */
-function decodeTimestamp(reader: WireReader, end: number): number {
-  let seconds = 0;
-  let nanos = 0;
-  while (reader.at < end) {
-    const field = reader.varint();
-    if (field === tag(1, varint)) seconds = reader.int64();
-    else if (field === tag(2, varint)) nanos = reader.int32();
-    else reader.skip(field);
-  }
-  reader.expectAt(end);
-  return seconds * 1000 + Math.floor(nanos / 1e6);
-}
-
-function decodeResource(reader: WireReader, end: number): { name: string; namespace: string } {
-  let name = '';
-  let namespace = '';
-  while (reader.at < end) {
-    const field = reader.varint();
-    if (field === tag(1, lengthDelimited)) namespace = reader.string();
-    else if (field === tag(2, lengthDelimited)) name = reader.string();
-    else reader.skip(field);
-  }
-  reader.expectAt(end);
-  return { name, namespace };
-}
-
-function decodeMapEntry(reader: WireReader, end: number, into: Map<string, string>): void {
-  let key = '';
-  let value = '';
-  while (reader.at < end) {
-    const field = reader.varint();
-    if (field === tag(1, lengthDelimited)) key = reader.string();
-    else if (field === tag(2, lengthDelimited)) value = reader.string();
-    else reader.skip(field);
-  }
-  reader.expectAt(end);
-  // A key given again keeps its first place in the order (as an object's property would).
-  into.set(key, value);
-}
-
-function codeNumber(status: V2Status): number {
-  const number = v2CodeNumbers.get(status.code);
-  if (number === undefined) throw new RangeError(`status code ${status.code} is not in apache.rocketmq.v2.Code`);
-  return number;
-}
-
 function writeStatus(writer: WireWriter, field: number, status: V2Status): void {
-  writer.message(field, (w) => w.uint(1, codeNumber(status)).string(2, status.message));
+  writer.message(field, (w) => w.uint(1, v2CodeNumber(status.code)).string(2, status.message));
 }
 
 /** A SendMessageResponse: the request's status and one entry per message, in order. */

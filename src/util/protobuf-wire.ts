@@ -88,6 +88,37 @@ export class WireReader {
     return bytes;
   }
 
+  /** google.protobuf.Timestamp up to `end`, as ms since the epoch (what timestampToMs computes). */
+  timestampMs(end: number): number {
+    let seconds = 0;
+    let nanos = 0;
+    while (this.at < end) {
+      const tag = this.varint();
+      if (tag === ((1 << 3) | 0)) seconds = this.int64();
+      else if (tag === ((2 << 3) | 0)) nanos = this.int32();
+      else this.skip(tag);
+    }
+    this.expectAt(end);
+    return seconds * 1000 + Math.floor(nanos / 1e6);
+  }
+
+  /**
+   * A message of two strings, fields 1 and 2, up to `end` (a map<string, string> entry's key and
+   * value, or a Resource's namespace and name); '' for an absent one, the last of repeated ones.
+   */
+  stringPair(end: number): [string, string] {
+    let first = '';
+    let second = '';
+    while (this.at < end) {
+      const tag = this.varint();
+      if (tag === ((1 << 3) | 2)) first = this.string();
+      else if (tag === ((2 << 3) | 2)) second = this.string();
+      else this.skip(tag);
+    }
+    this.expectAt(end);
+    return [first, second];
+  }
+
   skip(tag: number): void {
     switch (tag & 7) {
       case 0: this.varint(); return;

@@ -97,6 +97,16 @@ function enumNumbers(name: string): ReadonlyMap<string, number> {
 /** Status.code's numbers, for the hand-written encoders of the hot path. */
 export const v2CodeNumbers: ReadonlyMap<string, number> = enumNumbers('Code');
 
+/** A status code's number; a code the protocol does not have is a programming error. */
+export function v2CodeNumber(code: string): number {
+  const number = v2CodeNumbers.get(code);
+  if (number === undefined) throw new RangeError(`status code ${code} is not in apache.rocketmq.v2.Code`);
+  return number;
+}
+
+/** The (de)serializer of a method passed on as bytes (forwarded, or coded by hand). */
+export const identityBytes = (bytes: Buffer): Buffer => bytes;
+
 /** MessageType's names by number ("7" for a number the definition does not know, as proto-loader gives it). */
 const messageTypeNames: ReadonlyMap<number, string> = new Map([...enumNumbers('MessageType')].map(([name, number]) => [number, name]));
 export const v2MessageTypeName = (number: number): string => messageTypeNames.get(number) ?? String(number);
