@@ -132,7 +132,9 @@ export class PullConsumer {
     if (!this.running) return;
     this.running = false;
     for (const timer of this.timers.splice(0)) clearInterval(timer);
-    await this.rebalancing;
+    // A background rebalance may be failing (the group is down): wait for it so that it adds
+    // no queue after this, but a failure there is no reason not to close.
+    await this.rebalancing?.catch(() => undefined);
     await this.commit().catch(() => undefined);
     for (const q of this.queues.values()) q.dropped = true;
     const groups = new Set([...this.queues.values()].map((q) => q.ref.brokerGroup));

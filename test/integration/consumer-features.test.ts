@@ -1,7 +1,8 @@
 /**
  * F4/F10 with real processes: broadcasting, rebalance as members join and leave, offset
  * reset by time, dead-lettering after max delivery attempts, and committed consumer offsets
- * surviving a leader SIGKILL (no rewind beyond the last commit).
+ * surviving a leader SIGKILL (no rewind beyond the last commit), and a consumer that shuts
+ * down cleanly while its whole broker group is down.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Producer } from '../../src/client/producer.js';
@@ -126,4 +127,17 @@ describe('consumers against real processes', () => {
     await resumed.shutdown();
     expect(rest.length).toBe(100 - committed);
   }, 90_000);
+
+  // A smoke run's drain once died here: the group was down, a background rebalance failed,
+  // and shutdown() rethrew that failure instead of closing.
+  it('shuts down cleanly while a background rebalance fails because the whole group is down', async () => {
+    await cluster.admin.createTopic('outage', { readQueues: 2, writeQueues: 2 });
+    const consumer = new PullConsumer({ nameServers: [cluster.namesrv], group: 'outage-readers', rebalanceIntervalMs: 100, leaderWaitMs: 1_500, requestTimeoutMs: 500 }).subscribe('outage');
+    await consumer.start();
+    const killed = await cluster.killAll();
+    await new Promise((resolve) => setTimeout(resolve, 300)); // a rebalance is under way, bound to fail
+    await expect(consumer.shutdown()).resolves.toBeUndefined();
+    for (const id of killed) cluster.restart(id);
+    await cluster.leader(30_000);
+  }, 60_000);
 });
