@@ -10,8 +10,11 @@
  * reports the CPU its servers and this client used per message. Every phase is bounded in
  * count and time.
  *
- *   npm run bench [-- --seconds 8 --size 1024 --inflight 1,64,256 --drain 50000 --json
- *                     --no-nats --no-rabbitmq --cpu-prof DIR]
+ *   npm run bench [-- --seconds 8 --size 1024 --inflight 1,64,256 --drain 50000 --warm-up 20
+ *                     --json --no-nats --no-rabbitmq --cpu-prof DIR]
+ *
+ * Every system and client first gets --warm-up seconds of traffic (half at 1 in flight, half
+ * at 64), so that what is measured is the steady state (bench-support's warmUp says why).
  *
  * With --cpu-prof DIR the RaftMQ server processes (brokers n1..n3 and the NameServer with its
  * access point) run under `node --cpu-prof`, writing DIR/<id>.<stamp>.cpuprofile when they stop;
@@ -29,7 +32,7 @@ import { Producer } from '../src/client/producer.js';
 import { PullConsumer } from '../src/client/pull-consumer.js';
 import { LocalCluster, freePorts } from '../src/cli/local-cluster.js';
 import { plainWhenPiped } from '../src/cli/tables.js';
-import { closedLoop, countCap, ensureDebianBinary, measure, onInterrupt, round, type Row } from './bench-support.js';
+import { closedLoop, countCap, ensureDebianBinary, measure, onInterrupt, round, warmUp, type Row } from './bench-support.js';
 import { NATS, benchNats } from './nats-peer.js';
 import { RABBITMQ, benchRabbitMQ, ensureRabbitMQ } from './rabbitmq-peer.js';
 
@@ -42,6 +45,7 @@ interface Options {
   readonly size: number;
   readonly inflights: readonly number[];
   readonly drain: number;
+  readonly warmUpSeconds: number;
   readonly cpuProf?: string;
 }
 
@@ -70,14 +74,19 @@ function parseOptions(): Options & { json: boolean; nats: boolean; rabbitmq: boo
     .option('--size <bytes>', 'body size', positiveInteger('--size', 4 * 1024 * 1024), 1024)
     .option('--inflight <list>', 'in-flight levels, comma-separated', (v) => v.split(',').map((part) => positiveInteger('each --inflight level', 4096)(part.trim())), [1, 64, 256])
     .option('--drain <n>', 'messages to consume in each drain phase (topped up first if the produce phases stored fewer)', positiveInteger('--drain', 1_000_000), 50_000)
+    .option('--warm-up <s>', 'seconds of unmeasured traffic each system and client gets first (half at 1 in flight, half at 64)', (v) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0 || n > 600) throw new InvalidArgumentError(`--warm-up must be a number from 0 to 600, not '${v}'`);
+      return n;
+    }, 20)
     .option('--no-nats', 'skip the NATS JetStream comparison')
     .option('--no-rabbitmq', 'skip the RabbitMQ quorum queue comparison')
     .option('--cpu-prof <dir>', 'run the RaftMQ servers under node --cpu-prof, writing .cpuprofile files to <dir>')
     .option('--json', 'one JSON object per row')
     .allowExcessArguments(false);
   program.parse(process.argv);
-  const o = program.opts<{ seconds: number; size: number; inflight: number[]; drain: number; nats: boolean; rabbitmq: boolean; cpuProf?: string; json?: boolean }>();
-  return { seconds: o.seconds, size: o.size, inflights: o.inflight, drain: o.drain, nats: o.nats, rabbitmq: o.rabbitmq, json: o.json === true, ...(o.cpuProf === undefined ? {} : { cpuProf: path.resolve(o.cpuProf) }) };
+  const o = program.opts<{ seconds: number; size: number; inflight: number[]; drain: number; warmUp: number; nats: boolean; rabbitmq: boolean; cpuProf?: string; json?: boolean }>();
+  return { seconds: o.seconds, size: o.size, inflights: o.inflight, drain: o.drain, warmUpSeconds: o.warmUp, nats: o.nats, rabbitmq: o.rabbitmq, json: o.json === true, ...(o.cpuProf === undefined ? {} : { cpuProf: path.resolve(o.cpuProf) }) };
 }
 
 /**
@@ -132,10 +141,9 @@ async function benchRaftMQ(dir: string, options: Options, spans: PhaseSpan[]): P
       const producer = new Producer({ nameServers: [namesrv], sendTimeoutMs: 10_000 });
       await producer.start(['bench']);
       const send = (): Promise<unknown> => producer.send({ topic: 'bench', body });
-      const warmUp = 500;
-      for (let i = 0; i < warmUp; i++) await send();
+      const warmedUp = await warmUp(options.warmUpSeconds, send);
       for (const inflight of options.inflights) await phase(OURS, 'produce', inflight, () => closedLoop(inflight, options.seconds, countCap(inflight), send));
-      const stored = warmUp + rows.reduce((sum, r) => sum + r.messages, 0);
+      const stored = warmedUp + rows.reduce((sum, r) => sum + r.messages, 0);
       if (stored < options.drain) await closedLoop(256, 120, options.drain - stored, send); // top up: every system drains the same count
       producer.shutdown();
       const consumer = new PullConsumer({ nameServers: [namesrv], group: 'bench-drain', pullBatchSize: 256, bufferedPerQueueMax: 4096 });
@@ -159,7 +167,7 @@ async function benchRaftMQ(dir: string, options: Options, spans: PhaseSpan[]): P
         await official.startup();
         try {
           const officialSend = (): Promise<unknown> => official.send({ topic: 'bench-official', body });
-          await closedLoop(64, 15, 200, officialSend); // warm-up: connections and routes
+          await warmUp(options.warmUpSeconds, officialSend);
           for (const inflight of options.inflights) await phase(system, 'produce', inflight, () => closedLoop(inflight, options.seconds, countCap(inflight), officialSend));
         } finally {
           await official.shutdown();

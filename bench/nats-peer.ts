@@ -10,7 +10,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { AckPolicy, connect, DeliverPolicy, StorageType } from 'nats';
 import { freePorts } from '../src/cli/local-cluster.js';
-import { closedLoop, countCap, measure, onInterrupt, sleep, stopChild, type Row } from './bench-support.js';
+import { closedLoop, countCap, measure, onInterrupt, sleep, stopChild, warmUp, type Row } from './bench-support.js';
 
 export const NATS = 'NATS JetStream R3';
 
@@ -19,6 +19,8 @@ export interface PeerOptions {
   readonly seconds: number;
   readonly size: number;
   readonly drain: number;
+  /** Seconds of traffic before the first measured phase (see warmUp). */
+  readonly warmUpSeconds: number;
 }
 
 export async function benchNats(binary: string, dir: string, options: PeerOptions): Promise<Row[]> {
@@ -54,7 +56,7 @@ export async function benchNats(binary: string, dir: string, options: PeerOption
       const payload = randomBytes(options.size);
       const publish = (): Promise<unknown> => js.publish('bench', payload);
       const rows: Row[] = [];
-      await closedLoop(64, 15, 500, publish); // warm-up, as for RaftMQ
+      await warmUp(options.warmUpSeconds, publish);
       for (const inflight of options.inflights) rows.push(await measure(NATS, 'produce', inflight, pids, () => closedLoop(inflight, options.seconds, countCap(inflight), publish)));
       const jsm2 = await nc.jetstreamManager();
       const stored = (await jsm2.streams.info('BENCH')).state.messages;

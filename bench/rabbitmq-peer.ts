@@ -16,7 +16,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import amqp from 'amqplib';
 import { freePorts } from '../src/cli/local-cluster.js';
-import { alive, closedLoop, countCap, ensureDebianBinary, freePortRange, listening, measure, onInterrupt, stopChild, stopPid, waitFor, type Row } from './bench-support.js';
+import { alive, closedLoop, countCap, ensureDebianBinary, freePortRange, listening, measure, onInterrupt, stopChild, stopPid, waitFor, warmUp, type Row } from './bench-support.js';
 import type { PeerOptions } from './nats-peer.js';
 
 export const RABBITMQ = 'RabbitMQ quorum queue (3 replicas)';
@@ -120,7 +120,7 @@ export async function benchRabbitMQ(scripts: string, dir: string, options: PeerO
         channel.sendToQueue(QUEUE, payload, { persistent: true }, (error: unknown) => (error === null || error === undefined ? resolve() : reject(error instanceof Error ? error : new Error(String(error)))));
       });
       const rows: Row[] = [];
-      await closedLoop(64, 15, 500, publish); // warm-up, as for RaftMQ
+      await warmUp(options.warmUpSeconds, publish);
       for (const inflight of options.inflights) rows.push(await measure(RABBITMQ, 'produce', inflight, cluster.vmPids, () => closedLoop(inflight, options.seconds, countCap(inflight), publish)));
       const stored = (await channel.checkQueue(QUEUE)).messageCount;
       if (stored < options.drain) await closedLoop(256, 120, options.drain - stored, publish); // top up: every system drains the same count
