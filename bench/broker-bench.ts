@@ -13,8 +13,8 @@
  *   npm run bench [-- --seconds 8 --size 1024 --inflight 1,64,256 --drain 50000 --warm-up 20
  *                     --json --no-nats --no-rabbitmq --cpu-prof DIR]
  *
- * Every system and client first gets --warm-up seconds of traffic (half at 1 in flight, half
- * at 64), so that what is measured is the steady state (bench-support's warmUp says why).
+ * Every system and client first gets --warm-up seconds of one send at a time, so that what is
+ * measured is the steady state (bench-support's warmUp says why).
  *
  * With --cpu-prof DIR the RaftMQ server processes (brokers n1..n3 and the NameServer with its
  * access point) run under `node --cpu-prof`, writing DIR/<id>.<stamp>.cpuprofile when they stop;
@@ -74,7 +74,7 @@ function parseOptions(): Options & { json: boolean; nats: boolean; rabbitmq: boo
     .option('--size <bytes>', 'body size', positiveInteger('--size', 4 * 1024 * 1024), 1024)
     .option('--inflight <list>', 'in-flight levels, comma-separated', (v) => v.split(',').map((part) => positiveInteger('each --inflight level', 4096)(part.trim())), [1, 64, 256])
     .option('--drain <n>', 'messages to consume in each drain phase (topped up first if the produce phases stored fewer)', positiveInteger('--drain', 1_000_000), 50_000)
-    .option('--warm-up <s>', 'seconds of unmeasured traffic each system and client gets first (half at 1 in flight, half at 64)', (v) => {
+    .option('--warm-up <s>', 'seconds of unmeasured sends, one at a time, each system and client gets first', (v) => {
       const n = Number(v);
       if (!Number.isFinite(n) || n < 0 || n > 600) throw new InvalidArgumentError(`--warm-up must be a number from 0 to 600, not '${v}'`);
       return n;
