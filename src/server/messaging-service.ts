@@ -54,7 +54,6 @@ export const brokerMessagingDefinition: grpc.ServiceDefinition = Object.fromEntr
     : method === 'PullMessage' ? { ...definition, responseSerialize: identityBytes } : definition,
 ]));
 
-
 const receiveBatchMax = 32;
 const invisibleMsMin = 1_000;
 const invisibleMsMax = 12 * 3600_000;
