@@ -4,6 +4,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { defaultNamesrv, namesrvOption, withAdmin } from './admin-session.js';
+import { clientConnection, serverTlsConfig, withServerTlsOptions, type ServerTlsFlags } from './tls-options.js';
 
 export { defaultNamesrv };
 import Table from 'cli-table3';
@@ -19,17 +20,17 @@ import { plainWhenPiped, roleCell } from './tables.js';
 export const defaultAccessPoint = '127.0.0.1:8081';
 
 export function namesrvCommand(): Command {
-  return new Command('namesrv')
+  return withServerTlsOptions(new Command('namesrv'))
     .description('run a NameServer (route registry) with the access point (client protocol proxy)')
     .option('--listen <host:port>', 'NameServer address', defaultNamesrv)
     .option('--access-point <host:port|none>', 'access point address for RocketMQ 5 clients', defaultAccessPoint)
     .option('--expiry-ms <ms>', 'drop a broker node not heard from for this long', integer('--expiry-ms', 100), defaultNameServerSettings.expiryMs)
     .option('--hold-ms <ms>', 'how long the access point holds a call while a group elects', integer('--hold-ms', 0), defaultNameServerSettings.holdMs)
     .option('--log-level <level>', 'pino log level', 'info')
-    .action(async (options: { listen: string; accessPoint: string; expiryMs: number; holdMs: number; logLevel: string }) => {
+    .action(async (options: { listen: string; accessPoint: string; expiryMs: number; holdMs: number; logLevel: string } & ServerTlsFlags) => {
       const server = await NameServerProcess.start({
         address: options.listen, accessPointAddress: options.accessPoint === 'none' ? '' : options.accessPoint,
-        expiryMs: options.expiryMs, holdMs: options.holdMs, logLevel: options.logLevel,
+        expiryMs: options.expiryMs, holdMs: options.holdMs, logLevel: options.logLevel, ...serverTlsConfig(options),
       });
       stopOnSignals('raftmq namesrv', () => server.close());
     });
@@ -61,7 +62,7 @@ function positiveNumber(name: string, max = Infinity): (value: string) => number
 }
 
 export function brokerCommand(): Command {
-  return withRaftNodeOptions(new Command('broker')
+  return withRaftNodeOptions(withServerTlsOptions(new Command('broker'))
     .description('run one broker node: a member of a Raft broker group serving the RocketMQ 5 client protocol'))
     .option('--namesrv <list>', 'NameServer addresses, comma separated', defaultNamesrv)
     .option('--auto-create-topics', 'create unknown topics on first use (8 queues)', false)
@@ -78,9 +79,9 @@ export function brokerCommand(): Command {
     .option('--txn-checks-max <n>', 'after this many unanswered check-backs, roll the transaction back and log it (RocketMQ transactionCheckMax)', integer('--txn-checks-max', 0), defaultBrokerNodeSettings.transactionCheck.checksMax)
     // Hidden: how often the leader's retention service runs (tests shorten it).
     .addOption(new Option('--retention-interval-ms <ms>', 'retention check period').argParser(integer('--retention-interval-ms', 10)).default(defaultBrokerNodeSettings.retentionIntervalMs).hideHelp())
-    .action(async (options: RaftNodeOptions & BrokerFlags) => {
+    .action(async (options: RaftNodeOptions & BrokerFlags & ServerTlsFlags) => {
       const config: BrokerNodeConfig = {
-        ...defaultBrokerNodeSettings, ...raftNodeConfig(options),
+        ...defaultBrokerNodeSettings, ...raftNodeConfig(options), ...serverTlsConfig(options),
         namesrvAddresses: addressList(options.namesrv), autoCreateTopics: options.autoCreateTopics, autoCreateGroups: options.autoCreateGroups,
         maxBodyBytes: options.maxBodyBytes, sendBacklogBytesMax: options.sendBacklogBytes, registerIntervalMs: options.registerIntervalMs, retentionIntervalMs: options.retentionIntervalMs,
         retention: { maxAgeMs: options.retentionHours * 3_600_000, logBytesMax: options.retentionBytes ?? Infinity, diskUsedRatioMax: options.retentionDiskPercent / 100 },
@@ -220,7 +221,7 @@ export function produceCommand(): Command {
     .addOption(namesrvOption())
     .action(async (o: { topic: string; count: number; size: number; body?: string; tag?: string; key?: string; inflight: number; delayMs?: number; transaction?: 'commit' | 'rollback'; namesrv: string }) => {
       if (o.delayMs !== undefined && o.transaction !== undefined) throw new Error('give --delay-ms or --transaction, not both: a message is delayed or transactional');
-      const producer = new Producer({ nameServers: addressList(o.namesrv) });
+      const producer = new Producer(clientConnection(o.namesrv));
       const body = o.body !== undefined ? Buffer.from(o.body) : Buffer.alloc(o.size, 0x61);
       let next = 0;
       let acked = 0;
@@ -282,7 +283,7 @@ export function consumeCommand(): Command {
     .option('--print', 'print every message (default when --count ≤ 100)')
     .addOption(namesrvOption())
     .action(async (o: { topic: string; group: string; count?: number; idleMs: number; tags: string; broadcast: boolean; print?: boolean; namesrv: string }) => {
-      const consumer = new PullConsumer({ nameServers: addressList(o.namesrv), group: o.group, mode: o.broadcast ? 'broadcasting' : 'clustering' });
+      const consumer = new PullConsumer({ ...clientConnection(o.namesrv), group: o.group, mode: o.broadcast ? 'broadcasting' : 'clustering' });
       consumer.subscribe(o.topic, o.tags);
       const print = o.print ?? (o.count !== undefined && o.count <= 100);
       const bar = o.count === undefined ? undefined : progressBar(o.count, 'consume');

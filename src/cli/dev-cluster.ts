@@ -1,5 +1,6 @@
 import * as path from 'node:path';
 import { Admin } from '../client/admin.js';
+import { writeDevCertificates } from './dev-certificates.js';
 import { LocalCluster } from './local-cluster.js';
 
 export interface DevClusterOptions {
@@ -9,6 +10,8 @@ export interface DevClusterOptions {
   readonly namesrv: string;
   readonly accessPoint: string;
   readonly autoCreateTopics: boolean;
+  /** TLS everywhere with throwaway certificates written to <dataDir>/tls. */
+  readonly tls: boolean;
 }
 
 /**
@@ -18,9 +21,14 @@ export interface DevClusterOptions {
  * group has a leader; Ctrl-C stops every process and waits for them.
  */
 export async function runDevCluster(options: DevClusterOptions): Promise<void> {
+  const nodeIds = ['n1', 'n2', 'n3'];
+  const tlsDir = path.join(options.dataDir, 'tls');
+  // Fresh certificates on every start: they are throwaway, and the CA's key sits beside them.
+  const certificates = options.tls ? await writeDevCertificates(tlsDir, 'dev', nodeIds, ['namesrv', 'client']) : undefined;
   const cluster = new LocalCluster({
-    groupId: 'dev', dataRoot: options.dataDir, ports: [0, 1, 2].map((i) => options.basePort + i), flush: options.flushMode, output: 'inherit',
+    groupId: 'dev', dataRoot: options.dataDir, ports: nodeIds.map((_, i) => options.basePort + i), flush: options.flushMode, output: 'inherit',
     role: 'broker', namesrv: [options.namesrv], extraArgs: options.autoCreateTopics ? ['--auto-create-topics'] : [],
+    ...(options.tls ? { tlsDir } : {}),
   });
   let stopping = false;
   cluster.startNameServer(options.namesrv, options.accessPoint);
@@ -38,7 +46,7 @@ export async function runDevCluster(options: DevClusterOptions): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-  const admin = new Admin({ nameServers: [options.namesrv] });
+  const admin = new Admin({ nameServers: [options.namesrv], ...(certificates === undefined ? {} : { tls: { caFile: certificates.caFile } }) });
   try {
     const until = Date.now() + 20_000;
     let leader;
@@ -52,7 +60,13 @@ export async function runDevCluster(options: DevClusterOptions): Promise<void> {
     console.log(`  access point  ${options.accessPoint}   (RocketMQ 5 clients: endpoints '${options.accessPoint}')`);
     for (const member of cluster.members) console.log(`  ${member.id}            ${member.address}${member.id === leader.nodeId ? `  leader (term ${leader.term})` : ''}`);
     console.log(`topics are ${options.autoCreateTopics ? 'created on first use' : 'not auto-created'}; try:`);
-    console.log('  npx raftmq produce --topic demo --count 10000   |   npx raftmq consume --topic demo --group g1   |   npx raftmq cluster');
+    if (certificates === undefined) {
+      console.log('  npx raftmq produce --topic demo --count 10000   |   npx raftmq consume --topic demo --group g1   |   npx raftmq cluster');
+    } else {
+      const ca = path.resolve(certificates.caFile);
+      console.log(`  npx raftmq --tls-ca ${ca} produce --topic demo --count 10000   |   npx raftmq --tls-ca ${ca} cluster`);
+      console.log(`TLS on every port, certificates in ${path.resolve(tlsDir)}; RocketMQ 5 clients: sslEnabled: true with GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=${ca}`);
+    }
   } catch (error) {
     console.error(`raftmq dev: ${(error as Error).message}`);
     stop();

@@ -18,7 +18,8 @@ import { MQClientError } from '../client/mq-connection.js';
 import { Producer, type Message } from '../client/producer.js';
 import { dlqTopicOf, groupNameProblem } from '../broker/core/names.js';
 import { namesrvOption, withAdmin } from './admin-session.js';
-import { addressList, integer } from './node-options.js';
+import { clientConnection } from './tls-options.js';
+import { integer } from './node-options.js';
 import { plainWhenPiped } from './tables.js';
 
 export const resendGroupOf = (group: string): string => `${group}-dlq-resend`;
@@ -273,7 +274,7 @@ function resendCommand(): Command {
         console.log(`no dead-lettered messages for group ${o.group}`);
         return;
       }
-      const producer = new Producer({ nameServers: addressList(o.namesrv), sendTimeoutMs: 10_000 });
+      const producer = new Producer({ ...clientConnection(o.namesrv), sendTimeoutMs: 10_000 });
       const run = new ResendRun(producer, location.topic);
       try {
         if (o.messageId !== undefined) {

@@ -4,6 +4,7 @@ import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { certificateFilesIn } from './dev-certificates.js';
 
 /** The compiled CLI entry point that `raftmq node` processes run. */
 export const cliPath = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
@@ -43,6 +44,8 @@ export interface LocalClusterOptions {
   readonly launcher?: (id: string) => readonly string[];
   /** Also append every process's output to <logDir>/<id>.log. */
   readonly logDir?: string;
+  /** TLS everywhere, with the certificates in this folder (dev-certificates.ts layout: ca.pem, <id>.pem, <id>-key.pem). */
+  readonly tlsDir?: string;
 }
 
 /**
@@ -87,12 +90,20 @@ export class LocalCluster {
     const role = this.options.role ?? 'node';
     const brokerArgs = role === 'broker' ? ['--namesrv', (this.options.namesrv ?? []).join(',')] : [];
     return this.spawnProcess(id, [role, '--group', this.options.groupId, '--id', id, '--members', memberList,
-      '--data', path.join(this.options.dataRoot, id), '--flush', this.options.flush, '--log-level', this.options.logLevel ?? 'warn', ...brokerArgs, ...(this.options.extraArgs ?? [])]);
+      '--data', path.join(this.options.dataRoot, id), '--flush', this.options.flush, '--log-level', this.options.logLevel ?? 'warn', ...brokerArgs, ...this.tlsArgs(id), ...(this.options.extraArgs ?? [])]);
   }
 
   /** Starts a NameServer (with an access point unless `accessPoint` is empty) as process `namesrv`. */
   startNameServer(address: string, accessPoint: string, extraArgs: readonly string[] = []): ChildProcess {
-    return this.spawnProcess('namesrv', ['namesrv', '--listen', address, '--access-point', accessPoint === '' ? 'none' : accessPoint, '--log-level', this.options.logLevel ?? 'warn', ...extraArgs]);
+    return this.spawnProcess('namesrv', ['namesrv', '--listen', address, '--access-point', accessPoint === '' ? 'none' : accessPoint, '--log-level', this.options.logLevel ?? 'warn', ...this.tlsArgs('namesrv'), ...extraArgs]);
+  }
+
+  /** The root --tls-ca and the process's own --tls-cert / --tls-key (nothing without tlsDir). */
+  private tlsArgs(id: string): string[] {
+    if (this.options.tlsDir === undefined) return [];
+    const files = certificateFilesIn(this.options.tlsDir);
+    // --tls-ca is the root program's option; commander takes it after the command too.
+    return ['--tls-ca', files.caFile, '--tls-cert', files.certFile(id), '--tls-key', files.keyFile(id)];
   }
 
   private spawnProcess(id: string, args: readonly string[]): ChildProcess {

@@ -24,12 +24,13 @@ import { runDevCluster } from './dev-cluster.js';
 import { dlqCommand } from './dlq-commands.js';
 import { messageCommand } from './message-commands.js';
 import { plainWhenPiped, roleCell } from './tables.js';
+import { clientConnection, clientCredentials, clientTls, serverTlsConfig, withGlobalTlsOptions, withServerTlsOptions, type ServerTlsFlags } from './tls-options.js';
 
 const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
 
 /** Runs `action` with a client for the `--nodes` list and always closes it. */
 async function withClient(nodes: string, action: (client: RaftNodeClient) => Promise<void>): Promise<void> {
-  const client = new RaftNodeClient(addressList(nodes));
+  const client = new RaftNodeClient(addressList(nodes), { credentials: clientCredentials() });
   try {
     await action(client);
   } finally {
@@ -38,10 +39,10 @@ async function withClient(nodes: string, action: (client: RaftNodeClient) => Pro
 }
 
 function nodeCommand(): Command {
-  return withRaftNodeOptions(new Command('node')
-    .description('run one member of a bare Raft group (no broker layer)'))
-    .action(async (options: RaftNodeOptions) => {
-      const config = raftNodeConfig(options);
+  return withRaftNodeOptions(withServerTlsOptions(new Command('node')
+    .description('run one member of a bare Raft group (no broker layer)')))
+    .action(async (options: RaftNodeOptions & ServerTlsFlags) => {
+      const config = { ...raftNodeConfig(options), ...serverTlsConfig(options) };
       const node = await RaftGroupNode.start(config, exitOnFatal(`raftmq node ${config.nodeId}`));
       powerFailOnSignal(node);
       stopOnSignals(`raftmq node ${config.nodeId}`, () => node.close());
@@ -92,7 +93,7 @@ function proposeCommand(): Command {
     .option('--size <bytes>', 'payload size', integer('--size', 0), 1024)
     .option('--inflight <n>', 'proposals in flight', integer('--inflight', 1), 64)
     .action(async (options: { nodes: string; count: number; size: number; inflight: number }) => {
-      const client = new RaftNodeClient(addressList(options.nodes)); // closed below, after the summary
+      const client = new RaftNodeClient(addressList(options.nodes), { credentials: clientCredentials() }); // closed below, after the summary
       const payload = new Uint8Array(options.size).fill(0x61);
       let next = 0;
       let acked = 0;
@@ -130,7 +131,7 @@ function transferCommand(): Command {
     .option('--nodes <list>', 'talk to these node addresses directly instead of asking the NameServer')
     .action(async (options: { to: string; nodes?: string; brokerGroup: string; namesrv: string }) => {
       if (options.nodes === undefined) {
-        const admin = new Admin({ nameServers: addressList(options.namesrv) });
+        const admin = new Admin(clientConnection(options.namesrv));
         try {
           const { term } = await admin.transferLeader(options.brokerGroup, options.to);
           console.log(`${options.to} leads ${options.brokerGroup} in term ${term}`);
@@ -180,7 +181,7 @@ function membersCommand(): Command {
 
 function devCommand(): Command {
   return new Command('dev')
-    .description('start a NameServer with the access point and one 3-node broker group on 127.0.0.1, data on disk; Ctrl-C stops it')
+    .description('start a NameServer with the access point and one 3-node broker group on 127.0.0.1, data on disk; Ctrl-C stops it. raftmq dev --tls: TLS on every port, with throwaway certificates in <data>/tls')
     .option('--data <dir>', 'data directory (one sub-directory per node)', './data')
     .option('--base-port <port>', 'first broker port (three consecutive ports)', integer('--base-port', 1), 10911)
     .option('--namesrv <host:port>', 'NameServer address', defaultNamesrv)
@@ -188,12 +189,17 @@ function devCommand(): Command {
     .addOption(new Option('--flush <mode>', 'sync or async').choices(['sync', 'async']).default('sync'))
     .option('--no-auto-create', 'do not create topics on first use')
     .action(async (options: { data: string; basePort: number; namesrv: string; accessPoint: string; flush: 'sync' | 'async'; autoCreate: boolean }) => {
-      await runDevCluster({ dataDir: options.data, basePort: options.basePort, flushMode: options.flush, namesrv: options.namesrv, accessPoint: options.accessPoint, autoCreateTopics: options.autoCreate });
+      const tls = clientTls();
+      if (tls !== undefined && Object.keys(tls).length > 0) throw new Error('raftmq dev makes its own certificates: give --tls, not --tls-ca');
+      await runDevCluster({
+        dataDir: options.data, basePort: options.basePort, flushMode: options.flush, namesrv: options.namesrv, accessPoint: options.accessPoint, autoCreateTopics: options.autoCreate,
+        tls: tls !== undefined,
+      });
     });
 }
 
 function buildProgram(): Command {
-  return new Command('raftmq')
+  return withGlobalTlsOptions(new Command('raftmq'))
     .description('RaftMQ: a RocketMQ-style broker whose broker groups are Raft clusters')
     .addCommand(devCommand())
     .addCommand(namesrvCommand())

@@ -152,7 +152,7 @@ export class Admin {
   private admin(address: string): any {
     let client = this.adminClients.get(address);
     if (client === undefined) {
-      client = new BrokerAdminClient(address, grpc.credentials.createInsecure());
+      client = new BrokerAdminClient(address, this.connection.credentials);
       this.adminClients.set(address, client);
     }
     return client;

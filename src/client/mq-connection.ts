@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { clientChannelOptions, leaderHeader, MessagingClient, noForwardHeader, outcomeHeader, queueSelectedHeader } from '../util/rocketmq-v2.js';
+import { clientChannelCredentials, type ClientTlsOptions } from './channel-security.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -47,6 +48,8 @@ export interface ConnectionOptions {
   /** How long to keep looking for a leader while a group elects (default 5 s). */
   readonly leaderWaitMs?: number;
   readonly clientId?: string;
+  /** TLS to the NameServers and brokers (default plaintext). */
+  readonly tls?: ClientTlsOptions;
 }
 
 let clientCounter = 0;
@@ -60,6 +63,8 @@ const routeRefreshMs = 30_000;
 export class MQConnection {
   readonly clientId: string;
   readonly requestTimeoutMs: number;
+  /** For every channel this connection and its users (admin, pull streams) open. */
+  readonly credentials: grpc.ChannelCredentials;
   private readonly leaderWaitMs: number;
   private readonly namesrv: any[];
   private readonly channels = new Map<string, any>();
@@ -73,7 +78,8 @@ export class MQConnection {
     this.clientId = options.clientId ?? newClientId();
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
     this.leaderWaitMs = options.leaderWaitMs ?? 5_000;
-    this.namesrv = options.nameServers.map((address) => new NameServerClient(address, grpc.credentials.createInsecure(), { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 }));
+    this.credentials = clientChannelCredentials(options.tls);
+    this.namesrv = options.nameServers.map((address) => new NameServerClient(address, this.credentials, { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 }));
   }
 
   close(): void {
@@ -146,7 +152,7 @@ export class MQConnection {
   private channel(address: string): any {
     let channel = this.channels.get(address);
     if (channel === undefined) {
-      channel = new MessagingClient(address, grpc.credentials.createInsecure(), clientChannelOptions);
+      channel = new MessagingClient(address, this.credentials, clientChannelOptions);
       this.channels.set(address, channel);
     }
     return channel;

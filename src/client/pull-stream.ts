@@ -49,7 +49,7 @@ export class PullStreams {
   private client(address: string): grpc.Client {
     let client = this.clients.get(address);
     if (client === undefined) {
-      client = new grpc.Client(address, grpc.credentials.createInsecure(), { ...clientChannelOptions, 'grpc-node.flow_control_window': pullFlowControlWindowBytes });
+      client = new grpc.Client(address, this.connection.credentials, { ...clientChannelOptions, 'grpc-node.flow_control_window': pullFlowControlWindowBytes });
       this.clients.set(address, client);
     }
     return client;

@@ -69,6 +69,8 @@ export interface RaftNodeClientOptions {
   readonly proposeTimeoutMs?: number;
   /** How many NOT_LEADER refusals a proposal follows before giving up (definite). */
   readonly redirectsMax?: number;
+  /** How the connections to the nodes are secured (default plaintext). */
+  readonly credentials?: grpc.ChannelCredentials;
 }
 
 /**
@@ -311,7 +313,7 @@ export class RaftNodeClient {
   private client(address: string): grpc.Client {
     let client = this.clients.get(address);
     if (client === undefined) {
-      client = new AdminClient(address, grpc.credentials.createInsecure(), {
+      client = new AdminClient(address, this.options.credentials ?? grpc.credentials.createInsecure(), {
         'grpc.max_receive_message_length': 64 * 1024 * 1024,
         // Nodes restart within seconds; grpc's default back-off grows past a whole call deadline.
         'grpc.initial_reconnect_backoff_ms': 100,

@@ -117,15 +117,19 @@ export class BrokerNode {
     });
     const indexFiles = new MessageIndexFileStore({ dir: path.join(config.dataDir, 'index'), powerLossTestMode: config.powerLossTestMode });
     const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles, dedupFiles, timerFiles, indexFiles);
-    const forwarder = new Forwarder(config.holdMs);
-    // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
-    const peers = new RaftNodeClient(config.members.map((m) => m.address));
-    const ref: { service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService; checks?: TransactionChecks } = {};
+    const ref: {
+      service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService; checks?: TransactionChecks; forwarder?: Forwarder; peers?: RaftNodeClient;
+    } = {};
     const raft = await RaftGroupNode.start(config, onFatal, {
       stateMachine: machine,
       snapshotForPeer: (data) => machine.snapshotWithRecords(data),
       onSoftState: () => ref.registrar?.registerSoon(),
-      services: (node, log, logger) => {
+      services: (node, log, logger, tls) => {
+        const forwarder = new Forwarder(config.holdMs, tls?.channelCredentials());
+        ref.forwarder = forwarder;
+        // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
+        const peers = new RaftNodeClient(config.members.map((m) => m.address), tls === undefined ? {} : { credentials: tls.channelCredentials() });
+        ref.peers = peers;
         const peerEntries = new PeerEntries({
           readCommitted: async (peer, fromIndex, maxEntries) => (await peers.readCommitted(peer.address, fromIndex, maxEntries)).entries,
           peers: () => node.members.filter((m) => m.id !== config.nodeId),
@@ -187,10 +191,10 @@ export class BrokerNode {
         topics: service.state.topicList().map((t) => ({ name: t.name, readQueues: t.readQueues, writeQueues: t.writeQueues, perm: t.perm, messageType: t.messageType })),
         flushMode: config.flushMode, failed: status.failed ?? '', abstainingUntil: status.abstainingUntil ?? 0, consumerGroups: service.state.groupList().map((g) => g.name),
       };
-    }, raft.logger);
+    }, raft.logger, raft.tls?.channelCredentials());
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, forwarder, retention, peers, queueFiles, dedupFiles, timerFiles, indexFiles, ref.checks as TransactionChecks);
+    return new BrokerNode(raft, service, registrar, ref.forwarder as Forwarder, retention, ref.peers as RaftNodeClient, queueFiles, dedupFiles, timerFiles, indexFiles, ref.checks as TransactionChecks);
   }
 
   async close(): Promise<void> {

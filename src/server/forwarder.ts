@@ -122,12 +122,12 @@ export class Forwarder {
   private readonly clients = new Map<string, grpc.Client>();
   private readonly watch = new LeaderWatch();
 
-  constructor(private readonly holdMs: number) {}
+  constructor(private readonly holdMs: number, private readonly credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {}
 
   private client(address: string): grpc.Client {
     let client = this.clients.get(address);
     if (client === undefined) {
-      client = new grpc.Client(address, grpc.credentials.createInsecure(), clientChannelOptions);
+      client = new grpc.Client(address, this.credentials, clientChannelOptions);
       this.clients.set(address, client);
     }
     return client;

@@ -1,3 +1,4 @@
+import type { PeerCertificate } from 'node:tls';
 import { crc32 } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger, SnapshotReceiver, SnapshotStore, StoredSnapshot, Transport } from '../raft/node/ports.js';
@@ -7,6 +8,8 @@ import {
 } from '../raft/types.js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { PeerLane, type LaneAddress, type LaneStats, type PeerLaneSettings } from './peer-lane.js';
+import { RefusalLog } from './refusal-log.js';
+import { callCertificate, certificateRefusal, type TlsMaterial } from './tls.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -39,7 +42,12 @@ export interface GrpcRaftTransportOptions {
   /** Per-peer bound on bytes queued in the append stream; beyond it messages are dropped. */
   readonly streamBufferBytesMax?: number;
   readonly unaryDeadlineMs?: number;
-  readonly credentials?: grpc.ChannelCredentials;
+  /**
+   * Mutual TLS between members: links to a peer verify that its certificate names it, and
+   * every inbound Raft call and lane connection must present a certificate naming the member
+   * it claims to be (tls.ts). Without it, plaintext and the claim alone.
+   */
+  readonly tls?: TlsMaterial;
   /**
    * Where snapshots come from (leader: `newest()`, `readFileChunk`) and go to (follower:
    * `receive`). Without it install-snapshot messages fail at once and inbound snapshot
@@ -175,6 +183,7 @@ export class GrpcRaftTransport implements Transport {
   private readonly lane: PeerLane | undefined;
   private receiver: ((message: RaftMessage) => void) | undefined;
   private closed = false;
+  private readonly refusals: RefusalLog;
   private readonly snapshotChunkBytes: number;
 
   constructor(private readonly options: GrpcRaftTransportOptions) {
@@ -183,9 +192,11 @@ export class GrpcRaftTransport implements Transport {
     if (!Number.isSafeInteger(this.snapshotChunkBytes) || this.snapshotChunkBytes < 1 || this.snapshotChunkBytes > peerMessageBytesMax / 2) {
       throw new RangeError(`snapshotChunkBytes must be an integer from 1 to ${peerMessageBytesMax / 2}, not ${this.snapshotChunkBytes}`);
     }
+    this.refusals = new RefusalLog(options.logger);
     if (options.lane !== undefined) {
+      const sockets = options.lane.sockets ?? options.tls?.laneSockets(options.groupId, options.lane.handshakeTimeoutMs ?? 5_000);
       this.lane = new PeerLane({
-        ...options.lane, groupId: options.groupId, selfId: options.selfId, logger: options.logger, counters: this.stats,
+        ...options.lane, ...(sockets === undefined ? {} : { sockets }), groupId: options.groupId, selfId: options.selfId, logger: options.logger, counters: this.stats,
         frameBytesMax: options.lane.frameBytesMax ?? peerMessageBytesMax,
         refusal: (claim) => this.refusal(claim),
         isMember: (id) => options.members().some((m) => m.id === id),
@@ -255,10 +266,12 @@ export class GrpcRaftTransport implements Transport {
     return {
       Append: (call: grpc.ServerDuplexStream<any, any>) => {
         let peer: NodeId | undefined;
+        const certificate = this.options.tls === undefined ? undefined : callCertificate(call);
         call.on('data', (pb: any) => {
-          const refusal = this.refusal(pb);
+          const refusal = this.callRefusal(pb, certificate);
           if (refusal !== undefined) {
             this.stats.rejectedInbound++;
+            this.refusals.warn({ peer: pb?.from, err: refusal }, 'raft append refused');
             call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: refusal }); // ends the call with this status
             return;
           }
@@ -301,9 +314,10 @@ export class GrpcRaftTransport implements Transport {
 
   private unaryHandler(decode: (pb: any) => RaftMessage | undefined): grpc.handleUnaryCall<any, any> {
     return (call, callback) => {
-      const refusal = this.refusal(call.request);
+      const refusal = this.callRefusal(call.request, this.options.tls === undefined ? undefined : callCertificate(call));
       if (refusal !== undefined) {
         this.stats.rejectedInbound++;
+        this.refusals.warn({ peer: call.request?.from, err: refusal }, 'raft message refused');
         callback({ code: grpc.status.PERMISSION_DENIED, details: refusal });
         return;
       }
@@ -315,6 +329,13 @@ export class GrpcRaftTransport implements Transport {
       this.receiver?.(message);
       callback(null, {});
     };
+  }
+
+  /** `refusal`, and with TLS: the call's certificate must name the sender. */
+  private callRefusal(pb: { groupId?: string; from?: string; to?: string }, certificate: PeerCertificate | undefined): string | undefined {
+    const refusal = this.refusal(pb);
+    if (refusal !== undefined || this.options.tls === undefined) return refusal;
+    return certificateRefusal(certificate, this.options.groupId, pb.from as NodeId);
   }
 
   /** Why an inbound message must be refused, or undefined if it is acceptable. */
@@ -335,7 +356,8 @@ export class GrpcRaftTransport implements Transport {
       link = undefined;
     }
     if (link === undefined) {
-      const client = new RaftPeerClient(member.address, this.options.credentials ?? grpc.credentials.createInsecure(), peerChannelOptions);
+      const credentials = this.options.tls?.channelCredentials({ groupId: this.options.groupId, nodeId: id }) ?? grpc.credentials.createInsecure();
+      const client = new RaftPeerClient(member.address, credentials, peerChannelOptions);
       link = new PeerLink(id, member.address, client, (pb) => {
         const message = decodeSafely(() => this.decodeAppendResponse(pb));
         if (message !== undefined && this.refusal(pb) === undefined) this.receiver?.(message);
@@ -544,9 +566,10 @@ export class GrpcRaftTransport implements Transport {
       self.stop(error);
     };
 
+    const certificate = this.options.tls === undefined ? undefined : callCertificate(call);
     const handle = async (pb: any): Promise<void> => {
       if (stopped) return;
-      const refusal = this.refusal(pb);
+      const refusal = this.callRefusal(pb, certificate);
       if (refusal !== undefined) return refuse(`snapshot chunk refused: ${refusal}`, pb.from);
       let chunk: SnapshotChunk;
       try {

@@ -23,8 +23,9 @@ export class NameServerRegistrar {
     private readonly intervalMs: number,
     private readonly snapshot: () => Registration,
     private readonly logger: Logger,
+    credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
   ) {
-    this.clients = addresses.map((address) => new NameServerClient(address, grpc.credentials.createInsecure(), { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 }));
+    this.clients = addresses.map((address) => new NameServerClient(address, credentials, { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 }));
   }
 
   start(): void {

@@ -14,6 +14,8 @@ import { RouteRegistry, type GroupRoute, type Registration } from '../namesrv/ro
 import { loadProtoFile } from '../util/proto-files.js';
 import { identityBytes, messagingServiceDefinition, okStatus, type V2Status } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder } from './forwarder.js';
+import { RefusalLog } from './refusal-log.js';
+import { callCertificate, certificateRefusal, TlsMaterial, type TlsFiles } from './tls.js';
 import { splitAddress } from './messaging-service.js';
 import { requestRouting, stringAt, WireFormatError, type FieldPath } from './v2-wire.js';
 
@@ -28,6 +30,11 @@ export interface NameServerConfig {
   readonly expiryMs: number;
   readonly holdMs: number;
   readonly logLevel: string;
+  /**
+   * TLS on both listeners, and to the brokers; with it a broker registers only over a
+   * connection whose certificate names the node it registers (tls.ts). Default plaintext.
+   */
+  readonly tls?: TlsFiles;
 }
 
 export const defaultNameServerSettings = { expiryMs: 6_000, holdMs: 2_500, logLevel: 'info' } as const;
@@ -68,11 +75,15 @@ export class NameServerProcess {
   private readonly servers: grpc.Server[] = [];
   private expiryTimer: NodeJS.Timeout | undefined;
   readonly logger: pino.Logger;
+  private readonly tls: TlsMaterial | undefined;
+  private readonly refusals: RefusalLog;
 
   private constructor(readonly config: NameServerConfig) {
     this.registry = new RouteRegistry(config.expiryMs);
-    this.forwarder = new Forwarder(config.holdMs);
     this.logger = pino({ level: config.logLevel, base: { role: 'namesrv', pid: process.pid } });
+    this.refusals = new RefusalLog(this.logger);
+    this.tls = config.tls === undefined ? undefined : new TlsMaterial(config.tls, this.logger);
+    this.forwarder = new Forwarder(config.holdMs, this.tls?.channelCredentials());
   }
 
   static async start(config: NameServerConfig): Promise<NameServerProcess> {
@@ -83,25 +94,27 @@ export class NameServerProcess {
     const instance = new NameServerProcess(config);
     const namesrv = new grpc.Server();
     namesrv.addService(namesrvDefinition, instance.namesrvHandlers());
-    await bind(namesrv, config.address);
+    const credentials = instance.tls?.serverCredentials() ?? grpc.ServerCredentials.createInsecure();
+    await bind(namesrv, config.address, credentials);
     instance.servers.push(namesrv);
     if (config.accessPointAddress !== '') {
       const access = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 * 1024, 'grpc.max_send_message_length': 64 * 1024 * 1024 });
       access.addService(accessPointDefinition, instance.accessPointHandlers());
-      await bind(access, config.accessPointAddress);
+      await bind(access, config.accessPointAddress, credentials);
       instance.servers.push(access);
     }
     instance.expiryTimer = setInterval(() => {
       for (const dropped of instance.registry.expire(Date.now())) instance.logger.info({ group: dropped.group, nodeId: dropped.nodeId, address: dropped.address }, 'broker registration expired');
     }, Math.max(100, Math.floor(config.expiryMs / 3)));
     instance.expiryTimer.unref();
-    instance.logger.info({ namesrv: config.address, accessPoint: config.accessPointAddress }, 'NameServer listening');
+    instance.logger.info({ namesrv: config.address, accessPoint: config.accessPointAddress, tls: instance.tls !== undefined }, 'NameServer listening');
     return instance;
   }
 
   async close(): Promise<void> {
     if (this.expiryTimer !== undefined) clearInterval(this.expiryTimer);
     this.forwarder.close();
+    this.tls?.close();
     await Promise.all(this.servers.map((server) => new Promise<void>((resolve) => {
       const force = setTimeout(() => server.forceShutdown(), 500);
       server.tryShutdown(() => { clearTimeout(force); resolve(); });
@@ -114,6 +127,12 @@ export class NameServerProcess {
         const registration = call.request as Registration;
         if (registration.group === '' || registration.nodeId === '' || !/^[^:\s]+:\d{1,5}$/.test(registration.address)) {
           callback({ code: grpc.status.INVALID_ARGUMENT, details: 'a registration needs a group, a node id and a host:port address' });
+          return;
+        }
+        const refusal = this.tls === undefined ? undefined : certificateRefusal(callCertificate(call), registration.group, registration.nodeId);
+        if (refusal !== undefined) {
+          this.refusals.warn({ group: registration.group, nodeId: registration.nodeId, peer: call.getPeer(), err: refusal }, 'broker registration refused');
+          callback({ code: grpc.status.PERMISSION_DENIED, details: `registration refused: ${refusal}` });
           return;
         }
         const before = this.registry.group(registration.group, Date.now())?.leader?.nodeId;
@@ -389,8 +408,8 @@ function groupRouteToProto(group: GroupRoute): object {
   };
 }
 
-function bind(server: grpc.Server, address: string): Promise<void> {
+function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<void> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error) => (error === null ? resolve() : reject(new Error(`cannot listen on ${address}: ${error.message}`))));
+    server.bindAsync(address, credentials, (error) => (error === null ? resolve() : reject(new Error(`cannot listen on ${address}: ${error.message}`))));
   });
 }

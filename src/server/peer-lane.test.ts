@@ -85,7 +85,7 @@ async function openLane(leader: Node, to: NodeId): Promise<void> {
 /** Socket factory that remembers the sockets it dialed. */
 function recordingSockets(): LaneSockets & { readonly dialed: net.Socket[] } {
   const dialed: net.Socket[] = [];
-  return { dialed, connect: (address) => { const socket = plainLaneSockets.connect(address); dialed.push(socket); return socket; }, createServer: plainLaneSockets.createServer };
+  return { dialed, connect: (address, peer) => { const socket = plainLaneSockets.connect(address, peer); dialed.push(socket); return socket; }, createServer: plainLaneSockets.createServer };
 }
 
 /** Connects to a lane as a hand-written client: sends `bytes`, collects frames until the listener closes. */

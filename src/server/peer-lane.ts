@@ -26,11 +26,15 @@ import {
   decodeWelcome, encodeAppendRequest, encodeAppendResponse, encodeHello, encodeRefused, encodeWelcome, laneProtocolVersion,
   appendRequestFixedBytes, ownedCopy, type FrameHandler,
 } from './peer-frame-codec.js';
+import { RefusalLog } from './refusal-log.js';
 
-/** The one place lane sockets are made: mutual TLS (issue 12) swaps in tls.connect / tls.createServer here. */
+/** The one place lane sockets are made: plain TCP, or mutual TLS (tls.ts). */
 export interface LaneSockets {
-  connect(address: LaneAddress): net.Socket;
+  /** A connection to `peer`'s lane at `address`. */
+  connect(address: LaneAddress, peer: NodeId): net.Socket;
   createServer(onConnection: (socket: net.Socket) => void): net.Server;
+  /** Why the peer at the other end of an accepted `socket` may not make `claim` (its certificate), if it may not. */
+  refusal?(socket: net.Socket, claim: { readonly groupId: string; readonly from: NodeId }): string | undefined;
 }
 
 export const plainLaneSockets: LaneSockets = {
@@ -197,7 +201,7 @@ class OutboundLane {
   maybeDial(): void {
     if (this.closed || this.connection !== undefined || Date.now() < this.retryAtMs) return;
     const { options } = this.lane;
-    const socket = this.lane.sockets.connect(this.address);
+    const socket = this.lane.sockets.connect(this.address, this.peer);
     const timer = setTimeout(() => {
       if (this.open) return;
       options.logger.debug({ peer: this.peer, address: `${this.address.host}:${this.address.port}` }, 'peer lane: no welcome in time');
@@ -295,8 +299,10 @@ export class PeerLane {
   private lastEncoded: EncodedAppend | undefined;
   private prunedAtMs = 0;
   private closed = false;
+  private readonly refusals: RefusalLog;
 
   constructor(private readonly options: PeerLaneOptions) {
+    this.refusals = new RefusalLog(options.logger);
     this.context = {
       options,
       sockets: options.sockets ?? plainLaneSockets,
@@ -446,9 +452,10 @@ export class PeerLane {
       return undefined;
     }
     const claim = { groupId: hello.groupId, from: hello.from, to: hello.to };
-    const refusal = this.options.refusal(claim);
+    const refusal = this.options.refusal(claim) ?? this.context.sockets.refusal?.(connection.socket, claim);
     if (refusal !== undefined) {
       counters.rejectedInbound++;
+      this.refusals.warn({ peer: claim.from, remote: connection.socket.remoteAddress, err: refusal }, 'peer lane: connection refused');
       connection.refuse(refusal);
       return undefined;
     }

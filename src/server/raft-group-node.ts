@@ -16,6 +16,7 @@ import { claimDataDir } from './data-dir.js';
 import { GrpcRaftTransport, checkedNumber, peerChannelOptions, raftPeerService } from './grpc-raft-transport.js';
 import { HashChainStateMachine } from './hash-chain-state-machine.js';
 import { LevelStableStore } from './level-stable-store.js';
+import { TlsMaterial, type TlsFiles } from './tls.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -55,6 +56,11 @@ export interface RaftGroupNodeConfig {
    * peer-lane.ts) where the peer has one; gRPC otherwise. Default on; false: gRPC only.
    */
   readonly peerLane?: boolean;
+  /**
+   * TLS on this node's port and lane, and mutual TLS to its peers (tls.ts): its certificate
+   * must name it (`raftmq://<group>/<node>`). Default plaintext.
+   */
+  readonly tls?: TlsFiles;
 }
 
 export const defaultRaftGroupNodeConfig = {
@@ -94,8 +100,8 @@ export function validateConfig(config: RaftGroupNodeConfig): void {
 /** What a layer above a bare Raft group plugs in: its state machine, its services, role news. */
 export interface RaftGroupNodeHooks<Result> {
   readonly stateMachine: StateMachine<Result>;
-  /** Extra gRPC services served on the member's address (added before it listens). */
-  readonly services?: (node: RaftNode<Result>, log: CommitLog, logger: pino.Logger) => [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][];
+  /** Extra gRPC services served on the member's address (added before it listens); `tls`: the node's TLS material, if it has TLS. */
+  readonly services?: (node: RaftNode<Result>, log: CommitLog, logger: pino.Logger, tls: TlsMaterial | undefined) => [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][];
   /** Called after every change of role, term or leader. */
   readonly onSoftState?: () => void;
   /** The state to send a peer for a stored snapshot's state, when this node's snapshots rely on files of its own (the broker's queue files). */
@@ -120,6 +126,8 @@ export class RaftGroupNode<Result = unknown> {
     readonly logger: pino.Logger,
     /** The power-loss test mode's file system (undefined in production). */
     readonly powerLoss: LazyFileSystem | undefined,
+    /** This node's certificate, key and CA, re-read when they change (undefined: plaintext). */
+    readonly tls: TlsMaterial | undefined,
   ) {}
 
   /** A bare group: the hash-chain state machine, no extra services. */
@@ -138,6 +146,8 @@ export class RaftGroupNode<Result = unknown> {
       firstIndex: report.firstIndex, lastIndex: report.lastIndex, segments: report.segmentCount,
       segmentsFromIndex: report.segmentsFromIndex, segmentsScanned: report.segmentsScanned, indexesWritten: report.indexesWritten,
     }, 'commitlog recovered');
+    // Before anything listens: unusable TLS files stop the start with a clear error.
+    const tls = config.tls === undefined ? undefined : new TlsMaterial(config.tls, logger);
     const stable = await LevelStableStore.open(path.join(config.dataDir, 'meta'));
     const self = config.members.find((m) => m.id === config.nodeId) as Member;
     const nodeRef: { node?: RaftNode<R> } = {};
@@ -149,6 +159,7 @@ export class RaftGroupNode<Result = unknown> {
       onSnapshotReceived: (message, data) => nodeRef.node?.receiveSnapshot(message, data),
       ...(hooks?.snapshotForPeer === undefined ? {} : { snapshotFileForPeer: snapshotFileForPeer(snapshots, hooks.snapshotForPeer) }),
       ...(config.peerLane === false ? {} : { lane: {} }),
+      ...(tls === undefined ? {} : { tls }),
     });
     // Without hooks R is undefined (see the overloads), which is what the hash chain returns.
     const stateMachine = hooks?.stateMachine ?? (new HashChainStateMachine() as StateMachine<undefined> as StateMachine<R>);
@@ -175,14 +186,14 @@ export class RaftGroupNode<Result = unknown> {
     transport.setReceiver((message) => started.receive(message));
     const server = new grpc.Server(peerChannelOptions);
     server.addService(raftPeerService, transport.serviceImplementation());
-    const instance = new RaftGroupNode<R>(config, started, log, stable, transport, server, stateMachine, logger, lazyFs);
+    const instance = new RaftGroupNode<R>(config, started, log, stable, transport, server, stateMachine, logger, lazyFs, tls);
     server.addService(adminService, instance.adminImplementation());
-    for (const [definition, implementation] of hooks?.services?.(started, log, logger) ?? []) server.addService(definition, implementation);
+    for (const [definition, implementation] of hooks?.services?.(started, log, logger, tls) ?? []) server.addService(definition, implementation);
     await new Promise<void>((resolve, reject) => {
-      server.bindAsync(self.address, grpc.ServerCredentials.createInsecure(), (error) => (error === null ? resolve() : reject(new Error(`cannot listen on ${self.address}: ${error.message}`))));
+      server.bindAsync(self.address, tls?.serverCredentials() ?? grpc.ServerCredentials.createInsecure(), (error) => (error === null ? resolve() : reject(new Error(`cannot listen on ${self.address}: ${error.message}`))));
     });
     const lane = config.peerLane === false ? 'off' : await listenLane(transport, logger);
-    logger.info({ address: self.address, lane, flushMode: config.flushMode, members: config.members }, 'raft node listening');
+    logger.info({ address: self.address, lane, tls: tls !== undefined, flushMode: config.flushMode, members: config.members }, 'raft node listening');
     return instance;
   }
 
@@ -223,6 +234,7 @@ export class RaftGroupNode<Result = unknown> {
       await attempt(() => this.transport.close());
       await attempt(() => this.log.close());
       await attempt(() => this.stable.close());
+      this.tls?.close();
       if (errors.length > 0) throw new AggregateError(errors, 'errors while closing the raft node');
     })();
     return this.closing;

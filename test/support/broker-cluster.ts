@@ -3,6 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Admin, type ClusterNodeInfo } from '../../src/client/admin.js';
+import { writeDevCertificates, type CertificateFiles } from '../../src/cli/dev-certificates.js';
 import { LocalCluster, freePorts } from '../../src/cli/local-cluster.js';
 import { cliPath, waitFor } from './process-cluster.js';
 
@@ -12,6 +13,8 @@ export interface BrokerClusterOptions {
   readonly autoCreateTopics?: boolean;
   readonly extraArgs?: readonly string[];
   readonly env?: Readonly<Record<string, string>>;
+  /** TLS everywhere: throwaway certificates in <dataRoot>/tls (one per node, namesrv, client). */
+  readonly tls?: boolean;
 }
 
 /**
@@ -24,6 +27,8 @@ export class BrokerCluster {
   accessPoint = '';
   admin!: Admin;
   dataRoot = '';
+  /** Set when `tls`: where the certificates are. */
+  certificates: CertificateFiles | undefined;
 
   constructor(readonly options: BrokerClusterOptions = {}) {}
 
@@ -34,14 +39,18 @@ export class BrokerCluster {
     const ports = await freePorts(count + 2);
     this.namesrv = `127.0.0.1:${ports[count]}`;
     this.accessPoint = `127.0.0.1:${ports[count + 1]}`;
+    const tlsDir = path.join(this.dataRoot, 'tls');
+    const groupId = this.options.groupId ?? 'g1';
+    if (this.options.tls === true) this.certificates = await writeDevCertificates(tlsDir, groupId, Array.from({ length: count }, (_, i) => `n${i + 1}`), ['namesrv', 'client']);
     this.local = new LocalCluster({
-      groupId: this.options.groupId ?? 'g1', dataRoot: this.dataRoot, ports: ports.slice(0, count), flush: 'sync', output: 'capture', cliPath,
+      groupId, dataRoot: this.dataRoot, ports: ports.slice(0, count), flush: 'sync', output: 'capture', cliPath,
       role: 'broker', namesrv: [this.namesrv], extraArgs: [...(this.options.autoCreateTopics === false ? [] : ['--auto-create-topics']), '--register-interval-ms', '500', ...(this.options.extraArgs ?? [])],
       ...(this.options.env === undefined ? {} : { env: this.options.env }),
+      ...(this.certificates === undefined ? {} : { tlsDir }),
     });
     this.local.startNameServer(this.namesrv, this.accessPoint, ['--expiry-ms', '3000']);
     this.local.startAll();
-    this.admin = new Admin({ nameServers: [this.namesrv] });
+    this.admin = new Admin({ nameServers: [this.namesrv], ...(this.certificates === undefined ? {} : { tls: { caFile: this.certificates.caFile } }) });
     await this.leader(20_000);
   }
 
