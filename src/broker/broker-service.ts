@@ -23,6 +23,7 @@ import type { ProposalError } from '../raft/node/errors.js';
 import type { Disposable, ServiceClock } from '../util/clock.js';
 import { BrokerError } from './errors.js';
 import type { ApplyResult, BrokerStateMachine, TransactionCheckRound } from './broker-state-machine.js';
+import { validateAccessCommand, type AccessCommand } from './core/access-control.js';
 import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } from './core/broker-state.js';
 import { formatRecallHandle, type RecallHandle } from './core/recall-handle.js';
 import { encodeCommand, encodeMessages, type MessageInput, type StoredMessage } from './core/entry-codec.js';
@@ -310,6 +311,16 @@ export class BrokerService {
   async deleteTopic(name: string): Promise<void> {
     this.requireTopic(name);
     await this.command({ op: 'topic.delete', name });
+  }
+
+  /**
+   * A user or policy change (access-control.ts), its secret sealed by the caller; refused
+   * (BAD_REQUEST with the table's reason) when apply refuses it, which leaves the table as it was.
+   */
+  async applyAccessCommand(command: AccessCommand): Promise<void> {
+    const valid = validateAccessCommand(command);
+    if (!valid.ok) throw new BrokerError('BAD_REQUEST', valid.reason);
+    await this.handleCommand({ op: 'access', command: valid.command });
   }
 
   async putGroup(config: GroupConfig): Promise<void> {
@@ -618,6 +629,7 @@ export class BrokerService {
     if (outcome.kind === 'error') {
       const code = ({
         'invalid-handle': 'INVALID_RECEIPT_HANDLE', 'topic-not-found': 'TOPIC_NOT_FOUND', 'not-pending': 'NOT_FOUND', 'bad-request': 'BAD_REQUEST', 'already-ended': 'INVALID_TRANSACTION_ID', 'topic-exists': 'BAD_REQUEST',
+        'access-refused': 'BAD_REQUEST',
       } as const)[outcome.code];
       throw new BrokerError(code, outcome.message);
     }

@@ -45,6 +45,7 @@
  * MessageIndexError, which stops the node (BrokerStateMachine rethrows it).
  */
 import { assert } from '../../util/assert.js';
+import { AccessControlTable, validateAccessCommand, type AccessCommand } from './access-control.js';
 import { DedupWindow, memoryDedupRecordStore, type DedupRecordStore } from './dedup-window.js';
 import { ConsumeQueue, memoryQueueRecordStore, type QueueIdentity, type QueueRecordStore } from './consume-queue.js';
 import { filterFromJson, filterMatches, type TagFilter } from './filter.js';
@@ -89,7 +90,9 @@ export type BrokerCommand =
   /** Transaction check-back (proposed by the leader): every open transaction due by `throughMs` under `policy` is checked once more, or rolled back after the last check. */
   | { readonly op: 'txn.check'; readonly throughMs: number; readonly policy: TransactionCheckPolicy }
   /** Changes nothing: a read that waits for it to apply sees everything committed before the read began (a linearizable read through the log). */
-  | { readonly op: 'barrier' };
+  | { readonly op: 'barrier' }
+  /** Users and policies (access-control.ts); the secret in it is sealed by the proposing node. */
+  | { readonly op: 'access'; readonly command: AccessCommand };
 
 /** A message as apply takes it: its routing, and its keys for the message index (none when absent). */
 export type IndexedRouting = MessageRouting & { readonly keys?: readonly string[] };
@@ -144,7 +147,7 @@ export interface Delivery {
 
 export type CommandOutcome =
   | { readonly kind: 'done' }
-  | { readonly kind: 'error'; readonly code: 'topic-not-found' | 'invalid-handle' | 'bad-request' | 'not-pending' | 'already-ended' | 'topic-exists'; readonly message: string }
+  | { readonly kind: 'error'; readonly code: 'topic-not-found' | 'invalid-handle' | 'bad-request' | 'not-pending' | 'already-ended' | 'topic-exists' | 'access-refused'; readonly message: string }
   | { readonly kind: 'received'; readonly deliveries: readonly Delivery[]; readonly deadLettered: number }
   | { readonly kind: 'handle'; readonly seq: number }
   /** A timer fire: how many due messages went into their queues (and which topics got them), how many were dropped with their topic. */
@@ -295,6 +298,8 @@ export class BrokerState {
   private transactions: TransactionTable;
   /** The message index (query and trace): its entries are a function of the applied entries. */
   private index: MessageIndex;
+  /** Users and their policies: who may do what once authentication is on. */
+  private accessTable = new AccessControlTable();
 
   constructor(
     private readonly limits: BrokerStateLimits = defaultBrokerStateLimits,
@@ -333,7 +338,7 @@ export class BrokerState {
       clockMs: this.clockMs, tagNames: this.tagNames, topics: this.topics, groups: this.groups, popQueues: this.popQueues,
       receiveCursor: this.receiveCursor, offsets: this.offsets, dedup: this.dedup,
       retainedFrom: this.retainedFromIndex, expiredUnconsumed: this.expiredUnconsumed, timers: this.timers, firedRuns: this.firedRuns,
-      transactions: this.transactions, index: this.index,
+      transactions: this.transactions, index: this.index, access: this.accessTable,
     }, withRecords);
   }
 
@@ -368,6 +373,7 @@ export class BrokerState {
     for (const [k, runs] of parts.firedRuns) state.firedRuns.set(k, runs);
     state.transactions = parts.transactions;
     state.index = parts.index;
+    state.accessTable = parts.access;
     return state;
   }
 
@@ -416,6 +422,11 @@ export class BrokerState {
   /** Transactions whose half message is stored and not yet committed or rolled back. */
   get openTransactions(): number {
     return this.transactions.openCount;
+  }
+
+  /** Users and policies, as applied (read it, never change it: commands do). */
+  get access(): AccessControlTable {
+    return this.accessTable;
   }
 
   /** The open transactions, oldest first (for listings). */
@@ -759,6 +770,12 @@ export class BrokerState {
         return { kind: 'error', code: 'not-pending', message: 'no pending delayed message for this recall handle: it was delivered or recalled already (or never stored)' };
       }
       case 'barrier': return { kind: 'done' };
+      case 'access': {
+        // Validated again here: an entry is whatever was proposed, and a refused command changes nothing.
+        const valid = validateAccessCommand(command.command);
+        const result = valid.ok ? this.accessTable.apply(valid.command) : valid;
+        return result.ok ? { kind: 'done' } : { kind: 'error', code: 'access-refused', message: result.reason };
+      }
       case 'ack': return this.withFlight(command, (pop, flight) => {
         pop.settle(command.offset);
         this.traceAt(IndexKind.Acked, command, logIndex, timeMs, flight.attempt);

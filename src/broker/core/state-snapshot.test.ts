@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { BrokerState, type BrokerCommand, type BrokerStateLimits, type CommandOutcome, type HandleRef, type IndexedRouting, type SendOutcome } from './broker-state.js';
 import type { MessageRouting } from './entry-codec.js';
 import { defaultTopicConfig, dlqTopicOf, permReadWrite, type TopicType } from './names.js';
+import { sealSecret } from '../../util/secret-seal.js';
 import { SnapshotFormatError, sha256Hex, snapshotVersion } from './state-snapshot.js';
 
 const limits: BrokerStateLimits = { dedupWindowMs: 20_000, dedupEntriesMax: 6, transactions: { openMax: 5, endedKeepMs: 30_000, endedMax: 4 } };
@@ -282,9 +283,28 @@ describe('broker state snapshots', () => {
     expectSameBytes(restored.snapshot(), state.snapshot());
   });
 
+  it('carries users and policies: the restored state authorizes alike, and the digest sees a grant', () => {
+    const state = new BrokerState();
+    const secretSealed = sealSecret('s3cret', Buffer.alloc(32, 7), Buffer.alloc(12, 1)).toString('base64');
+    expect(state.applyCommand(1, 1_000, { op: 'access', command: { type: 'user.create', name: 'alice', secretSealed, kind: 'normal' } })).toEqual({ kind: 'done' });
+    const before = state.digest();
+    expect(state.applyCommand(2, 1_000, { op: 'access', command: { type: 'acl.grant', user: 'alice', resource: 'Topic:orders', decision: 'Allow', actions: ['Pub'] } })).toEqual({ kind: 'done' });
+    expect(state.digest()).not.toBe(before);
+    const restored = BrokerState.restore(state.snapshot());
+    expect(restored.access.authorize('alice', 'Topic:orders', 'Pub').allowed).toBe(true);
+    expect(restored.access.authorize('alice', 'Topic:orders', 'Sub').allowed).toBe(false);
+    expect(restored.access.user('alice')?.secretSealed.toString('base64')).toBe(secretSealed);
+    expectSameBytes(restored.snapshot(), state.snapshot());
+    // A refused command (a second alice, a malformed command) changes nothing.
+    const digest = state.digest();
+    expect(state.applyCommand(3, 1_000, { op: 'access', command: { type: 'user.create', name: 'alice', secretSealed, kind: 'super' } })).toMatchObject({ kind: 'error', code: 'access-refused' });
+    expect(state.applyCommand(4, 1_000, { op: 'access', command: { type: 'acl.grant', user: 'alice' } as never })).toMatchObject({ kind: 'error', code: 'access-refused' });
+    expect(state.digest()).toBe(digest);
+  });
+
   it('lists every field of BrokerState that a snapshot must hold (a new field needs the format extended)', () => {
     expect(Object.keys(new BrokerState()).sort()).toEqual(
-      ['clockMs', 'dedup', 'dedupRecords', 'expiredUnconsumed', 'firedRuns', 'groups', 'index', 'indexStore', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'timers', 'topics', 'transactions'],
+      ['accessTable', 'clockMs', 'dedup', 'dedupRecords', 'expiredUnconsumed', 'firedRuns', 'groups', 'index', 'indexStore', 'limits', 'offsets', 'popQueues', 'queueRecords', 'receiveCursor', 'retainedFromIndex', 'tagIds', 'tagNames', 'timers', 'topics', 'transactions'],
     );
   });
 });
@@ -317,11 +337,11 @@ describe('malformed snapshots', () => {
     const flipped = Uint8Array.from(bytes);
     flipped[4] = (flipped[4] as number) ^ 0xff;
     expect(() => BrokerState.restore(flipped)).toThrow(`broker snapshot format version ${snapshotVersion ^ 0xff} is not supported (this build reads versions 4 to ${snapshotVersion})`);
-    // Version 3 (no timers, no fired runs) is refused by name; version 4 is read as a state without transactions, 5 without a message index.
-    expect(snapshotVersion).toBe(6);
+    // Version 3 (no timers, no fired runs) is refused by name; version 4 is read as a state without transactions, 5 without a message index, 6 without access control.
+    expect(snapshotVersion).toBe(7);
     const older = Uint8Array.from(bytes);
     older[4] = 3;
-    expect(() => BrokerState.restore(older)).toThrow('broker snapshot format version 3 is not supported (this build reads versions 4 to 6)');
+    expect(() => BrokerState.restore(older)).toThrow('broker snapshot format version 3 is not supported (this build reads versions 4 to 7)');
     const foreign = Uint8Array.from(bytes);
     foreign[0] = 0;
     expect(() => BrokerState.restore(foreign)).toThrow(/not a broker snapshot/);
@@ -330,13 +350,39 @@ describe('malformed snapshots', () => {
     expect(() => BrokerState.restore(longer)).toThrow('broker snapshot has 1 bytes after its end');
   });
 
+  /** Version 7 appends the access-control section: u32 length, then the table's encoding. */
+  const accessSectionBytes = (state: BrokerState): number => 4 + state.access.encode().byteLength;
   /** Version 6 appends the message index section: u8 with records, then (memory index) its extent (50 bytes with the flag) and 28 bytes an entry. */
   const indexSectionBytes = (state: BrokerState): number => 50 + 28 * state.messageIndex.extent.entryCount;
-  const emptyIndexSection = (): Uint8Array => { const empty = new BrokerState().snapshot(); return empty.subarray(empty.byteLength - 50); };
+  const emptyIndexSection = (): Uint8Array => {
+    const empty = new BrokerState().snapshot();
+    const end = empty.byteLength - accessSectionBytes(new BrokerState());
+    return empty.subarray(end - 50, end);
+  };
   const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => { const out = new Uint8Array(a.byteLength + b.byteLength); out.set(a); out.set(b, a.byteLength); return out; };
+  /** Version 6 bytes as this build writes them: an empty access-control section appended, version 7. */
+  const asVersion7 = (v6: Uint8Array): Uint8Array => { const out = concat(v6, emptyAccessSection()); out[4] = 7; return out; };
+
+  /** A sample as version 6 wrote it: without the access-control section. */
+  const sampleV6 = (): Uint8Array => {
+    const bytes = sample();
+    const v6 = Uint8Array.from(bytes.subarray(0, bytes.byteLength - accessSectionBytes(BrokerState.restore(bytes, limits))));
+    v6[4] = 6;
+    return v6;
+  };
+  const emptyAccessSection = (): Uint8Array => { const empty = new BrokerState().snapshot(); return empty.subarray(empty.byteLength - accessSectionBytes(new BrokerState())); };
+
+  it('reads a version 6 snapshot (an upgraded node) as a state without users or policies', () => {
+    const v6 = sampleV6();
+    const restored = BrokerState.restore(v6, limits);
+    expect(restored.access.listUsers()).toEqual([]);
+    const rewritten = concat(v6, emptyAccessSection());
+    rewritten[4] = 7;
+    expectSameBytes(restored.snapshot(), rewritten);
+  });
 
   it('reads a version 5 snapshot (an upgraded node) as a state whose message index is new and empty', () => {
-    const bytes = sample();
+    const bytes = sampleV6();
     const original = BrokerState.restore(bytes, limits);
     expect(original.messageIndex.extent.entryCount).toBeGreaterThan(3);
     const withoutIndex = bytes.subarray(0, bytes.byteLength - indexSectionBytes(original));
@@ -344,20 +390,20 @@ describe('malformed snapshots', () => {
     v5[4] = 5;
     const restored = BrokerState.restore(v5, limits);
     expect(restored.messageIndex.extent).toEqual({ ...original.messageIndex.extent, entryCount: 0, lastLogIndex: 0, lastTimeMs: 0, releasedBelow: 0, firstFile: 0 });
-    expectSameBytes(restored.snapshot(), concat(withoutIndex, emptyIndexSection()));
+    expectSameBytes(restored.snapshot(), asVersion7(concat(withoutIndex, emptyIndexSection())));
     // A truncated index section is still an error in version 6.
     expect(() => BrokerState.restore(bytes.subarray(0, bytes.byteLength - indexSectionBytes(original) + 1), limits)).toThrow(SnapshotFormatError);
   });
 
   it('reads a version 4 snapshot (an upgraded node) as a state without transactions or message index', () => {
-    const bytes = sample();
+    const bytes = sampleV6();
     const withoutIndex = bytes.subarray(0, bytes.byteLength - indexSectionBytes(BrokerState.restore(bytes, limits)));
     // Version 5 appends the transaction section: with none open or ended, two zero counts.
     expect([...withoutIndex.subarray(withoutIndex.byteLength - 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
     const v4 = Uint8Array.from(withoutIndex.subarray(0, withoutIndex.byteLength - 8));
     v4[4] = 4;
     const restored = BrokerState.restore(v4, limits);
-    expectSameBytes(restored.snapshot(), concat(withoutIndex, emptyIndexSection()));
+    expectSameBytes(restored.snapshot(), asVersion7(concat(withoutIndex, emptyIndexSection())));
     expect(restored.openTransactions).toBe(0);
   });
 

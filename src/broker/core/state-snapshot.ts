@@ -2,11 +2,11 @@
  * The binary format of a BrokerState snapshot, its byte-level writer and reader, and the
  * SHA-256 behind BrokerState.digest (written here: broker/core may not import node:crypto).
  *
- * Layout, version 6. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
+ * Layout, version 7. Numbers are little-endian; `str` is u32 byte length + UTF-8, or, for a
  * string with lone surrogates, u32 (0x80000000 | code units) + UTF-16LE, so every JS string
  * comes back exactly; configs are JSON (the objects as applied, key order included).
  *
- *   "RMQS" | u8 version = 6 | u8 withRecords | f64 clockMs
+ *   "RMQS" | u8 version = 7 | u8 withRecords | f64 clockMs
  *   tags:          u32 n, n × str                    (tagNames in id order; tagIds is its inverse)
  *   topics:        u32 n, n × { str config JSON, f64 createdAt, f64 roundRobin, u32 queues, queues × ConsumeQueue }
  *                  ConsumeQueue = f64 first offset, u32 count, and when withRecords = 1 four
@@ -35,6 +35,8 @@
  *                  SegmentedIndex.encodeInto): its extent, and with 1 its entries oldest first;
  *                  with 0 the entries are in the node's index files (MessageIndex.sync). It is
  *                  1 when withRecords = 1, and when the index is kept in memory.
+ *   access control: u32 n, n bytes of the AccessControlTable's own encoding (access-control.ts:
+ *                  users with sealed secrets, policies; canonical order)
  *   (end: trailing bytes are an error)
  *
  * Map order. Where iteration order changes what the state does, it is written and restored
@@ -53,16 +55,18 @@
  * such files): the records themselves follow each queue, the dedup range and the timers.
  * Version 1 carried the records always and no createdAt; version 2 carried the dedup records
  * always and no sequence number; version 3 had no timers and no fired runs (no delayed
- * messages); version 4 had no transactions; version 5 had no message index. This build writes
- * version 6 and reads versions 4 (as a state without transactions) and 5 (as one whose
- * message index is new and empty: messages applied before it are not found by query or
- * trace), so a node upgraded in place starts from its snapshot, and 6; an older one is
- * refused with a SnapshotFormatError naming the versions it reads.
+ * messages); version 4 had no transactions; version 5 had no message index; version 6 had no
+ * access control. This build writes version 7 and reads versions 4 (as a state without
+ * transactions), 5 (as one whose message index is new and empty: messages applied before it
+ * are not found by query or trace) and 6 (as one without users or policies), so a node upgraded
+ * in place starts from its snapshot; an older one is refused with a SnapshotFormatError naming
+ * the versions it reads.
  *
  * A later version appends its sections after the last one and bumps the version; the reader
  * reads the older sections the same way for every version it knows.
  */
 import { InvariantViolation } from '../../util/assert.js';
+import { AccessControlTable, AccessTableFormatError } from './access-control.js';
 import { ConsumeQueue, QueueRecordsError, type QueueRecordStore } from './consume-queue.js';
 import { DedupRecordsError, DedupWindow, type DedupRecordStore, type DedupWindowLimits } from './dedup-window.js';
 import type { GroupConfig, TopicConfig } from './names.js';
@@ -71,7 +75,7 @@ import { MessageIndexError, decodeMessageIndex, emptyIndexExtent, type MessageIn
 import { TransactionTable, type TransactionLimits } from './transactions.js';
 
 export const snapshotMagic = 'RMQS';
-export const snapshotVersion = 6;
+export const snapshotVersion = 7;
 /** The oldest version this build reads (see the layout). */
 export const snapshotVersionMin = 4;
 
@@ -128,6 +132,7 @@ export interface BrokerStateParts {
   readonly firedRuns: ReadonlyMap<string, readonly FiredRun[]>;
   readonly transactions: TransactionTable;
   readonly index: MessageIndex;
+  readonly access: AccessControlTable;
 }
 
 /** What decoding gives back: fresh objects and maps, owned by the caller. */
@@ -226,6 +231,9 @@ export function encodeBrokerState(parts: BrokerStateParts, withRecords: boolean)
   const indexWithRecords = withRecords || !parts.index.recordsDurable;
   w.u8(indexWithRecords ? 1 : 0);
   parts.index.encodeInto(w, indexWithRecords);
+  const access = parts.access.encode();
+  w.u32(access.length);
+  w.raw(access);
   return w.finish();
 }
 
@@ -384,8 +392,19 @@ function decodeUnchecked(
     index = indexStore.open(emptyIndexExtent(indexStore.layout));
   }
 
+  let access = new AccessControlTable();
+  if (version >= 7) {
+    const length = r.u32();
+    try {
+      access = AccessControlTable.decode(Buffer.from(r.bytes(length, 'the access-control table')));
+    } catch (error) {
+      if (error instanceof AccessTableFormatError) throw new SnapshotFormatError(`broker snapshot's access-control table: ${error.message}`, { cause: error });
+      throw error;
+    }
+  }
+
   if (r.remaining !== 0) throw new SnapshotFormatError(`broker snapshot has ${r.remaining} bytes after its end`);
-  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed, timers, firedRuns, transactions, index };
+  return { clockMs, tagNames, topics, groups, popQueues, receiveCursor, offsets, dedup, retainedFrom, expiredUnconsumed, timers, firedRuns, transactions, index, access };
 }
 
 /** A config as it was applied; its `name` is its map key (not checked further: apply does not check it either). */
@@ -579,6 +598,14 @@ export class SnapshotReader {
   skip(bytes: number): void {
     this.need(bytes, 'bytes');
     this.at += bytes;
+  }
+
+  /** The next `length` bytes (a view of the snapshot). */
+  bytes(length: number, what: string): Uint8Array {
+    this.need(length, what);
+    const view = this.data.subarray(this.at, this.at + length);
+    this.at += length;
+    return view;
   }
 
   /** Throws unless `bytes` more bytes are there. */
