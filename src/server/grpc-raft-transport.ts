@@ -33,6 +33,17 @@ export const peerChannelOptions: grpc.ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 1_000,
 };
 
+/**
+ * For every gRPC server of ours: grpc-js turns the socket timeout off, so without an idle
+ * limit a connection that sends nothing, stops inside the HTTP/2 preface, or was sent a GOAWAY
+ * stays open for good (found by the hostile-input test) — an unbounded drain of file
+ * descriptors. A connection without a call for a minute is closed; clients reconnect on their
+ * next call, and long-lived streams (appends, Telemetry) are calls.
+ */
+export const serverConnectionOptions: grpc.ServerOptions = {
+  'grpc.max_connection_idle_ms': 60_000,
+};
+
 export interface GrpcRaftTransportOptions {
   readonly groupId: string;
   readonly selfId: NodeId;

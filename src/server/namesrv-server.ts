@@ -14,6 +14,7 @@ import { RouteRegistry, type GroupRoute, type Registration } from '../namesrv/ro
 import { loadProtoFile } from '../util/proto-files.js';
 import { identityBytes, messagingServiceDefinition, okStatus, type V2Status } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder } from './forwarder.js';
+import { serverConnectionOptions } from './grpc-raft-transport.js';
 import { RefusalLog } from './refusal-log.js';
 import { callCertificate, certificateRefusal, TlsMaterial, type TlsFiles } from './tls.js';
 import { splitAddress } from './messaging-service.js';
@@ -92,13 +93,13 @@ export class NameServerProcess {
     }
     if (!(config.expiryMs >= 100)) throw new Error(`expiryMs must be at least 100, not ${config.expiryMs}`);
     const instance = new NameServerProcess(config);
-    const namesrv = new grpc.Server();
+    const namesrv = new grpc.Server(serverConnectionOptions);
     namesrv.addService(namesrvDefinition, instance.namesrvHandlers());
     const credentials = instance.tls?.serverCredentials() ?? grpc.ServerCredentials.createInsecure();
     await bind(namesrv, config.address, credentials);
     instance.servers.push(namesrv);
     if (config.accessPointAddress !== '') {
-      const access = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 * 1024, 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+      const access = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 * 1024, 'grpc.max_send_message_length': 64 * 1024 * 1024, ...serverConnectionOptions });
       access.addService(accessPointDefinition, instance.accessPointHandlers());
       await bind(access, config.accessPointAddress, credentials);
       instance.servers.push(access);

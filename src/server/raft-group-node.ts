@@ -13,7 +13,7 @@ import { RaftNode, type FlushMode, type ProposeOutcome } from '../raft/node/raft
 import type { Member, NodeId } from '../raft/types.js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { claimDataDir } from './data-dir.js';
-import { GrpcRaftTransport, checkedNumber, peerChannelOptions, raftPeerService } from './grpc-raft-transport.js';
+import { GrpcRaftTransport, checkedNumber, peerChannelOptions, raftPeerService, serverConnectionOptions } from './grpc-raft-transport.js';
 import { HashChainStateMachine } from './hash-chain-state-machine.js';
 import { LevelStableStore } from './level-stable-store.js';
 import { TlsMaterial, type TlsFiles } from './tls.js';
@@ -184,7 +184,7 @@ export class RaftGroupNode<Result = unknown> {
     });
     nodeRef.node = started;
     transport.setReceiver((message) => started.receive(message));
-    const server = new grpc.Server(peerChannelOptions);
+    const server = new grpc.Server({ ...peerChannelOptions, ...serverConnectionOptions });
     server.addService(raftPeerService, transport.serviceImplementation());
     const instance = new RaftGroupNode<R>(config, started, log, stable, transport, server, stateMachine, logger, lazyFs, tls);
     server.addService(adminService, instance.adminImplementation());
