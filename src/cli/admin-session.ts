@@ -1,7 +1,7 @@
 /** What every admin command shares: the NameServer option and an Admin client closed after the action. */
 import { Option } from 'commander';
 import { Admin } from '../client/admin.js';
-import { clientConnection } from './tls-options.js';
+import { clientConnection } from './connection-options.js';
 
 export const defaultNamesrv = '127.0.0.1:9876';
 

@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { defaultNamesrv, namesrvOption, withAdmin } from './admin-session.js';
-import { clientConnection, serverTlsConfig, withServerTlsOptions, type ServerTlsFlags } from './tls-options.js';
+import { authConfig, clientConnection, serverTlsConfig, withAuthOptions, withServerTlsOptions, type AuthFlags, type ServerTlsFlags } from './connection-options.js';
 
 export { defaultNamesrv };
 import Table from 'cli-table3';
@@ -62,7 +62,7 @@ function positiveNumber(name: string, max = Infinity): (value: string) => number
 }
 
 export function brokerCommand(): Command {
-  return withRaftNodeOptions(withServerTlsOptions(new Command('broker'))
+  return withRaftNodeOptions(withAuthOptions(withServerTlsOptions(new Command('broker')))
     .description('run one broker node: a member of a Raft broker group serving the RocketMQ 5 client protocol'))
     .option('--namesrv <list>', 'NameServer addresses, comma separated', defaultNamesrv)
     .option('--auto-create-topics', 'create unknown topics on first use (8 queues)', false)
@@ -79,9 +79,9 @@ export function brokerCommand(): Command {
     .option('--txn-checks-max <n>', 'after this many unanswered check-backs, roll the transaction back and log it (RocketMQ transactionCheckMax)', integer('--txn-checks-max', 0), defaultBrokerNodeSettings.transactionCheck.checksMax)
     // Hidden: how often the leader's retention service runs (tests shorten it).
     .addOption(new Option('--retention-interval-ms <ms>', 'retention check period').argParser(integer('--retention-interval-ms', 10)).default(defaultBrokerNodeSettings.retentionIntervalMs).hideHelp())
-    .action(async (options: RaftNodeOptions & BrokerFlags & ServerTlsFlags) => {
+    .action(async (options: RaftNodeOptions & BrokerFlags & ServerTlsFlags & AuthFlags) => {
       const config: BrokerNodeConfig = {
-        ...defaultBrokerNodeSettings, ...raftNodeConfig(options), ...serverTlsConfig(options),
+        ...defaultBrokerNodeSettings, ...raftNodeConfig(options), ...serverTlsConfig(options), ...authConfig(options),
         namesrvAddresses: addressList(options.namesrv), autoCreateTopics: options.autoCreateTopics, autoCreateGroups: options.autoCreateGroups,
         maxBodyBytes: options.maxBodyBytes, sendBacklogBytesMax: options.sendBacklogBytes, registerIntervalMs: options.registerIntervalMs, retentionIntervalMs: options.retentionIntervalMs,
         retention: { maxAgeMs: options.retentionHours * 3_600_000, logBytesMax: options.retentionBytes ?? Infinity, diskUsedRatioMax: options.retentionDiskPercent / 100 },

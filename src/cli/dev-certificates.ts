@@ -1,5 +1,5 @@
 /**
- * Throwaway certificates for a local cluster (`raftmq dev --tls`, tests): a CA, and one
+ * Throwaway certificates and credentials for a local cluster (`raftmq dev --tls --acl`, tests): a CA, and one
  * certificate per process signed by it, valid for 127.0.0.1 and localhost. A broker node's
  * certificate also names the node (`raftmq://<group>/<id>`), which its peers check.
  * X.509 is built by node-forge; keys come from node:crypto (native and fast).
@@ -89,6 +89,24 @@ export function issueCertificate(ca: CertificateAuthority, request: CertificateR
   ]);
   certificate.sign(caKey, forge.md.sha256.create());
   return { certificatePem: forge.pki.certificateToPem(certificate), keyPem: keys.keyPem };
+}
+
+/** What `writeDevAuth` wrote: the cluster key and the bootstrap super user's credentials file. */
+export interface DevAuthFiles {
+  readonly keyFile: string;
+  readonly adminFile: string;
+}
+
+/**
+ * A throwaway cluster key and bootstrap super user (`admin`, a random secret) in `dir`, both
+ * readable by the owner only: `raftmq --credentials <adminFile>` signs as that user.
+ */
+export async function writeDevAuth(dir: string): Promise<DevAuthFiles> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  const files = { keyFile: path.join(dir, 'cluster.key'), adminFile: path.join(dir, 'admin.json') };
+  await fs.writeFile(files.keyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  await fs.writeFile(files.adminFile, `${JSON.stringify({ accessKey: 'admin', secretKey: randomBytes(24).toString('base64url') })}\n`, { mode: 0o600 });
+  return files;
 }
 
 /** Where `writeDevCertificates` put a process's files. */

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { Admin } from '../client/admin.js';
-import { writeDevCertificates } from './dev-certificates.js';
+import { existsSync } from 'node:fs';
+import { writeDevAuth, writeDevCertificates, type DevAuthFiles } from './dev-certificates.js';
 import { LocalCluster } from './local-cluster.js';
 
 export interface DevClusterOptions {
@@ -12,6 +13,10 @@ export interface DevClusterOptions {
   readonly autoCreateTopics: boolean;
   /** TLS everywhere with throwaway certificates written to <dataDir>/tls. */
   readonly tls: boolean;
+  /** Authentication and ACL on, with a throwaway cluster key and super user in <dataDir>/auth. */
+  readonly acl: boolean;
+  /** With `acl`: unsigned calls act as this user (see --auth-anonymous-user). */
+  readonly anonymousUser?: string;
 }
 
 /**
@@ -25,9 +30,13 @@ export async function runDevCluster(options: DevClusterOptions): Promise<void> {
   const tlsDir = path.join(options.dataDir, 'tls');
   // Fresh certificates on every start: they are throwaway, and the CA's key sits beside them.
   const certificates = options.tls ? await writeDevCertificates(tlsDir, 'dev', nodeIds, ['namesrv', 'client']) : undefined;
+  // The key is kept across starts (users' secrets in the data are sealed with it); the admin's file too.
+  const auth = options.acl ? await existingOrNewAuth(path.join(options.dataDir, 'auth')) : undefined;
   const cluster = new LocalCluster({
     groupId: 'dev', dataRoot: options.dataDir, ports: nodeIds.map((_, i) => options.basePort + i), flush: options.flushMode, output: 'inherit',
-    role: 'broker', namesrv: [options.namesrv], extraArgs: options.autoCreateTopics ? ['--auto-create-topics'] : [],
+    role: 'broker', namesrv: [options.namesrv],
+    extraArgs: [...(options.autoCreateTopics ? ['--auto-create-topics'] : []), ...(auth === undefined ? [] : ['--auth-key-file', auth.keyFile, '--auth-admin-file', auth.adminFile]),
+      ...(auth === undefined || options.anonymousUser === undefined ? [] : ['--auth-anonymous-user', options.anonymousUser])],
     ...(options.tls ? { tlsDir } : {}),
   });
   let stopping = false;
@@ -60,12 +69,16 @@ export async function runDevCluster(options: DevClusterOptions): Promise<void> {
     console.log(`  access point  ${options.accessPoint}   (RocketMQ 5 clients: endpoints '${options.accessPoint}')`);
     for (const member of cluster.members) console.log(`  ${member.id}            ${member.address}${member.id === leader.nodeId ? `  leader (term ${leader.term})` : ''}`);
     console.log(`topics are ${options.autoCreateTopics ? 'created on first use' : 'not auto-created'}; try:`);
-    if (certificates === undefined) {
-      console.log('  npx raftmq produce --topic demo --count 10000   |   npx raftmq consume --topic demo --group g1   |   npx raftmq cluster');
-    } else {
-      const ca = path.resolve(certificates.caFile);
-      console.log(`  npx raftmq --tls-ca ${ca} produce --topic demo --count 10000   |   npx raftmq --tls-ca ${ca} cluster`);
-      console.log(`TLS on every port, certificates in ${path.resolve(tlsDir)}; RocketMQ 5 clients: sslEnabled: true with GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=${ca}`);
+    const flags = [
+      ...(certificates === undefined ? [] : [`--tls-ca ${path.resolve(certificates.caFile)}`]),
+      ...(auth === undefined ? [] : [`--credentials ${path.resolve(auth.adminFile)}`]),
+    ].map((flag) => `${flag} `).join('');
+    console.log(`  npx raftmq ${flags}produce --topic demo --count 10000   |   npx raftmq ${flags}consume --topic demo --group g1   |   npx raftmq ${flags}cluster`);
+    if (certificates !== undefined) {
+      console.log(`TLS on every port, certificates in ${path.resolve(tlsDir)}; RocketMQ 5 clients: sslEnabled: true with GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=${path.resolve(certificates.caFile)}`);
+    }
+    if (auth !== undefined) {
+      console.log(`authentication and ACL on: the super user's access key and secret are in ${path.resolve(auth.adminFile)} (RocketMQ 5 clients: sessionCredentials); add users with raftmq user create and raftmq acl grant`);
     }
   } catch (error) {
     console.error(`raftmq dev: ${(error as Error).message}`);
@@ -73,4 +86,9 @@ export async function runDevCluster(options: DevClusterOptions): Promise<void> {
   } finally {
     admin.close();
   }
+}
+
+async function existingOrNewAuth(dir: string): Promise<DevAuthFiles> {
+  const files = { keyFile: path.join(dir, 'cluster.key'), adminFile: path.join(dir, 'admin.json') };
+  return existsSync(files.keyFile) && existsSync(files.adminFile) ? files : writeDevAuth(dir);
 }

@@ -18,7 +18,7 @@ import { MQClientError } from '../client/mq-connection.js';
 import { Producer, type Message } from '../client/producer.js';
 import { dlqTopicOf, groupNameProblem } from '../broker/core/names.js';
 import { namesrvOption, withAdmin } from './admin-session.js';
-import { clientConnection } from './tls-options.js';
+import { clientConnection } from './connection-options.js';
 import { integer } from './node-options.js';
 import { plainWhenPiped } from './tables.js';
 

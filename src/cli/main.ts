@@ -21,16 +21,17 @@ import {
 import { addressList, exitOnFatal, integer, parseMembers, powerFailOnSignal, raftNodeConfig, stopOnSignals, withRaftNodeOptions, type RaftNodeOptions } from './node-options.js';
 import { Admin } from '../client/admin.js';
 import { runDevCluster } from './dev-cluster.js';
+import { aclCommand, userCommand } from './access-commands.js';
 import { dlqCommand } from './dlq-commands.js';
 import { messageCommand } from './message-commands.js';
 import { plainWhenPiped, roleCell } from './tables.js';
-import { clientConnection, clientCredentials, clientTls, serverTlsConfig, withGlobalTlsOptions, withServerTlsOptions, type ServerTlsFlags } from './tls-options.js';
+import { clientConnection, clientTls, raftNodeClientOptions, serverTlsConfig, withGlobalTlsOptions, withServerTlsOptions, type ServerTlsFlags } from './connection-options.js';
 
 const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
 
 /** Runs `action` with a client for the `--nodes` list and always closes it. */
 async function withClient(nodes: string, action: (client: RaftNodeClient) => Promise<void>): Promise<void> {
-  const client = new RaftNodeClient(addressList(nodes), { credentials: clientCredentials() });
+  const client = new RaftNodeClient(addressList(nodes), raftNodeClientOptions());
   try {
     await action(client);
   } finally {
@@ -93,7 +94,7 @@ function proposeCommand(): Command {
     .option('--size <bytes>', 'payload size', integer('--size', 0), 1024)
     .option('--inflight <n>', 'proposals in flight', integer('--inflight', 1), 64)
     .action(async (options: { nodes: string; count: number; size: number; inflight: number }) => {
-      const client = new RaftNodeClient(addressList(options.nodes), { credentials: clientCredentials() }); // closed below, after the summary
+      const client = new RaftNodeClient(addressList(options.nodes), raftNodeClientOptions()); // closed below, after the summary
       const payload = new Uint8Array(options.size).fill(0x61);
       let next = 0;
       let acked = 0;
@@ -188,12 +189,14 @@ function devCommand(): Command {
     .option('--access-point <host:port>', 'access point address (RocketMQ 5 clients connect here)', '127.0.0.1:8081')
     .addOption(new Option('--flush <mode>', 'sync or async').choices(['sync', 'async']).default('sync'))
     .option('--no-auto-create', 'do not create topics on first use')
-    .action(async (options: { data: string; basePort: number; namesrv: string; accessPoint: string; flush: 'sync' | 'async'; autoCreate: boolean }) => {
+    .option('--acl', 'authentication and ACL on: a throwaway cluster key and super user in <data>/auth', false)
+    .option('--anonymous-user <name>', 'with --acl: unsigned calls act as this user (create it and grant it what they may do)')
+    .action(async (options: { data: string; basePort: number; namesrv: string; accessPoint: string; flush: 'sync' | 'async'; autoCreate: boolean; acl: boolean; anonymousUser?: string }) => {
       const tls = clientTls();
       if (tls !== undefined && Object.keys(tls).length > 0) throw new Error('raftmq dev makes its own certificates: give --tls, not --tls-ca');
       await runDevCluster({
         dataDir: options.data, basePort: options.basePort, flushMode: options.flush, namesrv: options.namesrv, accessPoint: options.accessPoint, autoCreateTopics: options.autoCreate,
-        tls: tls !== undefined,
+        tls: tls !== undefined, acl: options.acl, ...(options.anonymousUser === undefined ? {} : { anonymousUser: options.anonymousUser }),
       });
     });
 }
@@ -210,6 +213,8 @@ function buildProgram(): Command {
     .addCommand(consumeCommand())
     .addCommand(dlqCommand())
     .addCommand(messageCommand())
+    .addCommand(userCommand())
+    .addCommand(aclCommand())
     .addCommand(clusterCommand())
     .addCommand(nodeCommand())
     .addCommand(statusCommand())

@@ -9,11 +9,19 @@ import { loadProtoFile } from '../util/proto-files.js';
 import { queryLimitMax, type FoundMessage as MessageInfo, type MessageTrace as MessageTraceInfo, type QueryResult as MessageQueryResult, type TraceEvent as MessageTraceEvent } from '../util/message-query-shapes.js';
 import { fromV2, type ReceivedMessage } from './messages.js';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
-import { RaftNodeClient } from './raft-node-client.js';
+import { RaftNodeClient, type RaftNodeClientOptions } from './raft-node-client.js';
+import { signRequest } from '../util/request-signature.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
 const BrokerAdminClient = (grpc.loadPackageDefinition(loadProtoFile('admin.proto')) as any).raftmq.admin.v1.BrokerAdmin as grpc.ServiceClientConstructor;
+
+/** One broker group's users (never their secrets) and policies. */
+export interface AccessListing {
+  readonly brokerGroup: string;
+  readonly users: ReadonlyArray<{ readonly name: string; readonly kind: string }>;
+  readonly policies: ReadonlyArray<{ readonly user: string; readonly resource: string; readonly decision: string; readonly actions: readonly string[] }>;
+}
 
 export interface TopicSettings {
   readonly readQueues?: number;
@@ -137,7 +145,7 @@ export class Admin {
       hint = undefined;
       if (address !== undefined && address !== '') {
         const response = await new Promise<any>((resolve, reject) => {
-          this.admin(address)[method](request, { deadline: Date.now() + 5_000 }, (error: grpc.ServiceError | null, value: any) => (error === null ? resolve(value) : reject(error)));
+          this.admin(address)[method](request, this.connection.metadata(), { deadline: Date.now() + 5_000 }, (error: grpc.ServiceError | null, value: any) => (error === null ? resolve(value) : reject(error)));
         }).catch((error: grpc.ServiceError) => ({ ok: false, code: 'UNAVAILABLE', error: error.message, leaderAddress: '' }));
         const result = response.result ?? response;
         if (result.ok === true) return response;
@@ -226,7 +234,7 @@ export class Admin {
     const members = (await this.cluster()).filter((n) => n.group === brokerGroup);
     if (members.length === 0) throw new MQClientError('NOT_FOUND', `broker group ${brokerGroup} is not registered`, true);
     if (!members.some((m) => m.nodeId === to)) throw new MQClientError('NOT_FOUND', `broker group ${brokerGroup} has no node ${to} (${members.map((m) => m.nodeId).join(', ')})`, true);
-    const raft = new RaftNodeClient(members.map((m) => m.address));
+    const raft = new RaftNodeClient(members.map((m) => m.address), this.raftNodeClientOptions());
     try {
       await raft.transferLeadership(to);
       const until = Date.now() + 5_000;
@@ -240,6 +248,56 @@ export class Admin {
     } finally {
       raft.close();
     }
+  }
+
+  /** For a RaftNodeClient of this admin's nodes: the same TLS and signature. */
+  raftNodeClientOptions(): RaftNodeClientOptions {
+    const credentials = this.options.sessionCredentials;
+    return { credentials: this.connection.credentials, ...(credentials === undefined ? {} : { callHeaders: () => signRequest(credentials, Date.now()) }) };
+  }
+
+  /**
+   * Creates a user on every broker group (or one): its secret goes to each group's leader,
+   * which seals it before it enters the log. `kind` super may do everything.
+   */
+  async createUser(name: string, secret: string, kind: 'normal' | 'super' = 'normal', brokerGroup?: string): Promise<void> {
+    for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'ApplyAccessCommand', { commandJson: JSON.stringify({ type: 'user.create', name, kind }), secret });
+  }
+
+  /** A new secret (and optionally kind) for an existing user, on every broker group (or one). */
+  async updateUser(name: string, secret: string, kind?: 'normal' | 'super', brokerGroup?: string): Promise<void> {
+    const command = { type: 'user.update', name, ...(kind === undefined ? {} : { kind }) };
+    for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'ApplyAccessCommand', { commandJson: JSON.stringify(command), secret });
+  }
+
+  async deleteUser(name: string, brokerGroup?: string): Promise<void> {
+    for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'ApplyAccessCommand', { commandJson: JSON.stringify({ type: 'user.delete', name }) });
+  }
+
+  /** Allows (or denies) `actions` (Pub, Sub, Admin, All) on `resource` (Topic:t, Topic:prefix*, Group:g, Cluster, *) to `user`. */
+  async grant(user: string, resource: string, actions: readonly string[], decision: 'Allow' | 'Deny' = 'Allow', brokerGroup?: string): Promise<void> {
+    const command = { type: 'acl.grant', user, resource, decision, actions };
+    for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'ApplyAccessCommand', { commandJson: JSON.stringify(command) });
+  }
+
+  /** Takes back `actions` (all of the entry's when none are named) of `user`'s `decision` entry on `resource`. */
+  async revoke(user: string, resource: string, actions: readonly string[] = [], decision: 'Allow' | 'Deny' = 'Allow', brokerGroup?: string): Promise<void> {
+    const command = { type: 'acl.revoke', user, resource, decision, ...(actions.length === 0 ? {} : { actions }) };
+    for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'ApplyAccessCommand', { commandJson: JSON.stringify(command) });
+  }
+
+  /** Users (never their secrets) and policies, per broker group. */
+  async listAccess(): Promise<AccessListing[]> {
+    const listings: AccessListing[] = [];
+    for (const group of await this.brokerGroups()) {
+      const response = await this.call(group, 'ListAccess', {});
+      listings.push({
+        brokerGroup: group,
+        users: (response.users ?? []).map((u: any) => ({ name: String(u.name), kind: String(u.kind) })),
+        policies: (response.policies ?? []).map((p: any) => ({ user: String(p.user), resource: String(p.resource), decision: String(p.decision), actions: (p.actions ?? []).map(String) })),
+      });
+    }
+    return listings;
   }
 
   /**

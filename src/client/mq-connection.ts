@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadProtoFile } from '../util/proto-files.js';
 import { clientChannelOptions, leaderHeader, MessagingClient, noForwardHeader, outcomeHeader, queueSelectedHeader } from '../util/rocketmq-v2.js';
 import { clientChannelCredentials, type ClientTlsOptions } from './channel-security.js';
+import { signRequest, type Credentials } from '../util/request-signature.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -50,6 +51,8 @@ export interface ConnectionOptions {
   readonly clientId?: string;
   /** TLS to the NameServers and brokers (default plaintext). */
   readonly tls?: ClientTlsOptions;
+  /** Sign every call as this user (RocketMQ 5's access key and secret, as the official client's sessionCredentials). */
+  readonly sessionCredentials?: Credentials;
 }
 
 let clientCounter = 0;
@@ -170,6 +173,9 @@ export class MQConnection {
     metadata.set('x-mq-language', 'NODE_JS');
     metadata.set(noForwardHeader, '1');
     metadata.set(queueSelectedHeader, '1');
+    // Signed per call (the date is in the signature); a stream is signed when it opens.
+    const credentials = this.options.sessionCredentials;
+    if (credentials !== undefined) for (const [key, value] of Object.entries(signRequest(credentials, Date.now()))) metadata.set(key, value);
     return metadata;
   }
 

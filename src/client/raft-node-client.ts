@@ -71,6 +71,8 @@ export interface RaftNodeClientOptions {
   readonly redirectsMax?: number;
   /** How the connections to the nodes are secured (default plaintext). */
   readonly credentials?: grpc.ChannelCredentials;
+  /** Headers for each call (a request signature, made fresh per call). */
+  readonly callHeaders?: () => Record<string, string>;
 }
 
 /**
@@ -244,7 +246,7 @@ export class RaftNodeClient {
 
   private proposeStream(address: string): grpc.ClientDuplexStream<any, any> {
     if (this.stream !== undefined) return this.stream;
-    const stream = (this.client(address) as any).Propose() as grpc.ClientDuplexStream<any, any>;
+    const stream = (this.client(address) as any).Propose(this.metadata({})) as grpc.ClientDuplexStream<any, any>;
     this.stream = stream;
     stream.on('data', (message: any) => {
       for (const response of message.results as any[]) this.onProposeResponse(stream, response);
@@ -310,6 +312,12 @@ export class RaftNodeClient {
     if (added.length > 0) this.addresses = [...this.addresses, ...added];
   }
 
+  private metadata(options: grpc.MetadataOptions): grpc.Metadata {
+    const metadata = new grpc.Metadata(options);
+    for (const [key, value] of Object.entries(this.options.callHeaders?.() ?? {})) metadata.set(key, value);
+    return metadata;
+  }
+
   private client(address: string): grpc.Client {
     let client = this.clients.get(address);
     if (client === undefined) {
@@ -331,7 +339,7 @@ export class RaftNodeClient {
    */
   private unary(address: string, method: string, request: object, timeoutMs: number, options = { waitForReady: true }): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      (this.client(address) as any)[method](request, new grpc.Metadata({ waitForReady: options.waitForReady }), { deadline: new Date(Date.now() + timeoutMs) }, (error: grpc.ServiceError | null, response: unknown) => {
+      (this.client(address) as any)[method](request, this.metadata({ waitForReady: options.waitForReady }), { deadline: new Date(Date.now() + timeoutMs) }, (error: grpc.ServiceError | null, response: unknown) => {
         if (error !== null) reject(new RaftClientError(grpc.status[error.code] ?? 'ERROR', `${address}: ${error.details || error.message}`, true));
         else resolve(response);
       });

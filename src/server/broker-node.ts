@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { BrokerService, defaultBrokerServiceOptions, type BrokerServiceOptions, type RaftPort } from '../broker/broker-service.js';
 import { BrokerStateMachine, type ApplyResult } from '../broker/broker-state-machine.js';
-import { MessageQuery, type FoundMessage, type TraceEvent } from '../broker/message-query.js';
+import { MessageQuery } from '../broker/message-query.js';
 import { PeerEntries } from '../broker/peer-entries.js';
 import { RetentionService } from '../broker/retention-service.js';
 import { defaultBrokerStateLimits } from '../broker/core/broker-state.js';
@@ -16,14 +16,14 @@ import { timerStoreLimitsDefault } from '../broker/core/timer-store.js';
 import { RaftNodeClient } from '../client/raft-node-client.js';
 import { defaultRetentionSettings, retentionSettingsProblem, type RetentionSettings } from '../broker/core/retention.js';
 import { BrokerError } from '../broker/errors.js';
-import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '../broker/core/names.js';
 import { systemClock } from '../util/clock.js';
-import { loadProtoFile } from '../util/proto-files.js';
 import { QueueFileStore } from './consume-queue-files.js';
 import { DedupFileStore } from './dedup-files.js';
 import { TimerFileStore } from './timer-files.js';
 import { MessageIndexFileStore } from './message-index-files.js';
 import { Forwarder } from './forwarder.js';
+import { AccessGate, clusterAdmin, type AuthSettings } from './access-gate.js';
+import { brokerAdminDefinition, brokerAdminHandlers } from './broker-admin-service.js';
 import { TransactionChecks } from './transaction-checks.js';
 import { checkPolicyProblem, defaultTransactionCheckPolicy, type TransactionCheckPolicy } from '../broker/core/transactions.js';
 import { brokerMessagingDefinition, brokerMessagingHandlers } from './messaging-service.js';
@@ -32,7 +32,6 @@ import { RaftGroupNode, type RaftGroupNodeConfig } from './raft-group-node.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
-const adminDefinition = (grpc.loadPackageDefinition(loadProtoFile('admin.proto')) as any).raftmq.admin.v1.BrokerAdmin.service as grpc.ServiceDefinition;
 
 export interface BrokerNodeConfig extends RaftGroupNodeConfig {
   readonly namesrvAddresses: readonly string[];
@@ -54,6 +53,11 @@ export interface BrokerNodeConfig extends RaftGroupNodeConfig {
   readonly timerMaxDelayMs: number;
   /** Transaction check-backs (F9): first after, then every, then rolled back after the last (used by whichever node leads). */
   readonly transactionCheck: TransactionCheckPolicy;
+  /**
+   * Authentication and authorization of every client and admin call (access-gate.ts): the
+   * cluster key that seals users' secrets and the bootstrap super user. Default: off.
+   */
+  readonly auth?: AuthSettings;
 }
 
 export const defaultBrokerNodeSettings = {
@@ -117,6 +121,8 @@ export class BrokerNode {
     });
     const indexFiles = new MessageIndexFileStore({ dir: path.join(config.dataDir, 'index'), powerLossTestMode: config.powerLossTestMode });
     const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles, dedupFiles, timerFiles, indexFiles);
+    // Before anything listens: unreadable auth files stop the start with a clear error.
+    const access = config.auth === undefined ? undefined : AccessGate.open(config.auth, () => machine.state.access);
     const ref: {
       service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService; checks?: TransactionChecks; forwarder?: Forwarder; peers?: RaftNodeClient;
     } = {};
@@ -124,11 +130,21 @@ export class BrokerNode {
       stateMachine: machine,
       snapshotForPeer: (data) => machine.snapshotWithRecords(data),
       onSoftState: () => ref.registrar?.registerSoon(),
+      ...(access === undefined ? {} : {
+        adminAccess: (metadata: grpc.Metadata) => {
+          const verdict = access.check(metadata, clusterAdmin);
+          return verdict.ok ? undefined : { code: verdict.code === 'UNAUTHORIZED' ? grpc.status.UNAUTHENTICATED : grpc.status.PERMISSION_DENIED, message: verdict.message };
+        },
+      }),
       services: (node, log, logger, tls) => {
         const forwarder = new Forwarder(config.holdMs, tls?.channelCredentials());
         ref.forwarder = forwarder;
         // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
-        const peers = new RaftNodeClient(config.members.map((m) => m.address), tls === undefined ? {} : { credentials: tls.channelCredentials() });
+        // With TLS a peer's certificate vouches for it; without, its reads are signed as the bootstrap user.
+        const peers = new RaftNodeClient(config.members.map((m) => m.address), {
+          ...(tls === undefined ? {} : { credentials: tls.channelCredentials() }),
+          ...(access === undefined || tls !== undefined ? {} : { callHeaders: () => access.adminHeaders() }),
+        });
         ref.peers = peers;
         const peerEntries = new PeerEntries({
           readCommitted: async (peer, fromIndex, maxEntries) => (await peers.readCommitted(peer.address, fromIndex, maxEntries)).entries,
@@ -172,9 +188,9 @@ export class BrokerNode {
         ref.checks = transactionChecks;
         const messaging = brokerMessagingHandlers({
           brokerGroup: config.groupId, selfAddress, service, forwarder, logger, transactionChecks,
-          isLeader: () => node.role === 'leader', leaderAddress,
+          isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access }),
         });
-        return [[brokerMessagingDefinition, messaging], [adminDefinition, adminHandlers(service, query, () => node.role === 'leader', leaderAddress)]];
+        return [[brokerMessagingDefinition, messaging], [brokerAdminDefinition, brokerAdminHandlers({ service, query, isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access }) })]];
       },
     });
     const service = ref.service as BrokerService;
@@ -210,119 +226,6 @@ export class BrokerNode {
     this.timerFiles.close();
     this.indexFiles.close();
   }
-}
-
-function adminHandlers(service: BrokerService, query: MessageQuery, isLeader: () => boolean, leaderAddress: () => string | undefined): grpc.UntypedServiceImplementation {
-  const failure = (error: unknown): any => {
-    if (error instanceof BrokerError) {
-      const code = error.code === 'HA_NOT_AVAILABLE' ? 'NOT_LEADER' : error.code;
-      return { ok: false, code, error: error.message, leaderAddress: error.leaderAddress ?? leaderAddress() ?? '' };
-    }
-    return { ok: false, code: 'INTERNAL_SERVER_ERROR', error: (error as Error).message, leaderAddress: '' };
-  };
-  const guard = (): void => {
-    if (!isLeader()) {
-      const leader = leaderAddress();
-      throw new BrokerError('HA_NOT_AVAILABLE', `not the leader${leader === undefined ? '; election in progress' : `; leader is ${leader}`}`, true, leader);
-    }
-  };
-  const unary = (run: (request: any) => Promise<any>, wrap: (result: any) => any = (result) => result) =>
-    (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
-      Promise.resolve().then(() => { guard(); return run(call.request); }).then(
-        (response) => callback(null, response),
-        (error: unknown) => callback(null, wrap(failure(error))),
-      );
-    };
-  const ok = { ok: true, code: 'OK', error: '', leaderAddress: '' };
-  return {
-    PutTopic: unary(async (request) => {
-      const config = topicFromProto(request.config);
-      // Decided when the entry applies: a new leader's state may not hold every topic yet.
-      await service.putTopic(config, request.createOnly === true ? 'create' : 'update');
-      return ok;
-    }),
-    DeleteTopic: unary(async (request) => {
-      await service.deleteTopic(String(request.name));
-      return ok;
-    }),
-    ListTopics: unary(async () => ({
-      result: ok,
-      topics: service.state.topicList().map((config) => ({ config, maxOffsets: service.state.maxOffsets(config.name) })),
-    }), (result) => ({ result, topics: [] })),
-    PutGroup: unary(async (request) => {
-      const levels: number[] = (request.config?.retryBackoffMs ?? []).map(Number);
-      const config: GroupConfig = {
-        name: String(request.config?.name ?? ''), maxDeliveryAttempts: Number(request.config?.maxDeliveryAttempts ?? 0), fifo: request.config?.fifo === true,
-        ...(levels.length === 0 ? {} : { retryBackoffMs: levels }),
-      };
-      await service.putGroup(config);
-      return ok;
-    }),
-    ListGroups: unary(async () => ({
-      result: ok,
-      groups: service.state.groupList().map((config) => ({ config, queues: service.state.groupProgress(config.name), members: service.groupMembers(config.name) })),
-    }), (result) => ({ result, groups: [] })),
-    ResetOffset: unary(async (request) => {
-      await service.resetOffset(String(request.group), String(request.topic), Number(request.timestampMs));
-      return ok;
-    }),
-    QueryMessage: unary(async (request) => {
-      const found = await queryMessages(query, request);
-      return { result: ok, messages: found.items.map(messageToProto), more: found.more, released: found.released };
-    }, (result) => ({ result, messages: [] })),
-    TraceMessage: unary(async (request) => {
-      const messageId = String(request.messageId ?? '');
-      const topic = String(request.topic ?? '');
-      const found = await query.trace(messageId, topic === '' ? {} : { topic });
-      return {
-        result: ok, more: found.more, released: found.released,
-        traces: found.items.map((trace) => ({ message: messageToProto(trace.message), events: trace.events.map(eventToProto) })),
-      };
-    }, (result) => ({ result, traces: [] })),
-  };
-}
-
-/** QueryMessage: by id (topic optional), or in a topic by key (and a send-time range) or by a store-time range. */
-async function queryMessages(query: MessageQuery, request: any): ReturnType<MessageQuery['byId']> {
-  const messageId = String(request.messageId ?? '');
-  const topic = String(request.topic ?? '');
-  const key = String(request.key ?? '');
-  const bound = (value: unknown): number | undefined => (Number(value ?? 0) === 0 ? undefined : Number(value));
-  const range = { fromMs: bound(request.fromMs), toMs: bound(request.toMs) };
-  const limit = Number(request.limit ?? 0);
-  if (messageId !== '') {
-    if (key !== '' || range.fromMs !== undefined || range.toMs !== undefined) throw new BrokerError('BAD_REQUEST', 'a query names a message id, or a key or a time range in a topic, not both');
-    return query.byId(messageId, { limit, ...(topic === '' ? {} : { topic }) });
-  }
-  if (topic === '') throw new BrokerError('BAD_REQUEST', 'a query by key or time range needs a topic');
-  if (key !== '') return query.byKey(topic, key, { limit, ...range });
-  if (range.fromMs === undefined && range.toMs === undefined) throw new BrokerError('BAD_REQUEST', 'a query needs a message id, a key or a time range');
-  return query.byStoreTime(topic, { limit, ...range });
-}
-
-function messageToProto(m: FoundMessage): object {
-  return {
-    messageId: m.messageId, topic: m.topic, tag: m.tag, keys: m.keys, messageGroup: m.messageGroup, bornHost: m.bornHost, bornTimestampMs: m.bornTimeMs,
-    properties: m.properties, bodyBytes: m.bodyBytes, bodyPreview: Buffer.from(m.bodyPreview.buffer, m.bodyPreview.byteOffset, m.bodyPreview.byteLength), brokerGroup: m.brokerGroup,
-    logIndex: m.logIndex, position: m.position, term: m.term ?? 0, sentTimestampMs: m.sentTimeMs, messageType: m.type, deliveryTimestampMs: m.deliveryTimeMs,
-    state: m.state, queueId: m.queueId ?? -1, queueOffset: m.offset ?? -1, storeTimestampMs: m.storeTimeMs ?? 0,
-  };
-}
-
-function eventToProto(e: TraceEvent): object {
-  return {
-    event: e.event, timestampMs: e.timeMs, logIndex: e.logIndex, term: e.term ?? 0, group: e.group, clientId: e.clientId, attempt: e.attempt,
-    topic: e.topic, queueId: e.queueId, queueOffset: e.offset ?? -1, detail: e.detail,
-  };
-}
-
-function topicFromProto(config: any): TopicConfig {
-  const messageType = String(config?.messageType || 'NORMAL') as TopicType;
-  if (!topicTypes.includes(messageType)) throw new BrokerError('BAD_REQUEST', `message type must be one of ${topicTypes.join(', ')}`);
-  return {
-    name: String(config?.name ?? ''), readQueues: Number(config?.readQueues ?? 0), writeQueues: Number(config?.writeQueues ?? 0),
-    perm: Number(config?.perm ?? 6), messageType,
-  };
 }
 
 /** Fraction of the data directory's file system in use (undefined if the platform cannot say). */

@@ -21,6 +21,7 @@ import {
   queueSelectedHeader, rebalanceHeader, timestampToMs, type V2Status,
 } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder, methodOf, type ForwardOptions } from './forwarder.js';
+import { groupRequirement, topicRequirement, type AccessGate, type Requirement } from './access-gate.js';
 import type { TransactionChecks } from './transaction-checks.js';
 import { pullResponseFrames, pullStatusFrame } from './pull-response.js';
 import { decodeSendMessageRequest, encodeSendMessageResponse, type SendEntryOut, type SendMessageIn } from './send-message-codec.js';
@@ -40,6 +41,8 @@ export interface BrokerEndpointContext {
   readonly logger: Logger;
   /** The producers this node's Telemetry streams hold, for transaction check-backs. */
   readonly transactionChecks: TransactionChecks;
+  /** Authentication and authorization of every call (undefined: every call passes). */
+  readonly access?: AccessGate;
 }
 
 /**
@@ -94,6 +97,25 @@ export function routeQueues(topic: TopicConfig, brokerGroup: string, address: st
 export function splitAddress(address: string): [string, number] {
   const at = address.lastIndexOf(':');
   return [address.slice(0, at), Number(address.slice(at + 1))];
+}
+
+/** What a Telemetry settings command needs: Pub on the topics a producer names, Sub on a consumer's group and topics. */
+function settingsRequirements(settings: any): Requirement[] {
+  if (settings.publishing !== null && settings.publishing !== undefined) {
+    return (settings.publishing.topics ?? []).map((topic: any) => topicRequirement(String(topic?.name ?? ''), ['Pub']));
+  }
+  if (settings.subscription !== null && settings.subscription !== undefined) {
+    const group = String(settings.subscription.group?.name ?? '');
+    const topics = (settings.subscription.subscriptions ?? []).map((entry: any) => topicRequirement(String(entry?.topic?.name ?? ''), ['Sub']));
+    return group === '' ? topics : [groupRequirement(group), ...topics];
+  }
+  return [];
+}
+
+/** What consuming needs: Sub on the group (when the request names one) and on the request's topic. */
+function consumeRequirements(request: any, group: string | undefined, topic: string = String(request.topic?.name ?? '')): Requirement[] {
+  const groupName = group ?? String(request.group?.name ?? '');
+  return [...(groupName === '' ? [] : [groupRequirement(groupName)]), ...(topic === '' ? [] : [topicRequirement(topic, ['Sub'])])];
 }
 
 /** When a settings answer is repeated after the first (see Telemetry). */
@@ -221,6 +243,16 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
   const serverStreamBytes = (method: string, serve: (request: any, call: grpc.ServerWritableStream<any, Buffer>) => Promise<Buffer[]>, statusFrame: (status: V2Status) => Buffer) =>
     serverStreamWith<Buffer>(method, (request, options) => ctx.forwarder.serverStreamRaw(method, methodOf(method).definition.requestSerialize(request), options), serve, statusFrame);
 
+  /** Refuses the call (UNAUTHORIZED / FORBIDDEN) unless its signer holds `requirements`; checked where a call is served. */
+  const requireAccess = (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[]): void => {
+    const verdict = ctx.access?.check(call.metadata, requirements);
+    if (verdict !== undefined && !verdict.ok) throw new BrokerError(verdict.code, verdict.message);
+  };
+  /** A status for calls that answer OK whatever happens (Heartbeat, NotifyClientTermination), or undefined when the signer may. */
+  const accessStatus = (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[]): V2Status | undefined => {
+    const verdict = ctx.access?.check(call.metadata, requirements);
+    return verdict === undefined || verdict.ok ? undefined : { code: verdict.code, message: verdict.message };
+  };
   const groupOf = (request: any): string => {
     const name = String(request.group?.name ?? '');
     const problem = groupNameProblem(name);
@@ -239,10 +271,14 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
   };
 
   return {
-    QueryRoute: unary('QueryRoute', async (request) => {
+    QueryRoute: unary('QueryRoute', async (request, call) => {
       const name = String(request.topic?.name ?? '');
+      // Routes are public, as the NameServer's are (and the official client fetches them before
+      // it sends its credentials' settings, whose refusal is what its startup reports); creating
+      // a topic on first use is not: that needs Pub.
       let topic = service.state.topic(name);
       if (topic === undefined && service.options.autoCreateTopics) {
+        requireAccess(call, [topicRequirement(name, ['Pub'])]);
         await service.ensureTopic(name);
         topic = service.state.topic(name);
       }
@@ -251,6 +287,12 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     }),
 
     Heartbeat: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
+      const groupName = call.request.group?.name;
+      const refused = accessStatus(call, typeof groupName === 'string' && groupName !== '' ? [groupRequirement(groupName)] : []);
+      if (refused !== undefined) {
+        callback(null, { status: refused });
+        return;
+      }
       service.touchClient(clientIdOf(call), String(call.request.clientType ?? ''), call.request.group?.name ?? undefined);
       if (!ctx.isLeader() && header(call, forwardedHeader) !== '1') {
         const leader = ctx.leaderAddress();
@@ -267,10 +309,19 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       // waits for good (or until its 5-minute settings sync). So the answer is repeated a
       // little later; a client takes each as the same settings.
       const echoes = new Set<NodeJS.Timeout>();
+      // The stream's headers are signed once, when it opens: checked then (clock skew too), and the
+      // signer's permissions again at each settings (a client re-sends them on the same stream for hours).
+      const signer = ctx.access?.authenticate(call.metadata);
       call.on('data', (command: any) => {
         const settings = command?.settings;
         if (settings === null || settings === undefined) return;
         const groupName = settings.subscription?.group?.name;
+        const verdict = signer === undefined || !signer.ok ? signer : ctx.access?.authorize(signer.user, settingsRequirements(settings));
+        if (verdict !== undefined && !verdict.ok) {
+          // A status-only command: the official client's startup() fails with its exception (FORBIDDEN: ForbiddenException).
+          call.write({ status: { code: verdict.code, message: verdict.message } });
+          return;
+        }
         service.touchClient(clientId, String(settings.clientType ?? ''), groupName ?? undefined);
         const group = groupName === undefined ? undefined : service.state.group(groupName) ?? defaultGroupConfig(groupName);
         const reply = { status: okStatus, settings: settingsReply(settings, group, service.options.maxBodyBytes) };
@@ -298,6 +349,12 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     },
 
     NotifyClientTermination: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
+      // gRPC OK whatever the body says: a gRPC error makes the official client's shutdown() fail half-way.
+      const refused = accessStatus(call, []);
+      if (refused !== undefined) {
+        callback(null, { status: refused });
+        return;
+      }
       const clientId = clientIdOf(call);
       if (ctx.isLeader()) {
         service.clientTerminated(clientId).catch(() => undefined);
@@ -308,7 +365,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       callback(null, { status: okStatus });
     },
 
-    SendMessage: unaryBytes('SendMessage', async (request) => {
+    SendMessage: unaryBytes('SendMessage', async (request, call) => {
       let messages: SendMessageIn[];
       try {
         messages = decodeSendMessageRequest(request);
@@ -317,6 +374,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
         throw error;
       }
       if (messages.length === 0) return encodeSendMessageResponse({ code: 'BAD_REQUEST', message: 'no messages to send' }, []);
+      if (ctx.access !== undefined) requireAccess(call, [...new Set(messages.map((message) => message.topic))].map((topic) => topicRequirement(topic, ['Pub'])));
       let requestBodyBytes = 0;
       for (const message of messages) requestBodyBytes += message.body.byteLength;
       if (requestBodyBytes > service.options.requestBodyBytesMax) {
@@ -353,6 +411,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       checkQueueGroup(request);
       const group = groupOf(request);
       const topic = String(request.messageQueue?.topic?.name ?? '');
+      requireAccess(call, [topicRequirement(topic, ['Sub']), groupRequirement(group)]);
       const filter = parseSubscriptionFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
       const autoRenew = request.autoRenew === true;
       const groupConfig = await service.requireGroup(group);
@@ -370,8 +429,9 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       return [{ status: okStatus }, ...delivered.map((d) => ({ message: messageToV2(d, ctx.selfAddress) })), { deliveryTimestamp: msToTimestamp(Date.now()) }];
     }),
 
-    AckMessage: unary('AckMessage', async (request) => {
+    AckMessage: unary('AckMessage', async (request, call) => {
       const group = groupOf(request);
+      requireAccess(call, consumeRequirements(request, group));
       const entries = await Promise.all((request.entries ?? []).map(async (entry: any) => {
         try {
           await service.ack(group, handleOf(entry.receiptHandle));
@@ -384,21 +444,25 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       return { status: failed?.status ?? (entries.length > 1 ? { code: 'OK', message: 'OK' } : okStatus), entries };
     }),
 
-    ChangeInvisibleDuration: unary('ChangeInvisibleDuration', async (request) => {
+    ChangeInvisibleDuration: unary('ChangeInvisibleDuration', async (request, call) => {
       const group = groupOf(request);
+      requireAccess(call, consumeRequirements(request, group));
       const invisibleMs = durationToMs(request.invisibleDuration) ?? 0;
       if (invisibleMs < 0 || invisibleMs > invisibleMsMax) throw new BrokerError('ILLEGAL_INVISIBLE_TIME', `invisible duration must be between 0 and 12 h, not ${invisibleMs} ms`);
       const receiptHandle = await service.changeInvisibleDuration(group, handleOf(request.receiptHandle), invisibleMs);
       return { status: okStatus, receiptHandle };
     }, (status) => ({ status, receiptHandle: '' })),
 
-    ForwardMessageToDeadLetterQueue: unary('ForwardMessageToDeadLetterQueue', async (request) => {
-      await service.forwardToDeadLetterQueue(groupOf(request), handleOf(request.receiptHandle));
+    ForwardMessageToDeadLetterQueue: unary('ForwardMessageToDeadLetterQueue', async (request, call) => {
+      const group = groupOf(request);
+      requireAccess(call, consumeRequirements(request, group));
+      await service.forwardToDeadLetterQueue(group, handleOf(request.receiptHandle));
       return { status: okStatus };
     }),
 
     QueryAssignment: unary('QueryAssignment', async (request, call) => {
       const group = groupOf(request);
+      requireAccess(call, [topicRequirement(String(request.topic?.name ?? ''), ['Sub']), groupRequirement(group)]);
       const topic = service.requireTopic(String(request.topic?.name ?? ''));
       const groupConfig = await service.requireGroup(group);
       const queues = routeQueues(topic, ctx.brokerGroup, ctx.selfAddress).filter((q) => q.permission === 'READ' || q.permission === 'READ_WRITE');
@@ -418,6 +482,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     PullMessage: serverStreamBytes('PullMessage', async (request, call) => {
       checkQueueGroup(request);
       const topic = String(request.messageQueue?.topic?.name ?? '');
+      requireAccess(call, consumeRequirements(request, undefined, topic));
       const filter = parseSubscriptionFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
       const batch = Math.min(Math.max(Number(request.batchSize) || 32, 1), 1024);
       const { messages, nextOffset } = await service.pull({
@@ -426,28 +491,32 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       return pullResponseFrames(messages, nextOffset, ctx.selfAddress);
     }, pullStatusFrame),
 
-    UpdateOffset: unary('UpdateOffset', async (request) => {
+    UpdateOffset: unary('UpdateOffset', async (request, call) => {
       checkQueueGroup(request);
+      requireAccess(call, consumeRequirements(request, groupOf(request), String(request.messageQueue?.topic?.name ?? '')));
       await service.updateOffset(groupOf(request), String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0), Number(request.offset));
       return { status: okStatus };
     }),
 
-    GetOffset: unary('GetOffset', async (request) => {
+    GetOffset: unary('GetOffset', async (request, call) => {
       checkQueueGroup(request);
+      requireAccess(call, consumeRequirements(request, groupOf(request), String(request.messageQueue?.topic?.name ?? '')));
       const offset = await service.getOffset(groupOf(request), String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0));
       if (offset === undefined) return { status: { code: 'OFFSET_NOT_FOUND', message: 'the group has committed no offset for this queue' }, offset: 0 };
       return { status: okStatus, offset };
     }, (status) => ({ status, offset: 0 })),
 
-    QueryOffset: unary('QueryOffset', async (request) => {
+    QueryOffset: unary('QueryOffset', async (request, call) => {
       checkQueueGroup(request);
+      requireAccess(call, [topicRequirement(String(request.messageQueue?.topic?.name ?? ''), ['Sub'])]);
       const policy = String(request.queryOffsetPolicy ?? 'BEGINNING') as 'BEGINNING' | 'END' | 'TIMESTAMP';
       const offset = await service.queryOffset(String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0), policy, timestampToMs(request.timestamp) ?? 0);
       return { status: okStatus, offset };
     }, (status) => ({ status, offset: 0 })),
 
-    RecallMessage: unary('RecallMessage', async (request) => {
+    RecallMessage: unary('RecallMessage', async (request, call) => {
       const topic = String(request.topic?.name ?? '');
+      requireAccess(call, [topicRequirement(topic, ['Pub'])]);
       const problem = topicNameProblem(topic);
       if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
       const text = String(request.recallHandle ?? '');
@@ -456,8 +525,9 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       return { status: okStatus, messageId: await service.recall(topic, handle) };
     }, (status) => ({ status, messageId: '' })),
 
-    EndTransaction: unary('EndTransaction', async (request) => {
+    EndTransaction: unary('EndTransaction', async (request, call) => {
       const topic = String(request.topic?.name ?? '');
+      requireAccess(call, [topicRequirement(topic, ['Pub'])]);
       const problem = topicNameProblem(topic);
       if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
       const text = String(request.transactionId ?? '');

@@ -16,7 +16,7 @@ import { claimDataDir } from './data-dir.js';
 import { GrpcRaftTransport, checkedNumber, peerChannelOptions, raftPeerService, serverConnectionOptions } from './grpc-raft-transport.js';
 import { HashChainStateMachine } from './hash-chain-state-machine.js';
 import { LevelStableStore } from './level-stable-store.js';
-import { TlsMaterial, type TlsFiles } from './tls.js';
+import { callCertificate, nodeIdentitiesOf, TlsMaterial, type TlsFiles } from './tls.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -106,6 +106,12 @@ export interface RaftGroupNodeHooks<Result> {
   readonly onSoftState?: () => void;
   /** The state to send a peer for a stored snapshot's state, when this node's snapshots rely on files of its own (the broker's queue files). */
   readonly snapshotForPeer?: (data: Uint8Array) => Uint8Array;
+  /**
+   * Why a RaftNodeAdmin call (status, proposals, transfer, membership, reads of the log) must
+   * be refused, or undefined to serve it; a peer whose TLS certificate names a member of this
+   * group is served without asking. Without it every call is served.
+   */
+  readonly adminAccess?: (metadata: grpc.Metadata) => { readonly code: grpc.status; readonly message: string } | undefined;
 }
 
 /**
@@ -187,7 +193,12 @@ export class RaftGroupNode<Result = unknown> {
     const server = new grpc.Server({ ...peerChannelOptions, ...serverConnectionOptions });
     server.addService(raftPeerService, transport.serviceImplementation());
     const instance = new RaftGroupNode<R>(config, started, log, stable, transport, server, stateMachine, logger, lazyFs, tls);
-    server.addService(adminService, instance.adminImplementation());
+    server.addService(adminService, guardedAdmin(instance.adminImplementation(), (call) => {
+      if (hooks?.adminAccess === undefined) return undefined;
+      const certificate = tls === undefined ? undefined : callCertificate(call);
+      if (certificate !== undefined && nodeIdentitiesOf(certificate).some((id) => id.groupId === config.groupId && started.members.some((m) => m.id === id.nodeId))) return undefined;
+      return hooks.adminAccess(call.metadata);
+    }));
     for (const [definition, implementation] of hooks?.services?.(started, log, logger, tls) ?? []) server.addService(definition, implementation);
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(self.address, tls?.serverCredentials() ?? grpc.ServerCredentials.createInsecure(), (error) => (error === null ? resolve() : reject(new Error(`cannot listen on ${self.address}: ${error.message}`))));
@@ -324,6 +335,28 @@ export class RaftGroupNode<Result = unknown> {
       },
     };
   }
+}
+
+type AdminCall = grpc.ServerUnaryCall<any, any> | grpc.ServerDuplexStream<any, any>;
+
+/** `implementation` with every call first asked `refusal` (unary calls answer its status, streams end with it). */
+function guardedAdmin(
+  implementation: grpc.UntypedServiceImplementation,
+  refusal: (call: AdminCall) => { readonly code: grpc.status; readonly message: string } | undefined,
+): grpc.UntypedServiceImplementation {
+  return Object.fromEntries(Object.entries(implementation).map(([method, handler]) => {
+    const run = handler as (call: AdminCall, callback?: grpc.sendUnaryData<any>) => void;
+    return [method, (call: AdminCall, callback?: grpc.sendUnaryData<any>): void => {
+      const refused = refusal(call);
+      if (refused === undefined) {
+        run(call, callback);
+      } else if (callback !== undefined) {
+        callback({ code: refused.code, details: refused.message });
+      } else {
+        call.emit('error', { code: refused.code, details: refused.message }); // ends the stream with this status
+      }
+    }];
+  }));
 }
 
 /**

@@ -3,7 +3,9 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Admin, type ClusterNodeInfo } from '../../src/client/admin.js';
-import { writeDevCertificates, type CertificateFiles } from '../../src/cli/dev-certificates.js';
+import { writeDevAuth, writeDevCertificates, type CertificateFiles, type DevAuthFiles } from '../../src/cli/dev-certificates.js';
+import { readCredentialsFile } from '../../src/server/access-gate.js';
+import type { Credentials } from '../../src/util/request-signature.js';
 import { LocalCluster, freePorts } from '../../src/cli/local-cluster.js';
 import { cliPath, waitFor } from './process-cluster.js';
 
@@ -15,6 +17,8 @@ export interface BrokerClusterOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** TLS everywhere: throwaway certificates in <dataRoot>/tls (one per node, namesrv, client). */
   readonly tls?: boolean;
+  /** Authentication and ACL on: a cluster key and the bootstrap super user in <dataRoot>/auth; `admin` signs as it. */
+  readonly auth?: boolean;
 }
 
 /**
@@ -29,6 +33,10 @@ export class BrokerCluster {
   dataRoot = '';
   /** Set when `tls`: where the certificates are. */
   certificates: CertificateFiles | undefined;
+  /** Set when `auth`: the key and the super user's credentials files. */
+  authFiles: DevAuthFiles | undefined;
+  /** Set when `auth`: the super user's access key and secret. */
+  superUser: Credentials | undefined;
 
   constructor(readonly options: BrokerClusterOptions = {}) {}
 
@@ -42,16 +50,29 @@ export class BrokerCluster {
     const tlsDir = path.join(this.dataRoot, 'tls');
     const groupId = this.options.groupId ?? 'g1';
     if (this.options.tls === true) this.certificates = await writeDevCertificates(tlsDir, groupId, Array.from({ length: count }, (_, i) => `n${i + 1}`), ['namesrv', 'client']);
+    if (this.options.auth === true) {
+      this.authFiles = await writeDevAuth(path.join(this.dataRoot, 'auth'));
+      this.superUser = readCredentialsFile(this.authFiles.adminFile, 'admin');
+    }
+    const authArgs = this.authFiles === undefined ? [] : ['--auth-key-file', this.authFiles.keyFile, '--auth-admin-file', this.authFiles.adminFile];
     this.local = new LocalCluster({
       groupId, dataRoot: this.dataRoot, ports: ports.slice(0, count), flush: 'sync', output: 'capture', cliPath,
-      role: 'broker', namesrv: [this.namesrv], extraArgs: [...(this.options.autoCreateTopics === false ? [] : ['--auto-create-topics']), '--register-interval-ms', '500', ...(this.options.extraArgs ?? [])],
+      role: 'broker', namesrv: [this.namesrv], extraArgs: [...(this.options.autoCreateTopics === false ? [] : ['--auto-create-topics']), '--register-interval-ms', '500', ...authArgs, ...(this.options.extraArgs ?? [])],
       ...(this.options.env === undefined ? {} : { env: this.options.env }),
       ...(this.certificates === undefined ? {} : { tlsDir }),
     });
     this.local.startNameServer(this.namesrv, this.accessPoint, ['--expiry-ms', '3000']);
     this.local.startAll();
-    this.admin = new Admin({ nameServers: [this.namesrv], ...(this.certificates === undefined ? {} : { tls: { caFile: this.certificates.caFile } }) });
+    this.admin = new Admin(this.clientOptions(this.superUser));
     await this.leader(20_000);
+  }
+
+  /** Connection options for a client of this cluster: its NameServer, its CA when TLS, and `user`'s signature if given. */
+  clientOptions(user?: Credentials): { nameServers: string[]; tls?: { caFile: string }; sessionCredentials?: Credentials } {
+    return {
+      nameServers: [this.namesrv], ...(this.certificates === undefined ? {} : { tls: { caFile: this.certificates.caFile } }),
+      ...(user === undefined ? {} : { sessionCredentials: user }),
+    };
   }
 
   /** The current leader as the NameServer sees it, waiting for one. */
