@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { FilterExpression, NotFoundException, Producer, SimpleConsumer, type MessageView } from 'rocketmq-client-nodejs';
 import definition from 'rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { startUpstreamDev, upstreamConsumerGroup, upstreamTopics as topics, within, type UpstreamDev } from '../support/official-upstream-helper.js';
+import { startUpstreamDev, upstreamConsumerGroup, upstreamCredentials, upstreamTopics as topics, within, type UpstreamDev } from '../support/official-upstream-helper.js';
 import { UncaughtGuard } from '../support/uncaught-guard.js';
 
 const { TransactionResolution } = definition;
@@ -186,7 +186,7 @@ describe('official client upstream tests (apache/rocketmq-clients nodejs/test) a
     // Upstream runs these only when ROCKETMQ_NODEJS_CLIENT_KEY/SECRET name real credentials
     // (and returns at once otherwise). RaftMQ has no ACL yet, so any credentials are accepted:
     // signed requests must still work, but wrong ones cannot be refused.
-    const sessionCredentials = { accessKey: 'raftmq-upstream-key', accessSecret: 'raftmq-upstream-secret' };
+    const sessionCredentials = upstreamCredentials;
 
     describe('start with sessionCredentials', () => {
       it('should work', async () => {
@@ -195,14 +195,14 @@ describe('official client upstream tests (apache/rocketmq-clients nodejs/test) a
         await within('consumer startup', 15_000, simpleConsumer.startup());
       }, 30_000);
 
-      // Skipped until client authentication lands (issue 12): RaftMQ has no ACL yet, so a wrong accessKey is not refused with ForbiddenException.
-      it.skip('should fail when accessKey invalid', async () => {
+      it('should fail when accessKey invalid', async () => {
+        showOutputOnFailure();
         simpleConsumer = newSimpleConsumer({ sessionCredentials: { ...sessionCredentials, accessKey: 'wrong' }, consumerGroup: upstreamConsumerGroup, subscriptions: new Map().set(topics.delay, FilterExpression.SUB_ALL) });
         await expect(within('consumer startup', 15_000, simpleConsumer.startup())).rejects.toThrow(/Startup the rocketmq client failed, .+? error=ForbiddenException: .+? Username is not matched/);
       }, 30_000);
 
-      // Skipped until client authentication lands (issue 12): RaftMQ has no ACL yet, so a wrong accessSecret is not refused with ForbiddenException.
-      it.skip('should fail when accessSecret invalid', async () => {
+      it('should fail when accessSecret invalid', async () => {
+        showOutputOnFailure();
         simpleConsumer = newSimpleConsumer({ sessionCredentials: { ...sessionCredentials, accessSecret: 'wrong' }, consumerGroup: upstreamConsumerGroup, subscriptions: new Map().set(topics.delay, FilterExpression.SUB_ALL) });
         await expect(within('consumer startup', 15_000, simpleConsumer.startup())).rejects.toThrow(/Startup the rocketmq client failed, .+? error=ForbiddenException: .+? Check signature failed for accessKey/);
       }, 30_000);

@@ -5,6 +5,9 @@
  * real `raftmq dev` (NameServer + access point + 3-node broker group, topics not auto-created,
  * so a missing topic stays missing) in a temp directory on free ports, with the topics made
  * by `raftmq topic create` as the upstream script makes them with `mqadmin updatetopic`.
+ * Authentication and ACL are on (`--acl`), as the upstream cases with sessionCredentials need:
+ * the upstream user may do everything, and unsigned calls (the other cases) act as the user
+ * `anonymous`, which may too.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -24,6 +27,9 @@ export const upstreamTopics = {
   delay: 'TopicTestForDelay',
   transaction: 'TopicTestForTransaction',
 } as const;
+
+/** The credentials the upstream cases start a client with (a user of the cluster). */
+export const upstreamCredentials = { accessKey: 'raftmq-upstream-key', accessSecret: 'raftmq-upstream-secret' } as const;
 
 /** The upstream default consumer group (ROCKETMQ_NODEJS_CLIENT_GROUP unset). */
 export const upstreamConsumerGroup = 'nodejs-unittest-group';
@@ -49,7 +55,9 @@ export async function startUpstreamDev(): Promise<UpstreamDev> {
   const [namesrvPort, accessPort] = await freePorts(2);
   const namesrv = `127.0.0.1:${namesrvPort}`;
   const endpoints = `127.0.0.1:${accessPort}`;
-  const dev: ChildProcess = spawn(process.execPath, [cliPath, 'dev', '--no-auto-create', '--data', dataDir, '--base-port', String(basePort), '--namesrv', namesrv, '--access-point', endpoints], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const dev: ChildProcess = spawn(process.execPath, [
+    cliPath, 'dev', '--no-auto-create', '--acl', '--anonymous-user', 'anonymous', '--data', dataDir, '--base-port', String(basePort), '--namesrv', namesrv, '--access-point', endpoints,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   dev.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString(); });
   dev.stderr?.on('data', (chunk: Buffer) => { output += chunk.toString(); });
@@ -67,8 +75,14 @@ export async function startUpstreamDev(): Promise<UpstreamDev> {
   try {
     await waitFor('raftmq dev to report its leader', () => /leader \(term \d+\)/.test(output) || dev.exitCode !== null, 30_000);
     if (dev.exitCode !== null) throw new Error(`raftmq dev exited with ${dev.exitCode}:\n${output}`);
-    await Promise.all(Object.entries(upstreamTopics).map(([kind, topic]) => run(process.execPath,
-      [cliPath, 'topic', 'create', topic, '--type', topicTypes[kind as keyof typeof upstreamTopics], '--namesrv', namesrv], { timeout: 20_000 })));
+    // As the super user raftmq dev --acl made (its credentials file).
+    const admin = (args: string[], env: Record<string, string> = {}): ReturnType<typeof run> => run(process.execPath,
+      [cliPath, '--credentials', path.join(dataDir, 'auth', 'admin.json'), ...args, '--namesrv', namesrv], { timeout: 20_000, env: { ...process.env, ...env } });
+    await Promise.all(Object.entries(upstreamTopics).map(([kind, topic]) => admin(['topic', 'create', topic, '--type', topicTypes[kind as keyof typeof upstreamTopics]])));
+    await admin(['user', 'create', 'anonymous'], { RAFTMQ_USER_SECRET: `unguessable-${Math.random().toString(36).slice(2)}${Date.now()}` });
+    await admin(['acl', 'grant', 'anonymous', '*', 'All']);
+    await admin(['user', 'create', upstreamCredentials.accessKey], { RAFTMQ_USER_SECRET: upstreamCredentials.accessSecret });
+    await admin(['acl', 'grant', upstreamCredentials.accessKey, '*', 'All']);
   } catch (error) {
     await stop();
     throw error;
