@@ -41,6 +41,7 @@ interface BrokerFlags {
   retentionHours: number; retentionBytes: number | undefined; retentionDiskPercent: number; retentionIntervalMs: number;
   timerMaxDelayMs: number;
   txnCheckAfterMs: number; txnCheckIntervalMs: number; txnChecksMax: number;
+  clientRequestsMax: number; clientPollsMax: number;
 }
 
 /** "500ms,10s,1m,2h" → milliseconds. */
@@ -77,6 +78,8 @@ export function brokerCommand(): Command {
     .option('--txn-check-after-ms <ms>', 'ask the producer about a transaction left open this long after its half message was stored (RocketMQ transactionTimeOut)', integer('--txn-check-after-ms', 0), defaultBrokerNodeSettings.transactionCheck.checkAfterMs)
     .option('--txn-check-interval-ms <ms>', 'ask again this often while it stays open', integer('--txn-check-interval-ms', 1), defaultBrokerNodeSettings.transactionCheck.checkIntervalMs)
     .option('--txn-checks-max <n>', 'after this many unanswered check-backs, roll the transaction back and log it (RocketMQ transactionCheckMax)', integer('--txn-checks-max', 0), defaultBrokerNodeSettings.transactionCheck.checksMax)
+    .option('--client-requests-max <n>', 'calls one client may have served by this node at once; beyond it TOO_MANY_REQUESTS (the client backs off and retries)', integer('--client-requests-max', 1), defaultBrokerNodeSettings.clientLimits.requestsMax)
+    .option('--client-polls-max <n>', 'long polls (receive, pull) one client may have waiting on this node at once; beyond it TOO_MANY_REQUESTS', integer('--client-polls-max', 1), defaultBrokerNodeSettings.clientLimits.pollsMax)
     // Hidden: how often the leader's retention service runs (tests shorten it).
     .addOption(new Option('--retention-interval-ms <ms>', 'retention check period').argParser(integer('--retention-interval-ms', 10)).default(defaultBrokerNodeSettings.retentionIntervalMs).hideHelp())
     .action(async (options: RaftNodeOptions & BrokerFlags & ServerTlsFlags & AuthFlags) => {
@@ -87,6 +90,7 @@ export function brokerCommand(): Command {
         retention: { maxAgeMs: options.retentionHours * 3_600_000, logBytesMax: options.retentionBytes ?? Infinity, diskUsedRatioMax: options.retentionDiskPercent / 100 },
         timerMaxDelayMs: options.timerMaxDelayMs,
         transactionCheck: { checkAfterMs: options.txnCheckAfterMs, checkIntervalMs: options.txnCheckIntervalMs, checksMax: options.txnChecksMax },
+        clientLimits: { requestsMax: options.clientRequestsMax, pollsMax: options.clientPollsMax },
       };
       const node = await BrokerNode.start(config, exitOnFatal(`raftmq broker ${config.nodeId}`));
       // The broker's queue, dedup and timer files are cut with the log: they are derived, synced before each snapshot.

@@ -23,6 +23,7 @@ import { TimerFileStore } from './timer-files.js';
 import { MessageIndexFileStore } from './message-index-files.js';
 import { Forwarder } from './forwarder.js';
 import { AccessGate, clusterAdmin, type AuthSettings } from './access-gate.js';
+import { ClientLimits, defaultClientLimits, type ClientLimitSettings } from './client-limits.js';
 import { brokerAdminDefinition, brokerAdminHandlers } from './broker-admin-service.js';
 import { TransactionChecks } from './transaction-checks.js';
 import { checkPolicyProblem, defaultTransactionCheckPolicy, type TransactionCheckPolicy } from '../broker/core/transactions.js';
@@ -58,6 +59,8 @@ export interface BrokerNodeConfig extends RaftGroupNodeConfig {
    * cluster key that seals users' secrets and the bootstrap super user. Default: off.
    */
   readonly auth?: AuthSettings;
+  /** Per-client caps on calls served and long polls waiting at once (client-limits.ts). */
+  readonly clientLimits: ClientLimitSettings;
 }
 
 export const defaultBrokerNodeSettings = {
@@ -71,6 +74,7 @@ export const defaultBrokerNodeSettings = {
   retentionIntervalMs: 10_000,
   timerMaxDelayMs: timerStoreLimitsDefault.maxDelayMs,
   transactionCheck: defaultTransactionCheckPolicy,
+  clientLimits: defaultClientLimits,
 } as const;
 
 export class BrokerNode {
@@ -121,6 +125,7 @@ export class BrokerNode {
     });
     const indexFiles = new MessageIndexFileStore({ dir: path.join(config.dataDir, 'index'), powerLossTestMode: config.powerLossTestMode });
     const machine = new BrokerStateMachine(defaultBrokerStateLimits, queueFiles, dedupFiles, timerFiles, indexFiles);
+    const limits = new ClientLimits(config.clientLimits);
     // Before anything listens: unreadable auth files stop the start with a clear error.
     const access = config.auth === undefined ? undefined : AccessGate.open(config.auth, () => machine.state.access);
     const ref: {
@@ -188,7 +193,7 @@ export class BrokerNode {
         ref.checks = transactionChecks;
         const messaging = brokerMessagingHandlers({
           brokerGroup: config.groupId, selfAddress, service, forwarder, logger, transactionChecks,
-          isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access }),
+          isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access }), limits,
         });
         return [[brokerMessagingDefinition, messaging], [brokerAdminDefinition, brokerAdminHandlers({ service, query, isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access }) })]];
       },

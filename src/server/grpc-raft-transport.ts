@@ -42,6 +42,8 @@ export const peerChannelOptions: grpc.ChannelOptions = {
  */
 export const serverConnectionOptions: grpc.ServerOptions = {
   'grpc.max_connection_idle_ms': 60_000,
+  // Streams one connection may have open at once (HTTP/2 SETTINGS; a client queues beyond it).
+  'grpc.max_concurrent_streams': 4_096,
 };
 
 export interface GrpcRaftTransportOptions {

@@ -22,6 +22,7 @@ import {
 } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder, methodOf, type ForwardOptions } from './forwarder.js';
 import { groupRequirement, topicRequirement, type AccessGate, type Requirement } from './access-gate.js';
+import type { ClientLimits } from './client-limits.js';
 import type { TransactionChecks } from './transaction-checks.js';
 import { pullResponseFrames, pullStatusFrame } from './pull-response.js';
 import { decodeSendMessageRequest, encodeSendMessageResponse, type SendEntryOut, type SendMessageIn } from './send-message-codec.js';
@@ -43,6 +44,8 @@ export interface BrokerEndpointContext {
   readonly transactionChecks: TransactionChecks;
   /** Authentication and authorization of every call (undefined: every call passes). */
   readonly access?: AccessGate;
+  /** Per-client caps on calls served and long polls waiting at once on this node. */
+  readonly limits: ClientLimits;
 }
 
 /**
@@ -77,6 +80,8 @@ function trailerFor(definite: boolean, leader: string | undefined): grpc.Metadat
 
 const header = (call: { metadata: grpc.Metadata }, key: string): string => String(call.metadata.get(key)[0] ?? '');
 export const clientIdOf = (call: { metadata: grpc.Metadata }): string => header(call, 'x-mq-client-id');
+/** Whose slot a call takes (ClientLimits): its client id, or its connection's address when it names none. */
+const limitKeyOf = (call: { metadata: grpc.Metadata; getPeer(): string }): string => clientIdOf(call) || `peer ${call.getPeer()}`;
 
 /** The queues of a topic as the protocol lists them, all on one endpoint. */
 export function routeQueues(topic: TopicConfig, brokerGroup: string, address: string): any[] {
@@ -188,9 +193,18 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       callback(null, errorShape(status), trailerFor(true, leader));
       return;
     }
+    const client = limitKeyOf(call);
+    if (!ctx.limits.tryEnter(client, 'request')) {
+      callback(null, errorShape({ code: 'TOO_MANY_REQUESTS', message: ctx.limits.refusal('request') }), trailerFor(true, undefined));
+      return;
+    }
     serve(call.request, call).then(
-      (response) => callback(null, response),
+      (response) => {
+        ctx.limits.leave(client, 'request');
+        callback(null, response);
+      },
       (error: unknown) => {
+        ctx.limits.leave(client, 'request');
         const { status, definite, leader } = statusOf(error);
         if (status.code === 'INTERNAL_SERVER_ERROR') ctx.logger.warn({ err: error, method }, 'call failed');
         callback(null, errorShape(status), trailerFor(definite, leader));
@@ -230,9 +244,19 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       finish([statusFrame(status)], trailerFor(true, leader));
       return;
     }
+    // Both server-streaming methods (ReceiveMessage, PullMessage) are long polls.
+    const client = limitKeyOf(call);
+    if (!ctx.limits.tryEnter(client, 'poll')) {
+      finish([statusFrame({ code: 'TOO_MANY_REQUESTS', message: ctx.limits.refusal('poll') })], trailerFor(true, undefined));
+      return;
+    }
     serve(call.request, call).then(
-      (frames) => finish(frames),
+      (frames) => {
+        ctx.limits.leave(client, 'poll');
+        finish(frames);
+      },
       (error: unknown) => {
+        ctx.limits.leave(client, 'poll');
         const { status, definite, leader } = statusOf(error);
         finish([statusFrame(status)], trailerFor(definite, leader));
       },
