@@ -23,7 +23,7 @@ import type { ProposalError } from '../raft/node/errors.js';
 import type { Disposable, ServiceClock } from '../util/clock.js';
 import { BrokerError } from './errors.js';
 import type { ApplyResult, BrokerStateMachine, TransactionCheckRound } from './broker-state-machine.js';
-import { validateAccessCommand, type AccessCommand } from './core/access-control.js';
+import { validateAccessCommand, type AccessCommand, type AccessControlTable } from './core/access-control.js';
 import type { BrokerCommand, CommandOutcome, Delivery, HandleRef, SendOutcome } from './core/broker-state.js';
 import { formatRecallHandle, type RecallHandle } from './core/recall-handle.js';
 import { encodeCommand, encodeMessages, type MessageInput, type StoredMessage } from './core/entry-codec.js';
@@ -321,6 +321,12 @@ export class BrokerService {
     const valid = validateAccessCommand(command);
     if (!valid.ok) throw new BrokerError('BAD_REQUEST', valid.reason);
     await this.handleCommand({ op: 'access', command: valid.command });
+  }
+
+  /** The users and policies as of every command committed before the call (a read after this leader's own-term entry). */
+  async accessTable(): Promise<AccessControlTable> {
+    await this.awaitReadReady();
+    return this.state.access;
   }
 
   async putGroup(config: GroupConfig): Promise<void> {

@@ -91,11 +91,10 @@ export function brokerAdminHandlers(ctx: BrokerAdminContext): grpc.UntypedServic
       await service.applyAccessCommand(accessCommandFromProto(request, access));
       return ok;
     }),
-    ListAccess: unary(async () => ({
-      result: ok,
-      users: service.state.access.listUsers(),
-      policies: service.state.access.listPolicies().map((policy) => ({ ...policy, actions: [...policy.actions] })),
-    }), (result) => ({ result, users: [], policies: [] })),
+    ListAccess: unary(async () => {
+      const table = await service.accessTable();
+      return { result: ok, users: table.listUsers(), policies: table.listPolicies().map((policy) => ({ ...policy, actions: [...policy.actions] })) };
+    }, (result) => ({ result, users: [], policies: [] })),
     TraceMessage: unary(async (request) => {
       const messageId = String(request.messageId ?? '');
       const topic = String(request.topic ?? '');

@@ -21,6 +21,7 @@
 import type { BrokerService } from '../broker/broker-service.js';
 import type { TransactionCheckRound } from '../broker/broker-state-machine.js';
 import { BrokerError } from '../broker/errors.js';
+import { AccessControlTable, type AccessAction, type AccessCommand } from '../broker/core/access-control.js';
 import type { BrokerState } from '../broker/core/broker-state.js';
 import type { MessageInput } from '../broker/core/entry-codec.js';
 import { matchEverything } from '../broker/core/subscription-filter.js';
@@ -63,6 +64,14 @@ export interface WorkloadOptions {
   readonly transactions?: boolean;
   /** The nodes' check-back policy (what the rules hold the check rounds to). */
   readonly transactionCheck?: TransactionCheckPolicy;
+  /**
+   * Users and policies (issue 12): an operator client changes them during the faults, one
+   * command at a time, each retried until it is answered definitely; the final table must be
+   * what applying each command once, in that order, gives.
+   */
+  readonly accessControl?: boolean;
+  /** Negative control of that rule: the model forgets every third command (the check must fail). */
+  readonly unsafeAccessModelSkipsCommands?: boolean;
 }
 
 export type WorkloadPhase = 'faults' | 'drain' | 'done';
@@ -125,6 +134,8 @@ export interface WorkloadStats {
   pulled: number;
   offsetCommits: number;
   transactions: TransactionStats;
+  /** User and policy commands the operator client issued (each took effect once). */
+  accessCommands: number;
 }
 
 const utf8 = new TextEncoder();
@@ -156,6 +167,8 @@ export class BrokerWorkload {
   private nextOrder = 0;
   private readonly running: Promise<void>[] = [];
   private readonly book: TransactionBook;
+  /** The users and policies the acknowledged access commands make (see accessOperator). */
+  private accessModel = new AccessControlTable();
   /** Transactional producer tasks still running (the drain waits for them). */
   private transactionTasks = 0;
   /** Set by verify(). */
@@ -174,7 +187,7 @@ export class BrokerWorkload {
     this.book = new TransactionBook((id) => this.sent.get(id)?.txn, options.transactionCheck ?? defaultTransactionCheckPolicy, (message) => this.checker.violate(message));
     this.stats = {
       delayedAcked: 0, delayedRecalled: 0, recalls: 0, recalledOk: 0, delayedDelivered: 0, latenessMaxMs: 0, sendCalls: 0, sendsAcked: 0, sendsUnknown: 0, sendsDefinite: 0,
-      deliveries: 0, acks: 0, nacks: 0, pulled: 0, offsetCommits: 0, transactions: this.book.stats,
+      deliveries: 0, acks: 0, nacks: 0, pulled: 0, offsetCommits: 0, transactions: this.book.stats, accessCommands: 0,
     };
   }
 
@@ -201,6 +214,7 @@ export class BrokerWorkload {
     for (let g = 0; g < 3; g++) clients.push([`fifo producer k${g}`, this.fifoProducer(`k${g}`)]);
     if (this.options.delayed) clients.push(['delayed producer', this.delayedProducer()], ['recaller', this.recaller()]);
     if (this.options.transactions === true) clients.push(['transactional producer', this.transactionalProducer()]);
+    if (this.options.accessControl === true) clients.push(['access operator', this.accessOperator()]);
     // A client that throws is a bug of the simulator (or a broker answer it cannot handle): say so.
     for (const [name, running] of clients) this.running.push(running.catch((error: unknown) => this.checker.violate(`${name} stopped: ${(error as Error).stack ?? String(error)}`)));
   }
@@ -426,6 +440,57 @@ export class BrokerWorkload {
         message.recall.unknown++;
       }
       this.host.trace(`recall ${message.input.messageId}: ${outcome.ok ? 'ok' : outcome.code}`);
+    }
+  }
+
+  // ---- users and policies (issue 12) --------------------------------------------------------
+
+  /**
+   * Random user and policy commands while the faults run. Sequential and retried until a
+   * definite answer, so each takes effect exactly once and in issue order: an attempt whose
+   * outcome was unknown either committed before the retry or never will (a later leader holds
+   * it only if it was in the log before its own entries), and a retry of a command that took
+   * effect changes nothing (a second create, delete or revoke is refused, a second grant adds
+   * nothing). The model applies each command once.
+   */
+  private async accessOperator(): Promise<void> {
+    const users = ['u0', 'u1', 'u2'];
+    const resources = ['Topic:orders', 'Topic:*', 'Topic:ord*', 'Group:g-pop', 'Cluster', '*'];
+    const actionSets: AccessAction[][] = [['Pub'], ['Sub'], ['Pub', 'Sub'], ['Admin'], ['All']];
+    let effective = 0;
+    while (this.phase === 'faults') {
+      await this.pause([50, 300]);
+      const user = this.random.pick(users) as string;
+      // Mostly commands that take effect: a user that does not exist is usually created first.
+      const roll = this.accessModel.user(user) === undefined && this.random.chance(0.7) ? 0 : this.random.int(1, 9);
+      const sealed = Buffer.from(`sealed-${this.random.int(0, 1_000_000)}-${'x'.repeat(32)}`).toString('base64');
+      const command: AccessCommand = roll === 0 ? { type: 'user.create', name: user, secretSealed: sealed, kind: this.random.chance(0.2) ? 'super' : 'normal' }
+        : roll === 1 ? { type: 'user.delete', name: user }
+          : roll === 2 ? { type: 'user.update', name: user, secretSealed: sealed }
+            : roll <= 6 ? { type: 'acl.grant', user, resource: this.random.pick(resources) as string, decision: this.random.chance(0.25) ? 'Deny' : 'Allow', actions: this.random.pick(actionSets) as AccessAction[] }
+              : { type: 'acl.revoke', user, resource: this.random.pick(resources) as string, decision: this.random.chance(0.25) ? 'Deny' : 'Allow', ...(this.random.chance(0.5) ? {} : { actions: this.random.pick(actionSets) as AccessAction[] }) };
+      const previous = this.accessModel.encode();
+      for (;;) {
+        const outcome = await this.call((e) => e.service.applyAccessCommand(command));
+        if (outcome.ok || (outcome.definite && outcome.code === 'BAD_REQUEST')) break;
+        await this.host.sleep(30);
+      }
+      this.stats.accessCommands++;
+      if (this.options.unsafeAccessModelSkipsCommands === true && this.accessModel.apply(command).ok) {
+        // The negative control: forget every third command that took effect.
+        if (++effective % 3 === 0) this.accessModel = AccessControlTable.decode(previous);
+      } else {
+        this.accessModel.apply(command);
+      }
+    }
+  }
+
+  private async verifyAccess(): Promise<void> {
+    const table = await this.until('access table', (e) => e.service.accessTable());
+    if (table === undefined) return;
+    const got = table.encode();
+    if (!got.equals(this.accessModel.encode())) {
+      this.checker.violate(`the access-control table after ${this.stats.accessCommands} commands is not what applying each once in order gives: users ${JSON.stringify(table.listUsers())}, policies ${JSON.stringify(table.listPolicies())}; expected users ${JSON.stringify(this.accessModel.listUsers())}, policies ${JSON.stringify(this.accessModel.listPolicies())}`);
     }
   }
 
@@ -737,6 +802,7 @@ export class BrokerWorkload {
    * must have it counted as expired. Everything else missing is lost.
    */
   async verify(): Promise<void> {
+    if (this.options.accessControl === true) await this.verifyAccess();
     const stored = new Map<string, { topic: string; queueId: number; offset: number; group: string }>();
     const contents = new Map<string, string>();
     /**

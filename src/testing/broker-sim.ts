@@ -88,6 +88,13 @@ export interface BrokerSimOptions {
   /** Transactional messages, ended by the producer or through check-backs (default false: the seeds of before F9 replay as they were). */
   readonly transactions?: boolean;
   /**
+   * An operator client changes users and policies during the faults; the final table must be
+   * what each command applied once in order gives (default false: older seeds replay as they
+   * were). `unsafeAccessModel`: the negative control, a model that forgets every third command.
+   */
+  readonly accessControl?: boolean;
+  readonly unsafeAccessModel?: boolean;
+  /**
    * Every node keeps the message index (query and trace) in memory, in its state and snapshots,
    * so the per-batch digest comparison covers it (default false: the seeds of before F12 replay as they were).
    */
@@ -249,6 +256,8 @@ export class BrokerSim {
       delayed: options.delayed !== false,
       transactions: options.transactions === true,
       transactionCheck: simTransactionCheck,
+      accessControl: options.accessControl === true,
+      unsafeAccessModelSkipsCommands: options.unsafeAccessModel === true,
       // The leader fires by its own clock (off by up to the skew), the state clock is the highest leader clock so far.
       latenessBoundMs: 2 * this.profile.clockSkewMaxMs + simTimerFireIntervalMs + 1_500,
     });
