@@ -66,6 +66,10 @@ export interface GrpcTarget {
   readonly strings: readonly string[];
   /** A method to open streams on that never read (a unary or server-streaming one that answers). */
   readonly stallMethod: { readonly path: string; readonly request: Buffer };
+  /** The port speaks TLS: the protocol-level attacks (random requests, stalled streams) verify it with this CA; the raw ones stay plaintext. */
+  readonly tlsCa?: Buffer;
+  /** Headers that sign a request as some user; half the random requests carry them, half go unsigned. */
+  readonly sign?: () => Record<string, string>;
 }
 
 export interface LaneTarget {
@@ -526,7 +530,12 @@ export function sendRaw(host: string, port: number, bytes: Buffer, holdMs: numbe
   });
 }
 
-/** A TLS handshake against a (plaintext) port: it must fail, not hang beyond the hold. */
+/**
+ * A TLS handshake without a client certificate: against a plaintext port it must fail, not
+ * hang beyond the hold. Against a TLS port that requires a certificate the client may see the
+ * handshake finish (TLS 1.3 ends the client's part first) and must then be closed:
+ * `handshake-then-closed` / `handshake-then-error:…`; `handshake-succeeded` means it was held open.
+ */
 export function tlsClientHello(host: string, port: number, holdMs: number): Promise<string> {
   return new Promise((resolve) => {
     let settled = false;
@@ -538,11 +547,17 @@ export function tlsClientHello(host: string, port: number, holdMs: number): Prom
       socket.destroy();
       resolve(outcome);
     };
-    const timer = setTimeout(() => finish('held'), holdMs + slackMs);
-    socket.setTimeout(holdMs, () => finish('held'));
-    socket.on('secureConnect', () => finish('handshake-succeeded'));
-    socket.on('error', (error: NodeJS.ErrnoException) => finish(`error:${error.code ?? 'unknown'}`));
-    socket.on('close', () => finish('closed'));
+    let secured = false;
+    let timer = setTimeout(() => finish('held'), holdMs + slackMs);
+    socket.setTimeout(holdMs, () => finish(secured ? 'handshake-succeeded' : 'held'));
+    socket.on('secureConnect', () => {
+      secured = true;
+      // Held open for the rest of the hold: does the server close it?
+      clearTimeout(timer);
+      timer = setTimeout(() => finish('handshake-succeeded'), holdMs);
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => finish(`${secured ? 'handshake-then-' : ''}error:${error.code ?? 'unknown'}`));
+    socket.on('close', () => finish(secured ? 'handshake-then-closed' : 'closed'));
   });
 }
 
@@ -573,8 +588,10 @@ export async function connectionFlood(host: string, port: number, connections: n
  * never reads: the server cannot send a byte of its answers. Held `holdMs`, then destroyed.
  * Returns how many streams the server accepted (got as far as answering headers or not).
  */
-export async function stalledStreams(host: string, port: number, pathName: string, request: Buffer, streams: number, holdMs: number): Promise<number> {
-  const session = http2.connect(`http://${host}:${port}`, { settings: { initialWindowSize: 0, enablePush: false } });
+export async function stalledStreams(host: string, port: number, pathName: string, request: Buffer, streams: number, holdMs: number, tlsCa?: Buffer): Promise<number> {
+  const session = tlsCa === undefined
+    ? http2.connect(`http://${host}:${port}`, { settings: { initialWindowSize: 0, enablePush: false } })
+    : http2.connect(`https://${host}:${port}`, { ca: tlsCa, settings: { initialWindowSize: 0, enablePush: false } });
   session.on('error', () => undefined);
   let opened = 0;
   const message = Buffer.alloc(5 + request.length);
@@ -598,7 +615,13 @@ export async function stalledStreams(host: string, port: number, pathName: strin
 
 /** Random requests to every method of `target` with a raw grpc.Client and identity serializers; outcomes by status name. */
 export async function randomGrpcRequests(prng: Prng, target: GrpcTarget, generator: MessageGenerator, budget: AttackBudget, outcomes: Outcomes): Promise<void> {
-  const client = new grpc.Client(`${target.host}:${target.port}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  const credentials = target.tlsCa === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(target.tlsCa);
+  const client = new grpc.Client(`${target.host}:${target.port}`, credentials, { 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  const metadata = (): grpc.Metadata => {
+    const headers = new grpc.Metadata();
+    if (target.sign !== undefined && prng.chance(0.5)) for (const [key, value] of Object.entries(target.sign())) headers.set(key, value);
+    return headers;
+  };
   const identity = (bytes: Buffer): Buffer => bytes;
   const statusName = (code: number): string => grpc.status[code] ?? `status-${code}`;
   const jobs: Array<() => Promise<void>> = [];
@@ -620,19 +643,19 @@ export async function randomGrpcRequests(prng: Prng, target: GrpcTarget, generat
         const describe = (code: number, details: string): string => (code === grpc.status.OK || /^(Error deserializing request|Deadline exceeded|Call cancelled)/.test(details) ? statusName(code) : `${statusName(code)}(${details.slice(0, 60)})`);
         const onStatus = (status: grpc.StatusObject): void => done(describe(status.code, status.details));
         if (!method.requestStream && !method.responseStream) {
-          client.makeUnaryRequest(method.path, identity, identity, requests[0] as Buffer, new grpc.Metadata(), { deadline }, (error) => done(error === null ? 'OK' : describe(error.code, error.details)));
+          client.makeUnaryRequest(method.path, identity, identity, requests[0] as Buffer, metadata(), { deadline }, (error) => done(error === null ? 'OK' : describe(error.code, error.details)));
         } else if (!method.requestStream) {
-          const call = client.makeServerStreamRequest(method.path, identity, identity, requests[0] as Buffer, new grpc.Metadata(), { deadline });
+          const call = client.makeServerStreamRequest(method.path, identity, identity, requests[0] as Buffer, metadata(), { deadline });
           let frames = 0;
           call.on('data', () => { if (++frames >= 16) call.cancel(); });
           call.on('error', () => undefined);
           call.on('status', onStatus);
         } else if (!method.responseStream) {
-          const call = client.makeClientStreamRequest(method.path, identity, identity, new grpc.Metadata(), { deadline }, (error) => done(error === null ? 'OK' : describe(error.code, error.details)));
+          const call = client.makeClientStreamRequest(method.path, identity, identity, metadata(), { deadline }, (error) => done(error === null ? 'OK' : describe(error.code, error.details)));
           for (const request of requests) call.write(request);
           call.end();
         } else {
-          const call = client.makeBidiStreamRequest(method.path, identity, identity, new grpc.Metadata(), { deadline });
+          const call = client.makeBidiStreamRequest(method.path, identity, identity, metadata(), { deadline });
           let frames = 0;
           call.on('data', () => { if (++frames >= 16) call.cancel(); });
           call.on('error', () => undefined);
@@ -698,7 +721,7 @@ export async function attackPort(prng: Prng, target: HostileTarget, budget: Atta
   await runLimited(prng.shuffle(jobs), budget.concurrency);
   if (target.kind === 'grpc') {
     await randomGrpcRequests(prng, target, { schema, strings: target.strings, bytesMax: Math.min(budget.bytesMax, 128 * 1024) }, budget, outcomes);
-    const stalled = stalledStreams(target.host, target.port, target.stallMethod.path, target.stallMethod.request, budget.stalledStreams, budget.holdMs * 2);
+    const stalled = stalledStreams(target.host, target.port, target.stallMethod.path, target.stallMethod.request, budget.stalledStreams, budget.holdMs * 2, target.tlsCa);
     const flood = connectionFlood(target.host, target.port, budget.floodConnections, budget.holdMs, prng.chance(0.5) ? http2Preface : undefined);
     const [opened, connected] = await Promise.all([stalled, flood]);
     count(outcomes, `stalled-streams-opened:${opened}`);

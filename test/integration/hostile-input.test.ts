@@ -10,13 +10,17 @@
  *
  * HOSTILE_SEED picks another seed (the default is fixed, so a failure reproduces).
  *
- * Not sent, on purpose: requests that are well-formed *and* authoritative. Until issue 12's
- * authentication lands, anyone who can reach a port may legitimately reconfigure the group
- * (ChangeMembership, TransferLeadership), speak Raft as a member (a RaftPeer message or a
- * lane hello naming the real group and member ids) or register routes for the real group
- * with the NameServer; a fuzzer doing so would find "the cluster did what it was told". So the
- * raft-facing and NameServer generators never see the real group id, and the two membership
- * methods are skipped.
+ * Twice: a plaintext cluster, and a secure one (TLS on every port, authentication and ACL on).
+ * On the secure one the raw attacks are plaintext sent to TLS ports, the protocol-level ones
+ * come over TLS, half of them unsigned and half signed by a user with no permissions, and the
+ * raft-facing and NameServer requests do name the real group and members: none has a peer
+ * certificate or a permission, so none may take effect (the registrations and members are
+ * checked afterwards). On the plaintext cluster, requests that are well-formed *and*
+ * authoritative are not sent: there anyone who can reach a port may legitimately reconfigure
+ * the group (ChangeMembership, TransferLeadership), speak Raft as a member or register routes
+ * for the real group, and a fuzzer doing so would find "the cluster did what it was told". So
+ * there the raft-facing and NameServer generators never see the real group id, and the two
+ * membership methods are skipped.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
@@ -29,6 +33,8 @@ import {
 } from '../../src/testing/hostile-input.js';
 import { Prng } from '../../src/testing/prng.js';
 import { messagingServiceDefinition } from '../../src/util/rocketmq-v2.js';
+import { RaftNodeClient } from '../../src/client/raft-node-client.js';
+import { signRequest, type Credentials } from '../../src/util/request-signature.js';
 import { BrokerCluster } from '../support/broker-cluster.js';
 
 const seed = Number(process.env.HOSTILE_SEED ?? 0x5eed_0012);
@@ -57,27 +63,37 @@ function memoryOf(pid: number): { rss: number; hwm: number } {
 
 const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 
-describe('hostile input on every port', () => {
-  const cluster = new BrokerCluster({ groupId });
+const worker: Credentials = { accessKey: 'hx-worker', accessSecret: 'hx-worker-secret' };
+const nobody: Credentials = { accessKey: 'hx-nobody', accessSecret: 'hx-nobody-secret' };
+
+describe.each([{ secure: false }, { secure: true }])('hostile input on every port (secure: $secure)', ({ secure }) => {
+  const cluster = new BrokerCluster({ groupId, tls: secure, auth: secure });
   beforeAll(async () => {
     await cluster.start();
     await cluster.admin.createTopic(workTopic, { readQueues: 2, writeQueues: 2 });
     await cluster.admin.createTopic(decoyTopic, { readQueues: 1, writeQueues: 1 });
+    if (secure) {
+      await cluster.admin.createUser(worker.accessKey, worker.accessSecret);
+      await cluster.admin.grant(worker.accessKey, `Topic:${workTopic}`, ['Pub', 'Sub']);
+      await cluster.admin.grant(worker.accessKey, 'Group:hx-work-consumer', ['Sub']);
+      await cluster.admin.createUser(nobody.accessKey, nobody.accessSecret);
+    }
   }, 60_000);
   afterAll(async () => {
     await cluster.stop();
   });
 
   it('every process survives garbage, HTTP/1.1, TLS, broken HTTP/2, random protobufs, floods and stalled streams; the workload loses nothing', async () => {
-    const prng = new Prng(seed);
+    const prng = new Prng(secure ? seed + 1 : seed);
+    const clientOptions = cluster.clientOptions(secure ? worker : undefined);
     const schema = new ProtoSchema();
     const pids = new Map([...cluster.local.processes].map(([id, child]) => [id, child.pid as number]));
     const members = cluster.local.members;
 
     // ---- the well-formed workload: sends (2 in flight) and a consumer that acks everything
-    const producer = new Producer({ nameServers: [cluster.namesrv], sendTimeoutMs: 10_000 });
+    const producer = new Producer({ ...clientOptions, sendTimeoutMs: 10_000 });
     await producer.start([workTopic]);
-    const consumer = new SimpleConsumer({ nameServers: [cluster.namesrv], group: 'hx-work-consumer', awaitMs: 1_000 }).subscribe(workTopic);
+    const consumer = new SimpleConsumer({ ...clientOptions, group: 'hx-work-consumer', awaitMs: 1_000 }).subscribe(workTopic);
     const acked = new Set<string>();
     const failures: string[] = [];
     const consumed = new Set<string>();
@@ -113,7 +129,10 @@ describe('hostile input on every port', () => {
     await new Promise((resolve) => setTimeout(resolve, 1_000));
 
     // ---- targets: every port of every process
-    const skipMembership = new Set(['ChangeMembership', 'TransferLeadership']);
+    const skipMembership = new Set(secure ? [] : ['ChangeMembership', 'TransferLeadership']);
+    const tlsCa = cluster.certificates === undefined ? undefined : readFileSync(cluster.certificates.caFile);
+    const protocol = { ...(tlsCa === undefined ? {} : { tlsCa }), ...(secure ? { sign: () => signRequest(nobody, Date.now()) } : {}) };
+    const memberIds = members.map((m) => m.id);
     const service = (pkg: string, name: string, skip?: ReadonlySet<string>): MethodShape[] => methodsOf(schema.service(pkg, name), skip);
     const messaging = methodsOf(messagingServiceDefinition);
     const request = (pkg: string, name: string, method: string, value: object): Buffer => ((schema.service(pkg, name)[method] as grpc.MethodDefinition<object, object>).requestSerialize(value));
@@ -122,21 +141,22 @@ describe('hostile input on every port', () => {
     const [, accessPort] = cluster.accessPoint.split(':');
     const targets: HostileTarget[] = [
       {
-        kind: 'grpc', name: 'namesrv', host: local, port: Number(namesrvPort), methods: service('namesrv', 'raftmq.namesrv.v1.NameServer'),
-        strings: [decoyTopic, 'hx-group', 'BROKER', '127.0.0.1:1'], stallMethod: { path: '/raftmq.namesrv.v1.NameServer/GetCluster', request: Buffer.alloc(0) },
+        kind: 'grpc', name: 'namesrv', host: local, port: Number(namesrvPort), methods: service('namesrv', 'raftmq.namesrv.v1.NameServer'), ...protocol,
+        strings: [decoyTopic, 'hx-group', 'BROKER', '127.0.0.1:1', ...(secure ? [groupId, ...memberIds] : [])], stallMethod: { path: '/raftmq.namesrv.v1.NameServer/GetCluster', request: Buffer.alloc(0) },
       },
       {
-        kind: 'grpc', name: 'access-point', host: local, port: Number(accessPort), methods: messaging, strings: [decoyTopic, groupId, 'hx-group', '*'],
+        kind: 'grpc', name: 'access-point', host: local, port: Number(accessPort), methods: messaging, strings: [decoyTopic, groupId, 'hx-group', '*', workTopic], ...protocol,
         stallMethod: { path: '/apache.rocketmq.v2.MessagingService/QueryRoute', request: request('rocketmq', 'apache.rocketmq.v2.MessagingService', 'QueryRoute', { topic: { name: decoyTopic } }) },
       },
     ];
     for (const member of members) {
       const port = Number(member.address.split(':')[1]);
-      const strangers = [decoyTopic, 'hx-group', 'hx-node'];
+      // Secure: the real group and members too (nothing without a certificate or a permission may take effect).
+      const strangers = [decoyTopic, 'hx-group', 'hx-node', ...(secure ? [groupId, ...memberIds] : [])];
       const clientStrings = [...strangers, groupId, '*'];
       // The raft-facing services never get the real group id (see the file comment); the client-facing ones do.
       targets.push({
-        kind: 'grpc', name: `${member.id}-grpc`, host: local, port, strings: clientStrings,
+        kind: 'grpc', name: `${member.id}-grpc`, host: local, port, strings: clientStrings, ...protocol,
         methods: [
           ...methodsOf(schema.service('raft', 'raftmq.raft.v1.RaftPeer'), new Set(), strangers),
           ...methodsOf(schema.service('raftnode', 'raftmq.raftnode.v1.RaftNodeAdmin'), skipMembership, strangers),
@@ -163,19 +183,21 @@ describe('hostile input on every port', () => {
       expect(cluster.local.isRunning(id), `${id} (pid ${pid}) exited:\n${cluster.output()}`).toBe(true);
       expect(() => process.kill(pid, 0)).not.toThrow();
     }
-    const fresh = new Producer({ nameServers: [cluster.namesrv], sendTimeoutMs: 5_000, retries: 0 });
+    const fresh = new Producer({ ...clientOptions, sendTimeoutMs: 5_000, retries: 0 });
     const freshStarted = Date.now();
     await fresh.send({ topic: workTopic, body: `hx-${seed}-fresh` });
     acked.add(`hx-${seed}-fresh`);
     const freshMs = Date.now() - freshStarted;
     fresh.shutdown();
     // A raw well-formed call through the access point, as a RocketMQ 5 client makes it.
-    const access = new grpc.Client(cluster.accessPoint, grpc.credentials.createInsecure());
+    const access = new grpc.Client(cluster.accessPoint, tlsCa === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(tlsCa));
+    const accessHeaders = new grpc.Metadata();
+    if (secure) for (const [key, value] of Object.entries(signRequest(worker, Date.now()))) accessHeaders.set(key, value);
     const send = messagingServiceDefinition.SendMessage as grpc.MethodDefinition<object, { status: { code: string }; entries: unknown[] }>;
     const viaAccess = await new Promise<{ status: { code: string } }>((resolve, reject) => {
       access.makeUnaryRequest(send.path, send.requestSerialize, send.responseDeserialize, {
         messages: [{ topic: { name: workTopic }, systemProperties: { messageId: `HX-ACCESS-${seed}`, bodyEncoding: 'IDENTITY', messageType: 'NORMAL' }, body: Buffer.from(`hx-${seed}-access`) }],
-      }, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (error, value) => (error === null && value !== undefined ? resolve(value) : reject(error ?? new Error('no answer'))));
+      }, accessHeaders, { deadline: Date.now() + 5_000 }, (error, value) => (error === null && value !== undefined ? resolve(value) : reject(error ?? new Error('no answer'))));
     });
     access.close();
     expect(viaAccess.status.code).toBe('OK');
@@ -210,7 +232,24 @@ describe('hostile input on every port', () => {
       for (const [outcome] of outcomes) {
         if (outcome.startsWith('lane-') && !outcome.startsWith('lane-truncated-hello')) expect(outcome, name).toMatch(/:closed$/);
         if (/^(garbage|http1):/.test(outcome)) expect(outcome, name).toMatch(/:(closed|error:ECONNRESET)$/);
-        if (outcome.startsWith('tls:')) expect(outcome, name).toMatch(/^tls:(closed|error:)/);
+        // A secure gRPC port completes a handshake without a client certificate (clients have none); a lane does not.
+        if (outcome.startsWith('tls:')) {
+          const grpcPort = name.endsWith('-grpc') || name === 'namesrv' || name === 'access-point';
+          expect(outcome, name).toMatch(!secure ? /^tls:(closed|error:)/ : grpcPort ? /^tls:handshake-succeeded$/ : /^tls:(handshake-then-closed|handshake-then-error:|closed|error:)/);
+        }
+      }
+    }
+    if (secure) {
+      // Nothing unauthenticated took effect: the NameServer knows exactly the group's three nodes, and the group its three members.
+      const registered = (await cluster.admin.cluster()).map((n) => `${n.group}/${n.nodeId}@${n.address}`).sort();
+      expect(registered).toEqual(members.map((m) => `${groupId}/${m.id}@${m.address}`).sort());
+      const leader = await cluster.leader();
+      const raft = new RaftNodeClient([leader.address], cluster.admin.raftNodeClientOptions());
+      try {
+        const status = await raft.status(leader.address);
+        expect(status.members.map((m: { id: string }) => m.id).sort()).toEqual([...memberIds].sort());
+      } finally {
+        raft.close();
       }
     }
   }, 150_000);
