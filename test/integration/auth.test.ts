@@ -22,7 +22,8 @@ import { BrokerCluster } from '../support/broker-cluster.js';
 import { cliPath, waitFor } from '../support/process-cluster.js';
 
 const run = promisify(execFile);
-const cluster = new BrokerCluster({ auth: true, groupId: 'g1' });
+// Snapshots every 50 entries: the users and policies come back from snapshots at the restart below.
+const cluster = new BrokerCluster({ auth: true, groupId: 'g1', extraArgs: ['--snapshot-entries', '50'] });
 const alice: Credentials = { accessKey: 'alice', accessSecret: 'alice-secret-7f3a9c' };
 let secretFile: string;
 
@@ -163,6 +164,22 @@ describe('authorization', () => {
     const asAdmin = await run(process.execPath, [cliPath, '--credentials', cluster.authFiles?.adminFile as string, 'status', '--nodes', leader.address, '--json'], { timeout: 20_000 });
     expect(asAdmin.stdout).toMatch(/"role"/);
   }, 30_000);
+});
+
+describe('restart', () => {
+  it('users and policies survive a whole-group SIGKILL and restart (from snapshots)', async () => {
+    for (let i = 0; i < 60; i++) await sendAs(alice, 'orders'); // entries enough for a snapshot on every node
+    await waitFor('a snapshot on every node', async () => {
+      const counts = await Promise.all(cluster.local.members.map(async (m) => (await fs.readdir(path.join(cluster.dataRoot, m.id, 'snapshots')).catch(() => [])).length));
+      return counts.every((n) => n > 0);
+    }, 20_000);
+    const ids = await cluster.killAll();
+    for (const id of ids) cluster.restart(id);
+    await cluster.leader(20_000);
+    await waitFor('alice sends after the restart', async () => (await sendOutcome(alice, 'orders')) === 'OK', 20_000);
+    expect(await sendOutcome({ ...alice, accessSecret: 'wrong' }, 'orders')).toMatch(/^FORBIDDEN: .*Check signature failed/);
+    expect(await sendOutcome(alice, 'payments')).toMatch(/^FORBIDDEN: .*denied by Deny Topic:pay\*/);
+  }, 90_000);
 });
 
 describe('secrets', () => {
