@@ -98,7 +98,7 @@ const single = (metadata: grpc.Metadata, key: string): string | undefined => {
 
 export class AccessGate {
   /** Opened secrets by user, with the sealed value they came from (a change of secret re-opens). */
-  private readonly opened = new Map<string, { sealed: string; secret: string }>();
+  private readonly opened = new Map<string, { sealed: Buffer; secret: string }>();
 
   private constructor(
     private readonly key: Buffer,
@@ -175,9 +175,9 @@ export class AccessGate {
       this.opened.delete(accessKey);
       return undefined;
     }
-    const sealed = user.secretSealed.toString('base64');
+    const sealed = user.secretSealed;
     const cached = this.opened.get(accessKey);
-    if (cached !== undefined && cached.sealed === sealed) return cached.secret;
+    if (cached !== undefined && cached.sealed.equals(sealed)) return cached.secret;
     const opened = unsealSecret(user.secretSealed, this.key);
     // Sealed under another cluster key (a node set up with the wrong key file): the user cannot sign in here.
     if (!opened.ok) return undefined;
