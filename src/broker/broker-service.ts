@@ -45,6 +45,8 @@ export interface RaftPort {
   readonly term: number;
   /** The current leader's client address, when known. */
   leaderAddress(): string | undefined;
+  /** Whether this node has applied every entry it knows to be committed (absent: always). */
+  caughtUp?(): boolean;
 }
 
 export interface LogReader {
@@ -321,6 +323,24 @@ export class BrokerService {
     const valid = validateAccessCommand(command);
     if (!valid.ok) throw new BrokerError('BAD_REQUEST', valid.reason);
     await this.handleCommand({ op: 'access', command: valid.command });
+  }
+
+  /**
+   * Waits (at most readReadyWaitMs) until this node's applied state is current enough to
+   * refuse a call by its access table: a leader has applied an entry of its term, a follower
+   * knows a leader and has applied everything it knows committed. A node that has just
+   * restarted holds no users until it has replayed its log, and would otherwise answer a valid
+   * user FORBIDDEN. Resolves either way: the caller judges again.
+   */
+  async accessTableCurrent(): Promise<void> {
+    const until = this.clock.nowMs() + this.options.readReadyWaitMs;
+    while (this.clock.nowMs() < until) {
+      const current = this.raft.role === 'leader'
+        ? this.machine.lastAppliedTerm === this.raft.term
+        : this.raft.leaderAddress() !== undefined && (this.raft.caughtUp?.() ?? true);
+      if (current) return;
+      await this.waitForChange('*', 20);
+    }
   }
 
   /** The users and policies as of every command committed before the call (a read after this leader's own-term entry). */

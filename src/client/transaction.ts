@@ -15,6 +15,9 @@ import { fromV2, type ReceivedMessage } from './messages.js';
 import { MQClientError, statusError, type MQConnection } from './mq-connection.js';
 import type { Message, SendReceipt } from './producer.js';
 
+/** How long a refused check-back stream waits before it is opened again. */
+const refusedRetryMs = 5_000;
+
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
 export type TransactionResolution = 'COMMIT' | 'ROLLBACK';
@@ -106,6 +109,8 @@ export class Transaction {
  */
 export class TransactionCheckStreams {
   private readonly streams = new Map<string, grpc.ClientDuplexStream<any, any>>();
+  /** A group whose node refused the stream (e.g. FORBIDDEN) is tried again after this time. */
+  private readonly refusedUntilMs = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   /** Where each group's stream starts among its nodes: random, so that producers do not all pick the same node. */
@@ -138,7 +143,7 @@ export class TransactionCheckStreams {
       for (const group of await this.connection.routes(topic)) groups.set(group.group, group.addresses.length > 0 ? group.addresses : [group.leaderAddress]);
     }
     for (const [group, addresses] of groups) {
-      if (this.closed || this.streams.has(group)) continue;
+      if (this.closed || this.streams.has(group) || (this.refusedUntilMs.get(group) ?? 0) > Date.now()) continue;
       const address = addresses[this.turn++ % addresses.length];
       if (address === undefined || address === '') continue;
       this.open(group, address);
@@ -153,7 +158,18 @@ export class TransactionCheckStreams {
     };
     stream.on('data', (command: any) => {
       const recover = command?.recoverOrphanedTransactionCommand;
-      if (recover !== null && recover !== undefined) void this.answer(recover);
+      if (recover !== null && recover !== undefined) {
+        void this.answer(recover);
+        return;
+      }
+      // A status-only refusal of the settings (UNAUTHORIZED, FORBIDDEN): no check-back would ever come on this stream; say so, try again later.
+      const code = String(command?.status?.code ?? 'OK');
+      if ((command?.settings === null || command?.settings === undefined) && code !== 'OK') {
+        drop();
+        stream.cancel();
+        this.refusedUntilMs.set(group, Date.now() + refusedRetryMs);
+        this.onError(new MQClientError(code, `transaction check-back stream to broker group ${group} refused: ${String(command?.status?.message ?? '')}`, true));
+      }
     });
     stream.on('error', drop);
     stream.on('end', drop);

@@ -39,13 +39,18 @@ export function brokerAdminHandlers(ctx: BrokerAdminContext): grpc.UntypedServic
       throw new BrokerError('HA_NOT_AVAILABLE', `not the leader${leader === undefined ? '; election in progress' : `; leader is ${leader}`}`, true, leader);
     }
   };
-  const requireAdmin = (call: { metadata: grpc.Metadata }): void => {
-    const verdict = access?.check(call.metadata, clusterAdmin);
+  const requireAdmin = async (call: { metadata: grpc.Metadata }): Promise<void> => {
+    let verdict = access?.check(call.metadata, clusterAdmin);
+    // A FORBIDDEN depends on the table: judged again once it is current (see BrokerService.accessTableCurrent).
+    if (verdict !== undefined && !verdict.ok && verdict.code === 'FORBIDDEN') {
+      await service.accessTableCurrent();
+      verdict = access?.check(call.metadata, clusterAdmin);
+    }
     if (verdict !== undefined && !verdict.ok) throw new BrokerError(verdict.code, verdict.message);
   };
   const unary = (run: (request: any) => Promise<any>, wrap: (result: any) => any = (result) => result) =>
     (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
-      Promise.resolve().then(() => { requireAdmin(call); guard(); return run(call.request); }).then(
+      requireAdmin(call).then(() => { guard(); return run(call.request); }).then(
         (response) => callback(null, response),
         (error: unknown) => callback(null, wrap(failure(error))),
       );

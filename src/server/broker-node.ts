@@ -136,8 +136,13 @@ export class BrokerNode {
       snapshotForPeer: (data) => machine.snapshotWithRecords(data),
       onSoftState: () => ref.registrar?.registerSoon(),
       ...(access === undefined ? {} : {
-        adminAccess: (metadata: grpc.Metadata) => {
-          const verdict = access.check(metadata, clusterAdmin);
+        adminAccess: async (metadata: grpc.Metadata) => {
+          let verdict = access.check(metadata, clusterAdmin);
+          // A FORBIDDEN depends on the table: judged again once it is current (see BrokerService.accessTableCurrent).
+          if (!verdict.ok && verdict.code === 'FORBIDDEN' && ref.service !== undefined) {
+            await ref.service.accessTableCurrent();
+            verdict = access.check(metadata, clusterAdmin);
+          }
           return verdict.ok ? undefined : { code: verdict.code === 'UNAUTHORIZED' ? grpc.status.UNAUTHENTICATED : grpc.status.PERMISSION_DENIED, message: verdict.message };
         },
       }),
@@ -169,6 +174,7 @@ export class BrokerNode {
           get role() { return node.role; },
           get term() { return node.term; },
           leaderAddress,
+          caughtUp: () => node.appliedIndex >= node.commitIndex,
         };
         const logReader = {
           payloadAt: async (index: number): Promise<Uint8Array> => {

@@ -21,7 +21,7 @@ import {
   queueSelectedHeader, rebalanceHeader, timestampToMs, type V2Status,
 } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder, methodOf, type ForwardOptions } from './forwarder.js';
-import { groupRequirement, topicRequirement, type AccessGate, type Requirement } from './access-gate.js';
+import { groupRequirement, topicRequirement, type AccessGate, type AccessVerdict, type Requirement } from './access-gate.js';
 import type { ClientLimits } from './client-limits.js';
 import type { TransactionChecks } from './transaction-checks.js';
 import { pullResponseFrames, pullStatusFrame } from './pull-response.js';
@@ -267,14 +267,27 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
   const serverStreamBytes = (method: string, serve: (request: any, call: grpc.ServerWritableStream<any, Buffer>) => Promise<Buffer[]>, statusFrame: (status: V2Status) => Buffer) =>
     serverStreamWith<Buffer>(method, (request, options) => ctx.forwarder.serverStreamRaw(method, methodOf(method).definition.requestSerialize(request), options), serve, statusFrame);
 
+  /**
+   * The access verdict on a call. A FORBIDDEN depends on the table (an unknown user, a changed
+   * secret, a missing permission), so it is judged again once this node's table is current (a
+   * restarted node replays its users; a new leader applies its own-term entry first).
+   */
+  const accessVerdict = async (judge: (gate: AccessGate) => AccessVerdict): Promise<AccessVerdict | undefined> => {
+    const gate = ctx.access;
+    if (gate === undefined) return undefined;
+    const verdict = judge(gate);
+    if (verdict.ok || verdict.code !== 'FORBIDDEN') return verdict;
+    await service.accessTableCurrent();
+    return judge(gate);
+  };
   /** Refuses the call (UNAUTHORIZED / FORBIDDEN) unless its signer holds `requirements`; checked where a call is served. */
-  const requireAccess = (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[]): void => {
-    const verdict = ctx.access?.check(call.metadata, requirements);
+  const requireAccess = async (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[]): Promise<void> => {
+    const verdict = await accessVerdict((gate) => gate.check(call.metadata, requirements));
     if (verdict !== undefined && !verdict.ok) throw new BrokerError(verdict.code, verdict.message);
   };
   /** A status for calls that answer OK whatever happens (Heartbeat, NotifyClientTermination), or undefined when the signer may. */
-  const accessStatus = (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[]): V2Status | undefined => {
-    const verdict = ctx.access?.check(call.metadata, requirements);
+  const accessStatus = async (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[]): Promise<V2Status | undefined> => {
+    const verdict = await accessVerdict((gate) => gate.check(call.metadata, requirements));
     return verdict === undefined || verdict.ok ? undefined : { code: verdict.code, message: verdict.message };
   };
   const groupOf = (request: any): string => {
@@ -302,7 +315,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       // a topic on first use is not: that needs Pub.
       let topic = service.state.topic(name);
       if (topic === undefined && service.options.autoCreateTopics) {
-        requireAccess(call, [topicRequirement(name, ['Pub'])]);
+        await requireAccess(call, [topicRequirement(name, ['Pub'])]);
         await service.ensureTopic(name);
         topic = service.state.topic(name);
       }
@@ -312,17 +325,18 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     Heartbeat: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
       const groupName = call.request.group?.name;
-      const refused = accessStatus(call, typeof groupName === 'string' && groupName !== '' ? [groupRequirement(groupName)] : []);
-      if (refused !== undefined) {
-        callback(null, { status: refused });
-        return;
-      }
-      service.touchClient(clientIdOf(call), String(call.request.clientType ?? ''), call.request.group?.name ?? undefined);
-      if (!ctx.isLeader() && header(call, forwardedHeader) !== '1') {
-        const leader = ctx.leaderAddress();
-        if (leader !== undefined) ctx.forwarder.unary('Heartbeat', call.request, { target: () => leader, metadata: call.metadata, deadlineMs: Date.now() + 2_000 }).catch(() => undefined);
-      }
-      callback(null, { status: okStatus });
+      void accessStatus(call, typeof groupName === 'string' && groupName !== '' ? [groupRequirement(groupName)] : []).then((refused) => {
+        if (refused !== undefined) {
+          callback(null, { status: refused });
+          return;
+        }
+        service.touchClient(clientIdOf(call), String(call.request.clientType ?? ''), groupName ?? undefined);
+        if (!ctx.isLeader() && header(call, forwardedHeader) !== '1') {
+          const leader = ctx.leaderAddress();
+          if (leader !== undefined) ctx.forwarder.unary('Heartbeat', call.request, { target: () => leader, metadata: call.metadata, deadlineMs: Date.now() + 2_000 }).catch(() => undefined);
+        }
+        callback(null, { status: okStatus });
+      });
     },
 
     Telemetry: (call: grpc.ServerDuplexStream<any, any>) => {
@@ -336,17 +350,18 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       // The stream's headers are signed once, when the client opens it: the signature is checked
       // then (not its time: see AccessGate.authenticate), the signer's permissions at each settings
       // (a client re-sends them on the same stream for hours).
-      const signer = ctx.access?.authenticate(call.metadata, 'ignore');
-      call.on('data', (command: any) => {
-        const settings = command?.settings;
-        if (settings === null || settings === undefined) return;
-        const groupName = settings.subscription?.group?.name;
-        const verdict = signer === undefined || !signer.ok ? signer : ctx.access?.authorize(signer.user, settingsRequirements(settings));
+      const answerSettings = async (settings: any): Promise<void> => {
+        const verdict = await accessVerdict((gate) => {
+          const signer = gate.authenticate(call.metadata, 'ignore');
+          return signer.ok ? gate.authorize(signer.user, settingsRequirements(settings)) : signer;
+        });
+        if (call.writableEnded || call.destroyed) return;
         if (verdict !== undefined && !verdict.ok) {
           // A status-only command: the official client's startup() fails with its exception (FORBIDDEN: ForbiddenException).
           call.write({ status: { code: verdict.code, message: verdict.message } });
           return;
         }
+        const groupName = settings.subscription?.group?.name;
         service.touchClient(clientId, String(settings.clientType ?? ''), groupName ?? undefined);
         const group = groupName === undefined ? undefined : service.state.group(groupName) ?? defaultGroupConfig(groupName);
         const reply = { status: okStatus, settings: settingsReply(settings, group, service.options.maxBodyBytes) };
@@ -359,6 +374,10 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
           }, afterMs);
           echoes.add(echo);
         }
+      };
+      call.on('data', (command: any) => {
+        const settings = command?.settings;
+        if (settings !== null && settings !== undefined) void answerSettings(settings);
       });
       const stopEchoes = (): void => {
         for (const echo of echoes) clearTimeout(echo);
@@ -375,19 +394,20 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     NotifyClientTermination: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
       // gRPC OK whatever the body says: a gRPC error makes the official client's shutdown() fail half-way.
-      const refused = accessStatus(call, []);
-      if (refused !== undefined) {
-        callback(null, { status: refused });
-        return;
-      }
-      const clientId = clientIdOf(call);
-      if (ctx.isLeader()) {
-        service.clientTerminated(clientId).catch(() => undefined);
-      } else if (header(call, forwardedHeader) !== '1') {
-        const leader = ctx.leaderAddress();
-        if (leader !== undefined) ctx.forwarder.unary('NotifyClientTermination', call.request, { target: () => leader, metadata: call.metadata, deadlineMs: Date.now() + 2_000 }).catch(() => undefined);
-      }
-      callback(null, { status: okStatus });
+      void accessStatus(call, []).then((refused) => {
+        if (refused !== undefined) {
+          callback(null, { status: refused });
+          return;
+        }
+        const clientId = clientIdOf(call);
+        if (ctx.isLeader()) {
+          service.clientTerminated(clientId).catch(() => undefined);
+        } else if (header(call, forwardedHeader) !== '1') {
+          const leader = ctx.leaderAddress();
+          if (leader !== undefined) ctx.forwarder.unary('NotifyClientTermination', call.request, { target: () => leader, metadata: call.metadata, deadlineMs: Date.now() + 2_000 }).catch(() => undefined);
+        }
+        callback(null, { status: okStatus });
+      });
     },
 
     SendMessage: unaryBytes('SendMessage', async (request, call) => {
@@ -399,7 +419,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
         throw error;
       }
       if (messages.length === 0) return encodeSendMessageResponse({ code: 'BAD_REQUEST', message: 'no messages to send' }, []);
-      if (ctx.access !== undefined) requireAccess(call, [...new Set(messages.map((message) => message.topic))].map((topic) => topicRequirement(topic, ['Pub'])));
+      if (ctx.access !== undefined) await requireAccess(call, [...new Set(messages.map((message) => message.topic))].map((topic) => topicRequirement(topic, ['Pub'])));
       let requestBodyBytes = 0;
       for (const message of messages) requestBodyBytes += message.body.byteLength;
       if (requestBodyBytes > service.options.requestBodyBytesMax) {
@@ -436,7 +456,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       checkQueueGroup(request);
       const group = groupOf(request);
       const topic = String(request.messageQueue?.topic?.name ?? '');
-      requireAccess(call, [topicRequirement(topic, ['Sub']), groupRequirement(group)]);
+      await requireAccess(call, [topicRequirement(topic, ['Sub']), groupRequirement(group)]);
       const filter = parseSubscriptionFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
       const autoRenew = request.autoRenew === true;
       const groupConfig = await service.requireGroup(group);
@@ -456,7 +476,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     AckMessage: unary('AckMessage', async (request, call) => {
       const group = groupOf(request);
-      requireAccess(call, consumeRequirements(request, group));
+      await requireAccess(call, consumeRequirements(request, group));
       const entries = await Promise.all((request.entries ?? []).map(async (entry: any) => {
         try {
           await service.ack(group, handleOf(entry.receiptHandle));
@@ -471,7 +491,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     ChangeInvisibleDuration: unary('ChangeInvisibleDuration', async (request, call) => {
       const group = groupOf(request);
-      requireAccess(call, consumeRequirements(request, group));
+      await requireAccess(call, consumeRequirements(request, group));
       const invisibleMs = durationToMs(request.invisibleDuration) ?? 0;
       if (invisibleMs < 0 || invisibleMs > invisibleMsMax) throw new BrokerError('ILLEGAL_INVISIBLE_TIME', `invisible duration must be between 0 and 12 h, not ${invisibleMs} ms`);
       const receiptHandle = await service.changeInvisibleDuration(group, handleOf(request.receiptHandle), invisibleMs);
@@ -480,14 +500,14 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     ForwardMessageToDeadLetterQueue: unary('ForwardMessageToDeadLetterQueue', async (request, call) => {
       const group = groupOf(request);
-      requireAccess(call, consumeRequirements(request, group));
+      await requireAccess(call, consumeRequirements(request, group));
       await service.forwardToDeadLetterQueue(group, handleOf(request.receiptHandle));
       return { status: okStatus };
     }),
 
     QueryAssignment: unary('QueryAssignment', async (request, call) => {
       const group = groupOf(request);
-      requireAccess(call, [topicRequirement(String(request.topic?.name ?? ''), ['Sub']), groupRequirement(group)]);
+      await requireAccess(call, [topicRequirement(String(request.topic?.name ?? ''), ['Sub']), groupRequirement(group)]);
       const topic = service.requireTopic(String(request.topic?.name ?? ''));
       const groupConfig = await service.requireGroup(group);
       const queues = routeQueues(topic, ctx.brokerGroup, ctx.selfAddress).filter((q) => q.permission === 'READ' || q.permission === 'READ_WRITE');
@@ -507,7 +527,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
     PullMessage: serverStreamBytes('PullMessage', async (request, call) => {
       checkQueueGroup(request);
       const topic = String(request.messageQueue?.topic?.name ?? '');
-      requireAccess(call, consumeRequirements(request, undefined, topic));
+      await requireAccess(call, consumeRequirements(request, undefined, topic));
       const filter = parseSubscriptionFilter(String(request.filterExpression?.type ?? 'TAG'), String(request.filterExpression?.expression ?? '*'));
       const batch = Math.min(Math.max(Number(request.batchSize) || 32, 1), 1024);
       const { messages, nextOffset } = await service.pull({
@@ -518,14 +538,14 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     UpdateOffset: unary('UpdateOffset', async (request, call) => {
       checkQueueGroup(request);
-      requireAccess(call, consumeRequirements(request, groupOf(request), String(request.messageQueue?.topic?.name ?? '')));
+      await requireAccess(call, consumeRequirements(request, groupOf(request), String(request.messageQueue?.topic?.name ?? '')));
       await service.updateOffset(groupOf(request), String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0), Number(request.offset));
       return { status: okStatus };
     }),
 
     GetOffset: unary('GetOffset', async (request, call) => {
       checkQueueGroup(request);
-      requireAccess(call, consumeRequirements(request, groupOf(request), String(request.messageQueue?.topic?.name ?? '')));
+      await requireAccess(call, consumeRequirements(request, groupOf(request), String(request.messageQueue?.topic?.name ?? '')));
       const offset = await service.getOffset(groupOf(request), String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0));
       if (offset === undefined) return { status: { code: 'OFFSET_NOT_FOUND', message: 'the group has committed no offset for this queue' }, offset: 0 };
       return { status: okStatus, offset };
@@ -533,7 +553,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     QueryOffset: unary('QueryOffset', async (request, call) => {
       checkQueueGroup(request);
-      requireAccess(call, [topicRequirement(String(request.messageQueue?.topic?.name ?? ''), ['Sub'])]);
+      await requireAccess(call, [topicRequirement(String(request.messageQueue?.topic?.name ?? ''), ['Sub'])]);
       const policy = String(request.queryOffsetPolicy ?? 'BEGINNING') as 'BEGINNING' | 'END' | 'TIMESTAMP';
       const offset = await service.queryOffset(String(request.messageQueue?.topic?.name ?? ''), Number(request.messageQueue?.id ?? 0), policy, timestampToMs(request.timestamp) ?? 0);
       return { status: okStatus, offset };
@@ -541,7 +561,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     RecallMessage: unary('RecallMessage', async (request, call) => {
       const topic = String(request.topic?.name ?? '');
-      requireAccess(call, [topicRequirement(topic, ['Pub'])]);
+      await requireAccess(call, [topicRequirement(topic, ['Pub'])]);
       const problem = topicNameProblem(topic);
       if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
       const text = String(request.recallHandle ?? '');
@@ -552,7 +572,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     EndTransaction: unary('EndTransaction', async (request, call) => {
       const topic = String(request.topic?.name ?? '');
-      requireAccess(call, [topicRequirement(topic, ['Pub'])]);
+      await requireAccess(call, [topicRequirement(topic, ['Pub'])]);
       const problem = topicNameProblem(topic);
       if (problem !== undefined) throw new BrokerError('ILLEGAL_TOPIC', problem);
       const text = String(request.transactionId ?? '');

@@ -111,7 +111,7 @@ export interface RaftGroupNodeHooks<Result> {
    * be refused, or undefined to serve it; a peer whose TLS certificate names a member of this
    * group is served without asking. Without it every call is served.
    */
-  readonly adminAccess?: (metadata: grpc.Metadata) => { readonly code: grpc.status; readonly message: string } | undefined;
+  readonly adminAccess?: (metadata: grpc.Metadata) => Promise<{ readonly code: grpc.status; readonly message: string } | undefined>;
 }
 
 /**
@@ -193,7 +193,7 @@ export class RaftGroupNode<Result = unknown> {
     const server = new grpc.Server({ ...peerChannelOptions, ...serverConnectionOptions });
     server.addService(raftPeerService, transport.serviceImplementation());
     const instance = new RaftGroupNode<R>(config, started, log, stable, transport, server, stateMachine, logger, lazyFs, tls);
-    server.addService(adminService, guardedAdmin(instance.adminImplementation(), (call) => {
+    server.addService(adminService, guardedAdmin(instance.adminImplementation(), async (call) => {
       if (hooks?.adminAccess === undefined) return undefined;
       const certificate = tls === undefined ? undefined : callCertificate(call);
       if (certificate !== undefined && nodeIdentitiesOf(certificate).some((id) => id.groupId === config.groupId && started.members.some((m) => m.id === id.nodeId))) return undefined;
@@ -339,22 +339,26 @@ export class RaftGroupNode<Result = unknown> {
 
 type AdminCall = grpc.ServerUnaryCall<any, any> | grpc.ServerDuplexStream<any, any>;
 
-/** `implementation` with every call first asked `refusal` (unary calls answer its status, streams end with it). */
+/**
+ * `implementation` with every call first asked `refusal` (unary calls answer its status, streams
+ * end with it). A stream's messages that arrive meanwhile wait in it (no reader yet).
+ */
 function guardedAdmin(
   implementation: grpc.UntypedServiceImplementation,
-  refusal: (call: AdminCall) => { readonly code: grpc.status; readonly message: string } | undefined,
+  refusal: (call: AdminCall) => Promise<{ readonly code: grpc.status; readonly message: string } | undefined>,
 ): grpc.UntypedServiceImplementation {
   return Object.fromEntries(Object.entries(implementation).map(([method, handler]) => {
     const run = handler as (call: AdminCall, callback?: grpc.sendUnaryData<any>) => void;
     return [method, (call: AdminCall, callback?: grpc.sendUnaryData<any>): void => {
-      const refused = refusal(call);
-      if (refused === undefined) {
-        run(call, callback);
-      } else if (callback !== undefined) {
-        callback({ code: refused.code, details: refused.message });
-      } else {
-        call.emit('error', { code: refused.code, details: refused.message }); // ends the stream with this status
-      }
+      void refusal(call).then((refused) => {
+        if (refused === undefined) {
+          run(call, callback);
+        } else if (callback !== undefined) {
+          callback({ code: refused.code, details: refused.message });
+        } else {
+          call.emit('error', { code: refused.code, details: refused.message }); // ends the stream with this status
+        }
+      });
     }];
   }));
 }
