@@ -28,7 +28,7 @@ import { memoryDedupRecordStore } from '../src/broker/core/dedup-window.js';
 import { MemoryMessageIndexStore } from '../src/broker/core/message-index.js';
 import { MemoryTimerStore } from '../src/broker/core/timer-store.js';
 import { readMessageAt } from '../src/broker/core/entry-codec.js';
-import { RaftNodeClient, type CommittedEntry } from '../src/client/raft-node-client.js';
+import { RaftNodeClient, type CommittedEntry, type RaftNodeClientOptions } from '../src/client/raft-node-client.js';
 import { parseSnapshotFile, parseSnapshotFileName } from '../src/commitlog/snapshot-store.js';
 import type { EntryKind, SnapshotMeta } from '../src/raft/types.js';
 import { QueueFileStore } from '../src/server/consume-queue-files.js';
@@ -184,8 +184,10 @@ function readColumns(replica: Replica, all: readonly Replica[], topic: string, q
 export async function auditReplicas(
   members: ReadonlyArray<{ id: string; address: string; dataDir: string }>, topic: string, queues: number,
   acked: ReadonlyMap<string, { queue: number; offset: number }>, committedIndexOf: (value: string) => number | undefined, settleMs: number,
+  /** TLS and a signature for the Raft admin service (a secure run's auditor, security.ts). */
+  clientOptions: RaftNodeClientOptions = {},
 ): Promise<AuditResult> {
-  const client = new RaftNodeClient(members.map((m) => m.address));
+  const client = new RaftNodeClient(members.map((m) => m.address), clientOptions);
   const details: string[] = [];
   let divergence = 0;
   try {

@@ -12,6 +12,7 @@ import { RaftNodeClient, type NodeStatus } from '../src/client/raft-node-client.
 import { LocalCluster, cliPath } from '../src/cli/local-cluster.js';
 import type { PowerFailReport } from '../src/commitlog/lazy-file-system.js';
 import { NamespaceNet } from './net.js';
+import { prepareSecurity, raftClientSecurity, type Security } from './security.js';
 
 export type UnsafeSwitch = 'ack-before-fsync' | 'ack-before-quorum';
 
@@ -21,6 +22,8 @@ export interface ClusterConfig {
   readonly unsafe?: UnsafeSwitch | undefined;
   /** Extra `raftmq broker` flags for every node (e.g. tiny segments, snapshots and retention). */
   readonly brokerArgs?: readonly string[] | undefined;
+  /** TLS on every port and authentication + ACL on (security.ts); the cluster's `security` then says how to connect and sign. */
+  readonly secure?: boolean | undefined;
 }
 
 const brokerPort = 10911;
@@ -31,9 +34,10 @@ export class JepsenCluster {
   private readonly client: RaftNodeClient;
   readonly ids: string[];
 
-  private constructor(readonly net: NamespaceNet, readonly local: LocalCluster, readonly namesrv: string) {
+  private constructor(readonly net: NamespaceNet, readonly local: LocalCluster, readonly namesrv: string, readonly security: Security | undefined) {
     this.ids = local.members.map((m) => m.id);
-    this.client = new RaftNodeClient(local.members.map((m) => m.address));
+    // The status poller is the operator's: it signs as the bootstrap super user.
+    this.client = new RaftNodeClient(local.members.map((m) => m.address), raftClientSecurity(security, 'operator'));
   }
 
   static async start(config: ClusterConfig): Promise<JepsenCluster> {
@@ -46,15 +50,18 @@ export class JepsenCluster {
       const env: Record<string, string> = { RAFTMQ_TEST_POWER_LOSS: '1' };
       if (config.unsafe === 'ack-before-fsync') env.RAFTMQ_UNSAFE_ACK_BEFORE_FSYNC = '1';
       if (config.unsafe === 'ack-before-quorum') env.RAFTMQ_UNSAFE_ACK_BEFORE_QUORUM = '1';
+      // Certificates for the addresses the processes are reached at: the nodes' namespace IPs and the host side (the NameServer).
+      const security = config.secure === true ? await prepareSecurity(config.runDir, groupId, ids, [...net.nodes.map((n) => n.ip), net.hostIp]) : undefined;
       const local = new LocalCluster({
         groupId, dataRoot: path.join(config.runDir, 'data'), ports: ids.map(() => brokerPort), hosts: net.nodes.map((n) => n.ip),
         flush: 'sync', output: 'capture', cliPath, role: 'broker', namesrv: [namesrv], env, logDir, logLevel: 'info',
         launcher: (id) => (id === 'namesrv' ? [] : net.launcher(id)),
-        extraArgs: ['--register-interval-ms', '500', ...(config.brokerArgs ?? [])],
+        extraArgs: ['--register-interval-ms', '500', ...(security?.brokerArgs ?? []), ...(config.brokerArgs ?? [])],
+        ...(security === undefined ? {} : { tlsDir: security.tlsDir }),
       });
       local.startNameServer(namesrv, '', ['--expiry-ms', '3000']);
       local.startAll();
-      return new JepsenCluster(net, local, namesrv);
+      return new JepsenCluster(net, local, namesrv, security);
     } catch (error) {
       await net.destroy();
       throw error;

@@ -34,7 +34,7 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PayloadKind, isMessagesKind, readCommand, readHeader, readMessageAt, readRouting } from '../src/broker/core/entry-codec.js';
-import { RaftNodeClient, type CommittedEntry } from '../src/client/raft-node-client.js';
+import { RaftNodeClient, type CommittedEntry, type RaftNodeClientOptions } from '../src/client/raft-node-client.js';
 
 interface IndexRecord {
   readonly term: number;
@@ -88,10 +88,13 @@ export class LogWatch {
   private readonly loops: Promise<void>[] = [];
   readonly quorum: number;
 
-  /** `topics`: the topics whose message values are tracked (the queue workload's, and the delay workload's if any). */
-  constructor(private readonly members: ReadonlyArray<{ id: string; address: string }>, topics: string | readonly string[], private readonly intervalMs = 200) {
+  /**
+   * `topics`: the topics whose message values are tracked (the queue workload's, and the delay workload's if any);
+   * `clientOptions`: TLS and a signature for the Raft admin service (a secure run's auditor, security.ts).
+   */
+  constructor(private readonly members: ReadonlyArray<{ id: string; address: string }>, topics: string | readonly string[], private readonly intervalMs = 200, clientOptions: RaftNodeClientOptions = {}) {
     this.topics = new Set(typeof topics === 'string' ? [topics] : topics);
-    this.client = new RaftNodeClient(members.map((m) => m.address));
+    this.client = new RaftNodeClient(members.map((m) => m.address), clientOptions);
     this.quorum = Math.floor(members.length / 2) + 1;
   }
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 /**
  * `npm run jepsen -- --nemesis partition-leader,power-loss --time 60 --nodes 3`   one test
- * `npm run jepsen:smoke`     tier T2: 9 configurations (≤ 60 s of faults each), then the negative controls
- * `npm run jepsen:nightly`   tier T3: the full matrix (16 configurations), 300 s each, with a summary table
+ * `npm run jepsen -- --secure ...`   the same with TLS on every port and authentication + ACL on (security.ts)
+ * `npm run jepsen:smoke`     tier T2: 10 configurations (≤ 60 s of faults each), then the negative controls
+ * `npm run jepsen:nightly`   tier T3: the full matrix (18 configurations), 300 s each, with a summary table, then the
+ *                            hostile-input test at a larger scale with a few seeds (`--no-hostile` skips it)
  * Output goes to jepsen-tests/results/<run>/ (history.jsonl, results.json, report.html, logs).
  * Exits non-zero unless every safe run passes and every negative control is caught.
  */
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { integer } from '../src/cli/node-options.js';
@@ -111,6 +115,8 @@ export const smokeMatrix = (): RunConfig[] => [
   smokeConfig('tiny-retention', ['partition-leader', 'kill', 'power-loss'], { retention: tinyRetention }),
   smokeConfig('delay', ['kill', 'partition-leader'], { delay: delayWorkload }),
   smokeConfig('transactions', ['kill', 'partition-leader'], { transactions: transactionWorkload }),
+  // `raftmq dev --tls --acl`'s cluster: TLS on every port, every client a normal user with only its grants (security.ts).
+  smokeConfig('secure', ['kill', 'partition-leader'], { secure: true }),
 ];
 
 export const nightlyMatrix = (): RunConfig[] => [
@@ -132,7 +138,63 @@ export const nightlyMatrix = (): RunConfig[] => [
   { ...nightlyConfig('delay-mixed', ['mixed']), delay: { ...delayWorkload, sendsMax: 10_000, latenessBoundMs: 25_000 } },
   // Fault periods last up to 10 s and may take the whole group down: 15 checks (32 s before an unanswered one is rolled back), a 30 s bound.
   { ...nightlyConfig('transactions-mixed', ['mixed']), transactions: { ...transactionWorkload, sendsMax: 10_000, checksMax: 15, latenessBoundMs: 30_000 } },
+  // TLS and ACL under every fault kind; then with the delay and transaction workloads' clients (their consumer groups, check-backs, the settle phase's queries) signing too.
+  { ...nightlyConfig('secure-mixed', ['mixed']), secure: true },
+  {
+    ...nightlyConfig('secure-delay+transactions', ['partition-leader', 'kill', 'power-loss']), secure: true,
+    delay: { ...delayWorkload, sendsMax: 10_000 }, transactions: { ...transactionWorkload, sendsMax: 10_000 },
+  },
 ];
+
+/**
+ * Nightly: test/integration/hostile-input.test.ts (hostile input on every port of a real
+ * cluster, in vitest) with HOSTILE_SCALE `scale` (that many times the random requests per
+ * method; 1 in `npm test`) and `seeds` seeds drawn from the nightly's seed, one after another,
+ * each killed (its whole process group: vitest, its worker, the cluster) after `timeoutMs`.
+ * The test bounds itself (a 75 s workload, a 150 s test timeout): on 2 cores scale 1 attacks
+ * for ~21 s, scale 10 for ~31 s (a run ~50 s, seeds 100-102 on 2026-12-06), well inside both. Each run's output and the servers' logs (HOSTILE_OUTPUT)
+ * go to jepsen-tests/results/hostile-<seed>.log and -servers.log; a failure names its seed,
+ * and `HOSTILE_SEED=<seed> HOSTILE_SCALE=10 npx vitest run test/integration/hostile-input.test.ts`
+ * reproduces it.
+ */
+export const hostileNightly = { scale: 10, seeds: 3, timeoutMs: 240_000 } as const;
+
+interface HostileOutcome { readonly seed: number; readonly passed: boolean; readonly durationS: number; readonly detail: string }
+
+async function hostileRun(seed: number, outDir: string): Promise<HostileOutcome> {
+  const started = Date.now();
+  const logFile = path.join(outDir, `hostile-${seed}.log`);
+  const out = createWriteStream(logFile);
+  const child = spawn(process.execPath, [path.resolve('node_modules/vitest/vitest.mjs'), 'run', 'test/integration/hostile-input.test.ts'], {
+    env: { ...process.env, HOSTILE_SEED: String(seed), HOSTILE_SCALE: String(hostileNightly.scale), HOSTILE_OUTPUT: path.join(outDir, `hostile-${seed}-servers.log`) },
+    stdio: ['ignore', 'pipe', 'pipe'], detached: true,
+  });
+  child.stdout.pipe(out);
+  child.stderr.pipe(out);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL'); // the group this spawn made: vitest, its fork, the brokers
+  }, hostileNightly.timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  clearTimeout(timer);
+  out.end();
+  const durationS = (Date.now() - started) / 1_000;
+  const passed = code === 0 && !timedOut;
+  return { seed, passed, durationS, detail: timedOut ? `killed after ${hostileNightly.timeoutMs / 1_000} s` : `exit ${code}; ${logFile}` };
+}
+
+async function hostileStage(seed: number): Promise<{ text: string; failures: string[] }> {
+  await mkdir(defaultOut, { recursive: true });
+  const outcomes: HostileOutcome[] = [];
+  for (let k = 0; k < hostileNightly.seeds; k++) {
+    const outcome = await hostileRun(seed + k, defaultOut);
+    console.log(`jepsen hostile-input seed ${outcome.seed} scale ${hostileNightly.scale}: ${outcome.passed ? 'PASS' : 'FAIL'} in ${outcome.durationS.toFixed(0)} s (${outcome.detail})`);
+    outcomes.push(outcome);
+  }
+  const text = `\n## hostile input (HOSTILE_SCALE ${hostileNightly.scale})\n\n| seed | verdict | seconds | detail |\n|---|---|---|---|\n${outcomes.map((o) => `| ${o.seed} | ${o.passed ? 'pass' : 'FAIL'} | ${o.durationS.toFixed(0)} | ${o.detail} |`).join('\n')}\n`;
+  return { text, failures: outcomes.filter((o) => !o.passed).map((o) => `hostile input seed ${o.seed} (HOSTILE_SCALE ${hostileNightly.scale}): ${o.detail}`) };
+}
 
 interface Control {
   readonly unsafe: UnsafeSwitch;
@@ -187,7 +249,7 @@ function summaryTable(results: readonly RunResult[]): string {
   return [header, ...rows].join('\n');
 }
 
-async function runMatrix(label: string, configs: readonly RunConfig[], controls: boolean): Promise<number> {
+async function runMatrix(label: string, configs: readonly RunConfig[], controls: boolean, after?: () => Promise<{ text: string; failures: string[] }>): Promise<number> {
   const results: RunResult[] = [];
   for (const config of configs) results.push(await runTest(config));
   const table = summaryTable(results);
@@ -202,7 +264,9 @@ async function runMatrix(label: string, configs: readonly RunConfig[], controls:
       if (outcome.caughtInRun === undefined) failures = [...failures, `negative control ${controlLabel(control)} was not caught within 3 runs: the harness is broken`];
     }
   }
-  const summary = `# jepsen ${label}\n\n${table}\n\n${controlText}`;
+  const extra = await after?.();
+  if (extra !== undefined) failures = [...failures, ...extra.failures];
+  const summary = `# jepsen ${label}\n\n${table}\n\n${controlText}${extra?.text ?? ''}`;
   await mkdir(defaultOut, { recursive: true });
   await writeFile(path.join(defaultOut, `${label}-summary.md`), summary);
   console.log(`\n${summary}`);
@@ -227,30 +291,34 @@ async function main(): Promise<void> {
     .option('--tiny-retention', 'brokers with tiny segments, snapshots and retention (compaction and InstallSnapshot during the run)', false)
     .option('--delay', 'also run the delayed-message workload and its checks (DELAY topic, values due 1-8 s after the send)', false)
     .option('--transactions', 'also run the transactional-message workload and its checks (TRANSACTION topic; commits, rollbacks, check-backs)', false)
+    .option('--secure', 'TLS on every port (certificates for the namespace addresses), authentication and ACL on; clients sign as a normal user holding only the grants the workload needs', false)
     .option('--failover-bound-ms <ms>', 'fail unless the majority acknowledges a write this soon after each fault aimed at the leader', integer('--failover-bound-ms', 1))
-    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number; tinyRetention: boolean; delay: boolean; transactions: boolean }) => {
+    .action(async (options: { nemesis: NemesisName[]; time: number; nodes: string; rate: number; seed?: number; unsafe?: UnsafeSwitch; out: string; failoverBoundMs?: number; tinyRetention: boolean; delay: boolean; transactions: boolean; secure: boolean }) => {
       const nodes = Number(options.nodes);
       const result = await runTest(smokeConfig(options.nemesis.join('+'), options.nemesis, {
         nodes, timeS: options.time, producers: 2 * nodes, ratePerProducer: options.rate, outDir: path.resolve(options.out), unsafe: options.unsafe,
         faultEventsMin: Math.max(1, Math.floor(options.time / 15)), failoverBoundMs: options.failoverBoundMs,
         ...(options.tinyRetention ? { retention: { ...tinyRetention, compactedNodesMin: nodes } } : {}), ...(options.seed === undefined ? {} : { seed: options.seed }),
-        ...(options.delay ? { delay: delayWorkload } : {}), ...(options.transactions ? { transactions: transactionWorkload } : {}),
+        ...(options.delay ? { delay: delayWorkload } : {}), ...(options.transactions ? { transactions: transactionWorkload } : {}), secure: options.secure,
       }));
       process.exitCode = result.check.verdict === 'pass' || (options.unsafe !== undefined && result.check.lost > 0) ? 0 : 1;
     });
-  program.command('smoke').description('tier T2: 9 configurations (≤ 60 s of faults each) and the negative controls (CI)')
+  program.command('smoke').description('tier T2: 10 configurations (≤ 60 s of faults each) and the negative controls (CI)')
     .option('--only <names>', 'run only these configurations (comma separated)')
     .option('--no-controls', 'skip the negative controls (to run one configuration locally; CI always runs them)')
     .action(async (options: { only?: string; controls: boolean }) => {
       const only = options.only?.split(',');
       process.exitCode = await runMatrix('smoke', smokeMatrix().filter((c) => only === undefined || only.includes(c.name)), options.controls);
     });
-  program.command('nightly').description('tier T3: the full matrix, 300 s each')
+  program.command('nightly').description(`tier T3: the full matrix, 300 s each, then the hostile-input test (HOSTILE_SCALE ${hostileNightly.scale}, ${hostileNightly.seeds} seeds)`)
     .option('--only <names>', 'run only these configurations (comma separated)')
     .option('--no-controls', 'skip the negative controls')
-    .action(async (options: { only?: string; controls: boolean }) => {
+    .option('--no-hostile', 'skip the hostile-input runs')
+    .option('--hostile-seed <n>', 'the first hostile-input seed (default: drawn from the clock, printed)', integer('--hostile-seed', 0))
+    .action(async (options: { only?: string; controls: boolean; hostile: boolean; hostileSeed?: number }) => {
       const only = options.only?.split(',');
-      process.exitCode = await runMatrix('nightly', nightlyMatrix().filter((c) => only === undefined || only.includes(c.name)), options.controls);
+      const seed = options.hostileSeed ?? Date.now() % 1_000_000;
+      process.exitCode = await runMatrix('nightly', nightlyMatrix().filter((c) => only === undefined || only.includes(c.name)), options.controls, options.hostile ? () => hostileStage(seed) : undefined);
     });
   await program.parseAsync(process.argv);
 }

@@ -63,9 +63,9 @@ function lockNamespaces(): void {
   });
 }
 
-async function sh(command: string, args: readonly string[]): Promise<string> {
+async function sh(command: string, args: readonly string[], timeoutMs = 10_000): Promise<string> {
   try {
-    return (await run(command, args, { timeout: 10_000 })).stdout;
+    return (await run(command, args, { timeout: timeoutMs })).stdout;
   } catch (error) {
     const e = error as { stderr?: string; message: string };
     throw new Error(`${command} ${args.join(' ')}: ${(e.stderr ?? '').trim() || e.message}`);
@@ -81,7 +81,7 @@ export async function ensureNetTools(): Promise<void> {
   if (!(await has('ip'))) throw new Error('the ip command (iproute2) is missing');
   if (await has('iptables')) return;
   console.log('jepsen: installing iptables from Debian packages');
-  await sh('sh', ['-c', 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q iptables >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iptables >/dev/null)']);
+  await sh('sh', ['-c', 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q iptables >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iptables >/dev/null)'], 300_000); // an apt-get update alone can take longer than 10 s
   if (!(await has('iptables'))) throw new Error('could not install iptables');
 }
 

@@ -16,8 +16,9 @@ import { History } from './history.js';
 import { LogWatch, type LogWatchSummary } from './log-watch.js';
 import { Nemesis, type NemesisName } from './nemesis.js';
 import { renderReport, type NodeSample } from './report.js';
-import { DelayWorkload, Workload } from './workload.js';
-import { TransactionWorkload, type TransactionWorkloadConfig } from './transaction-workload.js';
+import { DelayWorkload, Workload, delayGroups, queueGroups } from './workload.js';
+import { TransactionWorkload, txnGroups, type TransactionWorkloadConfig } from './transaction-workload.js';
+import { accessRefusals, clientSecurity, provisionUsers, raftClientSecurity, silentClients, type Grants } from './security.js';
 
 export interface RunConfig {
   readonly name: string;
@@ -43,10 +44,12 @@ export interface RunConfig {
   readonly delay?: DelayConfig | undefined;
   /** The transactional-message workload (TransactionWorkload) and its checker rules, alongside the queue workload. */
   readonly transactions?: TransactionConfig | undefined;
+  /** TLS on every port, authentication and ACL on; every workload client signs as a normal user holding only its grants (security.ts). */
+  readonly secure?: boolean | undefined;
 }
 
 /** See TransactionWorkloadConfig and TransactionCheckOptions; the check-back policy is passed to every broker. */
-export interface TransactionConfig extends Omit<TransactionWorkloadConfig, 'nameServers' | 'topic'> {
+export interface TransactionConfig extends Omit<TransactionWorkloadConfig, 'nameServers' | 'topic' | 'security' | 'observerSecurity'> {
   readonly latenessBoundMs: number;
   /** How long past the last check of the latest unanswered transaction the settle phase waits for the broker to roll it back. */
   readonly settleMs: number;
@@ -93,6 +96,8 @@ export interface RunResult {
   readonly retentionEffects: RetentionEffects;
   readonly durationS: number;
   readonly ackedPerSecond: number;
+  /** Secure runs: what the probes before the grants saw, and the calls the access gate refused during the run (from the history's errors). */
+  readonly secure?: { readonly probes: readonly string[]; readonly accessRefusals: number } | undefined;
 }
 
 const topic = 'jepsen';
@@ -139,20 +144,23 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
   let txnWorkload: TransactionWorkload | undefined;
   let txnDrained = false;
   let watch: LogWatch | undefined;
+  let securityProbes: string[] = [];
   const log = (text: string): void => console.log(`jepsen ${config.name}: ${text}`);
   const stopOnSignal = (): void => { polling = false; void cluster?.stop().finally(() => process.exit(130)); };
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);
   try {
     cluster = await JepsenCluster.start({
-      nodes: config.nodes, runDir, unsafe: config.unsafe,
+      nodes: config.nodes, runDir, unsafe: config.unsafe, secure: config.secure,
       brokerArgs: [...(config.retention?.brokerArgs ?? []), ...(config.transactions === undefined ? [] : transactionBrokerArgs(config.transactions))],
     });
     const running = cluster;
     log(`${config.nodes} nodes in network namespaces (${cluster.ids.map((id) => `${id}=${running.address(id)}`).join(', ')}), NameServer ${cluster.namesrv}; run directory ${runDir}`);
     await cluster.waitForLeader(30_000);
-    watch = new LogWatch(cluster.local.members, [topic, ...(config.delay === undefined ? [] : [delayTopic]), ...(config.transactions === undefined ? [] : [txnTopic])]);
-    watch.start();
+    const security = cluster.security;
+    // The log watcher reads the Raft log: in a secure run as the auditor, who exists once provisionUsers has run (it starts then; it reads from index 1).
+    watch = new LogWatch(cluster.local.members, [topic, ...(config.delay === undefined ? [] : [delayTopic]), ...(config.transactions === undefined ? [] : [txnTopic])], 200, raftClientSecurity(security, 'auditor'));
+    if (security === undefined) watch.start();
     poller = (async () => {
       while (polling) {
         const at = history.nowNs();
@@ -165,7 +173,7 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
         await sleep(250);
       }
     })();
-    const admin = new Admin({ nameServers: [cluster.namesrv] });
+    const admin = new Admin({ nameServers: [cluster.namesrv], ...clientSecurity(security, 'operator') });
     try {
       // The leader may not have registered with the NameServer yet; a retry after an attempt
       // whose outcome was unknown may find the topic created.
@@ -187,14 +195,25 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     } finally {
       admin.close();
     }
+    if (security !== undefined) {
+      const grants: Grants = {
+        topics: [topic, ...(config.delay === undefined ? [] : [delayTopic]), ...(config.transactions === undefined ? [] : [txnTopic])],
+        groups: [queueGroups.consumers, queueGroups.logReader, ...(config.delay === undefined ? [] : [delayGroups.reader, delayGroups.consumers]), ...(config.transactions === undefined ? [] : [txnGroups.reader, txnGroups.consumers])],
+        groupPrefixes: [queueGroups.drainPrefix, ...(config.delay === undefined ? [] : [delayGroups.drainPrefix]), ...(config.transactions === undefined ? [] : [txnGroups.drainPrefix])],
+      };
+      securityProbes = await provisionUsers(security, cluster.namesrv, cluster.local.members.map((m) => m.address), grants, runDir);
+      log(`secure: TLS on every port, ACL on; ${securityProbes.join('; ')}; granted ${grants.topics.map((t) => `Topic:${t}`).join(', ')} Pub,Sub and ${[...grants.groups, ...grants.groupPrefixes.map((p) => `${p}*`)].map((g) => `Group:${g}`).join(', ')} Sub to ${security.workload.accessKey}, Cluster Admin to ${security.auditor.accessKey}`);
+      watch.start();
+    }
+    const workloadSecurity = clientSecurity(security, 'workload');
     workload = new Workload(history, {
       nameServers: [cluster.namesrv], topic, queues, producers: config.producers, orderedProducers: Math.min(queues, Math.floor(config.producers / 2)),
-      consumers: config.nodes, ratePerProducer: config.ratePerProducer,
+      consumers: config.nodes, ratePerProducer: config.ratePerProducer, security: workloadSecurity,
     });
     workload.start();
     if (config.delay !== undefined) {
       const d = config.delay;
-      delayWorkload = new DelayWorkload(history, { nameServers: [cluster.namesrv], topic: delayTopic, producers: d.producers, ratePerProducer: d.ratePerProducer, delayMs: d.delayMs, sendsMax: d.sendsMax }, rng.fork('delay'));
+      delayWorkload = new DelayWorkload(history, { nameServers: [cluster.namesrv], topic: delayTopic, producers: d.producers, ratePerProducer: d.ratePerProducer, delayMs: d.delayMs, sendsMax: d.sendsMax, security: workloadSecurity }, rng.fork('delay'));
       delayWorkload.start();
     }
     if (config.transactions !== undefined) {
@@ -202,6 +221,7 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
       txnWorkload = new TransactionWorkload(history, {
         nameServers: [cluster.namesrv], topic: txnTopic, producers: t.producers, checkers: t.checkers, ratePerProducer: t.ratePerProducer, sendsMax: t.sendsMax,
         fateWeights: t.fateWeights, endHoldMs: t.endHoldMs, checkAfterMs: t.checkAfterMs, checkIntervalMs: t.checkIntervalMs, checksMax: t.checksMax,
+        security: workloadSecurity, observerSecurity: clientSecurity(security, 'auditor'),
       }, rng.fork('transactions'));
       txnWorkload.start();
     }
@@ -239,7 +259,7 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     const acked = new Map<string, { queue: number; offset: number }>();
     for (const op of history.ops) if (op.f === 'enqueue' && op.type === 'ok' && op.queue !== undefined && op.offset !== undefined) acked.set(String(op.value), { queue: op.queue, offset: op.offset });
     const reader = watch;
-    audit = await auditReplicas(running.local.members.map((m) => ({ ...m, dataDir: running.dataDir(m.id) })), topic, queues, acked, (value) => reader.committedIndexOf(value), 20_000);
+    audit = await auditReplicas(running.local.members.map((m) => ({ ...m, dataDir: running.dataDir(m.id) })), topic, queues, acked, (value) => reader.committedIndexOf(value), 20_000, raftClientSecurity(security, 'auditor'));
     log(`replica audit: ${audit.nodes.map((n) => `${n.nodeId} ${n.entries} entries ${n.firstIndex}..${n.commitIndex} (snapshot ${n.snapshotIndex}, released ${n.released}, retained only on peers ${n.retainedOnlyOnPeers})`).join(', ')}; ${audit.divergence} divergences`);
   } catch (error) {
     history.add({ type: 'info', process: 'harness', f: 'error', error: (error as Error).stack ?? String(error) });
@@ -268,16 +288,23 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
       required: config.retention,
     };
   }
-  const result = check({ ops: history.ops, leaders, divergence: audit?.divergence ?? 1, leaderFaultMinMs: 4 * electionTimeoutMs, faultEventsMin: config.faultEventsMin, failoverBoundMs: config.failoverBoundMs,
+  let result = check({ ops: history.ops, leaders, divergence: audit?.divergence ?? 1, leaderFaultMinMs: 4 * electionTimeoutMs, faultEventsMin: config.faultEventsMin, failoverBoundMs: config.failoverBoundMs,
     // Ten election timeouts (FAULTS §6.3) plus the restart of every node the last fault stopped.
     finalHealBoundMs: 10 * electionTimeoutMs + nodeRestartAllowanceMs, retention, committedLogConflicts: watch?.summary().conflicts,
     delay: config.delay === undefined ? undefined : { toleranceMs: config.delay.toleranceMs, latenessBoundMs: config.delay.latenessBoundMs, drainDecides: config.retention === undefined },
     transactions: config.transactions === undefined ? undefined : {
       checkAfterMs: config.transactions.checkAfterMs, checkIntervalMs: config.transactions.checkIntervalMs, checksMax: config.transactions.checksMax, latenessBoundMs: config.transactions.latenessBoundMs,
     } });
+  let secure: RunResult['secure'];
+  if (config.secure === true) {
+    secure = { probes: securityProbes, accessRefusals: accessRefusals(history.ops) };
+    const silent = silentClients(history.ops, config);
+    // A grant the workload lacks need not lose anything: a consumer that cannot start reads nothing. Every client must have done its work.
+    if (silent.length > 0 && result.verdict === 'pass') result = { ...result, verdict: 'invalid', reasons: [...result.reasons, `secure: ${silent.join(', ')} never succeeded (a missing grant?)`] };
+  }
   const durationS = (Date.now() - startedAt) / 1_000;
   const enqueueSpan = Math.max(1, config.calmStartS + config.timeS + config.recoveryS);
-  const run: RunResult = { name: config.name, runDir, config, check: result, audit, retentionEffects, durationS, ackedPerSecond: result.acked / enqueueSpan };
+  const run: RunResult = { name: config.name, runDir, config, check: result, audit, retentionEffects, durationS, ackedPerSecond: result.acked / enqueueSpan, secure };
   const commit = commitUnderTest;
   await writeFile(path.join(runDir, 'results.json'), `${JSON.stringify({ commit, ...run }, null, 2)}\n`);
   await writeFile(path.join(runDir, 'report.html'), renderReport({ run, ops: history.ops, samples, commit }));
@@ -305,6 +332,7 @@ export async function runTest(config: RunConfig): Promise<RunResult> {
     if (t.rolledBackDelivered > 0) log(`rolled-back values delivered: ${t.rolledBackDeliveredValues.slice(0, 10).join(', ')}`);
     if (t.stateMismatch > 0) log(`state mismatches: ${t.stateMismatchValues.slice(0, 10).map((m) => JSON.stringify(m)).join('; ')}`);
   }
+  if (secure !== undefined) log(`secure: calls refused by the access gate during the run ${secure.accessRefusals}`);
   const staleReads = retentionEffects.logWatch?.staleReads ?? 0;
   if (staleReads > 0) log(`WARNING: ReadCommitted answered ${staleReads} entries as committed that the node then replaced (a broker bug, see log-watch.ts): ${retentionEffects.logWatch?.staleReadDetails.slice(0, 3).join('; ')}`);
   log(`report: ${path.join(runDir, 'report.html')}`);

@@ -38,6 +38,7 @@ import { SimpleConsumer } from '../src/client/simple-consumer.js';
 import { endTransaction, type TransactionalReceipt } from '../src/client/transaction.js';
 import type { Prng } from '../src/testing/prng.js';
 import type { History, Read } from './history.js';
+import type { ClientSecurity } from './security.js';
 import { decisionOf, fateOf, transactionFates, type TransactionFate } from './transaction-checker.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -60,7 +61,14 @@ export interface TransactionWorkloadConfig {
   readonly checkAfterMs: number;
   readonly checkIntervalMs: number;
   readonly checksMax: number;
+  /** A secure run's CA and the workload user's credentials, for the senders, check-back answerers and consumers (security.ts). */
+  readonly security?: ClientSecurity | undefined;
+  /** The same for the settle phase's BrokerAdmin queries (the auditor, who holds Admin on Cluster). */
+  readonly observerSecurity?: ClientSecurity | undefined;
 }
+
+/** The transaction workload's consumer groups (a secure run grants exactly these, the drain's by its prefix). */
+export const txnGroups = { reader: 'jepsen-txn-reader', consumers: 'jepsen-txn-consumers', drainPrefix: 'jepsen-txn-drain-' } as const;
 
 const toReads = (messages: readonly ReceivedMessage[]): Read[] => messages.map((m) => [m.queueId, m.offset, m.body.toString()] as const);
 
@@ -92,8 +100,8 @@ export class TransactionWorkload {
     for (let k = 0; k < this.config.checkers; k++) this.checkerLoops.push(this.answerCheckBacks(k));
     for (let worker = 0; worker < this.config.producers; worker++) this.producerLoops.push(this.produce(worker));
     const note = (reads: Read[]): void => { for (const [, , value] of reads) this.received.add(value); };
-    this.consumerLoops.push(this.read('txn-reader', 'txn-read', 'jepsen-txn-reader', () => this.consuming, note));
-    this.consumerLoops.push(this.receive('txn-consumer', 'jepsen-txn-consumers', () => this.consuming));
+    this.consumerLoops.push(this.read('txn-reader', 'txn-read', txnGroups.reader, () => this.consuming, note));
+    this.consumerLoops.push(this.receive('txn-consumer', txnGroups.consumers, () => this.consuming));
   }
 
   async stopProducers(): Promise<void> {
@@ -125,7 +133,7 @@ export class TransactionWorkload {
     const seen = new Set<string>();
     const missing = (): number => [...this.owedAt.keys()].filter((value) => !seen.has(value)).length;
     let idleSince = Date.now();
-    await this.read('txn-drain', 'txn-drain', `jepsen-txn-drain-${Date.now()}`, () => {
+    await this.read('txn-drain', 'txn-drain', `${txnGroups.drainPrefix}${Date.now()}`, () => {
       if (Date.now() >= deadline) return false;
       // Once everything owed is in, keep reading a little for late (unknown) ones.
       return missing() > 0 || Date.now() - idleSince < 2_000;
@@ -142,8 +150,8 @@ export class TransactionWorkload {
     let lastUnanswered = 0;
     for (const { fate, ackedMs } of this.acked.values()) if (fate === 'unanswered') lastUnanswered = Math.max(lastUnanswered, ackedMs);
     const until = Math.min(Math.max(Date.now(), lastUnanswered + checkAfterMs + checksMax * checkIntervalMs) + settleMs, Date.now() + 180_000);
-    const admin = new Admin({ nameServers: this.config.nameServers, requestTimeoutMs: 2_000 });
-    const prober = new Producer({ nameServers: this.config.nameServers, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000 });
+    const admin = new Admin({ nameServers: this.config.nameServers, ...this.config.observerSecurity, requestTimeoutMs: 2_000 });
+    const prober = new Producer({ nameServers: this.config.nameServers, ...this.config.security, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000 });
     const pending = new Map(this.acked);
     const last = new Map<string, string>();
     try {
@@ -208,7 +216,7 @@ export class TransactionWorkload {
 
   private async produce(worker: number): Promise<void> {
     const concurrency = this.config.producers;
-    const producer = new Producer({ nameServers: this.config.nameServers, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000, faultAvoidanceMs: 0 });
+    const producer = new Producer({ nameServers: this.config.nameServers, ...this.config.security, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000, faultAvoidanceMs: 0 });
     const intervalMs = 1_000 / this.config.ratePerProducer;
     let processNo = worker;
     let counter = 0;
@@ -266,7 +274,7 @@ export class TransactionWorkload {
   private async answerCheckBacks(k: number): Promise<void> {
     const process = `txn-checker-${k}`;
     const producer = new Producer({
-      nameServers: this.config.nameServers, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000,
+      nameServers: this.config.nameServers, ...this.config.security, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000,
       transactionChecker: (message) => {
         const value = message.body.toString();
         const fate = fateOf(value);
@@ -294,7 +302,7 @@ export class TransactionWorkload {
   /** A broadcasting PullConsumer that reads every queue of the topic by offset from 0. */
   private async read(processId: string, f: 'txn-read' | 'txn-drain', group: string, keepGoing: () => boolean, onReads: (reads: Read[]) => void): Promise<void> {
     const consumer = new PullConsumer({
-      nameServers: this.config.nameServers, group, mode: 'broadcasting', consumeFrom: 'first', autoCommitIntervalMs: 0,
+      nameServers: this.config.nameServers, ...this.config.security, group, mode: 'broadcasting', consumeFrom: 'first', autoCommitIntervalMs: 0,
       rebalanceIntervalMs: 1_000, requestTimeoutMs: 2_000, longPollMs: 500,
     });
     consumer.subscribe(this.config.topic);
@@ -321,7 +329,7 @@ export class TransactionWorkload {
 
   /** A SimpleConsumer group member: receive (long poll), then ack each message. */
   private async receive(processId: string, group: string, keepGoing: () => boolean): Promise<void> {
-    const consumer = new SimpleConsumer({ nameServers: this.config.nameServers, group, awaitMs: 1_000, requestTimeoutMs: 2_000 }).subscribe(this.config.topic);
+    const consumer = new SimpleConsumer({ nameServers: this.config.nameServers, ...this.config.security, group, awaitMs: 1_000, requestTimeoutMs: 2_000 }).subscribe(this.config.topic);
     try {
       while (keepGoing()) {
         this.history.add({ type: 'invoke', process: processId, f: 'txn-receive' });

@@ -26,6 +26,7 @@ import type { ReceivedMessage } from '../src/client/messages.js';
 import type { QueueRef } from '../src/client/pull-consumer.js';
 import type { Prng } from '../src/testing/prng.js';
 import type { History, Read } from './history.js';
+import type { ClientSecurity } from './security.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface WorkloadConfig {
@@ -37,7 +38,14 @@ export interface WorkloadConfig {
   readonly consumers: number;
   /** Sends per second per producer (each producer is sequential). */
   readonly ratePerProducer: number;
+  /** A secure run's CA and the workload user's credentials, for every client (security.ts). */
+  readonly security?: ClientSecurity | undefined;
 }
+
+/** The queue workload's consumer groups (a secure run grants exactly these, the drain's by its prefix: each drain is a fresh `<prefix><time>`). */
+export const queueGroups = { consumers: 'jepsen-consumers', logReader: 'jepsen-log-reader', drainPrefix: 'jepsen-drain-' } as const;
+/** The delay workload's consumer groups, as queueGroups. */
+export const delayGroups = { reader: 'jepsen-delay-reader', consumers: 'jepsen-delay-consumers', drainPrefix: 'jepsen-delay-drain-' } as const;
 
 const toReads = (messages: readonly ReceivedMessage[]): Read[] => messages.map((m) => [m.queueId, m.offset, m.body.toString()] as const);
 
@@ -53,8 +61,8 @@ export class Workload {
 
   start(): void {
     for (let worker = 0; worker < this.config.producers; worker++) this.loops.push(this.produce(worker));
-    for (let c = 0; c < this.config.consumers; c++) this.consumerLoops.push(this.consume(`consumer-${c}`, 'dequeue', 'jepsen-consumers', 'clustering', () => this.consuming));
-    this.consumerLoops.push(this.consume('log-reader', 'read', 'jepsen-log-reader', 'broadcasting', () => this.consuming));
+    for (let c = 0; c < this.config.consumers; c++) this.consumerLoops.push(this.consume(`consumer-${c}`, 'dequeue', queueGroups.consumers, 'clustering', () => this.consuming));
+    this.consumerLoops.push(this.consume('log-reader', 'read', queueGroups.logReader, 'broadcasting', () => this.consuming));
   }
 
   async stopProducers(): Promise<void> {
@@ -82,7 +90,7 @@ export class Workload {
       return count;
     };
     let idleSince = Date.now();
-    await this.consume('drain', 'drain', `jepsen-drain-${Date.now()}`, 'broadcasting', () => {
+    await this.consume('drain', 'drain', `${queueGroups.drainPrefix}${Date.now()}`, 'broadcasting', () => {
       if (Date.now() >= deadline) return false;
       // Once everything acknowledged is in, keep reading a little for late (unknown) sends.
       return missing() > 0 || Date.now() - idleSince < 2_000;
@@ -117,7 +125,7 @@ export class Workload {
   private async produce(worker: number): Promise<void> {
     const concurrency = this.config.producers;
     const ordered = worker < this.config.orderedProducers;
-    const producer = new Producer({ nameServers: this.config.nameServers, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000, faultAvoidanceMs: 0 });
+    const producer = new Producer({ nameServers: this.config.nameServers, ...this.config.security, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000, faultAvoidanceMs: 0 });
     const intervalMs = 1_000 / this.config.ratePerProducer;
     let processId = worker;
     let counter = 0;
@@ -150,7 +158,7 @@ export class Workload {
     keepGoing: () => boolean, onReads?: (reads: Read[]) => void, onStarted?: (consumer: PullConsumer) => Promise<void>,
   ): Promise<void> {
     const consumer = new PullConsumer({
-      nameServers: this.config.nameServers, group, mode, consumeFrom: 'first', autoCommitIntervalMs: mode === 'clustering' ? 500 : 0,
+      nameServers: this.config.nameServers, ...this.config.security, group, mode, consumeFrom: 'first', autoCommitIntervalMs: mode === 'clustering' ? 500 : 0,
       rebalanceIntervalMs: 1_000, requestTimeoutMs: 2_000, longPollMs: 500,
     });
     consumer.subscribe(this.config.topic);
@@ -194,6 +202,8 @@ export interface DelayWorkloadConfig {
   readonly delayMs: readonly [number, number];
   /** At most this many sends per producer. */
   readonly sendsMax: number;
+  /** A secure run's CA and the workload user's credentials, for every client (security.ts). */
+  readonly security?: ClientSecurity | undefined;
 }
 
 /**
@@ -225,8 +235,8 @@ export class DelayWorkload {
 
   start(): void {
     for (let worker = 0; worker < this.config.producers; worker++) this.producerLoops.push(this.produce(worker));
-    this.consumerLoops.push(this.read('delay-reader', 'delay-read', 'jepsen-delay-reader', () => this.consuming, (reads) => { for (const [, , value] of reads) this.received.add(value); }));
-    this.consumerLoops.push(this.receive('delay-consumer', 'jepsen-delay-consumers', () => this.consuming));
+    this.consumerLoops.push(this.read('delay-reader', 'delay-read', delayGroups.reader, () => this.consuming, (reads) => { for (const [, , value] of reads) this.received.add(value); }));
+    this.consumerLoops.push(this.receive('delay-consumer', delayGroups.consumers, () => this.consuming));
   }
 
   async stopProducers(): Promise<void> {
@@ -251,7 +261,7 @@ export class DelayWorkload {
     const seen = new Set<string>();
     const missing = (): number => [...this.acked.keys()].filter((value) => !seen.has(value)).length;
     let idleSince = Date.now();
-    await this.read('delay-drain', 'delay-drain', `jepsen-delay-drain-${Date.now()}`, () => {
+    await this.read('delay-drain', 'delay-drain', `${delayGroups.drainPrefix}${Date.now()}`, () => {
       if (Date.now() >= deadline) return false;
       // Once everything acknowledged is in, keep reading a little for late (unknown) sends.
       return missing() > 0 || Date.now() - idleSince < 2_000;
@@ -264,7 +274,7 @@ export class DelayWorkload {
 
   private async produce(worker: number): Promise<void> {
     const concurrency = this.config.producers;
-    const producer = new Producer({ nameServers: this.config.nameServers, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000, faultAvoidanceMs: 0 });
+    const producer = new Producer({ nameServers: this.config.nameServers, ...this.config.security, sendTimeoutMs: 5_000, requestTimeoutMs: 2_000, faultAvoidanceMs: 0 });
     const intervalMs = 1_000 / this.config.ratePerProducer;
     const [delayMin, delayMax] = this.config.delayMs;
     let processNo = worker;
@@ -298,7 +308,7 @@ export class DelayWorkload {
   /** A broadcasting PullConsumer that reads every queue of the topic by offset from 0. */
   private async read(processId: string, f: 'delay-read' | 'delay-drain', group: string, keepGoing: () => boolean, onReads: (reads: Read[]) => void): Promise<void> {
     const consumer = new PullConsumer({
-      nameServers: this.config.nameServers, group, mode: 'broadcasting', consumeFrom: 'first', autoCommitIntervalMs: 0,
+      nameServers: this.config.nameServers, ...this.config.security, group, mode: 'broadcasting', consumeFrom: 'first', autoCommitIntervalMs: 0,
       rebalanceIntervalMs: 1_000, requestTimeoutMs: 2_000, longPollMs: 500,
     });
     consumer.subscribe(this.config.topic);
@@ -327,7 +337,7 @@ export class DelayWorkload {
 
   /** A SimpleConsumer group member: receive (long poll), then ack each message. */
   private async receive(processId: string, group: string, keepGoing: () => boolean): Promise<void> {
-    const consumer = new SimpleConsumer({ nameServers: this.config.nameServers, group, awaitMs: 1_000, requestTimeoutMs: 2_000 }).subscribe(this.config.topic);
+    const consumer = new SimpleConsumer({ nameServers: this.config.nameServers, ...this.config.security, group, awaitMs: 1_000, requestTimeoutMs: 2_000 }).subscribe(this.config.topic);
     try {
       while (keepGoing()) {
         this.history.add({ type: 'invoke', process: processId, f: 'delay-receive' });
