@@ -45,8 +45,6 @@ export interface RaftPort {
   readonly term: number;
   /** The current leader's client address, when known. */
   leaderAddress(): string | undefined;
-  /** Whether this node has applied every entry it knows to be committed (absent: always). */
-  caughtUp?(): boolean;
 }
 
 export interface LogReader {
@@ -326,19 +324,19 @@ export class BrokerService {
   }
 
   /**
-   * Waits (at most readReadyWaitMs) until this node's applied state is current enough to
-   * refuse a call by its access table: a leader has applied an entry of its term, a follower
-   * knows a leader and has applied everything it knows committed. A node that has just
-   * restarted holds no users until it has replayed its log, and would otherwise answer a valid
-   * user FORBIDDEN. Resolves either way: the caller judges again.
+   * On the leader: waits (at most readReadyWaitMs) until it has applied an entry of its term,
+   * after which its table holds every user and policy committed before (a node that has just
+   * been elected, or has just restarted, holds only what it has replayed so far, and would
+   * answer a valid user FORBIDDEN). False on a follower, which cannot know how far behind it is
+   * (its term and applied term match right after a restart, before it replays anything), or if
+   * the leader is not ready by then.
    */
-  async accessTableCurrent(): Promise<void> {
+  async accessTableCurrent(): Promise<boolean> {
     const until = this.clock.nowMs() + this.options.readReadyWaitMs;
-    while (this.clock.nowMs() < until) {
-      const current = this.raft.role === 'leader'
-        ? this.machine.lastAppliedTerm === this.raft.term
-        : this.raft.leaderAddress() !== undefined && (this.raft.caughtUp?.() ?? true);
-      if (current) return;
+    for (;;) {
+      if (this.raft.role !== 'leader') return false;
+      if (this.machine.lastAppliedTerm === this.raft.term) return true;
+      if (this.clock.nowMs() >= until) return false;
       await this.waitForChange('*', 20);
     }
   }

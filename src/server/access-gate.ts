@@ -48,6 +48,9 @@ export type AccessVerdict =
 
 export const clusterAdmin: readonly Requirement[] = [{ resource: 'Cluster', actions: ['Admin'] }];
 
+/** Why a call a node would refuse by its table is answered "try again" instead: the table may be behind (see BrokerService.accessTableCurrent). */
+export const notCurrentMessage = 'this node has not yet applied its group\'s current users and policies (it has just started or its group is electing); try again';
+
 /**
  * What touching `topic` needs: `actions` on the topic, except that a group's dead-letter
  * topic is the group's (as in RocketMQ, a consumer group's own retry and DLQ topics go with
@@ -153,8 +156,8 @@ export class AccessGate {
   }
 
   /** authenticate, then authorize. */
-  check(metadata: grpc.Metadata, requirements: readonly Requirement[]): AccessVerdict {
-    const who = this.authenticate(metadata);
+  check(metadata: grpc.Metadata, requirements: readonly Requirement[], skew: 'check' | 'ignore' = 'check'): AccessVerdict {
+    const who = this.authenticate(metadata, skew);
     return who.ok ? this.authorize(who.user, requirements) : who;
   }
 

@@ -10,7 +10,8 @@ import type { MessageQuery, FoundMessage, TraceEvent } from '../broker/message-q
 import { BrokerError } from '../broker/errors.js';
 import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '../broker/core/names.js';
 import { loadProtoFile } from '../util/proto-files.js';
-import { clusterAdmin, type AccessGate } from './access-gate.js';
+import { requestActions, type RequestAction } from '../broker/core/access-control.js';
+import { clusterAdmin, notCurrentMessage, type AccessGate, type Requirement } from './access-gate.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -22,6 +23,17 @@ export interface BrokerAdminContext {
   isLeader(): boolean;
   leaderAddress(): string | undefined;
   readonly access?: AccessGate;
+}
+
+/** An AuthorizeRequest's requirements (actions among Pub, Sub, Admin). */
+function requirementsFromProto(request: any): Requirement[] {
+  return (request.requirements ?? []).map((requirement: any) => {
+    const actions = (requirement.actions ?? []).map(String);
+    if (actions.length === 0 || !actions.every((action: string) => (requestActions as readonly string[]).includes(action))) {
+      throw new BrokerError('BAD_REQUEST', `a requirement's actions must be some of ${requestActions.join(', ')}`);
+    }
+    return { resource: String(requirement.resource ?? ''), actions: actions as RequestAction[] };
+  });
 }
 
 export function brokerAdminHandlers(ctx: BrokerAdminContext): grpc.UntypedServiceImplementation {
@@ -43,7 +55,7 @@ export function brokerAdminHandlers(ctx: BrokerAdminContext): grpc.UntypedServic
     let verdict = access?.check(call.metadata, clusterAdmin);
     // A FORBIDDEN depends on the table: judged again once it is current (see BrokerService.accessTableCurrent).
     if (verdict !== undefined && !verdict.ok && verdict.code === 'FORBIDDEN') {
-      await service.accessTableCurrent();
+      if (!(await service.accessTableCurrent())) throw new BrokerError('HA_NOT_AVAILABLE', notCurrentMessage);
       verdict = access?.check(call.metadata, clusterAdmin);
     }
     if (verdict !== undefined && !verdict.ok) throw new BrokerError(verdict.code, verdict.message);
@@ -100,6 +112,17 @@ export function brokerAdminHandlers(ctx: BrokerAdminContext): grpc.UntypedServic
       const table = await service.accessTable();
       return { result: ok, users: table.listUsers(), policies: table.listPolicies().map((policy) => ({ ...policy, actions: [...policy.actions] })) };
     }, (result) => ({ result, users: [], policies: [] })),
+    // The leader's verdict on its caller's own signature, asked by a follower whose table may be behind (leader-access.ts).
+    Authorize: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
+      Promise.resolve().then(async () => {
+        guard();
+        if (access === undefined) return ok;
+        const requirements = requirementsFromProto(call.request);
+        if (!(await service.accessTableCurrent())) throw new BrokerError('HA_NOT_AVAILABLE', notCurrentMessage);
+        const verdict = access.check(call.metadata, requirements, call.request.streamSigned === true ? 'ignore' : 'check');
+        return verdict.ok ? ok : { ok: false, code: verdict.code, error: verdict.message, leaderAddress: '' };
+      }).then((response) => callback(null, response), (error: unknown) => callback(null, failure(error)));
+    },
     TraceMessage: unary(async (request) => {
       const messageId = String(request.messageId ?? '');
       const topic = String(request.topic ?? '');

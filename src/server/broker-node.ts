@@ -22,7 +22,8 @@ import { DedupFileStore } from './dedup-files.js';
 import { TimerFileStore } from './timer-files.js';
 import { MessageIndexFileStore } from './message-index-files.js';
 import { Forwarder } from './forwarder.js';
-import { AccessGate, clusterAdmin, type AuthSettings } from './access-gate.js';
+import { AccessGate, clusterAdmin, notCurrentMessage, type AccessVerdict, type AuthSettings, type Requirement } from './access-gate.js';
+import { LeaderAccessCheck } from './leader-access.js';
 import { ClientLimits, defaultClientLimits, type ClientLimitSettings } from './client-limits.js';
 import { brokerAdminDefinition, brokerAdminHandlers } from './broker-admin-service.js';
 import { TransactionChecks } from './transaction-checks.js';
@@ -90,6 +91,7 @@ export class BrokerNode {
     private readonly timerFiles: TimerFileStore,
     private readonly indexFiles: MessageIndexFileStore,
     private readonly transactionChecks: TransactionChecks,
+    private readonly leaderAccess: LeaderAccessCheck | undefined,
   ) {}
 
   /**
@@ -130,18 +132,25 @@ export class BrokerNode {
     const access = config.auth === undefined ? undefined : AccessGate.open(config.auth, () => machine.state.access);
     const ref: {
       service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService; checks?: TransactionChecks; forwarder?: Forwarder; peers?: RaftNodeClient;
+      leaderAccess?: LeaderAccessCheck; leaderAddress?: () => string | undefined; isLeader?: () => boolean;
     } = {};
+    /** The leader's verdict, for a follower whose own says FORBIDDEN (its table may be behind). */
+    const askLeader = (metadata: grpc.Metadata, requirements: readonly Requirement[], streamSigned: boolean): Promise<AccessVerdict | undefined> => {
+      const leader = ref.leaderAddress?.();
+      return leader === undefined || ref.leaderAccess === undefined ? Promise.resolve(undefined) : ref.leaderAccess.ask(leader, metadata, requirements, streamSigned);
+    };
     const raft = await RaftGroupNode.start(config, onFatal, {
       stateMachine: machine,
       snapshotForPeer: (data) => machine.snapshotWithRecords(data),
       onSoftState: () => ref.registrar?.registerSoon(),
       ...(access === undefined ? {} : {
         adminAccess: async (metadata: grpc.Metadata) => {
-          let verdict = access.check(metadata, clusterAdmin);
-          // A FORBIDDEN depends on the table: judged again once it is current (see BrokerService.accessTableCurrent).
-          if (!verdict.ok && verdict.code === 'FORBIDDEN' && ref.service !== undefined) {
-            await ref.service.accessTableCurrent();
-            verdict = access.check(metadata, clusterAdmin);
+          let verdict: AccessVerdict | undefined = access.check(metadata, clusterAdmin);
+          // A FORBIDDEN depends on the table: the leader judges again once its table is current, a follower asks the leader.
+          if (!verdict.ok && verdict.code === 'FORBIDDEN') {
+            if (ref.isLeader?.() === true) verdict = (await ref.service?.accessTableCurrent()) === true ? access.check(metadata, clusterAdmin) : undefined;
+            else verdict = await askLeader(metadata, clusterAdmin, false);
+            if (verdict === undefined) return { code: grpc.status.UNAVAILABLE, message: notCurrentMessage };
           }
           return verdict.ok ? undefined : { code: verdict.code === 'UNAUTHORIZED' ? grpc.status.UNAUTHENTICATED : grpc.status.PERMISSION_DENIED, message: verdict.message };
         },
@@ -149,6 +158,7 @@ export class BrokerNode {
       services: (node, log, logger, tls) => {
         const forwarder = new Forwarder(config.holdMs, tls?.channelCredentials());
         ref.forwarder = forwarder;
+        if (access !== undefined) ref.leaderAccess = new LeaderAccessCheck(tls?.channelCredentials());
         // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
         // With TLS a peer's certificate vouches for it; without, its reads are signed as the bootstrap user.
         const peers = new RaftNodeClient(config.members.map((m) => m.address), {
@@ -160,10 +170,12 @@ export class BrokerNode {
           readCommitted: async (peer, fromIndex, maxEntries) => (await peers.readCommitted(peer.address, fromIndex, maxEntries)).entries,
           peers: () => node.members.filter((m) => m.id !== config.nodeId),
         });
+        ref.isLeader = () => node.role === 'leader';
         const leaderAddress = (): string | undefined => {
           const leaderId = node.leaderId;
           return leaderId === undefined ? undefined : node.members.find((m) => m.id === leaderId)?.address;
         };
+        ref.leaderAddress = leaderAddress;
         const options: BrokerServiceOptions = {
           ...defaultBrokerServiceOptions, brokerGroup: config.groupId, autoCreateTopics: config.autoCreateTopics,
           autoCreateGroups: config.autoCreateGroups, maxBodyBytes: config.maxBodyBytes, sendBacklogBytesMax: config.sendBacklogBytesMax, readReadyWaitMs: config.holdMs,
@@ -174,7 +186,6 @@ export class BrokerNode {
           get role() { return node.role; },
           get term() { return node.term; },
           leaderAddress,
-          caughtUp: () => node.appliedIndex >= node.commitIndex,
         };
         const logReader = {
           payloadAt: async (index: number): Promise<Uint8Array> => {
@@ -199,7 +210,7 @@ export class BrokerNode {
         ref.checks = transactionChecks;
         const messaging = brokerMessagingHandlers({
           brokerGroup: config.groupId, selfAddress, service, forwarder, logger, transactionChecks,
-          isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access }), limits,
+          isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access, askLeader }), limits,
         });
         return [[brokerMessagingDefinition, messaging], [brokerAdminDefinition, brokerAdminHandlers({ service, query, isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access }) })]];
       },
@@ -221,7 +232,7 @@ export class BrokerNode {
     }, raft.logger, raft.tls?.channelCredentials());
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, ref.forwarder as Forwarder, retention, ref.peers as RaftNodeClient, queueFiles, dedupFiles, timerFiles, indexFiles, ref.checks as TransactionChecks);
+    return new BrokerNode(raft, service, registrar, ref.forwarder as Forwarder, retention, ref.peers as RaftNodeClient, queueFiles, dedupFiles, timerFiles, indexFiles, ref.checks as TransactionChecks, ref.leaderAccess);
   }
 
   async close(): Promise<void> {
@@ -231,6 +242,7 @@ export class BrokerNode {
     this.transactionChecks.close();
     this.service.close();
     this.forwarder.close();
+    this.leaderAccess?.close();
     await this.raft.close();
     this.queueFiles.close();
     this.dedupFiles.close();

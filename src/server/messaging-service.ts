@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { BrokerService, SendItem } from '../broker/broker-service.js';
-import { BrokerError } from '../broker/errors.js';
+import { BrokerError, type BrokerErrorCode } from '../broker/errors.js';
 import { FilterError } from '../broker/core/filter.js';
 import { parseSubscriptionFilter } from '../broker/core/subscription-filter.js';
 import {
@@ -21,7 +21,7 @@ import {
   queueSelectedHeader, rebalanceHeader, timestampToMs, type V2Status,
 } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder, methodOf, type ForwardOptions } from './forwarder.js';
-import { groupRequirement, topicRequirement, type AccessGate, type AccessVerdict, type Requirement } from './access-gate.js';
+import { groupRequirement, notCurrentMessage, topicRequirement, type AccessGate, type AccessVerdict, type Requirement } from './access-gate.js';
 import type { ClientLimits } from './client-limits.js';
 import type { TransactionChecks } from './transaction-checks.js';
 import { pullResponseFrames, pullStatusFrame } from './pull-response.js';
@@ -46,6 +46,8 @@ export interface BrokerEndpointContext {
   readonly access?: AccessGate;
   /** Per-client caps on calls served and long polls waiting at once on this node. */
   readonly limits: ClientLimits;
+  /** A follower's second opinion on a FORBIDDEN, from its leader (leader-access.ts); undefined: no answer. */
+  readonly askLeader?: (metadata: grpc.Metadata, requirements: readonly Requirement[], streamSigned: boolean) => Promise<AccessVerdict | undefined>;
 }
 
 /**
@@ -272,24 +274,30 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
    * secret, a missing permission), so it is judged again once this node's table is current (a
    * restarted node replays its users; a new leader applies its own-term entry first).
    */
-  const accessVerdict = async (judge: (gate: AccessGate) => AccessVerdict): Promise<AccessVerdict | undefined> => {
+  const accessStatus = async (metadata: grpc.Metadata, requirements: readonly Requirement[], skew: 'check' | 'ignore' = 'check'): Promise<V2Status | undefined> => {
     const gate = ctx.access;
     if (gate === undefined) return undefined;
-    const verdict = judge(gate);
-    if (verdict.ok || verdict.code !== 'FORBIDDEN') return verdict;
-    await service.accessTableCurrent();
-    return judge(gate);
+    let verdict: AccessVerdict | undefined = gate.check(metadata, requirements, skew);
+    if (!verdict.ok && verdict.code === 'FORBIDDEN') {
+      // The leader's table is current once it has applied an entry of its term; a follower asks
+      // its leader. Behind its group, a node does not refuse: it says to try again (HA_NOT_AVAILABLE).
+      if (ctx.isLeader()) {
+        verdict = (await service.accessTableCurrent()) ? gate.check(metadata, requirements, skew) : undefined;
+      } else {
+        const leader = ctx.leaderAddress();
+        verdict = leader === undefined ? undefined : await ctx.askLeader?.(metadata, requirements, skew === 'ignore');
+      }
+      if (verdict === undefined) return { code: 'HA_NOT_AVAILABLE', message: notCurrentMessage };
+    }
+    return verdict.ok ? undefined : { code: verdict.code, message: verdict.message };
   };
   /** Refuses the call (UNAUTHORIZED / FORBIDDEN) unless its signer holds `requirements`; checked where a call is served. */
   const requireAccess = async (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[]): Promise<void> => {
-    const verdict = await accessVerdict((gate) => gate.check(call.metadata, requirements));
-    if (verdict !== undefined && !verdict.ok) throw new BrokerError(verdict.code, verdict.message);
+    const refused = await accessStatus(call.metadata, requirements);
+    if (refused !== undefined) throw new BrokerError(refused.code as BrokerErrorCode, refused.message);
   };
-  /** A status for calls that answer OK whatever happens (Heartbeat, NotifyClientTermination), or undefined when the signer may. */
-  const accessStatus = async (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[]): Promise<V2Status | undefined> => {
-    const verdict = await accessVerdict((gate) => gate.check(call.metadata, requirements));
-    return verdict === undefined || verdict.ok ? undefined : { code: verdict.code, message: verdict.message };
-  };
+  /** The same as a status, for calls that answer gRPC OK whatever happens (Heartbeat, NotifyClientTermination). */
+  const signerStatus = (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[]): Promise<V2Status | undefined> => accessStatus(call.metadata, requirements);
   const groupOf = (request: any): string => {
     const name = String(request.group?.name ?? '');
     const problem = groupNameProblem(name);
@@ -325,7 +333,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     Heartbeat: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
       const groupName = call.request.group?.name;
-      void accessStatus(call, typeof groupName === 'string' && groupName !== '' ? [groupRequirement(groupName)] : []).then((refused) => {
+      void signerStatus(call, typeof groupName === 'string' && groupName !== '' ? [groupRequirement(groupName)] : []).then((refused) => {
         if (refused !== undefined) {
           callback(null, { status: refused });
           return;
@@ -351,14 +359,11 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
       // then (not its time: see AccessGate.authenticate), the signer's permissions at each settings
       // (a client re-sends them on the same stream for hours).
       const answerSettings = async (settings: any): Promise<void> => {
-        const verdict = await accessVerdict((gate) => {
-          const signer = gate.authenticate(call.metadata, 'ignore');
-          return signer.ok ? gate.authorize(signer.user, settingsRequirements(settings)) : signer;
-        });
+        const refused = await accessStatus(call.metadata, settingsRequirements(settings), 'ignore');
         if (call.writableEnded || call.destroyed) return;
-        if (verdict !== undefined && !verdict.ok) {
+        if (refused !== undefined) {
           // A status-only command: the official client's startup() fails with its exception (FORBIDDEN: ForbiddenException).
-          call.write({ status: { code: verdict.code, message: verdict.message } });
+          call.write({ status: refused });
           return;
         }
         const groupName = settings.subscription?.group?.name;
@@ -394,7 +399,7 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
 
     NotifyClientTermination: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
       // gRPC OK whatever the body says: a gRPC error makes the official client's shutdown() fail half-way.
-      void accessStatus(call, []).then((refused) => {
+      void signerStatus(call, []).then((refused) => {
         if (refused !== undefined) {
           callback(null, { status: refused });
           return;
