@@ -14,13 +14,14 @@ import { Producer } from '../client/producer.js';
 import { PullConsumer } from '../client/pull-consumer.js';
 import { BrokerNode, defaultBrokerNodeSettings, type BrokerNodeConfig } from '../server/broker-node.js';
 import { NameServerProcess, defaultNameServerSettings } from '../server/namesrv-server.js';
+import { withConfigFileOption } from './config-file.js';
 import { addressList, exitOnFatal, integer, powerFailOnSignal, raftNodeConfig, stopOnSignals, withRaftNodeOptions, type RaftNodeOptions } from './node-options.js';
 import { plainWhenPiped, roleCell } from './tables.js';
 
 export const defaultAccessPoint = '127.0.0.1:8081';
 
 export function namesrvCommand(): Command {
-  return withServerTlsOptions(new Command('namesrv'))
+  return withConfigFileOption(withServerTlsOptions(new Command('namesrv')))
     .description('run a NameServer (route registry) with the access point (client protocol proxy)')
     .option('--listen <host:port>', 'NameServer address', defaultNamesrv)
     .option('--access-point <host:port|none>', 'access point address for RocketMQ 5 clients', defaultAccessPoint)
@@ -63,7 +64,7 @@ function positiveNumber(name: string, max = Infinity): (value: string) => number
 }
 
 export function brokerCommand(): Command {
-  return withRaftNodeOptions(withAuthOptions(withServerTlsOptions(new Command('broker')))
+  return withConfigFileOption(withRaftNodeOptions(withAuthOptions(withServerTlsOptions(new Command('broker')))
     .description('run one broker node: a member of a Raft broker group serving the RocketMQ 5 client protocol'))
     .option('--namesrv <list>', 'NameServer addresses, comma separated', defaultNamesrv)
     .option('--auto-create-topics', 'create unknown topics on first use (8 queues)', false)
@@ -81,7 +82,7 @@ export function brokerCommand(): Command {
     .option('--client-requests-max <n>', 'calls one client may have served by this node at once; beyond it TOO_MANY_REQUESTS (the client backs off and retries)', integer('--client-requests-max', 1), defaultBrokerNodeSettings.clientLimits.requestsMax)
     .option('--client-polls-max <n>', 'long polls (receive, pull) one client may have waiting on this node at once; beyond it TOO_MANY_REQUESTS', integer('--client-polls-max', 1), defaultBrokerNodeSettings.clientLimits.pollsMax)
     // Hidden: how often the leader's retention service runs (tests shorten it).
-    .addOption(new Option('--retention-interval-ms <ms>', 'retention check period').argParser(integer('--retention-interval-ms', 10)).default(defaultBrokerNodeSettings.retentionIntervalMs).hideHelp())
+    .addOption(new Option('--retention-interval-ms <ms>', 'retention check period').argParser(integer('--retention-interval-ms', 10)).default(defaultBrokerNodeSettings.retentionIntervalMs).hideHelp()))
     .action(async (options: RaftNodeOptions & BrokerFlags & ServerTlsFlags & AuthFlags) => {
       const config: BrokerNodeConfig = {
         ...defaultBrokerNodeSettings, ...raftNodeConfig(options), ...serverTlsConfig(options), ...authConfig(options),

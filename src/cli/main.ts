@@ -25,6 +25,7 @@ import { aclCommand, userCommand } from './access-commands.js';
 import { dlqCommand } from './dlq-commands.js';
 import { messageCommand } from './message-commands.js';
 import { plainWhenPiped, roleCell } from './tables.js';
+import { loadConfigFileBeforeParse, withConfigFileOption } from './config-file.js';
 import { clientConnection, clientTls, raftNodeClientOptions, serverTlsConfig, withGlobalTlsOptions, withServerTlsOptions, type ServerTlsFlags } from './connection-options.js';
 
 const defaultNodes = '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003';
@@ -40,8 +41,8 @@ async function withClient(nodes: string, action: (client: RaftNodeClient) => Pro
 }
 
 function nodeCommand(): Command {
-  return withRaftNodeOptions(withServerTlsOptions(new Command('node')
-    .description('run one member of a bare Raft group (no broker layer)')))
+  return withConfigFileOption(withRaftNodeOptions(withServerTlsOptions(new Command('node')
+    .description('run one member of a bare Raft group (no broker layer)'))))
     .action(async (options: RaftNodeOptions & ServerTlsFlags) => {
       const config = { ...raftNodeConfig(options), ...serverTlsConfig(options) };
       const node = await RaftGroupNode.start(config, exitOnFatal(`raftmq node ${config.nodeId}`));
@@ -204,6 +205,7 @@ function devCommand(): Command {
 function buildProgram(): Command {
   return withGlobalTlsOptions(new Command('raftmq'))
     .description('RaftMQ: a RocketMQ-style broker whose broker groups are Raft clusters')
+    .hook('preSubcommand', loadConfigFileBeforeParse)
     .addCommand(devCommand())
     .addCommand(namesrvCommand())
     .addCommand(brokerCommand())
