@@ -25,6 +25,7 @@ import { aclCommand, userCommand } from './access-commands.js';
 import { dlqCommand } from './dlq-commands.js';
 import { messageCommand } from './message-commands.js';
 import { plainWhenPiped, roleCell } from './tables.js';
+import { packageVersion } from './package-version.js';
 import { loadConfigFileBeforeParse, withConfigFileOption } from './config-file.js';
 import { clientConnection, clientTls, raftNodeClientOptions, serverTlsConfig, withGlobalTlsOptions, withServerTlsOptions, type ServerTlsFlags } from './connection-options.js';
 
@@ -205,6 +206,7 @@ function devCommand(): Command {
 function buildProgram(): Command {
   return withGlobalTlsOptions(new Command('raftmq'))
     .description('RaftMQ: a RocketMQ-style broker whose broker groups are Raft clusters')
+    .version(packageVersion(), '-V, --version', 'print the raftmq version')
     .hook('preSubcommand', loadConfigFileBeforeParse)
     .addCommand(devCommand())
     .addCommand(namesrvCommand())
