@@ -8,7 +8,7 @@ import { authConfig, clientConnection, serverTlsConfig, withAuthOptions, withSer
 
 export { defaultNamesrv };
 import Table from 'cli-table3';
-import cliProgress from 'cli-progress';
+import { ProgressBar, printLine } from './progress.js';
 import { MQClientError } from '../client/mq-connection.js';
 import { Producer } from '../client/producer.js';
 import { PullConsumer } from '../client/pull-consumer.js';
@@ -201,13 +201,6 @@ export function clusterCommand(): Command {
     }));
 }
 
-function progressBar(total: number, label: string): cliProgress.SingleBar | undefined {
-  if (!process.stderr.isTTY || total < 1000) return undefined;
-  const bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} {percentage}% | {rate}/s | eta {eta}s`, stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
-  bar.start(total, 0, { rate: 0 });
-  return bar;
-}
-
 export function produceCommand(): Command {
   return new Command('produce')
     .description('send messages with our Producer (a smoke test and load generator)')
@@ -233,7 +226,7 @@ export function produceCommand(): Command {
       let failed = 0;
       let unknown = 0;
       let lastError = '';
-      const bar = progressBar(o.count, 'produce');
+      const bar = ProgressBar.start(o.count, 'produce');
       const started = performance.now();
       try {
         await producer.start([o.topic]);
@@ -261,8 +254,7 @@ export function produceCommand(): Command {
               if (error instanceof MQClientError && !error.definite) unknown++;
               else failed++;
             }
-            const done = acked + failed + unknown;
-            bar?.update(done, { rate: Math.round(done / ((performance.now() - started) / 1000)) });
+            bar?.update(acked + failed + unknown);
           }
         };
         await Promise.all(Array.from({ length: Math.min(o.inflight, o.count) }, worker));
@@ -291,7 +283,7 @@ export function consumeCommand(): Command {
       const consumer = new PullConsumer({ ...clientConnection(o.namesrv), group: o.group, mode: o.broadcast ? 'broadcasting' : 'clustering' });
       consumer.subscribe(o.topic, o.tags);
       const print = o.print ?? (o.count !== undefined && o.count <= 100);
-      const bar = o.count === undefined ? undefined : progressBar(o.count, 'consume');
+      const bar = o.count === undefined ? undefined : ProgressBar.start(o.count, 'consume');
       let received = 0;
       let lastMessageAt = Date.now();
       const started = performance.now();
@@ -302,9 +294,9 @@ export function consumeCommand(): Command {
           if (messages.length > 0) lastMessageAt = Date.now();
           for (const m of messages) {
             received++;
-            if (print) console.log(`${m.brokerGroup}/${m.queueId}@${m.offset} ${m.messageId}${m.tag === '' ? '' : ` [${m.tag}]`}: ${m.body.toString('utf8').slice(0, 200)}`);
+            if (print) printLine(bar, `${m.brokerGroup}/${m.queueId}@${m.offset} ${m.messageId}${m.tag === '' ? '' : ` [${m.tag}]`}: ${m.body.toString('utf8').slice(0, 200)}`);
           }
-          bar?.update(received, { rate: Math.round(received / ((performance.now() - started) / 1000)) });
+          bar?.update(received);
         }
       } finally {
         bar?.stop();

@@ -21,6 +21,7 @@ import { namesrvOption, withAdmin } from './admin-session.js';
 import { clientConnection } from './connection-options.js';
 import { integer } from './node-options.js';
 import { plainWhenPiped } from './tables.js';
+import { ProgressBar, printLine } from './progress.js';
 
 export const resendGroupOf = (group: string): string => `${group}-dlq-resend`;
 
@@ -161,10 +162,20 @@ class ResendRun {
   skipped = 0;
   failed = false;
 
+  /** Shown on a terminal for long runs; counts every message handled (sent, skipped or failed). */
+  bar: ProgressBar | undefined;
+  private handled = 0;
+
   constructor(private readonly producer: Producer, private readonly topic: string) {}
 
-  /** Sends one DLQ message back to its original topic with a new id; false if it cannot be or failed. */
   async resend(queue: DlqQueue, message: ReceivedMessage): Promise<boolean> {
+    const sent = await this.resendOne(queue, message);
+    this.bar?.update(++this.handled);
+    return sent;
+  }
+
+  /** Sends one DLQ message back to its original topic with a new id; false if it cannot be or failed. */
+  private async resendOne(queue: DlqQueue, message: ReceivedMessage): Promise<boolean> {
     const origin = originOf(message);
     const where = `${queue.brokerGroup} ${this.topic}@${message.offset}`;
     if (origin.topic === undefined) {
@@ -179,7 +190,7 @@ class ResendRun {
     };
     try {
       const receipt = await this.producer.send(resent);
-      console.log(`${where} ${origin.messageId} → ${receipt.messageId} to ${origin.topic}`);
+      printLine(this.bar, `${where} ${origin.messageId} → ${receipt.messageId} to ${origin.topic}`);
       this.sent++;
       return true;
     } catch (error) {
@@ -276,20 +287,27 @@ function resendCommand(): Command {
       }
       const producer = new Producer({ ...clientConnection(o.namesrv), sendTimeoutMs: 10_000 });
       const run = new ResendRun(producer, location.topic);
+      // What this run will handle: the named messages, or those after each queue's resend offset (up to --limit).
+      const pending = o.messageId !== undefined ? new Set(o.messageId).size : Math.min(o.limit ?? Infinity, location.queues.reduce((sum, q) => sum + Math.max(0, q.maxOffset - (q.resendOffset ?? 0)), 0));
+      run.bar = ProgressBar.start(pending, 'resend');
+      let summary: string;
       try {
         if (o.messageId !== undefined) {
           await resendByIds(admin, run, location, [...new Set(o.messageId)]);
-          console.log(`resent ${run.sent} of ${o.messageId.length} named messages of ${location.topic}; the offset of ${resendGroup} was not moved`);
+          summary = `resent ${run.sent} of ${o.messageId.length} named messages of ${location.topic}; the offset of ${resendGroup} was not moved`;
         } else {
           const { more, before } = await resendFromOffsets(admin, run, location, o.group, o.limit ?? Infinity);
           const earlier = before > 0 ? `; ${before} passed by earlier runs` : '';
           const skipped = run.skipped > 0 ? `, skipped ${run.skipped} without an original topic` : '';
-          if (run.sent === 0 && run.skipped === 0 && !run.failed) console.log(`nothing to resend: every message of ${location.topic} was resent already (progress in group ${resendGroup})`);
-          else console.log(`resent ${run.sent} messages of ${location.topic}${skipped}${earlier}; progress is kept in group ${resendGroup}${more ? '; more are left: run again' : ''}`);
+          summary = run.sent === 0 && run.skipped === 0 && !run.failed
+            ? `nothing to resend: every message of ${location.topic} was resent already (progress in group ${resendGroup})`
+            : `resent ${run.sent} messages of ${location.topic}${skipped}${earlier}; progress is kept in group ${resendGroup}${more ? '; more are left: run again' : ''}`;
         }
       } finally {
+        run.bar?.stop();
         producer.shutdown();
       }
+      console.log(summary);
       if (run.failed || run.skipped > 0) process.exitCode = 1;
     }));
 }
