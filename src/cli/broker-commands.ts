@@ -15,6 +15,7 @@ import { PullConsumer } from '../client/pull-consumer.js';
 import { BrokerNode, defaultBrokerNodeSettings, type BrokerNodeConfig } from '../server/broker-node.js';
 import { NameServerProcess, defaultNameServerSettings } from '../server/namesrv-server.js';
 import { withConfigFileOption } from './config-file.js';
+import { groupName, topicName } from './name-arguments.js';
 import { addressList, exitOnFatal, integer, powerFailOnSignal, raftNodeConfig, stopOnSignals, withRaftNodeOptions, type RaftNodeOptions } from './node-options.js';
 import { plainWhenPiped, roleCell } from './tables.js';
 
@@ -204,7 +205,7 @@ export function clusterCommand(): Command {
 export function produceCommand(): Command {
   return new Command('produce')
     .description('send messages with our Producer (a smoke test and load generator)')
-    .requiredOption('--topic <topic>', 'topic')
+    .requiredOption('--topic <topic>', 'topic', topicName)
     .option('--count <n>', 'how many messages', integer('--count', 1), 1)
     .option('--size <bytes>', 'body size when --body is not given', integer('--size', 1), 1024)
     .option('--body <text>', 'message body')
@@ -271,8 +272,8 @@ export function produceCommand(): Command {
 export function consumeCommand(): Command {
   return new Command('consume')
     .description('read messages with a consumer group (our PullConsumer); prints bodies unless --count is large')
-    .requiredOption('--topic <topic>', 'topic')
-    .requiredOption('--group <group>', 'consumer group')
+    .requiredOption('--topic <topic>', 'topic', topicName)
+    .requiredOption('--group <group>', 'consumer group', groupName)
     .option('--count <n>', 'stop after this many messages', integer('--count', 1))
     .option('--idle-ms <ms>', 'stop after this long without a message', integer('--idle-ms', 1), 5_000)
     .option('--tags <expression>', "tag filter: '*' or 'TagA || TagB'", '*')

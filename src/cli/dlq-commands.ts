@@ -21,6 +21,7 @@ import { namesrvOption, withAdmin } from './admin-session.js';
 import { clientConnection } from './connection-options.js';
 import { integer } from './node-options.js';
 import { plainWhenPiped } from './tables.js';
+import { groupName } from './name-arguments.js';
 import { ProgressBar, printLine } from './progress.js';
 
 export const resendGroupOf = (group: string): string => `${group}-dlq-resend`;
@@ -29,12 +30,6 @@ export const resendGroupOf = (group: string): string => `${group}-dlq-resend`;
 const internalProperties: ReadonlySet<string> = new Set(['__ORIGIN_TOPIC', '__ORIGIN_MESSAGE_ID', '__SHARDINGKEY']);
 const previewBytes = 40;
 const scanBatch = 1024;
-
-function groupName(value: string): string {
-  const problem = groupNameProblem(value);
-  if (problem !== undefined) throw new InvalidArgumentError(problem);
-  return value;
-}
 
 /** `resend` also needs `<group>-dlq-resend` to be a valid group name. */
 function resendableGroupName(value: string): string {

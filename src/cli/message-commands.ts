@@ -11,7 +11,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import Table from 'cli-table3';
 import { type MessageInfo, type MessageQueryResult, type MessageTraceEvent, type MessageTraceInfo } from '../client/admin.js';
 import { MQClientError } from '../client/mq-connection.js';
-import { dlqTopicOf, topicNameProblem } from '../broker/core/names.js';
+import { dlqTopicOf } from '../broker/core/names.js';
+import { topicName } from './name-arguments.js';
 import { namesrvOption, withAdmin } from './admin-session.js';
 import { integer } from './node-options.js';
 import { plainWhenPiped } from './tables.js';
@@ -34,12 +35,6 @@ export function parseTime(name: string, nowMs: () => number = Date.now): (value:
     }
     return ms;
   };
-}
-
-function topicName(value: string): string {
-  const problem = topicNameProblem(value);
-  if (problem !== undefined) throw new InvalidArgumentError(problem);
-  return value;
 }
 
 function messageId(value: string): string {

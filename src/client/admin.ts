@@ -11,6 +11,7 @@ import { fromV2, type ReceivedMessage } from './messages.js';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
 import { RaftNodeClient, type RaftNodeClientOptions } from './raft-node-client.js';
 import { signRequest } from '../util/request-signature.js';
+import { checkGroupName, checkTopicName } from './name-checks.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -167,11 +168,13 @@ export class Admin {
   }
 
   async createTopic(name: string, settings: TopicSettings = {}, brokerGroup?: string): Promise<void> {
+    checkTopicName(name);
     const config = { name, readQueues: settings.readQueues ?? 8, writeQueues: settings.writeQueues ?? 8, perm: settings.perm ?? 6, messageType: settings.messageType ?? 'NORMAL' };
     for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'PutTopic', { config, createOnly: true });
   }
 
   async updateTopic(name: string, settings: TopicSettings, brokerGroup?: string): Promise<void> {
+    checkTopicName(name);
     const topics = await this.listTopics();
     const current = topics.filter((t) => t.name === name && (brokerGroup === undefined || t.brokerGroup === brokerGroup));
     if (current.length === 0) throw new MQClientError('TOPIC_NOT_FOUND', `topic ${name} does not exist`, true);
@@ -185,6 +188,7 @@ export class Admin {
   }
 
   async deleteTopic(name: string, brokerGroup?: string): Promise<void> {
+    checkTopicName(name);
     const hosting = (await this.listTopics()).filter((t) => t.name === name && (brokerGroup === undefined || t.brokerGroup === brokerGroup));
     if (hosting.length === 0) throw new MQClientError('TOPIC_NOT_FOUND', `topic ${name} does not exist`, true);
     for (const topic of hosting) await this.call(topic.brokerGroup, 'DeleteTopic', { name });
@@ -203,6 +207,7 @@ export class Admin {
 
   /** `retryBackoffMs`: the push retry back-off by attempt (absent: RocketMQ's levels 10 s, 30 s, 1 m …). */
   async createGroup(name: string, settings: { maxDeliveryAttempts?: number; fifo?: boolean; retryBackoffMs?: readonly number[] } = {}, brokerGroup?: string): Promise<void> {
+    checkGroupName(name);
     const config = { name, maxDeliveryAttempts: settings.maxDeliveryAttempts ?? 17, fifo: settings.fifo ?? false, retryBackoffMs: settings.retryBackoffMs ?? [] };
     for (const group of await this.brokerGroups(brokerGroup)) await this.call(group, 'PutGroup', { config });
   }
@@ -224,6 +229,8 @@ export class Admin {
 
   /** Moves a group's offsets on a topic to the first message stored at or after `timeMs` (backtracking). */
   async resetOffset(group: string, topic: string, timeMs: number): Promise<void> {
+    checkGroupName(group);
+    checkTopicName(topic);
     const hosting = (await this.listTopics()).filter((t) => t.name === topic);
     if (hosting.length === 0) throw new MQClientError('TOPIC_NOT_FOUND', `topic ${topic} does not exist`, true);
     for (const t of hosting) await this.call(t.brokerGroup, 'ResetOffset', { group, topic, timestampMs: timeMs });

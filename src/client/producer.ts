@@ -20,6 +20,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions, type GroupRoute, type TopicRoute } from './mq-connection.js';
 import { endTransaction, Transaction, TransactionCheckStreams, type TransactionalReceipt, type TransactionChecker, type TransactionResolution } from './transaction.js';
+import { checkTopicName } from './name-checks.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -136,6 +137,7 @@ export class Producer {
    * transactionChecker, opens the check-back streams of these topics' broker groups.
    */
   async start(topics: readonly string[] = []): Promise<void> {
+    topics.forEach(checkTopicName);
     for (const topic of topics) await this.connection.requireRoutes(topic);
     if (this.checkerOption !== undefined && topics.length > 0 && this.checkStreams === undefined) {
       this.checkStreams = new TransactionCheckStreams(this.connection, topics, this.checkerOption, this.onCheckError);
@@ -161,6 +163,7 @@ export class Producer {
   }
 
   private async sendOne(message: Message, options: { selector?: QueueSelector; messageId?: string }, transactional: boolean): Promise<SendReceipt | TransactionalReceipt> {
+    checkTopicName(message.topic);
     const messageId = options.messageId ?? newMessageId();
     // Fixed once: every retry asks for the same delivery time.
     const deliveryTimeMs = deliveryTimeOf(message);
@@ -217,6 +220,7 @@ export class Producer {
   async sendBatch(messages: readonly Message[]): Promise<SendReceipt[]> {
     const first = messages[0];
     if (first === undefined) return [];
+    checkTopicName(first.topic);
     if (messages.some((m) => m.topic !== first.topic)) throw new MQClientError('BAD_REQUEST', 'a batch holds messages of one topic', true);
     const bodyBytes = messages.reduce((sum, m) => sum + (typeof m.body === 'string' ? Buffer.byteLength(m.body) : m.body.byteLength), 0);
     if (bodyBytes > this.batchBodyBytesMax) {
@@ -240,6 +244,7 @@ export class Producer {
    * that is not a recall handle of `topic` INVALID_RECEIPT_HANDLE (both definite: nothing changed).
    */
   async recallMessage(topic: string, recallHandle: string): Promise<string> {
+    checkTopicName(topic);
     // d1~<broker group>~… (src/broker/core/recall-handle.ts): the group that stored the message.
     const group = recallHandle.startsWith('d1~') ? recallHandle.split('~')[1] : undefined;
     if (group === undefined || group === '') throw new MQClientError('INVALID_RECEIPT_HANDLE', `${JSON.stringify(recallHandle.slice(0, 80))} is not a recall handle`, true);

@@ -14,6 +14,7 @@ import { MQClientError, MQConnection, statusError, type ConnectionOptions } from
 import { PullStreams } from './pull-stream.js';
 import * as grpc from '@grpc/grpc-js';
 import { rebalanceHeader } from '../util/rocketmq-v2.js';
+import { checkGroupName, checkTopicName } from './name-checks.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -106,13 +107,14 @@ export class PullConsumer {
   private readonly localOffsets = new Map<string, number>();
 
   constructor(readonly options: PullConsumerOptions) {
-    if (!/^[A-Za-z0-9_-]{1,120}$/.test(options.group)) throw new MQClientError('ILLEGAL_CONSUMER_GROUP', `consumer group name ${JSON.stringify(options.group)} is invalid`, true);
+    checkGroupName(options.group);
     this.connection = new MQConnection(options);
     this.pulls = new PullStreams(this.connection);
     this.mode = options.mode ?? 'clustering';
   }
 
   subscribe(topic: string, filter: FilterExpression = '*'): this {
+    checkTopicName(topic);
     this.subscriptions.set(topic, filter);
     return this;
   }
@@ -185,6 +187,7 @@ export class PullConsumer {
 
   /** Moves every assigned queue of `topic` to the first message stored at or after `timeMs`, and commits. */
   async seekToTime(topic: string, timeMs: number): Promise<void> {
+    checkTopicName(topic);
     for (const q of this.queues.values()) {
       if (q.ref.topic !== topic) continue;
       const response = await this.connection.unary(q.ref.brokerGroup, 'QueryOffset', { messageQueue: this.mq(q.ref), queryOffsetPolicy: 'TIMESTAMP', timestamp: { seconds: Math.floor(timeMs / 1000), nanos: (timeMs % 1000) * 1e6 } });

@@ -7,6 +7,7 @@
  */
 import { filterExpressionToV2, fromV2, type FilterExpression, type ReceivedMessage } from './messages.js';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
+import { checkGroupName, checkTopicName } from './name-checks.js';
 
 export interface SimpleConsumerOptions extends ConnectionOptions {
   readonly group: string;
@@ -20,11 +21,12 @@ export class SimpleConsumer {
   private cursor = 0;
 
   constructor(readonly options: SimpleConsumerOptions) {
-    if (!/^[A-Za-z0-9_-]{1,120}$/.test(options.group)) throw new MQClientError('ILLEGAL_CONSUMER_GROUP', `consumer group name ${JSON.stringify(options.group)} is invalid`, true);
+    checkGroupName(options.group);
     this.connection = new MQConnection(options);
   }
 
   subscribe(topic: string, filter: FilterExpression = '*'): this {
+    checkTopicName(topic);
     this.subscriptions.set(topic, filter);
     return this;
   }

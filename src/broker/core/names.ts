@@ -1,22 +1,9 @@
 /** Names, limits and defaults shared by the broker's apply code and its services. */
 
-export const dlqTopicPrefix = '%DLQ%';
+import { dlqTopicPrefix, groupNameProblem, topicNameProblem } from '../../util/resource-names.js';
+
+export { dlqTopicPrefix, groupNameProblem, topicNameProblem };
 export const dlqTopicOf = (group: string): string => `${dlqTopicPrefix}${group}`;
-
-/** RocketMQ's topic charset; `%` only as the system prefix of DLQ topics. */
-const topicPattern = /^[A-Za-z0-9_-]{1,127}$/;
-const groupPattern = /^[A-Za-z0-9_-]{1,120}$/;
-
-export function topicNameProblem(name: string): string | undefined {
-  if (name.startsWith(dlqTopicPrefix) && groupPattern.test(name.slice(dlqTopicPrefix.length))) return undefined;
-  if (!topicPattern.test(name)) return `topic name ${JSON.stringify(name)} is invalid: use 1-127 of A-Z a-z 0-9 _ -`;
-  return undefined;
-}
-
-export function groupNameProblem(name: string): string | undefined {
-  if (!groupPattern.test(name)) return `consumer group name ${JSON.stringify(name)} is invalid: use 1-120 of A-Z a-z 0-9 _ -`;
-  return undefined;
-}
 
 /** The kind of one message: FIFO messages carry a message group (sharding key), DELAY ones a delivery time, TRANSACTION ones are half messages until committed. */
 export type MessageKind = 'NORMAL' | 'FIFO' | 'DELAY' | 'TRANSACTION';
