@@ -9,6 +9,7 @@
  *   raftmq cluster [--json]                  raftmq transfer-leader --to n2
  *   raftmq node | status | propose | members   the same on a bare Raft group
  */
+import './quiet-warnings.js';
 import { Command, Option } from 'commander';
 import Table from 'cli-table3';
 import { RaftClientError, RaftNodeClient } from '../client/raft-node-client.js';
