@@ -12,6 +12,7 @@ import { topicTypes, type GroupConfig, type TopicConfig, type TopicType } from '
 import { loadProtoFile } from '../util/proto-files.js';
 import { requestActions, type RequestAction } from '../broker/core/access-control.js';
 import { clusterAdmin, notCurrentMessage, type AccessGate, type Requirement } from './access-gate.js';
+import type { AccessJudge } from './access-judge.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
 
@@ -22,7 +23,7 @@ export interface BrokerAdminContext {
   readonly query: MessageQuery;
   isLeader(): boolean;
   leaderAddress(): string | undefined;
-  readonly access?: AccessGate;
+  readonly access?: AccessJudge;
 }
 
 /** An AuthorizeRequest's requirements (actions among Pub, Sub, Admin). */
@@ -51,18 +52,16 @@ export function brokerAdminHandlers(ctx: BrokerAdminContext): grpc.UntypedServic
       throw new BrokerError('HA_NOT_AVAILABLE', `not the leader${leader === undefined ? '; election in progress' : `; leader is ${leader}`}`, true, leader);
     }
   };
-  const requireAdmin = async (call: { metadata: grpc.Metadata }): Promise<void> => {
-    let verdict = access?.check(call.metadata, clusterAdmin);
-    // A FORBIDDEN depends on the table: judged again once it is current (see BrokerService.accessTableCurrent).
-    if (verdict !== undefined && !verdict.ok && verdict.code === 'FORBIDDEN') {
-      if (!(await service.accessTableCurrent())) throw new BrokerError('HA_NOT_AVAILABLE', notCurrentMessage);
-      verdict = access?.check(call.metadata, clusterAdmin);
-    }
-    if (verdict !== undefined && !verdict.ok) throw new BrokerError(verdict.code, verdict.message);
+  /** Throws unless the signer may do `requirements` (HA_NOT_AVAILABLE when this node cannot tell yet: access-judge.ts). */
+  const requireAccess = async (call: { metadata: grpc.Metadata }, requirements: readonly Requirement[], skew: 'check' | 'ignore' = 'check'): Promise<void> => {
+    if (access === undefined) return;
+    const verdict = await access.judge(call.metadata, requirements, skew);
+    if (verdict === undefined) throw new BrokerError('HA_NOT_AVAILABLE', notCurrentMessage);
+    if (!verdict.ok) throw new BrokerError(verdict.code, verdict.message);
   };
   const unary = (run: (request: any) => Promise<any>, wrap: (result: any) => any = (result) => result) =>
     (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
-      requireAdmin(call).then(() => { guard(); return run(call.request); }).then(
+      requireAccess(call, clusterAdmin).then(() => { guard(); return run(call.request); }).then(
         (response) => callback(null, response),
         (error: unknown) => callback(null, wrap(failure(error))),
       );
@@ -105,22 +104,19 @@ export function brokerAdminHandlers(ctx: BrokerAdminContext): grpc.UntypedServic
       return { result: ok, messages: found.items.map(messageToProto), more: found.more, released: found.released };
     }, (result) => ({ result, messages: [] })),
     ApplyAccessCommand: unary(async (request) => {
-      await service.applyAccessCommand(accessCommandFromProto(request, access));
+      await service.applyAccessCommand(accessCommandFromProto(request, access?.gate));
       return ok;
     }),
     ListAccess: unary(async () => {
       const table = await service.accessTable();
       return { result: ok, users: table.listUsers(), policies: table.listPolicies().map((policy) => ({ ...policy, actions: [...policy.actions] })) };
     }, (result) => ({ result, users: [], policies: [] })),
-    // The leader's verdict on its caller's own signature, asked by a follower whose table may be behind (leader-access.ts).
+    // The leader's verdict on its caller's own signature, asked by a follower whose table may be behind (access-judge.ts).
     Authorize: (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>): void => {
       Promise.resolve().then(async () => {
         guard();
-        if (access === undefined) return ok;
-        const requirements = requirementsFromProto(call.request);
-        if (!(await service.accessTableCurrent())) throw new BrokerError('HA_NOT_AVAILABLE', notCurrentMessage);
-        const verdict = access.check(call.metadata, requirements, call.request.streamSigned === true ? 'ignore' : 'check');
-        return verdict.ok ? ok : { ok: false, code: verdict.code, error: verdict.message, leaderAddress: '' };
+        await requireAccess(call, requirementsFromProto(call.request), call.request.streamSigned === true ? 'ignore' : 'check');
+        return ok;
       }).then((response) => callback(null, response), (error: unknown) => callback(null, failure(error)));
     },
     TraceMessage: unary(async (request) => {

@@ -22,8 +22,8 @@ import { DedupFileStore } from './dedup-files.js';
 import { TimerFileStore } from './timer-files.js';
 import { MessageIndexFileStore } from './message-index-files.js';
 import { Forwarder } from './forwarder.js';
-import { AccessGate, clusterAdmin, notCurrentMessage, type AccessVerdict, type AuthSettings, type Requirement } from './access-gate.js';
-import { LeaderAccessCheck } from './leader-access.js';
+import { AccessGate, clusterAdmin, notCurrentMessage, type AuthSettings } from './access-gate.js';
+import { AccessJudge } from './access-judge.js';
 import { ClientLimits, defaultClientLimits, type ClientLimitSettings } from './client-limits.js';
 import { brokerAdminDefinition, brokerAdminHandlers } from './broker-admin-service.js';
 import { TransactionChecks } from './transaction-checks.js';
@@ -91,7 +91,7 @@ export class BrokerNode {
     private readonly timerFiles: TimerFileStore,
     private readonly indexFiles: MessageIndexFileStore,
     private readonly transactionChecks: TransactionChecks,
-    private readonly leaderAccess: LeaderAccessCheck | undefined,
+    private readonly judge: AccessJudge | undefined,
   ) {}
 
   /**
@@ -132,33 +132,22 @@ export class BrokerNode {
     const access = config.auth === undefined ? undefined : AccessGate.open(config.auth, () => machine.state.access);
     const ref: {
       service?: BrokerService; registrar?: NameServerRegistrar; retention?: RetentionService; checks?: TransactionChecks; forwarder?: Forwarder; peers?: RaftNodeClient;
-      leaderAccess?: LeaderAccessCheck; leaderAddress?: () => string | undefined; isLeader?: () => boolean;
+      judge?: AccessJudge;
     } = {};
-    /** The leader's verdict, for a follower whose own says FORBIDDEN (its table may be behind). */
-    const askLeader = (metadata: grpc.Metadata, requirements: readonly Requirement[], streamSigned: boolean): Promise<AccessVerdict | undefined> => {
-      const leader = ref.leaderAddress?.();
-      return leader === undefined || ref.leaderAccess === undefined ? Promise.resolve(undefined) : ref.leaderAccess.ask(leader, metadata, requirements, streamSigned);
-    };
     const raft = await RaftGroupNode.start(config, onFatal, {
       stateMachine: machine,
       snapshotForPeer: (data) => machine.snapshotWithRecords(data),
       onSoftState: () => ref.registrar?.registerSoon(),
       ...(access === undefined ? {} : {
         adminAccess: async (metadata: grpc.Metadata) => {
-          let verdict: AccessVerdict | undefined = access.check(metadata, clusterAdmin);
-          // A FORBIDDEN depends on the table: the leader judges again once its table is current, a follower asks the leader.
-          if (!verdict.ok && verdict.code === 'FORBIDDEN') {
-            if (ref.isLeader?.() === true) verdict = (await ref.service?.accessTableCurrent()) === true ? access.check(metadata, clusterAdmin) : undefined;
-            else verdict = await askLeader(metadata, clusterAdmin, false);
-            if (verdict === undefined) return { code: grpc.status.UNAVAILABLE, message: notCurrentMessage };
-          }
+          const verdict = await ref.judge?.judge(metadata, clusterAdmin);
+          if (verdict === undefined) return { code: grpc.status.UNAVAILABLE, message: notCurrentMessage };
           return verdict.ok ? undefined : { code: verdict.code === 'UNAUTHORIZED' ? grpc.status.UNAUTHENTICATED : grpc.status.PERMISSION_DENIED, message: verdict.message };
         },
       }),
       services: (node, log, logger, tls) => {
         const forwarder = new Forwarder(config.holdMs, tls?.channelCredentials());
         ref.forwarder = forwarder;
-        if (access !== undefined) ref.leaderAccess = new LeaderAccessCheck(tls?.channelCredentials());
         // Reads retained entries a snapshot install left out of this node's log (see PeerEntries).
         // With TLS a peer's certificate vouches for it; without, its reads are signed as the bootstrap user.
         const peers = new RaftNodeClient(config.members.map((m) => m.address), {
@@ -170,12 +159,10 @@ export class BrokerNode {
           readCommitted: async (peer, fromIndex, maxEntries) => (await peers.readCommitted(peer.address, fromIndex, maxEntries)).entries,
           peers: () => node.members.filter((m) => m.id !== config.nodeId),
         });
-        ref.isLeader = () => node.role === 'leader';
         const leaderAddress = (): string | undefined => {
           const leaderId = node.leaderId;
           return leaderId === undefined ? undefined : node.members.find((m) => m.id === leaderId)?.address;
         };
-        ref.leaderAddress = leaderAddress;
         const options: BrokerServiceOptions = {
           ...defaultBrokerServiceOptions, brokerGroup: config.groupId, autoCreateTopics: config.autoCreateTopics,
           autoCreateGroups: config.autoCreateGroups, maxBodyBytes: config.maxBodyBytes, sendBacklogBytesMax: config.sendBacklogBytesMax, readReadyWaitMs: config.holdMs,
@@ -196,6 +183,10 @@ export class BrokerNode {
           },
         };
         const service = new BrokerService(options, raftPort, machine, logReader, systemClock);
+        const judge = access === undefined ? undefined : new AccessJudge(access, {
+          isLeader: () => node.role === 'leader', leaderAddress, tableCurrent: () => service.accessTableCurrent(),
+        }, tls?.channelCredentials());
+        if (judge !== undefined) ref.judge = judge;
         const query = new MessageQuery({ brokerGroup: config.groupId, readReadyWaitMs: config.holdMs }, raftPort, machine, {
           payloadAt: logReader.payloadAt, termAt: (index) => log.termAt(index),
         }, systemClock);
@@ -210,9 +201,9 @@ export class BrokerNode {
         ref.checks = transactionChecks;
         const messaging = brokerMessagingHandlers({
           brokerGroup: config.groupId, selfAddress, service, forwarder, logger, transactionChecks,
-          isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access, askLeader }), limits,
+          isLeader: () => node.role === 'leader', leaderAddress, ...(judge === undefined ? {} : { access: judge }), limits,
         });
-        return [[brokerMessagingDefinition, messaging], [brokerAdminDefinition, brokerAdminHandlers({ service, query, isLeader: () => node.role === 'leader', leaderAddress, ...(access === undefined ? {} : { access }) })]];
+        return [[brokerMessagingDefinition, messaging], [brokerAdminDefinition, brokerAdminHandlers({ service, query, isLeader: () => node.role === 'leader', leaderAddress, ...(judge === undefined ? {} : { access: judge }) })]];
       },
     });
     const service = ref.service as BrokerService;
@@ -232,7 +223,7 @@ export class BrokerNode {
     }, raft.logger, raft.tls?.channelCredentials());
     ref.registrar = registrar;
     registrar.start();
-    return new BrokerNode(raft, service, registrar, ref.forwarder as Forwarder, retention, ref.peers as RaftNodeClient, queueFiles, dedupFiles, timerFiles, indexFiles, ref.checks as TransactionChecks, ref.leaderAccess);
+    return new BrokerNode(raft, service, registrar, ref.forwarder as Forwarder, retention, ref.peers as RaftNodeClient, queueFiles, dedupFiles, timerFiles, indexFiles, ref.checks as TransactionChecks, ref.judge);
   }
 
   async close(): Promise<void> {
@@ -242,7 +233,7 @@ export class BrokerNode {
     this.transactionChecks.close();
     this.service.close();
     this.forwarder.close();
-    this.leaderAccess?.close();
+    this.judge?.close();
     await this.raft.close();
     this.queueFiles.close();
     this.dedupFiles.close();

@@ -51,9 +51,4 @@ export class ClientLimits {
       ? `this client has ${this.settings.pollsMax} long polls waiting on this node already (the most one client may); wait for one to end`
       : `this client has ${this.settings.requestsMax} calls being served by this node already (the most one client may); back off and retry`;
   }
-
-  /** Clients holding any slot (the maps are bounded by the clients with calls in progress). */
-  get clientsHolding(): number {
-    return new Set([...this.requests.keys(), ...this.polls.keys()]).size;
-  }
 }

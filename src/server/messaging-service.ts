@@ -21,7 +21,8 @@ import {
   queueSelectedHeader, rebalanceHeader, timestampToMs, type V2Status,
 } from '../util/rocketmq-v2.js';
 import { callDeadlineMs, Forwarder, methodOf, type ForwardOptions } from './forwarder.js';
-import { groupRequirement, notCurrentMessage, topicRequirement, type AccessGate, type AccessVerdict, type Requirement } from './access-gate.js';
+import { groupRequirement, notCurrentMessage, topicRequirement, type Requirement } from './access-gate.js';
+import type { AccessJudge } from './access-judge.js';
 import type { ClientLimits } from './client-limits.js';
 import type { TransactionChecks } from './transaction-checks.js';
 import { pullResponseFrames, pullStatusFrame } from './pull-response.js';
@@ -43,11 +44,9 @@ export interface BrokerEndpointContext {
   /** The producers this node's Telemetry streams hold, for transaction check-backs. */
   readonly transactionChecks: TransactionChecks;
   /** Authentication and authorization of every call (undefined: every call passes). */
-  readonly access?: AccessGate;
+  readonly access?: AccessJudge;
   /** Per-client caps on calls served and long polls waiting at once on this node. */
   readonly limits: ClientLimits;
-  /** A follower's second opinion on a FORBIDDEN, from its leader (leader-access.ts); undefined: no answer. */
-  readonly askLeader?: (metadata: grpc.Metadata, requirements: readonly Requirement[], streamSigned: boolean) => Promise<AccessVerdict | undefined>;
 }
 
 /**
@@ -275,20 +274,10 @@ export function brokerMessagingHandlers(ctx: BrokerEndpointContext): grpc.Untype
    * restarted node replays its users; a new leader applies its own-term entry first).
    */
   const accessStatus = async (metadata: grpc.Metadata, requirements: readonly Requirement[], skew: 'check' | 'ignore' = 'check'): Promise<V2Status | undefined> => {
-    const gate = ctx.access;
-    if (gate === undefined) return undefined;
-    let verdict: AccessVerdict | undefined = gate.check(metadata, requirements, skew);
-    if (!verdict.ok && verdict.code === 'FORBIDDEN') {
-      // The leader's table is current once it has applied an entry of its term; a follower asks
-      // its leader. Behind its group, a node does not refuse: it says to try again (HA_NOT_AVAILABLE).
-      if (ctx.isLeader()) {
-        verdict = (await service.accessTableCurrent()) ? gate.check(metadata, requirements, skew) : undefined;
-      } else {
-        const leader = ctx.leaderAddress();
-        verdict = leader === undefined ? undefined : await ctx.askLeader?.(metadata, requirements, skew === 'ignore');
-      }
-      if (verdict === undefined) return { code: 'HA_NOT_AVAILABLE', message: notCurrentMessage };
-    }
+    if (ctx.access === undefined) return undefined;
+    const verdict = await ctx.access.judge(metadata, requirements, skew);
+    // Behind its group, a node does not refuse: it says to try again (HA_NOT_AVAILABLE).
+    if (verdict === undefined) return { code: 'HA_NOT_AVAILABLE', message: notCurrentMessage };
     return verdict.ok ? undefined : { code: verdict.code, message: verdict.message };
   };
   /** Refuses the call (UNAUTHORIZED / FORBIDDEN) unless its signer holds `requirements`; checked where a call is served. */
