@@ -10,8 +10,7 @@
  */
 import { Option, type Command } from 'commander';
 import { clientChannelCredentials, type ClientTlsOptions } from '../client/channel-security.js';
-import type { RaftNodeClientOptions } from '../client/raft-node-client.js';
-import { signRequest } from '../util/request-signature.js';
+import { signedRaftNodeClientOptions, type RaftNodeClientOptions } from '../client/raft-node-client.js';
 import { readCredentialsFile, type AuthSettings } from '../server/access-gate.js';
 import type { TlsFiles } from '../server/tls.js';
 import type { Credentials } from '../util/request-signature.js';
@@ -65,8 +64,7 @@ export function clientConnection(namesrv: string): { nameServers: string[]; tls?
 
 /** For clients of Raft nodes directly (status, propose, members): the command's TLS and signature. */
 export function raftNodeClientOptions(): RaftNodeClientOptions {
-  const credentials = commandCredentials;
-  return { credentials: clientChannelCredentials(commandTls), ...(credentials === undefined ? {} : { callHeaders: () => signRequest(credentials, Date.now()) }) };
+  return signedRaftNodeClientOptions(clientChannelCredentials(commandTls), commandCredentials);
 }
 
 /** --auth-key-file, --auth-admin-file and --auth-skew-ms for a broker. */

@@ -9,8 +9,7 @@ import { loadProtoFile } from '../util/proto-files.js';
 import { queryLimitMax, type FoundMessage as MessageInfo, type MessageTrace as MessageTraceInfo, type QueryResult as MessageQueryResult, type TraceEvent as MessageTraceEvent } from '../util/message-query-shapes.js';
 import { fromV2, type ReceivedMessage } from './messages.js';
 import { MQClientError, MQConnection, statusError, type ConnectionOptions } from './mq-connection.js';
-import { RaftNodeClient, type RaftNodeClientOptions } from './raft-node-client.js';
-import { signRequest } from '../util/request-signature.js';
+import { RaftNodeClient, signedRaftNodeClientOptions, type RaftNodeClientOptions } from './raft-node-client.js';
 import { checkGroupName, checkTopicName } from './name-checks.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proto-loader objects are untyped at this edge */
@@ -259,8 +258,7 @@ export class Admin {
 
   /** For a RaftNodeClient of this admin's nodes: the same TLS and signature. */
   raftNodeClientOptions(): RaftNodeClientOptions {
-    const credentials = this.options.sessionCredentials;
-    return { credentials: this.connection.credentials, ...(credentials === undefined ? {} : { callHeaders: () => signRequest(credentials, Date.now()) }) };
+    return signedRaftNodeClientOptions(this.connection.credentials, this.options.sessionCredentials);
   }
 
   /**

@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { signRequest, type Credentials } from '../util/request-signature.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadProtoFile } from '../util/proto-files.js';
 
@@ -62,6 +63,11 @@ interface PendingProposal {
   readonly timer: NodeJS.Timeout;
   attempts: number;
   stream: grpc.ClientDuplexStream<any, any> | undefined;
+}
+
+/** Options for a client secured by `credentials` whose every call is signed as `user` (if given). */
+export function signedRaftNodeClientOptions(credentials: grpc.ChannelCredentials, user: Credentials | undefined): RaftNodeClientOptions {
+  return { credentials, ...(user === undefined ? {} : { callHeaders: () => signRequest(user, Date.now()) }) };
 }
 
 export interface RaftNodeClientOptions {
